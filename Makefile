@@ -1,0 +1,38 @@
+# The targets CI runs are the ones you run: `make up` starts Cove, `make test` checks it (.ci/run calls it).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: up test lint pytest services bench clean
+
+# A virtual environment with Cove installed (editable) against the locked versions in constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip==26.3
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+up: $(STAMP)
+	$(VENV)/bin/cove up
+
+test: $(STAMP) services lint pytest
+
+# Services the tests use that the machine may lack (PostgreSQL binaries), installed with apt.
+services:
+	scripts/test-services
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/gateway_overhead.py
+	$(PY) benchmarks/deploy_first_token.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

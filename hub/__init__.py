@@ -1,0 +1,1 @@
+"""Cove notebooks: JupyterHub on pooled GPU capacity (spawner, profiles, culling)."""

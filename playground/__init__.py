@@ -1,0 +1,1 @@
+"""Cove playground: a Gradio chat app that talks to deployed models through the gateway."""

@@ -1,0 +1,103 @@
+"""The Backend protocol: the few verbs the controller uses to make desired state real.
+
+A backend runs *workloads* (the replicas of one deployment) from a ``WorkloadSpec`` and reports what it observes
+as a ``WorkloadStatus``. ``apply`` is declarative and idempotent: called on every reconcile pass, it starts what is
+missing, replaces what changed, stops what is surplus, and returns the status. State worth keeping across a restart
+(pids and ports locally; the cluster itself on Kubernetes) is the backend's own business, so a restarted controller
+adopts running replicas instead of starting them twice. Only the controller calls ``apply``/``delete``; ``logs``
+and ``capacity`` are read-only and safe to call from anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Protocol
+
+from studio.models import Resources
+
+Phase = Literal["pending", "starting", "ready", "backoff", "terminating"]
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """Everything a backend needs to run one deployment's replicas; built by a pure function from DB rows."""
+
+    name: str
+    runtime: str  # RuntimeKind
+    model: str  # what the runtime loads: a Hub repo id (resolved in the model cache) or a folder
+    model_revision: str | None
+    image: str  # container reference with tag, for backends that run containers
+    health_path: str = "/health"
+    local_command: tuple[str, ...] | None = None  # custom images: a template with {model} {host} {port} {name}
+    args: tuple[str, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    replicas: int = 1
+    pool: str = "local"
+    node_selector: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when anything but the replica count changes: replicas with another fingerprint are replaced."""
+        body = asdict(self)
+        body.pop("replicas")
+        body["resources"] = self.resources.model_dump()
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    index: int
+    phase: Phase
+    endpoint: str | None = None  # base URL of the OpenAI-compatible API, e.g. http://127.0.0.1:41235
+    restarts: int = 0
+    failures: int = 0  # consecutive failed starts (crashes before ready); reset once ready
+    message: str = ""  # the last exit or probe failure, in words
+    log_tail: tuple[str, ...] = ()  # last lines of the replica's log when it last failed
+
+
+@dataclass(frozen=True)
+class WorkloadStatus:
+    name: str
+    replicas: tuple[ReplicaStatus, ...] = ()
+    upstream_model: str = ""  # the model name the runtime expects in requests
+    unavailable: str = ""  # the runtime cannot run on this backend at all, and why
+
+    @property
+    def ready(self) -> tuple[ReplicaStatus, ...]:
+        return tuple(r for r in self.replicas if r.phase == "ready")
+
+
+@dataclass(frozen=True)
+class DetectedPool:
+    """Capacity a backend finds by itself (the local machine; labelled node groups on Kubernetes)."""
+
+    name: str
+    cpu_cores: float
+    memory_mib: int
+    gpu_model: str = ""
+    gpu_count: int = 0
+    gpu_memory_mib: int = 0
+
+
+class Backend(Protocol):
+    def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
+        """Converge the workload named ``spec.name`` towards ``spec``; return what is observed now."""
+        ...
+
+    def delete(self, name: str) -> bool:
+        """Stop and remove the workload; True once nothing of it is left."""
+        ...
+
+    def names(self) -> set[str]:
+        """Workloads this backend is running, including ones no deployment asks for any more."""
+        ...
+
+    def logs(self, name: str, *, tail: int = 100) -> list[str]: ...
+
+    def capacity(self) -> list[DetectedPool]: ...
+
+    def close(self, *, stop_workloads: bool) -> None:
+        """Release the backend; with ``stop_workloads`` also stop every replica it runs."""
+        ...

@@ -1,0 +1,490 @@
+"""LocalBackend: model servers as supervised processes on this machine.
+
+Each replica is a process in its own session (so a terminal's Ctrl-C reaches Cove, not the runtimes, and Cove
+stops them in order), with its own port and log file. ``apply`` is called on every reconcile pass and does a
+kubelet's work synchronously: start what is missing, probe health, restart crashed replicas with exponential
+backoff, kill replicas that never become ready, and replace replicas whose spec changed.
+
+Bookkeeping (pid, process start time, port) lives in ``COVE_HOME/runs/<workload>/<index>.json``; a new backend
+adopts processes whose pid and start time still match, so a restarted controller neither loses nor duplicates
+replicas. Time comes from an injected clock so tests can jump.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+from studio.backends.base import DetectedPool, Phase, ReplicaStatus, WorkloadSpec, WorkloadStatus
+from studio.errors import CoveError
+from studio.runtimes import Launch, local_availability, local_launch, upstream_model
+from studio.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL = 20
+MAX_LOG_BYTES = 20 * 1024 * 1024
+PROBE_FAILURES_UNREADY = 3  # consecutive failed probes before a ready replica is taken out of rotation
+
+
+def backoff_s(failures: int) -> float:
+    """Delay before the next start after ``failures`` consecutive failures: 1, 2, 4, … capped at 60 s."""
+    return float(min(60, 2 ** max(0, failures - 1)))
+
+
+def tail_lines(path: Path, n: int) -> list[str]:
+    """The last ``n`` lines of a text file, read from its end."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size, block, data = fh.tell(), 8192, b""
+            while size > 0 and data.count(b"\n") <= n:
+                step = min(block, size)
+                size -= step
+                fh.seek(size)
+                data = fh.read(step) + data
+    except FileNotFoundError:
+        return []
+    return [line for line in data.decode("utf-8", "replace").splitlines()[-n:]]
+
+
+def log_tail(settings: Settings, name: str, *, tail: int = 100) -> list[str]:
+    """The last lines of each replica's log, prefixed with the replica's index. Reads files only."""
+    lines: list[str] = []
+    for path in sorted((settings.logs_dir / name).glob("replica-*.log")):
+        index = path.stem.removeprefix("replica-")
+        lines += [f"[{index}] {line}" for line in tail_lines(path, tail)]
+    return lines
+
+
+def detect_gpus() -> list[tuple[int, str, int]]:
+    """NVIDIA GPUs as (index, name, memory MiB), from nvidia-smi; none when it is absent or fails."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("nvidia-smi failed, assuming no GPUs: %s", exc)
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        index, name, memory = (part.strip() for part in line.split(","))
+        gpus.append((int(index), name, int(float(memory))))
+    return gpus
+
+
+def detect_capacity(gpus: list[tuple[int, str, int]] | None = None) -> DetectedPool:
+    """This machine as one pool: its CPUs, memory and NVIDIA GPUs."""
+    gpus = detect_gpus() if gpus is None else gpus
+    return DetectedPool(
+        name="local",
+        cpu_cores=float(os.cpu_count() or 1),
+        memory_mib=psutil.virtual_memory().total // (1024 * 1024),
+        gpu_model=gpus[0][1] if gpus else "",
+        gpu_count=len(gpus),
+        gpu_memory_mib=min((g[2] for g in gpus), default=0),
+    )
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class _Replica:
+    workload: str
+    index: int
+    fingerprint: str
+    upstream_model: str
+    state_path: Path
+    log_path: Path
+    phase: Phase = "pending"
+    port: int | None = None
+    pid: int | None = None
+    create_time: float | None = None
+    proc: subprocess.Popen[bytes] | None = None  # None for adopted processes
+    gpu_ids: tuple[int, ...] = ()
+    started_at: float = 0.0
+    next_start: float = 0.0
+    stop_deadline: float = 0.0
+    restarts: int = 0
+    failures: int = 0
+    probe_failures: int = 0
+    message: str = ""
+    log_tail: tuple[str, ...] = ()
+    adopted: bool = False
+    host: str = "127.0.0.1"
+
+    @property
+    def endpoint(self) -> str | None:
+        return None if self.port is None else f"http://{self.host}:{self.port}"
+
+
+class LocalBackend:
+    """Runs workloads as local processes; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        python: str = sys.executable,
+        gpus: list[tuple[int, str, int]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.python = python
+        self.gpus = detect_gpus() if gpus is None else gpus
+        self._workloads: dict[str, dict[int, _Replica]] = {}
+        self._health_paths: dict[str, str] = {}
+        settings.ensure_dirs()
+        self._adopt()
+
+    # ------------------------------------------------------------------------------------------- protocol verbs
+
+    def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
+        replicas = self._workloads.setdefault(spec.name, {})
+        self._health_paths[spec.name] = spec.health_path
+        unavailable = local_availability(spec, gpus_on_machine=len(self.gpus))
+        wanted = 0 if unavailable else spec.replicas
+        for index in range(wanted):
+            replica = replicas.get(index)
+            if replica is None:
+                replicas[index] = self._new_replica(spec, index)
+            elif replica.fingerprint != spec.fingerprint and replica.phase != "terminating":
+                log.info("%s/%d: spec changed, replacing", spec.name, index)
+                self._terminate(replica)
+        for index, replica in replicas.items():
+            if index >= wanted and replica.phase != "terminating":
+                self._terminate(replica)
+        self._sync(spec.name, spec)
+        return self._status(spec.name, upstream_model(spec), unavailable)
+
+    def delete(self, name: str) -> bool:
+        for replica in self._workloads.get(name, {}).values():
+            if replica.phase != "terminating":
+                self._terminate(replica)
+        self._sync(name, None)
+        if self._workloads.get(name):
+            return False
+        self._workloads.pop(name, None)
+        self._health_paths.pop(name, None)
+        shutil.rmtree(self.settings.runs_dir / name, ignore_errors=True)
+        return True
+
+    def names(self) -> set[str]:
+        return set(self._workloads)
+
+    def logs(self, name: str, *, tail: int = 100) -> list[str]:
+        return log_tail(self.settings, name, tail=tail)
+
+    def capacity(self) -> list[DetectedPool]:
+        return [detect_capacity(self.gpus)]
+
+    def close(self, *, stop_workloads: bool) -> None:
+        if not stop_workloads:
+            return
+        victims = [r for reps in self._workloads.values() for r in reps.values()]
+        procs = []
+        for replica in victims:
+            proc = self._process(replica)
+            if proc is not None:
+                self._signal(replica, signal.SIGTERM)
+                procs.append(proc)
+        _, alive = psutil.wait_procs(procs, timeout=self.settings.runtime_stop_grace_s)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error, OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=5)
+        for replica in victims:
+            if replica.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    replica.proc.wait(timeout=1)
+            replica.state_path.unlink(missing_ok=True)
+        self._workloads.clear()
+
+    # ------------------------------------------------------------------------------------------- replicas
+
+    def _new_replica(self, spec: WorkloadSpec, index: int) -> _Replica:
+        return _Replica(
+            workload=spec.name,
+            index=index,
+            fingerprint=spec.fingerprint,
+            upstream_model=upstream_model(spec),
+            state_path=self.settings.runs_dir / spec.name / f"{index}.json",
+            log_path=self.settings.logs_dir / spec.name / f"replica-{index}.log",
+            next_start=self.clock(),
+        )
+
+    def _sync(self, name: str, spec: WorkloadSpec | None) -> None:
+        replicas = self._workloads.get(name, {})
+        now = self.clock()
+        for index, replica in list(replicas.items()):
+            if replica.phase == "terminating":
+                if self._exit_code(replica) is not None:
+                    replica.state_path.unlink(missing_ok=True)
+                    del replicas[index]
+                elif now >= replica.stop_deadline:
+                    self._signal(replica, signal.SIGKILL)
+                continue
+            if replica.phase in ("pending", "backoff"):
+                if spec is not None and now >= replica.next_start:
+                    self._start(replica, spec)
+                continue
+            code = self._exit_code(replica)
+            if code is not None:
+                self._on_exit(replica, code)
+                continue
+            self._probe(replica, now)
+
+    def _start(self, replica: _Replica, spec: WorkloadSpec) -> None:
+        now = self.clock()
+        gpu_ids = self._assign_gpus(spec, replica)
+        if gpu_ids is None:
+            replica.message = "waiting for a free GPU on this machine"
+            replica.next_start = now + 1
+            return
+        host = self.settings.runtime_host
+        try:
+            port = free_port(host)
+            launch = local_launch(
+                spec, host=host, port=port, python=self.python, models_dir=self.settings.models_dir, gpu_ids=gpu_ids
+            )
+        except (OSError, CoveError) as exc:
+            self._fail_start(replica, f"cannot start: {exc}")
+            return
+        replica.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if replica.log_path.exists() and replica.log_path.stat().st_size > MAX_LOG_BYTES:
+            replica.log_path.replace(replica.log_path.with_suffix(".log.1"))
+        with replica.log_path.open("ab") as log_file:
+            self._write_header(log_file, replica, launch)
+            try:
+                proc = subprocess.Popen(
+                    launch.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **launch.env},
+                    start_new_session=True,
+                    cwd=self.settings.home,
+                )
+            except OSError as exc:
+                self._fail_start(replica, f"cannot start {launch.argv[0]}: {exc.strerror or exc}")
+                return
+        replica.proc, replica.pid, replica.port, replica.gpu_ids = proc, proc.pid, port, gpu_ids
+        replica.host = host
+        replica.create_time = _create_time(proc.pid)
+        replica.phase, replica.started_at, replica.probe_failures, replica.adopted = "starting", now, 0, False
+        self._save(replica)
+        log.info("%s/%d: started pid %d on port %d", replica.workload, replica.index, proc.pid, port)
+
+    def _write_header(self, log_file: IO[bytes], replica: _Replica, launch: Launch) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        line = f"--- cove {stamp}: starting replica {replica.index} (restart {replica.restarts}): "
+        log_file.write((line + " ".join(launch.argv) + "\n").encode())
+        log_file.flush()
+
+    def _fail_start(self, replica: _Replica, message: str) -> None:
+        replica.failures += 1
+        replica.restarts += 1
+        replica.phase, replica.message = "backoff", message
+        replica.next_start = self.clock() + backoff_s(replica.failures)
+        replica.log_tail = tuple(tail_lines(replica.log_path, LOG_TAIL))
+
+    def _on_exit(self, replica: _Replica, code: int | str) -> None:
+        was_ready = replica.phase == "ready"
+        how = f"exited with code {code}" if isinstance(code, int) else str(code)
+        if isinstance(code, int) and code < 0:
+            with contextlib.suppress(ValueError):
+                how = f"was killed by {signal.Signals(-code).name}"
+        self._fail_start(replica, f"replica {replica.index} {how}{' after it was ready' if was_ready else ''}")
+        replica.state_path.unlink(missing_ok=True)
+        replica.proc, replica.pid, replica.port = None, None, None
+        log.warning(
+            "%s/%d: %s; next start in %.0f s",
+            replica.workload,
+            replica.index,
+            replica.message,
+            replica.next_start - self.clock(),
+        )
+
+    def _probe(self, replica: _Replica, now: float) -> None:
+        path = self._health_paths.get(replica.workload, "/health")
+        problem = _http_probe(self.settings.runtime_host, replica.port or 0, path)
+        if not problem:
+            if replica.phase != "ready":
+                log.info("%s/%d: ready on port %s", replica.workload, replica.index, replica.port)
+            replica.phase, replica.failures, replica.probe_failures, replica.message = "ready", 0, 0, ""
+            return
+        if replica.phase == "ready":
+            replica.probe_failures += 1
+            if replica.probe_failures >= PROBE_FAILURES_UNREADY:
+                replica.phase, replica.message = "starting", f"health check failing: {problem}"
+            return
+        if now - replica.started_at > self.settings.runtime_start_timeout_s:
+            self._signal(replica, signal.SIGKILL)
+            if replica.proc is not None:
+                replica.proc.wait(timeout=10)
+            self._on_exit(replica, f"was not ready after {self.settings.runtime_start_timeout_s:.0f} s and was killed")
+
+    def _terminate(self, replica: _Replica) -> None:
+        if self._exit_code(replica) is None:
+            self._signal(replica, signal.SIGTERM)
+        replica.phase = "terminating"
+        replica.stop_deadline = self.clock() + self.settings.runtime_stop_grace_s
+
+    def _assign_gpus(self, spec: WorkloadSpec, replica: _Replica) -> tuple[int, ...] | None:
+        wanted = spec.resources.gpus or (1 if spec.resources.gpu_memory_mib else 0)
+        if not wanted or not self.gpus:
+            return ()
+        taken = {
+            i
+            for reps in self._workloads.values()
+            for r in reps.values()
+            if r is not replica and r.pid is not None
+            for i in r.gpu_ids
+        }
+        if spec.resources.gpu_memory_mib:  # slices share a GPU; admission has checked the memory
+            return (self.gpus[replica.index % len(self.gpus)][0],)
+        free = [g[0] for g in self.gpus if g[0] not in taken]
+        return tuple(free[:wanted]) if len(free) >= wanted else None
+
+    # ------------------------------------------------------------------------------------------- processes
+
+    def _process(self, replica: _Replica) -> psutil.Process | None:
+        """The replica's process if it is still the one Cove started (pid and start time match)."""
+        if replica.pid is None:
+            return None
+        try:
+            proc = psutil.Process(replica.pid)
+            if replica.create_time is not None and abs(proc.create_time() - replica.create_time) > 0.01:
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE and replica.proc is None:
+                return None
+            return proc
+        except psutil.Error:
+            return None
+
+    def _exit_code(self, replica: _Replica) -> int | str | None:
+        """None while running; the exit code for children; a phrase for adopted processes."""
+        if replica.proc is not None:
+            return replica.proc.poll()
+        if replica.pid is None:
+            return "was not running"
+        return None if self._process(replica) is not None else "exited (adopted process; exit code unknown)"
+
+    def _signal(self, replica: _Replica, sig: signal.Signals) -> None:
+        if self._process(replica) is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(replica.pid or 0, sig)
+
+    def _save(self, replica: _Replica) -> None:
+        replica.state_path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "workload": replica.workload,
+            "index": replica.index,
+            "fingerprint": replica.fingerprint,
+            "upstream_model": replica.upstream_model,
+            "pid": replica.pid,
+            "create_time": replica.create_time,
+            "port": replica.port,
+            "host": replica.host,
+            "gpu_ids": list(replica.gpu_ids),
+            "restarts": replica.restarts,
+        }
+        tmp = replica.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(replica.state_path)
+
+    def _adopt(self) -> None:
+        """Take over replicas a previous backend left running; forget the ones that are gone."""
+        for path in sorted(self.settings.runs_dir.glob("*/*.json")):
+            try:
+                state = json.loads(path.read_text())
+                replica = _Replica(
+                    workload=state["workload"],
+                    index=int(state["index"]),
+                    fingerprint=state["fingerprint"],
+                    upstream_model=state.get("upstream_model", ""),
+                    state_path=path,
+                    log_path=self.settings.logs_dir / state["workload"] / f"replica-{state['index']}.log",
+                    phase="starting",
+                    port=state["port"],
+                    pid=state["pid"],
+                    create_time=state["create_time"],
+                    gpu_ids=tuple(state.get("gpu_ids", ())),
+                    restarts=int(state.get("restarts", 0)),
+                    started_at=self.clock(),
+                    adopted=True,
+                    host=state.get("host") or "127.0.0.1",
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring unreadable replica state %s: %s", path, exc)
+                path.unlink(missing_ok=True)
+                continue
+            if self._process(replica) is None:
+                path.unlink(missing_ok=True)
+                continue
+            log.info(
+                "%s/%d: adopted running pid %s on port %s", replica.workload, replica.index, replica.pid, replica.port
+            )
+            self._workloads.setdefault(replica.workload, {})[replica.index] = replica
+
+    def _status(self, name: str, upstream: str, unavailable: str) -> WorkloadStatus:
+        replicas = tuple(
+            ReplicaStatus(
+                index=r.index,
+                phase=r.phase,
+                endpoint=r.endpoint if r.phase == "ready" else None,
+                restarts=r.restarts,
+                failures=r.failures,
+                message=r.message,
+                log_tail=r.log_tail,
+            )
+            for _, r in sorted(self._workloads.get(name, {}).items())
+        )
+        return WorkloadStatus(name=name, replicas=replicas, upstream_model=upstream, unavailable=unavailable)
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def _http_probe(host: str, port: int, path: str, timeout: float = 2.0) -> str:
+    """'' when GET path answers 2xx, else what went wrong."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        status = conn.getresponse().status
+        return "" if 200 <= status < 300 else f"GET {path} answered {status}"
+    except (OSError, http.client.HTTPException) as exc:
+        return f"GET {path}: {exc}"
+    finally:
+        conn.close()

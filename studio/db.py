@@ -1,0 +1,145 @@
+"""The database: engine, sessions and migrations (SQLite by default, PostgreSQL by URL).
+
+``Database`` is handed to the services, which are the only code that opens sessions. ``open_database`` makes the
+engine and brings the schema to the newest Alembic revision, keeping every row; a database written by a newer Cove
+is refused rather than touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, create_engine
+
+from studio.errors import DatabaseError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Stores naive UTC (the same on SQLite and PostgreSQL) and always returns aware UTC datetimes."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; use studio.db.utcnow()")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Database:
+    """An engine plus the session factory the services use."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose objects stay readable after commit; rolled back on error."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+            except BaseException:
+                session.rollback()
+                raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def make_engine(url: str) -> Engine:
+    """Engine with the pragmas Cove relies on: SQLite in WAL mode with foreign keys and a busy timeout."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return config
+
+
+def _bare_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_bare_config()).get_current_head()
+    if head is None:
+        raise DatabaseError("no migrations are installed", hint="reinstall Cove")
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema to ``revision``, keeping rows. Refuses a database from a newer Cove."""
+    script = ScriptDirectory.from_config(_bare_config())
+    try:
+        current = current_revision(engine)
+    except sa.exc.OperationalError as exc:
+        raise DatabaseError(
+            f"cannot open the database at {engine.url.render_as_string(hide_password=True)}: {exc.orig}",
+            hint="check COVE_DATABASE_URL and that the database server is running",
+        ) from exc
+    if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
+        raise DatabaseError(
+            f"the database is at schema revision {current!r}, which this Cove does not know: "
+            "it was written by a newer Cove",
+            hint="upgrade Cove, or point COVE_DATABASE_URL at another database",
+        )
+    config = _alembic_config(engine)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+
+def open_database(url: str) -> Database:
+    """Engine for ``url`` with its schema migrated to the newest revision."""
+    engine = make_engine(url)
+    migrate(engine)
+    return Database(engine)

@@ -1,0 +1,158 @@
+"""The OpenAI wire format, as the gateway needs it: request checks, error bodies, usage, and SSE metering.
+
+Everything here is pure. ``StreamMeter`` reads a runtime's server-sent events one at a time, keeps the usage the
+runtime reports (or counts content chunks when it reports none), renames the model to the deployment's name, and
+hides the usage chunk from clients that did not ask for it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+DONE = b"data: [DONE]\n\n"
+
+
+def error_body(
+    message: str, *, type: str = "invalid_request_error", code: str | int | None = None, param: str | None = None
+) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
+
+
+def check_request(body: Any, endpoint: str) -> str:
+    """What is wrong with a request body, or ''. Checked here so runtimes never see malformed requests
+    (some answer them with a bare 500)."""
+    if not isinstance(body, dict):
+        return "the request body must be a JSON object"
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return "'model' is required: the name of a deployment (see GET /v1/models)"
+    if endpoint == "chat.completions":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return "'messages' must be a non-empty list of {role, content} objects"
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                return f"messages[{i}] must be an object with a 'role'"
+            content = message.get("content")
+            if content is not None and not isinstance(content, str | list):
+                return f"messages[{i}].content must be a string or a list of parts"
+    else:
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str | list) or not prompt:
+            return "'prompt' is required: a string (or a list of strings)"
+    if "stream" in body and not isinstance(body["stream"], bool):
+        return "'stream' must be true or false"
+    for field in ("max_tokens", "max_completion_tokens", "n"):
+        value = body.get(field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            return f"'{field}' must be a positive integer"
+    for field, lo, hi in (("temperature", 0, 2), ("top_p", 0, 1)):
+        value = body.get(field)
+        if value is not None and (not isinstance(value, int | float) or not lo <= value <= hi):
+            return f"'{field}' must be a number from {lo} to {hi}"
+    return ""
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """A rough count (4 characters a token) for runtimes that report no usage; marked as estimated."""
+    if "messages" in body:
+        text = " ".join(_text_of(m.get("content")) for m in body["messages"] if isinstance(m, dict))
+    else:
+        prompt = body.get("prompt", "")
+        text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+    return math.ceil(len(text) / 4)
+
+
+def usage_of(obj: Any) -> tuple[int, int] | None:
+    usage = obj.get("usage") if isinstance(obj, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
+def upstream_error(status: int, body: bytes) -> bytes:
+    """A runtime's error in OpenAI's shape (runtimes answer with ``{"detail": …}`` or plain text too)."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
+        return body
+    if isinstance(obj, dict) and "detail" in obj:
+        message = obj["detail"] if isinstance(obj["detail"], str) else orjson.dumps(obj["detail"]).decode()
+    else:
+        message = body.decode("utf-8", "replace")[:1000] or f"the model server answered {status}"
+    kind = "invalid_request_error" if 400 <= status < 500 else "upstream_error"
+    return error_body(message, type=kind, code=status)
+
+
+def rename_model(obj: Any, name: str) -> None:
+    if isinstance(obj, dict) and "model" in obj:
+        obj["model"] = name
+
+
+@dataclass
+class StreamMeter:
+    """Feeds on one SSE event at a time (``process``); knows usage and time to first token at the end."""
+
+    deployment: str
+    client_wants_usage: bool
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reported: bool = False  # the runtime sent usage
+    content_chunks: int = 0
+    done: bool = False  # [DONE] seen
+
+    def process(self, event: bytes) -> bytes | None:
+        """The bytes to forward for this event (None: drop it)."""
+        if not event.startswith(b"data:"):
+            return event + b"\n\n"  # comments and other fields pass through
+        payload = event[5:].strip()
+        if payload == b"[DONE]":
+            self.done = True
+            return DONE
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return event + b"\n\n"
+        if not isinstance(obj, dict):
+            return event + b"\n\n"
+        usage = usage_of(obj)
+        if usage is not None:
+            self.prompt_tokens, self.completion_tokens = usage
+            self.reported = True
+        choices = obj.get("choices") or []
+        for choice in choices:
+            delta = choice.get("delta") or {}
+            if delta.get("content") or delta.get("reasoning_content") or choice.get("text"):
+                self.content_chunks += 1
+        if usage is not None and not self.client_wants_usage:
+            if not choices:
+                return None
+            obj.pop("usage", None)
+        rename_model(obj, self.deployment)
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+    @property
+    def started(self) -> bool:
+        return self.content_chunks > 0
+
+
+def split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """Complete SSE events in ``buffer`` (separated by a blank line) and the incomplete rest."""
+    if b"\r" in buffer:
+        buffer = buffer.replace(b"\r\n", b"\n")
+    *events, rest = buffer.split(b"\n\n")
+    return [e for e in events if e], rest

@@ -1,0 +1,56 @@
+"""Which replica serves a request: least outstanding requests among a deployment's ready endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from studio.services.deployments import Route
+
+DOWN_FOR_S = 2.0  # an endpoint that refused a connection is skipped this long (the controller notices meanwhile)
+
+
+def choose_endpoint(endpoints: Sequence[str], inflight: Mapping[str, int], start: int) -> str:
+    """The endpoint with the fewest requests in flight; ties go round-robin from ``start``."""
+    n = len(endpoints)
+    best, best_load = endpoints[start % n], inflight.get(endpoints[start % n], 0)
+    for i in range(1, n):
+        candidate = endpoints[(start + i) % n]
+        load = inflight.get(candidate, 0)
+        if load < best_load:
+            best, best_load = candidate, load
+    return best
+
+
+@dataclass
+class RouteTable:
+    """Routes by deployment name, with the gateway's own count of requests in flight."""
+
+    routes: dict[str, Route] = field(default_factory=dict)
+    inflight: dict[str, int] = field(default_factory=dict)  # per endpoint
+    inflight_by_deployment: dict[str, int] = field(default_factory=dict)
+    down_until: dict[str, float] = field(default_factory=dict)
+    turn: int = 0
+
+    def replace(self, routes: Sequence[Route]) -> None:
+        self.routes = {r.name: r for r in routes}
+        live = {e for r in routes for e in r.endpoints}
+        self.down_until = {e: t for e, t in self.down_until.items() if e in live}
+
+    def pick(self, route: Route, now: float, *, exclude: frozenset[str] = frozenset()) -> str | None:
+        candidates = [e for e in route.endpoints if e not in exclude and self.down_until.get(e, 0.0) <= now]
+        if not candidates:
+            return None
+        self.turn += 1
+        return choose_endpoint(candidates, self.inflight, self.turn)
+
+    def mark_down(self, endpoint: str, now: float) -> None:
+        self.down_until[endpoint] = now + DOWN_FOR_S
+
+    def begin(self, deployment: str, endpoint: str) -> None:
+        self.inflight[endpoint] = self.inflight.get(endpoint, 0) + 1
+        self.inflight_by_deployment[deployment] = self.inflight_by_deployment.get(deployment, 0) + 1
+
+    def end(self, deployment: str, endpoint: str) -> None:
+        self.inflight[endpoint] -= 1
+        self.inflight_by_deployment[deployment] -= 1

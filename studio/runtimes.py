@@ -1,0 +1,151 @@
+"""How each runtime kind is started: pure builders from a ``WorkloadSpec`` to a command line.
+
+The local backend runs these commands as processes; the Kubernetes backend puts the same arguments in containers.
+Cove assigns ``--host`` and ``--port``; users add any other runtime flag through the deployment's runtime args.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from studio.backends.base import WorkloadSpec
+from studio.errors import RuntimeUnavailable
+from studio.models import RuntimeKind
+
+RESERVED_FLAGS = ("--host", "--port")
+# KV cache for `transformers serve --continuous-batching`: without an explicit size it sizes itself from system RAM
+# (7.6 GB resident for a 1 MB model). 512 blocks × 32 tokens = 16k tokens of cache.
+TRANSFORMERS_DEFAULTS = (("--cb-num-blocks", "512"), ("--cb-block-size", "32"))
+PLACEHOLDERS = ("{model}", "{host}", "{port}", "{name}")
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    upstream_model: str  # the model name requests must carry
+
+
+def reserved_flags_in(args: list[str] | tuple[str, ...]) -> list[str]:
+    return [a for a in args if a.split("=", 1)[0] in RESERVED_FLAGS]
+
+
+def _has_flag(args: tuple[str, ...], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def model_ref(spec: WorkloadSpec) -> str:
+    """``repo@revision`` pins a Hub model to the snapshot that was registered; folders load as they are."""
+    if spec.model_revision and not spec.model.startswith("/"):
+        return f"{spec.model}@{spec.model_revision}"
+    return spec.model
+
+
+def upstream_model(spec: WorkloadSpec) -> str:
+    if spec.runtime == RuntimeKind.TRANSFORMERS:
+        return model_ref(spec)  # `transformers serve MODEL` accepts only that exact name
+    return spec.name  # other runtimes are started with --served-model-name NAME
+
+
+def _python_runtime(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def local_availability(spec: WorkloadSpec, *, gpus_on_machine: int) -> str:
+    """Why ``spec`` cannot run as a local process here, or '' if it can."""
+    kind = spec.runtime
+    if kind == RuntimeKind.CUSTOM:
+        return (
+            ""
+            if spec.local_command
+            else (
+                f"image {spec.image} has no local command, so it runs only on Kubernetes; "
+                "register the image with a local command to run it here"
+            )
+        )
+    if kind == RuntimeKind.TRANSFORMERS:
+        return "" if _python_runtime("transformers") else "transformers is not installed in Cove's environment"
+    if kind in (RuntimeKind.VLLM, RuntimeKind.SGLANG):
+        wanted = spec.resources.gpus or (1 if spec.resources.gpu_memory_mib else 0)
+        if not _python_runtime(kind.value if isinstance(kind, RuntimeKind) else str(kind)):
+            return (
+                f"runtime {kind} is not available here: the {kind} package is not installed; "
+                "use the transformers image on CPU, or deploy to a GPU pool on Kubernetes"
+            )
+        if gpus_on_machine == 0 or wanted == 0:
+            return (
+                f"runtime {kind} is not available here: it needs an NVIDIA GPU and "
+                f"{'this machine has none' if gpus_on_machine == 0 else 'the deployment asks for none'}"
+            )
+        return ""
+    return f"runtime {kind} does not run as a local process; deploy it on Kubernetes"
+
+
+def local_launch(
+    spec: WorkloadSpec, *, host: str, port: int, python: str, models_dir: Path, gpu_ids: tuple[int, ...] = ()
+) -> Launch:
+    """The process to start for one replica of ``spec``. Raises RuntimeUnavailable for kinds that cannot run."""
+    threads = str(max(1, math.floor(spec.resources.cpu)))
+    env = {
+        "HF_HUB_CACHE": str(models_dir),
+        "HF_HUB_OFFLINE": "1",  # weights were resolved when the model was registered; never download at start
+        "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in gpu_ids),
+        "OMP_NUM_THREADS": threads,
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    kind, args, ref = spec.runtime, spec.args, model_ref(spec)
+    if kind == RuntimeKind.TRANSFORMERS:
+        argv = [python, "-m", "transformers.cli.transformers", "serve", ref, "--host", host, "--port", str(port)]
+        if not _has_flag(args, "--device"):
+            argv += ["--device", "cuda" if gpu_ids else "cpu"]
+        if not _has_flag(args, "--no-continuous-batching"):
+            argv.append("--continuous-batching")
+            argv += [x for flag, value in TRANSFORMERS_DEFAULTS if not _has_flag(args, flag) for x in (flag, value)]
+        return Launch(tuple(argv) + args, env, upstream_model(spec))
+    if kind == RuntimeKind.VLLM:
+        argv = [
+            python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            spec.model,
+            "--served-model-name",
+            spec.name,
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ]
+        if spec.model_revision and not spec.model.startswith("/"):
+            argv += ["--revision", spec.model_revision]
+        return Launch(tuple(argv) + args, env, upstream_model(spec))
+    if kind == RuntimeKind.SGLANG:
+        argv = [
+            python,
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            spec.model,
+            "--served-model-name",
+            spec.name,
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ]
+        if spec.model_revision and not spec.model.startswith("/"):
+            argv += ["--revision", spec.model_revision]
+        return Launch(tuple(argv) + args, env, upstream_model(spec))
+    if kind == RuntimeKind.CUSTOM and spec.local_command:
+        values = {"{model}": ref, "{host}": host, "{port}": str(port), "{name}": spec.name}
+        argv = []
+        for part in spec.local_command:
+            for key, value in values.items():
+                part = part.replace(key, value)
+            argv.append(part)
+        return Launch(tuple(argv) + args, env, upstream_model(spec))
+    raise RuntimeUnavailable(f"runtime {kind} cannot run as a local process", hint="deploy it on Kubernetes")

@@ -1,0 +1,79 @@
+"""``cove server``: the gateway and the controller in one process.
+
+The gateway runs on uvicorn's event loop; the controller runs on a thread of its own and reads the gateway's
+in-flight counts for autoscaling. SIGINT/SIGTERM stop both and then every local replica (no orphans). A server
+killed with SIGKILL leaves its replicas running; the next server adopts them.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import socket
+
+import uvicorn
+
+from studio.backends.local import LocalBackend
+from studio.bootstrap import open_studio
+from studio.controller import Controller
+from studio.errors import PortInUse
+from studio.gateway.app import Gateway
+from studio.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The gateway's listening socket, or PortInUse naming the port and what to do."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"port {port} on {host} is in use by another program",
+                hint="stop that program, or choose another port with COVE_PORT",
+            ) from exc
+        raise
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings) -> None:
+    sock = bind(settings.host, settings.port)
+    db = open_studio(settings)
+    gateway = Gateway(settings=settings, db=db)
+    controller = Controller(db=db, backend=LocalBackend(settings), settings=settings, load=gateway.load)
+    config = uvicorn.Config(
+        gateway,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it has shut down; with these handlers in place that
+    # re-raise lands here instead of killing the process, so the replicas below are stopped too.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: log.info("stopping (signal %d)", signum))
+    controller.start()
+    log.info(
+        "gateway on %s, controller every %.1f s, state in %s",
+        settings.gateway_url,
+        settings.controller_interval_s,
+        settings.home,
+    )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        log.info("stopping the controller and local replicas")
+        controller.stop(stop_workloads=True)
+        db.dispose()
+        sock.close()

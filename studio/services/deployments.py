@@ -1,0 +1,363 @@
+"""Deployments: desired state written by users, observed state written by the controller.
+
+Users create, scale and delete; every change bumps ``generation`` and is admitted against the pool under the
+pool's lock. The controller reads ``desired_state`` and writes back with ``record_observed``; the gateway reads
+``ready_routes``. Deleting marks the row; the controller removes it once the backend has stopped every replica.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from studio.db import Database, utcnow
+from studio.errors import Conflict, InvalidSpec, NotFound, QuotaExceeded
+from studio.models import (
+    Autoscale,
+    Deployment,
+    DeploymentCreate,
+    DeploymentPublic,
+    Image,
+    Model,
+    ModelVersion,
+    Pool,
+    Resources,
+    RuntimeKind,
+    Status,
+)
+from studio.pools import Claim, admit
+from studio.runtimes import reserved_flags_in
+from studio.services.events import NewEvent, add_events
+from studio.services.images import find_image
+from studio.services.models import find_version
+from studio.services.pools import capacity_of, claims_in, find_pool, lock_pool, resources_of
+
+KIND = "deployment"
+
+
+@dataclass(frozen=True)
+class Desired:
+    """One deployment as the controller sees it: desired state with everything resolved, and what it last saw."""
+
+    name: str
+    generation: int
+    deleting: bool
+    replicas: int
+    autoscale: Autoscale | None
+    resources: Resources
+    runtime_args: tuple[str, ...]
+    runtime: str
+    model: str
+    model_revision: str | None
+    image: str
+    health_path: str
+    local_command: tuple[str, ...] | None
+    pool: str
+    node_selector: tuple[tuple[str, str], ...]
+    status: str
+    ready_replicas: int
+    endpoints: tuple[str, ...]
+    message: str
+    upstream_model: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    status: Status
+    ready_replicas: int
+    endpoints: tuple[str, ...]
+    message: str
+    upstream_model: str
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    upstream_model: str
+    endpoints: tuple[str, ...]
+    created: int = 0  # epoch seconds, for /v1/models
+
+
+def _public(session: Session, d: Deployment) -> DeploymentPublic:
+    version = session.get(ModelVersion, d.model_version_id)
+    model = session.get(Model, version.model_id) if version else None
+    image = session.get(Image, d.image_id)
+    pool = session.get(Pool, d.pool_id)
+    if not (version and model and image and pool):  # foreign keys make this impossible
+        raise NotFound(f"deployment {d.name!r} refers to a row that is gone")
+    autoscale = (
+        Autoscale(min_replicas=d.min_replicas, max_replicas=d.max_replicas, target_inflight=d.target_inflight or 4.0)
+        if d.min_replicas is not None and d.max_replicas is not None
+        else None
+    )
+    return DeploymentPublic(
+        name=d.name,
+        model=model.name,
+        model_version=version.version,
+        image=image.name,
+        image_version=image.version,
+        runtime=image.runtime,
+        pool=pool.name,
+        runtime_args=list(d.runtime_args),
+        resources=resources_of(d),
+        replicas=d.replicas,
+        autoscale=autoscale,
+        status=d.status,
+        ready_replicas=d.ready_replicas,
+        endpoints=list(d.endpoints),
+        message=d.message,
+        created_at=d.created_at,
+        status_at=d.status_at,
+    )
+
+
+def _find(session: Session, name: str) -> Deployment:
+    row = session.exec(select(Deployment).where(Deployment.name == name)).first()
+    if row is None:
+        raise NotFound(f"no deployment named {name!r}", hint="see `cove deploy list`")
+    return row
+
+
+def _admit(session: Session, pool: Pool, *, name: str, resources: Resources, replicas: int) -> None:
+    lock_pool(session, pool)
+    held = claims_in(session, pool_id=pool.id or 0, exclude=name)
+    verdict = admit(capacity_of(pool), held, Claim(owner=name, resources=resources, replicas=replicas))
+    if not verdict.fits:
+        raise QuotaExceeded(verdict.reason, hint=f"free in pool {pool.name!r}: {verdict.free.describe()}")
+
+
+def _default_image(pool: Pool) -> str:
+    return RuntimeKind.VLLM.value if pool.gpu_count else RuntimeKind.TRANSFORMERS.value
+
+
+def create_deployment(*, db: Database, data: DeploymentCreate) -> DeploymentPublic:
+    """Admit and record a new deployment; the controller starts it. Exactly one of two concurrent creates of
+    the same name wins; the other gets Conflict."""
+    reserved = reserved_flags_in(data.runtime_args)
+    if reserved:
+        raise InvalidSpec(
+            f"runtime args may not set {', '.join(reserved)}: Cove assigns host and port",
+            hint="remove them; the gateway routes to whatever port the replica gets",
+        )
+    replicas = data.autoscale.min_replicas if data.autoscale else data.replicas
+    with db.session() as session:
+        if session.exec(select(Deployment.id).where(Deployment.name == data.name)).first() is not None:
+            raise Conflict(f"deployment {data.name!r} exists", hint="pick another name, or scale the existing one")
+        version = find_version(session, model=data.model, version=data.model_version)
+        pool = find_pool(session, name=data.pool)
+        image = find_image(session, name=data.image or _default_image(pool), version=data.image_version)
+        _admit(session, pool, name=data.name, resources=data.resources, replicas=replicas)
+        assert version.id is not None and image.id is not None and pool.id is not None  # noqa: PT018
+        row = Deployment(
+            name=data.name,
+            model_version_id=version.id,
+            image_id=image.id,
+            pool_id=pool.id,
+            runtime_args=list(data.runtime_args),
+            replicas=replicas,
+            **data.resources.model_dump(),
+            min_replicas=data.autoscale.min_replicas if data.autoscale else None,
+            max_replicas=data.autoscale.max_replicas if data.autoscale else None,
+            target_inflight=data.autoscale.target_inflight if data.autoscale else None,
+        )
+        session.add(row)
+        add_events(
+            session,
+            kind=KIND,
+            name=data.name,
+            events=[
+                NewEvent(
+                    "Created",
+                    f"{data.model} v{version.version} on {image.name}:{image.version} in pool {pool.name}, "
+                    f"{replicas} replica{'s' if replicas != 1 else ''}",
+                )
+            ],
+        )
+        try:
+            session.commit()
+        except sa.exc.IntegrityError as exc:
+            raise Conflict(f"deployment {data.name!r} exists", hint="pick another name") from exc
+        return _public(session, row)
+
+
+def list_deployments(*, db: Database) -> list[DeploymentPublic]:
+    with db.session() as session:
+        rows = session.exec(select(Deployment).order_by(col(Deployment.name))).all()
+        return [_public(session, d) for d in rows]
+
+
+def get_deployment(*, db: Database, name: str) -> DeploymentPublic:
+    with db.session() as session:
+        return _public(session, _find(session, name))
+
+
+def scale_deployment(
+    *, db: Database, name: str, replicas: int, reason: str = "", autoscaler: bool = False
+) -> DeploymentPublic:
+    """Set the replica count (0 stops the deployment, keeping it). Admitted against the pool."""
+    if replicas < 0:
+        raise InvalidSpec(f"replicas must be 0 or more, not {replicas}", hint="0 stops the deployment")
+    with db.session() as session:
+        row = _find(session, name)
+        if row.deleting:
+            raise Conflict(f"deployment {name!r} is being deleted", hint="create it again once it is gone")
+        if row.min_replicas is not None and not autoscaler:
+            raise InvalidSpec(
+                f"deployment {name!r} autoscales between {row.min_replicas} and {row.max_replicas}",
+                hint="change the bounds with `cove deploy autoscale`, or turn autoscaling off",
+            )
+        if replicas == row.replicas:
+            return _public(session, row)
+        pool = session.get(Pool, row.pool_id)
+        assert pool is not None
+        if replicas > row.replicas:
+            _admit(session, pool, name=name, resources=resources_of(row), replicas=replicas)
+        before = row.replicas
+        row.replicas, row.generation, row.updated_at = replicas, row.generation + 1, utcnow()
+        session.add(row)
+        add_events(
+            session,
+            kind=KIND,
+            name=name,
+            events=[NewEvent("Scaled", f"replicas {before} → {replicas}{': ' + reason if reason else ''}")],
+        )
+        session.commit()
+        return _public(session, row)
+
+
+def set_autoscale(*, db: Database, name: str, autoscale: Autoscale | None) -> DeploymentPublic:
+    with db.session() as session:
+        row = _find(session, name)
+        if autoscale is None:
+            row.min_replicas = row.max_replicas = row.target_inflight = None
+            text = "autoscaling off"
+        else:
+            row.min_replicas, row.max_replicas = autoscale.min_replicas, autoscale.max_replicas
+            row.target_inflight = autoscale.target_inflight
+            clamped = min(max(row.replicas, autoscale.min_replicas), autoscale.max_replicas)
+            if clamped > row.replicas:
+                pool = session.get(Pool, row.pool_id)
+                assert pool is not None
+                _admit(session, pool, name=name, resources=resources_of(row), replicas=clamped)
+            row.replicas = clamped
+            text = (
+                f"autoscaling {autoscale.min_replicas}–{autoscale.max_replicas} replicas at "
+                f"{autoscale.target_inflight:g} requests in flight each"
+            )
+        row.generation += 1
+        row.updated_at = utcnow()
+        session.add(row)
+        add_events(session, kind=KIND, name=name, events=[NewEvent("Autoscale", text)])
+        session.commit()
+        return _public(session, row)
+
+
+def delete_deployment(*, db: Database, name: str) -> DeploymentPublic:
+    """Mark for deletion; the controller stops the replicas and then removes the row."""
+    with db.session() as session:
+        row = _find(session, name)
+        if not row.deleting:
+            row.deleting, row.generation, row.updated_at = True, row.generation + 1, utcnow()
+            row.status, row.status_at = Status.DELETING.value, utcnow()
+            session.add(row)
+            add_events(session, kind=KIND, name=name, events=[NewEvent("Deleting", "stopping its replicas")])
+            session.commit()
+        return _public(session, row)
+
+
+# ------------------------------------------------------------------------------------------------ controller side
+
+
+def desired_state(*, db: Database) -> list[Desired]:
+    with db.session() as session:
+        rows = session.exec(
+            select(Deployment, ModelVersion, Image, Pool)
+            .join(ModelVersion, col(Deployment.model_version_id) == ModelVersion.id)
+            .join(Image, col(Deployment.image_id) == Image.id)
+            .join(Pool, col(Deployment.pool_id) == Pool.id)
+            .order_by(col(Deployment.id))
+        ).all()
+        out = []
+        for d, version, image, pool in rows:
+            autoscale = (
+                Autoscale(
+                    min_replicas=d.min_replicas, max_replicas=d.max_replicas, target_inflight=d.target_inflight or 4.0
+                )
+                if d.min_replicas is not None and d.max_replicas is not None
+                else None
+            )
+            out.append(
+                Desired(
+                    name=d.name,
+                    generation=d.generation,
+                    deleting=d.deleting,
+                    replicas=d.replicas,
+                    autoscale=autoscale,
+                    resources=resources_of(d),
+                    runtime_args=tuple(d.runtime_args),
+                    runtime=image.runtime,
+                    model=version.source if version.source_kind == "hf" else version.path,
+                    model_revision=version.revision,
+                    image=f"{image.ref}:{image.version}",
+                    health_path=image.health_path,
+                    local_command=tuple(image.local_command) if image.local_command else None,
+                    pool=pool.name,
+                    node_selector=tuple(sorted(pool.node_selector.items())),
+                    status=d.status,
+                    ready_replicas=d.ready_replicas,
+                    endpoints=tuple(d.endpoints),
+                    message=d.message,
+                    upstream_model=d.upstream_model,
+                )
+            )
+        return out
+
+
+def record_observed(*, db: Database, name: str, generation: int, observed: Observed, events: list[NewEvent]) -> None:
+    """Write what the controller observed (and its events) in one transaction."""
+    with db.session() as session:
+        row = session.exec(select(Deployment).where(Deployment.name == name)).first()
+        if row is None:
+            return
+        if row.status != observed.status.value:
+            row.status_at = utcnow()
+        row.status = observed.status.value
+        row.ready_replicas = observed.ready_replicas
+        row.endpoints = list(observed.endpoints)
+        row.message = observed.message
+        row.upstream_model = observed.upstream_model
+        row.observed_generation = generation
+        session.add(row)
+        add_events(session, kind=KIND, name=name, events=events)
+        session.commit()
+
+
+def finish_delete(*, db: Database, name: str) -> None:
+    with db.session() as session:
+        row = session.exec(select(Deployment).where(Deployment.name == name)).first()
+        if row is not None and row.deleting:
+            session.delete(row)
+            add_events(session, kind=KIND, name=name, events=[NewEvent("Deleted", "all replicas stopped")])
+            session.commit()
+
+
+def ready_routes(*, db: Database) -> list[Route]:
+    """Deployments with ready replicas, for the gateway."""
+    with db.session() as session:
+        rows = session.exec(
+            select(Deployment.name, Deployment.upstream_model, Deployment.endpoints, Deployment.created_at).where(
+                Deployment.status == Status.READY.value, col(Deployment.deleting).is_(False)
+            )
+        ).all()
+        return [
+            Route(name, upstream, tuple(endpoints), int(created.timestamp()))
+            for name, upstream, endpoints, created in rows
+            if endpoints
+        ]
+
+
+def deployment_names(*, db: Database) -> list[str]:
+    with db.session() as session:
+        return list(session.exec(select(Deployment.name).order_by(col(Deployment.name))).all())

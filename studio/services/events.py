@@ -1,0 +1,56 @@
+"""Events: what happened to an object, in words a user reads (kept after the object is deleted)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, delete, select
+
+from studio.db import Database
+from studio.models import Event, EventPublic
+
+KEEP_PER_OBJECT = 200
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    reason: str
+    message: str
+    type: str = "Normal"  # Normal | Warning
+
+
+def add_events(session: Session, *, kind: str, name: str, events: list[NewEvent]) -> None:
+    """Add events inside the caller's transaction (services compose through this)."""
+    for event in events:
+        session.add(Event(kind=kind, name=name, type=event.type, reason=event.reason, message=event.message))
+
+
+def record_event(*, db: Database, kind: str, name: str, event: NewEvent) -> None:
+    with db.session() as session:
+        add_events(session, kind=kind, name=name, events=[event])
+        session.commit()
+
+
+def list_events(
+    *, db: Database, kind: str | None = None, name: str | None = None, limit: int = 50
+) -> list[EventPublic]:
+    """Newest first."""
+    with db.session() as session:
+        query = select(Event)
+        if kind:
+            query = query.where(Event.kind == kind)
+        if name:
+            query = query.where(Event.name == name)
+        rows = session.exec(query.order_by(col(Event.id).desc()).limit(limit)).all()
+        return [EventPublic.model_validate(row) for row in rows]
+
+
+def prune_events(*, db: Database, kind: str, name: str, keep: int = KEEP_PER_OBJECT) -> int:
+    with db.session() as session:
+        ids = session.exec(
+            select(Event.id).where(Event.kind == kind, Event.name == name).order_by(col(Event.id).desc()).offset(keep)
+        ).all()
+        if ids:
+            session.exec(delete(Event).where(col(Event.id).in_(ids)))
+            session.commit()
+        return len(ids)

@@ -1,0 +1,168 @@
+"""The model catalog: models, their versions, and where each version's files are."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, func, select
+
+from studio.db import Database
+from studio.errors import Conflict, InvalidSpec, NotFound
+from studio.models import Deployment, Model, ModelCreate, ModelPublic, ModelVersion, ModelVersionPublic
+from studio.modelstore import fetch_from_hub, import_folder, inspect_folder
+from studio.names import is_repo_id
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # hf | local
+    ref: str  # repo id or absolute folder
+    revision: str | None = None
+
+
+def parse_source(source: str) -> Source:
+    """``hf:org/name[@rev]`` and ``org/name[@rev]`` are Hub repos; anything that is a folder is local."""
+    text = source.strip()
+    if text.startswith("hf:"):
+        repo, _, revision = text[3:].partition("@")
+        if not is_repo_id(repo):
+            raise InvalidSpec(f"{repo!r} is not a Hugging Face repo id", hint="write it as org/name")
+        return Source("hf", repo, revision or None)
+    path = Path(text).expanduser()
+    if path.exists() or text.startswith(("/", ".", "~")):
+        return Source("local", str(path.resolve()))
+    repo, _, revision = text.partition("@")
+    if is_repo_id(repo):
+        return Source("hf", repo, revision or None)
+    raise InvalidSpec(
+        f"{source!r} is neither a folder nor a Hugging Face repo id",
+        hint="give a path to a model folder, or hf:org/name",
+    )
+
+
+def _public(session: Session, model: Model) -> ModelPublic:
+    versions = session.exec(
+        select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(col(ModelVersion.version))
+    ).all()
+    return ModelPublic(
+        name=model.name,
+        description=model.description,
+        created_at=model.created_at,
+        versions=[ModelVersionPublic.model_validate(v) for v in versions],
+    )
+
+
+def add_model(
+    *, db: Database, data: ModelCreate, cache_dir: Path, progress: Callable[[str], None] | None = None
+) -> ModelPublic:
+    """Register ``data.source`` as a new model (or, with ``new_version``, a new version of one).
+
+    Hub repos are resolved into the model cache first (downloading what is missing); folders are checked in
+    place. Raises Conflict for a taken name, InvalidSpec for a corrupt folder, SourceUnavailable when offline.
+    """
+    with db.session() as session:
+        exists = session.exec(select(Model).where(Model.name == data.name)).first()
+    if exists and not data.new_version:
+        raise Conflict(f"model {data.name!r} exists", hint="add a version with --new-version, or pick another name")
+    source = parse_source(data.source)
+    if source.kind == "hf":
+        snapshot = fetch_from_hub(source.ref, cache_dir, revision=source.revision, progress=progress)
+        folder, revision = snapshot.path, snapshot.revision
+    else:
+        folder, revision = Path(source.ref), None
+    info = inspect_folder(folder)
+    with db.session() as session:
+        model = session.exec(select(Model).where(Model.name == data.name)).first()
+        if model is None:
+            model = Model(name=data.name, description=data.description)
+            session.add(model)
+            try:
+                session.flush()
+            except sa.exc.IntegrityError as exc:
+                raise Conflict(f"model {data.name!r} exists", hint="pick another name") from exc
+        assert model.id is not None
+        latest = session.exec(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)).one()
+        session.add(
+            ModelVersion(
+                model_id=model.id,
+                version=(latest or 0) + 1,
+                source_kind=source.kind,
+                source=source.ref,
+                revision=revision,
+                path=str(folder),
+                size_bytes=info.size_bytes,
+                architecture=info.architecture,
+                model_type=info.model_type,
+            )
+        )
+        try:
+            session.commit()
+        except sa.exc.IntegrityError as exc:
+            raise Conflict(
+                f"another version of {data.name!r} was added at the same moment", hint="run the command again"
+            ) from exc
+        return _public(session, model)
+
+
+def register_built(
+    *, db: Database, name: str, folder: Path, repo_id: str, cache_dir: Path, description: str = ""
+) -> ModelPublic:
+    """Store a folder Cove built (demo model, fine-tune output) in the cache as ``repo_id`` and register it."""
+    snapshot = import_folder(folder, repo_id, cache_dir)
+    return add_model(
+        db=db,
+        cache_dir=cache_dir,
+        data=ModelCreate(
+            name=name, source=f"hf:{repo_id}@{snapshot.revision}", description=description, new_version=True
+        ),
+    )
+
+
+def list_models(*, db: Database) -> list[ModelPublic]:
+    with db.session() as session:
+        return [_public(session, m) for m in session.exec(select(Model).order_by(col(Model.name))).all()]
+
+
+def get_model(*, db: Database, name: str) -> ModelPublic:
+    with db.session() as session:
+        model = session.exec(select(Model).where(Model.name == name)).first()
+        if model is None:
+            raise NotFound(f"no model named {name!r}", hint="see `cove model list`")
+        return _public(session, model)
+
+
+def find_version(session: Session, *, model: str, version: int | None) -> ModelVersion:
+    """The version row (newest when ``version`` is None), inside the caller's transaction."""
+    row = session.exec(select(Model).where(Model.name == model)).first()
+    if row is None:
+        raise NotFound(f"no model named {model!r}", hint="add it with `cove model add NAME SOURCE`")
+    query = select(ModelVersion).where(ModelVersion.model_id == row.id)
+    query = (
+        query.where(ModelVersion.version == version)
+        if version is not None
+        else query.order_by(col(ModelVersion.version).desc())
+    )
+    found = session.exec(query).first()
+    if found is None:
+        raise NotFound(f"model {model!r} has no version {version}", hint="see `cove model list`")
+    return found
+
+
+def delete_model(*, db: Database, name: str) -> None:
+    """Remove a model and its versions from the catalog (files in the cache stay). Refused while deployed."""
+    with db.session() as session:
+        model = session.exec(select(Model).where(Model.name == name)).first()
+        if model is None:
+            raise NotFound(f"no model named {name!r}", hint="see `cove model list`")
+        used = session.exec(
+            select(Deployment.name)
+            .join(ModelVersion, col(Deployment.model_version_id) == ModelVersion.id)
+            .where(ModelVersion.model_id == model.id)
+        ).all()
+        if used:
+            raise Conflict(f"model {name!r} is deployed as {', '.join(used)}", hint="delete those deployments first")
+        session.delete(model)
+        session.commit()

@@ -1,0 +1,92 @@
+"""Pools in the database, and what their deployments hold of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from studio.backends.base import DetectedPool
+from studio.db import Database
+from studio.errors import NotFound
+from studio.models import Deployment, Pool, PoolPublic, Resources, Sharing
+from studio.pools import Capacity, Claim, Free, free_of
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    pool: PoolPublic
+    held: tuple[Claim, ...]
+    free: Free
+
+
+def sync_detected_pool(*, db: Database, detected: DetectedPool) -> None:
+    """Create or refresh a pool whose capacity a backend detected (the local machine)."""
+    with db.session() as session:
+        pool = session.exec(select(Pool).where(Pool.name == detected.name)).first()
+        if pool is None:
+            pool = Pool(name=detected.name, detected=True)
+        pool.cpu_cores = detected.cpu_cores
+        pool.memory_mib = detected.memory_mib
+        pool.gpu_model = detected.gpu_model
+        pool.gpu_count = detected.gpu_count
+        pool.gpu_memory_mib = detected.gpu_memory_mib
+        pool.sharing = (Sharing.WHOLE if detected.gpu_count else Sharing.NONE).value
+        pool.detected = True
+        session.add(pool)
+        session.commit()
+
+
+def capacity_of(pool: Pool) -> Capacity:
+    return Capacity(
+        name=pool.name,
+        sharing=Sharing(pool.sharing),
+        cpu=pool.cpu_cores,
+        memory_mib=pool.memory_mib,
+        gpus=pool.gpu_count,
+        gpu_memory_mib=pool.gpu_memory_mib,
+        slice_mib=pool.slice_mib,
+        quota_gpus=pool.quota_gpus,
+        quota_cpu=pool.quota_cpu,
+        quota_memory_mib=pool.quota_memory_mib,
+    )
+
+
+def resources_of(deployment: Deployment) -> Resources:
+    return Resources(
+        cpu=deployment.cpu,
+        memory_mib=deployment.memory_mib,
+        gpus=deployment.gpus,
+        gpu_memory_mib=deployment.gpu_memory_mib,
+        gpu_cores=deployment.gpu_cores,
+    )
+
+
+def claims_in(session: Session, *, pool_id: int, exclude: str | None = None) -> list[Claim]:
+    """What deployments hold of the pool: their replicas (deleting ones still hold until they are gone)."""
+    rows = session.exec(select(Deployment).where(Deployment.pool_id == pool_id).order_by(col(Deployment.id))).all()
+    return [Claim(owner=d.name, resources=resources_of(d), replicas=d.replicas) for d in rows if d.name != exclude]
+
+
+def find_pool(session: Session, *, name: str) -> Pool:
+    pool = session.exec(select(Pool).where(Pool.name == name)).first()
+    if pool is None:
+        known = ", ".join(session.exec(select(Pool.name)).all()) or "none"
+        raise NotFound(f"no pool named {name!r}", hint=f"known pools: {known}")
+    return pool
+
+
+def lock_pool(session: Session, pool: Pool) -> None:
+    """Serialize admissions to one pool: a no-op write takes the row lock (PostgreSQL) or the write lock (SQLite)
+    until the caller's transaction ends, so two concurrent requests cannot both take the last free capacity."""
+    session.exec(sa.update(Pool).where(col(Pool.id) == pool.id).values(name=pool.name))
+
+
+def list_pools(*, db: Database) -> list[PoolUsage]:
+    with db.session() as session:
+        usage = []
+        for pool in session.exec(select(Pool).order_by(col(Pool.name))).all():
+            held = claims_in(session, pool_id=pool.id or 0)
+            usage.append(PoolUsage(PoolPublic.model_validate(pool), tuple(held), free_of(capacity_of(pool), held)))
+        return usage

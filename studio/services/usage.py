@@ -1,0 +1,60 @@
+"""Usage metering: one record per gateway request, summed per key, deployment and day."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import col, func, select
+
+from studio.db import Database, utcnow
+from studio.models import ApiKey, UsageRecord, UsageSummary
+
+
+def record_usage(*, db: Database, records: Sequence[UsageRecord]) -> None:
+    """Write a batch of records and stamp the keys' last use, in one transaction."""
+    if not records:
+        return
+    with db.session() as session:
+        session.add_all(records)
+        used = {r.api_key_id for r in records if r.api_key_id is not None}
+        if used:
+            session.exec(sa.update(ApiKey).where(col(ApiKey.id).in_(used)).values(last_used_at=utcnow()))
+        session.commit()
+
+
+def usage_summary(*, db: Database, since: datetime | None = None) -> list[UsageSummary]:
+    day = func.substr(sa.cast(UsageRecord.created_at, sa.String), 1, 10)
+    with db.session() as session:
+        query = (
+            sa.select(
+                col(ApiKey.name),
+                col(UsageRecord.deployment),
+                day,
+                func.count(),
+                func.sum(col(UsageRecord.prompt_tokens)),
+                func.sum(col(UsageRecord.completion_tokens)),
+            )
+            .select_from(UsageRecord)
+            .join(ApiKey, col(UsageRecord.api_key_id) == ApiKey.id, isouter=True)
+            .group_by(ApiKey.name, UsageRecord.deployment, day)
+            .order_by(day, ApiKey.name, UsageRecord.deployment)
+        )
+        if since is not None:
+            query = query.where(col(UsageRecord.created_at) >= since)
+        return [
+            UsageSummary(
+                key=k, deployment=d, day=str(t), requests=n, prompt_tokens=int(p or 0), completion_tokens=int(c or 0)
+            )
+            for k, d, t, n, p, c in session.execute(query)
+        ]
+
+
+def usage_records(*, db: Database, deployment: str | None = None, limit: int = 1000) -> list[UsageRecord]:
+    """Newest first; detached rows, for reports and tests."""
+    with db.session() as session:
+        query = select(UsageRecord).order_by(col(UsageRecord.id).desc()).limit(limit)
+        if deployment:
+            query = query.where(UsageRecord.deployment == deployment)
+        return list(session.exec(query).all())

@@ -1,0 +1,87 @@
+"""Cove's one settings object.
+
+Every knob is an environment variable with the ``COVE_`` prefix (``COVE_HOME``, ``COVE_PORT``, …). The object is
+built once, at the entrypoint (``cove …``), and passed down; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where Cove keeps its state, which ports it listens on, and how its loops are paced."""
+
+    model_config = SettingsConfigDict(env_prefix="COVE_", extra="ignore", frozen=True)
+
+    home: Path = Field(default=Path("~/.cove"), description="State directory: database, models, logs, runs.")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL. Empty: SQLite at HOME/cove.db. PostgreSQL: postgresql+psycopg://…",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port of the gateway (/v1, /healthz, /metrics).")
+    auth: bool = Field(default=True, description="Require an API key (Authorization: Bearer) on /v1.")
+    demo: bool = Field(default=True, description="`cove up` builds, registers and deploys the demo model.")
+    backend: Literal["local"] = Field(default="local", description="Where model servers run.")
+
+    controller_interval_s: float = Field(default=0.5, gt=0, description="Pause between reconcile passes.")
+    runtime_host: str = Field(default="127.0.0.1", description="Address local model servers bind to.")
+    runtime_start_timeout_s: float = Field(
+        default=600, gt=0, description="A replica not ready after this long is restarted."
+    )
+    runtime_stop_grace_s: float = Field(
+        default=10, ge=0, description="SIGTERM → SIGKILL grace when stopping a replica."
+    )
+    failure_threshold: int = Field(
+        default=3, ge=1, description="Consecutive failed starts before a deployment is marked Failed."
+    )
+
+    upstream_connect_timeout_s: float = Field(default=5, gt=0, description="Gateway → model server connect.")
+    upstream_read_timeout_s: float = Field(
+        default=300, gt=0, description="Gateway → model server: longest wait for the next byte."
+    )
+    routes_refresh_s: float = Field(default=1.0, gt=0, description="How often the gateway re-reads endpoints.")
+    usage_flush_s: float = Field(default=1.0, gt=0, description="How often metered usage is written.")
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="Largest request body accepted.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("home")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'cove.db'}"
+
+    @property
+    def models_dir(self) -> Path:
+        """A Hugging Face cache (``HF_HUB_CACHE``): repo ids resolve here exactly as they do for the Hub."""
+        return self.home / "models"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Bookkeeping of running local processes, so a restarted controller adopts them."""
+        return self.home / "runs"
+
+    @property
+    def gateway_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.home, self.models_dir, self.datasets_dir, self.logs_dir, self.runs_dir):
+            path.mkdir(parents=True, exist_ok=True)
