@@ -39,7 +39,13 @@ log = logging.getLogger(__name__)
 
 LOG_TAIL = 20
 MAX_LOG_BYTES = 20 * 1024 * 1024
-PROBE_FAILURES_UNREADY = 3  # consecutive failed probes before a ready replica is taken out of rotation
+PROBE_FAILURES_UNREADY = 3
+HEADER = "--- cove "
+# Children deliberately left running by close(stop_workloads=False): kept referenced so that Python does not
+# report them as leaked when their Popen objects would otherwise be collected.
+_LEFT_RUNNING: list[
+    subprocess.Popen[bytes]
+] = []  # consecutive failed probes before a ready replica is taken out of rotation
 
 
 def backoff_s(failures: int) -> float:
@@ -61,6 +67,12 @@ def tail_lines(path: Path, n: int) -> list[str]:
     except FileNotFoundError:
         return []
     return [line for line in data.decode("utf-8", "replace").splitlines()[-n:]]
+
+
+def last_attempt(lines: list[str]) -> list[str]:
+    """The lines written since the last start (the backend writes a ``--- cove`` header at each start)."""
+    starts = [i for i, line in enumerate(lines) if line.startswith(HEADER)]
+    return lines[starts[-1] + 1 :] if starts else lines
 
 
 def log_tail(settings: Settings, name: str, *, tail: int = 100) -> list[str]:
@@ -205,7 +217,9 @@ class LocalBackend:
         return [detect_capacity(self.gpus)]
 
     def close(self, *, stop_workloads: bool) -> None:
-        if not stop_workloads:
+        if not stop_workloads:  # the replicas run on; the next backend adopts them from their state files
+            _LEFT_RUNNING.extend(r.proc for reps in self._workloads.values() for r in reps.values() if r.proc)
+            self._workloads.clear()
             return
         victims = [r for reps in self._workloads.values() for r in reps.values()]
         procs = []
@@ -303,7 +317,7 @@ class LocalBackend:
 
     def _write_header(self, log_file: IO[bytes], replica: _Replica, launch: Launch) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        line = f"--- cove {stamp}: starting replica {replica.index} (restart {replica.restarts}): "
+        line = f"{HEADER}{stamp}: starting replica {replica.index} (restart {replica.restarts}): "
         log_file.write((line + " ".join(launch.argv) + "\n").encode())
         log_file.flush()
 
@@ -312,7 +326,7 @@ class LocalBackend:
         replica.restarts += 1
         replica.phase, replica.message = "backoff", message
         replica.next_start = self.clock() + backoff_s(replica.failures)
-        replica.log_tail = tuple(tail_lines(replica.log_path, LOG_TAIL))
+        replica.log_tail = tuple(last_attempt(tail_lines(replica.log_path, LOG_TAIL)))
 
     def _on_exit(self, replica: _Replica, code: int | str) -> None:
         was_ready = replica.phase == "ready"

@@ -50,7 +50,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON = (b"content-type", b"application/json")
 ENDPOINTS = {b"/v1/chat/completions": "chat.completions", b"/v1/completions": "completions"}
-MIN_FORCED_REFRESH_S = 0.2
+MAX_REMEMBERED_MISSES = 10_000
 MAX_BUFFERED_USAGE = 100_000
 
 
@@ -107,7 +107,6 @@ class Gateway:
         self._client: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._refreshed_at = 0.0
-        self._refresh_lock: asyncio.Lock | None = None
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.upstream_connect_timeout_s, sock_read=settings.upstream_read_timeout_s
         )
@@ -176,7 +175,6 @@ class Gateway:
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
-        self._refresh_lock = asyncio.Lock()
         await self.refresh()
         self._tasks = [
             asyncio.create_task(self._every(self.settings.routes_refresh_s, self.refresh)),
@@ -212,13 +210,6 @@ class Gateway:
     def _read_state(self) -> tuple[list[Route], dict[str, KeyIdentity]]:
         return deployments.ready_routes(db=self.db), keys.active_keys(db=self.db)
 
-    async def _refresh_soon(self) -> None:
-        """Refresh now unless another refresh ran in the last 200 ms (bounds the DB load of unknown names)."""
-        assert self._refresh_lock is not None
-        async with self._refresh_lock:
-            if time.monotonic() - self._refreshed_at >= MIN_FORCED_REFRESH_S:
-                await self.refresh()
-
     async def flush_usage(self) -> None:
         if not self._usage:
             return
@@ -249,30 +240,34 @@ class Gateway:
         digest = keys.hash_key(token[7:].strip().decode("latin-1"))
         identity = self.keys.get(digest)
         if identity is None and self._unknown_keys.get(digest, 0.0) < time.monotonic():
-            await self._refresh_soon()  # a key created a moment ago works at once
-            identity = self.keys.get(digest)
+            # a key created a moment ago works at once; a wrong key costs one indexed lookup per refresh interval
+            identity = await asyncio.to_thread(keys.find_key, db=self.db, key_hash=digest)
             if identity is None:
+                if len(self._unknown_keys) > MAX_REMEMBERED_MISSES:
+                    self._unknown_keys.clear()
                 self._unknown_keys[digest] = time.monotonic() + self.settings.routes_refresh_s
+            else:
+                self.keys[digest] = identity
         if identity is None:
             raise _Reject(401, "invalid API key: it is unknown or was revoked", code="invalid_api_key")
         return identity
 
     async def _route(self, name: str) -> Route:
         route = self.table.routes.get(name)
-        if route is None:
-            await self._refresh_soon()
-            route = self.table.routes.get(name)
-        if route is None:
-            known = await asyncio.to_thread(deployments.deployment_names, db=self.db)
-            if name in known:
+        if route is None:  # maybe it became ready since the last refresh
+            exists, route = await asyncio.to_thread(deployments.find_route, db=self.db, name=name)
+            if route is not None:
+                self.table.routes[name] = route
+            elif exists:
                 raise _Reject(
                     503,
                     f"deployment {name!r} has no ready replica yet; retry shortly (see `cove deploy list`)",
                     type="service_unavailable",
                     code="no_ready_replica",
                 )
-            ready = ", ".join(sorted(self.table.routes)) or "none"
-            raise _Reject(404, f"the model {name!r} does not exist; ready models: {ready}", code="model_not_found")
+            else:
+                ready = ", ".join(sorted(self.table.routes)) or "none"
+                raise _Reject(404, f"the model {name!r} does not exist; ready models: {ready}", code="model_not_found")
         return route
 
     async def _read_body(self, receive: Receive) -> bytes:

@@ -358,6 +358,17 @@ def ready_routes(*, db: Database) -> list[Route]:
         ]
 
 
+def find_route(*, db: Database, name: str) -> tuple[bool, Route | None]:
+    """Whether deployment ``name`` exists, and its route if it has ready replicas."""
+    with db.session() as session:
+        row = session.exec(select(Deployment).where(Deployment.name == name)).first()
+        if row is None:
+            return False, None
+        if row.status != Status.READY.value or row.deleting or not row.endpoints:
+            return True, None
+        return True, Route(row.name, row.upstream_model, tuple(row.endpoints), int(row.created_at.timestamp()))
+
+
 def deployment_names(*, db: Database) -> list[str]:
     with db.session() as session:
         return list(session.exec(select(Deployment.name).order_by(col(Deployment.name))).all())

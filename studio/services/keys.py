@@ -57,6 +57,12 @@ def revoke_key(*, db: Database, name: str) -> ApiKeyPublic:
         return ApiKeyPublic.model_validate(row)
 
 
+def find_key(*, db: Database, key_hash: str) -> KeyIdentity | None:
+    with db.session() as session:
+        row = session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash, col(ApiKey.revoked_at).is_(None))).first()
+        return KeyIdentity(row.id or 0, row.name) if row else None
+
+
 def active_keys(*, db: Database) -> dict[str, KeyIdentity]:
     """Hash → identity of every key not revoked."""
     with db.session() as session:

@@ -1,0 +1,229 @@
+"""Integration fixtures: real processes (``cove server``, model servers, fakes), real databases, and ways to wait
+on conditions instead of sleeping."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+import pytest
+import uvicorn
+
+from studio.backends.local import LocalBackend
+from studio.bootstrap import open_studio
+from studio.controller import Controller
+from studio.db import Database
+from studio.errors import Conflict
+from studio.gateway.app import Gateway
+from studio.models import DeploymentCreate, ImageCreate, ModelCreate, Resources
+from studio.services import deployments, images, models
+from studio.settings import Settings
+from tests.fakes import FAKES
+
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T], *, timeout: float = 60, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def write_stub_model(folder: Path) -> Path:
+    """The smallest folder Cove accepts as a model: config, an empty safetensors file, a tokenizer. For fakes,
+    which never load it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")
+    (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    database = open_studio(settings)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def stub_model(db: Database, tmp_path: Path) -> str:
+    models.add_model(
+        db=db,
+        data=ModelCreate(name="stub", source=str(write_stub_model(tmp_path / "stub"))),
+        cache_dir=tmp_path / "cache",
+    )
+    return "stub"
+
+
+def add_fake_image(db: Database, script: str, *args: str) -> str:
+    """Register ``tests/fakes/SCRIPT ARGS`` as a custom image that runs locally (once); returns its name."""
+    name = "-".join([script.removesuffix(".py").replace("_", "-"), *(a.strip("-") for a in args)])
+    with contextlib.suppress(Conflict):
+        images.add_image(
+            db=db,
+            data=ImageCreate(
+                name=name,
+                version="1",
+                ref=f"example.com/{name}",
+                local_command=[sys.executable, str(FAKES / script), "--port", "{port}", *args],
+            ),
+        )
+    return name
+
+
+def deploy(db: Database, name: str, model: str, image: str | None = None, replicas: int = 1) -> None:
+    deployments.create_deployment(
+        db=db,
+        data=DeploymentCreate(
+            name=name, model=model, image=image, replicas=replicas, resources=Resources(cpu=0.5, memory_mib=256)
+        ),
+    )
+
+
+def status_of(db: Database, name: str, wanted: str) -> bool:
+    return deployments.get_deployment(db=db, name=name).status == wanted
+
+
+# ------------------------------------------------------------------------------------------------ in-process parts
+
+
+@pytest.fixture
+def controller(db: Database, settings: Settings) -> Iterator[Controller]:
+    """The real controller on its thread with a LocalBackend; stops every replica at teardown."""
+    ctl = Controller(db=db, backend=LocalBackend(settings), settings=settings)
+    ctl.start()
+    yield ctl
+    ctl.stop(stop_workloads=True)
+
+
+class GatewayServer:
+    """The gateway app served by uvicorn on a thread, as `cove server` serves it."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.app = Gateway(settings=settings, db=db)
+        self.url = settings.gateway_url
+        config = uvicorn.Config(
+            self.app,
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> GatewayServer:
+        self.thread.start()
+        wait_until(lambda: self.server.started, timeout=20, what="the gateway to start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+@pytest.fixture
+def gateway(settings: Settings, db: Database) -> Iterator[GatewayServer]:
+    with GatewayServer(settings, db) as server:
+        yield server
+
+
+# ------------------------------------------------------------------------------------------------ `cove` processes
+
+
+def cove_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "COVE_HOME": str(settings.home),
+            "COVE_PORT": str(settings.port),
+            "COVE_DEMO": "false",
+            "COVE_CONTROLLER_INTERVAL_S": str(settings.controller_interval_s),
+            "COVE_ROUTES_REFRESH_S": str(settings.routes_refresh_s),
+            "COVE_USAGE_FLUSH_S": str(settings.usage_flush_s),
+            "COVE_RUNTIME_STOP_GRACE_S": str(settings.runtime_stop_grace_s),
+            "COVE_LOG_LEVEL": "info",
+        }
+    )
+    if settings.database_url:
+        env["COVE_DATABASE_URL"] = settings.database_url
+    return env
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+class CoveServer:
+    """`cove server` as a child process, with its output in a log file."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings, self.log_path = settings, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> CoveServer:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "studio.cli", "server"],
+                env=cove_env(self.settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(
+            lambda: answers(self.settings.gateway_url + "/healthz") or self.proc.poll() is not None,  # type: ignore[union-attr]
+            timeout=60,
+            what="cove server to answer /healthz",
+        )
+        assert self.proc.poll() is None, self.log()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def runtime_pids(home: Path) -> set[int]:
+    """Processes started from this COVE_HOME's replicas (their cwd is the home)."""
+    pids = set()
+    for proc in psutil.process_iter(["pid", "cwd"]):
+        try:
+            if proc.info["cwd"] == str(home) and proc.pid != os.getpid():
+                pids.add(proc.pid)
+        except psutil.Error:
+            continue
+    return pids

@@ -1,0 +1,266 @@
+"""Services against SQLite and PostgreSQL: the catalog, images, keys, and deployments' validation and admission.
+Bad input gets a clear error and changes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from studio.backends.base import DetectedPool
+from studio.db import Database, open_database
+from studio.errors import Conflict, InvalidSpec, NotFound, QuotaExceeded, SourceUnavailable
+from studio.models import ApiKeyCreate, DeploymentCreate, ImageCreate, ModelCreate, Resources
+from studio.modelstore import import_folder
+from studio.services import deployments, images, keys, models, pools
+from tests.integration.conftest import write_stub_model
+
+
+@pytest.fixture
+def catalog(database_url: str) -> Database:
+    db = open_database(database_url)
+    images.ensure_builtin_images(db=db)
+    pools.sync_detected_pool(db=db, detected=DetectedPool(name="local", cpu_cores=4, memory_mib=8192))
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def stub(tmp_path: Path) -> Path:
+    return write_stub_model(tmp_path / "stub")
+
+
+def _add(db: Database, name: str, source: Path | str, cache: Path, **kw: object) -> models.ModelPublic:
+    return models.add_model(db=db, data=ModelCreate(name=name, source=str(source), **kw), cache_dir=cache)
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+def test_model_from_a_folder_records_architecture_size_and_versions(
+    catalog: Database, stub: Path, tmp_path: Path
+) -> None:
+    first = _add(catalog, "llama-tiny", stub, tmp_path)
+    version = first.latest
+    assert (version.version, version.source_kind, version.architecture, version.model_type) == (
+        1,
+        "local",
+        "LlamaForCausalLM",
+        "llama",
+    )
+    assert version.size_bytes == sum(p.stat().st_size for p in stub.iterdir())
+    with pytest.raises(Conflict, match="exists") as caught:
+        _add(catalog, "llama-tiny", stub, tmp_path)
+    assert "--new-version" in caught.value.hint
+    second = _add(catalog, "llama-tiny", stub, tmp_path, new_version=True)
+    assert [v.version for v in second.versions] == [1, 2]
+    assert [m.name for m in models.list_models(db=catalog)] == ["llama-tiny"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: (p / "config.json").unlink(), "has no config.json"),
+        (lambda p: (p / "config.json").write_text("{not json"), "is not valid JSON"),
+        (lambda p: (p / "config.json").write_text(json.dumps({"architectures": []})), "has no model_type"),
+        (lambda p: (p / "model.safetensors").unlink(), "has no weights"),
+        (lambda p: (p / "model.safetensors").write_bytes(b"\x10\x00"), "model.safetensors is truncated"),
+        (lambda p: (p / "model.safetensors").write_bytes((400).to_bytes(8, "little") + b"{}"), "is truncated"),
+        (lambda p: (p / "tokenizer.json").unlink(), "has no tokenizer"),
+    ],
+)
+def test_corrupt_model_folder_is_refused_with_what_is_wrong(
+    catalog: Database, stub: Path, tmp_path: Path, damage: object, message: str
+) -> None:
+    damage(stub)  # type: ignore[operator]
+    with pytest.raises(InvalidSpec, match=message):
+        _add(catalog, "broken", stub, tmp_path)
+    assert models.list_models(db=catalog) == []  # nothing half-registered
+
+
+def test_truncated_weights_of_a_real_model_are_caught(catalog: Database, demo_folder: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(demo_folder, tmp_path / "copy"))
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(InvalidSpec, match="tensors end past the file"):
+        _add(catalog, "half", copy, tmp_path)
+
+
+def test_missing_folder_and_nonsense_sources_are_explained(catalog: Database, tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="no model folder"):
+        _add(catalog, "gone", tmp_path / "nowhere", tmp_path)
+    with pytest.raises(InvalidSpec, match="neither a folder nor a Hugging Face repo id"):
+        _add(catalog, "what", "not a source", tmp_path)
+
+
+def test_hub_model_resolves_from_the_cache_offline(catalog: Database, stub: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "hub"
+    snapshot = import_folder(stub, "acme/tiny", cache)
+    added = _add(catalog, "tiny", "hf:acme/tiny", cache)
+    assert (added.latest.source_kind, added.latest.source, added.latest.revision) == (
+        "hf",
+        "acme/tiny",
+        snapshot.revision,
+    )
+    assert Path(added.latest.path) == snapshot.path
+
+
+def test_hub_model_not_cached_while_offline_says_what_to_do(catalog: Database, tmp_path: Path) -> None:
+    with pytest.raises(SourceUnavailable, match="not in the local model cache") as caught:
+        _add(catalog, "absent", "hf:acme/absent", tmp_path / "hub")
+    assert "add it by path" in caught.value.hint
+
+
+def test_model_in_use_cannot_be_deleted(catalog: Database, stub: Path, tmp_path: Path) -> None:
+    _add(catalog, "used", stub, tmp_path)
+    deployments.create_deployment(db=catalog, data=DeploymentCreate(name="d1", model="used"))
+    with pytest.raises(Conflict, match="deployed as d1"):
+        models.delete_model(db=catalog, name="used")
+
+
+# ------------------------------------------------------------------------------------------------ images, keys
+
+
+def test_custom_images_are_validated_and_unique(catalog: Database) -> None:
+    data = ImageCreate(
+        name="my-rt",
+        version="1.0",
+        ref="registry.example.com/team/my-rt",
+        local_command=["my-server", "--port", "{port}"],
+    )
+    assert images.add_image(db=catalog, data=data).reference == "registry.example.com/team/my-rt:1.0"
+    with pytest.raises(Conflict, match=r"my-rt:1\.0 exists"):
+        images.add_image(db=catalog, data=data)
+    with pytest.raises(ValidationError, match="'latest' is not a version"):
+        ImageCreate(name="x", version="latest", ref="example.com/x")
+    with pytest.raises(ValidationError, match=r"use the \{port\} placeholder"):
+        ImageCreate(name="x", version="1", ref="example.com/x", local_command=["srv"])
+    builtin = {i.name for i in images.list_images(db=catalog) if i.builtin}
+    assert builtin == {"vllm", "sglang", "triton", "transformers"}
+
+
+def test_keys_are_shown_once_stored_hashed_and_revocable(catalog: Database) -> None:
+    created = keys.create_key(db=catalog, data=ApiKeyCreate(name="app"))
+    assert created.key.startswith("cove-")
+    assert len(created.key) > 40
+    assert keys.hash_key(created.key) in keys.active_keys(db=catalog)
+    listed = keys.list_keys(db=catalog)
+    assert [(k.name, k.prefix) for k in listed] == [("app", created.key[:12])]
+    assert "key" not in listed[0].model_dump()
+    with pytest.raises(Conflict):
+        keys.create_key(db=catalog, data=ApiKeyCreate(name="app"))
+    keys.revoke_key(db=catalog, name="app")
+    assert keys.active_keys(db=catalog) == {}
+    with pytest.raises(NotFound, match="no API key named 'nope'"):
+        keys.revoke_key(db=catalog, name="nope")
+
+
+# ------------------------------------------------------------------------------------------------ deployments
+
+
+def test_invalid_names_are_refused_with_how_to_fix_them() -> None:
+    for bad, why in [
+        ("Has-Caps", "lowercase letters"),
+        ("-dash", "starting and ending"),
+        ("a" * 54, "at most 53"),
+        ("", "a name is required"),
+        ("under_score", "lowercase letters"),
+    ]:
+        with pytest.raises(ValidationError, match=why):
+            DeploymentCreate(name=bad, model="m")
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        DeploymentCreate(name="ok", model="m", replicas=-1)
+
+
+def test_unknown_model_image_and_pool_are_named(catalog: Database, stub: Path, tmp_path: Path) -> None:
+    _add(catalog, "m", stub, tmp_path)
+    cases = [
+        (DeploymentCreate(name="a", model="nope"), NotFound, "no model named 'nope'"),
+        (DeploymentCreate(name="a", model="m", model_version=9), NotFound, "has no version 9"),
+        (DeploymentCreate(name="a", model="m", image="nope"), NotFound, "no image 'nope'"),
+        (DeploymentCreate(name="a", model="m", image="vllm", image_version="v0"), NotFound, "no image 'vllm:v0'"),
+        (DeploymentCreate(name="a", model="m", pool="gpu"), NotFound, "no pool named 'gpu'"),
+        (DeploymentCreate(name="a", model="m", runtime_args=["--port", "9"]), InvalidSpec, "may not set --port"),
+    ]
+    for data, error, message in cases:
+        with pytest.raises(error, match=message):
+            deployments.create_deployment(db=catalog, data=data)
+    assert deployments.list_deployments(db=catalog) == []
+
+
+def test_admission_refuses_what_does_not_fit_and_says_what_is_free(
+    catalog: Database, stub: Path, tmp_path: Path
+) -> None:
+    _add(catalog, "m", stub, tmp_path)
+    big = Resources(cpu=3, memory_mib=1024)
+    deployments.create_deployment(db=catalog, data=DeploymentCreate(name="big", model="m", resources=big))
+    with pytest.raises(
+        QuotaExceeded,
+        match=r"needs 2 CPU cores \(2 × 1\) but pool 'local' has 1 free "
+        r"\(held by big\)",
+    ) as caught:
+        deployments.create_deployment(db=catalog, data=DeploymentCreate(name="more", model="m", replicas=2))
+    assert "1 CPU cores, 7168 MiB memory" in caught.value.hint
+    with pytest.raises(QuotaExceeded, match="has no GPUs"):
+        deployments.create_deployment(
+            db=catalog, data=DeploymentCreate(name="gpu", model="m", resources=Resources(gpus=1))
+        )
+    with pytest.raises(QuotaExceeded, match="needs 6 CPU cores"):
+        deployments.scale_deployment(db=catalog, name="big", replicas=2)
+    with pytest.raises(InvalidSpec, match="0 or more"):
+        deployments.scale_deployment(db=catalog, name="big", replicas=-1)
+    assert deployments.get_deployment(db=catalog, name="big").replicas == 1  # unchanged
+    deployments.scale_deployment(db=catalog, name="big", replicas=0)  # scaling down always fits
+    deployments.create_deployment(db=catalog, data=DeploymentCreate(name="more", model="m", replicas=2))
+
+
+def test_two_concurrent_creates_of_one_name_exactly_one_wins(catalog: Database, stub: Path, tmp_path: Path) -> None:
+    _add(catalog, "m", stub, tmp_path)
+    barrier, results = threading.Barrier(4), []
+
+    def create(i: int) -> None:
+        barrier.wait()
+        try:
+            deployments.create_deployment(
+                db=catalog,
+                data=DeploymentCreate(
+                    name="same", model="m", runtime_args=[f"--seed={i}"], resources=Resources(cpu=0.5)
+                ),
+            )
+            results.append("won")
+        except Conflict as exc:
+            results.append(f"conflict: {exc.message}")
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["conflict: deployment 'same' exists"] * 3 + ["won"]
+    assert [d.name for d in deployments.list_deployments(db=catalog)] == ["same"]
+
+
+def test_concurrent_creates_cannot_overcommit_a_pool(catalog: Database, stub: Path, tmp_path: Path) -> None:
+    _add(catalog, "m", stub, tmp_path)
+    barrier, outcomes = threading.Barrier(6), []
+
+    def create(i: int) -> None:
+        barrier.wait()
+        try:
+            deployments.create_deployment(
+                db=catalog, data=DeploymentCreate(name=f"d{i}", model="m", resources=Resources(cpu=1, memory_mib=512))
+            )
+            outcomes.append("admitted")
+        except QuotaExceeded:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["admitted"] * 4 + ["refused"] * 2  # 4 cores, 1 each

@@ -1,0 +1,107 @@
+"""The local backend and controller with real processes: crashes, backoff, timeouts, adoption, scaling, deletion."""
+
+from __future__ import annotations
+
+import psutil
+
+from studio.backends.local import LocalBackend
+from studio.controller import Controller, workload_spec
+from studio.db import Database
+from studio.services import deployments, events
+from studio.settings import Settings
+from tests.conftest import make_settings
+from tests.integration.conftest import add_fake_image, deploy, runtime_pids, status_of, wait_until
+
+
+def test_runtime_that_crashes_at_start_is_failed_with_its_last_log_lines(
+    db: Database, stub_model: str, controller: Controller
+) -> None:
+    image = add_fake_image(db, "crashing_runtime.py")
+    deploy(db, "crashy", stub_model, image)
+    wait_until(lambda: status_of(db, "crashy", "Failed"), timeout=30, what="the deployment to fail")
+    dep = deployments.get_deployment(db=db, name="crashy")
+    assert "exited with code 1" in dep.message
+    assert "3 failed starts in a row" in dep.message
+    assert dep.message.endswith(
+        "last log lines:\nloading model weights …\ntorch.OutOfMemoryError: CUDA out of memory. "
+        "Tried to allocate 20.00 GiB (simulated)"
+    )  # the runtime's own words, last start only
+    reasons = [e.reason for e in events.list_events(db=db, kind="deployment", name="crashy")]
+    assert "BackOff" in reasons
+    assert "Failed" in reasons
+
+
+def test_runtime_that_never_becomes_ready_is_killed_and_restarted(tmp_path, stub_model: str, db: Database) -> None:
+    settings = make_settings(db_home := tmp_path / "cove", runtime_start_timeout_s=1.5, failure_threshold=2)
+    image = add_fake_image(db, "never_ready_runtime.py")
+    deploy(db, "stuck", stub_model, image)
+    ctl = Controller(db=db, backend=LocalBackend(settings), settings=settings)
+    ctl.start()
+    try:
+        wait_until(lambda: status_of(db, "stuck", "Failed"), timeout=30, what="the start timeout to fail it")
+        assert "was not ready after 2 s and was killed" in deployments.get_deployment(db=db, name="stuck").message
+    finally:
+        ctl.stop(stop_workloads=True)
+    assert runtime_pids(db_home) == set()
+
+
+def test_runtime_that_cannot_run_here_fails_at_once_with_the_reason(
+    db: Database, stub_model: str, controller: Controller
+) -> None:
+    deploy(db, "gpu-only", stub_model, image="vllm")
+    wait_until(lambda: status_of(db, "gpu-only", "Failed"), timeout=10, what="the deployment to fail")
+    message = deployments.get_deployment(db=db, name="gpu-only").message
+    assert message.startswith("runtime vllm is not available here")
+
+
+def test_scale_up_down_and_delete_start_and_stop_processes(
+    db: Database, settings: Settings, stub_model: str, controller: Controller
+) -> None:
+    image = add_fake_image(db, "scripted_runtime.py")
+    deploy(db, "web", stub_model, image)
+    wait_until(lambda: status_of(db, "web", "Ready"), timeout=30, what="one ready replica")
+    deployments.scale_deployment(db=db, name="web", replicas=2)
+    dep = wait_until(
+        lambda: (d := deployments.get_deployment(db=db, name="web")).ready_replicas == 2 and d,
+        timeout=30,
+        what="two ready replicas",
+    )
+    assert len(set(dep.endpoints)) == 2
+    assert len(runtime_pids(settings.home)) == 2
+    deployments.scale_deployment(db=db, name="web", replicas=0)
+    wait_until(
+        lambda: status_of(db, "web", "Stopped") and not runtime_pids(settings.home),
+        timeout=30,
+        what="all replicas to stop",
+    )
+    deployments.scale_deployment(db=db, name="web", replicas=1)
+    wait_until(lambda: status_of(db, "web", "Ready"), timeout=30, what="the replica to come back")
+    deployments.delete_deployment(db=db, name="web")
+    wait_until(lambda: "web" not in deployments.deployment_names(db=db), timeout=30, what="the row to go")
+    assert runtime_pids(settings.home) == set()
+
+
+def test_a_new_backend_adopts_running_replicas_instead_of_starting_more(
+    db: Database, settings: Settings, stub_model: str
+) -> None:
+    image = add_fake_image(db, "scripted_runtime.py")
+    deploy(db, "kept", stub_model, image)
+    first = LocalBackend(settings)
+    spec = workload_spec(next(d for d in deployments.desired_state(db=db) if d.name == "kept"))
+    wait_until(lambda: first.apply(spec).ready, timeout=30, what="the replica to be ready")
+    (pid,) = runtime_pids(settings.home)
+    # The controller goes away without stopping anything (as when `cove server` is killed) ...
+    first.close(stop_workloads=False)
+    second = LocalBackend(settings)
+    status = wait_until(lambda: (s := second.apply(spec)).ready and s, timeout=10, what="the adopted replica")
+    # ... and the next one takes over the same process: nothing lost, nothing duplicated.
+    assert runtime_pids(settings.home) == {pid}
+    assert status.ready[0].restarts == 0
+    # A replica whose process died while no controller watched is started again.
+    psutil.Process(pid).kill()
+    psutil.Process(pid).wait(5)
+    third = LocalBackend(settings)
+    wait_until(lambda: third.apply(spec).ready, timeout=30, what="a new replica")
+    assert runtime_pids(settings.home) not in (set(), {pid})
+    third.close(stop_workloads=True)
+    assert runtime_pids(settings.home) == set()
