@@ -36,6 +36,7 @@ def workload_spec(desired: Desired) -> WorkloadSpec:
         runtime=desired.runtime,
         model=desired.model,
         model_revision=desired.model_revision,
+        model_path=desired.model_path,
         image=desired.image,
         health_path=desired.health_path,
         local_command=desired.local_command,

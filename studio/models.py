@@ -139,8 +139,10 @@ class Image(SQLModel, table=True):
 
 
 class ImageCreate(BaseModel):
-    """A custom runtime image. ``local_command`` (with ``{model}``, ``{host}``, ``{port}``, ``{name}``
-    placeholders) makes it runnable on the local backend; ``dockerfile`` is kept for building on Kubernetes."""
+    """A custom runtime image. ``local_command`` makes it runnable on the local backend; it may use the
+    placeholders ``{model}`` (the model's folder), ``{model_id}`` (its Hub id, ``repo@revision``), ``{host}``,
+    ``{port}`` and ``{name}`` (the deployment's name, which requests carry as their model). ``dockerfile`` is
+    kept for building on Kubernetes."""
 
     name: Name
     version: Version

@@ -21,7 +21,7 @@ def check_name(value: str) -> str:
         raise ValueError("a name is required")
     if len(value) > MAX_NAME:
         raise ValueError(f"{value!r} is {len(value)} characters; names have at most {MAX_NAME}")
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid name: use lowercase letters, digits and '-', "
             "starting and ending with a letter or digit (e.g. 'llama-8b-chat')"
@@ -30,7 +30,7 @@ def check_name(value: str) -> str:
 
 
 def check_image_ref(value: str) -> str:
-    if not _IMAGE_REF.match(value):
+    if not _IMAGE_REF.fullmatch(value):
         raise ValueError(
             f"{value!r} is not an image reference without tag, e.g. 'docker.io/vllm/vllm-openai' "
             "(give the tag as the version)"
@@ -41,14 +41,14 @@ def check_image_ref(value: str) -> str:
 def check_version(value: str) -> str:
     if value.lower() == "latest":
         raise ValueError("'latest' is not a version: pin a tag such as 'v0.11.0' so deployments are repeatable")
-    if not _VERSION.match(value):
+    if not _VERSION.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid tag: letters, digits, '_', '.' and '-', at most 128")
     return value
 
 
 def is_repo_id(value: str) -> bool:
     """True for ``org/name`` as the Hugging Face Hub spells repository ids."""
-    return bool(_REPO_ID.match(value))
+    return bool(_REPO_ID.fullmatch(value))
 
 
 Name = Annotated[str, AfterValidator(check_name)]

@@ -46,10 +46,13 @@ class Free:
     gpus: int  # GPUs no claim touches
     gpu_memory_mib: tuple[int, ...] = ()  # free memory per GPU, for slices
 
+    gpu_total: int = 0  # GPUs in the pool, so "0 free" can be told apart from "none at all"
+
     def describe(self) -> str:
         parts = [f"{_num(self.cpu)} CPU cores", f"{self.memory_mib} MiB memory"]
+        if self.gpu_total:
+            parts.append(f"{self.gpus} of {self.gpu_total} GPUs")
         if self.gpu_memory_mib:
-            parts.append(f"{self.gpus} whole GPUs")
             parts.append(f"largest GPU memory slice {max(self.gpu_memory_mib)} MiB")
         return ", ".join(parts)
 
@@ -108,7 +111,7 @@ def _place(capacity: Capacity, claims: Iterable[Claim]) -> tuple[list[int], list
             if res.gpus:
                 idle = [i for i in range(capacity.gpus) if not whole[i] and memory[i] == capacity.gpu_memory_mib]
                 if len(idle) < res.gpus:
-                    return memory, whole, f"{res.gpus} whole GPUs for {claim.owner}"
+                    return memory, whole, f"{res.gpus} whole GPU{'s' if res.gpus > 1 else ''} for {claim.owner}"
                 for i in idle[: res.gpus]:
                     whole[i], memory[i] = True, 0
             elif res.gpu_memory_mib:
@@ -133,7 +136,9 @@ def free_of(capacity: Capacity, held: Sequence[Claim]) -> Free:
         left = capacity.quota_gpus - sum(_gpu_demand(c.resources, capacity) * c.replicas for c in held)
         idle = min(idle, max(0, math.floor(left + 1e-9)))
     slices = tuple(m for m, w in zip(memory, whole, strict=True) if not w) if capacity.sharing == Sharing.HAMI else ()
-    return Free(cpu=round(max(cpu, 0.0), 3), memory_mib=max(mem, 0), gpus=idle, gpu_memory_mib=slices)
+    return Free(
+        cpu=round(max(cpu, 0.0), 3), memory_mib=max(mem, 0), gpus=idle, gpu_memory_mib=slices, gpu_total=capacity.gpus
+    )
 
 
 def admit(capacity: Capacity, held: Sequence[Claim], request: Claim) -> Admission:

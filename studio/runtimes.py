@@ -15,11 +15,14 @@ from studio.backends.base import WorkloadSpec
 from studio.errors import RuntimeUnavailable
 from studio.models import RuntimeKind
 
-RESERVED_FLAGS = ("--host", "--port")
+# Cove sets these itself: where the runtime listens, which model it loads, and the name requests carry.
+RESERVED_FLAGS = ("--host", "--port", "--model", "--model-path", "--served-model-name")
 # KV cache for `transformers serve --continuous-batching`: without an explicit size it sizes itself from system RAM
 # (7.6 GB resident for a 1 MB model). 512 blocks × 32 tokens = 16k tokens of cache.
 TRANSFORMERS_DEFAULTS = (("--cb-num-blocks", "512"), ("--cb-block-size", "32"))
-PLACEHOLDERS = ("{model}", "{host}", "{port}", "{name}")
+# What a custom image's local command may use: the model's folder, its Hub id (repo@revision), where to listen,
+# and the deployment's name (serve the model under it: the gateway sends it as the request's model).
+PLACEHOLDERS = ("{model}", "{model_id}", "{host}", "{port}", "{name}")
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,13 @@ def local_launch(
             argv += ["--revision", spec.model_revision]
         return Launch(tuple(argv) + args, env, upstream_model(spec))
     if kind == RuntimeKind.CUSTOM and spec.local_command:
-        values = {"{model}": ref, "{host}": host, "{port}": str(port), "{name}": spec.name}
+        values = {
+            "{model}": spec.model_path or ref,
+            "{model_id}": ref,
+            "{host}": host,
+            "{port}": str(port),
+            "{name}": spec.name,
+        }
         argv = []
         for part in spec.local_command:
             for key, value in values.items():

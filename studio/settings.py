@@ -79,8 +79,8 @@ class Settings(BaseSettings):
 
     @property
     def gateway_url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        return f"http://{host}:{self.port}"
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def ensure_dirs(self) -> None:
         for path in (self.home, self.models_dir, self.datasets_dir, self.logs_dir, self.runs_dir):

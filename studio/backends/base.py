@@ -29,8 +29,9 @@ class WorkloadSpec:
     model: str  # what the runtime loads: a Hub repo id (resolved in the model cache) or a folder
     model_revision: str | None
     image: str  # container reference with tag, for backends that run containers
+    model_path: str = ""  # the model's folder on this machine (a snapshot in the model cache, or a local folder)
     health_path: str = "/health"
-    local_command: tuple[str, ...] | None = None  # custom images: a template with {model} {host} {port} {name}
+    local_command: tuple[str, ...] | None = None  # custom images: see studio.runtimes.PLACEHOLDERS
     args: tuple[str, ...] = ()
     resources: Resources = field(default_factory=Resources)
     replicas: int = 1

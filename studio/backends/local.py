@@ -55,6 +55,8 @@ def backoff_s(failures: int) -> float:
 
 def tail_lines(path: Path, n: int) -> list[str]:
     """The last ``n`` lines of a text file, read from its end."""
+    if n <= 0:
+        return []
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)

@@ -52,7 +52,9 @@ def check_request(body: Any, endpoint: str) -> str:
             return f"'{field}' must be a positive integer"
     for field, lo, hi in (("temperature", 0, 2), ("top_p", 0, 1)):
         value = body.get(field)
-        if value is not None and (not isinstance(value, int | float) or not lo <= value <= hi):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi
+        ):
             return f"'{field}' must be a number from {lo} to {hi}"
     return ""
 

@@ -51,6 +51,7 @@ class Desired:
     runtime: str
     model: str
     model_revision: str | None
+    model_path: str
     image: str
     health_path: str
     local_command: tuple[str, ...] | None
@@ -138,7 +139,8 @@ def create_deployment(*, db: Database, data: DeploymentCreate) -> DeploymentPubl
     reserved = reserved_flags_in(data.runtime_args)
     if reserved:
         raise InvalidSpec(
-            f"runtime args may not set {', '.join(reserved)}: Cove assigns host and port",
+            f"runtime args may not set {', '.join(reserved)}: Cove sets where the runtime listens, the model it "
+            "loads and the name it serves",
             hint="remove them; the gateway routes to whatever port the replica gets",
         )
     replicas = data.autoscale.min_replicas if data.autoscale else data.replicas
@@ -300,6 +302,7 @@ def desired_state(*, db: Database) -> list[Desired]:
                     runtime=image.runtime,
                     model=version.source if version.source_kind == "hf" else version.path,
                     model_revision=version.revision,
+                    model_path=version.path,
                     image=f"{image.ref}:{image.version}",
                     health_path=image.health_path,
                     local_command=tuple(image.local_command) if image.local_command else None,

@@ -1,0 +1,136 @@
+"""Cove's one settings object: defaults, the COVE_ environment prefix, and the paths and URLs derived from it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from studio.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No COVE_ variable from the caller's shell leaks in; HOME is a private folder."""
+    for key in list(os.environ):
+        if key.startswith("COVE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+
+
+def test_defaults(tmp_path: Path) -> None:
+    got = Settings()
+
+    assert got.model_dump() == {
+        "home": tmp_path / "user" / ".cove",
+        "database_url": "",
+        "host": "127.0.0.1",
+        "port": 8080,
+        "auth": True,
+        "demo": True,
+        "backend": "local",
+        "controller_interval_s": 0.5,
+        "runtime_host": "127.0.0.1",
+        "runtime_start_timeout_s": 600,
+        "runtime_stop_grace_s": 10,
+        "failure_threshold": 3,
+        "upstream_connect_timeout_s": 5,
+        "upstream_read_timeout_s": 300,
+        "routes_refresh_s": 1.0,
+        "usage_flush_s": 1.0,
+        "max_body_bytes": 8 * 1024 * 1024,
+        "log_level": "info",
+    }
+
+
+def test_the_folders_live_under_home(tmp_path: Path) -> None:
+    home = tmp_path / "user" / ".cove"
+    got = Settings()
+
+    assert (got.models_dir, got.datasets_dir, got.logs_dir, got.runs_dir) == (
+        home / "models",
+        home / "datasets",
+        home / "logs",
+        home / "runs",
+    )
+    assert got.db_url == f"sqlite:///{home}/cove.db"
+
+
+def test_environment_variables_with_the_cove_prefix_set_values(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("COVE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("COVE_PORT", "9090")
+    monkeypatch.setenv("COVE_AUTH", "false")
+    monkeypatch.setenv("COVE_FAILURE_THRESHOLD", "5")
+    monkeypatch.setenv("COVE_UPSTREAM_READ_TIMEOUT_S", "30")
+    monkeypatch.setenv("PORT", "1")  # without the prefix: ignored
+
+    got = Settings()
+
+    assert (got.home, got.port, got.auth, got.failure_threshold, got.upstream_read_timeout_s) == (
+        tmp_path / "state",
+        9090,
+        False,
+        5,
+        30.0,
+    )
+
+
+def test_a_database_url_from_the_environment_replaces_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COVE_DATABASE_URL", "postgresql+psycopg://cove:secret@db/cove")
+
+    assert Settings().db_url == "postgresql+psycopg://cove:secret@db/cove"
+
+
+def test_home_is_expanded_and_made_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    assert Settings(home=Path("~/cove-state")).home == tmp_path / "user" / "cove-state"
+    assert Settings(home=Path("rel/state")).home == tmp_path / "rel" / "state"
+    monkeypatch.setenv("COVE_HOME", "~/from-env")
+    assert Settings().home == tmp_path / "user" / "from-env"
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8080"),
+        ("0.0.0.0", "http://127.0.0.1:8080"),
+        ("::", "http://[::1]:8080"),
+        ("cove.internal", "http://cove.internal:8080"),
+    ],
+)
+def test_gateway_url_reaches_the_gateway_even_when_it_listens_on_every_address(host: str, url: str) -> None:
+    assert Settings(host=host).gateway_url == url
+
+
+def test_gateway_url_brackets_an_ipv6_address() -> None:
+    assert Settings(host="::1").gateway_url == "http://[::1]:8080"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("COVE_PORT", "0"),
+        ("COVE_PORT", "70000"),
+        ("COVE_FAILURE_THRESHOLD", "0"),
+        ("COVE_CONTROLLER_INTERVAL_S", "0"),
+        ("COVE_BACKEND", "kubernetes"),
+        ("COVE_LOG_LEVEL", "verbose"),
+    ],
+)
+def test_out_of_range_values_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+
+    assert [e["loc"] for e in raised.value.errors()] == [(variable.removeprefix("COVE_").lower(),)]
+
+
+def test_settings_cannot_be_changed_once_built() -> None:
+    got = Settings()
+
+    with pytest.raises(ValidationError):
+        got.port = 1  # type: ignore[misc]
