@@ -1,0 +1,185 @@
+"""The `cove` command line as users meet it: `cove up` from first start to Ctrl-C, and the messages and exit codes
+of everyday commands (run in-process with click's runner, against a real SQLite database)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import openai
+import psutil
+import pytest
+from click.testing import CliRunner, Result
+
+from studio.bootstrap import open_studio
+from studio.cli import cli
+from studio.demo import PAIRS
+from studio.modelstore import inspect_folder
+from studio.services import models
+from studio.settings import Settings
+from tests.integration.conftest import cove_env, runtime_pids, wait_until, write_stub_model
+
+
+def run(settings: Settings, *args: str) -> Result:
+    env = {k: v for k, v in cove_env(settings).items() if k.startswith(("COVE_", "HF_"))}
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+# ------------------------------------------------------------------------------------------------ cove up
+
+
+@pytest.mark.runtime
+def test_up_serves_the_demo_and_ctrl_c_stops_everything(settings: Settings, demo_folder: Path) -> None:
+    db = open_studio(settings)  # the demo model is already built, as after a first start; up registers the rest
+    models.register_built(
+        db=db, name="demo-chat", folder=demo_folder, repo_id="cove/demo-chat", cache_dir=settings.models_dir
+    )
+    db.dispose()
+    env = cove_env(settings) | {"COVE_DEMO": "true", "PYTHONUNBUFFERED": "1"}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "studio.cli", "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        wait_until(lambda: any("demo API key" in line for line in lines), timeout=180, what="the banner")
+        key = re.search(r"demo API key\s+(\S+)", "".join(lines)).group(1)  # type: ignore[union-attr]
+        assert any("deployed demo-chat as 'demo'" in line for line in lines)
+        assert any("demo: Ready" in line for line in lines)
+        with openai.OpenAI(base_url=settings.gateway_url + "/v1", api_key=key, max_retries=0) as client:
+            reply = client.chat.completions.create(
+                model="demo", temperature=0, messages=[{"role": "user", "content": "Hello"}]
+            )
+        assert reply.choices[0].message.content == dict(PAIRS)["Hello"]
+        children = psutil.Process(up.pid).children(recursive=True)
+        assert children
+        up.send_signal(signal.SIGINT)  # Ctrl-C
+        assert up.wait(timeout=60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+        reader.join(timeout=10)
+        up.stdout.close()  # type: ignore[union-attr]
+    assert "stopped" in lines[-1]
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]  # no orphans
+    assert runtime_pids(settings.home) == set()
+
+
+def test_up_refuses_a_taken_port_before_doing_anything(settings: Settings) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", settings.port))
+        taken.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", "studio.cli", "up"],
+            env=cove_env(settings) | {"COVE_DEMO": "true"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert f"error: port {settings.port} on 127.0.0.1 is in use by another program" in done.stderr
+    assert "next: stop that program, or choose another port with COVE_PORT" in done.stderr
+    assert not (settings.home / "demo.json").exists()  # nothing was built or deployed
+
+
+def test_server_refuses_a_taken_port(settings: Settings) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", settings.port))
+        taken.listen()
+        result = run(settings, "server")
+    assert result.exit_code == 1
+    assert f"port {settings.port} on 127.0.0.1 is in use" in result.output
+
+
+# ------------------------------------------------------------------------------------------------ everyday commands
+
+
+def test_models_and_deployments_human_and_json(settings: Settings, tmp_path: Path) -> None:
+    folder = write_stub_model(tmp_path / "tiny")
+    added = run(settings, "model", "add", "tiny", str(folder))
+    assert added.exit_code == 0
+    assert added.output.startswith("model tiny v1: LlamaForCausalLM, ")
+    listed = json.loads(run(settings, "model", "list", "--json").output)
+    assert [(m["name"], m["versions"][0]["source_kind"]) for m in listed] == [("tiny", "local")]
+    created = run(settings, "deploy", "create", "chat", "--model", "tiny:1", "--cpu", "0.5", "--", "--dtype", "float32")
+    assert created.exit_code == 0, created.output
+    assert "deployment chat: tiny v1 on transformers:0.1.0, 1 replica(s) in pool local" in created.output
+    (dep,) = json.loads(run(settings, "deploy", "list", "--json").output)
+    assert (dep["name"], dep["status"], dep["runtime_args"]) == ("chat", "Pending", ["--dtype", "float32"])
+    described = run(settings, "deploy", "get", "chat")
+    assert "chat: Pending, 0/1 ready" in described.output
+    assert "Created" in described.output
+    table = run(settings, "deploy", "list").output.splitlines()
+    assert table[0].split() == ["NAME", "STATUS", "READY", "MODEL", "IMAGE", "POOL", "MESSAGE"]
+    assert table[1].split()[:3] == ["chat", "Pending", "0/1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["deploy", "create", "Bad_Name", "--model", "x"], 2, "name: 'Bad_Name' is not a valid name: use lowercase"),
+        (["deploy", "create", "ok", "--model", "nope"], 1, "error: no model named 'nope'\n  next: add it with"),
+        (["deploy", "create", "ok", "--model", "x:v2"], 1, "the version after ':' must be a number"),
+        (["deploy", "create", "ok", "--model", "x", "--replicas", "-1"], 2, "replicas: Input should be greater than"),
+        (["deploy", "scale", "ghost", "2"], 1, "error: no deployment named 'ghost'\n  next: see `cove deploy list`"),
+        (["model", "add", "m", "hf:nobody/nothing"], 1, "is not in the local model cache"),
+        (["key", "revoke", "nope"], 1, "error: no API key named 'nope'"),
+        (["image", "add", "rt", "latest", "example.com/rt"], 2, "'latest' is not a version"),
+    ],
+)
+def test_mistakes_get_a_message_and_a_next_step(settings: Settings, args: list[str], code: int, message: str) -> None:
+    result = run(settings, *args)
+    assert result.exit_code == code
+    assert message in result.output
+
+
+def test_corrupt_model_folder_is_explained(settings: Settings, tmp_path: Path) -> None:
+    folder = write_stub_model(tmp_path / "broken")
+    (folder / "config.json").write_text("{")
+    result = run(settings, "model", "add", "broken", str(folder))
+    assert result.exit_code == 1
+    assert "config.json is not valid JSON" in result.output
+    assert "next: repair or re-download the model" in result.output
+
+
+def test_keys_are_printed_once(settings: Settings) -> None:
+    created = run(settings, "key", "create", "ci", "--json")
+    secret = json.loads(created.output)["key"]
+    listed = run(settings, "key", "list").output
+    assert secret[:12] in listed
+    assert secret not in listed
+    assert "active" in listed
+    assert run(settings, "key", "revoke", "ci").output == "API key ci revoked\n"
+    assert "revoked" in run(settings, "key", "list").output
+
+
+def test_bad_settings_are_named(settings: Settings) -> None:
+    env = {k: v for k, v in cove_env(settings).items() if k.startswith("COVE_")} | {"COVE_PORT": "eighty"}
+    result = CliRunner().invoke(cli, ["deploy", "list"], env=env)
+    assert result.exit_code == 1
+    assert "bad COVE_* setting: port: Input should be a valid integer" in result.output
+
+
+def test_demo_model_command_builds_a_loadable_folder(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["demo-model", str(tmp_path / "demo"), "--steps", "3"])
+    assert result.exit_code == 0, result.output
+    info = inspect_folder(tmp_path / "demo")
+    assert (info.architecture, info.model_type) == ("LlamaForCausalLM", "llama")
+    assert "demo model written to" in result.output
+
+
+def test_cove_console_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("cove")
+    assert script.exists()
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=os.environ, timeout=60)
+    assert done.returncode == 0
+    for command in ("up", "server", "model", "deploy", "key", "usage", "demo-model"):
+        assert f"  {command}" in done.stdout
