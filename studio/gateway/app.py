@@ -36,7 +36,6 @@ from studio.gateway.protocol import (
     usage_of,
 )
 from studio.gateway.routes import RouteTable
-from studio.models import UsageRecord
 from studio.services import deployments, keys, usage
 from studio.services.deployments import Route
 from studio.services.keys import KeyIdentity
@@ -71,7 +70,7 @@ class Metered(NamedTuple):
 
 
 def _write_usage(db: Database, batch: list[Metered]) -> None:
-    usage.record_usage(db=db, records=[UsageRecord(**m._asdict()) for m in batch])
+    usage.record_usage(db=db, records=[m._asdict() for m in batch])
 
 
 class _Reject(Exception):
@@ -103,6 +102,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.keys: dict[str, KeyIdentity] = {}
         self._unknown_keys: dict[str, float] = {}
+        self._route_misses: dict[str, bool] = {}  # name → exists, for names with no route; cleared at refresh
         self._usage: list[Metered] = []
         self._client: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -204,6 +204,7 @@ class Gateway:
     async def refresh(self) -> None:
         routes, active = await asyncio.to_thread(self._read_state)
         self.table.replace(routes)
+        self._route_misses.clear()
         self.keys = active
         self._refreshed_at = time.monotonic()
 
@@ -254,8 +255,13 @@ class Gateway:
 
     async def _route(self, name: str) -> Route:
         route = self.table.routes.get(name)
-        if route is None:  # maybe it became ready since the last refresh
-            exists, route = await asyncio.to_thread(deployments.find_route, db=self.db, name=name)
+        if route is None:  # maybe it became ready since the last refresh; look once per refresh interval
+            if name in self._route_misses:
+                exists = self._route_misses[name]
+            else:
+                exists, route = await asyncio.to_thread(deployments.find_route, db=self.db, name=name)
+                if route is None and len(self._route_misses) < MAX_REMEMBERED_MISSES:
+                    self._route_misses[name] = exists
             if route is not None:
                 self.table.routes[name] = route
             elif exists:
@@ -480,12 +486,12 @@ class _Call:
                     self.status = 499
                     return
                 events, rest = split_events(rest + chunk)
-                for event in events:
-                    out = meter.process(event)
-                    if out is not None:
-                        if self.ttft is None and meter.started:
-                            self.ttft = time.perf_counter() - self.started
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                # one write per read from the runtime, however many events it carried
+                out = b"".join(o for o in map(meter.process, events) if o is not None)
+                if out:
+                    if self.ttft is None and meter.started:
+                        self.ttft = time.perf_counter() - self.started
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
             if not meter.done:
                 await send({"type": "http.response.body", "body": DONE, "more_body": True})
             await send({"type": "http.response.body", "body": b""})

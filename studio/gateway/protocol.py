@@ -140,9 +140,12 @@ class StreamMeter:
             delta = choice.get("delta") or {}
             if delta.get("content") or delta.get("reasoning_content") or choice.get("text"):
                 self.content_chunks += 1
-        if usage is not None and not self.client_wants_usage:
-            if not choices:
-                return None
+        strip = usage is not None and not self.client_wants_usage
+        if strip and not choices:
+            return None
+        if not strip and obj.get("model", self.deployment) == self.deployment:
+            return event + b"\n\n"  # nothing to change: forward the runtime's bytes as they are
+        if strip:
             obj.pop("usage", None)
         rename_model(obj, self.deployment)
         return b"data: " + orjson.dumps(obj) + b"\n\n"

@@ -1,0 +1,546 @@
+"""How much latency the gateway adds, next to calling the runtime directly, with API keys and metering on.
+
+Sets up a throwaway COVE_HOME (a fake model folder, a custom image whose local command runs
+``benchmarks/mock_upstream.py``, a deployment of it, an API key), starts the real ``cove server`` as a subprocess and
+waits until the controller has the mock runtime Ready. Then, with one keep-alive aiohttp connection per target and
+sequential requests, it alternates direct and gateway calls (ABBA order, so background noise hits both alike) and
+prints p50/p99 for non-streaming and streaming chat, the added latency, and the median of the gateway's own
+``x-cove-overhead-ms`` header. Last, throughput through the gateway at concurrency 32 against the CPU seconds the
+gateway process spent. Stops the server with SIGTERM and checks that no process is left behind.
+
+    .venv/bin/python benchmarks/gateway_overhead.py [--requests 2000] [--keep] [--cprofile FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import orjson
+import psutil
+
+from studio.bootstrap import open_studio
+from studio.db import Database
+from studio.models import ApiKeyCreate, DeploymentCreate, DeploymentPublic, ImageCreate, ModelCreate, Resources
+from studio.services import deployments, images, keys, models, usage
+from studio.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+MOCK = Path(__file__).resolve().with_name("mock_upstream.py")
+DEPLOYMENT = "bench"
+QUESTION = [{"role": "user", "content": "What is Cove?"}]
+
+
+# ------------------------------------------------------------------------------------------------ shared helpers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+class CoveServer:
+    """``cove server`` as a subprocess in its own session; ``stop`` sends SIGTERM and then checks that the server
+    and every process it started (its replicas) are gone, killing leftovers by pid and reporting them."""
+
+    def __init__(self, settings: Settings, *, cprofile: Path | None = None) -> None:
+        self.settings = settings
+        self.log_path = settings.home / "server.log"
+        self.cprofile = cprofile
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 60) -> None:
+        env = {
+            **os.environ,
+            "COVE_HOME": str(self.settings.home),
+            "COVE_PORT": str(self.settings.port),
+            "HF_HUB_OFFLINE": "1",
+        }
+        profile = ["-m", "cProfile", "-o", str(self.cprofile)] if self.cprofile else []
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [PYTHON, *profile, "-m", "studio.cli", "server"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"cove server exited with {self.proc.returncode}:\n{tail(self.log_path)}")
+            try:
+                with urllib.request.urlopen(self.settings.gateway_url + "/healthz", timeout=1) as reply:
+                    if reply.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise SystemExit(f"cove server did not answer /healthz in {timeout:.0f} s:\n{tail(self.log_path)}")
+
+    def stop(self, timeout: float = 60) -> list[str]:
+        """SIGTERM, wait, then the names of processes that had to be killed (empty when the server cleaned up)."""
+        if self.proc is None:
+            return []
+        try:
+            family = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            family = []
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        known = {p.pid for p in family}
+        family += [p for p in self._recorded_replicas() if p.pid not in known]  # in case the server died early
+        _, alive = psutil.wait_procs(family, timeout=5)
+        leftovers = []
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                leftovers.append(f"{proc.pid} {' '.join(proc.cmdline())}")
+                proc.kill()
+        self.proc = None
+        return leftovers
+
+    def _recorded_replicas(self) -> list[psutil.Process]:
+        """Replicas the local backend recorded in COVE_HOME/runs and that still run (it removes the records of
+        replicas it stopped)."""
+        procs = []
+        for path in self.settings.runs_dir.glob("*/*.json"):
+            with contextlib.suppress(ValueError, KeyError, TypeError, OSError, psutil.Error):
+                state = json.loads(path.read_text())
+                proc = psutil.Process(int(state["pid"]))
+                if abs(proc.create_time() - float(state["create_time"])) < 0.01:
+                    procs.append(proc)
+        return procs
+
+
+@contextlib.contextmanager
+def cove_home(keep: bool, prefix: str) -> Iterator[Path]:
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield home
+    finally:
+        if keep:
+            print(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def bench_settings(home: Path) -> Settings:
+    """Cove's defaults (keys and metering on), in ``home`` on a free port."""
+    return Settings(home=home, port=free_port(), demo=False)
+
+
+def wait_ready(db: Database, name: str, timeout: float, log: Path) -> DeploymentPublic:
+    deadline = time.monotonic() + timeout
+    while True:
+        dep = deployments.get_deployment(db=db, name=name)
+        if dep.status == "Ready" and dep.endpoints:
+            return dep
+        if dep.status == "Failed" or time.monotonic() > deadline:
+            raise SystemExit(f"deployment {name} is {dep.status}: {dep.message}\nserver log:\n{tail(log)}")
+        time.sleep(0.05)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    pos = (len(sorted_values) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+# ------------------------------------------------------------------------------------------------ set-up
+
+
+def write_fake_model(folder: Path) -> Path:
+    """The least a model folder needs to pass ``inspect_folder``: config, one tiny tensor, a tokenizer stub."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    header += b" " * (-len(header) % 8)
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + struct.pack("<2f", 0, 1))
+    (folder / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {"type": "BPE", "vocab": {}}}))
+    return folder
+
+
+def set_up(db: Database, settings: Settings, chunks: int) -> str:
+    """Model, image, deployment and key; returns the key's secret."""
+    models.add_model(
+        db=db,
+        data=ModelCreate(name="tiny", source=str(write_fake_model(settings.home / "tiny-model"))),
+        cache_dir=settings.models_dir,
+    )
+    command = [PYTHON, str(MOCK), "--host", "{host}", "--port", "{port}", "--model", "{name}", "--chunks", str(chunks)]
+    images.add_image(
+        db=db,
+        data=ImageCreate(
+            name="mock-upstream", version="1.0", ref="example.com/cove/mock-upstream", local_command=command
+        ),
+    )
+    deployments.create_deployment(
+        db=db,
+        data=DeploymentCreate(
+            name=DEPLOYMENT, model="tiny", image="mock-upstream", resources=Resources(cpu=0.5, memory_mib=256)
+        ),
+    )
+    return keys.create_key(db=db, data=ApiKeyCreate(name="bench")).key
+
+
+# ------------------------------------------------------------------------------------------------ measuring
+
+
+@dataclass
+class Target:
+    label: str
+    url: str
+    headers: dict[str, str]
+    session: aiohttp.ClientSession
+    seconds: list[float] = field(default_factory=list)
+    overhead_ms: list[float] = field(default_factory=list)
+
+
+def client(limit: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit, force_close=False),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+        timeout=aiohttp.ClientTimeout(total=30),
+    )
+
+
+async def call(target: Target, payload: bytes) -> tuple[float, bytes, str | None]:
+    started = time.perf_counter()
+    async with target.session.post(target.url, data=payload, headers=target.headers) as response:
+        body = await response.read()  # for a stream: every chunk, up to the end
+        elapsed = time.perf_counter() - started
+        if response.status != 200:
+            raise SystemExit(f"{target.label} answered {response.status}: {body[:500]!r}")
+        return elapsed, body, response.headers.get("x-cove-overhead-ms")
+
+
+def check_answer(label: str, body: bytes, stream: bool, model: str, chunks: int) -> None:
+    """The gateway must relay what the runtime said (renamed, with the usage chunk hidden from this client)."""
+
+    def expect(ok: bool, what: str) -> None:
+        if not ok:
+            raise SystemExit(f"{label}: {what}; the answer was:\n{body[:2000]!r}")
+
+    if not stream:
+        obj = orjson.loads(body)
+        expect(obj.get("model") == model, f"model should be {model!r}")
+        expect((obj.get("usage") or {}).get("completion_tokens") == chunks, f"usage should count {chunks} tokens")
+        return
+    events = [e for e in body.split(b"\n\n") if e]
+    expect(events[-1] == b"data: [DONE]", "the stream should end with [DONE]")
+    objs = [orjson.loads(e.removeprefix(b"data: ")) for e in events[:-1]]
+    content = [o for o in objs if o["choices"] and o["choices"][0]["delta"].get("content")]
+    expect(len(content) == chunks, f"the stream should carry {chunks} content chunks")
+    expect(all(o.get("model") == model for o in objs), f"every chunk should name {model!r}")
+    expect(not any("usage" in o for o in objs), "no usage chunk for a client that did not ask for one")
+
+
+async def latency_case(
+    direct: Target, gateway: Target, *, stream: bool, requests: int, warmup: int, upstream_model: str, chunks: int
+) -> None:
+    def payload(model: str) -> bytes:
+        return orjson.dumps({"model": model, "messages": QUESTION, "max_tokens": chunks, "stream": stream})
+
+    payloads = {direct.label: payload(upstream_model), gateway.label: payload(DEPLOYMENT)}
+    for i in range(warmup + requests):
+        pair = (direct, gateway) if i % 2 == 0 else (gateway, direct)  # ABBA: neither always goes first
+        for target in pair:
+            elapsed, body, overhead = await call(target, payloads[target.label])
+            if i == warmup - 1 or (warmup == 0 and i == 0):
+                model = DEPLOYMENT if target is gateway else upstream_model
+                check_answer(target.label, body, stream, model, chunks)
+            if i >= warmup:
+                target.seconds.append(elapsed)
+                if overhead is not None:
+                    target.overhead_ms.append(float(overhead))
+
+
+@dataclass
+class Throughput:
+    label: str
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+    cpu: dict[str, float]  # process label → CPU seconds during the run ("others": the rest of the machine)
+    sent: int  # every request sent, the warm-up included
+    settle_s: float = 0.0  # after the last request, until the gateway had written every usage record
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def machine_busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
+async def wait_metered(db: Database, expected: int, timeout: float = 120) -> float:
+    """Seconds until the database holds ``expected`` usage records for the deployment."""
+    started = time.perf_counter()
+    while True:
+        summary = await asyncio.to_thread(usage.usage_summary, db=db)
+        if sum(s.requests for s in summary if s.deployment == DEPLOYMENT) >= expected:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > timeout:
+            raise SystemExit(f"the gateway had not written {expected} usage records after {timeout:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+async def throughput_case(
+    target: Target,
+    payload: bytes,
+    *,
+    concurrency: int,
+    duration: float,
+    procs: dict[str, psutil.Process],
+    settle: Callable[[int], Awaitable[float]] | None = None,
+) -> Throughput:
+    """Closed-loop load for ``duration`` seconds. CPU is counted until ``settle(sent)`` returns (the gateway's
+    usage writes trail its answers, and belong to the requests all the same)."""
+    latencies: list[float] = []
+    errors = sent = 0
+    stop_at = 0.0
+
+    async def worker() -> None:
+        nonlocal errors, sent
+        while time.perf_counter() < stop_at:
+            sent += 1
+            started = time.perf_counter()
+            async with target.session.post(target.url, data=payload, headers=target.headers) as response:
+                await response.read()
+                if response.status == 200:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+
+    # a short warm-up opens all the connections
+    stop_at = time.perf_counter() + 0.5
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    latencies.clear()
+    errors = 0
+    before = {label: cpu_seconds(p) for label, p in procs.items()}
+    machine_before = machine_busy_seconds()
+    started = time.perf_counter()
+    stop_at = started + duration
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - started
+    settle_s = await settle(sent) if settle else 0.0
+    cpu = {label: cpu_seconds(p) - before[label] for label, p in procs.items()}
+    cpu["others"] = max(0.0, machine_busy_seconds() - machine_before - sum(cpu.values()))
+    return Throughput(target.label, len(latencies), errors, seconds, latencies, cpu, sent, settle_s)
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f}"
+
+
+def print_latency_table(rows: list[tuple[str, Target, Target]]) -> None:
+    print()
+    print(
+        f"{'case':<22} {'n':>5}  {'direct p50':>10} {'direct p99':>10}  {'gateway p50':>11} {'gateway p99':>11}"
+        f"  {'added p50':>9} {'added p99':>9}  {'x-cove-overhead-ms p50':>22}"
+    )
+    for case, direct, gateway in rows:
+        d, g = sorted(direct.seconds), sorted(gateway.seconds)
+        d50, d99, g50, g99 = percentile(d, 0.5), percentile(d, 0.99), percentile(g, 0.5), percentile(g, 0.99)
+        header = f"{statistics.median(gateway.overhead_ms):.3f}" if gateway.overhead_ms else "-"
+        print(
+            f"{case:<22} {len(d):>5}  {ms(d50):>10} {ms(d99):>10}  {ms(g50):>11} {ms(g99):>11}"
+            f"  {ms(g50 - d50):>9} {ms(g99 - d99):>9}  {header:>22}"
+        )
+    print("(milliseconds; added = gateway − direct at the same percentile)")
+
+
+def print_throughput(results: list[Throughput], concurrency: int) -> None:
+    print()
+    print(f"throughput at concurrency {concurrency}, non-streaming chat:")
+    for r in results:
+        rate = r.requests / r.seconds
+        lat = sorted(r.latencies)
+        cpu = ", ".join(f"{label} {sec:.2f} s" for label, sec in r.cpu.items())
+        print(
+            f"  {r.label:<8} {rate:8.0f} req/s  ({r.requests} in {r.seconds:.1f} s, {r.errors} errors)  "
+            f"p50 {ms(percentile(lat, 0.5))} ms  p99 {ms(percentile(lat, 0.99))} ms  CPU: {cpu}"
+        )
+        if r.label == "gateway" and r.cpu["gateway"] > 0:
+            print(
+                f"           gateway process: {r.requests / r.cpu['gateway']:.0f} req per CPU-second "
+                f"({r.cpu['gateway'] / (r.seconds + r.settle_s):.2f} cores busy; its last usage records were "
+                f"written {r.settle_s:.2f} s after the last answer, CPU counted until then)"
+            )
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+async def measure(
+    args: argparse.Namespace, db: Database, endpoint: str, key: str, server: CoveServer, replica_pid: int
+) -> int:
+    """Runs every case and returns how many requests went through the gateway."""
+    gateway_url = server.settings.gateway_url + "/v1/chat/completions"
+    json_headers = {"content-type": "application/json"}
+    auth_headers = {**json_headers, "authorization": f"Bearer {key}"}
+    upstream_model = DEPLOYMENT  # custom images serve --model {name}
+    sent = 0
+    rows = []
+    for case, stream in (("chat, non-streaming", False), ("chat, streaming", True)):
+        async with client(1) as s_direct, client(1) as s_gateway:
+            direct = Target("direct", endpoint + "/v1/chat/completions", json_headers, s_direct)
+            gateway = Target("gateway", gateway_url, auth_headers, s_gateway)
+            started = time.perf_counter()
+            await latency_case(
+                direct,
+                gateway,
+                stream=stream,
+                requests=args.requests,
+                warmup=args.warmup,
+                upstream_model=upstream_model,
+                chunks=args.chunks,
+            )
+            sent += args.requests + args.warmup
+            print(f"{case}: {2 * (args.requests + args.warmup)} requests in {time.perf_counter() - started:.1f} s")
+            rows.append((case, direct, gateway))
+    print_latency_table(rows)
+
+    procs = {
+        "gateway": psutil.Process(server.pid),
+        "runtime": psutil.Process(replica_pid),
+        "client": psutil.Process(),
+    }
+    await wait_metered(db, sent)  # the latency cases' usage writes must not land in the throughput CPU
+
+    async def settle(sent_now: int) -> float:
+        return await wait_metered(db, sent + sent_now)
+
+    results = []
+    for label, url, headers, model in (
+        ("gateway", gateway_url, auth_headers, DEPLOYMENT),
+        ("direct", endpoint + "/v1/chat/completions", json_headers, upstream_model),
+    ):
+        payload = orjson.dumps({"model": model, "messages": QUESTION, "max_tokens": args.chunks})
+        async with client(args.concurrency) as session:
+            result = await throughput_case(
+                Target(label, url, headers, session),
+                payload,
+                concurrency=args.concurrency,
+                duration=args.duration,
+                procs=procs,
+                settle=settle if label == "gateway" else None,
+            )
+        if label == "gateway":
+            sent += result.sent
+        results.append(result)
+    print_throughput(results, args.concurrency)
+    return sent
+
+
+def replica_pid_of(server: CoveServer) -> int:
+    for child in psutil.Process(server.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if str(MOCK) in child.cmdline():
+                return child.pid
+    raise SystemExit("the mock runtime is not a child of the server")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="measured requests per target and case")
+    parser.add_argument("--warmup", type=int, default=200, help="discarded requests per target and case")
+    parser.add_argument("--chunks", type=int, default=16, help="content chunks per streamed answer")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each throughput run")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary COVE_HOME (logs, database)")
+    parser.add_argument(
+        "--cprofile", type=Path, help="run the server under cProfile, write the stats here (inflates every number)"
+    )
+    args = parser.parse_args()
+    if args.requests < 1 or args.warmup < 1:
+        parser.error("--requests and --warmup must be at least 1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the Hub
+
+    with cove_home(args.keep, "cove-bench-overhead-") as home:
+        settings = bench_settings(home)
+        db = open_studio(settings)
+        key = set_up(db, settings, args.chunks)
+        server = CoveServer(settings, cprofile=args.cprofile.resolve() if args.cprofile else None)
+        leftovers: list[str] = []
+        try:
+            started = time.perf_counter()
+            server.start()
+            dep = wait_ready(db, DEPLOYMENT, 120, server.log_path)
+            print(f"cove server pid {server.pid} on {settings.gateway_url}; replica at {dep.endpoints[0]} ready")
+            load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+            print(
+                f"  ({time.perf_counter() - started:.1f} s after start; Python {sys.version.split()[0]}; "
+                f"{os.cpu_count()} CPUs; load average {load})"
+            )
+            sent = asyncio.run(measure(args, db, dep.endpoints[0], key, server, replica_pid_of(server)))
+        finally:
+            leftovers = server.stop()
+        summary = usage.usage_summary(db=db)
+        metered = sum(s.requests for s in summary if s.deployment == DEPLOYMENT)
+        print(f"\nusage metered: {metered} records for {sent} requests sent through the gateway")
+        db.dispose()
+        if leftovers:
+            print("LEFT BEHIND (killed now): " + "; ".join(leftovers))
+            raise SystemExit(1)
+        print("server stopped with SIGTERM; no process left behind")
+        if args.cprofile:
+            import pstats
+
+            print(f"\ncProfile of the server (main thread: the gateway's event loop), {args.cprofile}:")
+            pstats.Stats(str(args.cprofile)).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
