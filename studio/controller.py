@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from studio.backends.base import Backend, WorkloadSpec, WorkloadStatus
 from studio.db import Database
-from studio.errors import CoveError
+from studio.errors import CoveError, QuotaExceeded
 from studio.models import Status
 from studio.services import deployments
 from studio.services.deployments import Desired, Observed
@@ -185,17 +185,26 @@ class Controller:
             history.popleft()
         # up at once; down only to the highest recommendation of the last window
         target = max(r for _, r in history)
-        if target != desired.replicas:
+        if target == desired.replicas:
+            return
+        reason = f"{inflight:g} requests in flight, target {auto.target_inflight:g} per replica"
+        # scaling up takes as many replicas as the pool has room for, up to the target
+        for count in range(target, desired.replicas, -1) if target > desired.replicas else [target]:
             try:
                 deployments.scale_deployment(
                     db=self.db,
                     name=desired.name,
-                    replicas=target,
+                    replicas=count,
                     autoscaler=True,
-                    reason=f"{inflight:g} requests in flight, target {auto.target_inflight:g} per replica",
+                    reason=reason if count == target else f"{reason}; {target} wanted, the pool has room for {count}",
                 )
+                return
+            except QuotaExceeded as exc:
+                refused = exc
             except CoveError as exc:
-                log.warning("autoscaling %s to %d: %s", desired.name, target, exc)
+                log.warning("autoscaling %s to %d: %s", desired.name, count, exc)
+                return
+        log.warning("autoscaling %s: no room for another replica: %s", desired.name, refused)
 
     def _forget(self, name: str) -> None:
         self._recommendations.pop(name, None)

@@ -1,0 +1,32 @@
+"""A Backend whose replicas are ready the moment they are asked for: for controller tests about decisions
+(status, events, autoscaling) rather than processes."""
+
+from __future__ import annotations
+
+from studio.backends.base import DetectedPool, ReplicaStatus, WorkloadSpec, WorkloadStatus
+
+
+class InstantBackend:
+    def __init__(self) -> None:
+        self.specs: dict[str, WorkloadSpec] = {}
+
+    def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
+        self.specs[spec.name] = spec
+        replicas = tuple(ReplicaStatus(i, "ready", f"http://127.0.0.1:{20000 + i}") for i in range(spec.replicas))
+        return WorkloadStatus(spec.name, replicas, upstream_model=spec.name)
+
+    def delete(self, name: str) -> bool:
+        self.specs.pop(name, None)
+        return True
+
+    def names(self) -> set[str]:
+        return set(self.specs)
+
+    def logs(self, name: str, *, tail: int = 100) -> list[str]:
+        return []
+
+    def capacity(self) -> list[DetectedPool]:
+        return []
+
+    def close(self, *, stop_workloads: bool) -> None:
+        self.specs.clear()
