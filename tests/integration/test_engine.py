@@ -19,11 +19,19 @@ import pytest
 from studio.bootstrap import open_studio
 from studio.db import Database
 from studio.demo import PAIRS
-from studio.models import ApiKeyCreate, DeploymentCreate, Resources
+from studio.models import ApiKeyCreate, DeploymentCreate, ModelCreate, Resources
 from studio.services import deployments, events, keys, models, usage
 from studio.settings import Settings
-from tests.conftest import make_settings
-from tests.integration.conftest import CoveServer, answers, runtime_pids, wait_until
+from tests.conftest import make_settings, new_postgres_database
+from tests.integration.conftest import (
+    CoveServer,
+    add_fake_image,
+    answers,
+    deploy,
+    runtime_pids,
+    wait_until,
+    write_stub_model,
+)
 
 pytestmark = pytest.mark.runtime
 ANSWERS = dict(PAIRS)
@@ -182,3 +190,33 @@ def test_a_stopped_server_stops_its_replicas(stack: Stack) -> None:
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert runtime_pids(stack.settings.home) == set()
     assert "stopping the controller and local replicas" in stack.server.log()
+
+
+@pytest.mark.postgres
+def test_cove_server_runs_on_postgresql(tmp_path: Path, postgres: str) -> None:
+    settings = make_settings(tmp_path / "cove", database_url=new_postgres_database(postgres))
+    db = open_studio(settings)
+    try:
+        models.add_model(
+            db=db,
+            data=ModelCreate(name="stub", source=str(write_stub_model(tmp_path / "stub"))),
+            cache_dir=settings.models_dir,
+        )
+        key = keys.create_key(db=db, data=ApiKeyCreate(name="pg")).key
+        deploy(db, "on-pg", "stub", add_fake_image(db, "scripted_runtime.py"))
+        server = CoveServer(settings, tmp_path / "server.log").start()
+        try:
+            wait_until(
+                lambda: deployments.get_deployment(db=db, name="on-pg").status == "Ready",
+                timeout=30,
+                what="the deployment to be Ready",
+            )
+            with openai.OpenAI(base_url=settings.gateway_url + "/v1", api_key=key, max_retries=0) as client:
+                reply = client.chat.completions.create(model="on-pg", messages=[{"role": "user", "content": "hi"}])
+            assert reply.choices[0].message.content.startswith("hello from")
+            wait_until(lambda: usage.usage_records(db=db, deployment="on-pg"), timeout=10, what="metered usage")
+        finally:
+            assert server.stop() == 0
+        assert runtime_pids(settings.home) == set()
+    finally:
+        db.dispose()
