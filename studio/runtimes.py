@@ -22,6 +22,11 @@ RESERVED_FLAGS = ("--host", "--port", "--model", "--model-path", "--served-model
 TRANSFORMERS_DEFAULTS = (("--cb-num-blocks", "512"), ("--cb-block-size", "32"))
 # What a custom image's local command may use: the model's folder, its Hub id (repo@revision), where to listen,
 # and the deployment's name (serve the model under it: the gateway sends it as the request's model).
+# GPU runtimes started as `python -m MODULE MODEL_FLAG MODEL --served-model-name NAME …`
+SERVED_NAME_RUNTIMES = {
+    RuntimeKind.VLLM: ("vllm.entrypoints.openai.api_server", "--model"),
+    RuntimeKind.SGLANG: ("sglang.launch_server", "--model-path"),
+}
 PLACEHOLDERS = ("{model}", "{model_id}", "{host}", "{port}", "{name}")
 
 
@@ -109,37 +114,10 @@ def local_launch(
             argv.append("--continuous-batching")
             argv += [x for flag, value in TRANSFORMERS_DEFAULTS if not _has_flag(args, flag) for x in (flag, value)]
         return Launch(tuple(argv) + args, env, upstream_model(spec))
-    if kind == RuntimeKind.VLLM:
-        argv = [
-            python,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            spec.model,
-            "--served-model-name",
-            spec.name,
-            "--host",
-            host,
-            "--port",
-            str(port),
-        ]
-        if spec.model_revision and not spec.model.startswith("/"):
-            argv += ["--revision", spec.model_revision]
-        return Launch(tuple(argv) + args, env, upstream_model(spec))
-    if kind == RuntimeKind.SGLANG:
-        argv = [
-            python,
-            "-m",
-            "sglang.launch_server",
-            "--model-path",
-            spec.model,
-            "--served-model-name",
-            spec.name,
-            "--host",
-            host,
-            "--port",
-            str(port),
-        ]
+    if kind in SERVED_NAME_RUNTIMES:
+        module, model_flag = SERVED_NAME_RUNTIMES[RuntimeKind(kind)]
+        argv = [python, "-m", module, model_flag, spec.model, "--served-model-name", spec.name]
+        argv += ["--host", host, "--port", str(port)]
         if spec.model_revision and not spec.model.startswith("/"):
             argv += ["--revision", spec.model_revision]
         return Launch(tuple(argv) + args, env, upstream_model(spec))

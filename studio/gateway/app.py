@@ -15,26 +15,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
-from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
 
-from studio.db import Database, utcnow
+from studio.db import Database
 from studio.errors import CoveError
 from studio.gateway.metrics import GatewayMetrics
 from studio.gateway.protocol import (
-    DONE,
-    StreamMeter,
     check_request,
     error_body,
-    estimate_prompt_tokens,
-    rename_model,
-    split_events,
-    upstream_error,
-    usage_of,
 )
+from studio.gateway.proxy import Metered, Proxy, Receive, Scope, Send, Upstream, respond
 from studio.gateway.routes import RouteTable
 from studio.services import deployments, keys, usage
 from studio.services.deployments import Route
@@ -43,30 +35,9 @@ from studio.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-JSON = (b"content-type", b"application/json")
 ENDPOINTS = {b"/v1/chat/completions": "chat.completions", b"/v1/completions": "completions"}
 MAX_REMEMBERED_MISSES = 10_000
 MAX_BUFFERED_USAGE = 100_000
-
-
-class Metered(NamedTuple):
-    """One request's usage, kept light on the request path; written as a UsageRecord off the event loop."""
-
-    api_key_id: int | None
-    deployment: str
-    endpoint: str
-    stream: bool
-    status_code: int
-    prompt_tokens: int
-    completion_tokens: int
-    estimated: bool
-    latency_ms: float
-    ttft_ms: float | None
-    created_at: datetime
 
 
 def _write_usage(db: Database, batch: list[Metered]) -> None:
@@ -83,16 +54,6 @@ class _Reject(Exception):
         self.status, self.body = status, error_body(message, type=type, code=code)
 
 
-async def _respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    headers = [JSON, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _ms(seconds: float) -> bytes:
-    return f"{seconds * 1000:.3f}".encode()
-
-
 class Gateway:
     """The ASGI app. ``load(name)`` reports requests in flight per deployment (for the autoscaler)."""
 
@@ -100,11 +61,10 @@ class Gateway:
         self.settings, self.db = settings, db
         self.table = RouteTable()
         self.metrics = GatewayMetrics()
+        self.up = Upstream(self.table, self.metrics)
         self.keys: dict[str, KeyIdentity] = {}
         self._unknown_keys: dict[str, float] = {}
         self._route_misses: dict[str, bool] = {}  # name → exists, for names with no route; cleared at refresh
-        self._usage: list[Metered] = []
-        self._client: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._refreshed_at = 0.0
         self._timeout = aiohttp.ClientTimeout(
@@ -141,9 +101,9 @@ class Gateway:
             )
             await send({"type": "http.response.body", "body": body})
         elif endpoint is not None or path == b"/v1/models":
-            await _respond(send, 405, error_body(f"{method} is not allowed on {path.decode()}"))
+            await respond(send, 405, error_body(f"{method} is not allowed on {path.decode()}"))
         else:
-            await _respond(
+            await respond(
                 send,
                 404,
                 error_body(
@@ -169,7 +129,7 @@ class Gateway:
                 return
 
     async def startup(self) -> None:
-        self._client = aiohttp.ClientSession(
+        self.up.client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             timeout=self._timeout,
             auto_decompress=False,
@@ -188,8 +148,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.flush_usage()
-        if self._client is not None:
-            await self._client.close()
+        if self.up.client is not None:
+            await self.up.client.close()
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -212,14 +172,14 @@ class Gateway:
         return deployments.ready_routes(db=self.db), keys.active_keys(db=self.db)
 
     async def flush_usage(self) -> None:
-        if not self._usage:
+        if not self.up.metered:
             return
-        batch, self._usage = self._usage, []
+        batch, self.up.metered = self.up.metered, []
         try:
             await asyncio.to_thread(_write_usage, self.db, batch)
         except Exception:
-            if len(self._usage) + len(batch) <= MAX_BUFFERED_USAGE:
-                self._usage[:0] = batch  # keep them for the next flush rather than lose them
+            if len(self.up.metered) + len(batch) <= MAX_BUFFERED_USAGE:
+                self.up.metered[:0] = batch  # keep them for the next flush rather than lose them
             raise
 
     # ------------------------------------------------------------------------------------------- requests
@@ -307,7 +267,7 @@ class Gateway:
             route = await self._route(name)
         except _Reject as reject:
             if reject.status != 499:
-                await _respond(send, reject.status, reject.body)
+                await respond(send, reject.status, reject.body)
             self.metrics.requests.labels(
                 "unknown" if reject.status == 404 else name, endpoint, str(reject.status)
             ).inc()
@@ -317,8 +277,17 @@ class Gateway:
         if stream:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         body["model"] = route.upstream_model
-        call = _Call(
-            self, route, endpoint, stream, wants_usage, identity, started, body, orjson.dumps(body), scope["raw_path"]
+        call = Proxy(
+            self.up,
+            route,
+            endpoint,
+            stream,
+            wants_usage,
+            identity,
+            started,
+            body,
+            orjson.dumps(body),
+            scope["raw_path"],
         )
         await call.run(receive, send)
 
@@ -328,13 +297,13 @@ class Gateway:
         try:
             await self._authenticate(scope)
         except _Reject as reject:
-            await _respond(send, reject.status, reject.body)
+            await respond(send, reject.status, reject.body)
             return
         data = [
             {"id": r.name, "object": "model", "created": r.created, "owned_by": "cove"}
             for r in sorted(self.table.routes.values(), key=lambda r: r.name)
         ]
-        await _respond(send, 200, orjson.dumps({"object": "list", "data": data}))
+        await respond(send, 200, orjson.dumps({"object": "list", "data": data}))
 
     async def _health(self, send: Send) -> None:
         age = time.monotonic() - self._refreshed_at
@@ -346,207 +315,4 @@ class Gateway:
         }
         if not healthy:
             body["problem"] = "the database has not answered recently; routes may be stale"
-        await _respond(send, 200 if healthy else 503, orjson.dumps(body))
-
-
-class _Call:
-    """One proxied request: picks a replica (retrying another on a refused connection), relays the answer,
-    meters it once, and measures it."""
-
-    def __init__(
-        self,
-        gw: Gateway,
-        route: Route,
-        endpoint: str,
-        stream: bool,
-        wants_usage: bool,
-        identity: KeyIdentity | None,
-        started: float,
-        body: dict[str, Any],
-        payload: bytes,
-        raw_path: bytes,
-    ) -> None:
-        self.gw, self.route, self.endpoint, self.stream = gw, route, endpoint, stream
-        self.wants_usage, self.identity, self.started = wants_usage, identity, started
-        self.body, self.payload, self.path = body, payload, raw_path.decode()
-        self.status = 0
-        self.prompt_tokens = self.completion_tokens = 0
-        self.estimated = False
-        self.ttft: float | None = None
-        self.upstream_s = 0.0  # time spent waiting on the runtime
-
-    async def run(self, receive: Receive, send: Send) -> None:
-        gw, name = self.gw, self.route.name
-        gw.metrics.inflight.labels(name).inc()
-        tried: set[str] = set()
-        try:
-            while True:
-                target = gw.table.pick(self.route, time.monotonic(), exclude=frozenset(tried))
-                if target is None:
-                    await self._fail(
-                        send,
-                        502 if tried else 503,
-                        f"no replica of {name!r} could be reached; retry shortly",
-                        "upstream_error" if tried else "service_unavailable",
-                    )
-                    return
-                tried.add(target)
-                gw.table.begin(name, target)
-                try:
-                    if await self._attempt(target, receive, send):
-                        return
-                finally:
-                    gw.table.end(name, target)
-        finally:
-            gw.metrics.inflight.labels(name).dec()
-            self._record()
-
-    async def _attempt(self, target: str, receive: Receive, send: Send) -> bool:
-        """Relay via ``target``; False when it refused the connection and another replica may be tried."""
-        gw = self.gw
-        assert gw._client is not None
-        sent_at = time.perf_counter()
-        try:
-            response = await gw._client.post(
-                target + self.path, data=self.payload, headers={"content-type": "application/json"}
-            )
-        except aiohttp.ClientConnectorError:
-            gw.table.mark_down(target, time.monotonic())
-            gw.metrics.upstream_errors.labels(self.route.name, "connect").inc()
-            return False
-        except TimeoutError:
-            gw.metrics.upstream_errors.labels(self.route.name, "timeout").inc()
-            await self._fail(send, 504, "the model server did not answer in time", "timeout")
-            return True
-        except aiohttp.ClientError as exc:
-            gw.metrics.upstream_errors.labels(self.route.name, "connect").inc()
-            await self._fail(send, 502, f"the model server failed: {exc}", "upstream_error")
-            return True
-        try:
-            if self.stream and response.status == 200:
-                await self._relay_stream(response, sent_at, receive, send)
-            else:
-                await self._relay_body(response, sent_at, send)
-        finally:
-            response.release()
-        return True
-
-    async def _relay_body(self, response: aiohttp.ClientResponse, sent_at: float, send: Send) -> None:
-        try:
-            data = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self.gw.metrics.upstream_errors.labels(self.route.name, "broken_stream").inc()
-            await self._fail(send, 502, f"the model server stopped answering: {exc}", "upstream_error")
-            return
-        self.upstream_s = time.perf_counter() - sent_at
-        self.status = response.status
-        if response.status == 200:
-            try:
-                obj = orjson.loads(data)
-                counted = usage_of(obj)
-                if counted is None:
-                    text = "".join(
-                        (c.get("message") or {}).get("content") or c.get("text") or "" for c in obj.get("choices") or []
-                    )
-                    counted, self.estimated = (estimate_prompt_tokens(self.body), (len(text) + 3) // 4), True
-                self.prompt_tokens, self.completion_tokens = counted
-                rename_model(obj, self.route.name)
-                data = orjson.dumps(obj)
-            except (orjson.JSONDecodeError, AttributeError, TypeError):
-                pass  # not JSON we understand: relay as it is
-        else:
-            data = upstream_error(response.status, data)
-        overhead = time.perf_counter() - self.started - self.upstream_s
-        await _respond(send, response.status, data, [(b"x-cove-overhead-ms", _ms(overhead))])
-        self.gw.metrics.overhead.observe(overhead)
-
-    async def _relay_stream(
-        self, response: aiohttp.ClientResponse, sent_at: float, receive: Receive, send: Send
-    ) -> None:
-        meter = StreamMeter(self.route.name, self.wants_usage)
-        overhead = sent_at - self.started  # what the gateway did before the runtime was asked
-        self.status = 200
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream"),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-cove-overhead-ms", _ms(overhead)),
-                ],
-            }
-        )
-        self.gw.metrics.overhead.observe(overhead)
-        gone = asyncio.ensure_future(receive())  # completes with http.disconnect if the client leaves
-        rest = b""
-        try:
-            async for chunk in response.content.iter_any():
-                if gone.done():
-                    self.status = 499
-                    return
-                events, rest = split_events(rest + chunk)
-                # one write per read from the runtime, however many events it carried
-                out = b"".join(o for o in map(meter.process, events) if o is not None)
-                if out:
-                    if self.ttft is None and meter.started:
-                        self.ttft = time.perf_counter() - self.started
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-            if not meter.done:
-                await send({"type": "http.response.body", "body": DONE, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self.status = 502
-            self.gw.metrics.upstream_errors.labels(self.route.name, "broken_stream").inc()
-            log.warning("%s: stream broke after %d chunks: %s", self.route.name, meter.content_chunks, exc)
-            message = (
-                f"the model server stopped mid-stream after {meter.content_chunks} chunks "
-                f"({type(exc).__name__}); retry the request"
-            )
-            await send(
-                {
-                    "type": "http.response.body",
-                    "more_body": True,
-                    "body": b"data: " + error_body(message, type="upstream_error", code=502) + b"\n\n",
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
-        finally:
-            gone.cancel()
-            self.upstream_s = time.perf_counter() - sent_at
-            if meter.reported:
-                self.prompt_tokens, self.completion_tokens = meter.prompt_tokens, meter.completion_tokens
-            else:
-                self.prompt_tokens, self.completion_tokens = estimate_prompt_tokens(self.body), meter.content_chunks
-                self.estimated = True
-
-    async def _fail(self, send: Send, status: int, message: str, kind: str) -> None:
-        self.status = status
-        await _respond(send, status, error_body(message, type=kind, code=status))
-
-    def _record(self) -> None:
-        gw, name, elapsed = self.gw, self.route.name, time.perf_counter() - self.started
-        m = gw.metrics
-        m.requests.labels(name, self.endpoint, str(self.status)).inc()
-        m.latency.labels(name, self.endpoint).observe(elapsed)
-        if self.prompt_tokens:
-            m.tokens.labels(name, "prompt").inc(self.prompt_tokens)
-        if self.completion_tokens:
-            m.tokens.labels(name, "completion").inc(self.completion_tokens)
-        if self.ttft is not None:
-            m.ttft.labels(name).observe(self.ttft)
-        gw._usage.append(
-            Metered(
-                self.identity.id if self.identity else None,
-                name,
-                self.endpoint,
-                self.stream,
-                self.status,
-                self.prompt_tokens,
-                self.completion_tokens,
-                self.estimated,
-                round(elapsed * 1000, 3),
-                None if self.ttft is None else round(self.ttft * 1000, 3),
-                utcnow(),
-            )
-        )
+        await respond(send, 200 if healthy else 503, orjson.dumps(body))

@@ -81,6 +81,16 @@ class Route:
     created: int = 0  # epoch seconds, for /v1/models
 
 
+def _autoscale_of(d: Deployment) -> Autoscale | None:
+    if d.min_replicas is None or d.max_replicas is None:
+        return None
+    return Autoscale(
+        min_replicas=d.min_replicas,
+        max_replicas=d.max_replicas,
+        target_inflight=d.target_inflight or Autoscale().target_inflight,
+    )
+
+
 def _public(session: Session, d: Deployment) -> DeploymentPublic:
     version = session.get(ModelVersion, d.model_version_id)
     model = session.get(Model, version.model_id) if version else None
@@ -88,11 +98,6 @@ def _public(session: Session, d: Deployment) -> DeploymentPublic:
     pool = session.get(Pool, d.pool_id)
     if not (version and model and image and pool):  # foreign keys make this impossible
         raise NotFound(f"deployment {d.name!r} refers to a row that is gone")
-    autoscale = (
-        Autoscale(min_replicas=d.min_replicas, max_replicas=d.max_replicas, target_inflight=d.target_inflight or 4.0)
-        if d.min_replicas is not None and d.max_replicas is not None
-        else None
-    )
     return DeploymentPublic(
         name=d.name,
         model=model.name,
@@ -104,7 +109,7 @@ def _public(session: Session, d: Deployment) -> DeploymentPublic:
         runtime_args=list(d.runtime_args),
         resources=resources_of(d),
         replicas=d.replicas,
-        autoscale=autoscale,
+        autoscale=_autoscale_of(d),
         status=d.status,
         ready_replicas=d.ready_replicas,
         endpoints=list(d.endpoints),
@@ -283,20 +288,13 @@ def desired_state(*, db: Database) -> list[Desired]:
         ).all()
         out = []
         for d, version, image, pool in rows:
-            autoscale = (
-                Autoscale(
-                    min_replicas=d.min_replicas, max_replicas=d.max_replicas, target_inflight=d.target_inflight or 4.0
-                )
-                if d.min_replicas is not None and d.max_replicas is not None
-                else None
-            )
             out.append(
                 Desired(
                     name=d.name,
                     generation=d.generation,
                     deleting=d.deleting,
                     replicas=d.replicas,
-                    autoscale=autoscale,
+                    autoscale=_autoscale_of(d),
                     resources=resources_of(d),
                     runtime_args=tuple(d.runtime_args),
                     runtime=image.runtime,

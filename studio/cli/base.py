@@ -1,0 +1,115 @@
+"""The `cove` group and what every command shares: settings, the database, human or JSON output, errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+from pydantic import BaseModel, ValidationError
+
+from studio.db import Database
+from studio.errors import CoveError, InvalidSpec
+from studio.settings import Settings
+
+
+def explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "value"
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+class CoveGroup(click.Group):
+    """Turns Cove's errors into a message and a hint on stderr, and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CoveError as exc:
+            click.secho(f"error: {exc.message}", fg="red", err=True)
+            if exc.hint:
+                click.echo(f"  next: {exc.hint}", err=True)
+            ctx.exit(1)
+        except ValidationError as exc:
+            click.secho(f"error: {explain(exc)}", fg="red", err=True)
+            ctx.exit(2)
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.find_root().obj["settings"]
+    return settings
+
+
+def db_of(ctx: click.Context) -> Database:
+    root = ctx.find_root().obj
+    if "db" not in root:
+        from studio.bootstrap import open_studio
+
+        root["db"] = open_studio(root["settings"])
+        ctx.find_root().call_on_close(root["db"].dispose)
+    return root["db"]
+
+
+def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+
+        def plain(x: Any) -> Any:
+            return x.model_dump(mode="json") if isinstance(x, BaseModel) else x
+
+        payload = [plain(x) for x in data] if isinstance(data, list) else plain(data)
+        click.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        human()
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for i, row in enumerate(cells):
+        line = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        click.echo(click.style(line, bold=True) if i == 0 else line)
+    if not rows:
+        click.echo("(none)")
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def server_running(settings: Settings) -> bool:
+    try:
+        with urllib.request.urlopen(settings.gateway_url + "/healthz", timeout=1):
+            return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@click.group(cls=CoveGroup)
+@click.version_option(package_name="cove")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Cove: a self-hosted AI studio. State lives in COVE_HOME (default ~/.cove)."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise InvalidSpec(f"bad COVE_* setting: {explain(exc)}", hint="fix the environment variable") from exc
+    ctx.obj = {"settings": settings}
+    logging.basicConfig(
+        level=settings.log_level.upper() if ctx.invoked_subcommand in ("server", "up") else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -1,0 +1,279 @@
+"""`cove deploy …`: deployments from creation to deletion."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from studio.cli.base import cli, db_of, emit, json_option, server_running, settings_of, table
+from studio.errors import CoveError, InvalidSpec
+
+# ------------------------------------------------------------------------------------------------ deployments
+
+
+@cli.group()
+def deploy() -> None:
+    """Deployments: a model version served by replicas of a runtime."""
+
+
+def _model_ref(text: str) -> tuple[str, int | None]:
+    name, _, version = text.partition(":")
+    if version and not version.isdigit():
+        raise InvalidSpec(f"{text!r}: the version after ':' must be a number", hint="e.g. --model demo-chat:2")
+    return name, int(version) if version else None
+
+
+def _watch(ctx: click.Context, name: str, timeout: float, until: Callable[[Any], bool]) -> Any:
+    """Print status changes of deployment NAME until ``until(dep)`` or the timeout."""
+    from studio.services import deployments
+
+    settings, db = settings_of(ctx), db_of(ctx)
+    if not server_running(settings):
+        click.echo(
+            f"note: no Cove server answers at {settings.gateway_url}; nothing will change until "
+            "`cove up` (or `cove server`) runs",
+            err=True,
+        )
+    last, deadline, dep = "", time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            dep = deployments.get_deployment(db=db, name=name)
+        except CoveError:
+            return None  # gone
+        line = f"{name}: {dep.status} {dep.ready_replicas}/{dep.replicas}" + (
+            f" ({dep.message.splitlines()[0]})" if dep.message else ""
+        )
+        if line != last:
+            click.echo(line, err=True)
+            last = line
+        if until(dep):
+            return dep
+        time.sleep(0.5)
+    click.echo(
+        f"still {dep.status if dep else 'unknown'} after {timeout:.0f} s; see `cove deploy get {name}`", err=True
+    )
+    return dep
+
+
+@deploy.command("create", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.option("--model", "model_ref", required=True, help="MODEL or MODEL:VERSION (default: newest version).")
+@click.option("--image", "image_ref", help="IMAGE or IMAGE:VERSION (default: vllm on GPU pools, transformers on CPU).")
+@click.option("--pool", default="local", show_default=True)
+@click.option("--replicas", default=1, show_default=True, type=int)
+@click.option("--cpu", default=1.0, show_default=True, help="CPU cores per replica.")
+@click.option("--memory-mib", default=2048, show_default=True, help="Memory per replica.")
+@click.option("--gpus", default=0, show_default=True, help="Whole GPUs per replica.")
+@click.option("--gpu-memory-mib", default=0, show_default=True, help="A GPU memory slice per replica (HAMi).")
+@click.option("--gpu-cores", default=0, show_default=True, help="Percent of a GPU's cores with a slice (HAMi).")
+@click.option("--min-replicas", type=int, help="Autoscale: fewest replicas.")
+@click.option("--max-replicas", type=int, help="Autoscale: most replicas.")
+@click.option(
+    "--target-inflight", type=float, default=4.0, show_default=True, help="Autoscale: requests in flight per replica."
+)
+@click.option("--wait/--no-wait", default=False, help="Wait until it is Ready (or Failed).")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait with --wait.")
+@click.argument("runtime_args", nargs=-1, type=click.UNPROCESSED)
+@json_option
+@click.pass_context
+def deploy_create(
+    ctx: click.Context,
+    name: str,
+    model_ref: str,
+    image_ref: str | None,
+    pool: str,
+    replicas: int,
+    cpu: float,
+    memory_mib: int,
+    gpus: int,
+    gpu_memory_mib: int,
+    gpu_cores: int,
+    min_replicas: int | None,
+    max_replicas: int | None,
+    target_inflight: float,
+    wait: bool,
+    timeout: float,
+    runtime_args: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Deploy a model as NAME. Runtime flags go after `--`, e.g. `-- --dtype float32`."""
+    from studio.models import Autoscale, DeploymentCreate, Resources, Status
+    from studio.services import deployments
+
+    model_name, model_version = _model_ref(model_ref)
+    image_name, _, image_version = (image_ref or "").partition(":")
+    autoscale = None
+    if min_replicas is not None or max_replicas is not None:
+        autoscale = Autoscale(
+            min_replicas=min_replicas if min_replicas is not None else 1,
+            max_replicas=max_replicas if max_replicas is not None else replicas,
+            target_inflight=target_inflight,
+        )
+    data = DeploymentCreate(
+        name=name,
+        model=model_name,
+        model_version=model_version,
+        image=image_name or None,
+        image_version=image_version or None,
+        pool=pool,
+        runtime_args=list(runtime_args),
+        replicas=replicas,
+        resources=Resources(
+            cpu=cpu, memory_mib=memory_mib, gpus=gpus, gpu_memory_mib=gpu_memory_mib, gpu_cores=gpu_cores
+        ),
+        autoscale=autoscale,
+    )
+    dep = deployments.create_deployment(db=db_of(ctx), data=data)
+    if not as_json:
+        click.echo(
+            f"deployment {dep.name}: {dep.model} v{dep.model_version} on {dep.image}:{dep.image_version}, "
+            f"{dep.replicas} replica(s) in pool {dep.pool}"
+        )
+    if wait:
+        dep = _watch(ctx, name, timeout, lambda d: d.status in (Status.READY, Status.FAILED)) or dep
+        if dep.status == Status.FAILED:
+            click.secho(dep.message, fg="red", err=True)
+            ctx.exit(1)
+    if as_json:
+        emit(dep, True, lambda: None)
+    elif dep.status == Status.READY:
+        click.echo(f"ready: {settings_of(ctx).gateway_url}/v1 with model={dep.name!r}")
+
+
+@deploy.command("list")
+@json_option
+@click.pass_context
+def deploy_list(ctx: click.Context, as_json: bool) -> None:
+    from studio.services import deployments
+
+    found = deployments.list_deployments(db=db_of(ctx))
+    emit(
+        found,
+        as_json,
+        lambda: table(
+            ["NAME", "STATUS", "READY", "MODEL", "IMAGE", "POOL", "MESSAGE"],
+            [
+                [
+                    d.name,
+                    d.status,
+                    f"{d.ready_replicas}/{d.replicas}",
+                    f"{d.model}:{d.model_version}",
+                    f"{d.image}:{d.image_version}",
+                    d.pool,
+                    (d.message.splitlines() or [""])[0][:60],
+                ]
+                for d in found
+            ],
+        ),
+    )
+
+
+@deploy.command("get")
+@click.argument("name")
+@json_option
+@click.pass_context
+def deploy_get(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Status, message and recent events of one deployment."""
+    from studio.services import deployments, events
+
+    dep = deployments.get_deployment(db=db_of(ctx), name=name)
+    recent = events.list_events(db=db_of(ctx), kind="deployment", name=name, limit=15)
+
+    def human() -> None:
+        click.echo(f"{dep.name}: {dep.status}, {dep.ready_replicas}/{dep.replicas} ready")
+        click.echo(
+            f"  model {dep.model} v{dep.model_version}, image {dep.image}:{dep.image_version}, "
+            f"pool {dep.pool}, {dep.resources.cpu:g} CPU / {dep.resources.memory_mib} MiB per replica"
+        )
+        if dep.autoscale:
+            a = dep.autoscale
+            click.echo(f"  autoscale {a.min_replicas}–{a.max_replicas} at {a.target_inflight:g} in flight each")
+        if dep.message:
+            click.echo("  " + dep.message.replace("\n", "\n  "))
+        click.echo("events (newest first):")
+        for e in recent:
+            click.echo(f"  {e.created_at:%Y-%m-%d %H:%M:%S}  {e.type:<7} {e.reason:<10} {e.message}")
+
+    emit(
+        {"deployment": dep.model_dump(mode="json"), "events": [e.model_dump(mode="json") for e in recent]},
+        as_json,
+        human,
+    )
+
+
+@deploy.command("scale")
+@click.argument("name")
+@click.argument("replicas", type=int)
+@click.option("--wait/--no-wait", default=False, help="Wait until that many replicas are ready.")
+@click.option("--timeout", default=600.0, show_default=True)
+@json_option
+@click.pass_context
+def deploy_scale(ctx: click.Context, name: str, replicas: int, wait: bool, timeout: float, as_json: bool) -> None:
+    """Set the number of replicas (0 stops it and keeps it)."""
+    from studio.services import deployments
+
+    dep = deployments.scale_deployment(db=db_of(ctx), name=name, replicas=replicas)
+    if wait:
+        dep = _watch(ctx, name, timeout, lambda d: d.ready_replicas == replicas) or dep
+    emit(dep, as_json, lambda: click.echo(f"deployment {name}: {replicas} replica(s) wanted"))
+
+
+@deploy.command("autoscale")
+@click.argument("name")
+@click.option("--min", "lo", type=int, default=1, show_default=True)
+@click.option("--max", "hi", type=int, required=False)
+@click.option("--target-inflight", type=float, default=4.0, show_default=True)
+@click.option("--off", is_flag=True, help="Turn autoscaling off (the replica count stays).")
+@json_option
+@click.pass_context
+def deploy_autoscale(
+    ctx: click.Context, name: str, lo: int, hi: int | None, target_inflight: float, off: bool, as_json: bool
+) -> None:
+    """Scale NAME by requests in flight, between --min and --max replicas."""
+    from studio.models import Autoscale
+    from studio.services import deployments
+
+    if not off and hi is None:
+        raise InvalidSpec("--max is required", hint="e.g. --min 1 --max 4, or --off")
+    bounds = None if off else Autoscale(min_replicas=lo, max_replicas=hi or lo, target_inflight=target_inflight)
+    dep = deployments.set_autoscale(db=db_of(ctx), name=name, autoscale=bounds)
+    emit(
+        dep,
+        as_json,
+        lambda: click.echo(
+            f"deployment {name}: "
+            + ("autoscaling off" if off else f"autoscaling {lo}–{hi} at {target_inflight:g} in flight per replica")
+        ),
+    )
+
+
+@deploy.command("delete")
+@click.argument("name")
+@click.option("--wait/--no-wait", default=False, help="Wait until its replicas are stopped and it is gone.")
+@click.option("--timeout", default=120.0, show_default=True)
+@click.pass_context
+def deploy_delete(ctx: click.Context, name: str, wait: bool, timeout: float) -> None:
+    """Stop the replicas and remove the deployment."""
+    from studio.services import deployments
+
+    deployments.delete_deployment(db=db_of(ctx), name=name)
+    click.echo(f"deployment {name}: deleting")
+    if wait and _watch(ctx, name, timeout, lambda d: False) is None:
+        click.echo(f"deployment {name}: deleted")
+
+
+@deploy.command("logs")
+@click.argument("name")
+@click.option("--tail", default=100, show_default=True)
+@click.pass_context
+def deploy_logs(ctx: click.Context, name: str, tail: int) -> None:
+    """The last lines each replica wrote."""
+    from studio.backends.local import log_tail
+    from studio.services import deployments
+
+    deployments.get_deployment(db=db_of(ctx), name=name)
+    for line in log_tail(settings_of(ctx), name, tail=tail):
+        click.echo(line)

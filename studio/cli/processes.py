@@ -1,0 +1,43 @@
+"""`cove up`, `cove server`, `cove demo-model`: running Cove."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from studio.cli.base import cli, settings_of
+
+# ------------------------------------------------------------------------------------------------ processes
+
+
+@cli.command()
+@click.option(
+    "--demo/--no-demo", default=None, help="Build and deploy the demo model on first start (default: COVE_DEMO, true)."
+)
+@click.pass_context
+def up(ctx: click.Context, demo: bool | None) -> None:
+    """Run everything in the foreground; Ctrl-C stops it all."""
+    from studio.up import up as run_up
+
+    settings = settings_of(ctx)
+    ctx.exit(run_up(settings, demo=settings.demo if demo is None else demo))
+
+
+@cli.command()
+@click.pass_context
+def server(ctx: click.Context) -> None:
+    """Run the gateway and the controller (what `cove up` starts)."""
+    from studio.server import serve
+
+    serve(settings_of(ctx))
+
+
+@cli.command("demo-model")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--steps", default=200, show_default=True, help="Training steps.")
+def demo_model(path: Path, steps: int) -> None:
+    """Build the tiny offline demo chat model into PATH."""
+    from studio.demo import build_demo_model
+
+    build_demo_model(path, steps=steps, progress=click.echo)

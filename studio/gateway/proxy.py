@@ -1,0 +1,279 @@
+"""One proxied request: a replica picked (another tried if it refuses the connection), the answer relayed
+(streamed or not, errors shaped as OpenAI's), the usage metered once, the timings recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import aiohttp
+import orjson
+
+from studio.db import utcnow
+from studio.gateway.metrics import GatewayMetrics
+from studio.gateway.protocol import (
+    DONE,
+    StreamMeter,
+    error_body,
+    estimate_prompt_tokens,
+    rename_model,
+    split_events,
+    upstream_error,
+    usage_of,
+)
+from studio.gateway.routes import RouteTable
+from studio.services.deployments import Route
+from studio.services.keys import KeyIdentity
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+JSON = (b"content-type", b"application/json")
+
+
+class Metered(NamedTuple):
+    """One request's usage, kept light on the request path; written as a UsageRecord off the event loop."""
+
+    api_key_id: int | None
+    deployment: str
+    endpoint: str
+    stream: bool
+    status_code: int
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool
+    latency_ms: float
+    ttft_ms: float | None
+    created_at: datetime
+
+
+@dataclass
+class Upstream:
+    """What every proxied request shares with the gateway: the HTTP client, the routes and their load, the
+    metrics, and the buffer of metered requests the gateway writes to the database."""
+
+    table: RouteTable
+    metrics: GatewayMetrics
+    client: aiohttp.ClientSession | None = None
+    metered: list[Metered] = field(default_factory=list)
+
+
+async def respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [JSON, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+def ms(seconds: float) -> bytes:
+    return f"{seconds * 1000:.3f}".encode()
+
+
+class Proxy:
+    """One proxied request: picks a replica (retrying another on a refused connection), relays the answer,
+    meters it once, and measures it."""
+
+    def __init__(
+        self,
+        up: Upstream,
+        route: Route,
+        endpoint: str,
+        stream: bool,
+        wants_usage: bool,
+        identity: KeyIdentity | None,
+        started: float,
+        body: dict[str, Any],
+        payload: bytes,
+        raw_path: bytes,
+    ) -> None:
+        self.up, self.route, self.endpoint, self.stream = up, route, endpoint, stream
+        self.wants_usage, self.identity, self.started = wants_usage, identity, started
+        self.body, self.payload, self.path = body, payload, raw_path.decode()
+        self.status = 0
+        self.prompt_tokens = self.completion_tokens = 0
+        self.estimated = False
+        self.ttft: float | None = None
+        self.upstream_s = 0.0  # time spent waiting on the runtime
+
+    async def run(self, receive: Receive, send: Send) -> None:
+        up, name = self.up, self.route.name
+        up.metrics.inflight.labels(name).inc()
+        tried: set[str] = set()
+        try:
+            while True:
+                target = up.table.pick(self.route, time.monotonic(), exclude=frozenset(tried))
+                if target is None:
+                    await self._fail(
+                        send,
+                        502 if tried else 503,
+                        f"no replica of {name!r} could be reached; retry shortly",
+                        "upstream_error" if tried else "service_unavailable",
+                    )
+                    return
+                tried.add(target)
+                up.table.begin(name, target)
+                try:
+                    if await self._attempt(target, receive, send):
+                        return
+                finally:
+                    up.table.end(name, target)
+        finally:
+            up.metrics.inflight.labels(name).dec()
+            self._record()
+
+    async def _attempt(self, target: str, receive: Receive, send: Send) -> bool:
+        """Relay via ``target``; False when it refused the connection and another replica may be tried."""
+        up = self.up
+        assert up.client is not None
+        sent_at = time.perf_counter()
+        try:
+            response = await up.client.post(
+                target + self.path, data=self.payload, headers={"content-type": "application/json"}
+            )
+        except aiohttp.ClientConnectorError:
+            up.table.mark_down(target, time.monotonic())
+            up.metrics.upstream_errors.labels(self.route.name, "connect").inc()
+            return False
+        except TimeoutError:
+            up.metrics.upstream_errors.labels(self.route.name, "timeout").inc()
+            await self._fail(send, 504, "the model server did not answer in time", "timeout")
+            return True
+        except aiohttp.ClientError as exc:
+            up.metrics.upstream_errors.labels(self.route.name, "connect").inc()
+            await self._fail(send, 502, f"the model server failed: {exc}", "upstream_error")
+            return True
+        try:
+            if self.stream and response.status == 200:
+                await self._relay_stream(response, sent_at, receive, send)
+            else:
+                await self._relay_body(response, sent_at, send)
+        finally:
+            response.release()
+        return True
+
+    async def _relay_body(self, response: aiohttp.ClientResponse, sent_at: float, send: Send) -> None:
+        try:
+            data = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.up.metrics.upstream_errors.labels(self.route.name, "broken_stream").inc()
+            await self._fail(send, 502, f"the model server stopped answering: {exc}", "upstream_error")
+            return
+        self.upstream_s = time.perf_counter() - sent_at
+        self.status = response.status
+        if response.status == 200:
+            try:
+                obj = orjson.loads(data)
+                counted = usage_of(obj)
+                if counted is None:
+                    text = "".join(
+                        (c.get("message") or {}).get("content") or c.get("text") or "" for c in obj.get("choices") or []
+                    )
+                    counted, self.estimated = (estimate_prompt_tokens(self.body), (len(text) + 3) // 4), True
+                self.prompt_tokens, self.completion_tokens = counted
+                rename_model(obj, self.route.name)
+                data = orjson.dumps(obj)
+            except (orjson.JSONDecodeError, AttributeError, TypeError):
+                pass  # not JSON we understand: relay as it is
+        else:
+            data = upstream_error(response.status, data)
+        overhead = time.perf_counter() - self.started - self.upstream_s
+        await respond(send, response.status, data, [(b"x-cove-overhead-ms", ms(overhead))])
+        self.up.metrics.overhead.observe(overhead)
+
+    async def _relay_stream(
+        self, response: aiohttp.ClientResponse, sent_at: float, receive: Receive, send: Send
+    ) -> None:
+        meter = StreamMeter(self.route.name, self.wants_usage)
+        overhead = sent_at - self.started  # what the gateway did before the runtime was asked
+        self.status = 200
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-cove-overhead-ms", ms(overhead)),
+                ],
+            }
+        )
+        self.up.metrics.overhead.observe(overhead)
+        gone = asyncio.ensure_future(receive())  # completes with http.disconnect if the client leaves
+        rest = b""
+        try:
+            async for chunk in response.content.iter_any():
+                if gone.done():
+                    self.status = 499
+                    return
+                events, rest = split_events(rest + chunk)
+                # one write per read from the runtime, however many events it carried
+                out = b"".join(o for o in map(meter.process, events) if o is not None)
+                if out:
+                    if self.ttft is None and meter.started:
+                        self.ttft = time.perf_counter() - self.started
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            if not meter.done:
+                await send({"type": "http.response.body", "body": DONE, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.status = 502
+            self.up.metrics.upstream_errors.labels(self.route.name, "broken_stream").inc()
+            log.warning("%s: stream broke after %d chunks: %s", self.route.name, meter.content_chunks, exc)
+            message = (
+                f"the model server stopped mid-stream after {meter.content_chunks} chunks "
+                f"({type(exc).__name__}); retry the request"
+            )
+            await send(
+                {
+                    "type": "http.response.body",
+                    "more_body": True,
+                    "body": b"data: " + error_body(message, type="upstream_error", code=502) + b"\n\n",
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            gone.cancel()
+            self.upstream_s = time.perf_counter() - sent_at
+            if meter.reported:
+                self.prompt_tokens, self.completion_tokens = meter.prompt_tokens, meter.completion_tokens
+            else:
+                self.prompt_tokens, self.completion_tokens = estimate_prompt_tokens(self.body), meter.content_chunks
+                self.estimated = True
+
+    async def _fail(self, send: Send, status: int, message: str, kind: str) -> None:
+        self.status = status
+        await respond(send, status, error_body(message, type=kind, code=status))
+
+    def _record(self) -> None:
+        name, elapsed = self.route.name, time.perf_counter() - self.started
+        m = self.up.metrics
+        m.requests.labels(name, self.endpoint, str(self.status)).inc()
+        m.latency.labels(name, self.endpoint).observe(elapsed)
+        if self.prompt_tokens:
+            m.tokens.labels(name, "prompt").inc(self.prompt_tokens)
+        if self.completion_tokens:
+            m.tokens.labels(name, "completion").inc(self.completion_tokens)
+        if self.ttft is not None:
+            m.ttft.labels(name).observe(self.ttft)
+        self.up.metered.append(
+            Metered(
+                self.identity.id if self.identity else None,
+                name,
+                self.endpoint,
+                self.stream,
+                self.status,
+                self.prompt_tokens,
+                self.completion_tokens,
+                self.estimated,
+                round(elapsed * 1000, 3),
+                None if self.ttft is None else round(self.ttft * 1000, 3),
+                utcnow(),
+            )
+        )
