@@ -22,7 +22,7 @@ from studio.errors import CoveError, QuotaExceeded
 from studio.models import Status
 from studio.services import deployments
 from studio.services.deployments import Desired, Observed
-from studio.services.events import NewEvent
+from studio.services.events import NewEvent, prune_events
 from studio.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,8 @@ class Controller:
         self.clock = clock
         self._restarts: dict[tuple[str, int], int] = {}
         self._recommendations: dict[str, deque[tuple[float, int]]] = {}
-        self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.passes = 0
 
     # ------------------------------------------------------------------------------------------- one pass
 
@@ -119,7 +117,6 @@ class Controller:
         for orphan in sorted(self.backend.names() - names):
             log.info("stopping %s: no deployment asks for it", orphan)
             self.backend.delete(orphan)
-        self.passes += 1
 
     def _reconcile_one(self, desired: Desired) -> None:
         if desired.deleting:
@@ -143,6 +140,8 @@ class Controller:
             deployments.record_observed(
                 db=self.db, name=desired.name, generation=desired.generation, observed=observed, events=events
             )
+        if events:  # a replica in a crash loop adds an event per restart: keep the newest few hundred
+            prune_events(db=self.db, kind=deployments.KIND, name=desired.name)
         if desired.autoscale and self.load is not None:
             self._autoscale(desired)
 
@@ -213,17 +212,12 @@ class Controller:
 
     # ------------------------------------------------------------------------------------------- the loop
 
-    def wake(self) -> None:
-        """Run the next pass now (after a change made in this process)."""
-        self._wake.set()
-
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="cove-controller", daemon=True)
         self._thread.start()
 
     def stop(self, *, stop_workloads: bool = True) -> None:
         self._stop.set()
-        self._wake.set()
         if self._thread is not None:
             self._thread.join()
         self.backend.close(stop_workloads=stop_workloads)
@@ -236,5 +230,4 @@ class Controller:
                 log.error("reconcile pass failed: %s", exc)
             except Exception:  # the loop must outlive any one bad pass; the traceback is logged
                 log.exception("reconcile pass failed")
-            self._wake.wait(self.settings.controller_interval_s)
-            self._wake.clear()
+            self._stop.wait(self.settings.controller_interval_s)

@@ -25,12 +25,6 @@ def add_events(session: Session, *, kind: str, name: str, events: list[NewEvent]
         session.add(Event(kind=kind, name=name, type=event.type, reason=event.reason, message=event.message))
 
 
-def record_event(*, db: Database, kind: str, name: str, event: NewEvent) -> None:
-    with db.session() as session:
-        add_events(session, kind=kind, name=name, events=[event])
-        session.commit()
-
-
 def list_events(
     *, db: Database, kind: str | None = None, name: str | None = None, limit: int = 50
 ) -> list[EventPublic]:

@@ -17,6 +17,7 @@ from studio.errors import Conflict, InvalidSpec, NotFound, QuotaExceeded, Source
 from studio.models import ApiKeyCreate, DeploymentCreate, ImageCreate, ModelCreate, Resources
 from studio.modelstore import import_folder
 from studio.services import deployments, images, keys, models, pools
+from studio.services.events import KEEP_PER_OBJECT, NewEvent, add_events, list_events, prune_events
 from tests.integration.conftest import write_stub_model
 
 
@@ -264,3 +265,20 @@ def test_concurrent_creates_cannot_overcommit_a_pool(catalog: Database, stub: Pa
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["admitted"] * 4 + ["refused"] * 2  # 4 cores, 1 each
+
+
+def test_events_are_pruned_to_the_newest(catalog: Database) -> None:
+    with catalog.session() as session:
+        add_events(
+            session,
+            kind="deployment",
+            name="loop",
+            events=[NewEvent("BackOff", f"restart {i}", "Warning") for i in range(KEEP_PER_OBJECT + 25)],
+        )
+        add_events(session, kind="deployment", name="other", events=[NewEvent("Created", "kept")])
+        session.commit()
+    assert prune_events(db=catalog, kind="deployment", name="loop") == 25
+    kept = list_events(db=catalog, kind="deployment", name="loop", limit=1000)
+    assert len(kept) == KEEP_PER_OBJECT
+    assert (kept[0].message, kept[-1].message) == (f"restart {KEEP_PER_OBJECT + 24}", "restart 25")
+    assert [e.message for e in list_events(db=catalog, name="other")] == ["kept"]
