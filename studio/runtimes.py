@@ -20,13 +20,13 @@ RESERVED_FLAGS = ("--host", "--port", "--model", "--model-path", "--served-model
 # KV cache for `transformers serve --continuous-batching`: without an explicit size it sizes itself from system RAM
 # (7.6 GB resident for a 1 MB model). 512 blocks × 32 tokens = 16k tokens of cache.
 TRANSFORMERS_DEFAULTS = (("--cb-num-blocks", "512"), ("--cb-block-size", "32"))
-# What a custom image's local command may use: the model's folder, its Hub id (repo@revision), where to listen,
-# and the deployment's name (serve the model under it: the gateway sends it as the request's model).
 # GPU runtimes started as `python -m MODULE MODEL_FLAG MODEL --served-model-name NAME …`
 SERVED_NAME_RUNTIMES = {
     RuntimeKind.VLLM: ("vllm.entrypoints.openai.api_server", "--model"),
     RuntimeKind.SGLANG: ("sglang.launch_server", "--model-path"),
 }
+# What a custom image's local command may use: the model's folder, its Hub id (repo@revision), where to listen,
+# and the deployment's name (serve the model under it: the gateway sends it as the request's model).
 PLACEHOLDERS = ("{model}", "{model_id}", "{host}", "{port}", "{name}")
 
 

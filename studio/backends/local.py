@@ -39,13 +39,11 @@ log = logging.getLogger(__name__)
 
 LOG_TAIL = 20
 MAX_LOG_BYTES = 20 * 1024 * 1024
-PROBE_FAILURES_UNREADY = 3
-HEADER = "--- cove "
+PROBE_FAILURES_UNREADY = 3  # consecutive failed probes before a ready replica is taken out of rotation
+HEADER = "--- cove "  # starts the line the backend writes to a replica's log at each start
 # Children deliberately left running by close(stop_workloads=False): kept referenced so that Python does not
 # report them as leaked when their Popen objects would otherwise be collected.
-_LEFT_RUNNING: list[
-    subprocess.Popen[bytes]
-] = []  # consecutive failed probes before a ready replica is taken out of rotation
+_LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
 
 
 def backoff_s(failures: int) -> float:

@@ -63,8 +63,10 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.up = Upstream(self.table, self.metrics)
         self.keys: dict[str, KeyIdentity] = {}
-        self._unknown_keys: dict[str, float] = {}
-        self._route_misses: dict[str, bool] = {}  # name → exists, for names with no route; cleared at refresh
+        # Misses looked up in the DB, remembered until the next refresh: a wrong key or a model that is not ready
+        # costs one indexed lookup per refresh interval, however often it is asked for.
+        self._unknown_keys: set[str] = set()
+        self._route_misses: dict[str, bool] = {}  # name → whether the deployment exists
         self._tasks: list[asyncio.Task[None]] = []
         self._refreshed_at = 0.0
         self._timeout = aiohttp.ClientTimeout(
@@ -165,6 +167,7 @@ class Gateway:
         routes, active = await asyncio.to_thread(self._read_state)
         self.table.replace(routes)
         self._route_misses.clear()
+        self._unknown_keys.clear()
         self.keys = active
         self._refreshed_at = time.monotonic()
 
@@ -200,22 +203,19 @@ class Gateway:
             )
         digest = keys.hash_key(token[7:].strip().decode("latin-1"))
         identity = self.keys.get(digest)
-        if identity is None and self._unknown_keys.get(digest, 0.0) < time.monotonic():
-            # a key created a moment ago works at once; a wrong key costs one indexed lookup per refresh interval
+        if identity is None and digest not in self._unknown_keys:  # a key created a moment ago works at once
             identity = await asyncio.to_thread(keys.find_key, db=self.db, key_hash=digest)
-            if identity is None:
-                if len(self._unknown_keys) > MAX_REMEMBERED_MISSES:
-                    self._unknown_keys.clear()
-                self._unknown_keys[digest] = time.monotonic() + self.settings.routes_refresh_s
-            else:
+            if identity is not None:
                 self.keys[digest] = identity
+            elif len(self._unknown_keys) < MAX_REMEMBERED_MISSES:
+                self._unknown_keys.add(digest)
         if identity is None:
             raise _Reject(401, "invalid API key: it is unknown or was revoked", code="invalid_api_key")
         return identity
 
     async def _route(self, name: str) -> Route:
         route = self.table.routes.get(name)
-        if route is None:  # maybe it became ready since the last refresh; look once per refresh interval
+        if route is None:  # maybe it became ready since the last refresh
             if name in self._route_misses:
                 exists = self._route_misses[name]
             else:

@@ -8,6 +8,7 @@ pool's lock. The controller reads ``desired_state`` and writes back with ``recor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -344,30 +345,33 @@ def finish_delete(*, db: Database, name: str) -> None:
             session.commit()
 
 
+def _routes(session: Session, *where: Any) -> list[Route]:
+    """The routes the gateway may use: ready, not being deleted, with endpoints."""
+    rows = session.exec(
+        select(Deployment.name, Deployment.upstream_model, Deployment.endpoints, Deployment.created_at).where(
+            Deployment.status == Status.READY.value, col(Deployment.deleting).is_(False), *where
+        )
+    ).all()
+    return [
+        Route(name, upstream, tuple(endpoints), int(created.timestamp()))
+        for name, upstream, endpoints, created in rows
+        if endpoints
+    ]
+
+
 def ready_routes(*, db: Database) -> list[Route]:
     """Deployments with ready replicas, for the gateway."""
     with db.session() as session:
-        rows = session.exec(
-            select(Deployment.name, Deployment.upstream_model, Deployment.endpoints, Deployment.created_at).where(
-                Deployment.status == Status.READY.value, col(Deployment.deleting).is_(False)
-            )
-        ).all()
-        return [
-            Route(name, upstream, tuple(endpoints), int(created.timestamp()))
-            for name, upstream, endpoints, created in rows
-            if endpoints
-        ]
+        return _routes(session)
 
 
 def find_route(*, db: Database, name: str) -> tuple[bool, Route | None]:
     """Whether deployment ``name`` exists, and its route if it has ready replicas."""
     with db.session() as session:
-        row = session.exec(select(Deployment).where(Deployment.name == name)).first()
-        if row is None:
-            return False, None
-        if row.status != Status.READY.value or row.deleting or not row.endpoints:
-            return True, None
-        return True, Route(row.name, row.upstream_model, tuple(row.endpoints), int(row.created_at.timestamp()))
+        found = _routes(session, Deployment.name == name)
+        if found:
+            return True, found[0]
+        return session.exec(select(Deployment.id).where(Deployment.name == name)).first() is not None, None
 
 
 def deployment_names(*, db: Database) -> list[str]:
