@@ -25,6 +25,15 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port of the gateway (/v1, /healthz, /metrics).")
+    ui_port: int = Field(default=8501, ge=1, le=65535, description="Port of the studio UI (Streamlit).")
+    playground_port: int = Field(default=7860, ge=1, le=65535, description="Port of the playground (Gradio).")
+    public_url: str = Field(
+        default="",
+        description="How clients and the UIs reach the gateway, e.g. https://cove.example.com. Empty: from HOST and PORT.",
+    )
+    playground_api_key: str = Field(
+        default="", description="API key the playground sends to the gateway. Empty: the demo key, if there is one."
+    )
     auth: bool = Field(default=True, description="Require an API key (Authorization: Bearer) on /v1.")
     demo: bool = Field(default=True, description="`cove up` builds, registers and deploys the demo model.")
     backend: Literal["local"] = Field(default="local", description="Where model servers run.")
@@ -79,8 +88,26 @@ class Settings(BaseSettings):
 
     @property
     def gateway_url(self) -> str:
+        """Where clients reach the gateway: PUBLIC_URL, or the address it listens on."""
+        return self.public_url.rstrip("/") or self.listen_url
+
+    @property
+    def listen_url(self) -> str:
+        """The gateway's own address, from HOST and PORT."""
+        return self.local_url(self.port)
+
+    @property
+    def ui_url(self) -> str:
+        return self.local_url(self.ui_port)
+
+    @property
+    def playground_url(self) -> str:
+        return self.local_url(self.playground_port)
+
+    def local_url(self, port: int) -> str:
+        """``http://HOST:port``, with a wildcard HOST as loopback and IPv6 in brackets."""
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def ensure_dirs(self) -> None:
         for path in (self.home, self.models_dir, self.datasets_dir, self.logs_dir, self.runs_dir):

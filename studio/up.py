@@ -121,7 +121,7 @@ def up(settings: Settings, *, demo: bool, say: Callable[[str], None] = print) ->
     finally:
         db.dispose()
     python = sys.executable
-    parts = [Part("server", [python, "-m", "studio.cli", "server"], settings.gateway_url + "/healthz")]
+    parts = [Part("server", [python, "-m", "studio.cli", "server"], settings.listen_url + "/healthz")]
     sup = Supervisor(parts, say)
     previous = {sig: signal.signal(sig, lambda *_: sup.stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
