@@ -28,6 +28,10 @@ def test_defaults(tmp_path: Path) -> None:
         "database_url": "",
         "host": "127.0.0.1",
         "port": 8080,
+        "ui_port": 8501,
+        "playground_port": 7860,
+        "public_url": "",
+        "playground_api_key": "",
         "auth": True,
         "demo": True,
         "backend": "local",
@@ -134,3 +138,15 @@ def test_settings_cannot_be_changed_once_built() -> None:
 
     with pytest.raises(ValidationError):
         got.port = 1  # type: ignore[misc]
+
+
+def test_public_url_is_what_clients_see_while_the_gateway_listens_locally() -> None:
+    got = Settings(host="0.0.0.0", port=9000, public_url="https://cove.example.com/")
+
+    assert (got.gateway_url, got.listen_url) == ("https://cove.example.com", "http://127.0.0.1:9000")
+
+
+def test_ui_urls_follow_host_and_their_ports() -> None:
+    got = Settings(host="::", ui_port=9501, playground_port=9860)
+
+    assert (got.ui_url, got.playground_url) == ("http://[::1]:9501", "http://[::1]:9860")
