@@ -17,6 +17,8 @@ translated at the boundary with ``raise … from exc`` so the cause is kept.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class CoveError(Exception):
     """Base of every Cove error: ``message`` says what went wrong, ``hint`` what to do next."""
@@ -66,3 +68,12 @@ class BackendUnavailable(CoveError):
 
 class DatabaseError(CoveError):
     pass
+
+
+def explain(exc: ValidationError) -> str:
+    """Invalid input in words: ``field: what is wrong``, several joined by '; ' (for the CLI and the UI)."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "value"
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)

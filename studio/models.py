@@ -8,6 +8,7 @@ write; observed state (status, endpoints, message) is written only by the contro
 from __future__ import annotations
 
 import enum
+import re
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,8 @@ from sqlmodel import Field as SQLField
 
 from studio.db import UTCDateTime, utcnow
 from studio.names import ImageRef, Name, Version
+
+_FROM = re.compile(r"^\s*FROM\s+\S", re.IGNORECASE | re.MULTILINE)
 
 
 def _json(default: Any = None, nullable: bool = False) -> Any:
@@ -162,6 +165,8 @@ class ImageCreate(BaseModel):
                 raise ValueError("local_command must bind the port Cove assigns: use the {port} placeholder")
         if not self.health_path.startswith("/"):
             raise ValueError("health_path is a URL path such as '/health'")
+        if self.dockerfile is not None and not _FROM.search(self.dockerfile):
+            raise ValueError("dockerfile has no FROM instruction: it must start from a base image")
         return self
 
 
@@ -173,6 +178,7 @@ class ImagePublic(BaseModel):
     ref: str
     local_command: list[str] | None
     health_path: str
+    dockerfile: str | None
     builtin: bool
     description: str
 
@@ -414,3 +420,15 @@ class UsageSummary(BaseModel):
     requests: int
     prompt_tokens: int
     completion_tokens: int
+
+
+class Traffic(BaseModel):
+    """One minute of one deployment's gateway traffic."""
+
+    minute: str  # "YYYY-MM-DD HH:MM", UTC
+    requests: int
+    errors: int  # answered with status >= 400
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float  # mean
+    ttft_ms: float | None  # mean over streamed requests

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -131,6 +132,16 @@ def import_folder(src: Path, repo_id: str, cache_dir: Path) -> Snapshot:
     return Snapshot(path=snapshot, revision=revision)
 
 
+def human_size(n: int) -> str:
+    """Bytes as people read them: 512 B, 1.5 MiB, 2.0 GiB."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -139,17 +150,41 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def byte_reporter(report: Callable[[int, int], None]) -> type[Any]:
+    """A tqdm class for ``snapshot_download`` that draws nothing and reports the bytes written so far.
+
+    ``snapshot_download`` makes a files bar, a network-transfer bar and a bytes-written bar from the class it is
+    given; the bytes-written one ("Reconstructing …") is the one whose total is the download's size.
+    """
+    from tqdm.auto import tqdm
+
+    class BytesWritten(tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.update(disable=False, file=io.StringIO(), mininterval=0.2)
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            if self.unit == "B" and not str(self.desc).startswith("Downloading"):
+                report(int(self.n), int(self.total or 0))
+            return shown
+
+    return BytesWritten
+
+
 def fetch_from_hub(
     repo_id: str,
     cache_dir: Path,
     *,
     revision: str | None = None,
     progress: Callable[[str], None] | None = None,
+    on_bytes: Callable[[int, int], None] | None = None,
 ) -> Snapshot:
     """The snapshot of ``repo_id`` in the cache, downloading what is missing from the Hugging Face Hub.
 
     Raises NotFound for an unknown repo or revision, SourceUnavailable when the Hub cannot be reached (offline) and
-    the snapshot is not cached, or when the repo is gated and no token is set.
+    the snapshot is not cached, or when the repo is gated and no token is set. ``on_bytes(done, total)`` is called
+    as files are written, for a progress bar.
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
@@ -167,7 +202,15 @@ def fetch_from_hub(
     if progress:
         progress(f"resolving {repo_id}{'@' + revision if revision else ''} (Hugging Face Hub or local cache)")
     try:
-        path = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, etag_timeout=10))
+        path = Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                cache_dir=cache_dir,
+                etag_timeout=10,
+                tqdm_class=byte_reporter(on_bytes) if on_bytes else None,
+            )
+        )
     except GatedRepoError as exc:
         raise SourceUnavailable(
             f"{repo_id} is gated on the Hugging Face Hub", hint="accept its licence on the Hub and set HF_TOKEN"

@@ -24,8 +24,8 @@ from studio.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """The gateway's listening socket, or PortInUse naming the port and what to do."""
+def bind(host: str, port: int, variable: str = "COVE_PORT") -> socket.socket:
+    """A listening socket, or PortInUse naming the port and the setting (``variable``) that moves it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -36,7 +36,7 @@ def bind(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise PortInUse(
                 f"port {port} on {host} is in use by another program",
-                hint="stop that program, or choose another port with COVE_PORT",
+                hint=f"stop that program, or choose another port with {variable}",
             ) from exc
         raise
     sock.listen(2048)

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     playground_port: int = Field(default=7860, ge=1, le=65535, description="Port of the playground (Gradio).")
     public_url: str = Field(
         default="",
-        description="How clients and the UIs reach the gateway, e.g. https://cove.example.com. Empty: from HOST and PORT.",
+        description="How clients and the UIs reach the gateway (https://cove.example.com). Empty: from HOST and PORT.",
     )
     playground_api_key: str = Field(
         default="", description="API key the playground sends to the gateway. Empty: the demo key, if there is one."

@@ -1,8 +1,9 @@
 """``cove up``: everything Cove runs, in the foreground, stopped together by Ctrl-C.
 
-Each part (now: the server, i.e. gateway + controller) is a child process in a session of its own, so Ctrl-C
-reaches ``cove up`` alone and the parts are stopped in order: SIGTERM, a grace period, then SIGKILL. Children are
-also told to stop if ``cove up`` itself dies (Linux parent-death signal), so nothing is orphaned.
+Each part (the server, i.e. gateway + controller; the studio UI; the playground) is a child process in a session of
+its own, so Ctrl-C reaches ``cove up`` alone and the parts are stopped in order: SIGTERM, a grace period, then
+SIGKILL. Children are also told to stop if ``cove up`` itself dies (Linux parent-death signal), so nothing is
+orphaned.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from studio.server import bind
 from studio.services import deployments
 from studio.settings import Settings
 
+PORTS = (("port", "COVE_PORT"), ("ui_port", "COVE_UI_PORT"), ("playground_port", "COVE_PLAYGROUND_PORT"))
 STOP_GRACE_S = 30.0  # the server itself gives its replicas 10 s
 PR_SET_PDEATHSIG = 1
 
@@ -114,14 +116,19 @@ def _wait_for_demo(settings: Settings, say: Callable[[str], None], sup: Supervis
 
 def up(settings: Settings, *, demo: bool, say: Callable[[str], None] = print) -> int:
     """Run until Ctrl-C (0) or until a part dies (1)."""
-    bind(settings.host, settings.port).close()  # fail fast, before any work, if the port is taken
+    for port, variable in PORTS:  # fail fast, before any work, if a port is taken
+        bind(settings.host, getattr(settings, port), variable).close()
     db = open_studio(settings)
     try:
         key = ensure_demo(settings=settings, db=db, say=say) if demo else None
     finally:
         db.dispose()
     python = sys.executable
-    parts = [Part("server", [python, "-m", "studio.cli", "server"], settings.listen_url + "/healthz")]
+    parts = [
+        Part("server", [python, "-m", "studio.cli", "server"], settings.listen_url + "/healthz"),
+        Part("studio UI", [python, "-m", "studio.cli", "ui"], settings.ui_url + "/_stcore/health"),
+        Part("playground", [python, "-m", "studio.cli", "playground"], settings.playground_url + "/"),
+    ]
     sup = Supervisor(parts, say)
     previous = {sig: signal.signal(sig, lambda *_: sup.stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -152,6 +159,8 @@ def _banner(settings: Settings, key: str | None, say: Callable[[str], None]) -> 
     lines = [
         "",
         "Cove is running. Ctrl-C stops everything.",
+        f"  studio                       {settings.ui_url}",
+        f"  playground                   {settings.playground_url}",
         f"  gateway (OpenAI-compatible)  {base}/v1",
         f"  health / metrics             {base}/healthz   {base}/metrics",
         f"  state                        {settings.home}",

@@ -32,6 +32,8 @@ def make_settings(home: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "home": home,
         "port": free_port(),
+        "ui_port": free_port(),
+        "playground_port": free_port(),
         "controller_interval_s": 0.2,
         "routes_refresh_s": 0.2,
         "usage_flush_s": 0.2,

@@ -13,16 +13,8 @@ import click
 from pydantic import BaseModel, ValidationError
 
 from studio.db import Database
-from studio.errors import CoveError, InvalidSpec
+from studio.errors import CoveError, InvalidSpec, explain
 from studio.settings import Settings
-
-
-def explain(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "value"
-        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
 
 
 class CoveGroup(click.Group):
@@ -79,15 +71,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def server_running(settings: Settings) -> bool:

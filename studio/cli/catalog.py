@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from studio.cli.base import cli, db_of, emit, human_size, json_option, settings_of, table
+from studio.cli.base import cli, db_of, emit, json_option, settings_of, table
+from studio.modelstore import human_size
 
 # ------------------------------------------------------------------------------------------------ models
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -31,6 +32,33 @@ def server(ctx: click.Context) -> None:
     from studio.server import serve
 
     serve(settings_of(ctx))
+
+
+@cli.command()
+@click.pass_context
+def ui(ctx: click.Context) -> None:
+    """Run the studio UI (Streamlit) on COVE_UI_PORT (what `cove up` starts)."""
+    from studio.server import bind
+    from studio.ui.launch import streamlit_argv
+
+    settings = settings_of(ctx)
+    bind(
+        settings.host, settings.ui_port, "COVE_UI_PORT"
+    ).close()  # a clear error, not Streamlit's, when the port is taken
+    argv = streamlit_argv(settings)
+    os.execv(argv[0], argv)
+
+
+@cli.command()
+@click.pass_context
+def playground(ctx: click.Context) -> None:
+    """Run the playground (Gradio) on COVE_PLAYGROUND_PORT (what `cove up` starts)."""
+    from playground.app import serve
+    from studio.server import bind
+
+    settings = settings_of(ctx)
+    bind(settings.host, settings.playground_port, "COVE_PLAYGROUND_PORT").close()
+    serve(settings)
 
 
 @cli.command("demo-model")

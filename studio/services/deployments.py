@@ -28,7 +28,7 @@ from studio.models import (
     RuntimeKind,
     Status,
 )
-from studio.pools import Claim, admit
+from studio.pools import Admission, Claim, admit
 from studio.runtimes import reserved_flags_in
 from studio.services.events import NewEvent, add_events
 from studio.services.images import find_image
@@ -133,6 +133,19 @@ def _admit(session: Session, pool: Pool, *, name: str, resources: Resources, rep
     verdict = admit(capacity_of(pool), held, Claim(owner=name, resources=resources, replicas=replicas))
     if not verdict.fits:
         raise QuotaExceeded(verdict.reason, hint=f"free in pool {pool.name!r}: {verdict.free.describe()}")
+
+
+def preview_admission(
+    *, db: Database, pool: str, resources: Resources, replicas: int, name: str | None = None
+) -> Admission:
+    """Would ``replicas`` × ``resources`` fit in ``pool`` now (``name``'s own claim aside)? Read-only, for forms
+    that disable what does not fit; ``create_deployment`` decides again under the pool's lock."""
+    with db.session() as session:
+        row = find_pool(session, name=pool)
+        held = claims_in(session, pool_id=row.id or 0, exclude=name)
+        return admit(
+            capacity_of(row), held, Claim(owner=name or "this deployment", resources=resources, replicas=replicas)
+        )
 
 
 def _default_image(pool: Pool) -> str:

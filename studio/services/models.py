@@ -56,7 +56,12 @@ def _public(session: Session, model: Model) -> ModelPublic:
 
 
 def add_model(
-    *, db: Database, data: ModelCreate, cache_dir: Path, progress: Callable[[str], None] | None = None
+    *,
+    db: Database,
+    data: ModelCreate,
+    cache_dir: Path,
+    progress: Callable[[str], None] | None = None,
+    on_bytes: Callable[[int, int], None] | None = None,
 ) -> ModelPublic:
     """Register ``data.source`` as a new model (or, with ``new_version``, a new version of one).
 
@@ -69,7 +74,7 @@ def add_model(
         raise Conflict(f"model {data.name!r} exists", hint="add a version with --new-version, or pick another name")
     source = parse_source(data.source)
     if source.kind == "hf":
-        snapshot = fetch_from_hub(source.ref, cache_dir, revision=source.revision, progress=progress)
+        snapshot = fetch_from_hub(source.ref, cache_dir, revision=source.revision, progress=progress, on_bytes=on_bytes)
         folder, revision = snapshot.path, snapshot.revision
     else:
         folder, revision = Path(source.ref), None

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlmodel import col, func, select
 
 from studio.db import Database, utcnow
-from studio.models import ApiKey, UsageRecord, UsageSummary
+from studio.models import ApiKey, Traffic, UsageRecord, UsageSummary
 
 
 def record_usage(*, db: Database, records: Sequence[Mapping[str, Any]]) -> None:
@@ -60,3 +60,35 @@ def usage_records(*, db: Database, deployment: str | None = None, limit: int = 1
         if deployment:
             query = query.where(UsageRecord.deployment == deployment)
         return list(session.exec(query).all())
+
+
+def traffic(*, db: Database, deployment: str, since: datetime) -> list[Traffic]:
+    """Requests, tokens, errors and mean latencies of ``deployment`` per minute since ``since``, oldest first."""
+    minute = func.substr(sa.cast(UsageRecord.created_at, sa.String), 1, 16)
+    query = (
+        sa.select(
+            minute,
+            func.count(),
+            func.sum(sa.case((col(UsageRecord.status_code) >= 400, 1), else_=0)),
+            func.sum(col(UsageRecord.prompt_tokens)),
+            func.sum(col(UsageRecord.completion_tokens)),
+            func.avg(col(UsageRecord.latency_ms)),
+            func.avg(col(UsageRecord.ttft_ms)),
+        )
+        .where(col(UsageRecord.deployment) == deployment, col(UsageRecord.created_at) >= since)
+        .group_by(minute)
+        .order_by(minute)
+    )
+    with db.session() as session:
+        return [
+            Traffic(
+                minute=str(m),
+                requests=n,
+                errors=int(e or 0),
+                prompt_tokens=int(p or 0),
+                completion_tokens=int(c or 0),
+                latency_ms=float(lat or 0.0),
+                ttft_ms=float(t) if t is not None else None,
+            )
+            for m, n, e, p, c, lat, t in session.execute(query)
+        ]

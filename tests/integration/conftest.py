@@ -159,6 +159,8 @@ def cove_env(settings: Settings) -> dict[str, str]:
         {
             "COVE_HOME": str(settings.home),
             "COVE_PORT": str(settings.port),
+            "COVE_UI_PORT": str(settings.ui_port),
+            "COVE_PLAYGROUND_PORT": str(settings.playground_port),
             "COVE_DEMO": "false",
             "COVE_CONTROLLER_INTERVAL_S": str(settings.controller_interval_s),
             "COVE_ROUTES_REFRESH_S": str(settings.routes_refresh_s),

@@ -24,7 +24,7 @@ from studio.demo import PAIRS
 from studio.modelstore import inspect_folder
 from studio.services import models
 from studio.settings import Settings
-from tests.integration.conftest import cove_env, runtime_pids, wait_until, write_stub_model
+from tests.integration.conftest import answers, cove_env, runtime_pids, wait_until, write_stub_model
 
 
 def run(settings: Settings, *args: str) -> Result:
@@ -59,6 +59,10 @@ def test_up_serves_the_demo_and_ctrl_c_stops_everything(settings: Settings, demo
                 model="demo", temperature=0, messages=[{"role": "user", "content": "Hello"}]
             )
         assert reply.choices[0].message.content == dict(PAIRS)["Hello"]
+        assert any(settings.ui_url in line for line in lines)
+        assert any(settings.playground_url in line for line in lines)
+        assert answers(settings.ui_url + "/_stcore/health")  # the studio UI and the playground run too
+        assert answers(settings.playground_url + "/")
         children = psutil.Process(up.pid).children(recursive=True)
         assert children
         up.send_signal(signal.SIGINT)  # Ctrl-C
@@ -73,9 +77,14 @@ def test_up_serves_the_demo_and_ctrl_c_stops_everything(settings: Settings, demo
     assert runtime_pids(settings.home) == set()
 
 
-def test_up_refuses_a_taken_port_before_doing_anything(settings: Settings) -> None:
+@pytest.mark.parametrize(
+    ("port", "variable"),
+    [("port", "COVE_PORT"), ("ui_port", "COVE_UI_PORT"), ("playground_port", "COVE_PLAYGROUND_PORT")],
+)
+def test_up_refuses_a_taken_port_before_doing_anything(settings: Settings, port: str, variable: str) -> None:
+    number = getattr(settings, port)
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", settings.port))
+        taken.bind(("127.0.0.1", number))
         taken.listen()
         done = subprocess.run(
             [sys.executable, "-m", "studio.cli", "up"],
@@ -85,8 +94,8 @@ def test_up_refuses_a_taken_port_before_doing_anything(settings: Settings) -> No
             timeout=60,
         )
     assert done.returncode == 1
-    assert f"error: port {settings.port} on 127.0.0.1 is in use by another program" in done.stderr
-    assert "next: stop that program, or choose another port with COVE_PORT" in done.stderr
+    assert f"error: port {number} on 127.0.0.1 is in use by another program" in done.stderr
+    assert f"next: stop that program, or choose another port with {variable}" in done.stderr
     assert not (settings.home / "demo.json").exists()  # nothing was built or deployed
 
 

@@ -1,0 +1,69 @@
+"""Images: the built-in runtimes and their versions, and registering a custom image (a reference or a Dockerfile)."""
+
+import shlex
+
+import streamlit as st
+
+from studio.errors import InvalidSpec
+from studio.models import ImageCreate, Resources, RuntimeKind
+from studio.ui import tables
+from studio.ui.facade import current
+from studio.ui.feedback import flash, guarded
+
+studio = current()
+st.title("Images")
+st.caption("A model server runs an image: its runtime, a container reference for Kubernetes, and how to run it here.")
+
+found = studio.images()
+problems = {f"{i.name}:{i.version}": studio.local_problem(i, Resources()) for i in found}
+st.dataframe(tables.image_rows(found, problems), hide_index=True, width="stretch")
+for ref, problem in problems.items():
+    if problem:
+        st.caption(f"**{ref}** does not run on this machine: {problem}")
+
+st.subheader("Register a custom image")
+with st.form("add-image"):
+    left, right = st.columns(2)
+    name = left.text_input("Name", placeholder="my-server", key="image-name")
+    version = right.text_input(
+        "Version (tag)", key="image-version", placeholder="1.0.0", help="A pinned tag; `latest` is refused."
+    )
+    ref = st.text_input(
+        "Container reference (without tag)", key="image-ref", placeholder="registry.example.com/team/my-server"
+    )
+    runtime = st.selectbox("Runtime", [k.value for k in RuntimeKind], index=list(RuntimeKind).index(RuntimeKind.CUSTOM))
+    command = st.text_input(
+        "Local command (optional)",
+        key="image-command",
+        placeholder="python serve.py --model {model} --port {port}",
+        help="Makes the image runnable on this machine. Placeholders: {model} {model_id} {host} {port} {name}.",
+    )
+    health = st.text_input("Health path", value="/health")
+    dockerfile = st.text_area(
+        "Dockerfile (optional)",
+        key="image-dockerfile",
+        placeholder="FROM python:3.11-slim\n…",
+        help="Kept for building on Kubernetes.",
+    )
+    description = st.text_input("Description (optional)")
+    submitted = st.form_submit_button("Register image", type="primary")
+if submitted:
+    with guarded("register the image"):
+        try:
+            argv = shlex.split(command) if command.strip() else None
+        except ValueError as exc:
+            raise InvalidSpec(f"local command: {exc}", hint="close the quote") from exc
+        image = studio.add_image(
+            ImageCreate(
+                name=name.strip(),
+                version=version.strip(),
+                runtime=RuntimeKind(runtime),
+                ref=ref.strip(),
+                local_command=argv,
+                health_path=health.strip(),
+                dockerfile=dockerfile if dockerfile.strip() else None,
+                description=description,
+            )
+        )
+        flash(f"Registered {image.reference}.")
+        st.rerun()

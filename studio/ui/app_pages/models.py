@@ -1,0 +1,76 @@
+"""Models: the catalog with its versions, adding a model from a folder or the Hugging Face Hub, a version's card."""
+
+import streamlit as st
+
+from studio.modelstore import human_size
+from studio.ui import tables
+from studio.ui.facade import current
+from studio.ui.feedback import guarded
+
+studio = current()
+st.title("Models")
+
+with st.expander("Add a model", icon=":material/add:", expanded=not studio.models()):
+    with st.form("add-model"):
+        name = st.text_input(
+            "Name", key="new-model-name", placeholder="qwen-chat", help="Lowercase letters, digits and dashes."
+        )
+        source = st.text_input(
+            "Source",
+            key="new-model-source",
+            placeholder="Qwen/Qwen2.5-0.5B-Instruct  or  /data/models/my-model",
+            help="A Hugging Face repo id (org/name, optionally @revision) or a folder on this machine.",
+        )
+        description = st.text_input("Description (optional)")
+        new_version = st.checkbox("Add as a new version of an existing model", key="new-model-version")
+        submitted = st.form_submit_button("Add model", type="primary")
+    if submitted:
+        with guarded("add the model"), st.status(f"Adding {name or 'the model'} …", expanded=True) as status:
+            bar = st.progress(0.0, text="waiting for the download to start")
+
+            def on_bytes(done: int, total: int) -> None:
+                if total:
+                    bar.progress(min(1.0, done / total), text=f"{human_size(done)} of {human_size(total)}")
+
+            added = studio.add_model(
+                name=name.strip(),
+                source=source.strip(),
+                description=description,
+                new_version=new_version,
+                progress=st.write,
+                on_bytes=on_bytes,
+            )
+            bar.progress(1.0, text="done")
+            status.update(label=f"Added {added.name} v{added.versions[-1].version}", state="complete")
+
+catalog = studio.models()
+if not catalog:
+    st.info("The catalog is empty: add a model above.")
+    st.stop()
+st.dataframe(tables.model_rows(catalog), hide_index=True, width="stretch")
+
+st.subheader("Versions")
+by_name = {m.name: m for m in catalog}
+chosen = by_name[st.selectbox("Model", list(by_name), key="model")]
+st.session_state["deploy_model"] = chosen.name  # the Deploy page starts from the model looked at last
+version = st.selectbox(
+    "Version",
+    list(reversed(chosen.versions)),
+    format_func=lambda v: f"v{v.version} · {v.architecture or v.model_type or 'unknown'} · {human_size(v.size_bytes)}",
+)
+if version is not None:
+    st.caption(f"{version.source_kind}: {version.source}" + (f" @ {version.revision}" if version.revision else ""))
+    files = studio.model_files(version)
+    card, config = st.tabs(["Model card", "Config"])
+    card.markdown(files.card or "_This version has no model card (README.md)._")
+    config.json(files.config or {"note": f"no readable config.json in {version.path}"})
+
+left, right = st.columns(2)
+with left:
+    st.page_link("app_pages/deploy.py", label=f"Deploy {chosen.name}", icon=":material/rocket_launch:")
+with right, st.popover("Delete model", icon=":material/delete:"):
+    st.write(f"Remove **{chosen.name}** and its versions from the catalog? Files in the model cache stay.")
+    if st.button("Delete", type="primary", key="delete-model"):
+        with guarded(f"delete {chosen.name}"):
+            studio.delete_model(chosen.name)
+            st.rerun()

@@ -1,0 +1,33 @@
+"""Overview: the pools and what is allocated of them, deployments by status, and what happened lately."""
+
+import streamlit as st
+
+from studio.ui import tables
+from studio.ui.facade import current
+
+studio = current()
+st.title("Overview")
+
+st.subheader("Pools")
+pools = studio.pools()
+for usage in pools:
+    st.progress(tables.cpu_share(usage), text=f"**{usage.pool.name}** · CPU allocated · free: {usage.free.describe()}")
+st.dataframe(tables.pool_rows(pools), hide_index=True, width="stretch")
+
+st.subheader("Deployments")
+found = studio.deployments()
+if not found:
+    st.info("Nothing is deployed yet.")
+    st.page_link("app_pages/deploy.py", label="Deploy a model", icon=":material/rocket_launch:")
+else:
+    counts = tables.status_counts(found)
+    for column, (status, count) in zip(st.columns(len(counts)), counts.items(), strict=True):
+        column.metric(status, count)
+    st.page_link("app_pages/deployments.py", label="All deployments", icon=":material/dns:")
+
+st.subheader("Recent events")
+recent = studio.recent_events(limit=20)
+if recent:
+    st.dataframe(tables.event_rows(recent), hide_index=True, width="stretch")
+else:
+    st.caption("No events yet.")

@@ -1,0 +1,221 @@
+"""What the studio pages may do, in one object: the services, bound to one database and one settings object.
+
+Pages never open a session or import a service; they call ``current()`` and the methods below, which return the
+services' ``…Public`` shapes and raise Cove's errors (``feedback.guarded`` turns those into ``st.error``).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from studio.backends.base import WorkloadSpec
+from studio.backends.local import detect_gpus, log_tail
+from studio.bootstrap import open_studio
+from studio.db import Database, utcnow
+from studio.errors import InvalidSpec
+from studio.models import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyPublic,
+    Autoscale,
+    DeploymentCreate,
+    DeploymentPublic,
+    EventPublic,
+    ImageCreate,
+    ImagePublic,
+    ModelCreate,
+    ModelPublic,
+    ModelVersionPublic,
+    Resources,
+    Traffic,
+    UsageSummary,
+)
+from studio.pools import Admission
+from studio.runtimes import local_availability
+from studio.services import deployments, events, images, keys, models, pools, usage
+from studio.services.pools import PoolUsage
+from studio.settings import Settings
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """What a model version's folder says about itself."""
+
+    config: dict[str, Any]
+    card: str  # README.md, or ''
+
+
+class Studio:
+    """The studio's verbs, as the pages use them."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings, self.db = settings, db
+        self._gpus_on_machine = len(detect_gpus())
+
+    # ---------------------------------------------------------------------------------------------- overview
+
+    def pools(self) -> list[PoolUsage]:
+        return pools.list_pools(db=self.db)
+
+    def status_counts(self, found: list[DeploymentPublic]) -> dict[str, int]:
+        return dict(Counter(d.status for d in found))
+
+    def recent_events(self, *, name: str | None = None, limit: int = 20) -> list[EventPublic]:
+        return events.list_events(db=self.db, kind="deployment", name=name, limit=limit)
+
+    # ------------------------------------------------------------------------------------------------ models
+
+    def models(self) -> list[ModelPublic]:
+        return models.list_models(db=self.db)
+
+    def add_model(
+        self,
+        *,
+        name: str,
+        source: str,
+        description: str = "",
+        new_version: bool = False,
+        progress: Callable[[str], None] | None = None,
+        on_bytes: Callable[[int, int], None] | None = None,
+    ) -> ModelPublic:
+        data = ModelCreate(name=name, source=source, description=description, new_version=new_version)
+        return models.add_model(
+            db=self.db, data=data, cache_dir=self.settings.models_dir, progress=progress, on_bytes=on_bytes
+        )
+
+    def delete_model(self, name: str) -> None:
+        models.delete_model(db=self.db, name=name)
+
+    @staticmethod
+    def model_files(version: ModelVersionPublic) -> ModelFiles:
+        """The version's config.json and model card; a folder that went missing reads as empty, not as an error."""
+        folder = Path(version.path)
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            config = {}
+        try:
+            card = (folder / "README.md").read_text(errors="replace")
+        except OSError:
+            card = ""
+        return ModelFiles(config=config, card=card)
+
+    # ------------------------------------------------------------------------------------------------ images
+
+    def images(self) -> list[ImagePublic]:
+        return images.list_images(db=self.db)
+
+    def add_image(self, data: ImageCreate) -> ImagePublic:
+        return images.add_image(db=self.db, data=data)
+
+    def local_problem(self, image: ImagePublic, resources: Resources) -> str:
+        """Why ``image`` cannot run on this machine with ``resources`` ('' if it can)."""
+        spec = WorkloadSpec(
+            name="check",
+            runtime=image.runtime,
+            model="",
+            model_revision=None,
+            image=image.reference,
+            local_command=tuple(image.local_command) if image.local_command else None,
+            resources=resources,
+        )
+        return local_availability(spec, gpus_on_machine=self._gpus_on_machine)
+
+    # ----------------------------------------------------------------------------------------------- deploy
+
+    def fit(self, *, pool: str, resources: Resources, replicas: int, name: str | None = None) -> Admission:
+        return deployments.preview_admission(db=self.db, pool=pool, resources=resources, replicas=replicas, name=name)
+
+    def deploy(
+        self,
+        *,
+        name: str,
+        model: str,
+        model_version: int,
+        image: str,
+        image_version: str,
+        pool: str,
+        runtime_args: str,
+        resources: Resources,
+        replicas: int,
+        autoscale: Autoscale | None,
+    ) -> DeploymentPublic:
+        try:
+            args = shlex.split(runtime_args)
+        except ValueError as exc:
+            raise InvalidSpec(f"runtime args: {exc}", hint="quote values that contain spaces") from exc
+        data = DeploymentCreate(
+            name=name,
+            model=model,
+            model_version=model_version,
+            image=image,
+            image_version=image_version,
+            pool=pool,
+            runtime_args=args,
+            resources=resources,
+            replicas=replicas,
+            autoscale=autoscale,
+        )
+        return deployments.create_deployment(db=self.db, data=data)
+
+    # ------------------------------------------------------------------------------------------ deployments
+
+    def deployments(self) -> list[DeploymentPublic]:
+        return deployments.list_deployments(db=self.db)
+
+    def deployment_names(self) -> list[str]:
+        return deployments.deployment_names(db=self.db)
+
+    def deployment(self, name: str) -> DeploymentPublic:
+        return deployments.get_deployment(db=self.db, name=name)
+
+    def scale(self, name: str, replicas: int) -> DeploymentPublic:
+        return deployments.scale_deployment(db=self.db, name=name, replicas=replicas)
+
+    def delete(self, name: str) -> DeploymentPublic:
+        return deployments.delete_deployment(db=self.db, name=name)
+
+    def logs(self, name: str, *, tail: int = 200) -> list[str]:
+        return log_tail(self.settings, name, tail=tail)
+
+    def traffic(self, name: str, *, window: timedelta = timedelta(hours=1)) -> list[Traffic]:
+        return usage.traffic(db=self.db, deployment=name, since=utcnow() - window)
+
+    # ------------------------------------------------------------------------------------------ keys, usage
+
+    def keys(self) -> list[ApiKeyPublic]:
+        return keys.list_keys(db=self.db)
+
+    def create_key(self, name: str) -> ApiKeyCreated:
+        return keys.create_key(db=self.db, data=ApiKeyCreate(name=name))
+
+    def revoke_key(self, name: str) -> ApiKeyPublic:
+        return keys.revoke_key(db=self.db, name=name)
+
+    def usage(self, *, days: int = 30) -> list[UsageSummary]:
+        since = utcnow() - timedelta(days=days)
+        return usage.usage_summary(db=self.db, since=since.replace(hour=0, minute=0, second=0, microsecond=0))
+
+    @property
+    def now(self) -> datetime:
+        return utcnow()
+
+
+@st.cache_resource(show_spinner=False)
+def _open(settings_json: str) -> Studio:
+    settings = Settings.model_validate_json(settings_json)
+    return Studio(settings, open_studio(settings))
+
+
+def current() -> Studio:
+    """The studio of this process's settings (COVE_* environment), opened once and shared by every session."""
+    return _open(Settings().model_dump_json())

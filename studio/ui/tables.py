@@ -1,0 +1,227 @@
+"""What the studio pages show, shaped from the services' results: rows for tables, frames for charts, snippets.
+
+Pure functions (no Streamlit, no database), so each is tested on its own and the pages stay descriptions of the UI.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from studio.models import (
+    ApiKeyPublic,
+    DeploymentPublic,
+    EventPublic,
+    ImagePublic,
+    ModelPublic,
+    Resources,
+    Status,
+    Traffic,
+    UsageSummary,
+)
+from studio.modelstore import human_size
+from studio.pools import Claim
+from studio.services.pools import PoolUsage
+
+STATUS_COLORS = {
+    Status.READY: "green",
+    Status.STARTING: "blue",
+    Status.PENDING: "gray",
+    Status.FAILED: "red",
+    Status.STOPPED: "gray",
+    Status.DELETING: "orange",
+}
+
+
+def _held(claims: Iterable[Claim]) -> Resources:
+    """What claims hold in total (replicas × resources), as one Resources (cpu may be 0)."""
+    cpu = mem = gpus = gpu_mem = 0.0
+    for c in claims:
+        cpu += c.resources.cpu * c.replicas
+        mem += c.resources.memory_mib * c.replicas
+        gpus += c.resources.gpus * c.replicas
+        gpu_mem += c.resources.gpu_memory_mib * c.replicas
+    return Resources.model_construct(cpu=cpu, memory_mib=int(mem), gpus=int(gpus), gpu_memory_mib=int(gpu_mem))
+
+
+def pool_rows(pools: Sequence[PoolUsage]) -> list[dict[str, Any]]:
+    """One row per pool: its device, and capacity / allocated / free of CPU, memory and GPUs."""
+    rows = []
+    for usage in pools:
+        p, held = usage.pool, _held(usage.held)
+        gpus = f"{p.gpu_count}× {p.gpu_model or 'GPU'}" if p.gpu_count else "none"
+        rows.append(
+            {
+                "pool": p.name,
+                "purpose": p.purpose,
+                "GPUs": gpus,
+                "sharing": p.sharing,
+                "CPU (allocated / total)": f"{held.cpu:g} / {p.cpu_cores:g}",
+                "memory MiB (allocated / total)": f"{held.memory_mib} / {p.memory_mib}",
+                "GPUs (allocated / total)": f"{p.gpu_count - usage.free.gpus} / {p.gpu_count}" if p.gpu_count else "–",
+                "free": usage.free.describe(),
+                "deployments": len(usage.held),
+            }
+        )
+    return rows
+
+
+def cpu_share(usage: PoolUsage) -> float:
+    """The fraction of the pool's CPU that is allocated, 0..1 (for a progress bar)."""
+    total = usage.pool.cpu_cores
+    return min(1.0, _held(usage.held).cpu / total) if total else 0.0
+
+
+def status_counts(found: Iterable[DeploymentPublic]) -> dict[str, int]:
+    """Deployments per status, every status present (zeros included), in lifecycle order."""
+    counts = dict.fromkeys((s.value for s in STATUS_COLORS), 0)
+    for d in found:
+        counts[d.status] = counts.get(d.status, 0) + 1
+    return counts
+
+
+def deployment_rows(found: Sequence[DeploymentPublic]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": d.name,
+            "status": d.status,
+            "ready": f"{d.ready_replicas}/{d.replicas}",
+            "model": f"{d.model} v{d.model_version}",
+            "image": f"{d.image}:{d.image_version}",
+            "pool": d.pool,
+            "autoscale": f"{d.autoscale.min_replicas}–{d.autoscale.max_replicas}" if d.autoscale else "",
+            "message": (d.message.splitlines() or [""])[0],
+        }
+        for d in found
+    ]
+
+
+def model_rows(found: Sequence[ModelPublic]) -> list[dict[str, Any]]:
+    """One row per model, described by its newest version."""
+    rows = []
+    for m in found:
+        newest = m.versions[-1] if m.versions else None
+        rows.append(
+            {
+                "model": m.name,
+                "versions": len(m.versions),
+                "newest": f"v{newest.version}" if newest else "",
+                "architecture": newest.architecture if newest else "",
+                "size": human_size(newest.size_bytes) if newest else "",
+                "source": f"{newest.source_kind}: {newest.source}" if newest else "",
+                "description": m.description,
+            }
+        )
+    return rows
+
+
+def image_rows(found: Sequence[ImagePublic], problems: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per image version; ``problems`` maps ``name:version`` to why it cannot run here ('' if it can)."""
+    return [
+        {
+            "image": i.name,
+            "version": i.version,
+            "runtime": i.runtime,
+            "reference": i.reference,
+            "kind": "built-in" if i.builtin else ("Dockerfile" if i.dockerfile else "custom"),
+            "runs here": "yes" if not problems.get(f"{i.name}:{i.version}") else "no",
+            "description": i.description,
+        }
+        for i in found
+    ]
+
+
+def event_rows(found: Sequence[EventPublic]) -> list[dict[str, Any]]:
+    return [
+        {
+            "time": f"{e.created_at:%Y-%m-%d %H:%M:%S}",
+            "deployment": e.name,
+            "type": e.type,
+            "reason": e.reason,
+            "message": e.message,
+        }
+        for e in found
+    ]
+
+
+def key_rows(found: Sequence[ApiKeyPublic]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": k.name,
+            "key": f"{k.prefix}…",
+            "created": f"{k.created_at:%Y-%m-%d %H:%M}",
+            "last used": f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never",
+            "state": f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active",
+        }
+        for k in found
+    ]
+
+
+def tokens_per_key_day(summary: Sequence[UsageSummary]) -> pd.DataFrame:
+    """Tokens (prompt + completion) per day (rows) and key (columns); requests without a key show as '(no key)'."""
+    if not summary:
+        return pd.DataFrame()
+    frame = pd.DataFrame(
+        {
+            "day": s.day,
+            "key": s.key or "(no key)",
+            "tokens": s.prompt_tokens + s.completion_tokens,
+        }
+        for s in summary
+    )
+    return frame.pivot_table(index="day", columns="key", values="tokens", aggfunc="sum", fill_value=0)
+
+
+def traffic_frame(points: Sequence[Traffic]) -> pd.DataFrame:
+    """Per-minute traffic indexed by minute: requests, errors, tokens and mean latencies."""
+    if not points:
+        return pd.DataFrame()
+    frame = pd.DataFrame(
+        {
+            "minute": pd.Timestamp(p.minute),
+            "requests": p.requests,
+            "errors": p.errors,
+            "prompt tokens": p.prompt_tokens,
+            "completion tokens": p.completion_tokens,
+            "latency ms": round(p.latency_ms, 1),
+            "time to first token ms": round(p.ttft_ms, 1) if p.ttft_ms is not None else None,
+        }
+        for p in points
+    )
+    return frame.set_index("minute")
+
+
+def free_name(base: str, taken: Iterable[str]) -> str:
+    """``base``, or ``base-2``, ``base-3`` … : the first name no deployment has."""
+    used = set(taken)
+    if base not in used:
+        return base
+    n = 2
+    while f"{base}-{n}" in used:
+        n += 1
+    return f"{base}-{n}"
+
+
+def client_snippets(base_url: str, model: str) -> dict[str, str]:
+    """Copy-paste code that calls ``model`` through the gateway; the key is read from $COVE_API_KEY."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}]})
+    return {
+        "curl": (
+            f"curl {base_url}/v1/chat/completions \\\n"
+            '  -H "Authorization: Bearer $COVE_API_KEY" \\\n'
+            '  -H "Content-Type: application/json" \\\n'
+            f"  -d '{body}'"
+        ),
+        "python": (
+            "import os\n"
+            "from openai import OpenAI\n\n"
+            f'client = OpenAI(base_url="{base_url}/v1", api_key=os.environ["COVE_API_KEY"])\n'
+            "reply = client.chat.completions.create(\n"
+            f'    model="{model}", messages=[{{"role": "user", "content": "Hello!"}}]\n'
+            ")\n"
+            "print(reply.choices[0].message.content)"
+        ),
+    }

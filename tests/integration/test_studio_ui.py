@@ -1,0 +1,427 @@
+"""The studio pages, run headless with Streamlit's AppTest against a real database: what a user sees and what their
+clicks change. Each test drives one page the way a user would (fill in, click) and checks both the page and the
+state the services hold afterwards."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from studio.db import Database
+from studio.models import Pool, Resources, Sharing
+from studio.services import deployments, images, keys, models, usage
+from studio.settings import Settings
+from studio.ui import facade
+from tests.integration.conftest import cove_env, deploy, write_stub_model
+
+APP = Path(__file__).resolve().parents[2] / "studio" / "ui" / "app.py"
+
+
+@pytest.fixture
+def ui(settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTest]:
+    """The studio app on the test's COVE_HOME (the pages read their settings from COVE_* like the real process)."""
+    for name, value in cove_env(settings).items():
+        if name.startswith("COVE_"):
+            monkeypatch.setenv(name, value)
+    yield AppTest.from_file(str(APP), default_timeout=30)
+    facade.current().db.dispose()
+    facade._open.clear()
+
+
+def page(at: AppTest, name: str) -> AppTest:
+    at.switch_page(f"app_pages/{name}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def settle(at: AppTest) -> AppTest:
+    """Run again after an action that ended in ``st.rerun``/``st.switch_page`` (AppTest stops there, as a browser
+    would before its next run), so the page shows what the user sees next."""
+    if "cove_flash" in at.session_state:
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements: object) -> str:
+    return "\n".join(str(e.value) for e in elements)  # type: ignore[attr-defined]
+
+
+def table(at: AppTest, index: int = 0) -> list[dict[str, object]]:
+    return at.dataframe[index].value.to_dict("records")  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------------------------------- overview
+
+
+def test_overview_shows_the_pool_the_deployments_by_status_and_events(
+    ui: AppTest, db: Database, stub_model: str
+) -> None:
+    deploy(db, "chat", stub_model, "transformers")
+
+    at = ui
+    at.run()
+
+    assert not at.exception
+    pool = table(at, 0)[0]
+    assert (pool["pool"], pool["CPU (allocated / total)"].split(" / ")[0], pool["deployments"]) == ("local", "0.5", 1)
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Pending"], metrics["Ready"]) == ("1", "0")
+    events = table(at, 1)
+    assert events[0]["deployment"] == "chat"
+    assert events[0]["reason"] == "Created"
+
+
+def test_overview_of_an_empty_studio_points_to_deploy(ui: AppTest) -> None:
+    ui.run()
+
+    assert "Nothing is deployed yet" in texts(ui.info)
+
+
+# ------------------------------------------------------------------------------------------------------ models
+
+
+def add_model(at: AppTest, name: str, source: str, new_version: bool = False) -> AppTest:
+    at.text_input(key="new-model-name").input(name)
+    at.text_input(key="new-model-source").input(source)
+    at.checkbox(key="new-model-version").set_value(new_version)
+    at.button[0].click().run()  # the form's submit button is the page's first button
+    return at
+
+
+def test_add_a_model_from_a_folder_then_see_its_card_and_config(ui: AppTest, tmp_path: Path) -> None:
+    folder = write_stub_model(tmp_path / "tiny")
+    (folder / "README.md").write_text("# Tiny\nA stub for tests.")
+    at = page(ui, "models")
+    assert "catalog is empty" in texts(at.info)
+
+    add_model(at, "tiny", str(folder))
+
+    assert not at.error, texts(at.error)
+    assert table(at)[0]["model"] == "tiny"
+    assert table(at)[0]["architecture"] == "LlamaForCausalLM"
+    assert "# Tiny" in texts(at.markdown)
+    assert at.json[0].value
+    assert json.loads(at.json[0].value)["model_type"] == "llama"
+
+
+def test_model_mistakes_are_shown_with_the_next_step(ui: AppTest, tmp_path: Path) -> None:
+    folder = write_stub_model(tmp_path / "tiny")
+    at = add_model(page(ui, "models"), "tiny", str(folder))
+
+    add_model(at, "tiny", str(folder))
+    assert "exists" in texts(at.error)
+    assert "Next:" in texts(at.error)
+
+    add_model(at, "empty", str(tmp_path))  # a folder, but no model in it
+    assert "config.json" in texts(at.error)
+
+    add_model(at, "remote", "example-org/not-cached")  # the Hub is unreachable here (HF_HUB_OFFLINE)
+    assert "cannot be reached" in texts(at.error)
+    assert "add it by path" in texts(at.error)
+
+    add_model(at, "tiny", str(folder), new_version=True)
+    assert not at.error
+    assert [v.version for v in models.get_model(db=facade.current().db, name="tiny").versions] == [1, 2]
+
+
+# ------------------------------------------------------------------------------------------------------ images
+
+
+def register(at: AppTest, **fields: str) -> AppTest:
+    for key, value in fields.items():
+        widget = at.text_area(key="image-dockerfile") if key == "dockerfile" else at.text_input(key=f"image-{key}")
+        widget.input(value)
+    settle(at.button[0].click().run())
+    return at
+
+
+def test_images_list_the_builtin_runtimes_and_what_runs_here(ui: AppTest) -> None:
+    at = page(ui, "images")
+
+    rows = {r["image"]: r for r in table(at)}
+    assert {"vllm", "sglang", "triton", "transformers"} <= set(rows)
+    assert rows["transformers"]["runs here"] == "yes"
+    assert rows["vllm"]["runs here"] == "no"
+    assert "vllm" in texts(at.caption)
+    assert "GPU" in texts(at.caption)
+
+
+def test_register_a_custom_image_with_a_dockerfile(ui: AppTest, db: Database) -> None:
+    at = page(ui, "images")
+
+    register(
+        at,
+        name="my-server",
+        version="1.0.0",
+        ref="registry.example.com/team/my-server",
+        dockerfile="FROM python:3.11-slim\nRUN pip install my-server\n",
+    )
+
+    assert not at.error, texts(at.error)
+    assert "Registered registry.example.com/team/my-server:1.0.0" in texts(at.success)
+    mine = next(i for i in images.list_images(db=db) if i.name == "my-server")
+    assert mine.dockerfile
+    assert mine.dockerfile.startswith("FROM python")
+    assert {"image": "my-server", "kind": "Dockerfile", "runs here": "no"}.items() <= next(
+        r for r in table(at) if r["image"] == "my-server"
+    ).items()
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"name": "x", "version": "latest", "ref": "r.example.com/x"}, "latest"),
+        ({"name": "x", "version": "1", "ref": "r.example.com/x", "dockerfile": "RUN true"}, "FROM"),
+        ({"name": "x", "version": "1", "ref": "r.example.com/x", "command": "serve --port 80"}, "{port}"),
+        ({"name": "x", "version": "1", "ref": "r.example.com/x", "command": "serve 'open"}, "quote"),
+        ({"name": "Bad Name", "version": "1", "ref": "r.example.com/x"}, "name"),
+    ],
+)
+def test_invalid_images_are_refused_with_the_reason(ui: AppTest, fields: dict[str, str], says: str) -> None:
+    at = register(page(ui, "images"), **fields)
+
+    assert says in texts(at.error)
+    assert "x" not in {r["image"] for r in table(at)}
+
+
+# ------------------------------------------------------------------------------------------------------ deploy
+
+
+def test_deploy_is_one_click_with_the_defaults(ui: AppTest, db: Database, stub_model: str) -> None:
+    at = page(ui, "deploy")
+
+    assert at.text_input(key="name-stub").value == "stub"
+    assert at.selectbox(key="image").value == "transformers"
+    settle(at.button(key="deploy").click().run())
+
+    assert not at.error, texts(at.error)
+    dep = deployments.get_deployment(db=db, name="stub")
+    assert (dep.model, dep.image, dep.replicas, dep.pool, dep.resources.cpu) == ("stub", "transformers", 1, "local", 1)
+    assert "Deploying stub" in texts(at.success)  # the Deployments page shows the new deployment
+    assert at.selectbox(key="deployment").value == "stub"
+
+
+def test_deploy_names_the_next_free_name_and_passes_runtime_args(ui: AppTest, db: Database, stub_model: str) -> None:
+    deploy(db, "stub", stub_model)
+    at = page(ui, "deploy")
+
+    assert at.text_input(key="name-stub").value == "stub-2"
+    at.text_input(key="runtime-args").input("--dtype float32 --note 'two words'")
+    at.toggle(key="autoscale").set_value(True).run()
+    at.number_input(key="max-replicas").set_value(2).run()
+    at.button(key="deploy").click().run()
+
+    dep = deployments.get_deployment(db=db, name="stub-2")
+    assert dep.runtime_args == ["--dtype", "float32", "--note", "two words"]
+    assert dep.autoscale is not None
+    assert (dep.autoscale.min_replicas, dep.autoscale.max_replicas) == (1, 2)
+
+
+def test_what_does_not_fit_is_blocked_with_the_reason(ui: AppTest, db: Database, stub_model: str) -> None:
+    at = page(ui, "deploy")
+
+    at.number_input(key="cpu").set_value(64.0).run()
+    assert "Does not fit in pool local" in texts(at.warning)
+    assert "CPU" in texts(at.warning)
+    assert at.button(key="deploy").disabled
+
+    at.number_input(key="cpu").set_value(1.0).run()
+    at.selectbox(key="image").set_value("vllm").run()
+    assert "Image vllm cannot run here" in texts(at.warning)
+    assert at.button(key="deploy").disabled
+
+    at.selectbox(key="image").set_value("transformers").run()
+    assert not at.warning
+    assert not at.button(key="deploy").disabled
+
+
+def test_gpu_pools_offer_whole_gpus_and_slices_marking_what_is_taken(
+    ui: AppTest, db: Database, stub_model: str
+) -> None:
+    with db.session() as session:
+        session.add(
+            Pool(
+                name="l20",
+                sharing=Sharing.HAMI.value,
+                gpu_model="L20",
+                gpu_count=2,
+                gpu_memory_mib=46068,
+                cpu_cores=32,
+                memory_mib=256_000,
+            )
+        )
+        session.commit()
+    deployments.create_deployment(
+        db=db,
+        data=deployments.DeploymentCreate(
+            name="big", model=stub_model, pool="l20", image="transformers", resources=Resources(gpus=1)
+        ),
+    )
+    at = page(ui, "deploy")
+    at.selectbox(key="pool").set_value("l20").run()
+
+    gpus = at.selectbox(key="gpus")
+    assert gpus.options == ["1", "2 — does not fit: 1 free"]
+    gpus.set_value(2).run()
+    assert "Does not fit in pool l20" in texts(at.warning)
+
+    at.radio(key="gpu-mode").set_value("GPU memory slice").run()
+    at.number_input(key="gpu-memory").set_value(8192).run()
+    assert "Does not fit" not in texts(at.warning)
+
+
+def test_a_taken_name_is_refused_by_the_service_not_silently_replaced(
+    ui: AppTest, db: Database, stub_model: str
+) -> None:
+    at = page(ui, "deploy")
+    deploy(db, "stub", stub_model)  # someone else took the name after the page was drawn
+
+    at.button(key="deploy").click().run()
+
+    assert "exists" in texts(at.error)
+
+
+def test_deploy_without_models_points_to_the_catalog(ui: AppTest) -> None:
+    at = page(ui, "deploy")
+
+    assert "no model to deploy" in texts(at.info)
+
+
+# ------------------------------------------------------------------------------------------------- deployments
+
+
+def test_a_deployment_shows_status_endpoint_code_logs_and_traffic(
+    ui: AppTest, db: Database, settings: Settings, stub_model: str
+) -> None:
+    deploy(db, "chat", stub_model)
+    log = settings.logs_dir / "chat" / "replica-0.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("--- cove start\nloading model\nlistening on port 1234\n")
+    usage.record_usage(
+        db=db,
+        records=[
+            {
+                "api_key_id": None,
+                "deployment": "chat",
+                "endpoint": "chat.completions",
+                "stream": True,
+                "status_code": code,
+                "prompt_tokens": 7,
+                "completion_tokens": 3,
+                "latency_ms": 40.0,
+                "ttft_ms": 12.0,
+            }
+            for code in (200, 200, 502)
+        ],
+    )
+
+    at = page(ui, "deployments")
+
+    assert "chat · :gray[Pending] · 0/1 ready" in texts(at.markdown)
+    assert f"{settings.gateway_url}/v1" in texts(at.markdown)
+    code = texts(at.code)
+    assert f"curl {settings.gateway_url}/v1/chat/completions" in code
+    assert '"model": "chat"' in code
+    assert 'model="chat"' in code
+    assert "COVE_API_KEY" in code
+    assert "[0] listening on port 1234" in code
+    assert len(at.get("vega_lite_chart")) == 3  # requests/errors, tokens, latencies per minute
+    assert table(at, 0)[0]["status"] == "Pending"
+
+
+def test_scale_stop_and_delete(ui: AppTest, db: Database, stub_model: str) -> None:
+    deploy(db, "chat", stub_model)
+    at = page(ui, "deployments")
+
+    at.number_input(key="replicas-chat").set_value(2).run()
+    settle(at.button(key="scale").click().run())
+    assert deployments.get_deployment(db=db, name="chat").replicas == 2
+    assert "Scaling chat to 2" in texts(at.success)
+
+    settle(at.button(key="stop").click().run())
+    assert deployments.get_deployment(db=db, name="chat").replicas == 0
+    assert at.button(key="stop").disabled
+
+    at.button(key="delete-deployment").click().run()
+    assert deployments.get_deployment(db=db, name="chat").status == "Deleting"
+
+
+def test_scaling_past_the_pool_is_refused_with_what_is_free(ui: AppTest, db: Database, stub_model: str) -> None:
+    deploy(db, "chat", stub_model)
+    at = page(ui, "deployments")
+
+    at.number_input(key="replicas-chat").set_value(64).run()
+    at.button(key="scale").click().run()
+
+    assert "Could not scale chat" in texts(at.error)
+    assert "free in pool" in texts(at.error)
+    assert deployments.get_deployment(db=db, name="chat").replicas == 1
+
+
+# ------------------------------------------------------------------------------------------------ keys & usage
+
+
+def test_a_new_key_is_shown_once_and_works(ui: AppTest, db: Database) -> None:
+    at = page(ui, "keys")
+
+    at.text_input(key="key-name").input("my-app")
+    at.button[0].click().run()
+
+    secret = at.code[0].value
+    assert "shown only this once" in texts(at.success)
+    assert keys.find_key(db=db, key_hash=keys.hash_key(secret)) is not None
+    assert table(at)[0]["name"] == "my-app"
+    assert table(at)[0]["state"] == "active"
+
+    at.run()  # the next visit no longer shows it
+    assert not at.code
+
+
+def test_revoke_a_key(ui: AppTest, db: Database) -> None:
+    secret = keys.create_key(db=db, data=keys.ApiKeyCreate(name="old")).key
+    at = page(ui, "keys")
+
+    at.selectbox(key="revoke-key").set_value("old")
+    settle(at.button(key="revoke").click().run())
+
+    assert keys.find_key(db=db, key_hash=keys.hash_key(secret)) is None
+    assert table(at)[0]["state"].startswith("revoked")
+    assert "Revoked old" in texts(at.success)
+
+
+def test_tokens_per_key_per_day(ui: AppTest, db: Database) -> None:
+    made = keys.create_key(db=db, data=keys.ApiKeyCreate(name="app"))
+    key_id = keys.find_key(db=db, key_hash=keys.hash_key(made.key))
+    assert key_id is not None
+    usage.record_usage(
+        db=db,
+        records=[
+            {
+                "api_key_id": key_id.id,
+                "deployment": "chat",
+                "endpoint": "chat.completions",
+                "stream": False,
+                "status_code": 200,
+                "prompt_tokens": 10,
+                "completion_tokens": 5,
+                "latency_ms": 1.0,
+            }
+        ]
+        * 3,
+    )
+
+    at = page(ui, "keys")
+
+    rows = table(at, 1)
+    assert (rows[0]["key"], rows[0]["requests"], rows[0]["prompt_tokens"], rows[0]["completion_tokens"]) == (
+        "app",
+        3,
+        30,
+        15,
+    )
+    assert len(at.get("vega_lite_chart")) == 1
