@@ -20,9 +20,9 @@ def guarded(doing: str) -> Iterator[None]:
     try:
         yield
     except CoveError as exc:
-        st.error(f"Could not {doing}: {exc.message}" + (f"\n\n**Next:** {exc.hint}" if exc.hint else ""), icon="⚠️")
+        st.error(f"Could not {doing}: {exc.message}" + (f"\n\n**Next:** {exc.hint}" if exc.hint else ""), icon=":material/error:")
     except ValidationError as exc:
-        st.error(f"Could not {doing}: {explain(exc)}", icon="⚠️")
+        st.error(f"Could not {doing}: {explain(exc)}", icon=":material/error:")
 
 
 def flash(message: str) -> None:
@@ -33,4 +33,4 @@ def flash(message: str) -> None:
 def show_flash() -> None:
     message = st.session_state.pop("cove_flash", None)
     if message:
-        st.success(message, icon="✅")
+        st.success(message, icon=":material/check_circle:")

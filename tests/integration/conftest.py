@@ -229,3 +229,59 @@ def runtime_pids(home: Path) -> set[int]:
         except psutil.Error:
             continue
     return pids
+
+
+class CoveUp:
+    """`cove up` as a child process, as a user runs it: its output collected line by line, Ctrl-C to stop."""
+
+    def __init__(self, settings: Settings, **env: str) -> None:
+        self.settings = settings
+        self.env = cove_env(settings) | {"PYTHONUNBUFFERED": "1"} | env
+        self.lines: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    def __enter__(self) -> CoveUp:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "studio.cli", "up"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        stdout = self.proc.stdout
+        assert stdout is not None
+        self._reader = threading.Thread(target=lambda: self.lines.extend(iter(stdout.readline, "")), daemon=True)
+        self._reader.start()
+        return self
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 180) -> str:
+        """The first output line containing ``text``; fails early, with the output, if `cove up` exits."""
+        assert self.proc is not None
+
+        def seen() -> str | bool:
+            found = next((line for line in self.lines if text in line), None)
+            assert found or self.proc.poll() is None, f"cove up exited:\n{self.output}"  # type: ignore[union-attr]
+            return found or False
+
+        return str(wait_until(seen, timeout=timeout, what=f"{text!r} from cove up"))
+
+    def interrupt(self, timeout: float = 60) -> int:
+        """Ctrl-C; the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout=timeout)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()

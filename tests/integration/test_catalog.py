@@ -6,17 +6,18 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from studio.backends.base import DetectedPool
-from studio.db import Database, open_database
+from studio.db import Database, open_database, utcnow
 from studio.errors import Conflict, InvalidSpec, NotFound, QuotaExceeded, SourceUnavailable
 from studio.models import ApiKeyCreate, DeploymentCreate, ImageCreate, ModelCreate, Resources
 from studio.modelstore import import_folder
-from studio.services import deployments, images, keys, models, pools
+from studio.services import deployments, images, keys, models, pools, usage
 from studio.services.events import KEEP_PER_OBJECT, NewEvent, add_events, list_events, prune_events
 from tests.integration.conftest import write_stub_model
 
@@ -282,3 +283,54 @@ def test_events_are_pruned_to_the_newest(catalog: Database) -> None:
     assert len(kept) == KEEP_PER_OBJECT
     assert (kept[0].message, kept[-1].message) == (f"restart {KEEP_PER_OBJECT + 24}", "restart 25")
     assert [e.message for e in list_events(db=catalog, name="other")] == ["kept"]
+
+
+def test_admission_preview_matches_what_create_decides(catalog: Database, stub: Path, tmp_path: Path) -> None:
+    _add(catalog, "m", stub, tmp_path)
+    deployments.create_deployment(db=catalog, data=DeploymentCreate(name="big", model="m", resources=Resources(cpu=3)))
+
+    refused = deployments.preview_admission(db=catalog, pool="local", resources=Resources(cpu=2), replicas=1)
+    fits = deployments.preview_admission(db=catalog, pool="local", resources=Resources(cpu=1), replicas=1)
+    own = deployments.preview_admission(db=catalog, pool="local", resources=Resources(cpu=4), replicas=1, name="big")
+
+    assert (refused.fits, fits.fits, own.fits) == (False, True, True)  # a deployment's own claim is set aside
+    assert "held by big" in refused.reason
+    assert refused.free.cpu == 1
+    with pytest.raises(QuotaExceeded):
+        deployments.create_deployment(
+            db=catalog, data=DeploymentCreate(name="x", model="m", resources=Resources(cpu=2))
+        )
+    with pytest.raises(NotFound, match="no pool named 'gpu'"):
+        deployments.preview_admission(db=catalog, pool="gpu", resources=Resources(), replicas=1)
+
+
+def test_traffic_per_minute_counts_requests_errors_tokens_and_latency(catalog: Database) -> None:
+    now = utcnow().replace(second=30, microsecond=0)
+    earlier = now - timedelta(minutes=2)
+
+    def record(at: datetime, status: int, latency: float, ttft: float | None, deployment: str = "chat") -> dict:
+        return {
+            "api_key_id": None, "deployment": deployment, "endpoint": "chat.completions", "stream": ttft is not None,
+            "status_code": status, "prompt_tokens": 10, "completion_tokens": 4, "latency_ms": latency,
+            "ttft_ms": ttft, "created_at": at,
+        }  # fmt: skip
+
+    usage.record_usage(
+        db=catalog,
+        records=[
+            record(earlier, 200, 100.0, 20.0),
+            record(now, 200, 30.0, None),
+            record(now, 502, 50.0, 10.0),
+            record(now, 200, 10.0, None, deployment="other"),
+            record(now - timedelta(hours=2), 200, 1.0, None),  # before the window
+        ],
+    )
+
+    got = usage.traffic(db=catalog, deployment="chat", since=now - timedelta(hours=1))
+
+    assert [p.model_dump() for p in got] == [
+        {"minute": f"{earlier:%Y-%m-%d %H:%M}", "requests": 1, "errors": 0, "prompt_tokens": 10,
+         "completion_tokens": 4, "latency_ms": 100.0, "ttft_ms": 20.0},
+        {"minute": f"{now:%Y-%m-%d %H:%M}", "requests": 2, "errors": 1, "prompt_tokens": 20,
+         "completion_tokens": 8, "latency_ms": 40.0, "ttft_ms": 10.0},
+    ]  # fmt: skip

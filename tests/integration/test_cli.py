@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import openai
@@ -24,7 +22,7 @@ from studio.demo import PAIRS
 from studio.modelstore import inspect_folder
 from studio.services import models
 from studio.settings import Settings
-from tests.integration.conftest import answers, cove_env, runtime_pids, wait_until, write_stub_model
+from tests.integration.conftest import CoveUp, answers, cove_env, runtime_pids, write_stub_model
 
 
 def run(settings: Settings, *args: str) -> Result:
@@ -42,37 +40,24 @@ def test_up_serves_the_demo_and_ctrl_c_stops_everything(settings: Settings, demo
         db=db, name="demo-chat", folder=demo_folder, repo_id="cove/demo-chat", cache_dir=settings.models_dir
     )
     db.dispose()
-    env = cove_env(settings) | {"COVE_DEMO": "true", "PYTHONUNBUFFERED": "1"}
-    up = subprocess.Popen(
-        [sys.executable, "-m", "studio.cli", "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    try:
-        wait_until(lambda: any("demo API key" in line for line in lines), timeout=180, what="the banner")
-        key = re.search(r"demo API key\s+(\S+)", "".join(lines)).group(1)  # type: ignore[union-attr]
-        assert any("deployed demo-chat as 'demo'" in line for line in lines)
-        assert any("demo: Ready" in line for line in lines)
+    with CoveUp(settings, COVE_DEMO="true") as up:
+        key = re.search(r"demo API key\s+(\S+)", up.wait_for("demo API key")).group(1)  # type: ignore[union-attr]
+        assert "deployed demo-chat as 'demo'" in up.output
+        assert "demo: Ready" in up.output
         with openai.OpenAI(base_url=settings.gateway_url + "/v1", api_key=key, max_retries=0) as client:
             reply = client.chat.completions.create(
                 model="demo", temperature=0, messages=[{"role": "user", "content": "Hello"}]
             )
         assert reply.choices[0].message.content == dict(PAIRS)["Hello"]
-        assert any(settings.ui_url in line for line in lines)
-        assert any(settings.playground_url in line for line in lines)
+        assert f"studio                       {settings.ui_url}" in up.output
+        assert f"playground                   {settings.playground_url}" in up.output
         assert answers(settings.ui_url + "/_stcore/health")  # the studio UI and the playground run too
         assert answers(settings.playground_url + "/")
-        children = psutil.Process(up.pid).children(recursive=True)
-        assert children
-        up.send_signal(signal.SIGINT)  # Ctrl-C
-        assert up.wait(timeout=60) == 0
-    finally:
-        if up.poll() is None:
-            up.kill()
-        reader.join(timeout=10)
-        up.stdout.close()  # type: ignore[union-attr]
-    assert "stopped" in lines[-1]
+        assert up.proc is not None
+        children = psutil.Process(up.proc.pid).children(recursive=True)
+        assert len(children) >= 4  # server, UI, playground, the demo's model server
+        assert up.interrupt() == 0  # Ctrl-C
+    assert "stopped" in up.lines[-1]
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]  # no orphans
     assert runtime_pids(settings.home) == set()
 

@@ -125,7 +125,7 @@ if not fit.fits:
 if image is not None and problems[image.name]:
     blockers.append(f"Image {image.name} cannot run here: {problems[image.name]}.")
 for blocker in blockers:
-    st.warning(blocker, icon="🚫")
+    st.warning(blocker, icon=":material/block:")
 
 if st.button(
     "Deploy", type="primary", icon=":material/rocket_launch:", disabled=bool(blockers) or image is None, key="deploy"
