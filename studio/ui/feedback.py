@@ -20,7 +20,10 @@ def guarded(doing: str) -> Iterator[None]:
     try:
         yield
     except CoveError as exc:
-        st.error(f"Could not {doing}: {exc.message}" + (f"\n\n**Next:** {exc.hint}" if exc.hint else ""), icon=":material/error:")
+        st.error(
+            f"Could not {doing}: {exc.message}" + (f"\n\n**Next:** {exc.hint}" if exc.hint else ""),
+            icon=":material/error:",
+        )
     except ValidationError as exc:
         st.error(f"Could not {doing}: {explain(exc)}", icon=":material/error:")
 
