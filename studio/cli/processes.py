@@ -58,6 +58,7 @@ def playground(ctx: click.Context) -> None:
 
     settings = settings_of(ctx)
     bind(settings.host, settings.playground_port, "COVE_PLAYGROUND_PORT").close()
+    click.echo(f"playground on {settings.playground_url}, chatting through {settings.gateway_url}/v1", err=True)
     serve(settings)
 
 

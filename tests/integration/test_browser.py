@@ -36,6 +36,7 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is missing: run `make services`"),
 ]
 
+
 @pytest.fixture
 def browser_page() -> Iterator[Page]:
     with sync_playwright() as pw:
@@ -92,8 +93,8 @@ def test_deploy_from_the_studio_then_chat_in_the_playground(
         # The Deployments page follows the new deployment until it is Ready.
         expect(page.get_by_role("heading", name="Deployments", exact=True)).to_be_visible()
         expect(page.get_by_text("Deploying demo-chat")).to_be_visible()
-        expect(page.get_by_text("1/1 ready")).to_be_visible(timeout=120_000)
-        expect(page.get_by_text("Ready", exact=True).first).to_be_visible()
+        status = page.get_by_role("heading", name="demo-chat · Ready · 1/1 ready")
+        expect(status).to_be_visible(timeout=120_000)
         snap(page, "deployments")
 
         for path, title in [("", "Overview"), ("models", "Models"), ("images", "Images"), ("keys", "API keys & usage")]:
@@ -103,6 +104,8 @@ def test_deploy_from_the_studio_then_chat_in_the_playground(
         # Playground: pick the deployment, ask, read the streamed answer.
         page.goto(settings.playground_url, wait_until="load")
         expect(page.locator("#model input")).to_have_value("demo-chat", timeout=30_000)
+        page.locator("#temperature input[type=number]").fill("0")  # greedy: the demo's trained answer, exactly
+        page.locator("#temperature input[type=number]").press("Enter")
         page.locator("#prompt textarea").fill("Hello")
         page.locator("#send").click()
         expect(page.locator("#chatbot")).to_contain_text(dict(PAIRS)["Hello"], timeout=60_000)
