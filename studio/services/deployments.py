@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from studio.db import Database, utcnow
 from studio.errors import Conflict, InvalidSpec, NotFound, QuotaExceeded
@@ -99,6 +99,10 @@ def _public(session: Session, d: Deployment) -> DeploymentPublic:
     pool = session.get(Pool, d.pool_id)
     if not (version and model and image and pool):  # foreign keys make this impossible
         raise NotFound(f"deployment {d.name!r} refers to a row that is gone")
+    return _described(d, version, model, image, pool)
+
+
+def _described(d: Deployment, version: ModelVersion, model: Model, image: Image, pool: Pool) -> DeploymentPublic:
     return DeploymentPublic(
         name=d.name,
         model=model.name,
@@ -204,9 +208,24 @@ def create_deployment(*, db: Database, data: DeploymentCreate) -> DeploymentPubl
 
 
 def list_deployments(*, db: Database) -> list[DeploymentPublic]:
+    """Every deployment, by name: one query, whatever their number (pages list thousands every few seconds)."""
+    query = (
+        sa.select(Deployment, ModelVersion, Model, Image, Pool)
+        .join(ModelVersion, col(Deployment.model_version_id) == ModelVersion.id)
+        .join(Model, col(ModelVersion.model_id) == Model.id)
+        .join(Image, col(Deployment.image_id) == Image.id)
+        .join(Pool, col(Deployment.pool_id) == Pool.id)
+        .order_by(col(Deployment.name))
+    )
     with db.session() as session:
-        rows = session.exec(select(Deployment).order_by(col(Deployment.name))).all()
-        return [_public(session, d) for d in rows]
+        return [_described(*row) for row in session.execute(query).all()]
+
+
+def count_by_status(*, db: Database) -> dict[str, int]:
+    """How many deployments are in each status (statuses with none are absent)."""
+    with db.session() as session:
+        rows = session.exec(select(Deployment.status, func.count()).group_by(col(Deployment.status))).all()
+        return {status: count for status, count in rows}
 
 
 def get_deployment(*, db: Database, name: str) -> DeploymentPublic:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,10 @@ def _public(session: Session, model: Model) -> ModelPublic:
     versions = session.exec(
         select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(col(ModelVersion.version))
     ).all()
+    return _described(model, versions)
+
+
+def _described(model: Model, versions: Sequence[ModelVersion]) -> ModelPublic:
     return ModelPublic(
         name=model.name,
         description=model.description,
@@ -127,8 +131,13 @@ def register_built(
 
 
 def list_models(*, db: Database) -> list[ModelPublic]:
+    """Every model with its versions, by name: two queries, whatever their number."""
     with db.session() as session:
-        return [_public(session, m) for m in session.exec(select(Model).order_by(col(Model.name))).all()]
+        versions: dict[int, list[ModelVersion]] = {}
+        for v in session.exec(select(ModelVersion).order_by(col(ModelVersion.model_id), col(ModelVersion.version))):
+            versions.setdefault(v.model_id, []).append(v)
+        models = session.exec(select(Model).order_by(col(Model.name))).all()
+        return [_described(m, versions.get(m.id or 0, [])) for m in models]
 
 
 def get_model(*, db: Database, name: str) -> ModelPublic:

@@ -65,8 +65,20 @@ def resources_of(deployment: Deployment) -> Resources:
 
 def claims_in(session: Session, *, pool_id: int, exclude: str | None = None) -> list[Claim]:
     """What deployments hold of the pool: their replicas (deleting ones still hold until they are gone)."""
-    rows = session.exec(select(Deployment).where(Deployment.pool_id == pool_id).order_by(col(Deployment.id))).all()
-    return [Claim(owner=d.name, resources=resources_of(d), replicas=d.replicas) for d in rows if d.name != exclude]
+    d = Deployment
+    columns = (d.name, d.cpu, d.memory_mib, d.gpus, d.gpu_memory_mib, d.gpu_cores, d.replicas)
+    rows = session.execute(
+        sa.select(*(col(c) for c in columns)).where(col(d.pool_id) == pool_id).order_by(col(d.id))
+    ).all()  # columns, not ORM objects: admission reads every claim of a pool on each create and page view
+    return [
+        Claim(
+            owner=name,
+            resources=Resources(cpu=cpu, memory_mib=mem, gpus=gpus, gpu_memory_mib=gpu_mem, gpu_cores=cores),
+            replicas=replicas,
+        )
+        for name, cpu, mem, gpus, gpu_mem, cores, replicas in rows
+        if name != exclude
+    ]
 
 
 def find_pool(session: Session, *, name: str) -> Pool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -66,8 +65,8 @@ class Studio:
     def pools(self) -> list[PoolUsage]:
         return pools.list_pools(db=self.db)
 
-    def status_counts(self, found: list[DeploymentPublic]) -> dict[str, int]:
-        return dict(Counter(d.status for d in found))
+    def status_counts(self) -> dict[str, int]:
+        return deployments.count_by_status(db=self.db)
 
     def recent_events(self, *, name: str | None = None, limit: int = 20) -> list[EventPublic]:
         return events.list_events(db=self.db, kind="deployment", name=name, limit=limit)

@@ -6,7 +6,7 @@ Pure functions (no Streamlit, no database), so each is tested on its own and the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -75,11 +75,12 @@ def cpu_share(usage: PoolUsage) -> float:
     return min(1.0, _held(usage.held).cpu / total) if total else 0.0
 
 
-def status_counts(found: Iterable[DeploymentPublic]) -> dict[str, int]:
-    """Deployments per status, every status present (zeros included), in lifecycle order."""
+def status_counts(counted: Mapping[str, int]) -> dict[str, int]:
+    """Deployments per status with every status present (zeros included), in lifecycle order; statuses this
+    version does not know come last."""
     counts = dict.fromkeys((s.value for s in STATUS_COLORS), 0)
-    for d in found:
-        counts[d.status] = counts.get(d.status, 0) + 1
+    for status, n in counted.items():
+        counts[status] = counts.get(status, 0) + n
     return counts
 
 

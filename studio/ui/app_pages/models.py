@@ -9,8 +9,9 @@ from studio.ui.feedback import guarded
 
 studio = current()
 st.title("Models")
+catalog = studio.models()
 
-with st.expander("Add a model", icon=":material/add:", expanded=not studio.models()):
+with st.expander("Add a model", icon=":material/add:", expanded=not catalog):
     with st.form("add-model"):
         name = st.text_input(
             "Name", key="new-model-name", placeholder="qwen-chat", help="Lowercase letters, digits and dashes."
@@ -42,8 +43,8 @@ with st.expander("Add a model", icon=":material/add:", expanded=not studio.model
             )
             bar.progress(1.0, text="done")
             status.update(label=f"Added {added.name} v{added.versions[-1].version}", state="complete")
+            catalog = studio.models()
 
-catalog = studio.models()
 if not catalog:
     st.info("The catalog is empty: add a model above.")
     st.stop()

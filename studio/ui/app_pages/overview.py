@@ -15,12 +15,12 @@ for usage in pools:
 st.dataframe(tables.pool_rows(pools), hide_index=True, width="stretch")
 
 st.subheader("Deployments")
-found = studio.deployments()
-if not found:
+counted = studio.status_counts()
+if not counted:
     st.info("Nothing is deployed yet.")
     st.page_link("app_pages/deploy.py", label="Deploy a model", icon=":material/rocket_launch:")
 else:
-    counts = tables.status_counts(found)
+    counts = tables.status_counts(counted)
     for column, (status, count) in zip(st.columns(len(counts)), counts.items(), strict=True):
         column.metric(status, count)
     st.page_link("app_pages/deployments.py", label="All deployments", icon=":material/dns:")

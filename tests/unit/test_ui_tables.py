@@ -1,0 +1,625 @@
+"""What the studio pages show: rows, frames and snippets shaped from the services' public models, compared whole;
+and the tqdm class that turns a Hub download's bytes-written bar into progress callbacks."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+
+from studio.models import (
+    ApiKeyPublic,
+    Autoscale,
+    DeploymentPublic,
+    EventPublic,
+    ImagePublic,
+    ModelPublic,
+    ModelVersionPublic,
+    PoolPublic,
+    Resources,
+    Sharing,
+    Status,
+    Traffic,
+    UsageSummary,
+)
+from studio.modelstore import byte_reporter
+from studio.pools import Capacity, Claim, Free, free_of
+from studio.services.pools import PoolUsage
+from studio.ui import tables
+
+T0 = datetime(2026, 11, 23, 9, 5, 7, tzinfo=UTC)
+T1 = datetime(2026, 11, 24, 17, 45, 59, tzinfo=UTC)
+
+
+# ------------------------------------------------------------------------------------------------ builders
+
+
+def pool(name: str = "local", **overrides: object) -> PoolPublic:
+    values: dict[str, object] = {
+        "name": name,
+        "purpose": "any",
+        "sharing": Sharing.NONE.value,
+        "gpu_model": "",
+        "gpu_count": 0,
+        "gpu_memory_mib": 0,
+        "slice_mib": 128,
+        "cpu_cores": 8.0,
+        "memory_mib": 16384,
+        "quota_gpus": None,
+        "quota_cpu": None,
+        "quota_memory_mib": None,
+        "groups": [],
+        "detected": True,
+    }
+    values.update(overrides)
+    return PoolPublic(**values)  # type: ignore[arg-type]
+
+
+def usage_of(p: PoolPublic, held: tuple[Claim, ...]) -> PoolUsage:
+    """A PoolUsage the way list_pools builds one: free computed by admission's own free_of."""
+    capacity = Capacity(
+        name=p.name,
+        sharing=Sharing(p.sharing),
+        cpu=p.cpu_cores,
+        memory_mib=p.memory_mib,
+        gpus=p.gpu_count,
+        gpu_memory_mib=p.gpu_memory_mib,
+        slice_mib=p.slice_mib,
+    )
+    return PoolUsage(pool=p, held=held, free=free_of(capacity, held))
+
+
+def deployment(name: str = "chat", **overrides: object) -> DeploymentPublic:
+    values: dict[str, object] = {
+        "name": name,
+        "model": "qwen",
+        "model_version": 2,
+        "image": "transformers",
+        "image_version": "4.57.1",
+        "runtime": "transformers",
+        "pool": "local",
+        "runtime_args": [],
+        "resources": Resources(cpu=1, memory_mib=2048),
+        "replicas": 1,
+        "autoscale": None,
+        "status": Status.READY.value,
+        "ready_replicas": 1,
+        "endpoints": ["http://127.0.0.1:9001"],
+        "message": "",
+        "created_at": T0,
+        "status_at": T0,
+    }
+    values.update(overrides)
+    return DeploymentPublic(**values)  # type: ignore[arg-type]
+
+
+def version(n: int, **overrides: object) -> ModelVersionPublic:
+    values: dict[str, object] = {
+        "version": n,
+        "source_kind": "hf",
+        "source": "Qwen/Qwen2.5-0.5B-Instruct",
+        "revision": "abc123",
+        "path": f"/cache/qwen/{n}",
+        "size_bytes": 1536,
+        "architecture": "Qwen2ForCausalLM",
+        "model_type": "qwen2",
+        "created_at": T0,
+    }
+    values.update(overrides)
+    return ModelVersionPublic(**values)  # type: ignore[arg-type]
+
+
+def image(name: str, version_: str, **overrides: object) -> ImagePublic:
+    values: dict[str, object] = {
+        "name": name,
+        "version": version_,
+        "runtime": name,
+        "ref": f"example.com/{name}",
+        "local_command": None,
+        "health_path": "/health",
+        "dockerfile": None,
+        "builtin": False,
+        "description": "",
+    }
+    values.update(overrides)
+    return ImagePublic(**values)  # type: ignore[arg-type]
+
+
+def key(name: str, **overrides: object) -> ApiKeyPublic:
+    values: dict[str, object] = {
+        "name": name,
+        "prefix": "cove-AbCdEfG",
+        "created_at": T0,
+        "revoked_at": None,
+        "last_used_at": None,
+    }
+    values.update(overrides)
+    return ApiKeyPublic(**values)  # type: ignore[arg-type]
+
+
+def summary(key_: str | None, day: str, prompt: int, completion: int, deployment_: str = "chat") -> UsageSummary:
+    return UsageSummary(
+        key=key_, deployment=deployment_, day=day, requests=1, prompt_tokens=prompt, completion_tokens=completion
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- pools
+
+
+def test_pool_rows_of_a_cpu_pool_sum_replicas_times_resources() -> None:
+    held = (
+        Claim("chat", Resources(cpu=1.5, memory_mib=1024), replicas=2),
+        Claim("embed", Resources(cpu=0.5, memory_mib=512)),
+    )
+
+    rows = tables.pool_rows([usage_of(pool(), held)])
+
+    assert rows == [
+        {
+            "pool": "local",
+            "purpose": "any",
+            "GPUs": "none",
+            "sharing": "none",
+            "CPU (allocated / total)": "3.5 / 8",
+            "memory MiB (allocated / total)": "2560 / 16384",
+            "GPUs (allocated / total)": "–",
+            "free": "4.5 CPU cores, 13824 MiB memory",
+            "deployments": 2,
+        }
+    ]
+
+
+def test_pool_rows_of_a_gpu_pool_count_allocated_gpus_and_name_the_device() -> None:
+    gpu_pool = pool(
+        "gpu",
+        purpose="serve",
+        sharing=Sharing.WHOLE.value,
+        gpu_model="H100",
+        gpu_count=4,
+        gpu_memory_mib=81920,
+        cpu_cores=64.0,
+        memory_mib=262144,
+    )
+    held = (Claim("llama", Resources(cpu=4, memory_mib=32768, gpus=1), replicas=3),)
+
+    rows = tables.pool_rows([usage_of(gpu_pool, held), usage_of(pool("empty", gpu_count=0), ())])
+
+    assert rows == [
+        {
+            "pool": "gpu",
+            "purpose": "serve",
+            "GPUs": "4× H100",
+            "sharing": "whole",
+            "CPU (allocated / total)": "12 / 64",
+            "memory MiB (allocated / total)": "98304 / 262144",
+            "GPUs (allocated / total)": "3 / 4",
+            "free": "52 CPU cores, 163840 MiB memory, 1 of 4 GPUs",
+            "deployments": 1,
+        },
+        {
+            "pool": "empty",
+            "purpose": "any",
+            "GPUs": "none",
+            "sharing": "none",
+            "CPU (allocated / total)": "0 / 8",
+            "memory MiB (allocated / total)": "0 / 16384",
+            "GPUs (allocated / total)": "–",
+            "free": "8 CPU cores, 16384 MiB memory",
+            "deployments": 0,
+        },
+    ]
+
+
+def test_pool_rows_of_a_gpu_pool_without_a_model_name_say_gpu() -> None:
+    gpu_pool = pool("gpu", sharing=Sharing.WHOLE.value, gpu_count=2, gpu_memory_mib=1024)
+    free = Free(cpu=8.0, memory_mib=16384, gpus=2, gpu_total=2)
+
+    (row,) = tables.pool_rows([PoolUsage(pool=gpu_pool, held=(), free=free)])
+
+    assert (row["GPUs"], row["GPUs (allocated / total)"]) == ("2× GPU", "0 / 2")
+
+
+def test_pool_rows_of_no_pools_are_empty() -> None:
+    assert tables.pool_rows([]) == []
+
+
+@pytest.mark.parametrize(
+    ("cores", "held", "share"),
+    [
+        (8.0, (), 0.0),
+        (8.0, (Claim("a", Resources(cpu=1)), Claim("b", Resources(cpu=0.5), replicas=2)), 0.25),
+        (8.0, (Claim("a", Resources(cpu=4), replicas=3),), 1.0),  # over-allocated (capacity shrank): capped
+        (0.0, (Claim("a", Resources(cpu=1)),), 0.0),  # a pool without CPU cores does not divide by zero
+    ],
+)
+def test_cpu_share_is_the_allocated_fraction_capped_at_one(cores: float, held: tuple[Claim, ...], share: float) -> None:
+    usage = PoolUsage(pool=pool(cpu_cores=cores), held=held, free=Free(cpu=0, memory_mib=0, gpus=0))
+
+    assert tables.cpu_share(usage) == share
+
+
+# ---------------------------------------------------------------------------------------------- deployments
+
+
+def test_status_counts_list_every_status_in_lifecycle_order_with_zeros() -> None:
+    counts = tables.status_counts({"Failed": 1, "Ready": 2, "Pending": 1})
+
+    assert counts == {"Ready": 2, "Starting": 0, "Pending": 1, "Failed": 1, "Stopped": 0, "Deleting": 0}
+    assert list(counts) == ["Ready", "Starting", "Pending", "Failed", "Stopped", "Deleting"]
+
+
+def test_status_counts_of_nothing_are_all_zero_and_an_unknown_status_is_counted_last() -> None:
+    assert tables.status_counts({}) == dict.fromkeys(
+        ["Ready", "Starting", "Pending", "Failed", "Stopped", "Deleting"], 0
+    )
+    counts = tables.status_counts({"Unknown": 1})
+    assert list(counts.items())[-1] == ("Unknown", 1)
+    assert sum(counts.values()) == 1
+
+
+def test_deployment_rows_show_readiness_versions_and_the_first_line_of_the_message() -> None:
+    found = [
+        deployment(
+            "chat",
+            status="Starting",
+            replicas=3,
+            ready_replicas=1,
+            message="loading weights\nshard 1 of 4\nshard 2 of 4",
+        ),
+        deployment(
+            "embed",
+            model="bge",
+            model_version=1,
+            image="vllm",
+            image_version="0.11.0",
+            pool="gpu",
+            replicas=1,
+            ready_replicas=0,
+            status="Stopped",
+            autoscale=Autoscale(min_replicas=0, max_replicas=4, target_inflight=2),
+        ),
+    ]
+
+    assert tables.deployment_rows(found) == [
+        {
+            "name": "chat",
+            "status": "Starting",
+            "ready": "1/3",
+            "model": "qwen v2",
+            "image": "transformers:4.57.1",
+            "pool": "local",
+            "autoscale": "",
+            "message": "loading weights",
+        },
+        {
+            "name": "embed",
+            "status": "Stopped",
+            "ready": "0/1",
+            "model": "bge v1",
+            "image": "vllm:0.11.0",
+            "pool": "gpu",
+            "autoscale": "0–4",
+            "message": "",
+        },
+    ]
+
+
+def test_deployment_rows_of_nothing_are_empty() -> None:
+    assert tables.deployment_rows([]) == []
+
+
+# ---------------------------------------------------------------------------------------------------- models
+
+
+def test_model_rows_describe_each_model_by_its_newest_version() -> None:
+    qwen = ModelPublic(
+        name="qwen",
+        description="chat",
+        created_at=T0,
+        versions=[
+            version(1, size_bytes=512, architecture="Old"),
+            version(2, size_bytes=3 * 1024**3 // 2, source_kind="local", source="/data/qwen"),
+        ],
+    )
+    empty = ModelPublic(name="empty", description="", created_at=T0, versions=[])
+
+    assert tables.model_rows([qwen, empty]) == [
+        {
+            "model": "qwen",
+            "versions": 2,
+            "newest": "v2",
+            "architecture": "Qwen2ForCausalLM",
+            "size": "1.5 GiB",
+            "source": "local: /data/qwen",
+            "description": "chat",
+        },
+        {
+            "model": "empty",
+            "versions": 0,
+            "newest": "",
+            "architecture": "",
+            "size": "",
+            "source": "",
+            "description": "",
+        },
+    ]
+
+
+def test_model_rows_of_nothing_are_empty() -> None:
+    assert tables.model_rows([]) == []
+
+
+# ---------------------------------------------------------------------------------------------------- images
+
+
+def test_image_rows_tell_built_in_dockerfile_and_custom_images_apart_and_whether_each_runs_here() -> None:
+    found = [
+        image("vllm", "0.11.0", builtin=True, description="vLLM"),
+        image("mine", "1.0", dockerfile="FROM python:3.11-slim\n"),
+        image("mine", "2.0", local_command=["python", "serve.py", "--port", "{port}"]),
+    ]
+    problems = {"vllm:0.11.0": "needs an NVIDIA GPU", "mine:1.0": "", "other:9": "irrelevant"}
+
+    assert tables.image_rows(found, problems) == [
+        {
+            "image": "vllm",
+            "version": "0.11.0",
+            "runtime": "vllm",
+            "reference": "example.com/vllm:0.11.0",
+            "kind": "built-in",
+            "runs here": "no",
+            "description": "vLLM",
+        },
+        {
+            "image": "mine",
+            "version": "1.0",
+            "runtime": "mine",
+            "reference": "example.com/mine:1.0",
+            "kind": "Dockerfile",
+            "runs here": "yes",
+            "description": "",
+        },
+        {
+            "image": "mine",
+            "version": "2.0",
+            "runtime": "mine",
+            "reference": "example.com/mine:2.0",
+            "kind": "custom",
+            "runs here": "yes",  # no entry in problems: nothing known against it
+            "description": "",
+        },
+    ]
+
+
+def test_image_rows_of_nothing_are_empty() -> None:
+    assert tables.image_rows([], {"vllm:1": "x"}) == []
+
+
+# ---------------------------------------------------------------------------------------------------- events
+
+
+def test_event_rows_show_the_time_to_the_second_and_the_deployment() -> None:
+    found = [
+        EventPublic(kind="deployment", name="chat", type="Warning", reason="Crashed", message="exit 1", created_at=T1),
+        EventPublic(kind="deployment", name="chat", type="Normal", reason="Created", message="qwen v2", created_at=T0),
+    ]
+
+    assert tables.event_rows(found) == [
+        {
+            "time": "2026-11-24 17:45:59",
+            "deployment": "chat",
+            "type": "Warning",
+            "reason": "Crashed",
+            "message": "exit 1",
+        },
+        {
+            "time": "2026-11-23 09:05:07",
+            "deployment": "chat",
+            "type": "Normal",
+            "reason": "Created",
+            "message": "qwen v2",
+        },
+    ]
+    assert tables.event_rows([]) == []
+
+
+# ------------------------------------------------------------------------------------------------------ keys
+
+
+def test_key_rows_show_the_prefix_never_used_keys_and_revoked_keys() -> None:
+    found = [
+        key("app", last_used_at=T1),
+        key("fresh", prefix="cove-ZZZZZZZ"),
+        key("old", last_used_at=T0, revoked_at=T1),
+    ]
+
+    assert tables.key_rows(found) == [
+        {
+            "name": "app",
+            "key": "cove-AbCdEfG…",
+            "created": "2026-11-23 09:05",
+            "last used": "2026-11-24 17:45",
+            "state": "active",
+        },
+        {
+            "name": "fresh",
+            "key": "cove-ZZZZZZZ…",
+            "created": "2026-11-23 09:05",
+            "last used": "never",
+            "state": "active",
+        },
+        {
+            "name": "old",
+            "key": "cove-AbCdEfG…",
+            "created": "2026-11-23 09:05",
+            "last used": "2026-11-23 09:05",
+            "state": "revoked 2026-11-24",
+        },
+    ]
+    assert tables.key_rows([]) == []
+
+
+# ----------------------------------------------------------------------------------------------------- usage
+
+
+def test_tokens_per_key_day_sums_prompt_and_completion_per_day_and_key() -> None:
+    found = [
+        summary("app", "2026-11-23", 10, 5),
+        summary("app", "2026-11-23", 1, 1, deployment_="embed"),  # same key and day, another deployment: summed
+        summary(None, "2026-11-23", 7, 0),
+        summary("batch", "2026-11-24", 100, 200),
+    ]
+
+    frame = tables.tokens_per_key_day(found)
+
+    assert frame.to_dict() == {
+        "(no key)": {"2026-11-23": 7, "2026-11-24": 0},
+        "app": {"2026-11-23": 17, "2026-11-24": 0},
+        "batch": {"2026-11-23": 0, "2026-11-24": 300},
+    }
+    assert (frame.index.name, frame.columns.name) == ("day", "key")
+    assert list(frame.index) == ["2026-11-23", "2026-11-24"]
+
+
+def test_tokens_per_key_day_of_no_usage_is_an_empty_frame() -> None:
+    frame = tables.tokens_per_key_day([])
+
+    assert frame.empty
+    assert frame.to_dict() == {}
+
+
+def test_traffic_frame_is_indexed_by_minute_with_rounded_latencies() -> None:
+    points = [
+        Traffic(
+            minute="2026-11-23 09:05",
+            requests=4,
+            errors=1,
+            prompt_tokens=40,
+            completion_tokens=64,
+            latency_ms=123.456,
+            ttft_ms=20.04,
+        ),
+        Traffic(
+            minute="2026-11-23 09:07",
+            requests=2,
+            errors=0,
+            prompt_tokens=10,
+            completion_tokens=8,
+            latency_ms=50.0,
+            ttft_ms=None,
+        ),
+    ]
+
+    frame = tables.traffic_frame(points)
+
+    first, second = pd.Timestamp("2026-11-23 09:05"), pd.Timestamp("2026-11-23 09:07")
+    got = frame.to_dict()
+    ttft = got.pop("time to first token ms")
+    assert got == {
+        "requests": {first: 4, second: 2},
+        "errors": {first: 1, second: 0},
+        "prompt tokens": {first: 40, second: 10},
+        "completion tokens": {first: 64, second: 8},
+        "latency ms": {first: 123.5, second: 50.0},
+    }
+    assert ttft[first] == 20.0
+    assert math.isnan(ttft[second])  # not streamed: no time to first token, a gap in the chart
+    assert frame.index.name == "minute"
+    assert list(frame.columns) == [
+        "requests",
+        "errors",
+        "prompt tokens",
+        "completion tokens",
+        "latency ms",
+        "time to first token ms",
+    ]
+
+
+def test_traffic_frame_of_no_traffic_is_an_empty_frame() -> None:
+    frame = tables.traffic_frame([])
+
+    assert frame.empty
+    assert frame.to_dict() == {}
+
+
+# ------------------------------------------------------------------------------------------------- deploy form
+
+
+@pytest.mark.parametrize(
+    ("taken", "expected"),
+    [
+        ([], "qwen"),
+        (["other", "qwen-2"], "qwen"),
+        (["qwen"], "qwen-2"),
+        (["qwen", "qwen-2"], "qwen-3"),
+        (["qwen", "qwen-2", "qwen-3", "qwen-5"], "qwen-4"),
+        (iter(["qwen", "qwen-2"]), "qwen-3"),  # any iterable, read once
+    ],
+)
+def test_free_name_is_the_base_or_the_first_numbered_name_not_taken(taken: list[str], expected: str) -> None:
+    assert tables.free_name("qwen", taken) == expected
+
+
+def test_client_snippets_call_the_gateway_with_the_model_and_the_key_from_the_environment() -> None:
+    snippets = tables.client_snippets("http://studio.example:8000", "chat-2")
+
+    assert snippets == {
+        "curl": (
+            "curl http://studio.example:8000/v1/chat/completions \\\n"
+            '  -H "Authorization: Bearer $COVE_API_KEY" \\\n'
+            '  -H "Content-Type: application/json" \\\n'
+            """  -d '{"model": "chat-2", "messages": [{"role": "user", "content": "Hello!"}]}'"""
+        ),
+        "python": (
+            "import os\n"
+            "from openai import OpenAI\n"
+            "\n"
+            'client = OpenAI(base_url="http://studio.example:8000/v1", api_key=os.environ["COVE_API_KEY"])\n'
+            "reply = client.chat.completions.create(\n"
+            '    model="chat-2", messages=[{"role": "user", "content": "Hello!"}]\n'
+            ")\n"
+            "print(reply.choices[0].message.content)"
+        ),
+    }
+    for code in snippets.values():
+        assert "cove-" not in code  # no secret, not even a key prefix: the key comes from $COVE_API_KEY
+    compile(snippets["python"], "<snippet>", "exec")  # the Python snippet is valid Python
+
+
+def test_status_colors_cover_every_status() -> None:
+    assert set(tables.STATUS_COLORS) == set(Status)
+    assert tables.STATUS_COLORS[Status.READY] == "green"
+    assert tables.STATUS_COLORS[Status.FAILED] == "red"
+
+
+# ------------------------------------------------------------------------------------------- download progress
+
+
+def test_byte_reporter_reports_bytes_written_of_byte_bars_only() -> None:
+    reports: list[tuple[str, int, int]] = []
+    bar_class = byte_reporter(lambda done, total: reports.append(("report", done, total)))
+
+    with bar_class(total=1000, unit="B", desc="Reconstructing (incomplete total...)") as written:
+        written.update(300)
+        written.update(700)
+    with bar_class(total=1000, unit="B", desc="Downloading (incomplete total...)") as transfer:
+        transfer.update(500)
+    with bar_class(total=3, desc="Fetching 3 files") as files:  # unit "it"
+        files.update(1)
+
+    assert reports == [("report", 300, 1000), ("report", 1000, 1000)]
+
+
+def test_byte_reporter_reports_a_total_of_zero_when_the_size_is_unknown_and_draws_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    reports: list[tuple[int, int]] = []
+    bar_class = byte_reporter(lambda done, total: reports.append((done, total)))
+
+    with bar_class(unit="B", desc="model.safetensors") as bar:
+        bar.update(4096)
+
+    assert reports == [(4096, 0)]
+    assert capsys.readouterr() == ("", "")
