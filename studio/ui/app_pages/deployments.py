@@ -22,8 +22,9 @@ if st.session_state.get("deployment") not in names:
     st.session_state["deployment"] = names[0]
 
 
-@st.fragment(run_every=timedelta(seconds=2))
+@st.fragment(run_every=timedelta(seconds=5))
 def overview() -> None:
+    """Every deployment, refreshed every 5 s (the chosen one below every 2 s): listing thousands costs ~0.2 s."""
     st.dataframe(tables.deployment_rows(studio.deployments()), hide_index=True, width="stretch")
 
 
