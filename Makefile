@@ -33,6 +33,7 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/gateway_overhead.py
 	$(PY) benchmarks/deploy_first_token.py
+	$(PY) benchmarks/ui_render.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
