@@ -14,9 +14,9 @@ from playwright.sync_api import Page, expect, sync_playwright
 from studio.bootstrap import open_studio
 from studio.demo import PAIRS
 from studio.models import ApiKeyCreate
-from studio.services import keys, models
+from studio.services import keys, models, usage
 from studio.settings import Settings
-from tests.integration.conftest import CoveUp
+from tests.integration.conftest import CoveUp, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("COVE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
@@ -111,5 +111,19 @@ def test_deploy_from_the_studio_then_chat_in_the_playground(
         expect(page.locator("#chatbot")).to_contain_text(dict(PAIRS)["Hello"], timeout=60_000)
         expect(page.locator("#stats")).to_contain_text("tokens/s")
         snap(page, "playground")
+
+        # The reply was metered: the key's usage shows on the keys page, the traffic on the deployment's.
+        db = open_studio(settings)
+        try:
+            wait_until(lambda: usage.usage_records(db=db, deployment="demo-chat"), what="the chat's usage record")
+        finally:
+            db.dispose()
+        open_studio_page(page, ui, "keys", "API keys & usage")
+        expect(page.get_by_test_id("stVegaLiteChart")).to_have_count(1)
+        snap(page, "keys-after-chat")
+        open_studio_page(page, ui, "deployments", "Deployments")
+        page.get_by_role("tab", name="Traffic").click()
+        expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()
+        snap(page, "deployments-traffic")
 
         assert up.interrupt() == 0

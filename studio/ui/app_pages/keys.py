@@ -25,11 +25,13 @@ if found:
     if active:
         left, right = st.columns([3, 1], vertical_alignment="bottom")
         target = left.selectbox("Key to revoke", active, key="revoke-key")
-        if right.button("Revoke", icon=":material/block:", key="revoke"):
-            with guarded(f"revoke {target}"):
-                studio.revoke_key(target)
-                flash(f"Revoked {target}: requests with it are refused from now on.")
-                st.rerun()
+        with right.popover("Revoke", icon=":material/block:"):
+            st.write(f"Revoke **{target}**? Applications that use it are refused (401) from now on.")
+            if st.button("Revoke", type="primary", key="revoke"):
+                with guarded(f"revoke {target}"):
+                    studio.revoke_key(target)
+                    flash(f"Revoked {target}: requests with it are refused from now on.")
+                    st.rerun()
 else:
     st.caption("No keys yet.")
 
