@@ -283,6 +283,33 @@ class Resources(BaseModel):
         return self
 
 
+class Notebook(SQLModel, table=True):
+    """A notebook server the hub started: what it holds of a pool, so deployments and notebooks share admission."""
+
+    __tablename__ = "notebooks"
+    id: int | None = SQLField(default=None, primary_key=True)
+    name: str = SQLField(unique=True, index=True)  # "user" or "user/server"
+    user: str = SQLField(index=True)
+    profile: str  # the profile's slug
+    pool_id: int = SQLField(foreign_key="pools.id", ondelete="RESTRICT", index=True)
+    cpu: float = 1.0
+    memory_mib: int = 2048
+    gpus: int = 0
+    gpu_memory_mib: int = 0
+    gpu_cores: int = 0
+    started_at: datetime = _ts()
+
+
+class NotebookPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    name: str
+    user: str
+    profile: str
+    pool: str
+    resources: Resources
+    started_at: datetime
+
+
 class Autoscale(BaseModel):
     model_config = ConfigDict(frozen=True)
     min_replicas: int = Field(default=1, ge=0)

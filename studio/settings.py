@@ -27,6 +27,23 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535, description="Port of the gateway (/v1, /healthz, /metrics).")
     ui_port: int = Field(default=8501, ge=1, le=65535, description="Port of the studio UI (Streamlit).")
     playground_port: int = Field(default=7860, ge=1, le=65535, description="Port of the playground (Gradio).")
+    hub_port: int = Field(default=8000, ge=1, le=65535, description="Port of the notebook hub (its proxy).")
+    hub_api_port: int = Field(default=8081, ge=1, le=65535, description="The hub's internal API port (loopback).")
+    hub_proxy_api_port: int = Field(default=8001, ge=1, le=65535, description="The proxy's REST API port (loopback).")
+    hub_idle_timeout_s: int = Field(
+        default=3600, ge=10, description="A notebook server idle this long is stopped and its capacity freed."
+    )
+    hub_max_age_s: int = Field(
+        default=0, ge=0, description="Stop any notebook server older than this, busy or not (0: no limit)."
+    )
+    hub_cull_every_s: int = Field(default=60, ge=1, description="How often idle and old servers are looked for.")
+    hub_activity_interval_s: int = Field(
+        default=60, ge=1, description="How often servers report activity (lower than the idle timeout)."
+    )
+    hub_admin_users: list[str] = Field(default=["admin"], description="Users who administer the hub.")
+    hub_password: str = Field(
+        default="", description="Shared password of the built-in login (embedded mode). Empty: any password."
+    )
     public_url: str = Field(
         default="",
         description="How clients and the UIs reach the gateway (https://cove.example.com). Empty: from HOST and PORT.",
@@ -95,6 +112,15 @@ class Settings(BaseSettings):
     def listen_url(self) -> str:
         """The gateway's own address, from HOST and PORT."""
         return self.local_url(self.port)
+
+    @property
+    def hub_dir(self) -> Path:
+        """The hub's own state: its database, cookie secret, proxy pid file, the API token the studio uses."""
+        return self.home / "hub"
+
+    @property
+    def hub_url(self) -> str:
+        return self.local_url(self.hub_port)
 
     @property
     def ui_url(self) -> str:

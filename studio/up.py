@@ -1,9 +1,9 @@
 """``cove up``: everything Cove runs, in the foreground, stopped together by Ctrl-C.
 
-Each part (the server, i.e. gateway + controller; the studio UI; the playground) is a child process in a session of
-its own, so Ctrl-C reaches ``cove up`` alone and the parts are stopped in order: SIGTERM, a grace period, then
-SIGKILL. Children are also told to stop if ``cove up`` itself dies (Linux parent-death signal), so nothing is
-orphaned.
+Each part (the server, i.e. gateway + controller; the studio UI; the playground; the notebook hub) is a child
+process in a session of its own, so Ctrl-C reaches ``cove up`` alone and the parts are stopped in order: SIGTERM, a
+grace period, then SIGKILL. Children are also told to stop if ``cove up`` itself dies (Linux parent-death signal), so
+nothing is orphaned.
 """
 
 from __future__ import annotations
@@ -28,7 +28,12 @@ from studio.server import bind
 from studio.services import deployments
 from studio.settings import Settings
 
-PORTS = (("port", "COVE_PORT"), ("ui_port", "COVE_UI_PORT"), ("playground_port", "COVE_PLAYGROUND_PORT"))
+PORTS = (
+    ("port", "COVE_PORT"),
+    ("ui_port", "COVE_UI_PORT"),
+    ("playground_port", "COVE_PLAYGROUND_PORT"),
+    ("hub_port", "COVE_HUB_PORT"),
+)
 STOP_GRACE_S = 30.0  # the server itself gives its replicas 10 s
 PR_SET_PDEATHSIG = 1
 
@@ -128,6 +133,7 @@ def up(settings: Settings, *, demo: bool, say: Callable[[str], None] = print) ->
         Part("server", [python, "-m", "studio.cli", "server"], settings.listen_url + "/healthz"),
         Part("studio UI", [python, "-m", "studio.cli", "ui"], settings.ui_url + "/_stcore/health"),
         Part("playground", [python, "-m", "studio.cli", "playground"], settings.playground_url + "/"),
+        Part("notebook hub", [python, "-m", "studio.cli", "hub"], settings.hub_url + "/hub/health"),
     ]
     sup = Supervisor(parts, say)
     previous = {sig: signal.signal(sig, lambda *_: sup.stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -161,6 +167,7 @@ def _banner(settings: Settings, key: str | None, say: Callable[[str], None]) -> 
         "Cove is running. Ctrl-C stops everything.",
         f"  studio                       {settings.ui_url}",
         f"  playground                   {settings.playground_url}",
+        f"  notebooks (JupyterHub)       {settings.hub_url}",
         f"  gateway (OpenAI-compatible)  {base}/v1",
         f"  health / metrics             {base}/healthz   {base}/metrics",
         f"  state                        {settings.home}",

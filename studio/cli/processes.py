@@ -62,6 +62,26 @@ def playground(ctx: click.Context) -> None:
     serve(settings)
 
 
+@cli.command("hub")
+@click.pass_context
+def hub_command(ctx: click.Context) -> None:
+    """Run the notebook hub (JupyterHub and its proxy) on COVE_HUB_PORT (what `cove up` starts)."""
+    import signal
+    import sys
+
+    import hub
+    from studio.server import bind
+
+    settings = settings_of(ctx)
+    bind(settings.host, settings.hub_port, "COVE_HUB_PORT").close()
+    settings.hub_dir.mkdir(parents=True, exist_ok=True)
+    os.chdir(settings.hub_dir)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # an inherited "ignore" would make the hub's services ignore it too
+    config = Path(hub.__file__).with_name("jupyterhub_config.py")
+    click.echo(f"notebook hub on {settings.hub_url}", err=True)
+    os.execv(sys.executable, [sys.executable, "-m", "jupyterhub", "-f", str(config)])
+
+
 @cli.command("demo-model")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--steps", default=200, show_default=True, help="Training steps.")

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 from studio.backends.base import DetectedPool
 from studio.db import Database
 from studio.errors import NotFound
-from studio.models import Deployment, Pool, PoolPublic, Resources, Sharing
+from studio.models import Deployment, Notebook, Pool, PoolPublic, Resources, Sharing
 from studio.pools import Capacity, Claim, Free, free_of
 
 
@@ -64,7 +64,8 @@ def resources_of(deployment: Deployment) -> Resources:
 
 
 def claims_in(session: Session, *, pool_id: int, exclude: str | None = None) -> list[Claim]:
-    """What deployments hold of the pool: their replicas (deleting ones still hold until they are gone)."""
+    """What deployments and notebook servers hold of the pool: deployments' replicas (deleting ones still hold until
+    they are gone), then each running notebook (owner "notebook USER[/SERVER]"). ``exclude`` names a deployment."""
     d = Deployment
     columns = (d.name, d.cpu, d.memory_mib, d.gpus, d.gpu_memory_mib, d.gpu_cores, d.replicas)
     rows = session.execute(
@@ -78,6 +79,21 @@ def claims_in(session: Session, *, pool_id: int, exclude: str | None = None) -> 
         )
         for name, cpu, mem, gpus, gpu_mem, cores, replicas in rows
         if name != exclude
+    ] + notebook_claims(session, pool_id=pool_id)
+
+
+def notebook_claims(session: Session, *, pool_id: int) -> list[Claim]:
+    n = Notebook
+    columns = (n.name, n.cpu, n.memory_mib, n.gpus, n.gpu_memory_mib, n.gpu_cores)
+    rows = session.execute(
+        sa.select(*(col(c) for c in columns)).where(col(n.pool_id) == pool_id).order_by(col(n.id))
+    ).all()
+    return [
+        Claim(
+            owner=f"notebook {name}",
+            resources=Resources(cpu=cpu, memory_mib=mem, gpus=gpus, gpu_memory_mib=gpu_mem, gpu_cores=cores),
+        )
+        for name, cpu, mem, gpus, gpu_mem, cores in rows
     ]
 
 

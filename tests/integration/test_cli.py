@@ -53,9 +53,10 @@ def test_up_serves_the_demo_and_ctrl_c_stops_everything(settings: Settings, demo
         assert f"playground                   {settings.playground_url}" in up.output
         assert answers(settings.ui_url + "/_stcore/health")  # the studio UI and the playground run too
         assert answers(settings.playground_url + "/")
+        assert answers(settings.hub_url + "/hub/health")
         assert up.proc is not None
         children = psutil.Process(up.proc.pid).children(recursive=True)
-        assert len(children) >= 4  # server, UI, playground, the demo's model server
+        assert len(children) >= 5  # server, UI, playground, hub (and its proxy), the demo's model server
         assert up.interrupt() == 0  # Ctrl-C
     assert "stopped" in up.lines[-1]
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]  # no orphans
@@ -64,7 +65,12 @@ def test_up_serves_the_demo_and_ctrl_c_stops_everything(settings: Settings, demo
 
 @pytest.mark.parametrize(
     ("port", "variable"),
-    [("port", "COVE_PORT"), ("ui_port", "COVE_UI_PORT"), ("playground_port", "COVE_PLAYGROUND_PORT")],
+    [
+        ("port", "COVE_PORT"),
+        ("ui_port", "COVE_UI_PORT"),
+        ("playground_port", "COVE_PLAYGROUND_PORT"),
+        ("hub_port", "COVE_HUB_PORT"),
+    ],
 )
 def test_up_refuses_a_taken_port_before_doing_anything(settings: Settings, port: str, variable: str) -> None:
     number = getattr(settings, port)

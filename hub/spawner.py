@@ -1,0 +1,157 @@
+"""Pool-aware spawning: a notebook server is started only when its profile fits in its pool, and its claim on the
+pool is held until it stops (or is culled), so notebooks and deployments never overcommit the same capacity.
+
+``PoolSpawnerMixin`` holds the shared part (profiles for the user's groups, admission through
+``studio.services.notebooks``, the data paths); ``LocalPoolSpawner`` runs real JupyterLab processes on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import os
+from typing import Any, ClassVar
+
+from jupyterhub.spawner import SimpleLocalProcessSpawner
+from tornado import web
+from traitlets import Any as AnyTrait
+from traitlets import Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from hub.profiles import Profile, profiles_for
+from studio.bootstrap import open_studio
+from studio.db import Database
+from studio.errors import CoveError
+from studio.services import notebooks, pools
+from studio.settings import Settings
+
+
+class PoolSpawnerMixin(LoggingConfigurable):
+    """Profiles from the studio's pools, admission before start, release after stop. Put it before the concrete
+    spawner's class (``class X(PoolSpawnerMixin, KubeSpawner)``)."""
+
+    cove_settings = AnyTrait(help="Cove's Settings (set by hub/jupyterhub_config.py).").tag(config=True)
+    retry_hint = Unicode("", help="Added to a refusal: when capacity comes back.").tag(config=True)
+    _databases: ClassVar[dict[str, Database]] = {}
+
+    # what the spawner this is mixed into provides
+    user: Any
+    name: str
+    user_options: dict[str, Any]
+    environment: dict[str, str]
+
+    @property
+    def settings(self) -> Settings:
+        return self.cove_settings or Settings()
+
+    def _db(self) -> Database:
+        url = self.settings.db_url
+        if url not in self._databases:
+            self._databases[url] = open_studio(self.settings)
+        return self._databases[url]
+
+    def _groups(self) -> list[str]:
+        return [g.name for g in getattr(self.user, "groups", [])]
+
+    def profiles(self) -> list[Profile]:
+        usage = pools.list_pools(db=self._db())
+        return profiles_for([(u.pool, u.free) for u in usage], self._groups())
+
+    def _options_form(self, _spawner: Any) -> str:
+        choices = "".join(
+            f'<option value="{html.escape(p.slug)}">{html.escape(p.display_name)} — {html.escape(p.description)}'
+            "</option>"
+            for p in self.profiles()
+        )
+        if not choices:
+            return "<p>No pool serves notebooks for your groups. Ask an administrator for access.</p>"
+        return f'<label for="profile">Profile</label><select name="profile" class="form-control">{choices}</select>'
+
+    def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
+        return {"profile": (formdata.get("profile") or [""])[0]}
+
+    def chosen_profile(self) -> Profile:
+        """The profile in ``user_options`` (the first the user may start when none is named)."""
+        offered = self.profiles()
+        wanted = (self.user_options or {}).get("profile") or ""
+        if not offered:
+            raise web.HTTPError(403, "no pool serves notebooks for your groups; ask an administrator for access")
+        if not wanted:
+            return offered[0]
+        found = next((p for p in offered if p.slug == wanted), None)
+        if found is None:
+            names = ", ".join(p.slug for p in offered)
+            raise web.HTTPError(400, f"unknown profile {wanted!r}; you may start: {names}")
+        return found
+
+    async def claim(self) -> Profile:
+        """Admit the chosen profile against its pool, or refuse with what is free and when to retry (HTTP 409)."""
+        profile = self.chosen_profile()
+        try:
+            await asyncio.to_thread(
+                notebooks.claim_notebook,
+                db=self._db(),
+                user=self.user.name,
+                server=self.name,
+                pool=profile.pool,
+                profile=profile.slug,
+                resources=profile.resources,
+                retry_hint=self.retry_hint,
+            )
+        except CoveError as exc:
+            raise web.HTTPError(409, f"{exc.message}. {exc.hint}") from exc
+        settings = self.settings
+        self.environment.update(
+            {
+                "COVE_POOL": profile.pool,
+                "COVE_PROFILE": profile.slug,
+                "COVE_MODELS_DIR": str(settings.models_dir),
+                "COVE_DATASETS_DIR": str(settings.datasets_dir),
+                "HF_HUB_CACHE": str(settings.models_dir),
+                "COVE_GATEWAY_URL": settings.gateway_url,
+            }
+        )
+        return profile
+
+    async def release(self) -> None:
+        await asyncio.to_thread(notebooks.release_notebook, db=self._db(), user=self.user.name, server=self.name)
+
+
+class LocalPoolSpawner(PoolSpawnerMixin, SimpleLocalProcessSpawner):
+    """Real JupyterLab processes on this machine, one per server, admitted against the local pools."""
+
+    @default("options_form")
+    def _default_options_form(self) -> Any:
+        return self._options_form
+
+    async def start(self) -> Any:
+        await self.claim()
+        try:
+            return await super().start()
+        except BaseException:
+            await self.release()
+            raise
+
+    async def stop(self, now: bool = False) -> None:
+        try:
+            await super().stop(now=now)
+        finally:
+            await self.release()
+
+    async def poll(self) -> int | None:
+        status: int | None = await super().poll()
+        if status is not None and self.pid:  # the process ended on its own: give its capacity back
+            await self.release()
+        return status
+
+
+def singleuser_args() -> list[str]:
+    """JupyterLab as the single-user app: no news or update checks (they reach the internet), root allowed here."""
+    args = [
+        "--ServerApp.default_url=/lab",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
+    if os.geteuid() == 0:
+        args.append("--allow-root")
+    return args
