@@ -16,6 +16,8 @@ from typing import Any
 
 import streamlit as st
 
+from hub.client import HubClient, Server
+from hub.profiles import Profile, profiles_for
 from studio.backends.base import WorkloadSpec
 from studio.backends.local import detect_gpus, log_tail
 from studio.bootstrap import open_studio
@@ -34,13 +36,14 @@ from studio.models import (
     ModelCreate,
     ModelPublic,
     ModelVersionPublic,
+    NotebookPublic,
     Resources,
     Traffic,
     UsageSummary,
 )
 from studio.pools import Admission
 from studio.runtimes import local_availability
-from studio.services import deployments, events, images, keys, models, pools, usage
+from studio.services import deployments, events, images, keys, models, notebooks, pools, usage
 from studio.services.pools import PoolUsage
 from studio.settings import Settings
 
@@ -188,6 +191,26 @@ class Studio:
 
     def traffic(self, name: str, *, window: timedelta = timedelta(hours=1)) -> list[Traffic]:
         return usage.traffic(db=self.db, deployment=name, since=utcnow() - window)
+
+    # ---------------------------------------------------------------------------------------------- notebooks
+
+    def notebook_servers(self) -> list[Server]:
+        return HubClient(self.settings).servers()
+
+    def notebook_claims(self) -> list[NotebookPublic]:
+        return notebooks.list_notebooks(db=self.db)
+
+    def notebook_profiles(self) -> list[Profile]:
+        """Every profile of every pool (the hub still checks the user's groups when starting)."""
+        usage = pools.list_pools(db=self.db)
+        groups = {g for u in usage for g in u.pool.groups}
+        return profiles_for([(u.pool, u.free) for u in usage], groups)
+
+    def start_notebook(self, user: str, profile: str) -> None:
+        HubClient(self.settings).start(user, profile)
+
+    def stop_notebook(self, user: str) -> None:
+        HubClient(self.settings).stop(user)
 
     # ------------------------------------------------------------------------------------------ keys, usage
 

@@ -26,6 +26,8 @@ from studio.modelstore import human_size
 from studio.pools import Claim
 from studio.services.pools import PoolUsage
 
+NOTEBOOK_OWNER = "notebook "  # how notebook servers' claims are named (studio.services.pools.notebook_claims)
+
 STATUS_COLORS = {
     Status.READY: "green",
     Status.STARTING: "blue",
@@ -63,7 +65,8 @@ def pool_rows(pools: Sequence[PoolUsage]) -> list[dict[str, Any]]:
                 "memory MiB (allocated / total)": f"{held.memory_mib} / {p.memory_mib}",
                 "GPUs (allocated / total)": f"{p.gpu_count - usage.free.gpus} / {p.gpu_count}" if p.gpu_count else "–",
                 "free": usage.free.describe(),
-                "deployments": len(usage.held),
+                "deployments": sum(1 for c in usage.held if not c.owner.startswith(NOTEBOOK_OWNER)),
+                "notebooks": sum(1 for c in usage.held if c.owner.startswith(NOTEBOOK_OWNER)),
             }
         )
     return rows

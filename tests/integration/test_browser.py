@@ -97,7 +97,13 @@ def test_deploy_from_the_studio_then_chat_in_the_playground(
         expect(status).to_be_visible(timeout=120_000)
         snap(page, "deployments")
 
-        for path, title in [("", "Overview"), ("models", "Models"), ("images", "Images"), ("keys", "API keys & usage")]:
+        for path, title in [
+            ("", "Overview"),
+            ("models", "Models"),
+            ("images", "Images"),
+            ("keys", "API keys & usage"),
+            ("notebooks", "Notebooks"),
+        ]:
             open_studio_page(page, ui, path, title)
             snap(page, path or "overview")
 

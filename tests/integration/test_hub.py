@@ -258,3 +258,39 @@ def test_max_age_reclaims_even_a_busy_server(tmp_path: Path) -> None:
                 execute(settings, "alice", token, "print(1)")  # busy until the server is taken away
         assert not hub.server("alice"), "the server outlived its maximum age"
         assert claims(settings) == {}
+
+
+def test_the_studio_notebooks_page_starts_and_stops_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from studio.ui import facade
+
+    settings = hub_settings(tmp_path / "cove")
+    add_pool(settings, "lab", cpu=2)
+    for name, value in cove_env(settings).items():
+        if name.startswith("COVE_"):
+            monkeypatch.setenv(name, value)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "studio/ui/app.py"), default_timeout=30)
+    try:
+        at.switch_page("app_pages/notebooks.py").run()
+        assert "does not answer" in "\n".join(e.value for e in at.error)  # no hub yet: said plainly
+
+        with Hub(settings, tmp_path / "hub.log") as hub:
+            at.run()
+            assert not at.error
+            at.text_input(key="notebook-user").input("carol")
+            at.selectbox(key="notebook-profile").set_value("lab-cpu-1")
+            at.button[0].click().run()
+            assert "Starting carol's server (lab-cpu-1)" in "\n".join(s.value for s in at.success)
+            hub.wait_ready("carol")
+            at.run()
+            row = at.dataframe[0].value.to_dict("records")[0]
+            assert (row["user"], row["state"], row["pool"], row["profile"]) == ("carol", "ready", "lab", "lab-cpu-1")
+
+            at.selectbox(key="notebook-stop-user").set_value("carol")
+            at.button(key="notebook-stop").click().run()
+            wait_until(lambda: not hub.server("carol"), timeout=60, what="carol's server to stop")
+            assert claims(settings) == {}
+    finally:
+        facade.current().db.dispose()
+        facade._open.clear()

@@ -167,8 +167,21 @@ def test_pool_rows_of_a_cpu_pool_sum_replicas_times_resources() -> None:
             "GPUs (allocated / total)": "–",
             "free": "4.5 CPU cores, 13824 MiB memory",
             "deployments": 2,
+            "notebooks": 0,
         }
     ]
+
+
+def test_pool_rows_count_notebook_servers_apart_from_deployments() -> None:
+    held = (
+        Claim("chat", Resources(cpu=1)),
+        Claim("notebook alice", Resources(cpu=2)),
+        Claim("notebook bob/x", Resources()),
+    )
+
+    (row,) = tables.pool_rows([usage_of(pool(), held)])
+
+    assert (row["deployments"], row["notebooks"], row["CPU (allocated / total)"]) == (1, 2, "4 / 8")
 
 
 def test_pool_rows_of_a_gpu_pool_count_allocated_gpus_and_name_the_device() -> None:
@@ -197,6 +210,7 @@ def test_pool_rows_of_a_gpu_pool_count_allocated_gpus_and_name_the_device() -> N
             "GPUs (allocated / total)": "3 / 4",
             "free": "52 CPU cores, 163840 MiB memory, 1 of 4 GPUs",
             "deployments": 1,
+            "notebooks": 0,
         },
         {
             "pool": "empty",
@@ -208,6 +222,7 @@ def test_pool_rows_of_a_gpu_pool_count_allocated_gpus_and_name_the_device() -> N
             "GPUs (allocated / total)": "–",
             "free": "8 CPU cores, 16384 MiB memory",
             "deployments": 0,
+            "notebooks": 0,
         },
     ]
 
