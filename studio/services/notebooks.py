@@ -12,7 +12,7 @@ from studio.db import Database
 from studio.errors import QuotaExceeded
 from studio.models import Notebook, NotebookPublic, Pool, Resources
 from studio.pools import Claim, admit
-from studio.services.pools import capacity_of, claims_in, find_pool, lock_pool
+from studio.services.pools import capacity_of, claims_in, find_pool, lock_pool, resources_of
 
 
 def notebook_name(user: str, server: str = "") -> str:
@@ -69,8 +69,6 @@ def _public(n: Notebook, pool: Pool) -> NotebookPublic:
         user=n.user,
         profile=n.profile,
         pool=pool.name,
-        resources=Resources(
-            cpu=n.cpu, memory_mib=n.memory_mib, gpus=n.gpus, gpu_memory_mib=n.gpu_memory_mib, gpu_cores=n.gpu_cores
-        ),
+        resources=resources_of(n),
         started_at=n.started_at,
     )

@@ -53,13 +53,14 @@ def capacity_of(pool: Pool) -> Capacity:
     )
 
 
-def resources_of(deployment: Deployment) -> Resources:
+def resources_of(row: Deployment | Notebook) -> Resources:
+    """What one replica of a deployment, or one notebook server, asks for."""
     return Resources(
-        cpu=deployment.cpu,
-        memory_mib=deployment.memory_mib,
-        gpus=deployment.gpus,
-        gpu_memory_mib=deployment.gpu_memory_mib,
-        gpu_cores=deployment.gpu_cores,
+        cpu=row.cpu,
+        memory_mib=row.memory_mib,
+        gpus=row.gpus,
+        gpu_memory_mib=row.gpu_memory_mib,
+        gpu_cores=row.gpu_cores,
     )
 
 
