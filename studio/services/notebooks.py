@@ -12,7 +12,7 @@ from studio.db import Database
 from studio.errors import QuotaExceeded
 from studio.models import Notebook, NotebookPublic, Pool, Resources
 from studio.pools import Claim, admit
-from studio.services.pools import capacity_of, claims_in, find_pool, lock_pool, resources_of
+from studio.services.pools import NOTEBOOK_OWNER, capacity_of, claims_in, find_pool, lock_pool, resources_of
 
 
 def notebook_name(user: str, server: str = "") -> str:
@@ -35,7 +35,9 @@ def claim_notebook(
         if old is not None:
             session.delete(old)
             session.flush()
-        verdict = admit(capacity_of(row), claims_in(session, pool_id=row.id or 0), Claim(f"notebook {name}", resources))
+        verdict = admit(
+            capacity_of(row), claims_in(session, pool_id=row.id or 0), Claim(NOTEBOOK_OWNER + name, resources)
+        )
         if not verdict.fits:
             hint = f"free in pool {pool!r}: {verdict.free.describe()}" + (f"; {retry_hint}" if retry_hint else "")
             raise QuotaExceeded(f"no room for this notebook: {verdict.reason}", hint=hint)

@@ -13,6 +13,8 @@ from studio.errors import NotFound
 from studio.models import Deployment, Notebook, Pool, PoolPublic, Resources, Sharing
 from studio.pools import Capacity, Claim, Free, free_of
 
+NOTEBOOK_OWNER = "notebook "  # how a notebook server's claim is named: "notebook USER[/SERVER]"
+
 
 @dataclass(frozen=True)
 class PoolUsage:
@@ -67,34 +69,28 @@ def resources_of(row: Deployment | Notebook) -> Resources:
 def claims_in(session: Session, *, pool_id: int, exclude: str | None = None) -> list[Claim]:
     """What deployments and notebook servers hold of the pool: deployments' replicas (deleting ones still hold until
     they are gone), then each running notebook (owner "notebook USER[/SERVER]"). ``exclude`` names a deployment."""
-    d = Deployment
-    columns = (d.name, d.cpu, d.memory_mib, d.gpus, d.gpu_memory_mib, d.gpu_cores, d.replicas)
-    rows = session.execute(
-        sa.select(*(col(c) for c in columns)).where(col(d.pool_id) == pool_id).order_by(col(d.id))
-    ).all()  # columns, not ORM objects: admission reads every claim of a pool on each create and page view
-    return [
-        Claim(
-            owner=name,
-            resources=Resources(cpu=cpu, memory_mib=mem, gpus=gpus, gpu_memory_mib=gpu_mem, gpu_cores=cores),
-            replicas=replicas,
-        )
-        for name, cpu, mem, gpus, gpu_mem, cores, replicas in rows
-        if name != exclude
-    ] + notebook_claims(session, pool_id=pool_id)
+    deployments = [c for c in _claims(session, Deployment, pool_id) if c.owner != exclude]
+    return deployments + _claims(session, Notebook, pool_id, owner_prefix=NOTEBOOK_OWNER)
 
 
-def notebook_claims(session: Session, *, pool_id: int) -> list[Claim]:
-    n = Notebook
-    columns = (n.name, n.cpu, n.memory_mib, n.gpus, n.gpu_memory_mib, n.gpu_cores)
+def _claims(
+    session: Session, table: type[Deployment] | type[Notebook], pool_id: int, owner_prefix: str = ""
+) -> list[Claim]:
+    """The claims of one table's rows in a pool, oldest first. Columns, not ORM objects: admission reads every claim
+    of a pool on each create and page view. A notebook server is one replica."""
+    t = table
+    replicas = col(Deployment.replicas) if t is Deployment else sa.literal(1)
+    columns = (t.name, t.cpu, t.memory_mib, t.gpus, t.gpu_memory_mib, t.gpu_cores)
     rows = session.execute(
-        sa.select(*(col(c) for c in columns)).where(col(n.pool_id) == pool_id).order_by(col(n.id))
+        sa.select(*(col(c) for c in columns), replicas).where(col(t.pool_id) == pool_id).order_by(col(t.id))
     ).all()
     return [
         Claim(
-            owner=f"notebook {name}",
+            owner=owner_prefix + name,
             resources=Resources(cpu=cpu, memory_mib=mem, gpus=gpus, gpu_memory_mib=gpu_mem, gpu_cores=cores),
+            replicas=n,
         )
-        for name, cpu, mem, gpus, gpu_mem, cores in rows
+        for name, cpu, mem, gpus, gpu_mem, cores, n in rows
     ]
 
 

@@ -24,9 +24,7 @@ from studio.models import (
 )
 from studio.modelstore import human_size
 from studio.pools import Claim
-from studio.services.pools import PoolUsage
-
-NOTEBOOK_OWNER = "notebook "  # how notebook servers' claims are named (studio.services.pools.notebook_claims)
+from studio.services.pools import NOTEBOOK_OWNER, PoolUsage
 
 STATUS_COLORS = {
     Status.READY: "green",
