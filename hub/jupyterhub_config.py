@@ -6,8 +6,9 @@ Run by `cove hub` (and `cove up`) as ``jupyterhub -f hub/jupyterhub_config.py`` 
 import sys
 from pathlib import Path
 
-from hub.spawner import LocalPoolSpawner, singleuser_args
+from hub.spawner import KubePoolSpawner, LocalPoolSpawner, singleuser_args
 from hub.tokens import service_token
+from studio.backends.kubernetes.manifests import restricted_container_context, restricted_pod_context
 from studio.settings import Settings
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821  (JupyterHub provides it)
@@ -31,24 +32,59 @@ c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(state / "cookie_secret")
 c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
 
-# ---- who may log in (embedded mode: the built-in login; on Kubernetes, configure an OAuth authenticator)
+# ---- who may log in: the built-in login; a team's OAuth authenticator goes in COVE_HUB_EXTRA_CONFIG (with
+# Authenticator.manage_groups its groups select pools, as COVE_HUB_GROUPS does here)
 c.JupyterHub.authenticator_class = "dummy"
 if settings.hub_password:
     c.DummyAuthenticator.password = settings.hub_password
 c.Authenticator.allow_all = True
 c.Authenticator.admin_users = set(settings.hub_admin_users)
+c.JupyterHub.load_groups = {group: {"users": users} for group, users in settings.hub_groups.items()}
 
-# ---- spawning: pool-aware JupyterLab processes; the profile form comes from the studio's pools
-c.JupyterHub.spawner_class = LocalPoolSpawner
-c.LocalPoolSpawner.cove_settings = settings
-c.LocalPoolSpawner.retry_hint = (
-    f"retry when a server stops; idle servers are stopped after {settings.hub_idle_timeout_s} s"
-)
-c.Spawner.cmd = [str(bindir / "jupyterhub-singleuser")]
-c.Spawner.args = singleuser_args()
+# ---- spawning: the profile form comes from the studio's pools; a server is admitted against its pool first
 c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(settings.hub_activity_interval_s)}
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 60
+retry_hint = f"retry when a server stops; idle servers are stopped after {settings.hub_idle_timeout_s} s"
+
+if settings.hub_spawner == "local":  # JupyterLab processes on this machine, run from Cove's environment
+    c.JupyterHub.spawner_class = LocalPoolSpawner
+    c.LocalPoolSpawner.cove_settings = settings
+    c.LocalPoolSpawner.retry_hint = retry_hint
+    c.Spawner.cmd = [str(bindir / "jupyterhub-singleuser")]
+    c.Spawner.args = singleuser_args()
+else:  # a pod per server (KubeSpawner), sized and placed by its profile
+    uid, gid = 1000, 100  # the notebook image's user (jovyan) and group (users)
+    c.JupyterHub.spawner_class = KubePoolSpawner
+    c.JupyterHub.hub_ip = "0.0.0.0"  # pods call the hub's API through its Service
+    c.JupyterHub.hub_connect_ip = settings.hub_connect_host
+    c.KubePoolSpawner.cove_settings = settings
+    c.KubePoolSpawner.retry_hint = retry_hint
+    c.KubeSpawner.namespace = settings.kube_namespace
+    c.KubeSpawner.image = settings.notebook_image
+    c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+    c.KubeSpawner.args = singleuser_args(allow_root=False)
+    c.KubeSpawner.uid, c.KubeSpawner.gid, c.KubeSpawner.fs_gid = uid, gid, gid
+    c.KubeSpawner.pod_security_context = restricted_pod_context(uid=uid, gid=gid)
+    c.KubeSpawner.container_security_context = restricted_container_context()
+    c.KubeSpawner.automount_service_account_token = False
+    # home: one volume per server, kept when the server stops; data: the shared caches, read-only
+    c.KubeSpawner.storage_pvc_ensure = True
+    c.KubeSpawner.pvc_name_template = "home-{user_server}"
+    c.KubeSpawner.storage_capacity = settings.notebook_home_size
+    c.KubeSpawner.storage_class = settings.notebook_storage_class or None
+    c.KubeSpawner.storage_access_modes = ["ReadWriteOnce"]
+    data = KubePoolSpawner.DATA
+    c.KubeSpawner.volumes = [
+        {"name": "home", "persistentVolumeClaim": {"claimName": "home-{user_server}"}},
+        {"name": "models", "persistentVolumeClaim": {"claimName": settings.models_pvc, "readOnly": True}},
+        {"name": "datasets", "persistentVolumeClaim": {"claimName": settings.datasets_pvc, "readOnly": True}},
+    ]
+    c.KubeSpawner.volume_mounts = [
+        {"name": "home", "mountPath": "/home/jovyan"},
+        {"name": "models", "mountPath": f"{data}/models", "readOnly": True},
+        {"name": "datasets", "mountPath": f"{data}/datasets", "readOnly": True},
+    ]
 
 # ---- reclaiming: the idle culler stops idle servers, and (with a max age) every server past its window.
 # Activity is reported more often than the timeout, so a busy server is never mistaken for an idle one.
@@ -71,3 +107,7 @@ c.JupyterHub.load_roles = [
         "services": ["cove-studio"],
     },
 ]
+
+# ---- last, a deployment's own JupyterHub config (an OAuth authenticator, say) may override any of the above
+if settings.hub_extra_config:
+    load_subconfig(str(settings.hub_extra_config))  # type: ignore[name-defined]  # noqa: F821

@@ -8,8 +8,10 @@ slices of 4, 8, 16 … GiB of one GPU. Each profile says what is free now, so a 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from studio.backends.kubernetes.manifests import gpu_limits
 from studio.models import PoolPublic, Purpose, Resources, Sharing
 from studio.pools import Free
 
@@ -26,6 +28,8 @@ class Profile:
     description: str
     pool: str
     resources: Resources
+    node_selector: dict[str, str] = field(default_factory=dict)  # the pool's placement (Kubernetes)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def may_use(pool: PoolPublic, groups: Iterable[str]) -> bool:
@@ -73,6 +77,24 @@ def profiles_for(pools: Sequence[tuple[PoolPublic, Free]], groups: Iterable[str]
                     description=f"pool {pool.name}; free now: {free.describe()}",
                     pool=pool.name,
                     resources=resources,
+                    node_selector=dict(pool.node_selector),
+                    tolerations=[dict(t) for t in pool.tolerations],
                 )
             )
     return found
+
+
+def kubespawner_traits(profile: Profile) -> dict[str, Any]:
+    """KubeSpawner's traits for a server of this profile: what its pool admitted (CPU and memory requested and
+    capped alike, whole GPUs or a HAMi slice) and where the pool's nodes are."""
+    resources = profile.resources
+    memory = f"{resources.memory_mib}M"  # JupyterHub's byte units are binary: M is MiB
+    return {
+        "cpu_guarantee": resources.cpu,
+        "cpu_limit": resources.cpu,
+        "mem_guarantee": memory,
+        "mem_limit": memory,
+        "extra_resource_limits": gpu_limits(resources),
+        "node_selector": dict(profile.node_selector),
+        "tolerations": [dict(t) for t in profile.tolerations],
+    }

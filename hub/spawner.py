@@ -2,7 +2,8 @@
 pool is held until it stops (or is culled), so notebooks and deployments never overcommit the same capacity.
 
 ``PoolSpawnerMixin`` holds the shared part (profiles for the user's groups, admission through
-``studio.services.notebooks``, the data paths); ``LocalPoolSpawner`` runs real JupyterLab processes on this machine.
+``studio.services.notebooks``, the data paths); ``LocalPoolSpawner`` runs real JupyterLab processes on this machine,
+``KubePoolSpawner`` runs pods sized and placed by the profile (KubeSpawner).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import os
 from typing import Any, ClassVar
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
+from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Any as AnyTrait
 from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from hub.profiles import Profile, profiles_for
+from hub.profiles import Profile, kubespawner_traits, profiles_for
+from studio.backends.kubernetes.conditions import pending_reason
 from studio.bootstrap import open_studio
 from studio.db import Database
 from studio.errors import CoveError
@@ -43,6 +46,10 @@ class PoolSpawnerMixin(LoggingConfigurable):
     @property
     def settings(self) -> Settings:
         return self.cove_settings or Settings()
+
+    def data_dirs(self) -> tuple[str, str]:
+        """Where a server finds the model cache and the datasets (read-only)."""
+        return str(self.settings.models_dir), str(self.settings.datasets_dir)
 
     def _db(self) -> Database:
         url = self.settings.db_url
@@ -100,15 +107,15 @@ class PoolSpawnerMixin(LoggingConfigurable):
             )
         except CoveError as exc:
             raise web.HTTPError(409, f"{exc.message}. {exc.hint}") from exc
-        settings = self.settings
+        models, datasets = self.data_dirs()
         self.environment.update(
             {
                 "COVE_POOL": profile.pool,
                 "COVE_PROFILE": profile.slug,
-                "COVE_MODELS_DIR": str(settings.models_dir),
-                "COVE_DATASETS_DIR": str(settings.datasets_dir),
-                "HF_HUB_CACHE": str(settings.models_dir),
-                "COVE_GATEWAY_URL": settings.gateway_url,
+                "COVE_MODELS_DIR": models,
+                "COVE_DATASETS_DIR": datasets,
+                "HF_HUB_CACHE": models,
+                "COVE_GATEWAY_URL": self.settings.gateway_url,
             }
         )
         return profile
@@ -145,13 +152,63 @@ class LocalPoolSpawner(PoolSpawnerMixin, SimpleLocalProcessSpawner):
         return status
 
 
-def singleuser_args() -> list[str]:
-    """JupyterLab as the single-user app: no news or update checks (they reach the internet), root allowed here."""
+class KubePoolSpawner(PoolSpawnerMixin, KubeSpawner):
+    """A pod per server, sized by its profile (CPU and memory, whole GPUs or a HAMi slice) and placed on its pool's
+    nodes; the home volume, the read-only data volumes and the security context come from hub/jupyterhub_config.py.
+    The claim is taken before the pod is created, so a full pool refuses at once and nothing is left behind."""
+
+    DATA = "/data"
+    _profile: Profile  # the claimed profile, between admission and the pod's creation
+
+    @default("options_form")
+    def _default_options_form(self) -> Any:
+        return self._options_form
+
+    def data_dirs(self) -> tuple[str, str]:
+        return f"{self.DATA}/models", f"{self.DATA}/datasets"
+
+    async def _start(self) -> Any:
+        self._profile = await self.claim()
+        try:
+            return await super()._start()
+        except TimeoutError as exc:
+            await self.release()
+            pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}") if self.pod_reflector else None
+            await self.stop(now=True)  # a pod left Pending would take the capacity once it fits
+            reason = pending_reason(pod)
+            if reason:
+                raise web.HTTPError(503, f"the server did not start in {self.start_timeout} s; {reason}") from exc
+            raise
+        except BaseException:
+            await self.release()
+            raise
+
+    async def load_user_options(self) -> None:
+        """Apply the claimed Cove profile (KubeSpawner's own ``profile_list`` is not used)."""
+        for name, value in kubespawner_traits(self._profile).items():
+            setattr(self, name, value)
+
+    async def stop(self, now: bool = False) -> None:
+        try:
+            await super().stop(now=now)
+        finally:
+            await self.release()
+
+    async def poll(self) -> int | None:
+        status: int | None = await super().poll()
+        if status is not None:  # the pod is gone or its notebook exited: give its capacity back
+            await self.release()
+        return status
+
+
+def singleuser_args(*, allow_root: bool | None = None) -> list[str]:
+    """JupyterLab as the single-user app: no news or update checks (they reach the internet); ``--allow-root`` when
+    the server runs as root (by default: when this process does)."""
     args = [
         "--ServerApp.default_url=/lab",
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 if allow_root is None else allow_root:
         args.append("--allow-root")
     return args

@@ -227,6 +227,8 @@ class PoolPublic(BaseModel):
     quota_cpu: float | None
     quota_memory_mib: int | None
     groups: list[str]
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, Any]] = []
     detected: bool
 
 

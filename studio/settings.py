@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"  # a Kubernetes storage quantity
+
 
 class Settings(BaseSettings):
     """Where Cove keeps its state, which ports it listens on, and how its loops are paced."""
@@ -43,6 +45,35 @@ class Settings(BaseSettings):
     hub_admin_users: list[str] = Field(default=["admin"], description="Users who administer the hub.")
     hub_password: str = Field(
         default="", description="Shared password of the built-in login (embedded mode). Empty: any password."
+    )
+    hub_groups: dict[str, list[str]] = Field(
+        default={},
+        description='Hub groups and their members, {"group": ["user", …]}; a pool open to groups serves their members.',
+    )
+    hub_extra_config: Path | None = Field(
+        default=None, description="A JupyterHub config file loaded last (an OAuth authenticator, say)."
+    )
+    hub_spawner: Literal["local", "kubernetes"] = Field(
+        default="local", description="Where notebook servers run: processes here, or pods (KubeSpawner)."
+    )
+    hub_connect_host: str = Field(
+        default="", description="How notebook pods reach the hub's API (its Service name). Empty: the hub's address."
+    )
+    kube_namespace: str = Field(default="cove", description="Kubernetes namespace of notebook pods.")
+    notebook_image: str = Field(
+        default="cove/notebook:0.1.0", description="Container image of notebook servers (Kubernetes)."
+    )
+    notebook_home_size: str = Field(
+        default="10Gi", pattern=QUANTITY, description="Size of each notebook server's home volume (Kubernetes)."
+    )
+    notebook_storage_class: str = Field(
+        default="", description="StorageClass of notebook home volumes. Empty: the cluster's default."
+    )
+    models_pvc: str = Field(
+        default="cove-models", description="PersistentVolumeClaim holding the model cache, mounted read-only."
+    )
+    datasets_pvc: str = Field(
+        default="cove-datasets", description="PersistentVolumeClaim holding the datasets, mounted read-only."
     )
     public_url: str = Field(
         default="",

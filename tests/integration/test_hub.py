@@ -44,6 +44,7 @@ class Hub:
             "COVE_HUB_MAX_AGE_S": str(s.hub_max_age_s),
             "COVE_HUB_CULL_EVERY_S": str(s.hub_cull_every_s),
             "COVE_HUB_ACTIVITY_INTERVAL_S": str(s.hub_activity_interval_s),
+            "COVE_HUB_GROUPS": json.dumps(s.hub_groups),
         }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -205,9 +206,10 @@ def test_a_full_pool_refuses_with_what_is_free_and_when_to_retry(tmp_path: Path)
 
 
 def test_profiles_follow_the_users_groups(tmp_path: Path) -> None:
-    settings = hub_settings(tmp_path / "cove")
+    settings = hub_settings(tmp_path / "cove", hub_groups={"ml": ["ada"]})
     add_pool(settings, "team", cpu=2, groups=["ml"])
     with Hub(settings, tmp_path / "hub.log") as hub:
+        assert hub.spawn("ada", "team-cpu-1").status_code in (201, 202)  # a member from COVE_HUB_GROUPS
         refused = hub.spawn("bob", "team-cpu-1")
         assert refused.status_code == 400
         assert "unknown profile 'team-cpu-1'" in refused.json()["message"]
@@ -218,7 +220,8 @@ def test_profiles_follow_the_users_groups(tmp_path: Path) -> None:
         hub.api.post("/groups/ml/users", json={"users": ["bob"]})
         assert hub.spawn("bob", "team-cpu-1").status_code in (201, 202)
         hub.wait_ready("bob")
-        assert claims(settings) == {"bob": "team"}
+        hub.wait_ready("ada")
+        assert claims(settings) == {"ada": "team", "bob": "team"}
 
 
 def test_the_culler_stops_an_idle_server_and_leaves_a_busy_one(tmp_path: Path) -> None:

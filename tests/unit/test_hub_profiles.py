@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hub.profiles import Profile, profiles_for
+from hub.profiles import Profile, kubespawner_traits, profiles_for
 from studio.models import PoolPublic, Resources
 from studio.pools import Free
 
@@ -70,3 +70,26 @@ def test_a_pool_smaller_than_one_core_still_offers_what_it_has() -> None:
     got = profiles_for([(pool("tiny", cpu_cores=0.5), FREE)], groups=[])
 
     assert [(p.slug, p.resources.cpu) for p in got] == [("tiny-cpu-0.5", 0.5)]
+
+
+def test_kubespawner_traits_carry_the_profiles_size_gpus_and_its_pools_placement() -> None:
+    taint = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    a100 = pool("a100", sharing="hami", gpu_model="A100", gpu_count=2, gpu_memory_mib=80 * GIB, cpu_cores=32,
+                node_selector={"cove.dev/pool": "a100"}, tolerations=[taint])  # fmt: skip
+    by_slug = {p.slug: p for p in profiles_for([(a100, FREE)], groups=[])}
+
+    whole = kubespawner_traits(by_slug["a100-gpu-2"])
+    assert whole == {
+        "cpu_guarantee": 8.0, "cpu_limit": 8.0, "mem_guarantee": "32768M", "mem_limit": "32768M",
+        "extra_resource_limits": {"nvidia.com/gpu": "2"},
+        "node_selector": {"cove.dev/pool": "a100"}, "tolerations": [taint],
+    }  # fmt: skip
+    sliced = kubespawner_traits(by_slug["a100-slice-16g"])
+    assert sliced["extra_resource_limits"] == {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "16384"}
+    assert sliced["cpu_limit"] == 2.0
+    assert sliced["mem_limit"] == "8192M"
+
+    whole["node_selector"]["x"] = "y"  # the traits are copies: changing them leaves the profile alone
+    whole["tolerations"].append({})
+    assert by_slug["a100-gpu-2"].node_selector == {"cove.dev/pool": "a100"}
+    assert by_slug["a100-gpu-2"].tolerations == [taint]

@@ -39,6 +39,16 @@ def test_defaults(tmp_path: Path) -> None:
         "hub_activity_interval_s": 60,
         "hub_admin_users": ["admin"],
         "hub_password": "",
+        "hub_groups": {},
+        "hub_extra_config": None,
+        "hub_spawner": "local",
+        "hub_connect_host": "",
+        "kube_namespace": "cove",
+        "notebook_image": "cove/notebook:0.1.0",
+        "notebook_home_size": "10Gi",
+        "notebook_storage_class": "",
+        "models_pvc": "cove-models",
+        "datasets_pvc": "cove-datasets",
         "public_url": "",
         "playground_api_key": "",
         "auth": True,
@@ -77,6 +87,7 @@ def test_environment_variables_with_the_cove_prefix_set_values(monkeypatch: pyte
     monkeypatch.setenv("COVE_AUTH", "false")
     monkeypatch.setenv("COVE_FAILURE_THRESHOLD", "5")
     monkeypatch.setenv("COVE_UPSTREAM_READ_TIMEOUT_S", "30")
+    monkeypatch.setenv("COVE_HUB_GROUPS", '{"ml": ["ada", "bo"]}')
     monkeypatch.setenv("PORT", "1")  # without the prefix: ignored
 
     got = Settings()
@@ -88,6 +99,7 @@ def test_environment_variables_with_the_cove_prefix_set_values(monkeypatch: pyte
         5,
         30.0,
     )
+    assert got.hub_groups == {"ml": ["ada", "bo"]}
 
 
 def test_a_database_url_from_the_environment_replaces_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,6 +143,9 @@ def test_gateway_url_brackets_an_ipv6_address() -> None:
         ("COVE_CONTROLLER_INTERVAL_S", "0"),
         ("COVE_BACKEND", "kubernetes"),
         ("COVE_LOG_LEVEL", "verbose"),
+        ("COVE_HUB_SPAWNER", "docker"),
+        ("COVE_NOTEBOOK_HOME_SIZE", "10 gigs"),
+        ("COVE_HUB_GROUPS", "[\"ml\"]"),
     ],
 )
 def test_out_of_range_values_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:

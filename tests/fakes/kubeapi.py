@@ -1,0 +1,209 @@
+"""A Kubernetes API for tests: kmock's emulator with the gaps real clients run into filled in, and a kubelet the
+test drives.
+
+kmock (``KubernetesEmulator``) stores objects and serves create/get/list/watch/patch/delete over HTTP. What a real
+API server does besides, that KubeSpawner and Cove's backend rely on, is added here and nothing more:
+
+- ``watch=True`` (kubernetes_asyncio's spelling) is a watch, as ``watch=true`` is;
+- label and field selectors filter lists and watches (equality, inequality, existence);
+- a created object gets its namespace, uid, resourceVersion and creationTimestamp, and a pod ``phase: Pending``.
+
+Nothing schedules or runs pods: ``Kubelet`` moves them, as the test decides (running and ready, Pending for lack of
+GPUs, OOMKilled), through the API's ``/status`` subresource so every watcher sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import attrs
+import kmock
+from aiohttp import web
+from kmock._internal import rendering  # the request type its handlers receive
+
+Selector = list[tuple[str, str, str | None]]  # (key, operator, value): "=", "!=", "exists", "!exists"
+
+
+def parse_selector(text: str) -> Selector:
+    """``app=x,tier!=web,gpu,!spot`` as (key, op, value) terms (set-based ``in (…)`` is not supported)."""
+    terms: Selector = []
+    for raw in filter(None, (t.strip() for t in text.split(","))):
+        if "!=" in raw:
+            key, value = raw.split("!=", 1)
+            terms.append((key, "!=", value))
+        elif "=" in raw:
+            key, value = raw.replace("==", "=").split("=", 1)
+            terms.append((key, "=", value))
+        elif raw.startswith("!"):
+            terms.append((raw[1:], "!exists", None))
+        else:
+            terms.append((raw, "exists", None))
+    return terms
+
+
+def _field(obj: Mapping[str, Any], path: str) -> str | None:
+    value: Any = obj
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return None if value is None else str(value)
+
+
+def matches(obj: Mapping[str, Any], labels: Selector, fields: Selector) -> bool:
+    have = obj.get("metadata", {}).get("labels") or {}
+    for key, op, value in labels:
+        if (op == "=" and have.get(key) != value) or (op == "!=" and have.get(key) == value):
+            return False
+        if (op == "exists" and key not in have) or (op == "!exists" and key in have):
+            return False
+    for path, op, value in fields:
+        got = _field(obj, path)
+        if (op == "=" and got != value) or (op == "!=" and got == value):
+            return False
+    return True
+
+
+@attrs.define(kw_only=True)
+class KubeAPI(kmock.KubernetesEmulator):  # type: ignore[misc]
+    """kmock's emulator, completed as the module docstring says. Use ``async with KubeAPI.serve() as api``."""
+
+    _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _sent: list[tuple[str, str, dict[str, Any]]] = attrs.field(factory=list, init=False)  # method, plural, body
+
+    @classmethod
+    def serve(cls) -> _Served:
+        return _Served(cls())
+
+    async def __call__(self, raw_request: web.BaseRequest) -> web.StreamResponse:
+        if raw_request.query.get("watch", "").lower() in {"true", "1"}:
+            raw_request = raw_request.clone(rel_url=raw_request.rel_url.update_query(watch="true"))
+        return await super().__call__(raw_request)
+
+    async def _handle(self, request: rendering.Request) -> web.StreamResponse:
+        if request.resource is not None and isinstance(request.data, dict):
+            self._sent.append((request.method.value, request.resource.plural, copy.deepcopy(request.data)))
+            if request.action == kmock.action.CREATE:
+                self._fill_in(request.data, request)
+        return await super()._handle(request)
+
+    def _fill_in(self, obj: dict[str, Any], request: rendering.Request) -> None:
+        meta = obj.setdefault("metadata", {})
+        if request.namespace:
+            meta.setdefault("namespace", request.namespace)
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", _now())
+        meta["resourceVersion"] = str(next(self._versions))
+        if request.resource is not None and request.resource.plural == "pods":
+            obj.setdefault("status", {"phase": "Pending"})
+
+    @staticmethod
+    def _selected(request: rendering.Request) -> tuple[Selector, Selector]:
+        params = request.params or {}
+        return parse_selector(params.get("labelSelector", "")), parse_selector(params.get("fieldSelector", ""))
+
+    async def _serve_list(self, request: rendering.Request) -> Any:
+        listing = await super()._serve_list(request)
+        labels, fields = self._selected(request)
+        listing["items"] = [item for item in listing["items"] if matches(item, labels, fields)]
+        return listing
+
+    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
+        labels, fields = self._selected(request)
+        async for event in super()._serve_watch(request):
+            if not isinstance(event, dict) or matches(event.get("object", {}), labels, fields):
+                yield event
+
+    # ------------------------------------------------------------------------------------------ for assertions
+
+    def stored(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """The live objects of a resource (as the API would list them), oldest first."""
+        found = []
+        for (resource, ns, _name), obj in self.objects.items():
+            if resource.plural == plural and not obj.deleted and namespace in (None, ns):
+                found.append(dict(obj.raw))
+        return sorted(found, key=lambda o: int(o["metadata"].get("resourceVersion", 0)))
+
+    def sent(self, method: str, plural: str) -> list[dict[str, Any]]:
+        """The bodies clients sent with this HTTP method to this resource, in order, as sent."""
+        return [body for m, p, body in self._sent if m == method and p == plural]
+
+
+class _Served:
+    """The emulator listening on 127.0.0.1 with the bundled built-in resources, for ``async with``."""
+
+    def __init__(self, api: KubeAPI) -> None:
+        self.api = api
+        self.api.resources.load_bundled()
+        self._server = kmock.Server(api)
+
+    async def __aenter__(self) -> KubeAPI:
+        await self.api.__aenter__()
+        await self._server.__aenter__()
+        return self.api
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._server.__aexit__(*exc)
+        await self.api.__aexit__(*exc)
+
+
+class Kubelet:
+    """Moves pods through their lives as a kubelet would, through the API (so watchers see each change)."""
+
+    def __init__(self, api: KubeAPI) -> None:
+        self.api = api
+        self._ips = (f"10.42.0.{n}" for n in itertools.count(10))
+
+    async def _patch_status(self, pod: Mapping[str, Any], status: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status"
+        async with aiohttp.ClientSession(self.api.url) as http, http.patch(path, json={"status": status}) as reply:
+            reply.raise_for_status()
+
+    async def run(self, pod: Mapping[str, Any]) -> str:
+        """Running and ready, with an IP; returns the IP."""
+        ip = next(self._ips)
+        containers = [
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": f"{c['image']}@sha256:{'0' * 64}",
+                "ready": True,
+                "started": True,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": _now()}},
+            }
+            for c in pod["spec"]["containers"]
+        ]
+        ready = [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}]
+        await self._patch_status(
+            pod, {"phase": "Running", "podIP": ip, "containerStatuses": containers, "conditions": ready}
+        )
+        return ip
+
+    async def unschedulable(self, pod: Mapping[str, Any], reason: str) -> None:
+        """Pending: the scheduler found no node (``reason`` as it would say, e.g. "Insufficient nvidia.com/gpu")."""
+        condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": reason}
+        await self._patch_status(pod, {"phase": "Pending", "conditions": [condition]})
+
+    async def each_new_pod(self, handle: Any, *, namespace: str | None = None) -> None:
+        """Call ``await handle(pod)`` once for every pod that appears (until cancelled)."""
+        seen: set[str] = set()
+        while True:
+            for pod in self.api.stored("pods", namespace):
+                uid = pod["metadata"]["uid"]
+                if uid not in seen and pod.get("status", {}).get("phase") == "Pending":
+                    seen.add(uid)
+                    await handle(pod)
+            await asyncio.sleep(0.01)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
