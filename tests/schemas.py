@@ -64,3 +64,63 @@ def assert_valid(*manifests: Mapping[str, Any]) -> None:
     report = {f"{m['kind']}/{m.get('metadata', {}).get('name')}": problems(m) for m in manifests}
     bad = {k: v for k, v in report.items() if v}
     assert not bad, "invalid manifests:\n" + "\n".join(f"{k}:\n  " + "\n  ".join(v) for k, v in bad.items())
+
+
+RESTRICTED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
+}  # fmt: skip
+
+
+def restricted_problems(pod_spec: Mapping[str, Any]) -> list[str]:
+    """How a pod spec breaks the Pod Security Standard *restricted* (baseline included), per the checks the
+    admission controller runs: host namespaces and ports, privileged containers, volume types, privilege escalation,
+    non-root, seccomp, capabilities."""
+    found = []
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(key):
+            found.append(f"{key} is set")
+    for volume in pod_spec.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            found.append(f"volume {volume.get('name')}: {sorted(kinds - RESTRICTED_VOLUMES)} not allowed")
+    pod_context = pod_spec.get("securityContext") or {}
+    if pod_context.get("runAsUser") == 0:
+        found.append("pod runs as user 0")
+    containers = [
+        *pod_spec.get("initContainers", []),
+        *pod_spec.get("containers", []),
+        *pod_spec.get("ephemeralContainers", []),
+    ]
+    for box in containers:
+        name, context = box.get("name"), box.get("securityContext") or {}
+        if context.get("privileged"):
+            found.append(f"{name}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation is not false")
+        if not context.get("runAsNonRoot", pod_context.get("runAsNonRoot")):
+            found.append(f"{name}: runAsNonRoot is not true")
+        if context.get("runAsUser") == 0:
+            found.append(f"{name}: runs as user 0")
+        seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
+        if seccomp not in {"RuntimeDefault", "Localhost"}:
+            found.append(f"{name}: seccompProfile is {seccomp!r}, not RuntimeDefault")
+        capabilities = context.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            found.append(f"{name}: capabilities do not drop ALL")
+        if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+            found.append(f"{name}: adds capabilities {capabilities['add']}")
+        if any(port.get("hostPort") for port in box.get("ports") or []):
+            found.append(f"{name}: uses a hostPort")
+    return found
+
+
+def pod_spec_of(manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The pod spec inside a Pod, a workload's template, or a CronJob's job template; None for other kinds."""
+    kind, spec = manifest.get("kind"), manifest.get("spec") or {}
+    if kind == "Pod":
+        return spec
+    if kind in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}:
+        return spec.get("template", {}).get("spec")
+    if kind == "CronJob":
+        return spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec")
+    return None

@@ -25,7 +25,7 @@ from studio.settings import Settings
 from tests.conftest import make_settings
 from tests.fakes.kubeapi import KubeAPI, Kubelet
 from tests.integration.conftest import cove_env
-from tests.schemas import assert_valid
+from tests.schemas import assert_valid, restricted_problems
 
 HUB = Path(__file__).resolve().parents[2] / "hub"
 GPU_NODES = {"cove.dev/pool": "a100"}
@@ -179,6 +179,7 @@ def test_a_whole_gpu_server_is_a_pod_on_its_pool_with_home_and_read_only_data(se
         assert box["securityContext"]["allowPrivilegeEscalation"] is False
         assert box["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert box["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert restricted_problems(spec) == []
         assert "--allow-root" not in box["args"]
         assert spec["automountServiceAccountToken"] is False
 
