@@ -8,7 +8,10 @@ from studio.settings import Settings
 
 
 def service_token(settings: Settings) -> str:
-    """The studio's hub token, kept in COVE_HOME/hub/api_token (readable by its owner only); made on first use."""
+    """The studio's hub token: COVE_HUB_API_TOKEN (a Secret on Kubernetes, shared by the hub and the studio), else
+    kept in COVE_HOME/hub/api_token (readable by its owner only) and made on first use."""
+    if settings.hub_api_token:
+        return settings.hub_api_token
     path = settings.hub_dir / "api_token"
     if path.exists():
         return path.read_text().strip()

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     hub_password: str = Field(
         default="", description="Shared password of the built-in login (embedded mode). Empty: any password."
     )
+    hub_public_url: str = Field(
+        default="", description="How browsers and the studio reach the hub (http://hub.example.com). Empty: HOST:HUB_PORT."
+    )
+    hub_api_token: str = Field(
+        default="", description="The studio's token for the hub's API. Empty: made once, kept in HOME/hub/api_token."
+    )
     hub_groups: dict[str, list[str]] = Field(
         default={},
         description='Hub groups and their members, {"group": ["user", …]}; a pool open to groups serves their members.',
@@ -151,7 +157,7 @@ class Settings(BaseSettings):
 
     @property
     def hub_url(self) -> str:
-        return self.local_url(self.hub_port)
+        return self.hub_public_url.rstrip("/") or self.local_url(self.hub_port)
 
     @property
     def ui_url(self) -> str:

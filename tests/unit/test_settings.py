@@ -39,6 +39,8 @@ def test_defaults(tmp_path: Path) -> None:
         "hub_activity_interval_s": 60,
         "hub_admin_users": ["admin"],
         "hub_password": "",
+        "hub_public_url": "",
+        "hub_api_token": "",
         "hub_groups": {},
         "hub_extra_config": None,
         "hub_spawner": "local",
