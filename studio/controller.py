@@ -45,6 +45,7 @@ def workload_spec(desired: Desired) -> WorkloadSpec:
         replicas=desired.replicas,
         pool=desired.pool,
         node_selector=desired.node_selector,
+        tolerations=desired.tolerations,
     )
 
 

@@ -6,6 +6,7 @@ Cove assigns ``--host`` and ``--port``; users add any other runtime flag through
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 from dataclasses import dataclass
@@ -136,3 +137,55 @@ def local_launch(
             argv.append(part)
         return Launch(tuple(argv) + args, env, upstream_model(spec))
     raise RuntimeUnavailable(f"runtime {kind} cannot run as a local process", hint="deploy it on Kubernetes")
+
+
+# In containers (Kubernetes) every runtime listens on this port and finds the model cache here (read-only).
+CONTAINER_PORT = 8000
+CONTAINER_MODELS_DIR = "/data/models"
+# GPU runtimes get these unless the deployment's runtime args set them: use what the pool admitted, no more.
+GPU_MEMORY_FRACTION = {
+    RuntimeKind.VLLM: ("--gpu-memory-utilization", "0.90"),
+    RuntimeKind.SGLANG: ("--mem-fraction-static", "0.85"),
+}
+TENSOR_PARALLEL_FLAG = {RuntimeKind.VLLM: "--tensor-parallel-size", RuntimeKind.SGLANG: "--tp-size"}
+
+
+def container_model(spec: WorkloadSpec, models_dir: str, local_models_dir: Path | None) -> str:
+    """The model as a container sees it: a Hub id stays an id (resolved in the mounted cache); a folder inside the
+    studio's model cache is the same folder under the container's mount."""
+    if spec.model.startswith("/") and local_models_dir is not None:
+        folder = Path(spec.model)
+        if folder.is_relative_to(local_models_dir):
+            return f"{models_dir}/{folder.relative_to(local_models_dir).as_posix()}"
+    return spec.model
+
+
+def container_launch(spec: WorkloadSpec, *, local_models_dir: Path | None = None) -> Launch:
+    """The command of one model-server container: the same runtime command as locally (``local_launch``), listening
+    on all addresses at CONTAINER_PORT, reading the mounted cache offline; GPU runtimes are told how many GPUs the
+    pod has (tensor parallelism) and what share of their memory to take. Custom images run their own entrypoint
+    with the deployment's args (``argv`` is then empty)."""
+    kind = spec.runtime
+    if kind == RuntimeKind.CUSTOM:
+        env = {"COVE_MODEL": spec.model, "COVE_SERVED_MODEL_NAME": spec.name, "PORT": str(CONTAINER_PORT)}
+        return Launch((), env | {"HF_HUB_CACHE": CONTAINER_MODELS_DIR, "HF_HUB_OFFLINE": "1"}, upstream_model(spec))
+    model = container_model(spec, CONTAINER_MODELS_DIR, local_models_dir)
+    inside = dataclasses.replace(spec, model=model, local_command=None)
+    launch = local_launch(
+        inside,
+        host="0.0.0.0",  # the pod's own address: the Service and the gateway reach it there
+        port=CONTAINER_PORT,
+        python="python3",
+        models_dir=Path(CONTAINER_MODELS_DIR),
+        gpu_ids=tuple(range(spec.resources.gpus or (1 if spec.resources.gpu_memory_mib else 0))),
+    )
+    argv = list(launch.argv)
+    if kind in GPU_MEMORY_FRACTION:
+        flag, value = GPU_MEMORY_FRACTION[RuntimeKind(kind)]
+        if not _has_flag(spec.args, flag):
+            argv += [flag, value]
+        tp = TENSOR_PARALLEL_FLAG[RuntimeKind(kind)]
+        if spec.resources.gpus > 1 and not _has_flag(spec.args, tp):
+            argv += [tp, str(spec.resources.gpus)]
+    env = {k: v for k, v in launch.env.items() if k != "CUDA_VISIBLE_DEVICES"}  # the device plugin sets it
+    return Launch(tuple(argv), env, launch.upstream_model)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from studio.models import Resources
 
@@ -37,6 +38,7 @@ class WorkloadSpec:
     replicas: int = 1
     pool: str = "local"
     node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[Mapping[str, Any], ...] = ()  # the pool's, for Kubernetes
 
     @property
     def fingerprint(self) -> str:

@@ -58,6 +58,7 @@ class Desired:
     local_command: tuple[str, ...] | None
     pool: str
     node_selector: tuple[tuple[str, str], ...]
+    tolerations: tuple[dict[str, Any], ...]
     status: str
     ready_replicas: int
     endpoints: tuple[str, ...]
@@ -339,6 +340,7 @@ def desired_state(*, db: Database) -> list[Desired]:
                     local_command=tuple(image.local_command) if image.local_command else None,
                     pool=pool.name,
                     node_selector=tuple(sorted(pool.node_selector.items())),
+                    tolerations=tuple(dict(t) for t in pool.tolerations),
                     status=d.status,
                     ready_replicas=d.ready_replicas,
                     endpoints=tuple(d.endpoints),

@@ -180,6 +180,7 @@ def test_workload_spec_carries_the_desired_state_and_nothing_observed() -> None:
         local_command=None,
         pool="gpu",
         node_selector=(("cove.dev/pool", "gpu"),),
+        tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
         status="Ready",
         ready_replicas=2,
         endpoints=(E0, E1),
@@ -201,4 +202,5 @@ def test_workload_spec_carries_the_desired_state_and_nothing_observed() -> None:
         replicas=2,
         pool="gpu",
         node_selector=(("cove.dev/pool", "gpu"),),
+        tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
     )

@@ -3,20 +3,34 @@ resources (whole devices or HAMi slices), pool placement, the restricted securit
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from studio.backends.base import WorkloadSpec
 from studio.backends.kubernetes.conditions import pending_reason
 from studio.backends.kubernetes.manifests import (
+    JobSpec,
+    Target,
+    autoscaler,
+    claim,
     cpu_quantity,
+    disruption_budget,
     gpu_limits,
+    image_build,
+    job,
+    model_server,
     placement,
     resource_requirements,
     restricted_container_context,
     restricted_pod_context,
+    secret,
+    service,
 )
 from studio.models import Resources
+from studio.runtimes import container_launch
+from tests.schemas import assert_valid, restricted_problems
 
 
 @pytest.mark.parametrize(("cores", "quantity"), [(1, "1"), (2.0, "2"), (0.5, "500m"), (1.25, "1250m")])
@@ -99,3 +113,213 @@ def test_a_pending_pod_says_why() -> None:
     assert pending_reason(creating) == ""
     assert pending_reason({"status": {"phase": "Pending"}}) == ""
     assert pending_reason(None) == ""
+
+
+# ------------------------------------------------------------------------------------------------ builders
+
+TARGET = Target(namespace="models", models_pvc="cove-models", start_timeout_s=600)
+TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+LABELS = {
+    "app.kubernetes.io/name": "chat",
+    "app.kubernetes.io/instance": "chat",
+    "app.kubernetes.io/component": "model-server",
+    "app.kubernetes.io/managed-by": "cove",
+}
+SELECTOR = {"app.kubernetes.io/instance": "chat", "app.kubernetes.io/managed-by": "cove"}
+
+
+def vllm_spec(**overrides: Any) -> WorkloadSpec:
+    values: dict[str, Any] = {
+        "name": "chat",
+        "runtime": "vllm",
+        "model": "Qwen/Qwen2.5-7B-Instruct",
+        "model_revision": "abc123",
+        "image": "docker.io/vllm/vllm-openai:v0.11.0",
+        "args": ("--max-model-len", "8192"),
+        "resources": Resources(cpu=8, memory_mib=65536, gpus=2),
+        "replicas": 2,
+        "pool": "a100",
+        "node_selector": (("cove.dev/pool", "a100"),),
+        "tolerations": (TAINT,),
+    }
+    return WorkloadSpec(**(values | overrides))
+
+
+def test_a_vllm_deployment_in_full() -> None:
+    spec = vllm_spec()
+    got = model_server(spec, container_launch(spec), TARGET, replicas=2)
+    probe = {"httpGet": {"path": "/health", "port": "http"}, "timeoutSeconds": 5}
+    assert got == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "chat", "namespace": "models", "labels": LABELS, "annotations": {"cove.dev/spec": spec.fingerprint},
+        },
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": SELECTOR},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": LABELS, "annotations": {"cove.dev/spec": spec.fingerprint}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "runtime",
+                            "image": "docker.io/vllm/vllm-openai:v0.11.0",
+                            "command": ["python3"],
+                            "args": [
+                                "-m", "vllm.entrypoints.openai.api_server", "--model", "Qwen/Qwen2.5-7B-Instruct",
+                                "--served-model-name", "chat", "--host", "0.0.0.0", "--port", "8000",
+                                "--revision", "abc123", "--max-model-len", "8192",
+                                "--gpu-memory-utilization", "0.90", "--tensor-parallel-size", "2",
+                            ],
+                            "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"}],
+                            "env": [
+                                {"name": "HF_HUB_CACHE", "value": "/data/models"},
+                                {"name": "HF_HUB_OFFLINE", "value": "1"},
+                                {"name": "OMP_NUM_THREADS", "value": "8"},
+                                {"name": "PYTHONUNBUFFERED", "value": "1"},
+                                {"name": "TOKENIZERS_PARALLELISM", "value": "false"},
+                            ],
+                            "resources": {
+                                "requests": {"cpu": "8", "memory": "65536Mi"},
+                                "limits": {"cpu": "8", "memory": "65536Mi", "nvidia.com/gpu": "2"},
+                            },
+                            "volumeMounts": [
+                                {"name": "models", "mountPath": "/data/models", "readOnly": True},
+                                {"name": "tmp", "mountPath": "/tmp"},
+                                {"name": "shm", "mountPath": "/dev/shm"},
+                            ],
+                            "startupProbe": probe | {"periodSeconds": 10, "failureThreshold": 60},
+                            "readinessProbe": probe | {"periodSeconds": 5, "failureThreshold": 3},
+                            "livenessProbe": probe | {"periodSeconds": 15, "failureThreshold": 4},
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"},
+                                "readOnlyRootFilesystem": True,
+                            },
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "models", "persistentVolumeClaim": {"claimName": "cove-models", "readOnly": True}},
+                        {"name": "tmp", "emptyDir": {}},
+                        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "16384Mi"}},
+                    ],
+                    "securityContext": {
+                        "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 30,
+                    "nodeSelector": {"cove.dev/pool": "a100"},
+                    "tolerations": [TAINT],
+                },
+            },
+        },
+    }  # fmt: skip
+    assert_valid(got)
+    assert restricted_problems(got["spec"]["template"]["spec"]) == []
+
+
+def test_sglang_transformers_and_custom_images_run_their_own_commands() -> None:
+    sglang = vllm_spec(runtime="sglang", image="docker.io/lmsysorg/sglang:v0.5.0", args=())
+    args = model_server(sglang, container_launch(sglang), TARGET)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:3] == ["-m", "sglang.launch_server", "--model-path"]
+    assert args[-4:] == ["--mem-fraction-static", "0.85", "--tp-size", "2"]
+
+    cpu = vllm_spec(runtime="transformers", image="cove/cove:0.1.0", args=(), resources=Resources(cpu=2))
+    box = model_server(cpu, container_launch(cpu), TARGET)["spec"]["template"]["spec"]["containers"][0]
+    assert box["args"][:4] == ["-m", "transformers.cli.transformers", "serve", "Qwen/Qwen2.5-7B-Instruct@abc123"]
+    assert "--device" in box["args"]
+    assert box["args"][box["args"].index("--device") + 1] == "cpu"
+    assert "nvidia.com/gpu" not in box["resources"]["limits"]
+
+    custom = vllm_spec(runtime="custom", image="registry.example.com/team/server:1.2", args=("--flag",))
+    deployment = model_server(custom, container_launch(custom), TARGET)
+    box = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "command" not in box
+    assert box["args"] == ["--flag"]
+    assert {"name": "COVE_SERVED_MODEL_NAME", "value": "chat"} in box["env"]
+    assert_valid(deployment)
+
+
+def test_a_hami_slice_and_a_folder_in_the_model_cache() -> None:
+    spec = vllm_spec(
+        resources=Resources(cpu=2, memory_mib=8192, gpu_memory_mib=12288, gpu_cores=30),
+        model="/home/cove/models/models--org--m/snapshots/r1",
+        model_revision=None,
+    )
+    launch = container_launch(spec, local_models_dir=Path("/home/cove/models"))
+    got = model_server(spec, launch, TARGET, replicas=None)
+    box = got["spec"]["template"]["spec"]["containers"][0]
+    assert box["resources"]["limits"] == {
+        "cpu": "2", "memory": "8192Mi", "nvidia.com/gpu": "1", "nvidia.com/gpumem": "12288", "nvidia.com/gpucores": "30",
+    }  # fmt: skip
+    assert box["args"][box["args"].index("--model") + 1] == "/data/models/models--org--m/snapshots/r1"
+    assert "--tensor-parallel-size" not in box["args"]
+    assert "replicas" not in got["spec"]  # left to an autoscaler
+    assert_valid(got)
+
+
+def test_service_autoscaler_budget_claim_and_secret() -> None:
+    svc = service("chat", TARGET)
+    assert svc["spec"]["selector"] == SELECTOR
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    hpa = autoscaler("chat", TARGET, lo=1, hi=4, inflight_per_replica=2.5)
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "chat"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
+    assert hpa["spec"]["metrics"][0]["pods"]["target"] == {"type": "AverageValue", "averageValue": "2500m"}
+    pdb = disruption_budget("chat", TARGET)
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": SELECTOR}}
+    pvc = claim("cove-models", TARGET, size="500Gi", storage_class="nfs", shared=True)
+    assert pvc["spec"] == {
+        "accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "500Gi"}}, "storageClassName": "nfs",
+    }  # fmt: skip
+    token = secret("hf-token", TARGET, {"token": "hf_x"})
+    assert token["stringData"] == {"token": "hf_x"}
+    assert_valid(svc, hpa, pdb, pvc, token)
+
+
+def test_a_fine_tune_job_and_an_image_build() -> None:
+    tune = job(
+        JobSpec(
+            name="tune-chat-1", image="cove/fine-tune:0.1.0", args=("--base", "Qwen/Qwen2.5-0.5B"),
+            resources=Resources(cpu=4, memory_mib=32768, gpus=1), node_selector=(("cove.dev/pool", "train"),),
+            volumes=(("models", "cove-models", "/data/models", False), ("datasets", "cove-datasets", "/data/datasets", True)),
+            component="fine-tune",
+        ),
+        TARGET,
+    )  # fmt: skip
+    pod = tune["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert tune["spec"]["backoffLimit"] == 0
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["volumes"][1] == {
+        "name": "datasets",
+        "persistentVolumeClaim": {"claimName": "cove-datasets", "readOnly": True},
+    }
+    assert restricted_problems(pod) == []
+
+    context, build = image_build(
+        "build-server-1-2", TARGET, dockerfile="FROM python:3.11-slim\n",
+        destination="registry.example.com/team/server:1.2", push_secret="registry-push",
+        builder="gcr.io/kaniko-project/executor:v1.23.2",
+    )  # fmt: skip
+    assert context["stringData"] == {"Dockerfile": "FROM python:3.11-slim\n"}
+    args = build["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--destination=registry.example.com/team/server:1.2" in args
+    assert_valid(tune, context, build)
+
+
+def test_builders_are_deterministic_and_leave_their_inputs_alone() -> None:
+    spec = vllm_spec()
+    launch = container_launch(spec)
+    first = model_server(spec, launch, TARGET, replicas=1)
+    first["spec"]["template"]["spec"]["tolerations"][0]["key"] = "changed"
+    first["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "99"
+    assert spec.tolerations == (TAINT,)
+    assert TAINT["key"] == "nvidia.com/gpu"
+    assert model_server(spec, launch, TARGET, replicas=1) == model_server(
+        vllm_spec(), container_launch(vllm_spec()), TARGET, replicas=1
+    )
