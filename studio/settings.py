@@ -47,7 +47,7 @@ class Settings(BaseSettings):
         default="", description="Shared password of the built-in login (embedded mode). Empty: any password."
     )
     hub_public_url: str = Field(
-        default="", description="How browsers and the studio reach the hub (http://hub.example.com). Empty: HOST:HUB_PORT."
+        default="", description="How browsers and the studio reach the hub (http://hub.example.com). Empty: HOST:PORT."
     )
     hub_api_token: str = Field(
         default="", description="The studio's token for the hub's API. Empty: made once, kept in HOME/hub/api_token."

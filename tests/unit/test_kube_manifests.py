@@ -254,7 +254,8 @@ def test_a_hami_slice_and_a_folder_in_the_model_cache() -> None:
     got = model_server(spec, launch, TARGET, replicas=None)
     box = got["spec"]["template"]["spec"]["containers"][0]
     assert box["resources"]["limits"] == {
-        "cpu": "2", "memory": "8192Mi", "nvidia.com/gpu": "1", "nvidia.com/gpumem": "12288", "nvidia.com/gpucores": "30",
+        "cpu": "2", "memory": "8192Mi",
+        "nvidia.com/gpu": "1", "nvidia.com/gpumem": "12288", "nvidia.com/gpucores": "30",
     }  # fmt: skip
     assert box["args"][box["args"].index("--model") + 1] == "/data/models/models--org--m/snapshots/r1"
     assert "--tensor-parallel-size" not in box["args"]
@@ -286,7 +287,9 @@ def test_a_fine_tune_job_and_an_image_build() -> None:
         JobSpec(
             name="tune-chat-1", image="cove/fine-tune:0.1.0", args=("--base", "Qwen/Qwen2.5-0.5B"),
             resources=Resources(cpu=4, memory_mib=32768, gpus=1), node_selector=(("cove.dev/pool", "train"),),
-            volumes=(("models", "cove-models", "/data/models", False), ("datasets", "cove-datasets", "/data/datasets", True)),
+            volumes=(
+                ("models", "cove-models", "/data/models", False), ("datasets", "cove-datasets", "/data/datasets", True),
+            ),
             component="fine-tune",
         ),
         TARGET,
