@@ -147,7 +147,7 @@ def test_gateway_url_brackets_an_ipv6_address() -> None:
         ("COVE_LOG_LEVEL", "verbose"),
         ("COVE_HUB_SPAWNER", "docker"),
         ("COVE_NOTEBOOK_HOME_SIZE", "10 gigs"),
-        ("COVE_HUB_GROUPS", "[\"ml\"]"),
+        ("COVE_HUB_GROUPS", '["ml"]'),
     ],
 )
 def test_out_of_range_values_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
