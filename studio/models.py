@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
 from sqlmodel import Column, SQLModel
 from sqlmodel import Field as SQLField
 
@@ -230,6 +231,28 @@ class PoolPublic(BaseModel):
     node_selector: dict[str, str] = {}
     tolerations: list[dict[str, Any]] = []
     detected: bool
+
+
+class PoolSpec(BaseModel):
+    """A pool as configured (``COVE_POOLS``; the Helm chart's ``pools``): camelCase keys, as in Helm values, or the
+    column names."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    purpose: Purpose = Purpose.ANY
+    sharing: Sharing = Sharing.NONE
+    gpu_model: str = ""
+    gpu_count: int = Field(default=0, ge=0)
+    gpu_memory_mib: int = Field(default=0, ge=0)
+    slice_mib: int = Field(default=128, ge=1)
+    cpu_cores: float = Field(default=0, ge=0)
+    memory_mib: int = Field(default=0, ge=0)
+    quota_gpus: float | None = Field(default=None, ge=0)
+    quota_cpu: float | None = Field(default=None, ge=0)
+    quota_memory_mib: int | None = Field(default=None, ge=0)
+    groups: list[str] = []
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, Any]] = []
 
 
 # ---------------------------------------------------------------------------------------------------- deployments

@@ -14,6 +14,7 @@ import socket
 
 import uvicorn
 
+from studio.backends.base import Backend
 from studio.backends.local import LocalBackend
 from studio.bootstrap import open_studio
 from studio.controller import Controller
@@ -44,11 +45,22 @@ def bind(host: str, port: int, variable: str = "COVE_PORT") -> socket.socket:
     return sock
 
 
+def make_backend(settings: Settings) -> Backend:
+    """The backend the settings name; the Kubernetes client is imported only when it is used."""
+    if settings.backend == "kubernetes":
+        from studio.backends.kubernetes.backend import KubernetesBackend
+        from studio.backends.kubernetes.client import KubeClient, connect
+
+        api = connect(kubeconfig=settings.kubeconfig, context=settings.kube_context)
+        return KubernetesBackend(settings, KubeClient(api, settings.kube_namespace))
+    return LocalBackend(settings)
+
+
 def serve(settings: Settings) -> None:
     sock = bind(settings.host, settings.port)
     db = open_studio(settings)
     gateway = Gateway(settings=settings, db=db)
-    controller = Controller(db=db, backend=LocalBackend(settings), settings=settings, load=gateway.load)
+    controller = Controller(db=db, backend=make_backend(settings), settings=settings, load=gateway.load)
     config = uvicorn.Config(
         gateway,
         loop="uvloop",

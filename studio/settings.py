@@ -7,7 +7,7 @@ built once, at the entrypoint (``cove …``), and passed down; nothing reads the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     hub_connect_host: str = Field(
         default="", description="How notebook pods reach the hub's API (its Service name). Empty: the hub's address."
     )
-    kube_namespace: str = Field(default="cove", description="Kubernetes namespace of notebook pods.")
+    kube_namespace: str = Field(default="cove", description="Kubernetes namespace of model servers and notebook pods.")
     notebook_image: str = Field(
         default="cove/notebook:0.1.0", description="Container image of notebook servers (Kubernetes)."
     )
@@ -90,7 +90,17 @@ class Settings(BaseSettings):
     )
     auth: bool = Field(default=True, description="Require an API key (Authorization: Bearer) on /v1.")
     demo: bool = Field(default=True, description="`cove up` builds, registers and deploys the demo model.")
-    backend: Literal["local"] = Field(default="local", description="Where model servers run.")
+    backend: Literal["local", "kubernetes"] = Field(
+        default="local", description="Where model servers run: processes here, or Deployments on a cluster."
+    )
+    kubeconfig: str = Field(
+        default="", description="Kubeconfig of the cluster (Kubernetes). Empty: the in-cluster service account."
+    )
+    kube_context: str = Field(default="", description="Context in the kubeconfig. Empty: its current context.")
+    pools: list[dict[str, Any]] = Field(
+        default=[],
+        description='Pools made or updated at start, JSON: [{"name": "a100", "purpose": "serve", "gpuCount": 8, …}].',
+    )
 
     controller_interval_s: float = Field(default=0.5, gt=0, description="Pause between reconcile passes.")
     runtime_host: str = Field(default="127.0.0.1", description="Address local model servers bind to.")

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 from studio.backends.base import DetectedPool
 from studio.db import Database
 from studio.errors import NotFound
-from studio.models import Deployment, Notebook, Pool, PoolPublic, Resources, Sharing
+from studio.models import Deployment, Notebook, Pool, PoolPublic, PoolSpec, Resources, Sharing
 from studio.pools import Capacity, Claim, Free, free_of
 
 NOTEBOOK_OWNER = "notebook "  # how a notebook server's claim is named: "notebook USER[/SERVER]"
@@ -37,6 +37,18 @@ def sync_detected_pool(*, db: Database, detected: DetectedPool) -> None:
         pool.sharing = (Sharing.WHOLE if detected.gpu_count else Sharing.NONE).value
         pool.detected = True
         session.add(pool)
+        session.commit()
+
+
+def sync_configured_pools(*, db: Database, specs: list[PoolSpec]) -> None:
+    """Create or update the configured pools (by name); pools not listed are left as they are."""
+    with db.session() as session:
+        for spec in specs:
+            pool = session.exec(select(Pool).where(Pool.name == spec.name)).first() or Pool(name=spec.name)
+            for key, value in spec.model_dump(mode="json").items():
+                setattr(pool, key, value)
+            pool.detected = False
+            session.add(pool)
         session.commit()
 
 

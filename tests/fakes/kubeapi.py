@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
@@ -193,6 +194,19 @@ class Kubelet:
         condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": reason}
         await self._patch_status(pod, {"phase": "Pending", "conditions": [condition]})
 
+    async def oom_killed(self, pod: Mapping[str, Any]) -> None:
+        """Started, killed for using more memory than its limit, three times, and now backing off."""
+        killed = {"terminated": {"reason": "OOMKilled", "exitCode": 137, "startedAt": _now(), "finishedAt": _now()}}
+        containers = [
+            {
+                "name": c["name"], "image": c["image"], "imageID": "", "ready": False, "restartCount": 3,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting"}},
+                "lastState": killed,
+            }
+            for c in pod["spec"]["containers"]
+        ]  # fmt: skip
+        await self._patch_status(pod, {"phase": "Running", "podIP": next(self._ips), "containerStatuses": containers})
+
     async def each_new_pod(self, handle: Any, *, namespace: str | None = None) -> None:
         """Call ``await handle(pod)`` once for every pod that appears (until cancelled)."""
         seen: set[str] = set()
@@ -207,3 +221,73 @@ class Kubelet:
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Cluster:
+    """A KubeAPI served from a thread of its own, for synchronous clients (the ``kubernetes`` package), with the
+    test playing the controllers: ``settle()`` gives each Deployment its pods (and removes the pods of deleted
+    ones), then the kubelet moves each new pod as ``pods`` says."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._served: _Served | None = None
+        self.api: KubeAPI | None = None
+        self.kubelet: Kubelet | None = None
+
+    def __enter__(self) -> Cluster:
+        self._thread.start()
+        self._served = KubeAPI.serve()
+        self.api = self.run(self._served.__aenter__())
+        self.kubelet = Kubelet(self.api)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        assert self._served is not None
+        self.run(self._served.__aexit__(None, None, None))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    @property
+    def url(self) -> str:
+        assert self.api is not None
+        return str(self.api.url).rstrip("/")
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+
+    def settle(self, pods: str = "run", reason: str = "") -> None:
+        """Play the Deployment controller, then the kubelet: ``run`` (ready), ``unschedulable`` (with ``reason``),
+        ``oom`` (the container killed for memory, restarting)."""
+        self.run(self._settle(pods, reason))
+
+    async def _settle(self, how: str, reason: str) -> None:
+        assert self.api is not None
+        assert self.kubelet is not None
+        async with aiohttp.ClientSession(self.api.url) as http:
+            wanted: dict[tuple[str, str], dict[str, Any]] = {}
+            for deployment in self.api.stored("deployments"):
+                meta, spec = deployment["metadata"], deployment["spec"]
+                for i in range(int(spec.get("replicas", 1))):
+                    wanted[(meta["namespace"], f"{meta['name']}-{i}")] = spec["template"]
+            for pod in self.api.stored("pods"):
+                key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+                if key not in wanted:
+                    async with http.delete(f"/api/v1/namespaces/{key[0]}/pods/{key[1]}") as reply:
+                        reply.raise_for_status()
+            have = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in self.api.stored("pods")}
+            for (namespace, name), template in wanted.items():
+                if (namespace, name) in have:
+                    continue
+                body = {"apiVersion": "v1", "kind": "Pod", "metadata": {**template["metadata"], "name": name},
+                        "spec": template["spec"]}  # fmt: skip
+                async with http.post(f"/api/v1/namespaces/{namespace}/pods", json=body) as reply:
+                    reply.raise_for_status()
+                    created = await reply.json()
+                if how == "run":
+                    await self.kubelet.run(created)
+                elif how == "unschedulable":
+                    await self.kubelet.unschedulable(created, reason)
+                elif how == "oom":
+                    await self.kubelet.oom_killed(created)

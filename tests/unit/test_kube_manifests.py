@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from studio.backends.base import WorkloadSpec
-from studio.backends.kubernetes.conditions import pending_reason
+from studio.backends.base import ReplicaStatus, WorkloadSpec
+from studio.backends.kubernetes.conditions import pending_reason, replica_status
 from studio.backends.kubernetes.manifests import (
     JobSpec,
     Target,
@@ -326,3 +326,33 @@ def test_builders_are_deterministic_and_leave_their_inputs_alone() -> None:
     assert model_server(spec, launch, TARGET, replicas=1) == model_server(
         vllm_spec(), container_launch(vllm_spec()), TARGET, replicas=1
     )
+
+
+def pod(status: dict[str, Any], **meta: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "chat-0", **meta}, "status": status}
+
+
+def waiting(reason: str, message: str = "", restarts: int = 0, last: dict[str, Any] | None = None) -> dict[str, Any]:
+    box: dict[str, Any] = {"name": "runtime", "image": "vllm:v1", "ready": False, "restartCount": restarts,
+                           "state": {"waiting": {"reason": reason, "message": message}}}  # fmt: skip
+    if last:
+        box["lastState"] = {"terminated": last}
+    return {"phase": "Running", "podIP": "10.0.0.1", "containerStatuses": [box]}
+
+
+def test_each_pod_state_is_a_replica_phase_with_a_reason_in_words() -> None:
+    ready = {"phase": "Running", "podIP": "10.0.0.7", "containerStatuses": [{"name": "r", "ready": True}]}
+    assert replica_status(pod(ready), 0, port=8000) == ReplicaStatus(0, "ready", endpoint="http://10.0.0.7:8000")
+    loading = {"phase": "Running", "podIP": "10.0.0.7", "containerStatuses": [{"name": "r", "ready": False}]}
+    assert replica_status(pod(loading), 1, port=8000).phase == "starting"
+    pulled = replica_status(pod(waiting("ImagePullBackOff", "manifest unknown")), 0, port=8000)
+    assert (pulled.phase, pulled.message) == ("backoff", "the image vllm:v1 cannot be pulled: manifest unknown")
+    crash = replica_status(pod(waiting("CrashLoopBackOff", restarts=4, last={"exitCode": 2})), 0, port=8000)
+    assert (crash.phase, crash.failures, crash.restarts) == ("backoff", 4, 4)
+    assert crash.message == "the runtime keeps exiting (code 2): see the deployment's logs"
+    oom = replica_status(pod(waiting("CrashLoopBackOff", restarts=2, last={"reason": "OOMKilled"})), 0, port=8000)
+    assert oom.message.startswith("the runtime ran out of memory")
+    going = replica_status(pod(ready, deletionTimestamp="2026-11-23T00:00:00Z"), 0, port=8000)
+    assert going.phase == "terminating"
+    assert replica_status(pod(UNSCHEDULABLE["status"]), 0, port=8000).message.startswith("no node can take it")
+    assert replica_status(pod({"phase": "Pending"}), 0, port=8000).message == "waiting for a node"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from studio.backends.base import ReplicaStatus
+
 
 def pending_reason(pod: Mapping[str, Any] | None) -> str:
     """Why a pod is not running yet: the scheduler's verdict ("0/3 nodes are available: 3 Insufficient
@@ -20,3 +22,40 @@ def pending_reason(pod: Mapping[str, Any] | None) -> str:
         if waiting.get("reason") and waiting["reason"] not in {"ContainerCreating", "PodInitializing"}:
             return f"{container.get('name', 'container')} is waiting: {waiting['reason']}: {waiting.get('message', '')}"
     return ""
+
+
+def replica_status(pod: Mapping[str, Any], index: int, *, port: int) -> ReplicaStatus:
+    """One model-server pod as a replica: ready with its endpoint, starting, pending (and why), or failing in words:
+    out of memory, an image that cannot be pulled, a crash loop with its exit code."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    boxes = status.get("containerStatuses") or []
+    restarts = sum(int(c.get("restartCount") or 0) for c in boxes)
+    if meta.get("deletionTimestamp"):
+        return ReplicaStatus(index, "terminating", restarts=restarts)
+    for box in boxes:
+        waiting = (box.get("state") or {}).get("waiting") or {}
+        last = (box.get("lastState") or {}).get("terminated") or (box.get("state") or {}).get("terminated") or {}
+        if last.get("reason") == "OOMKilled":
+            return ReplicaStatus(
+                index, "backoff", restarts=restarts, failures=max(restarts, 1),
+                message="the runtime ran out of memory (OOMKilled): give the deployment more memory",
+            )  # fmt: skip
+        if waiting.get("reason") in {"ImagePullBackOff", "ErrImagePull", "InvalidImageName"}:
+            why = waiting.get("message") or waiting["reason"]
+            return ReplicaStatus(
+                index, "backoff", restarts=restarts, failures=max(restarts, 1),
+                message=f"the image {box.get('image', '')} cannot be pulled: {why}",
+            )  # fmt: skip
+        if waiting.get("reason") == "CrashLoopBackOff":
+            code = last.get("exitCode", "?")
+            return ReplicaStatus(
+                index, "backoff", restarts=restarts, failures=restarts,
+                message=f"the runtime keeps exiting (code {code}): see the deployment's logs",
+            )  # fmt: skip
+    if status.get("phase") == "Running" and boxes and all(c.get("ready") for c in boxes) and status.get("podIP"):
+        return ReplicaStatus(index, "ready", endpoint=f"http://{status['podIP']}:{port}", restarts=restarts)
+    if status.get("phase") == "Running":
+        return ReplicaStatus(index, "starting", restarts=restarts, message="loading the model")
+    if status.get("phase") == "Failed":
+        return ReplicaStatus(index, "backoff", restarts=restarts, failures=1, message=status.get("message", "failed"))
+    return ReplicaStatus(index, "pending", restarts=restarts, message=pending_reason(pod) or "waiting for a node")
