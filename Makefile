@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/gateway_overhead.py
 	$(PY) benchmarks/deploy_first_token.py
 	$(PY) benchmarks/ui_render.py
+	$(PY) benchmarks/hub_spawn.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
