@@ -21,6 +21,7 @@ test: $(STAMP) services lint pytest
 # Services the tests use that the machine may lack (PostgreSQL binaries), installed with apt.
 services:
 	scripts/test-services
+	scripts/install-helm
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

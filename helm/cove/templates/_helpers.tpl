@@ -1,0 +1,201 @@
+{{/*
+Helpers shared by the templates. Names are namespaced cove.*; each takes the root context unless it says otherwise.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "cove.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The prefix of every object name: fullnameOverride, the release name if it holds the chart name, else both. */}}
+{{- define "cove.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* chart-version, for the helm.sh/chart label. */}}
+{{- define "cove.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector labels of one component. Takes (dict "ctx" $ "component" "server"). */}}
+{{- define "cove.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cove.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Every object's labels. Takes (dict "ctx" $ "component" "server"). */}}
+{{- define "cove.labels" -}}
+{{ include "cove.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: cove
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+helm.sh/chart: {{ include "cove.chart" .ctx }}
+{{- end -}}
+
+{{/* The Cove image reference. */}}
+{{- define "cove.image" -}}
+{{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
+{{- end -}}
+
+{{/* In-cluster URLs of the faces. */}}
+{{- define "cove.serverUrl" -}}
+{{- printf "http://%s-server:8080" (include "cove.fullname" .) -}}
+{{- end -}}
+{{- define "cove.hubUrl" -}}
+{{- printf "http://%s-hub:8000" (include "cove.fullname" .) -}}
+{{- end -}}
+
+{{/* The URL of an ingress host: https when ingress.tls covers it. Takes (dict "ctx" $ "host" "cove.example.com"). */}}
+{{- define "cove.hostUrl" -}}
+{{- $host := .host -}}
+{{- $tls := false -}}
+{{- range .ctx.Values.ingress.tls }}{{ if has $host (.hosts | default list) }}{{ $tls = true }}{{ end }}{{ end -}}
+{{- printf "%s://%s" (ternary "https" "http" $tls) $host -}}
+{{- end -}}
+
+{{/* How clients reach the gateway: publicUrl, else the ingress host of the server, else its Service. */}}
+{{- define "cove.publicUrl" -}}
+{{- $host := .Values.ingress.hosts.server -}}
+{{- if .Values.publicUrl -}}
+{{- .Values.publicUrl | trimSuffix "/" -}}
+{{- else if and .Values.ingress.enabled $host -}}
+{{- include "cove.hostUrl" (dict "ctx" . "host" $host) -}}
+{{- else -}}
+{{- include "cove.serverUrl" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Names of the shared claims: the existing ones when given, else the chart's. */}}
+{{- define "cove.modelsClaim" -}}
+{{- .Values.storage.models.existingClaim | default (printf "%s-models" (include "cove.fullname" .)) -}}
+{{- end -}}
+{{- define "cove.datasetsClaim" -}}
+{{- .Values.storage.datasets.existingClaim | default (printf "%s-datasets" (include "cove.fullname" .)) -}}
+{{- end -}}
+
+{{/* The Secret and key holding COVE_DATABASE_URL; fails when no database is configured. */}}
+{{- define "cove.databaseSecretName" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- printf "%s-database" (include "cove.fullname" .) -}}
+{{- else if .Values.externalDatabase.existingSecret -}}
+{{- .Values.externalDatabase.existingSecret -}}
+{{- else if .Values.externalDatabase.url -}}
+{{- printf "%s-database" (include "cove.fullname" .) -}}
+{{- else -}}
+{{- fail "no database: postgresql.enabled is false, so set externalDatabase.url (postgresql+psycopg://user:pass@host:5432/db) or externalDatabase.existingSecret (a Secret holding that URL under externalDatabase.key)" -}}
+{{- end -}}
+{{- end -}}
+{{- define "cove.databaseSecretKey" -}}
+{{- if and (not .Values.postgresql.enabled) .Values.externalDatabase.existingSecret -}}
+{{- .Values.externalDatabase.key -}}
+{{- else -}}
+url
+{{- end -}}
+{{- end -}}
+
+{{/* Pools as the server reads them (COVE_POOLS); fails on a repeated name. */}}
+{{- define "cove.poolsJson" -}}
+{{- $seen := dict -}}
+{{- range .Values.pools -}}
+{{- if hasKey $seen .name -}}
+{{- fail (printf "pools: the name %q is used twice; each pool needs its own name" .name) -}}
+{{- end -}}
+{{- $_ := set $seen .name true -}}
+{{- end -}}
+{{- .Values.pools | toJson -}}
+{{- end -}}
+
+{{/* The environment every Cove process shares: where its state is, and how it reaches the database. */}}
+{{- define "cove.databaseEnv" -}}
+- name: COVE_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cove.databaseSecretName" . }}
+      key: {{ include "cove.databaseSecretKey" . }}
+{{- end -}}
+
+{{/* Pod securityContext under the Pod Security Standard "restricted": the image's user (uid/gid 1000). */}}
+{{- define "cove.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 1000
+runAsGroup: 1000
+fsGroup: 1000
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Container securityContext under "restricted"; the root filesystem is read-only (writable paths are volumes). */}}
+{{- define "cove.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Writable scratch for a read-only root filesystem: /tmp and the image user's home (caches, ~/.streamlit). */}}
+{{- define "cove.scratchVolumes" -}}
+- name: tmp
+  emptyDir: {}
+- name: home
+  emptyDir: {}
+{{- end -}}
+{{- define "cove.scratchMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: home
+  mountPath: /home/cove
+{{- end -}}
+
+{{/* COVE_HOME with the shared claims inside it (server and UI: the studio imports models and datasets there). */}}
+{{- define "cove.dataVolumes" -}}
+- name: state
+  emptyDir: {}
+- name: models
+  persistentVolumeClaim:
+    claimName: {{ include "cove.modelsClaim" . }}
+- name: datasets
+  persistentVolumeClaim:
+    claimName: {{ include "cove.datasetsClaim" . }}
+{{- end -}}
+{{- define "cove.dataMounts" -}}
+- name: state
+  mountPath: /var/lib/cove
+- name: models
+  mountPath: /var/lib/cove/models
+- name: datasets
+  mountPath: /var/lib/cove/datasets
+{{- end -}}
+
+{{/* Pod-spec fields every component shares. Takes (dict "ctx" $ "values" .Values.server). */}}
+{{- define "cove.podPlacement" -}}
+{{- with .ctx.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

@@ -1,0 +1,812 @@
+"""The Helm chart (helm/cove), rendered by the real helm binary (scripts/install-helm) over the values files in
+tests/fixtures/helm: every object validated against the Kubernetes API's schemas, every pod under the Pod Security
+Standard *restricted*, and what a chart user would notice checked by name: which settings each process gets, which
+database it reaches, what the controller and the hub may do, what user workloads may not reach, which values are
+refused and with what message. No cluster is needed: `helm template` and `helm lint` run offline."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic.alias_generators import to_camel
+
+from studio.backends.kubernetes import manifests
+from studio.models import PoolSpec
+from studio.settings import Settings
+from tests.schemas import assert_valid, pod_spec_of, restricted_problems
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "cove"
+FIXTURES = ROOT / "tests" / "fixtures" / "helm"
+VALUES_FILES = sorted(p.name for p in FIXTURES.glob("*.yaml"))
+RELEASE, NAMESPACE = "studio", "ml"  # a release name without "cove": objects are named studio-cove-*
+PREFIX = f"{RELEASE}-cove"
+WORKLOADS = {"Deployment", "StatefulSet"}
+CONTROL_PLANE = ("server", "ui", "hub")  # the components that use the studio database
+
+Doc = dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------------ helm
+
+
+class Helm:
+    """helm lint/template with a private cache/config/data home, and parsed output."""
+
+    def __init__(self, binary: Path, home: Path) -> None:
+        self.binary = binary
+        self.env = os.environ | {
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+            "KUBECONFIG": str(home / "no-cluster"),  # nothing here may reach a real cluster
+        }
+        self._rendered: dict[tuple[Any, ...], list[Doc]] = {}
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.binary), *args], capture_output=True, text=True, env=self.env, timeout=60, check=False
+        )
+
+    def template(self, *files: str | Path, values: Mapping[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
+        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+        for f in files:
+            args += ["--values", str(FIXTURES / f if isinstance(f, str) else f)]
+        for key, value in (values or {}).items():
+            args += ["--set-json", f"{key}={json.dumps(value)}"]
+        return self.run(*args)
+
+    def notes(self, *files: str) -> str:
+        """What `helm install` prints after installing (a client-side dry run: no cluster is contacted)."""
+        args = ["install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client"]
+        for f in files:
+            args += ["--values", str(FIXTURES / f)]
+        done = self.run(*args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.partition("\nNOTES:\n")[2]
+
+    def upgrade_render(self, kubeconfig: Path, *files: str) -> list[Doc]:
+        """The objects as an upgrade would make them: `lookup` reads the cluster of ``kubeconfig``."""
+        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+        args += ["--dry-run=server", "--disable-openapi-validation"]  # the fake cluster serves no OpenAPI
+        for f in files:
+            args += ["--values", str(FIXTURES / f)]
+        done = subprocess.run(
+            [str(self.binary), *args],
+            capture_output=True,
+            text=True,
+            env=self.env | {"KUBECONFIG": str(kubeconfig)},
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+    def render(self, *files: str, **values: Any) -> list[Doc]:
+        """The objects the chart makes for these values files (and dotted --set-json overrides, as keywords with
+        '__' for '.'), parsed."""
+        key = (files, json.dumps(values, sort_keys=True))
+        if key not in self._rendered:
+            done = self.template(*files, values={k.replace("__", "."): v for k, v in values.items()})
+            assert done.returncode == 0, done.stderr
+            self._rendered[key] = [d for d in yaml.safe_load_all(done.stdout) if d]
+        return self._rendered[key]
+
+
+@pytest.fixture(scope="module")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """The pinned helm, installed by scripts/install-helm (a no-op once it is there)."""
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "install-helm")], capture_output=True, text=True, timeout=300, check=False
+    )
+    if done.returncode != 0:
+        why = f"scripts/install-helm could not obtain helm:\n{done.stdout}{done.stderr}"
+        if os.environ.get("CI"):
+            pytest.fail(why)  # CI must render the chart; a skip there would hide a broken chart
+        pytest.skip(why)
+    return Helm(ROOT / ".venv" / "bin" / "helm", tmp_path_factory.mktemp("helm-home"))
+
+
+def find(docs: Sequence[Doc], kind: str, name: str) -> Doc:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found in {[(d['kind'], d['metadata']['name']) for d in docs]}"
+    return found[0]
+
+
+def names(docs: Sequence[Doc], kind: str) -> set[str]:
+    return {d["metadata"]["name"] for d in docs if d["kind"] == kind}
+
+
+def container(docs: Sequence[Doc], component: str) -> Doc:
+    """The one container of a Cove component's Deployment."""
+    (box,) = find(docs, "Deployment", f"{PREFIX}-{component}")["spec"]["template"]["spec"]["containers"]
+    return box
+
+
+def env_of(docs: Sequence[Doc], component: str) -> dict[str, Any]:
+    """A component's environment: its ConfigMap's values, then its `env` (plain values, or the valueFrom)."""
+    box = container(docs, component)
+    env: dict[str, Any] = {}
+    for source in box.get("envFrom", []):
+        env |= find(docs, "ConfigMap", source["configMapRef"]["name"])["data"]
+    for var in box.get("env", []):
+        env[var["name"]] = var.get("value", var.get("valueFrom"))
+    return env
+
+
+def secret_value(docs: Sequence[Doc], name: str, key: str) -> str:
+    return base64.b64decode(find(docs, "Secret", name)["data"][key]).decode()
+
+
+def pod_templates(docs: Sequence[Doc]) -> Iterator[tuple[str, Doc]]:
+    for d in docs:
+        if d["kind"] in WORKLOADS:
+            yield f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]
+
+
+def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+class ClusterWithRelease:
+    """A cluster where the release is installed, as far as an upgrade's `lookup` sees it: API discovery for the
+    chart's kinds, and the release's generated Secrets (with Helm's ownership marks); every other object is
+    absent. Serves HTTP on loopback while in a ``with`` block; ``kubeconfig`` points helm at it."""
+
+    KINDS = (  # (group/version, kind, plural, namespaced)
+        ("v1", "ServiceAccount", "serviceaccounts", True),
+        ("v1", "ConfigMap", "configmaps", True),
+        ("v1", "Secret", "secrets", True),
+        ("v1", "Service", "services", True),
+        ("v1", "PersistentVolumeClaim", "persistentvolumeclaims", True),
+        ("apps/v1", "Deployment", "deployments", True),
+        ("apps/v1", "StatefulSet", "statefulsets", True),
+        ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
+        ("networking.k8s.io/v1", "Ingress", "ingresses", True),
+        ("rbac.authorization.k8s.io/v1", "Role", "roles", True),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", False),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", False),
+    )
+
+    def __init__(self, folder: Path, secrets: Mapping[str, Mapping[str, str]]) -> None:
+        self.kubeconfig = folder / "kubeconfig"
+        self.secrets = secrets
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ClusterWithRelease:
+        self.thread.start()
+        url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "fake", "cluster": {"server": url}}],
+                    "users": [{"name": "fake", "user": {"token": "fake"}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+                    "current-context": "fake",
+                }
+            )
+        )
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def answer(self, path: str) -> Doc | None:
+        groups = sorted({gv for gv, *_ in self.KINDS if "/" in gv})
+        if path == "/version":
+            return {"major": "1", "minor": "33", "gitVersion": "v1.33.0"}
+        if path == "/api":
+            return {"kind": "APIVersions", "versions": ["v1"]}
+        if path == "/apis":
+            return {
+                "kind": "APIGroupList",
+                "groups": [
+                    {"name": gv.split("/")[0], "versions": [{"groupVersion": gv, "version": "v1"}]} for gv in groups
+                ],
+            }
+        for gv in ("v1", *groups):
+            if path == ("/api/v1" if gv == "v1" else f"/apis/{gv}"):
+                listed = [(k, p, ns) for g, k, p, ns in self.KINDS if g == gv]
+                return {
+                    "kind": "APIResourceList",
+                    "groupVersion": gv,
+                    "resources": [
+                        {"name": p, "singularName": k.lower(), "namespaced": ns, "kind": k, "verbs": ["get"]}
+                        for k, p, ns in listed
+                    ],
+                }
+        prefix = f"/api/v1/namespaces/{NAMESPACE}/secrets/"
+        name = path.removeprefix(prefix)
+        if path.startswith(prefix) and name in self.secrets:
+            return {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": name,
+                    "namespace": NAMESPACE,
+                    "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                    "annotations": {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": NAMESPACE},
+                },
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in self.secrets[name].items()},
+            }
+        return None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        cluster = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = cluster.answer(self.path.partition("?")[0])
+                status = 404 if body is None else 200
+                data = json.dumps(body or {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data.encode())
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        return Handler
+
+
+# ------------------------------------------------------------------------------------------------ every values file
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_lint_strict_passes(helm: Helm, values_file: str) -> None:
+    done = helm.run("lint", "--strict", str(CHART), "--namespace", NAMESPACE, "--values", str(FIXTURES / values_file))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[WARNING]" not in done.stdout, done.stdout
+    assert "[ERROR]" not in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_objects_are_valid_and_pods_restricted(helm: Helm, values_file: str) -> None:
+    docs = helm.render(values_file)
+    assert_valid(*docs)
+    assert not [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    for d in docs:
+        if d["kind"] not in {"ClusterRole", "ClusterRoleBinding"}:
+            assert d["metadata"].get("namespace") == NAMESPACE, f"{d['kind']}/{d['metadata']['name']}"
+    pods = {f"{d['kind']}/{d['metadata']['name']}": spec for d in docs if (spec := pod_spec_of(d)) is not None}
+    assert len(pods) >= 4
+    for where, spec in pods.items():
+        assert restricted_problems(spec) == [], where
+        for box in spec["containers"]:
+            assert box["securityContext"]["readOnlyRootFilesystem"] is True, where
+            assert {"cpu", "memory"} <= set(box["resources"]["requests"]), where
+            assert {"cpu", "memory"} <= set(box["resources"]["limits"]), where
+            assert box.get("readinessProbe"), where
+            assert box.get("livenessProbe"), where
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_selectors_match_their_pods(helm: Helm, values_file: str) -> None:
+    docs = helm.render(values_file)
+    templates = dict(pod_templates(docs))
+    for d in docs:
+        if d["kind"] in WORKLOADS:
+            selector = d["spec"]["selector"]["matchLabels"]
+            assert selects(selector, d["spec"]["template"]["metadata"]["labels"]), d["metadata"]["name"]
+            others = [w for w, t in templates.items() if selects(selector, t["metadata"]["labels"])]
+            assert others == [f"{d['kind']}/{d['metadata']['name']}"], "selectors must not overlap"
+    for service in (d for d in docs if d["kind"] == "Service"):
+        matched = [w for w, t in templates.items() if selects(service["spec"]["selector"], t["metadata"]["labels"])]
+        assert len(matched) == 1, f"Service/{service['metadata']['name']} selects {matched}"
+        (template,) = (templates[w] for w in matched)
+        ports = {p["name"] for box in template["spec"]["containers"] for p in box.get("ports", [])}
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= ports
+    for d in docs:
+        labels = d["metadata"]["labels"]
+        assert {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"} <= set(labels)
+        assert labels["app.kubernetes.io/version"] == "0.1.0"
+        assert labels["helm.sh/chart"] == "cove-0.1.0"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_images_are_pinned(helm: Helm, values_file: str) -> None:
+    docs = helm.render(values_file)
+    images = [box["image"] for _, t in pod_templates(docs) for box in t["spec"]["containers"]]
+    images.append(env_of(docs, "hub")["COVE_NOTEBOOK_IMAGE"])  # the image of every notebook pod
+    for image in images:
+        repository, _, tag = image.rpartition(":")
+        assert repository, f"{image} has no tag"
+        assert "/" not in tag, f"{image} has no tag"
+        assert tag.lower() != "latest", image
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_pod_templates_carry_checksums(helm: Helm, values_file: str) -> None:
+    for where, template in pod_templates(helm.render(values_file)):
+        annotations = template["metadata"]["annotations"]
+        for key in ("checksum/config", "checksum/secret"):
+            assert len(annotations.get(key, "")) == 64, f"{where}: {key}"
+
+
+# ------------------------------------------------------------------------------------------------ behaviour
+
+
+def checksums(docs: Sequence[Doc]) -> dict[str, str]:
+    return {w: t["metadata"]["annotations"]["checksum/config"] for w, t in pod_templates(docs)}
+
+
+def test_a_config_change_rolls_the_pods_that_read_it(helm: Helm) -> None:
+    before = checksums(helm.render("defaults.yaml"))
+    assert before == checksums(helm.render("defaults.yaml", hub__apiToken="x" * 32)), "deterministic"
+    pools = checksums(helm.render("gpu-pool.yaml"))
+    assert pools[f"Deployment/{PREFIX}-server"] != before[f"Deployment/{PREFIX}-server"]
+    assert pools[f"Deployment/{PREFIX}-playground"] == before[f"Deployment/{PREFIX}-playground"]
+    culling = checksums(helm.render("defaults.yaml", hub__idleTimeoutSeconds=600))
+    assert culling[f"Deployment/{PREFIX}-hub"] != before[f"Deployment/{PREFIX}-hub"]
+    assert culling[f"Deployment/{PREFIX}-server"] == before[f"Deployment/{PREFIX}-server"]
+
+
+@pytest.mark.parametrize("values_file", ["defaults.yaml", "gpu-pool.yaml", "hami-pool.yaml"])
+def test_pools_reach_the_server_as_json(helm: Helm, values_file: str) -> None:
+    pools = (yaml.safe_load((FIXTURES / values_file).read_text()) or {}).get("pools", [])
+    sent = json.loads(env_of(helm.render(values_file), "server")["COVE_POOLS"])
+    assert sent == pools
+    assert [PoolSpec.model_validate(p).name for p in sent] == [p["name"] for p in pools], "the server accepts them"
+
+
+def test_schema_pools_have_the_servers_keys() -> None:
+    """The chart's pool keys are PoolSpec's (camelCase): a key one side gains is a key the other must learn."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    keys = set(schema["properties"]["pools"]["items"]["properties"])
+    assert keys == {to_camel(name) for name in PoolSpec.model_fields}
+
+
+def test_each_process_gets_its_settings(helm: Helm) -> None:
+    docs = helm.render("defaults.yaml")
+    server, ui, playground, hub = (env_of(docs, c) for c in ("server", "ui", "playground", "hub"))
+    server_url = f"http://{PREFIX}-server:8080"
+    assert server["COVE_POOLS"] == "[]"
+    assert {k: server[k] for k in ("COVE_HOST", "COVE_PORT", "COVE_BACKEND", "COVE_KUBE_NAMESPACE", "COVE_DEMO")} == {
+        "COVE_HOST": "0.0.0.0",
+        "COVE_PORT": "8080",
+        "COVE_BACKEND": "kubernetes",
+        "COVE_KUBE_NAMESPACE": NAMESPACE,
+        "COVE_DEMO": "false",
+    }
+    for env in (server, ui):
+        assert env["COVE_HOME"] == "/var/lib/cove"
+        assert (env["COVE_MODELS_PVC"], env["COVE_DATASETS_PVC"]) == (f"{PREFIX}-models", f"{PREFIX}-datasets")
+        assert env["COVE_PUBLIC_URL"] == server_url
+    assert ui["COVE_HUB_PUBLIC_URL"] == f"http://{PREFIX}-hub:8000"
+    assert (
+        ui["COVE_HUB_API_TOKEN"]
+        == hub["COVE_HUB_API_TOKEN"]
+        == {"secretKeyRef": {"name": f"{PREFIX}-hub", "key": "api-token"}}
+    )
+    assert playground["COVE_PUBLIC_URL"] == server_url
+    assert "COVE_PLAYGROUND_API_KEY" not in playground
+    assert "COVE_DATABASE_URL" not in playground, "the playground talks to the gateway only"
+    assert {k: hub[k] for k in hub if k.startswith("COVE_HUB_") and k != "COVE_HUB_API_TOKEN"} == {
+        "COVE_HUB_PORT": "8000",
+        "COVE_HUB_API_PORT": "8081",
+        "COVE_HUB_SPAWNER": "kubernetes",
+        "COVE_HUB_CONNECT_HOST": f"{PREFIX}-hub",
+        "COVE_HUB_IDLE_TIMEOUT_S": "3600",
+        "COVE_HUB_MAX_AGE_S": "0",
+        "COVE_HUB_ADMIN_USERS": '["admin"]',
+        "COVE_HUB_GROUPS": "{}",
+    }
+    assert hub["COVE_NOTEBOOK_IMAGE"] == "cove/notebook:0.1.0"
+    assert hub["COVE_NOTEBOOK_HOME_SIZE"] == "10Gi"
+    assert hub["COVE_PUBLIC_URL"] == server_url, "notebooks reach the gateway inside the cluster"
+    assert len(secret_value(docs, f"{PREFIX}-hub", "api-token")) == 64
+    for component, port in (("server", 8080), ("ui", 8501), ("playground", 7860), ("hub", 8000)):
+        box = container(docs, component)
+        assert box["args"] == [component]
+        assert box["image"] == "cove/cove:0.1.0"
+        assert box["ports"][0]["containerPort"] == port
+    hub_deployment = find(docs, "Deployment", f"{PREFIX}-hub")
+    assert hub_deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert container(docs, "hub")["readinessProbe"]["httpGet"]["path"] == "/hub/health"
+    assert container(docs, "ui")["readinessProbe"]["httpGet"]["path"] == "/_stcore/health"
+    assert {p["name"]: p["port"] for p in find(docs, "Service", f"{PREFIX}-hub")["spec"]["ports"]} == {
+        "http": 8000,
+        "api": 8081,
+    }
+
+
+def test_hub_values_become_its_settings(helm: Helm) -> None:
+    docs = helm.render("gpu-pool.yaml")
+    hub = env_of(docs, "hub")
+    assert json.loads(hub["COVE_HUB_GROUPS"]) == {"ml": ["ada", "bo"]}
+    assert json.loads(hub["COVE_HUB_ADMIN_USERS"]) == ["ada"]
+    docs = helm.render("ingress.yaml")
+    hub = env_of(docs, "hub")
+    extra = find(docs, "ConfigMap", f"{PREFIX}-hub-extra-config")["data"]["extra_config.py"]
+    assert 'c.JupyterHub.authenticator_class = "github"' in extra
+    mount = {m["name"]: m for m in container(docs, "hub")["volumeMounts"]}["extra-config"]
+    assert hub["COVE_HUB_EXTRA_CONFIG"] == f"{mount['mountPath']}/extra_config.py"
+    assert "COVE_HUB_EXTRA_CONFIG" not in env_of(helm.render("defaults.yaml"), "hub")
+
+
+def test_every_variable_the_chart_sets_is_a_cove_setting(helm: Helm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misspelt COVE_* variable would be ignored silently (Settings ignores unknown ones): this catches it, and
+    has Cove parse each process's environment as it will in the pod."""
+    known = {f"COVE_{name.upper()}" for name in Settings.model_fields}
+    for name in [k for k in os.environ if k.startswith("COVE_")]:
+        monkeypatch.delenv(name)
+    for values_file in ("gpu-pool.yaml", "ingress.yaml"):
+        docs, parsed = helm.render(values_file), {}
+        for component in ("server", "ui", "playground", "hub"):
+            env = {k: v for k, v in env_of(docs, component).items() if isinstance(v, str)}  # not the Secrets
+            assert set(env) - known == set(), component
+            with monkeypatch.context() as patch:
+                for key, value in env.items():
+                    patch.setenv(key, value)
+                parsed[component] = Settings()
+            assert str(parsed[component].home) == "/var/lib/cove", component
+            assert parsed[component].host == "0.0.0.0", component
+        assert parsed["server"].backend == "kubernetes"
+        assert parsed["server"].pools == (yaml.safe_load((FIXTURES / values_file).read_text())).get("pools", [])
+        assert parsed["hub"].hub_spawner == "kubernetes"
+        assert parsed["hub"].hub_connect_host == f"{PREFIX}-hub"
+        assert parsed["server"].gateway_url == parsed["ui"].gateway_url
+
+
+def test_bundled_database_is_wired_to_every_control_plane_process(helm: Helm) -> None:
+    docs = helm.render("defaults.yaml")
+    for component in CONTROL_PLANE:
+        ref = env_of(docs, component)["COVE_DATABASE_URL"]
+        assert ref == {"secretKeyRef": {"name": f"{PREFIX}-database", "key": "url"}}, component
+    password = secret_value(docs, f"{PREFIX}-database", "password")
+    url = secret_value(docs, f"{PREFIX}-database", "url")
+    assert len(password) == 32
+    assert password.isalnum()
+    assert url == f"postgresql+psycopg://cove:{password}@{PREFIX}-postgresql.{NAMESPACE}.svc:5432/cove"
+    postgres = find(docs, "StatefulSet", f"{PREFIX}-postgresql")
+    (box,) = postgres["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in box["env"]}
+    assert env["POSTGRES_PASSWORD"] == {"secretKeyRef": {"name": f"{PREFIX}-database", "key": "password"}}
+    assert box["image"] == "docker.io/library/postgres:17.6-bookworm"
+    assert box["readinessProbe"]["exec"]["command"][0] == "pg_isready"
+    assert postgres["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 999
+    (claim,) = postgres["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
+    assert find(docs, "Service", f"{PREFIX}-postgresql")["spec"]["ports"][0]["port"] == 5432
+
+
+def test_an_upgrade_keeps_the_generated_password_and_token(helm: Helm, tmp_path: Path) -> None:
+    """A new password under a running database would lock Cove out of it: upgrades read the generated Secrets back
+    (`lookup`), so the password, the URL built from it, the hub token and the pods' checksums stay as they were."""
+    installed = {
+        f"{PREFIX}-database": {"password": "KeptPassword123", "url": "(the URL made with it)"},
+        f"{PREFIX}-hub": {"api-token": "kept-hub-token-0123456789"},
+    }
+    with ClusterWithRelease(tmp_path, installed) as cluster:
+        first = helm.upgrade_render(cluster.kubeconfig, "defaults.yaml")
+        again = helm.upgrade_render(cluster.kubeconfig, "defaults.yaml")
+    assert secret_value(first, f"{PREFIX}-database", "password") == "KeptPassword123"
+    assert secret_value(first, f"{PREFIX}-database", "url") == (
+        f"postgresql+psycopg://cove:KeptPassword123@{PREFIX}-postgresql.{NAMESPACE}.svc:5432/cove"
+    )
+    assert secret_value(first, f"{PREFIX}-hub", "api-token") == "kept-hub-token-0123456789"
+    rolled = {w: t["metadata"]["annotations"]["checksum/secret"] for w, t in pod_templates(first)}
+    assert rolled == {w: t["metadata"]["annotations"]["checksum/secret"] for w, t in pod_templates(again)}
+    fresh = helm.render("defaults.yaml")  # no cluster: a new install generates them
+    assert secret_value(fresh, f"{PREFIX}-database", "password") != "KeptPassword123"
+
+
+def test_external_database_replaces_the_bundled_one(helm: Helm) -> None:
+    docs = helm.render("external-db.yaml")
+    assert not names(docs, "StatefulSet")
+    assert f"{PREFIX}-postgresql" not in names(docs, "Service")
+    assert (
+        secret_value(docs, f"{PREFIX}-database", "url")
+        == "postgresql+psycopg://cove:s3cret@db.example.internal:5432/cove"
+    )
+    assert "password" not in find(docs, "Secret", f"{PREFIX}-database")["data"]
+    docs = helm.render("external-db-secret.yaml")
+    assert f"{PREFIX}-database" not in names(docs, "Secret")
+    for component in CONTROL_PLANE:
+        ref = env_of(docs, component)["COVE_DATABASE_URL"]
+        assert ref == {"secretKeyRef": {"name": "cove-db-credentials", "key": "database-url"}}
+
+
+def test_shared_claims_are_made_kept_and_mounted(helm: Helm) -> None:
+    docs = helm.render("defaults.yaml")
+    for kind, size in (("models", "100Gi"), ("datasets", "20Gi")):
+        claim = find(docs, "PersistentVolumeClaim", f"{PREFIX}-{kind}")
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+        assert claim["spec"]["resources"]["requests"]["storage"] == size
+        assert "storageClassName" not in claim["spec"], "empty storageClass: the cluster's default"
+        assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    for component in ("server", "ui"):
+        spec = find(docs, "Deployment", f"{PREFIX}-{component}")["spec"]["template"]["spec"]
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v
+        }
+        mounts = {m["mountPath"]: m for m in spec["containers"][0]["volumeMounts"]}
+        assert claims == {"models": f"{PREFIX}-models", "datasets": f"{PREFIX}-datasets"}
+        for kind in ("models", "datasets"):
+            assert mounts[f"/var/lib/cove/{kind}"]["name"] == kind
+            assert not mounts[f"/var/lib/cove/{kind}"].get("readOnly")
+    hub = find(docs, "Deployment", f"{PREFIX}-hub")["spec"]["template"]["spec"]
+    assert {"name": "state", "persistentVolumeClaim": {"claimName": f"{PREFIX}-hub"}} in hub["volumes"]
+    assert find(docs, "PersistentVolumeClaim", f"{PREFIX}-hub")["spec"]["accessModes"] == ["ReadWriteOnce"]
+    docs = helm.render("ingress.yaml")  # storage.models.existingClaim: team-models
+    assert f"{PREFIX}-models" not in names(docs, "PersistentVolumeClaim")
+    assert env_of(docs, "server")["COVE_MODELS_PVC"] == env_of(docs, "hub")["COVE_MODELS_PVC"] == "team-models"
+
+
+SERVER_RULES = {
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"get", "list", "create", "patch", "delete"},
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "create", "patch", "delete"},
+    ("policy", "poddisruptionbudgets"): {"get", "list", "create", "patch", "delete"},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
+    ("", "persistentvolumeclaims"): {"get", "list"},
+    ("", "secrets"): {"get", "create", "patch", "delete"},
+    ("", "pods"): {"get", "list", "watch"},
+    ("", "pods/log"): {"get"},
+    ("", "events"): {"get", "list", "watch"},
+}
+HUB_RULES = {
+    ("", "pods"): {"get", "list", "watch", "create", "delete"},
+    ("", "persistentvolumeclaims"): {"get", "list", "create"},
+    ("", "events"): {"get", "list", "watch"},
+}
+
+
+def grants(role: Doc) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def test_rbac_grants_exactly_what_the_server_and_hub_use(helm: Helm) -> None:
+    docs = helm.render("defaults.yaml")
+    assert grants(find(docs, "Role", f"{PREFIX}-server")) == SERVER_RULES
+    assert grants(find(docs, "Role", f"{PREFIX}-hub")) == HUB_RULES
+    for component in ("server", "hub"):
+        binding = find(docs, "RoleBinding", f"{PREFIX}-{component}")
+        assert binding["roleRef"]["name"] == f"{PREFIX}-{component}"
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": f"{PREFIX}-{component}", "namespace": NAMESPACE}
+        ]
+        pod = find(docs, "Deployment", f"{PREFIX}-{component}")["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == f"{PREFIX}-{component}"
+        assert pod["automountServiceAccountToken"] is True
+    for component in ("ui", "playground"):
+        pod = find(docs, "Deployment", f"{PREFIX}-{component}")["spec"]["template"]["spec"]
+        assert "serviceAccountName" not in pod
+        assert pod["automountServiceAccountToken"] is False
+    (cluster_role,) = (d for d in docs if d["kind"] == "ClusterRole")
+    assert grants(cluster_role) == {("", "nodes"): {"get", "list"}}
+    assert NAMESPACE in cluster_role["metadata"]["name"], "cluster-scoped: releases in two namespaces must not collide"
+    (cluster_binding,) = (d for d in docs if d["kind"] == "ClusterRoleBinding")
+    assert cluster_binding["subjects"][0]["name"] == f"{PREFIX}-server"
+    no_nodes = helm.render("defaults.yaml", rbac__readNodes=False)
+    assert not names(no_nodes, "ClusterRole")
+    assert names(no_nodes, "Role") == names(docs, "Role")
+    none = helm.render("defaults.yaml", rbac__create=False)
+    assert not {d["kind"] for d in none} & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+
+
+NOTEBOOK_POD = {  # KubeSpawner's labels
+    "component": "singleuser-server",
+    "app.kubernetes.io/component": "singleuser-server",
+    "hub.jupyter.org/username": "ada",
+}
+BACKEND_PODS = {  # what Cove's backend makes: users' models and code
+    "model server": manifests.labels("llama-8b", manifests.COMPONENT),
+    "fine-tune job": manifests.labels("llama-8b-lora", "job"),
+}
+
+
+def test_user_workloads_cannot_reach_the_database_or_the_metadata_service(helm: Helm) -> None:
+    docs = helm.render("defaults.yaml")
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    templates = dict(pod_templates(docs))
+    postgres_labels = templates[f"StatefulSet/{PREFIX}-postgresql"]["metadata"]["labels"]
+    (db_policy,) = (p for p in policies if selects(p["spec"]["podSelector"]["matchLabels"], postgres_labels))
+    assert db_policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = db_policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 5432, "protocol": "TCP"}]
+    allowed = [
+        w
+        for w, t in templates.items()
+        for peer in rule["from"]
+        if selects(peer["podSelector"]["matchLabels"], t["metadata"]["labels"])
+    ]
+    assert sorted(allowed) == sorted(f"Deployment/{PREFIX}-{c}" for c in CONTROL_PLANE)
+    for user_pod in (NOTEBOOK_POD, *BACKEND_PODS.values()):
+        assert not any(selects(peer["podSelector"]["matchLabels"], user_pod) for peer in rule["from"])
+        (egress,) = (p for p in policies if selects(p["spec"]["podSelector"]["matchLabels"], user_pod))
+        assert egress["spec"]["policyTypes"] == ["Egress"]
+        blocks = [peer["ipBlock"] for r in egress["spec"]["egress"] for peer in r["to"] if "ipBlock" in peer]
+        assert blocks == [{"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}]
+    (notebooks,) = (p for p in policies if selects(p["spec"]["podSelector"]["matchLabels"], NOTEBOOK_POD))
+    reachable = {
+        (w, port["port"])
+        for r in notebooks["spec"]["egress"]
+        for peer in r["to"]
+        if "podSelector" in peer
+        for w, t in templates.items()
+        if selects(peer["podSelector"]["matchLabels"], t["metadata"]["labels"])
+        for port in r["ports"]
+    }
+    assert reachable == {(f"Deployment/{PREFIX}-hub", 8081), (f"Deployment/{PREFIX}-server", 8080)}
+    assert not [d for d in helm.render("no-networkpolicy.yaml") if d["kind"] == "NetworkPolicy"]
+    external = helm.render("external-db.yaml")
+    assert len([d for d in external if d["kind"] == "NetworkPolicy"]) == 2, "no database policy without a database"
+
+
+def test_ingress_routes_each_host_to_its_face(helm: Helm) -> None:
+    docs = helm.render("ingress.yaml")
+    ingress = find(docs, "Ingress", PREFIX)
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    routes = {
+        r["host"]: (p["backend"]["service"]["name"], p["backend"]["service"]["port"]["name"])
+        for r in ingress["spec"]["rules"]
+        for p in r["http"]["paths"]
+    }
+    assert routes == {
+        "api.cove.example.com": (f"{PREFIX}-server", "http"),
+        "cove.example.com": (f"{PREFIX}-ui", "http"),
+        "chat.cove.example.com": (f"{PREFIX}-playground", "http"),
+        "notebooks.cove.example.com": (f"{PREFIX}-hub", "http"),
+    }
+    assert env_of(docs, "server")["COVE_PUBLIC_URL"] == "https://api.cove.example.com"  # TLS on that host
+    assert env_of(docs, "playground")["COVE_PUBLIC_URL"] == f"http://{PREFIX}-server:8080"
+    assert env_of(docs, "playground")["COVE_PLAYGROUND_API_KEY"] == {
+        "secretKeyRef": {"name": "cove-playground-key", "key": "api-key"}
+    }
+    for component in ("server", "ui", "playground", "hub"):
+        assert container(docs, component)["image"] == "registry.example.com/ml/cove:0.1.0"
+    template = find(docs, "Deployment", f"{PREFIX}-server")["spec"]["template"]
+    assert template["spec"]["imagePullSecrets"] == [{"name": "registry"}]
+    assert template["spec"]["nodeSelector"] == {"cove.dev/role": "control-plane"}
+    assert template["spec"]["tolerations"][0]["key"] == "cove.dev/role"
+    assert template["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert "nodeSelector" not in find(docs, "Deployment", f"{PREFIX}-ui")["spec"]["template"]["spec"]
+    one_host = helm.render("defaults.yaml", ingress__enabled=True, ingress__hosts={"ui": "cove.example.com"})
+    assert [r["host"] for r in find(one_host, "Ingress", PREFIX)["spec"]["rules"]] == ["cove.example.com"]
+    assert env_of(helm.render("defaults.yaml", publicUrl="https://gw.example.com/"), "server")["COVE_PUBLIC_URL"] == (
+        "https://gw.example.com"
+    )
+    assert not names(helm.render("defaults.yaml"), "Ingress")
+
+
+def test_install_notes_say_how_to_reach_each_face(helm: Helm) -> None:
+    notes = helm.notes("defaults.yaml")
+    services = names(helm.render("defaults.yaml"), "Service")
+    for face, port in (("ui", 8501), ("playground", 7860), ("hub", 8000), ("server", 8080)):
+        line = f"kubectl -n {NAMESPACE} port-forward svc/{PREFIX}-{face} {port}"
+        assert line in notes
+        assert f"{PREFIX}-{face}" in services
+    assert f"deploy/{PREFIX}-server -- cove key create" in notes
+    assert "No pools are configured" in notes
+    assert "No pools are configured" not in helm.notes("gpu-pool.yaml")
+    behind_ingress = helm.notes("ingress.yaml")
+    assert "https://api.cove.example.com/v1" in behind_ingress
+    assert "http://cove.example.com" in behind_ingress
+    assert "port-forward" not in behind_ingress
+    assert "playground sends no API key" not in behind_ingress
+
+
+REFUSED = {
+    "latest tag": ({"image": {"tag": "latest"}}, ["at '/image/tag'", "'latest' does not match pattern"]),
+    "Latest postgres": ({"postgresql": {"image": {"tag": "Latest"}}}, ["at '/postgresql/image/tag'", "'Latest'"]),
+    "tag in repository": ({"image": {"repository": "cove/cove:0.1.0"}}, ["at '/image/repository'"]),
+    "unknown key": ({"replicaCount": 2}, ["additional properties 'replicaCount' not allowed"]),
+    "unknown nested key": ({"hub": {"idleTimeout": 60}}, ["at '/hub'", "'idleTimeout' not allowed"]),
+    "gaming pool": (
+        {"pools": [{"name": "fun", "purpose": "gaming"}]},
+        ["at '/pools/0/purpose'", "value must be one of 'dev', 'train', 'serve', 'any'"],
+    ),
+    "sharing": (
+        {"pools": [{"name": "p", "sharing": "time"}]},
+        ["at '/pools/0/sharing'", "'none', 'whole', 'hami', 'mig'"],
+    ),
+    "nameless pool": ({"pools": [{"purpose": "dev"}]}, ["at '/pools/0'", "missing property 'name'"]),
+    "pool name": ({"pools": [{"name": "GPU_pool"}]}, ["at '/pools/0/name'"]),
+    "fractional gpus": ({"pools": [{"name": "p", "gpuCount": 1.5}]}, ["at '/pools/0/gpuCount'"]),
+    "twice the same pool": (
+        {"pools": [{"name": "p"}, {"name": "p"}]},
+        ['pools: the name "p" is used twice; each pool needs its own name'],
+    ),
+    "no database": (
+        {"postgresql": {"enabled": False}},
+        ["no database: postgresql.enabled is false, so set externalDatabase.url", "externalDatabase.existingSecret"],
+    ),
+    "mysql": (
+        {"postgresql": {"enabled": False}, "externalDatabase": {"url": "mysql://db/cove"}},
+        ["at '/externalDatabase/url'"],
+    ),
+    "ingress without hosts": (
+        {"ingress": {"enabled": True}},
+        ["ingress.enabled is true but ingress.hosts names no host"],
+    ),
+    "size": ({"storage": {"models": {"size": "lots"}}}, ["at '/storage/models/size'"]),
+    "access mode": ({"storage": {"datasets": {"accessModes": ["RWX"]}}}, ["at '/storage/datasets/accessModes/0'"]),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_bad_values_are_refused_with_a_reason(helm: Helm, tmp_path: Path, case: str) -> None:
+    values, messages = REFUSED[case]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(values))
+    done = helm.template(bad)
+    assert done.returncode != 0
+    assert not done.stdout.strip()
+    for message in messages:
+        assert message in done.stderr, done.stderr
+    if "values don't meet the specifications of the schema" in done.stderr:  # lint only logs a template's fail
+        lint = helm.run("lint", "--strict", str(CHART), "--values", str(bad))
+        assert lint.returncode != 0, f"helm lint let {case!r} through"
+
+
+# ------------------------------------------------------------------------------------------------ the chart itself
+
+
+def schema_nodes(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every subschema that describes a value: properties, items, additionalProperties, definitions."""
+    if not isinstance(node, dict):
+        return
+    yield path, node
+    for key, child in (node.get("properties") or {}).items():
+        yield from schema_nodes(child, f"{path}.{key}")
+    for key, child in (node.get("definitions") or {}).items():
+        yield from schema_nodes(child, f"#{key}")
+    for key in ("items", "additionalProperties"):
+        yield from schema_nodes(node.get(key), f"{path}[{key}]")
+    for key in ("oneOf", "anyOf", "allOf"):
+        for i, child in enumerate(node.get(key) or []):
+            yield from schema_nodes(child, f"{path}<{key}{i}>")
+
+
+OPEN_SHAPES = {"#resources", "#env[items]", "#tolerations[items]"}  # Kubernetes owns these shapes
+
+
+def test_schema_describes_every_value_and_closes_our_objects() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for path, node in schema_nodes(schema):
+        if "$ref" in node or path.endswith("[additionalProperties]"):
+            continue
+        assert node.get("description"), f"{path or '(root)'} has no description"
+        if "properties" in node and path not in OPEN_SHAPES:
+            assert node.get("additionalProperties") is False, f"{path or '(root)'} accepts unknown keys"
+    for path, node in schema_nodes(schema):
+        for key in node.get("properties") or {}:
+            assert node["properties"][key].get("description"), f"{path}.{key} has no description"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) <= set(schema["properties"])
+    assert set(schema["required"]) <= set(values)
+
+
+def test_versions_agree() -> None:
+    """The chart's appVersion, the default image tag and the package version are one version."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    project = (ROOT / "pyproject.toml").read_text()
+    assert chart["appVersion"] == values["image"]["tag"] == values["notebooks"]["image"]["tag"]
+    assert f'version = "{chart["appVersion"]}"' in project
+    assert chart["apiVersion"] == "v2"
+    assert chart["kubeVersion"] == ">=1.33.0-0"
