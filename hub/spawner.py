@@ -123,13 +123,20 @@ class PoolSpawnerMixin(LoggingConfigurable):
     async def release(self) -> None:
         await asyncio.to_thread(notebooks.release_notebook, db=self._db(), user=self.user.name, server=self.name)
 
-
-class LocalPoolSpawner(PoolSpawnerMixin, SimpleLocalProcessSpawner):
-    """Real JupyterLab processes on this machine, one per server, admitted against the local pools."""
-
     @default("options_form")
     def _default_options_form(self) -> Any:
         return self._options_form
+
+    async def stop(self, now: bool = False) -> None:
+        """Stop the server, then give its capacity back (whatever the stop raised)."""
+        try:
+            await super().stop(now=now)  # type: ignore[misc]  # the spawner this is mixed into
+        finally:
+            await self.release()
+
+
+class LocalPoolSpawner(PoolSpawnerMixin, SimpleLocalProcessSpawner):
+    """Real JupyterLab processes on this machine, one per server, admitted against the local pools."""
 
     async def start(self) -> Any:
         await self.claim()
@@ -138,12 +145,6 @@ class LocalPoolSpawner(PoolSpawnerMixin, SimpleLocalProcessSpawner):
         except BaseException:
             await self.release()
             raise
-
-    async def stop(self, now: bool = False) -> None:
-        try:
-            await super().stop(now=now)
-        finally:
-            await self.release()
 
     async def poll(self) -> int | None:
         status: int | None = await super().poll()
@@ -160,10 +161,6 @@ class KubePoolSpawner(PoolSpawnerMixin, KubeSpawner):
     DATA = "/data"
     _profile: Profile  # the claimed profile, between admission and the pod's creation
 
-    @default("options_form")
-    def _default_options_form(self) -> Any:
-        return self._options_form
-
     def data_dirs(self) -> tuple[str, str]:
         return f"{self.DATA}/models", f"{self.DATA}/datasets"
 
@@ -172,9 +169,8 @@ class KubePoolSpawner(PoolSpawnerMixin, KubeSpawner):
         try:
             return await super()._start()
         except TimeoutError as exc:
-            await self.release()
             pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}") if self.pod_reflector else None
-            await self.stop(now=True)  # a pod left Pending would take the capacity once it fits
+            await self.stop(now=True)  # releases the claim; a pod left Pending would take the capacity once it fits
             reason = pending_reason(pod)
             if reason:
                 raise web.HTTPError(503, f"the server did not start in {self.start_timeout} s; {reason}") from exc
@@ -187,12 +183,6 @@ class KubePoolSpawner(PoolSpawnerMixin, KubeSpawner):
         """Apply the claimed Cove profile (KubeSpawner's own ``profile_list`` is not used)."""
         for name, value in kubespawner_traits(self._profile).items():
             setattr(self, name, value)
-
-    async def stop(self, now: bool = False) -> None:
-        try:
-            await super().stop(now=now)
-        finally:
-            await self.release()
 
     async def poll(self) -> int | None:
         status: int | None = await super().poll()
