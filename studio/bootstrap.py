@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from studio.backends.local import detect_capacity
 from studio.db import Database, open_database
 from studio.errors import InvalidSpec, explain
-from studio.models import PoolSpec
+from studio.models import DEFAULT_CLUSTER, PoolSpec
 from studio.services import images, pools
 from studio.settings import Settings
 
@@ -32,6 +32,6 @@ def open_studio(settings: Settings) -> Database:
     db = open_database(settings.db_url)
     images.ensure_builtin_images(db=db)
     if settings.backend == "local":
-        pools.sync_detected_pool(db=db, detected=detect_capacity())
+        pools.sync_detected_pools(db=db, cluster=DEFAULT_CLUSTER, detected=[detect_capacity()])
     pools.sync_configured_pools(db=db, specs=specs)
     return db

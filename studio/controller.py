@@ -1,10 +1,14 @@
-"""The controller: reconciles deployments' desired state onto a backend and writes back what it observes.
+"""The controller: reconciles deployments' desired state onto their clusters' backends and writes back what it
+observes.
 
-Each pass reads every deployment, builds its ``WorkloadSpec`` (pure), asks the backend to converge, derives the
-deployment's status from the replicas (pure), and records status changes and events. Deleted deployments are
-removed once the backend reports nothing left; workloads no deployment asks for are stopped. Autoscaled
-deployments get a replica count from the load the gateway reports (pure recommendation, with a scale-down
-stabilization window so brief lulls do not thrash). The controller is the only caller of ``apply``/``delete``.
+Each pass reads every deployment, builds its ``WorkloadSpec`` (pure), asks its cluster's backend to converge,
+derives the deployment's status from the replicas (pure), and records status changes and events. Deleted
+deployments are removed once the backend reports nothing left; workloads no deployment asks for are stopped.
+Autoscaled deployments get a replica count from the load the gateway reports (pure recommendation, with a
+scale-down stabilization window so brief lulls do not thrash), unless their cluster scales them itself (an HPA),
+in which case the count the cluster chose is recorded. Images with a Dockerfile are built on the control plane's
+cluster, and every ``capacity_refresh_s`` each cluster's capacity is read into its pools. The controller is the
+only caller of ``apply``/``delete``/``build``.
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable
 
-from studio.backends.base import Backend, WorkloadSpec, WorkloadStatus
+from studio.backends.base import Backend, BuildSpec, Connection, WorkloadSpec, WorkloadStatus
+from studio.backends.clusters import Clusters
 from studio.db import Database
-from studio.errors import CoveError, QuotaExceeded
-from studio.models import Status
-from studio.services import deployments
+from studio.errors import BackendUnavailable, CoveError, NotFound, QuotaExceeded
+from studio.models import DEFAULT_CLUSTER, BuildStatus, Status
+from studio.services import clusters, deployments, images, pools
 from studio.services.deployments import Desired, Observed
 from studio.services.events import NewEvent, prune_events
 from studio.settings import Settings
@@ -46,7 +51,19 @@ def workload_spec(desired: Desired) -> WorkloadSpec:
         pool=desired.pool,
         node_selector=desired.node_selector,
         tolerations=desired.tolerations,
+        autoscale=desired.autoscale,
+        image_build=desired.image_build,
+        image_build_message=desired.image_build_message,
     )
+
+
+BUILD_STATUS = {
+    "pending": BuildStatus.PENDING,
+    "building": BuildStatus.BUILDING,
+    "succeeded": BuildStatus.READY,
+    "failed": BuildStatus.FAILED,
+    "unavailable": BuildStatus.FAILED,
+}
 
 
 def derive_status(*, replicas: int, workload: WorkloadStatus, failure_threshold: int) -> Observed:
@@ -58,6 +75,8 @@ def derive_status(*, replicas: int, workload: WorkloadStatus, failure_threshold:
     upstream = workload.upstream_model
     if workload.unavailable:
         return Observed(Status.FAILED, 0, (), workload.unavailable, upstream)
+    if workload.waiting:
+        return Observed(Status.PENDING, 0, (), workload.waiting, upstream)
     if replicas == 0:
         left = len(workload.replicas)
         return Observed(Status.STOPPED, 0, (), f"stopping {left} replicas" if left else "scaled to zero", upstream)
@@ -85,8 +104,18 @@ def recommend_replicas(*, inflight: float, target: float, lo: int, hi: int) -> i
     return min(hi, max(lo, math.ceil(inflight / target - 1e-9)))
 
 
+def connect_cluster(settings: Settings) -> Callable[[Connection], Backend]:
+    def connect(connection: Connection) -> Backend:
+        from studio.backends.kubernetes.backend import connect_cluster
+
+        return connect_cluster(settings, connection)
+
+    return connect
+
+
 class Controller:
-    """Runs ``reconcile`` every ``settings.controller_interval_s`` on its own thread until stopped."""
+    """Runs ``reconcile`` every ``settings.controller_interval_s`` on its own thread until stopped. ``backend`` runs
+    the default cluster; ``clusters`` (made from it when not given) finds the backend of every other."""
 
     def __init__(
         self,
@@ -96,36 +125,102 @@ class Controller:
         settings: Settings,
         load: Callable[[str], float] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        clusters: Clusters | None = None,
     ) -> None:
         self.db, self.backend, self.settings = db, backend, settings
+        self.clusters = clusters or Clusters(backend, connect=connect_cluster(settings))
         self.load = load
         self.clock = clock
         self._restarts: dict[tuple[str, int], int] = {}
         self._recommendations: dict[str, deque[tuple[float, int]]] = {}
+        self._capacity_read_at = -math.inf
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------------- one pass
 
     def reconcile(self) -> None:
+        self.clusters.update(clusters.connections(db=self.db))
         wanted = deployments.desired_state(db=self.db)
+        on: dict[str, list[Desired]] = defaultdict(list)
         for desired in wanted:
+            on[desired.cluster].append(desired)
+        for cluster in dict.fromkeys([*self.clusters.names(), *on]):
             try:
-                self._reconcile_one(desired)
+                backend = self.clusters.get(cluster)
             except CoveError as exc:
-                log.warning("reconciling %s failed: %s", desired.name, exc)
-        names = {d.name for d in wanted}
-        for orphan in sorted(self.backend.names() - names):
-            log.info("stopping %s: no deployment asks for it", orphan)
-            self.backend.delete(orphan)
+                for desired in on[cluster]:
+                    self._unreachable(desired, exc)
+                continue
+            for desired in on[cluster]:
+                try:
+                    self._reconcile_one(backend, desired)
+                except (BackendUnavailable, NotFound) as exc:
+                    self._unreachable(desired, exc)
+                except CoveError as exc:
+                    log.warning("reconciling %s failed: %s", desired.name, exc)
+            try:
+                names = {d.name for d in on[cluster]}
+                for orphan in sorted(backend.names() - names):
+                    log.info("stopping %s on cluster %s: no deployment asks for it", orphan, cluster)
+                    backend.delete(orphan)
+            except CoveError as exc:
+                log.warning("cluster %s: %s", cluster, exc)
+        self._build_images()
+        if self.clock() - self._capacity_read_at >= self.settings.capacity_refresh_s:
+            self._capacity_read_at = self.clock()
+            self._read_capacity()
 
-    def _reconcile_one(self, desired: Desired) -> None:
+    def _unreachable(self, desired: Desired, exc: CoveError) -> None:
+        """Its cluster cannot be used: say so on the deployment, keeping the status last seen."""
+        message = f"cluster {desired.cluster}: {exc}"
+        log.warning("reconciling %s: %s", desired.name, message)
+        if desired.message == message:
+            return
+        observed = Observed(
+            Status(desired.status), desired.ready_replicas, desired.endpoints, message, desired.upstream_model
+        )
+        events = [NewEvent("Unreachable", message, "Warning")]
+        deployments.record_observed(
+            db=self.db, name=desired.name, generation=desired.generation, observed=observed, events=events
+        )
+
+    def _build_images(self) -> None:
+        """Images with a Dockerfile are built on the control plane's own cluster."""
+        for build in images.builds_wanted(db=self.db):
+            spec = BuildSpec(build.label, build.dockerfile, build.destination, build.attempt)
+            try:
+                state = self.clusters.default.build(spec)
+            except CoveError as exc:
+                log.warning("building image %s: %s", build.label, exc)
+                continue
+            images.record_build(
+                db=self.db, name=build.name, version=build.version, status=BUILD_STATUS[state.phase],
+                message=state.message,
+            )  # fmt: skip
+
+    def _read_capacity(self) -> None:
+        """Each cluster's capacity into its pools (the machine's own is read at start); registered clusters record
+        whether they answered."""
+        local = self.settings.backend == "local"
+        for cluster in self.clusters.names()[1:] if local else self.clusters.names():
+            try:
+                found = self.clusters.get(cluster).capacity()
+                message = "; ".join(pools.sync_detected_pools(db=self.db, cluster=cluster, detected=found))
+            except CoveError as exc:
+                message = str(exc)
+            if cluster != DEFAULT_CLUSTER:
+                clusters.record_check(db=self.db, name=cluster, message=message)
+            elif message:
+                log.warning("reading the capacity of this cluster: %s", message)
+
+    def _reconcile_one(self, backend: Backend, desired: Desired) -> None:
         if desired.deleting:
-            if self.backend.delete(desired.name):
+            if backend.delete(desired.name):
                 deployments.finish_delete(db=self.db, name=desired.name)
                 self._forget(desired.name)
             return
-        workload = self.backend.apply(workload_spec(desired))
+        workload = backend.apply(workload_spec(desired))
         observed = derive_status(
             replicas=desired.replicas, workload=workload, failure_threshold=self.settings.failure_threshold
         )
@@ -143,7 +238,9 @@ class Controller:
             )
         if events:  # a replica in a crash loop adds an event per restart: keep the newest few hundred
             prune_events(db=self.db, kind=deployments.KIND, name=desired.name)
-        if desired.autoscale and self.load is not None:
+        if desired.autoscale and backend.autoscales:
+            self._record_scale(desired, workload.scaled_to)
+        elif desired.autoscale and self.load is not None:
             self._autoscale(desired)
 
     def _events(self, desired: Desired, observed: Observed, workload: WorkloadStatus) -> list[NewEvent]:
@@ -206,6 +303,18 @@ class Controller:
                 return
         log.warning("autoscaling %s: no room for another replica: %s", desired.name, refused)
 
+    def _record_scale(self, desired: Desired, scaled_to: int | None) -> None:
+        """The cluster's autoscaler chose a replica count: record it, so the pool's admission counts it."""
+        if scaled_to is None or scaled_to == desired.replicas:
+            return
+        try:
+            deployments.scale_deployment(
+                db=self.db, name=desired.name, replicas=scaled_to, autoscaler=True,
+                reason="by its HorizontalPodAutoscaler",
+            )  # fmt: skip
+        except CoveError as exc:
+            log.warning("recording the scale of %s: %s", desired.name, exc)
+
     def _forget(self, name: str) -> None:
         self._recommendations.pop(name, None)
         for key in [k for k in self._restarts if k[0] == name]:
@@ -221,7 +330,7 @@ class Controller:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.backend.close(stop_workloads=stop_workloads)
+        self.clusters.close(stop_workloads=stop_workloads)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

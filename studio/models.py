@@ -21,6 +21,8 @@ from sqlmodel import Field as SQLField
 from studio.db import UTCDateTime, utcnow
 from studio.names import ImageRef, Name, Version
 
+DEFAULT_CLUSTER = "default"  # the control plane's own backend (COVE_BACKEND); other clusters are registered
+
 _FROM = re.compile(r"^\s*FROM\s+\S", re.IGNORECASE | re.MULTILINE)
 
 
@@ -137,21 +139,34 @@ class Image(SQLModel, table=True):
     local_command: list[str] | None = _json(nullable=True)
     health_path: str = "/health"
     dockerfile: str | None = None
+    build_status: str = ""  # BuildStatus for images with a Dockerfile; "" for images built elsewhere
+    build_message: str = ""
+    build_attempt: int = 0
     builtin: bool = False
     description: str = ""
     created_at: datetime = _ts()
+
+
+class BuildStatus(enum.StrEnum):
+    """An image built in the cluster from its Dockerfile."""
+
+    PENDING = "Pending"  # registered, no build started
+    BUILDING = "Building"
+    READY = "Ready"  # pushed to the registry
+    FAILED = "Failed"  # see the message; `cove image rebuild` tries again
 
 
 class ImageCreate(BaseModel):
     """A custom runtime image. ``local_command`` makes it runnable on the local backend; it may use the
     placeholders ``{model}`` (the model's folder), ``{model_id}`` (its Hub id, ``repo@revision``), ``{host}``,
     ``{port}`` and ``{name}`` (the deployment's name, which requests carry as their model). ``dockerfile`` is
-    kept for building on Kubernetes."""
+    kept for building on Kubernetes: such an image is built in the cluster and pushed to ``ref`` (by default
+    ``COVE_REGISTRY/name``) before deployments on Kubernetes start."""
 
     name: Name
     version: Version
     runtime: RuntimeKind = RuntimeKind.CUSTOM
-    ref: ImageRef
+    ref: ImageRef | None = None  # None: built from ``dockerfile`` and pushed to COVE_REGISTRY/<name>
     local_command: list[str] | None = None
     health_path: str = "/health"
     dockerfile: str | None = None
@@ -168,6 +183,8 @@ class ImageCreate(BaseModel):
             raise ValueError("health_path is a URL path such as '/health'")
         if self.dockerfile is not None and not _FROM.search(self.dockerfile):
             raise ValueError("dockerfile has no FROM instruction: it must start from a base image")
+        if self.ref is None and self.dockerfile is None:
+            raise ValueError("ref is required: the image reference without tag, e.g. 'ghcr.io/team/server'")
         return self
 
 
@@ -180,12 +197,58 @@ class ImagePublic(BaseModel):
     local_command: list[str] | None
     health_path: str
     dockerfile: str | None
+    build_status: str = ""
+    build_message: str = ""
     builtin: bool
     description: str
 
     @property
     def reference(self) -> str:
         return f"{self.ref}:{self.version}"
+
+
+# ---------------------------------------------------------------------------------------------------- clusters
+
+
+class Cluster(SQLModel, table=True):
+    """A Kubernetes cluster registered by its kubeconfig; deployments on its pools run there."""
+
+    __tablename__ = "clusters"
+    id: int | None = SQLField(default=None, primary_key=True)
+    name: str = SQLField(unique=True, index=True)
+    kubeconfig: str  # the kubeconfig's YAML, credentials included: never shown
+    context: str = ""  # "": the kubeconfig's current context
+    namespace: str = "cove"
+    server: str = ""  # the API server's URL, from the kubeconfig
+    message: str = ""  # the last problem reaching it ("": it answered)
+    checked_at: datetime | None = SQLField(default=None, sa_type=UTCDateTime, nullable=True)
+    created_at: datetime = _ts()
+
+
+class ClusterCreate(BaseModel):
+    """Register a cluster: a kubeconfig (its text), optionally one of its contexts, and the namespace Cove uses."""
+
+    name: Name
+    kubeconfig: str = Field(min_length=1)
+    context: str = ""
+    namespace: str = Field(default="cove", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+    @model_validator(mode="after")
+    def _not_default(self) -> ClusterCreate:
+        if self.name == DEFAULT_CLUSTER:
+            raise ValueError(f"{DEFAULT_CLUSTER!r} names the control plane's own backend: pick another name")
+        return self
+
+
+class ClusterPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    name: str
+    context: str
+    namespace: str
+    server: str
+    message: str
+    checked_at: datetime | None
+    created_at: datetime
 
 
 # ---------------------------------------------------------------------------------------------------- pools
@@ -209,7 +272,8 @@ class Pool(SQLModel, table=True):
     groups: list[str] = _json(list)  # empty: everyone
     node_selector: dict[str, str] = _json(dict)
     tolerations: list[dict[str, Any]] = _json(list)
-    detected: bool = False  # capacity read from the machine, refreshed at start
+    detected: bool = False  # made from what a backend found (the machine; labelled nodes), not configured
+    cluster: str = SQLField(default=DEFAULT_CLUSTER, index=True)  # the cluster its workloads run on
     created_at: datetime = _ts()
 
 
@@ -231,6 +295,7 @@ class PoolPublic(BaseModel):
     node_selector: dict[str, str] = {}
     tolerations: list[dict[str, Any]] = []
     detected: bool
+    cluster: str = DEFAULT_CLUSTER
 
 
 class PoolSpec(BaseModel):
@@ -253,6 +318,7 @@ class PoolSpec(BaseModel):
     groups: list[str] = []
     node_selector: dict[str, str] = {}
     tolerations: list[dict[str, Any]] = []
+    cluster: str = DEFAULT_CLUSTER
 
 
 # ---------------------------------------------------------------------------------------------------- deployments
@@ -357,6 +423,7 @@ class DeploymentCreate(BaseModel):
     image: str | None = None  # None: the pool's default runtime
     image_version: str | None = None  # None: the newest registered
     pool: str = "local"
+    cluster: str | None = None  # None: the pool's; given, it must be the pool's
     runtime_args: list[str] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
     replicas: int = Field(default=1, ge=0, le=64)
@@ -371,6 +438,7 @@ class DeploymentPublic(BaseModel):
     image_version: str
     runtime: str
     pool: str
+    cluster: str = DEFAULT_CLUSTER
     runtime_args: list[str]
     resources: Resources
     replicas: int

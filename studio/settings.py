@@ -97,12 +97,32 @@ class Settings(BaseSettings):
         default="", description="Kubeconfig of the cluster (Kubernetes). Empty: the in-cluster service account."
     )
     kube_context: str = Field(default="", description="Context in the kubeconfig. Empty: its current context.")
+    autoscaler: Literal["controller", "hpa"] = Field(
+        default="controller",
+        description="Who scales autoscaled deployments: the controller, from the gateway's load; or, on Kubernetes, "
+        "a HorizontalPodAutoscaler per deployment on cove_gateway_requests_in_flight (needs a metrics adapter).",
+    )
+    registry: str = Field(
+        default="", description="Where images built from a Dockerfile are pushed (registry.example.com/team)."
+    )
+    registry_secret: str = Field(
+        default="", description="docker-config Secret in BUILD_NAMESPACE that may push to REGISTRY. Empty: none."
+    )
+    build_namespace: str = Field(
+        default="cove-builds", description="Namespace of image build Jobs (Kaniko runs as root: not restricted)."
+    )
+    builder_image: str = Field(
+        default="gcr.io/kaniko-project/executor:v1.23.2", description="The Kaniko executor that builds images."
+    )
     pools: list[dict[str, Any]] = Field(
         default=[],
         description='Pools made or updated at start, JSON: [{"name": "a100", "purpose": "serve", "gpuCount": 8, …}].',
     )
 
     controller_interval_s: float = Field(default=0.5, gt=0, description="Pause between reconcile passes.")
+    capacity_refresh_s: float = Field(
+        default=30, gt=0, description="How often each cluster's capacity (its labelled nodes) is read into pools."
+    )
     runtime_host: str = Field(default="127.0.0.1", description="Address local model servers bind to.")
     runtime_start_timeout_s: float = Field(
         default=600, gt=0, description="A replica not ready after this long is restarted."

@@ -4,8 +4,10 @@ A backend runs *workloads* (the replicas of one deployment) from a ``WorkloadSpe
 as a ``WorkloadStatus``. ``apply`` is declarative and idempotent: called on every reconcile pass, it starts what is
 missing, replaces what changed, stops what is surplus, and returns the status. State worth keeping across a restart
 (pids and ports locally; the cluster itself on Kubernetes) is the backend's own business, so a restarted controller
-adopts running replicas instead of starting them twice. Only the controller calls ``apply``/``delete``; ``logs``
-and ``capacity`` are read-only and safe to call from anywhere.
+adopts running replicas instead of starting them twice. Only the controller calls ``apply``/``delete``/``build``;
+``logs`` and ``capacity`` are read-only and safe to call from anywhere.
+
+A backend runs one cluster: the control plane's own (``COVE_BACKEND``), or a registered one (``Connection``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
-from studio.models import Resources
+from studio.models import Autoscale, Resources
 
 Phase = Literal["pending", "starting", "ready", "backoff", "terminating"]
 
@@ -39,12 +41,17 @@ class WorkloadSpec:
     pool: str = "local"
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Mapping[str, Any], ...] = ()  # the pool's, for Kubernetes
+    autoscale: Autoscale | None = None  # for backends whose cluster scales (a HorizontalPodAutoscaler)
+    image_build: str = ""  # models.BuildStatus of an image built from a Dockerfile; "" when built elsewhere
+    image_build_message: str = ""
 
     @property
     def fingerprint(self) -> str:
-        """Changes when anything but the replica count changes: replicas with another fingerprint are replaced."""
+        """Changes when what a replica runs changes (not its count, scaling or the image's build): replicas with
+        another fingerprint are replaced."""
         body = asdict(self)
-        body.pop("replicas")
+        for key in ("replicas", "autoscale", "image_build", "image_build_message"):
+            body.pop(key)
         body["resources"] = self.resources.model_dump()
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -66,6 +73,8 @@ class WorkloadStatus:
     replicas: tuple[ReplicaStatus, ...] = ()
     upstream_model: str = ""  # the model name the runtime expects in requests
     unavailable: str = ""  # the runtime cannot run on this backend at all, and why
+    waiting: str = ""  # nothing is started yet, and why (an image still being built)
+    scaled_to: int | None = None  # the replica count the cluster's autoscaler chose, where it has one
 
     @property
     def ready(self) -> tuple[ReplicaStatus, ...]:
@@ -82,9 +91,43 @@ class DetectedPool:
     gpu_model: str = ""
     gpu_count: int = 0
     gpu_memory_mib: int = 0
+    node_selector: tuple[tuple[str, str], ...] = ()  # how workloads land on it (Kubernetes)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach a registered cluster: its kubeconfig's text, the context to use, and Cove's namespace there."""
+
+    name: str
+    kubeconfig: str = field(repr=False)
+    context: str = ""
+    namespace: str = "cove"
+
+    @property
+    def fingerprint(self) -> str:
+        body = f"{self.kubeconfig}\0{self.context}\0{self.namespace}"
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """An image to build from its Dockerfile and push to ``destination`` (reference with tag)."""
+
+    name: str  # "name:version", as users know the image
+    dockerfile: str
+    destination: str
+    attempt: int = 1  # a rebuild is a new build, not the old one's result
+
+
+@dataclass(frozen=True)
+class BuildState:
+    phase: Literal["pending", "building", "succeeded", "failed", "unavailable"]
+    message: str = ""
 
 
 class Backend(Protocol):
+    autoscales: bool  # the cluster scales autoscaled workloads itself (the controller leaves them alone)
+
     def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
         """Converge the workload named ``spec.name`` towards ``spec``; return what is observed now."""
         ...
@@ -100,6 +143,10 @@ class Backend(Protocol):
     def logs(self, name: str, *, tail: int = 100) -> list[str]: ...
 
     def capacity(self) -> list[DetectedPool]: ...
+
+    def build(self, spec: BuildSpec) -> BuildState:
+        """Start building the image if no build of it exists; report how the build goes. Idempotent."""
+        ...
 
     def close(self, *, stop_workloads: bool) -> None:
         """Release the backend; with ``stop_workloads`` also stop every replica it runs."""

@@ -30,7 +30,15 @@ from typing import IO
 
 import psutil
 
-from studio.backends.base import DetectedPool, Phase, ReplicaStatus, WorkloadSpec, WorkloadStatus
+from studio.backends.base import (
+    BuildSpec,
+    BuildState,
+    DetectedPool,
+    Phase,
+    ReplicaStatus,
+    WorkloadSpec,
+    WorkloadStatus,
+)
 from studio.errors import CoveError
 from studio.runtimes import Launch, local_availability, local_launch, upstream_model
 from studio.settings import Settings
@@ -158,6 +166,8 @@ class _Replica:
 class LocalBackend:
     """Runs workloads as local processes; see the module docstring."""
 
+    autoscales = False  # the controller scales local workloads
+
     def __init__(
         self,
         settings: Settings,
@@ -215,6 +225,13 @@ class LocalBackend:
 
     def capacity(self) -> list[DetectedPool]:
         return [detect_capacity(self.gpus)]
+
+    def build(self, spec: BuildSpec) -> BuildState:
+        return BuildState(
+            "unavailable",
+            "images are built in a Kubernetes cluster (a Kaniko Job), and this Cove runs local processes: build it "
+            "with your container tool and push it, or run Cove with COVE_BACKEND=kubernetes",
+        )
 
     def close(self, *, stop_workloads: bool) -> None:
         if not stop_workloads:  # the replicas run on; the next backend adopts them from their state files

@@ -57,8 +57,11 @@ class Desired:
     health_path: str
     local_command: tuple[str, ...] | None
     pool: str
+    cluster: str
     node_selector: tuple[tuple[str, str], ...]
     tolerations: tuple[dict[str, Any], ...]
+    image_build: str  # models.BuildStatus of an image built from a Dockerfile, else ""
+    image_build_message: str
     status: str
     ready_replicas: int
     endpoints: tuple[str, ...]
@@ -112,6 +115,7 @@ def _described(d: Deployment, version: ModelVersion, model: Model, image: Image,
         image_version=image.version,
         runtime=image.runtime,
         pool=pool.name,
+        cluster=pool.cluster,
         runtime_args=list(d.runtime_args),
         resources=resources_of(d),
         replicas=d.replicas,
@@ -173,6 +177,11 @@ def create_deployment(*, db: Database, data: DeploymentCreate) -> DeploymentPubl
             raise Conflict(f"deployment {data.name!r} exists", hint="pick another name, or scale the existing one")
         version = find_version(session, model=data.model, version=data.model_version)
         pool = find_pool(session, name=data.pool)
+        if data.cluster is not None and data.cluster != pool.cluster:
+            raise InvalidSpec(
+                f"pool {pool.name!r} is on cluster {pool.cluster!r}, not {data.cluster!r}",
+                hint=f"choose a pool of cluster {data.cluster!r} (see `cove pool list`)",
+            )
         image = find_image(session, name=data.image or _default_image(pool), version=data.image_version)
         _admit(session, pool, name=data.name, resources=data.resources, replicas=replicas)
         assert version.id is not None and image.id is not None and pool.id is not None  # noqa: PT018
@@ -196,7 +205,8 @@ def create_deployment(*, db: Database, data: DeploymentCreate) -> DeploymentPubl
             events=[
                 NewEvent(
                     "Created",
-                    f"{data.model} v{version.version} on {image.name}:{image.version} in pool {pool.name}, "
+                    f"{data.model} v{version.version} on {image.name}:{image.version} in pool {pool.name} "
+                    f"(cluster {pool.cluster}), "
                     f"{replicas} replica{'s' if replicas != 1 else ''}",
                 )
             ],
@@ -339,8 +349,11 @@ def desired_state(*, db: Database) -> list[Desired]:
                     health_path=image.health_path,
                     local_command=tuple(image.local_command) if image.local_command else None,
                     pool=pool.name,
+                    cluster=pool.cluster,
                     node_selector=tuple(sorted(pool.node_selector.items())),
                     tolerations=tuple(dict(t) for t in pool.tolerations),
+                    image_build=image.build_status,
+                    image_build_message=image.build_message,
                     status=d.status,
                     ready_replicas=d.ready_replicas,
                     endpoints=tuple(d.endpoints),

@@ -1,14 +1,25 @@
-"""Runtime images: the built-in ones (vLLM, SGLang, Triton, transformers) and custom ones users register."""
+"""Runtime images: the built-in ones (vLLM, SGLang, Triton, transformers) and custom ones users register.
+
+A custom image registered with a Dockerfile is built by the controller on the control plane's cluster and pushed
+to its reference (``COVE_REGISTRY/<name>`` unless given); its ``build_status`` goes Pending → Building → Ready or
+Failed, each step an event of kind ``image`` named ``name:version``.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from studio import __version__
 from studio.db import Database
-from studio.errors import Conflict, NotFound
-from studio.models import Image, ImageCreate, ImagePublic, RuntimeKind
+from studio.errors import Conflict, InvalidSpec, NotFound
+from studio.models import BuildStatus, Image, ImageCreate, ImagePublic, RuntimeKind
+from studio.names import check_image_ref
+from studio.services.events import NewEvent, add_events
+
+KIND = "image"
 
 BUILTIN_IMAGES = (
     ImageCreate(
@@ -56,15 +67,99 @@ def ensure_builtin_images(*, db: Database) -> None:
             session.rollback()  # another process seeded them at the same moment
 
 
-def add_image(*, db: Database, data: ImageCreate) -> ImagePublic:
+@dataclass(frozen=True)
+class Build:
+    """An image the controller should build (or is building)."""
+
+    name: str
+    version: str
+    dockerfile: str
+    destination: str  # reference with tag
+    attempt: int = 1  # each rebuild is a new build
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+def _destination_ref(data: ImageCreate, registry: str) -> str:
+    if data.ref is not None:
+        return data.ref
+    if not registry:
+        raise InvalidSpec(
+            f"image {data.name} has a Dockerfile but no reference to push it to",
+            hint="give its reference (registry/path), or set COVE_REGISTRY (the Helm chart's builds.registry)",
+        )
+    try:
+        return check_image_ref(f"{registry.rstrip('/')}/{data.name}")
+    except ValueError as exc:
+        raise InvalidSpec(f"COVE_REGISTRY {registry!r} is not a registry path: {exc}") from exc
+
+
+def add_image(*, db: Database, data: ImageCreate, registry: str = "") -> ImagePublic:
+    """Register an image; one with a Dockerfile is queued for building (pushed to ``ref``, else ``registry``)."""
+    ref = _destination_ref(data, registry)
     with db.session() as session:
-        row = Image(**data.model_dump())
+        row = Image(**data.model_dump(exclude={"ref"}), ref=ref)
+        if data.dockerfile is not None:
+            row.build_status, row.build_attempt = BuildStatus.PENDING.value, 1
+            row.build_message = "waiting for the controller to start the build"
         session.add(row)
         try:
-            session.commit()
+            session.flush()
         except sa.exc.IntegrityError as exc:
             raise Conflict(f"image {data.name}:{data.version} exists", hint="register another version") from exc
+        if data.dockerfile is not None:
+            add_events(session, kind=KIND, name=f"{row.name}:{row.version}",
+                       events=[NewEvent("Queued", f"to be built and pushed to {ref}:{row.version}")])  # fmt: skip
+        session.commit()
         return ImagePublic.model_validate(row)
+
+
+def builds_wanted(*, db: Database) -> list[Build]:
+    """Images with a Dockerfile whose build has not finished, oldest first."""
+    active = (BuildStatus.PENDING.value, BuildStatus.BUILDING.value)
+    with db.session() as session:
+        rows = session.exec(select(Image).where(col(Image.build_status).in_(active)).order_by(col(Image.id))).all()
+        return [Build(r.name, r.version, r.dockerfile or "", f"{r.ref}:{r.version}", r.build_attempt) for r in rows]
+
+
+def record_build(*, db: Database, name: str, version: str, status: BuildStatus, message: str) -> None:
+    """The controller's view of a build; a change of status is an event (a Warning when it failed)."""
+    with db.session() as session:
+        row = _exact(session, name, version)
+        if (row.build_status, row.build_message) == (status.value, message):
+            return
+        if row.build_status != status.value:
+            first = message.splitlines()[0] if message else status.value.lower()
+            kind = "Warning" if status == BuildStatus.FAILED else "Normal"
+            add_events(session, kind=KIND, name=f"{name}:{version}", events=[NewEvent(status.value, first, kind)])
+        row.build_status, row.build_message = status.value, message
+        session.add(row)
+        session.commit()
+
+
+def rebuild_image(*, db: Database, name: str, version: str) -> ImagePublic:
+    """Build a Dockerfile image again (after a failure, or when its base image moved)."""
+    with db.session() as session:
+        row = _exact(session, name, version)
+        if row.dockerfile is None:
+            raise InvalidSpec(f"image {name}:{version} has no Dockerfile: it is built elsewhere")
+        if row.build_status in (BuildStatus.PENDING.value, BuildStatus.BUILDING.value):
+            raise Conflict(f"image {name}:{version} is being built", hint="wait for this build to finish")
+        row.build_status, row.build_message = BuildStatus.PENDING.value, "waiting for the controller to start it"
+        row.build_attempt += 1
+        session.add(row)
+        add_events(session, kind=KIND, name=f"{name}:{version}", events=[NewEvent("Queued", "rebuild asked for")])
+        session.commit()
+        return ImagePublic.model_validate(row)
+
+
+def _exact(session: Session, name: str, version: str) -> Image:
+    row = session.exec(select(Image).where(Image.name == name, Image.version == version)).first()
+    if row is None:
+        raise NotFound(f"no image {name}:{version}", hint="see `cove image list`")
+    return row
 
 
 def list_images(*, db: Database) -> list[ImagePublic]:

@@ -23,21 +23,42 @@ class PoolUsage:
     free: Free
 
 
-def sync_detected_pool(*, db: Database, detected: DetectedPool) -> None:
-    """Create or refresh a pool whose capacity a backend detected (the local machine)."""
+def sync_detected_pools(*, db: Database, cluster: str, detected: list[DetectedPool]) -> list[str]:
+    """Capacity as a cluster's backend finds it (the machine; nodes labelled with their pool): pools it finds are
+    made or get the capacity found (a configured pool keeps its purpose, sharing, quotas and groups); pools made
+    from an earlier finding that are no longer found drop to no capacity. Returns the problems, in words."""
+    problems = []
     with db.session() as session:
-        pool = session.exec(select(Pool).where(Pool.name == detected.name)).first()
-        if pool is None:
-            pool = Pool(name=detected.name, detected=True)
-        pool.cpu_cores = detected.cpu_cores
-        pool.memory_mib = detected.memory_mib
-        pool.gpu_model = detected.gpu_model
-        pool.gpu_count = detected.gpu_count
-        pool.gpu_memory_mib = detected.gpu_memory_mib
-        pool.sharing = (Sharing.WHOLE if detected.gpu_count else Sharing.NONE).value
-        pool.detected = True
-        session.add(pool)
+        found = set()
+        for d in detected:
+            pool = session.exec(select(Pool).where(Pool.name == d.name)).first()
+            if pool is None:
+                pool = Pool(name=d.name, detected=True, cluster=cluster, node_selector=dict(d.node_selector))
+            elif pool.cluster != cluster:
+                problems.append(
+                    f"pool {d.name!r} is on cluster {pool.cluster!r}: nodes of {cluster!r} labelled for it do not count"
+                )
+                continue
+            found.add(d.name)
+            changed = (pool.cpu_cores, pool.memory_mib, pool.gpu_model, pool.gpu_count, pool.gpu_memory_mib) != (
+                d.cpu_cores, d.memory_mib, d.gpu_model, d.gpu_count, d.gpu_memory_mib,
+            )  # fmt: skip
+            if pool.id is not None and not changed:
+                continue
+            pool.cpu_cores, pool.memory_mib = d.cpu_cores, d.memory_mib
+            pool.gpu_model, pool.gpu_count, pool.gpu_memory_mib = d.gpu_model, d.gpu_count, d.gpu_memory_mib
+            if pool.detected:
+                pool.sharing = (Sharing.WHOLE if d.gpu_count else Sharing.NONE).value
+            session.add(pool)
+        gone = session.exec(
+            select(Pool).where(Pool.cluster == cluster, col(Pool.detected).is_(True), col(Pool.name).not_in(found))
+        ).all()
+        for pool in gone:
+            if pool.cpu_cores or pool.memory_mib or pool.gpu_count:
+                pool.cpu_cores = pool.memory_mib = pool.gpu_count = 0
+                session.add(pool)
         session.commit()
+    return problems
 
 
 def sync_configured_pools(*, db: Database, specs: list[PoolSpec]) -> None:

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
-from studio.backends.base import DetectedPool, ReplicaStatus, WorkloadSpec, WorkloadStatus
+from studio.backends.base import BuildSpec, BuildState, DetectedPool, ReplicaStatus, WorkloadSpec, WorkloadStatus
 
 
 class InstantBackend:
+    autoscales = False
+
     def __init__(self) -> None:
         self.specs: dict[str, WorkloadSpec] = {}
 
@@ -27,6 +29,9 @@ class InstantBackend:
 
     def capacity(self) -> list[DetectedPool]:
         return []
+
+    def build(self, spec: BuildSpec) -> BuildState:
+        return BuildState("unavailable", "no builds here")
 
     def close(self, *, stop_workloads: bool) -> None:
         self.specs.clear()

@@ -32,6 +32,7 @@ VALUES_FILES = sorted(p.name for p in FIXTURES.glob("*.yaml"))
 RELEASE, NAMESPACE = "studio", "ml"  # a release name without "cove": objects are named studio-cove-*
 PREFIX = f"{RELEASE}-cove"
 WORKLOADS = {"Deployment", "StatefulSet"}
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "Namespace"}
 CONTROL_PLANE = ("server", "ui", "hub")  # the components that use the studio database
 
 Doc = dict[str, Any]
@@ -66,11 +67,14 @@ class Helm:
             args += ["--set-json", f"{key}={json.dumps(value)}"]
         return self.run(*args)
 
-    def notes(self, *files: str) -> str:
-        """What `helm install` prints after installing (a client-side dry run: no cluster is contacted)."""
+    def notes(self, *files: str, **values: Any) -> str:
+        """What `helm install` prints after installing (a client-side dry run: no cluster is contacted); values as
+        for ``render``."""
         args = ["install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client"]
         for f in files:
             args += ["--values", str(FIXTURES / f)]
+        for key, value in values.items():
+            args += ["--set-json", f"{key.replace('__', '.')}={json.dumps(value)}"]
         done = self.run(*args)
         assert done.returncode == 0, done.stderr
         return done.stdout.partition("\nNOTES:\n")[2]
@@ -142,6 +146,11 @@ def env_of(docs: Sequence[Doc], component: str) -> dict[str, Any]:
     for var in box.get("env", []):
         env[var["name"]] = var.get("value", var.get("valueFrom"))
     return env
+
+
+def values_of(values_file: str) -> dict[str, Any]:
+    """A values file as written (without the chart's defaults)."""
+    return yaml.safe_load((FIXTURES / values_file).read_text()) or {}
 
 
 def secret_value(docs: Sequence[Doc], name: str, key: str) -> str:
@@ -282,9 +291,15 @@ def test_objects_are_valid_and_pods_restricted(helm: Helm, values_file: str) -> 
     docs = helm.render(values_file)
     assert_valid(*docs)
     assert not [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    build_namespace = values_of(values_file).get("builds", {}).get("namespace", "cove-builds")
     for d in docs:
-        if d["kind"] not in {"ClusterRole", "ClusterRoleBinding"}:
-            assert d["metadata"].get("namespace") == NAMESPACE, f"{d['kind']}/{d['metadata']['name']}"
+        where = f"{d['kind']}/{d['metadata']['name']}"
+        if d["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in d["metadata"], where
+        elif d["metadata"]["labels"]["app.kubernetes.io/component"] == "builds":  # its RBAC, beside the builds
+            assert d["metadata"].get("namespace") == build_namespace, where
+        else:
+            assert d["metadata"].get("namespace") == NAMESPACE, where
     pods = {f"{d['kind']}/{d['metadata']['name']}": spec for d in docs if (spec := pod_spec_of(d)) is not None}
     assert len(pods) >= 4
     for where, spec in pods.items():
@@ -326,6 +341,8 @@ def test_images_are_pinned(helm: Helm, values_file: str) -> None:
     docs = helm.render(values_file)
     images = [box["image"] for _, t in pod_templates(docs) for box in t["spec"]["containers"]]
     images.append(env_of(docs, "hub")["COVE_NOTEBOOK_IMAGE"])  # the image of every notebook pod
+    if builder := env_of(docs, "server").get("COVE_BUILDER_IMAGE"):  # the image of every build Job
+        images.append(builder)
     for image in images:
         repository, _, tag = image.rpartition(":")
         assert repository, f"{image} has no tag"
@@ -361,7 +378,7 @@ def test_a_config_change_rolls_the_pods_that_read_it(helm: Helm) -> None:
 
 @pytest.mark.parametrize("values_file", ["defaults.yaml", "gpu-pool.yaml", "hami-pool.yaml"])
 def test_pools_reach_the_server_as_json(helm: Helm, values_file: str) -> None:
-    pools = (yaml.safe_load((FIXTURES / values_file).read_text()) or {}).get("pools", [])
+    pools = values_of(values_file).get("pools", [])
     sent = json.loads(env_of(helm.render(values_file), "server")["COVE_POOLS"])
     assert sent == pools
     assert [PoolSpec.model_validate(p).name for p in sent] == [p["name"] for p in pools], "the server accepts them"
@@ -448,7 +465,7 @@ def test_every_variable_the_chart_sets_is_a_cove_setting(helm: Helm, monkeypatch
     known = {f"COVE_{name.upper()}" for name in Settings.model_fields}
     for name in [k for k in os.environ if k.startswith("COVE_")]:
         monkeypatch.delenv(name)
-    for values_file in ("gpu-pool.yaml", "ingress.yaml"):
+    for values_file in ("gpu-pool.yaml", "ingress.yaml", "hpa-on.yaml", "builds.yaml"):
         docs, parsed = helm.render(values_file), {}
         for component in ("server", "ui", "playground", "hub"):
             env = {k: v for k, v in env_of(docs, component).items() if isinstance(v, str)}  # not the Secrets
@@ -460,7 +477,9 @@ def test_every_variable_the_chart_sets_is_a_cove_setting(helm: Helm, monkeypatch
             assert str(parsed[component].home) == "/var/lib/cove", component
             assert parsed[component].host == "0.0.0.0", component
         assert parsed["server"].backend == "kubernetes"
-        assert parsed["server"].pools == (yaml.safe_load((FIXTURES / values_file).read_text())).get("pools", [])
+        assert parsed["server"].pools == values_of(values_file).get("pools", [])
+        assert parsed["server"].autoscaler == ("hpa" if values_file == "hpa-on.yaml" else "controller")
+        assert bool(parsed["server"].registry) == (values_file == "builds.yaml")
         assert parsed["hub"].hub_spawner == "kubernetes"
         assert parsed["hub"].hub_connect_host == f"{PREFIX}-hub"
         assert parsed["server"].gateway_url == parsed["ui"].gateway_url
@@ -608,6 +627,94 @@ def test_rbac_grants_exactly_what_the_server_and_hub_use(helm: Helm) -> None:
     assert not {d["kind"] for d in none} & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
 
 
+def test_hpa_values_hand_scaling_to_horizontal_pod_autoscalers(helm: Helm) -> None:
+    """autoscaling.hpa.enabled: the controller makes an HPA per autoscaled deployment instead of scaling it itself,
+    and the install notes say what must serve the HPAs their metric. The server may manage HPAs either way."""
+    on, off = helm.render("hpa-on.yaml"), helm.render("gpu-pool.yaml")
+    assert env_of(on, "server")["COVE_AUTOSCALER"] == "hpa"
+    for docs in (off, helm.render("defaults.yaml")):
+        assert env_of(docs, "server")["COVE_AUTOSCALER"] == "controller"
+    for component in ("ui", "playground", "hub"):
+        assert "COVE_AUTOSCALER" not in env_of(on, component), component
+    assert checksums(on)[f"Deployment/{PREFIX}-server"] != checksums(off)[f"Deployment/{PREFIX}-server"]
+    for docs in (on, off):
+        assert grants(find(docs, "Role", f"{PREFIX}-server")) == SERVER_RULES
+    notes = helm.notes("hpa-on.yaml")
+    served = f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/cove_gateway_requests_in_flight"
+    assert "External metric cove_gateway_requests_in_flight" in notes
+    assert f"svc/{PREFIX}-server:8080/metrics" in notes
+    assert f"kubectl get --raw {served}" in notes
+    assert "cove_gateway_requests_in_flight" not in helm.notes("defaults.yaml")
+
+
+BUILD_SETTINGS = ("COVE_REGISTRY", "COVE_REGISTRY_SECRET", "COVE_BUILD_NAMESPACE", "COVE_BUILDER_IMAGE")
+BUILD_RULES = {
+    ("", "secrets"): {"get", "create", "patch", "delete"},
+    ("batch", "jobs"): {"get", "list", "create", "delete"},
+    ("", "pods"): {"get", "list"},
+    ("", "pods/log"): {"get"},
+}
+BUILD_POD_SECURITY = {f"pod-security.kubernetes.io/{mode}": "baseline" for mode in ("enforce", "audit", "warn")}
+
+
+def test_builds_run_in_a_baseline_namespace_where_the_server_may_do_only_that(helm: Helm) -> None:
+    """Kaniko runs as root: its Jobs go to a namespace of their own under "baseline", where the server's
+    ServiceAccount (from the release namespace) may handle Secrets and Jobs and read pods and logs, nothing more."""
+    docs = helm.render("builds.yaml")
+    server = env_of(docs, "server")
+    assert {k: server[k] for k in BUILD_SETTINGS} == {
+        "COVE_REGISTRY": "registry.example.com:5000/ml/images",
+        "COVE_REGISTRY_SECRET": "ml-push",
+        "COVE_BUILD_NAMESPACE": "ml-builds",
+        "COVE_BUILDER_IMAGE": "registry.example.com:5000/mirror/kaniko-executor:v1.23.2",
+    }
+    for component in ("ui", "playground", "hub"):
+        assert not set(BUILD_SETTINGS) & set(env_of(docs, component)), component
+    namespace = find(docs, "Namespace", "ml-builds")
+    pod_security = {k: v for k, v in namespace["metadata"]["labels"].items() if k.startswith("pod-security.")}
+    assert pod_security == BUILD_POD_SECURITY
+    assert namespace["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep", "it holds the push Secret"
+    name = f"{PREFIX}-{NAMESPACE}-builds"  # two releases named alike in two namespaces may share the build namespace
+    role, binding = find(docs, "Role", name), find(docs, "RoleBinding", name)
+    assert grants(role) == BUILD_RULES
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{PREFIX}-server", "namespace": NAMESPACE}]
+    there = sorted(
+        f"{d['kind']}/{d['metadata']['name']}" for d in docs if d["metadata"].get("namespace") == "ml-builds"
+    )
+    assert there == [f"Role/{name}", f"RoleBinding/{name}"], "no pods of the chart's run under baseline"
+    assert grants(find(docs, "Role", f"{PREFIX}-server")) == SERVER_RULES, "the release namespace's Role is as it was"
+    push = "kubectl -n ml-builds create secret docker-registry ml-push --docker-server=registry.example.com:5000 "
+    assert push in helm.notes("builds.yaml")
+
+
+def test_builds_options_and_defaults(helm: Helm) -> None:
+    """An existing build namespace (the notes say how to label it), no RBAC, builds off; and the chart's defaults
+    are the server's own."""
+    docs = helm.render("builds.yaml")
+    existing = helm.render("builds.yaml", builds__createNamespace=False)
+    assert not names(existing, "Namespace")
+    assert names(existing, "Role") == names(docs, "Role")
+    label = "kubectl label namespace ml-builds pod-security.kubernetes.io/enforce=baseline"
+    assert label in helm.notes("builds.yaml", builds__createNamespace=False)
+    assert label not in helm.notes("builds.yaml")
+    no_rbac = helm.render("builds.yaml", rbac__create=False)
+    assert not {d["kind"] for d in no_rbac} & {"Role", "RoleBinding"}
+    assert env_of(no_rbac, "server")["COVE_BUILD_NAMESPACE"] == "ml-builds"
+    # A release that sets only a registry builds where, and with what, the server would by default.
+    minimal = env_of(
+        helm.render("defaults.yaml", builds__enabled=True, builds__registry="registry.example.com/t"), "server"
+    )
+    defaults = Settings.model_fields
+    assert minimal["COVE_BUILD_NAMESPACE"] == defaults["build_namespace"].default == "cove-builds"
+    assert minimal["COVE_BUILDER_IMAGE"] == defaults["builder_image"].default
+    assert minimal["COVE_REGISTRY_SECRET"] == defaults["registry_secret"].default == ""
+    off = helm.render("defaults.yaml")
+    assert not set(BUILD_SETTINGS) & set(env_of(off, "server"))
+    assert not names(off, "Namespace")
+    assert names(off, "Role") == {f"{PREFIX}-server", f"{PREFIX}-hub"}
+
+
 NOTEBOOK_POD = {  # KubeSpawner's labels
     "component": "singleuser-server",
     "app.kubernetes.io/component": "singleuser-server",
@@ -745,6 +852,23 @@ REFUSED = {
     ),
     "size": ({"storage": {"models": {"size": "lots"}}}, ["at '/storage/models/size'"]),
     "access mode": ({"storage": {"datasets": {"accessModes": ["RWX"]}}}, ["at '/storage/datasets/accessModes/0'"]),
+    "unknown autoscaling key": (
+        {"autoscaling": {"hpa": {"enabled": True, "metric": "cpu"}}},
+        ["at '/autoscaling/hpa'", "'metric' not allowed"],
+    ),
+    "builds without a registry": (
+        {"builds": {"enabled": True}},
+        ["builds.enabled is true but builds.registry is empty", "registry.example.com/team"],
+    ),
+    "latest builder": (
+        {"builds": {"builderImage": {"tag": "latest"}}},
+        ["at '/builds/builderImage/tag'", "'latest' does not match pattern"],
+    ),
+    "registry as a URL": ({"builds": {"registry": "https://registry.example.com"}}, ["at '/builds/registry'"]),
+    "builds in the release namespace": (
+        {"builds": {"enabled": True, "registry": "registry.example.com/team", "namespace": NAMESPACE}},
+        [f'builds.namespace is the release namespace "{NAMESPACE}"', "a namespace of their own"],
+    ),
 }
 
 

@@ -270,7 +270,15 @@ def test_service_autoscaler_budget_claim_and_secret() -> None:
     hpa = autoscaler("chat", TARGET, lo=1, hi=4, inflight_per_replica=2.5)
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "chat"}
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
-    assert hpa["spec"]["metrics"][0]["pods"]["target"] == {"type": "AverageValue", "averageValue": "2500m"}
+    assert hpa["spec"]["metrics"] == [
+        {
+            "type": "External",
+            "external": {  # the gateway's gauge of this deployment, per replica
+                "metric": {"name": "cove_gateway_requests_in_flight", "selector": {"matchLabels": {"deployment": "chat"}}},
+                "target": {"type": "AverageValue", "averageValue": "2500m"},
+            },
+        }
+    ]
     pdb = disruption_budget("chat", TARGET)
     assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": SELECTOR}}
     pvc = claim("cove-models", TARGET, size="500Gi", storage_class="nfs", shared=True)

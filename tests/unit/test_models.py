@@ -132,6 +132,7 @@ def test_a_deployment_with_defaults() -> None:
         "image": None,
         "image_version": None,
         "pool": "local",
+        "cluster": None,
         "runtime_args": [],
         "resources": Resources().model_dump(),
         "replicas": 1,

@@ -115,6 +115,28 @@ url
 {{- .Values.pools | toJson -}}
 {{- end -}}
 
+{{/* Where built images are pushed (COVE_REGISTRY); fails when builds are enabled without one. */}}
+{{- define "cove.buildsRegistry" -}}
+{{- if not .Values.builds.registry -}}
+{{- fail "builds.enabled is true but builds.registry is empty: set it to the registry and path built images are pushed to (e.g. registry.example.com/team), or disable builds" -}}
+{{- end -}}
+{{- .Values.builds.registry -}}
+{{- end -}}
+
+{{/* The namespace of image builds (COVE_BUILD_NAMESPACE); fails when it is the release namespace, which stays
+under "restricted" while Kaniko needs "baseline". */}}
+{{- define "cove.buildsNamespace" -}}
+{{- if eq .Values.builds.namespace .Release.Namespace -}}
+{{- fail (printf "builds.namespace is the release namespace %q: image builds run as root under the Pod Security Standard \"baseline\", so they need a namespace of their own (e.g. cove-builds)" .Release.Namespace) -}}
+{{- end -}}
+{{- .Values.builds.namespace -}}
+{{- end -}}
+
+{{/* The Kaniko executor image (COVE_BUILDER_IMAGE). */}}
+{{- define "cove.builderImage" -}}
+{{- printf "%s:%s" .Values.builds.builderImage.repository .Values.builds.builderImage.tag -}}
+{{- end -}}
+
 {{/* The environment every Cove process shares: where its state is, and how it reaches the database. */}}
 {{- define "cove.databaseEnv" -}}
 - name: COVE_DATABASE_URL

@@ -1,54 +1,129 @@
-"""KubernetesBackend: a Cove deployment is a Deployment (+ Service, + PodDisruptionBudget with several replicas) in
-the cluster; its replicas are its pods. Everything is built by ``manifests`` and sent through ``client``.
+"""KubernetesBackend: a Cove deployment is a Deployment (+ Service, + PodDisruptionBudget with several replicas, +
+HorizontalPodAutoscaler with ``COVE_AUTOSCALER=hpa``) in the cluster; its replicas are its pods. Everything is built
+by ``manifests`` and sent through ``client``.
 
 ``apply`` is called on every reconcile pass, so it reads before it writes: the Deployment is created when missing
-and patched only when the spec's fingerprint or the replica count changed. Workloads outlive the control plane:
-closing the backend leaves them running; only ``delete`` removes them.
+and patched only when the spec's fingerprint or the replica count changed (with an HPA the count is the HPA's).
+Workloads outlive the control plane: closing the backend leaves them running; only ``delete`` removes them.
+
+Images registered with a Dockerfile are built by a Kaniko Job in ``COVE_BUILD_NAMESPACE`` (Kaniko needs root, so
+not next to the restricted workloads) and pushed to their reference; deployments of such an image wait for it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from typing import Any
 
-from studio.backends.base import DetectedPool, WorkloadSpec, WorkloadStatus
+from studio.backends.base import BuildSpec, BuildState, Connection, DetectedPool, WorkloadSpec, WorkloadStatus
 from studio.backends.kubernetes import manifests
 from studio.backends.kubernetes.client import KubeClient
-from studio.backends.kubernetes.conditions import replica_status
+from studio.backends.kubernetes.conditions import build_state, replica_status
+from studio.models import BuildStatus
 from studio.runtimes import CONTAINER_PORT, container_launch
 from studio.settings import Settings
 
 POOL_LABEL = "cove.dev/pool"  # nodes carry the name of their pool
 GPU_PRODUCT = "nvidia.com/gpu.product"  # set by NVIDIA's GPU feature discovery
 GPU_MEMORY = "nvidia.com/gpu.memory"  # MiB per GPU, also from feature discovery
+GPU_COUNT = "nvidia.com/gpu.count"  # physical GPUs (allocatable nvidia.com/gpu counts HAMi's virtual ones)
+
+
+def connect_cluster(settings: Settings, connection: Connection) -> KubernetesBackend:
+    """The backend of a registered cluster, from its kubeconfig's text."""
+    import yaml
+
+    from studio.backends.kubernetes.client import connect
+
+    api = connect(config_dict=yaml.safe_load(connection.kubeconfig), context=connection.context)
+    return KubernetesBackend(settings, KubeClient(api, connection.namespace))
 
 
 class KubernetesBackend:
     def __init__(self, settings: Settings, kube: KubeClient) -> None:
         self.settings, self.kube = settings, kube
+        self.builds = kube.in_namespace(settings.build_namespace)
         self.target = manifests.Target(
             namespace=kube.namespace, models_pvc=settings.models_pvc, start_timeout_s=settings.runtime_start_timeout_s
         )
+        self.autoscales = settings.autoscaler == "hpa"
         self._upstream: dict[str, str] = {}
 
     def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
+        if spec.image_build == BuildStatus.FAILED:
+            return WorkloadStatus(spec.name, unavailable=f"its image could not be built: {spec.image_build_message}")
+        if spec.image_build not in ("", BuildStatus.READY):
+            return WorkloadStatus(spec.name, waiting=f"waiting for its image {spec.image} to be built")
         launch = container_launch(spec, local_models_dir=self.settings.models_dir)
-        wanted = manifests.model_server(spec, launch, self.target, replicas=spec.replicas)
+        hpa = spec.autoscale if self.autoscales else None
         live = self.kube.get("Deployment", spec.name)
+        # with an HPA the replica count is the HPA's: set once, at creation, and never patched back
+        replicas = None if hpa and live is not None else spec.replicas
+        wanted = manifests.model_server(spec, launch, self.target, replicas=replicas)
         if live is None:
             self.kube.create(wanted)
             self.kube.apply(manifests.service(spec.name, self.target))
-        elif _fingerprint(live) != spec.fingerprint or (live.get("spec") or {}).get("replicas") != spec.replicas:
+        elif _fingerprint(live) != spec.fingerprint or (replicas is not None and _replicas(live) != replicas):
             self.kube.patch(wanted)
-        if spec.replicas > 1 and self.kube.get("PodDisruptionBudget", spec.name) is None:
+        self._autoscaler(spec)
+        most = hpa.max_replicas if hpa else spec.replicas
+        if most > 1 and self.kube.get("PodDisruptionBudget", spec.name) is None:
             self.kube.create(manifests.disruption_budget(spec.name, self.target))
         self._upstream[spec.name] = launch.upstream_model
-        return self.status(spec.name)
+        status = self.status(spec.name)
+        if hpa and live is not None:
+            status = WorkloadStatus(status.name, status.replicas, status.upstream_model, scaled_to=_replicas(live))
+        return status
+
+    def _autoscaler(self, spec: WorkloadSpec) -> None:
+        """The deployment's HPA as its autoscale bounds say: made, updated, or removed when autoscaling is off."""
+        live = self.kube.get("HorizontalPodAutoscaler", spec.name)
+        auto = spec.autoscale if self.autoscales else None
+        if auto is None:
+            if live is not None:
+                self.kube.delete("HorizontalPodAutoscaler", spec.name)
+            return
+        wanted = manifests.autoscaler(
+            spec.name, self.target, lo=auto.min_replicas, hi=auto.max_replicas,
+            inflight_per_replica=auto.target_inflight,
+        )  # fmt: skip
+        if live is None:
+            self.kube.create(wanted)
+        elif {k: (live.get("spec") or {}).get(k) for k in ("minReplicas", "maxReplicas", "metrics")} != {
+            k: wanted["spec"][k] for k in ("minReplicas", "maxReplicas", "metrics")
+        }:
+            self.kube.patch(wanted)
 
     def status(self, name: str) -> WorkloadStatus:
         pods = self.kube.pods(manifests.selector(name))
         replicas = tuple(replica_status(pod, i, port=CONTAINER_PORT) for i, pod in enumerate(pods))
         return WorkloadStatus(name=name, replicas=replicas, upstream_model=self._upstream.get(name, ""))
+
+    def build(self, spec: BuildSpec) -> BuildState:
+        """Start a Kaniko Job for the image unless one exists (its name hashes the Dockerfile, the destination and
+        the attempt), then read how it goes; a finished build's Dockerfile Secret is removed (the Job stays a day,
+        for its logs)."""
+        body = f"{spec.destination}\0{spec.dockerfile}\0{spec.attempt}"
+        digest = hashlib.sha256(body.encode()).hexdigest()[:10]
+        name = f"build-{digest}"
+        target = manifests.Target(namespace=self.builds.namespace, models_pvc="")
+        job = self.builds.get("Job", name)
+        if job is None:
+            for obj in manifests.image_build(
+                name, target, dockerfile=spec.dockerfile, destination=spec.destination,
+                push_secret=self.settings.registry_secret, builder=self.settings.builder_image,
+            ):  # fmt: skip
+                self.builds.apply(obj)
+            return BuildState("pending", f"build job {self.builds.namespace}/{name} created")
+        pods = self.builds.pods(manifests.selector(name))
+        state = build_state(job, pods[-1] if pods else None)
+        if state.phase == "failed" and pods:
+            tail = self.builds.logs(pods[-1]["metadata"]["name"], tail=20)
+            state = BuildState("failed", "\n".join([state.message, *tail]))
+        if state.phase in ("succeeded", "failed"):
+            self.builds.delete("Secret", f"{name}-context")
+        return state
 
     def delete(self, name: str) -> bool:
         for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "Deployment"):
@@ -82,18 +157,24 @@ class KubernetesBackend:
             entry = totals[pool]
             entry["cpu"] += _cores(allocatable.get("cpu", "0"))
             entry["memory"] += _mib(allocatable.get("memory", "0"))
-            entry["gpus"] += int(allocatable.get("nvidia.com/gpu", 0) or 0)
+            gpus = meta["labels"].get(GPU_COUNT) or allocatable.get("nvidia.com/gpu", 0)
+            entry["gpus"] += int(gpus or 0)
             entry["model"] = entry["model"] or meta["labels"].get(GPU_PRODUCT, "")
             entry["mib"] = entry["mib"] or int(meta["labels"].get(GPU_MEMORY, 0) or 0)
         return [
             DetectedPool(name=pool, cpu_cores=t["cpu"], memory_mib=t["memory"], gpu_model=t["model"],
-                         gpu_count=t["gpus"], gpu_memory_mib=t["mib"])
+                         gpu_count=t["gpus"], gpu_memory_mib=t["mib"], node_selector=((POOL_LABEL, pool),))
             for pool, t in sorted(totals.items())
         ]  # fmt: skip
 
     def close(self, *, stop_workloads: bool) -> None:
         """Workloads are cluster state and keep serving while the control plane restarts."""
         self.kube.api.close()
+
+
+def _replicas(deployment: dict[str, Any]) -> int | None:
+    value = (deployment.get("spec") or {}).get("replicas")
+    return None if value is None else int(value)
 
 
 def _fingerprint(deployment: dict[str, Any]) -> str:

@@ -28,13 +28,18 @@ KINDS: dict[str, tuple[type[Any], str, type[Any]]] = {
 }  # fmt: skip
 
 
-def connect(*, kubeconfig: str = "", context: str = "", host: str = "") -> client.ApiClient:
-    """An API client from a kubeconfig (its current or named context), the pod's service account when in a cluster,
-    or a bare ``host`` (tests)."""
+def connect(
+    *, kubeconfig: str = "", context: str = "", host: str = "", config_dict: Mapping[str, Any] | None = None
+) -> client.ApiClient:
+    """An API client from a kubeconfig file or its parsed text (``config_dict``, a registered cluster), its current
+    or named context; the pod's service account when in a cluster; or a bare ``host`` (tests)."""
     configuration = client.Configuration()
     try:
         if host:
             configuration.host = host
+        elif config_dict is not None:
+            config.load_kube_config_from_dict(dict(config_dict), context=context or None,
+                                              client_configuration=configuration)  # fmt: skip
         elif kubeconfig or context:
             config.load_kube_config(config_file=kubeconfig or None, context=context or None,
                                     client_configuration=configuration)  # fmt: skip
@@ -43,7 +48,7 @@ def connect(*, kubeconfig: str = "", context: str = "", host: str = "") -> clien
                 config.load_incluster_config(client_configuration=configuration)
             except config.ConfigException:
                 config.load_kube_config(client_configuration=configuration)
-    except (config.ConfigException, OSError) as exc:
+    except (config.ConfigException, OSError, KeyError, TypeError) as exc:
         raise BackendUnavailable(
             f"no Kubernetes cluster is configured: {exc}",
             hint="set COVE_KUBECONFIG (and COVE_KUBE_CONTEXT), or run Cove in the cluster with its service account",
@@ -59,6 +64,10 @@ class KubeClient:
         self.api, self.namespace, self.timeout = api, namespace, timeout
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
+
+    def in_namespace(self, namespace: str) -> KubeClient:
+        """The same connection, working in another namespace."""
+        return KubeClient(self.api, namespace, timeout=self.timeout)
 
     # ------------------------------------------------------------------------------------------------ objects
 

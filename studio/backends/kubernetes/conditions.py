@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from studio.backends.base import ReplicaStatus
+from studio.backends.base import BuildState, ReplicaStatus
 
 
 def pending_reason(pod: Mapping[str, Any] | None) -> str:
@@ -59,3 +59,27 @@ def replica_status(pod: Mapping[str, Any], index: int, *, port: int) -> ReplicaS
     if status.get("phase") == "Failed":
         return ReplicaStatus(index, "backoff", restarts=restarts, failures=1, message=status.get("message", "failed"))
     return ReplicaStatus(index, "pending", restarts=restarts, message=pending_reason(pod) or "waiting for a node")
+
+
+def build_state(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> BuildState:
+    """An image build Job in words: done, failed (with the reason the Job or its pod gives), building, or pending
+    and why (the builder image cannot be pulled, no node can take it)."""
+    status = job.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    if status.get("succeeded") or "Complete" in conditions:
+        return BuildState("succeeded", "built and pushed")
+    if status.get("failed") or "Failed" in conditions:
+        why = (conditions.get("Failed") or {}).get("message") or ""
+        for box in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
+            ended = (box.get("state") or {}).get("terminated") or {}
+            if ended:
+                why = f"the build exited with code {ended.get('exitCode', '?')}" + (
+                    f": {ended['message']}" if ended.get("message") else ""
+                )
+        return BuildState("failed", why or "the build failed")
+    waiting = pending_reason(pod)
+    if waiting:
+        return BuildState("pending", waiting)
+    if ((pod or {}).get("status") or {}).get("phase") == "Running":
+        return BuildState("building", "building")
+    return BuildState("pending", "waiting for the build to start")

@@ -207,8 +207,11 @@ def service(name: str, target: Target) -> dict[str, Any]:
 
 
 def autoscaler(name: str, target: Target, *, lo: int, hi: int, inflight_per_replica: float) -> dict[str, Any]:
-    """An ``autoscaling/v2`` HPA on in-flight requests per replica (the gateway's ``cove_inflight_requests``, served
-    to the HPA by a metrics adapter), scaling down no faster than one replica a minute."""
+    """An ``autoscaling/v2`` HPA on requests in flight per replica: the gateway's
+    ``cove_gateway_requests_in_flight{deployment=NAME}``, an External metric served to the HPA by a metrics adapter
+    (prometheus-adapter), divided by the replica count (AverageValue). Scales down no faster than one replica a
+    minute."""
+    metric = {"name": "cove_gateway_requests_in_flight", "selector": {"matchLabels": {"deployment": name}}}
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -219,9 +222,9 @@ def autoscaler(name: str, target: Target, *, lo: int, hi: int, inflight_per_repl
             "maxReplicas": hi,
             "metrics": [
                 {
-                    "type": "Pods",
-                    "pods": {
-                        "metric": {"name": "cove_inflight_requests"},
+                    "type": "External",
+                    "external": {
+                        "metric": metric,
                         "target": {"type": "AverageValue", "averageValue": cpu_quantity(inflight_per_replica)},
                     },
                 }
@@ -336,7 +339,8 @@ def image_build(
     name: str, target: Target, *, dockerfile: str, destination: str, push_secret: str, builder: str
 ) -> list[dict[str, Any]]:
     """A custom image built in the cluster: the Dockerfile in a Secret, built and pushed to ``destination`` by a
-    Kaniko Job with the registry credentials ``push_secret`` (a docker-config Secret). Returns [Secret, Job]."""
+    Kaniko Job with the registry credentials ``push_secret`` (a docker-config Secret; empty: a registry that takes
+    anonymous pushes). The build context is the Dockerfile alone. Returns [Secret, Job]."""
     context = f"{name}-context"
     build = job(
         JobSpec(
@@ -364,13 +368,10 @@ def image_build(
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     pod["securityContext"] = {"seccompProfile": {"type": "RuntimeDefault"}}
-    box["volumeMounts"] = [
-        {"name": "context", "mountPath": "/workspace", "readOnly": True},
-        {"name": "push", "mountPath": "/kaniko/.docker", "readOnly": True},
-    ]
-    docker_config = [{"key": ".dockerconfigjson", "path": "config.json"}]
-    pod["volumes"] = [
-        {"name": "context", "secret": {"secretName": context}},
-        {"name": "push", "secret": {"secretName": push_secret, "items": docker_config}},
-    ]
+    box["volumeMounts"] = [{"name": "context", "mountPath": "/workspace", "readOnly": True}]
+    pod["volumes"] = [{"name": "context", "secret": {"secretName": context}}]
+    if push_secret:
+        box["volumeMounts"].append({"name": "push", "mountPath": "/kaniko/.docker", "readOnly": True})
+        docker_config = [{"key": ".dockerconfigjson", "path": "config.json"}]
+        pod["volumes"].append({"name": "push", "secret": {"secretName": push_secret, "items": docker_config}})
     return [secret(context, target, {"Dockerfile": dockerfile}), build]

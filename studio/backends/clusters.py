@@ -1,0 +1,54 @@
+"""Which backend runs each cluster: the control plane's own (``default``, from ``COVE_BACKEND``) and one
+KubernetesBackend per registered cluster, built on first use and rebuilt when its registration changes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from studio.backends.base import Backend, Connection
+from studio.errors import NotFound
+from studio.models import DEFAULT_CLUSTER
+
+log = logging.getLogger(__name__)
+
+
+class Clusters:
+    def __init__(self, default: Backend, *, connect: Callable[[Connection], Backend]) -> None:
+        self.default = default
+        self.connect = connect
+        self._connections: dict[str, Connection] = {}
+        self._backends: dict[str, tuple[str, Backend]] = {}  # name → (its connection's fingerprint, backend)
+
+    def update(self, connections: Iterable[Connection]) -> None:
+        """The registered clusters now; backends of removed or changed ones are closed (their workloads run on)."""
+        self._connections = {c.name: c for c in connections}
+        for name, (fingerprint, backend) in list(self._backends.items()):
+            now = self._connections.get(name)
+            if now is None or now.fingerprint != fingerprint:
+                log.info("cluster %s %s: reconnecting", name, "removed" if now is None else "changed")
+                del self._backends[name]
+                backend.close(stop_workloads=False)
+
+    def names(self) -> list[str]:
+        return [DEFAULT_CLUSTER, *sorted(self._connections)]
+
+    def get(self, name: str) -> Backend:
+        """The cluster's backend; NotFound for a cluster nobody registered, BackendUnavailable when its kubeconfig
+        cannot be used."""
+        if name == DEFAULT_CLUSTER:
+            return self.default
+        connection = self._connections.get(name)
+        if connection is None:
+            raise NotFound(f"no cluster named {name!r} is registered", hint="register it with `cove cluster add`")
+        built = self._backends.get(name)
+        if built is None:
+            built = self._backends[name] = (connection.fingerprint, self.connect(connection))
+        return built[1]
+
+    def close(self, *, stop_workloads: bool) -> None:
+        """Local workloads stop with the control plane when asked; cluster workloads always run on."""
+        self.default.close(stop_workloads=stop_workloads)
+        for _fingerprint, backend in self._backends.values():
+            backend.close(stop_workloads=False)
+        self._backends.clear()

@@ -1,0 +1,106 @@
+"""Clusters registered by kubeconfig: deployments on their pools run there.
+
+The control plane's own backend (``COVE_BACKEND``) is the cluster named ``default`` and is not stored. A registered
+cluster keeps its kubeconfig (credentials included) in the database and never shows it; its pools are made from
+its nodes labelled ``cove.dev/pool`` by the controller, which also records whether the cluster answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+from sqlmodel import col, select
+
+from studio.backends.base import Connection
+from studio.db import Database, utcnow
+from studio.errors import Conflict, InvalidSpec, NotFound
+from studio.models import Cluster, ClusterCreate, ClusterPublic, Deployment, Notebook, Pool
+
+RAW = "give the file `kubectl config view --raw` prints"
+
+
+def read_kubeconfig(text: str, context: str = "") -> tuple[str, str]:
+    """The context a kubeconfig's text selects (``context``, else its current one) and that context's API server
+    URL; InvalidSpec saying what is missing otherwise."""
+    try:
+        config: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidSpec(f"the kubeconfig is not YAML: {exc}", hint=RAW) from exc
+    if not isinstance(config, dict) or not config.get("contexts") or not config.get("clusters"):
+        raise InvalidSpec("the kubeconfig has no contexts or clusters", hint=RAW)
+    contexts = {c.get("name"): c.get("context") or {} for c in config["contexts"] if isinstance(c, dict)}
+    chosen = context or config.get("current-context") or ""
+    if chosen not in contexts:
+        known = ", ".join(sorted(str(c) for c in contexts)) or "none"
+        what = f"no context named {chosen!r}" if chosen else "no current context"
+        raise InvalidSpec(f"the kubeconfig has {what}", hint=f"choose one of its contexts: {known}")
+    clusters = {c.get("name"): c.get("cluster") or {} for c in config["clusters"] if isinstance(c, dict)}
+    server = (clusters.get(contexts[chosen].get("cluster")) or {}).get("server")
+    if not server:
+        raise InvalidSpec(
+            f"context {chosen!r} names no cluster with a server URL", hint="check the kubeconfig's clusters"
+        )
+    return chosen, str(server)
+
+
+def add_cluster(*, db: Database, data: ClusterCreate) -> ClusterPublic:
+    context, server = read_kubeconfig(data.kubeconfig, data.context)
+    with db.session() as session:
+        row = Cluster(
+            name=data.name, kubeconfig=data.kubeconfig, context=context, namespace=data.namespace, server=server
+        )
+        session.add(row)
+        try:
+            session.commit()
+        except sa.exc.IntegrityError as exc:
+            raise Conflict(f"cluster {data.name!r} exists", hint="remove it first, or pick another name") from exc
+        return ClusterPublic.model_validate(row)
+
+
+def list_clusters(*, db: Database) -> list[ClusterPublic]:
+    with db.session() as session:
+        return [ClusterPublic.model_validate(c) for c in session.exec(select(Cluster).order_by(col(Cluster.name)))]
+
+
+def remove_cluster(*, db: Database, name: str) -> None:
+    """Forget a cluster and its pools; refused while anything runs on them (its workloads would be orphaned)."""
+    with db.session() as session:
+        row = session.exec(select(Cluster).where(Cluster.name == name)).first()
+        if row is None:
+            raise NotFound(f"no cluster named {name!r}", hint="see `cove cluster list`")
+        pools = session.exec(select(Pool).where(Pool.cluster == name)).all()
+        ids = [p.id for p in pools]
+        users = [
+            *session.exec(select(Deployment.name).where(col(Deployment.pool_id).in_(ids))).all(),
+            *session.exec(select(Notebook.name).where(col(Notebook.pool_id).in_(ids))).all(),
+        ]
+        if users:
+            raise Conflict(
+                f"cluster {name!r} still runs {', '.join(sorted(users))}",
+                hint="delete those deployments (and stop those notebooks) first",
+            )
+        for pool in pools:
+            session.delete(pool)
+        session.delete(row)
+        session.commit()
+
+
+def connections(*, db: Database) -> list[Connection]:
+    """How to reach each registered cluster (the controller's view, credentials included)."""
+    with db.session() as session:
+        return [
+            Connection(name=c.name, kubeconfig=c.kubeconfig, context=c.context, namespace=c.namespace)
+            for c in session.exec(select(Cluster).order_by(col(Cluster.name)))
+        ]
+
+
+def record_check(*, db: Database, name: str, message: str) -> None:
+    """Whether the cluster answered the controller's last capacity read (``message`` empty) or what went wrong."""
+    with db.session() as session:
+        row = session.exec(select(Cluster).where(Cluster.name == name)).first()
+        if row is not None:
+            row.message, row.checked_at = message, utcnow()
+            session.add(row)
+            session.commit()
