@@ -682,7 +682,7 @@ def test_builds_run_in_a_baseline_namespace_where_the_server_may_do_only_that(he
     there = sorted(
         f"{d['kind']}/{d['metadata']['name']}" for d in docs if d["metadata"].get("namespace") == "ml-builds"
     )
-    assert there == [f"Role/{name}", f"RoleBinding/{name}"], "no pods of the chart's run under baseline"
+    assert there == [f"NetworkPolicy/{name}", f"Role/{name}", f"RoleBinding/{name}"], "no pods of the chart's there"
     assert grants(find(docs, "Role", f"{PREFIX}-server")) == SERVER_RULES, "the release namespace's Role is as it was"
     push = "kubectl -n ml-builds create secret docker-registry ml-push --docker-server=registry.example.com:5000 "
     assert push in helm.notes("builds.yaml")
@@ -713,6 +713,35 @@ def test_builds_options_and_defaults(helm: Helm) -> None:
     assert not set(BUILD_SETTINGS) & set(env_of(off, "server"))
     assert not names(off, "Namespace")
     assert names(off, "Role") == {f"{PREFIX}-server", f"{PREFIX}-hub"}
+
+
+def test_builds_cannot_reach_the_metadata_service_or_the_database(helm: Helm) -> None:
+    """A Dockerfile's RUN steps are users' code, run as root: every pod of the build namespace may connect anywhere
+    but the metadata service, and to DNS; nothing may connect to it; and the database's policy names pods of the
+    release namespace only, so no build pod gets in whatever its labels. Without networkPolicy, no policy at all."""
+    docs = helm.render("builds.yaml")
+    policy = find(docs, "NetworkPolicy", f"{PREFIX}-{NAMESPACE}-builds")
+    assert policy["metadata"]["namespace"] == "ml-builds"
+    assert policy["spec"] == {
+        "podSelector": {},
+        "policyTypes": ["Ingress", "Egress"],  # and no ingress rule: nothing is let in
+        "egress": [
+            {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]},
+            {
+                "to": [{"namespaceSelector": {}}],
+                "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+            },
+        ],
+    }
+    db_policy = find(docs, "NetworkPolicy", f"{PREFIX}-postgresql")
+    assert db_policy["metadata"]["namespace"] == NAMESPACE
+    (rule,) = db_policy["spec"]["ingress"]
+    assert all(set(peer) == {"podSelector"} for peer in rule["from"]), "a namespaceSelector could let builds in"
+    assert "keeps their RUN steps off the metadata service" in helm.notes("builds.yaml")
+    unguarded = helm.render("builds.yaml", "no-networkpolicy.yaml")
+    assert not names(unguarded, "NetworkPolicy")
+    assert names(unguarded, "Role") == names(docs, "Role"), "only the policy goes"
+    assert "can reach the cloud metadata service" in helm.notes("builds.yaml", "no-networkpolicy.yaml")
 
 
 NOTEBOOK_POD = {  # KubeSpawner's labels
