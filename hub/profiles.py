@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from studio.backends.kubernetes.manifests import gpu_limits
-from studio.models import PoolPublic, Purpose, Resources, Sharing
+from studio.models import DEFAULT_CLUSTER, PoolPublic, Purpose, Resources, Sharing
 from studio.pools import Free
 
 NOTEBOOK_PURPOSES = {Purpose.DEV.value, Purpose.ANY.value}
@@ -63,11 +63,12 @@ def _sizes(pool: PoolPublic) -> list[tuple[str, str, Resources]]:
 
 
 def profiles_for(pools: Sequence[tuple[PoolPublic, Free]], groups: Iterable[str]) -> list[Profile]:
-    """The profiles a member of ``groups`` may start, pool by pool (in the given order), smallest size first."""
+    """The profiles a member of ``groups`` may start, pool by pool (in the given order), smallest size first. Only
+    pools of the hub's own cluster (``default``) serve notebooks."""
     groups = list(groups)
     found = []
     for pool, free in pools:
-        if pool.purpose not in NOTEBOOK_PURPOSES or not may_use(pool, groups):
+        if pool.purpose not in NOTEBOOK_PURPOSES or not may_use(pool, groups) or pool.cluster != DEFAULT_CLUSTER:
             continue
         for suffix, name, resources in _sizes(pool):
             found.append(

@@ -20,8 +20,8 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 
-from studio.backends.base import Backend, BuildSpec, Connection, WorkloadSpec, WorkloadStatus
-from studio.backends.clusters import Clusters
+from studio.backends.base import Backend, BuildSpec, WorkloadSpec, WorkloadStatus
+from studio.backends.clusters import Clusters, connect_cluster
 from studio.db import Database
 from studio.errors import BackendUnavailable, CoveError, NotFound, QuotaExceeded
 from studio.models import DEFAULT_CLUSTER, BuildStatus, Status
@@ -102,15 +102,6 @@ def derive_status(*, replicas: int, workload: WorkloadStatus, failure_threshold:
 def recommend_replicas(*, inflight: float, target: float, lo: int, hi: int) -> int:
     """HPA's rule on requests in flight: enough replicas that each carries at most ``target``."""
     return min(hi, max(lo, math.ceil(inflight / target - 1e-9)))
-
-
-def connect_cluster(settings: Settings) -> Callable[[Connection], Backend]:
-    def connect(connection: Connection) -> Backend:
-        from studio.backends.kubernetes.backend import connect_cluster
-
-        return connect_cluster(settings, connection)
-
-    return connect
 
 
 class Controller:

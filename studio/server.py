@@ -14,8 +14,7 @@ import socket
 
 import uvicorn
 
-from studio.backends.base import Backend
-from studio.backends.local import LocalBackend
+from studio.backends.clusters import make_backend
 from studio.bootstrap import open_studio
 from studio.controller import Controller
 from studio.errors import PortInUse
@@ -43,17 +42,6 @@ def bind(host: str, port: int, variable: str = "COVE_PORT") -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
-
-
-def make_backend(settings: Settings) -> Backend:
-    """The backend the settings name; the Kubernetes client is imported only when it is used."""
-    if settings.backend == "kubernetes":
-        from studio.backends.kubernetes.backend import KubernetesBackend
-        from studio.backends.kubernetes.client import KubeClient, connect
-
-        api = connect(kubeconfig=settings.kubeconfig, context=settings.kube_context)
-        return KubernetesBackend(settings, KubeClient(api, settings.kube_namespace))
-    return LocalBackend(settings)
 
 
 def serve(settings: Settings) -> None:

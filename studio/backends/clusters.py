@@ -9,8 +9,33 @@ from collections.abc import Callable, Iterable
 from studio.backends.base import Backend, Connection
 from studio.errors import NotFound
 from studio.models import DEFAULT_CLUSTER
+from studio.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def make_backend(settings: Settings) -> Backend:
+    """The default cluster's backend, as the settings name it; the Kubernetes client is imported only when used."""
+    if settings.backend == "kubernetes":
+        from studio.backends.kubernetes.backend import KubernetesBackend
+        from studio.backends.kubernetes.client import KubeClient, connect
+
+        api = connect(kubeconfig=settings.kubeconfig, context=settings.kube_context)
+        return KubernetesBackend(settings, KubeClient(api, settings.kube_namespace))
+    from studio.backends.local import LocalBackend
+
+    return LocalBackend(settings)
+
+
+def connect_cluster(settings: Settings) -> Callable[[Connection], Backend]:
+    """How a registered cluster's backend is made."""
+
+    def connect(connection: Connection) -> Backend:
+        from studio.backends.kubernetes.backend import connect_cluster
+
+        return connect_cluster(settings, connection)
+
+    return connect
 
 
 class Clusters:

@@ -1,4 +1,4 @@
-"""`cove model …`, `cove image …`, `cove pool …`: what can be deployed, and where."""
+"""`cove model …`, `cove image …`, `cove pool …`, `cove cluster …`: what can be deployed, and where."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def image_list(ctx: click.Context, as_json: bool) -> None:
         found,
         as_json,
         lambda: table(
-            ["NAME", "VERSION", "RUNTIME", "IMAGE", "LOCAL"],
+            ["NAME", "VERSION", "RUNTIME", "IMAGE", "LOCAL", "BUILD"],
             [
                 [
                     i.name,
@@ -109,6 +109,9 @@ def image_list(ctx: click.Context, as_json: bool) -> None:
                     else "gpu"
                     if i.runtime in ("vllm", "sglang")
                     else "no",
+                    (f"{i.build_status}: {i.build_message.splitlines()[0]}" if i.build_message else i.build_status)
+                    if i.build_status
+                    else "-",
                 ]
                 for i in found
             ],
@@ -119,7 +122,7 @@ def image_list(ctx: click.Context, as_json: bool) -> None:
 @image.command("add")
 @click.argument("name")
 @click.argument("version")
-@click.argument("ref")
+@click.argument("ref", required=False)
 @click.option("--local-command", help="How to run it here, e.g. 'my-server --model {model} --port {port}'.")
 @click.option("--health-path", default="/health", show_default=True)
 @click.option("--dockerfile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -129,13 +132,14 @@ def image_add(
     ctx: click.Context,
     name: str,
     version: str,
-    ref: str,
+    ref: str | None,
     local_command: str | None,
     health_path: str,
     dockerfile: Path | None,
     as_json: bool,
 ) -> None:
-    """Register a custom runtime image REF:VERSION as NAME."""
+    """Register a custom runtime image REF:VERSION as NAME. With --dockerfile it is built in the cluster and pushed
+    to REF (default: COVE_REGISTRY/NAME)."""
     import shlex
 
     from studio.models import ImageCreate
@@ -149,8 +153,21 @@ def image_add(
         local_command=shlex.split(local_command) if local_command else None,
         dockerfile=dockerfile.read_text() if dockerfile else None,
     )
-    added = images.add_image(db=db_of(ctx), data=data)
-    emit(added, as_json, lambda: click.echo(f"image {added.name} {added.reference} registered"))
+    added = images.add_image(db=db_of(ctx), data=data, registry=settings_of(ctx).registry)
+    building = "; it will be built by the controller" if added.build_status else ""
+    emit(added, as_json, lambda: click.echo(f"image {added.name} {added.reference} registered{building}"))
+
+
+@image.command("rebuild")
+@click.argument("name")
+@click.argument("version")
+@click.pass_context
+def image_rebuild(ctx: click.Context, name: str, version: str) -> None:
+    """Build a Dockerfile image NAME:VERSION again (after a failed build, or to take a moved base image)."""
+    from studio.services import images
+
+    again = images.rebuild_image(db=db_of(ctx), name=name, version=version)
+    click.echo(f"image {again.reference}: queued for building")
 
 
 @cli.group()
@@ -169,10 +186,11 @@ def pool_list(ctx: click.Context, as_json: bool) -> None:
         [u.pool for u in found],
         as_json,
         lambda: table(
-            ["NAME", "PURPOSE", "CPU", "MEMORY", "GPUS", "FREE"],
+            ["NAME", "CLUSTER", "PURPOSE", "CPU", "MEMORY", "GPUS", "FREE"],
             [
                 [
                     u.pool.name,
+                    u.pool.cluster,
                     u.pool.purpose,
                     f"{u.pool.cpu_cores:g}",
                     f"{u.pool.memory_mib} MiB",
@@ -183,3 +201,70 @@ def pool_list(ctx: click.Context, as_json: bool) -> None:
             ],
         ),
     )
+
+
+# ------------------------------------------------------------------------------------------------ clusters
+
+
+@cli.group()
+def cluster() -> None:
+    """Kubernetes clusters besides the control plane's own (`default`): deployments run on their pools' cluster."""
+
+
+@cluster.command("add")
+@click.argument("name")
+@click.option(
+    "--kubeconfig", "kubeconfig", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A kubeconfig file (`kubectl config view --raw --minify`); it is kept, credentials included, in the database.",
+)  # fmt: skip
+@click.option("--context", default="", help="One of its contexts (default: its current context).")
+@click.option("--namespace", default="cove", show_default=True, help="Where Cove makes its objects there.")
+@json_option
+@click.pass_context
+def cluster_add(ctx: click.Context, name: str, kubeconfig: Path, context: str, namespace: str, as_json: bool) -> None:
+    """Register cluster NAME. Its nodes labelled cove.dev/pool=POOL become pool POOL within a capacity refresh."""
+    from studio.models import ClusterCreate
+    from studio.services import clusters
+
+    data = ClusterCreate(name=name, kubeconfig=kubeconfig.read_text(), context=context, namespace=namespace)
+    added = clusters.add_cluster(db=db_of(ctx), data=data)
+    emit(
+        added,
+        as_json,
+        lambda: click.echo(
+            f"cluster {added.name}: {added.server} (context {added.context}, namespace {added.namespace})"
+        ),
+    )
+
+
+@cluster.command("list")
+@json_option
+@click.pass_context
+def cluster_list(ctx: click.Context, as_json: bool) -> None:
+    """Registered clusters, and whether each answered the last capacity read."""
+    from studio.services import clusters
+
+    found = clusters.list_clusters(db=db_of(ctx))
+    emit(
+        found,
+        as_json,
+        lambda: table(
+            ["NAME", "SERVER", "CONTEXT", "NAMESPACE", "STATE"],
+            [[c.name, c.server, c.context, c.namespace, _state(c.checked_at, c.message)] for c in found],
+        ),
+    )
+
+
+def _state(checked_at: object, message: str) -> str:
+    return "not checked yet" if checked_at is None else (message or "answering")
+
+
+@cluster.command("remove")
+@click.argument("name")
+@click.pass_context
+def cluster_remove(ctx: click.Context, name: str) -> None:
+    """Forget cluster NAME and its pools (refused while deployments or notebooks use them)."""
+    from studio.services import clusters
+
+    clusters.remove_cluster(db=db_of(ctx), name=name)
+    click.echo(f"cluster {name} removed")

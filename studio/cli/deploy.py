@@ -63,6 +63,7 @@ def _watch(ctx: click.Context, name: str, timeout: float, until: Callable[[Any],
 @click.option("--model", "model_ref", required=True, help="MODEL or MODEL:VERSION (default: newest version).")
 @click.option("--image", "image_ref", help="IMAGE or IMAGE:VERSION (default: vllm on GPU pools, transformers on CPU).")
 @click.option("--pool", default="local", show_default=True)
+@click.option("--cluster", help="The cluster it must run on (default: its pool's).")
 @click.option("--replicas", default=1, show_default=True, type=int)
 @click.option("--cpu", default=1.0, show_default=True, help="CPU cores per replica.")
 @click.option("--memory-mib", default=2048, show_default=True, help="Memory per replica.")
@@ -85,6 +86,7 @@ def deploy_create(
     model_ref: str,
     image_ref: str | None,
     pool: str,
+    cluster: str | None,
     replicas: int,
     cpu: float,
     memory_mib: int,
@@ -119,6 +121,7 @@ def deploy_create(
         image=image_name or None,
         image_version=image_version or None,
         pool=pool,
+        cluster=cluster,
         runtime_args=list(runtime_args),
         replicas=replicas,
         resources=Resources(
@@ -130,7 +133,7 @@ def deploy_create(
     if not as_json:
         click.echo(
             f"deployment {dep.name}: {dep.model} v{dep.model_version} on {dep.image}:{dep.image_version}, "
-            f"{dep.replicas} replica(s) in pool {dep.pool}"
+            f"{dep.replicas} replica(s) in pool {dep.pool} (cluster {dep.cluster})"
         )
     if wait:
         dep = _watch(ctx, name, timeout, lambda d: d.status in (Status.READY, Status.FAILED)) or dep
@@ -270,10 +273,8 @@ def deploy_delete(ctx: click.Context, name: str, wait: bool, timeout: float) -> 
 @click.option("--tail", default=100, show_default=True)
 @click.pass_context
 def deploy_logs(ctx: click.Context, name: str, tail: int) -> None:
-    """The last lines each replica wrote."""
-    from studio.backends.local import log_tail
-    from studio.services import deployments
+    """The last lines its replicas wrote (on Kubernetes: its newest pod)."""
+    from studio.logs import deployment_logs
 
-    deployments.get_deployment(db=db_of(ctx), name=name)
-    for line in log_tail(settings_of(ctx), name, tail=tail):
+    for line in deployment_logs(settings=settings_of(ctx), db=db_of(ctx), name=name, tail=tail):
         click.echo(line)

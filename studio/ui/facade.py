@@ -19,15 +19,17 @@ import streamlit as st
 from hub.client import HubClient, Server
 from hub.profiles import Profile, profiles_for
 from studio.backends.base import WorkloadSpec
-from studio.backends.local import detect_gpus, log_tail
+from studio.backends.local import detect_gpus
 from studio.bootstrap import open_studio
 from studio.db import Database, utcnow
 from studio.errors import InvalidSpec
+from studio.logs import deployment_logs
 from studio.models import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyPublic,
     Autoscale,
+    ClusterPublic,
     DeploymentCreate,
     DeploymentPublic,
     EventPublic,
@@ -43,7 +45,7 @@ from studio.models import (
 )
 from studio.pools import Admission
 from studio.runtimes import local_availability
-from studio.services import deployments, events, images, keys, models, notebooks, pools, usage
+from studio.services import clusters, deployments, events, images, keys, models, notebooks, pools, usage
 from studio.services.pools import PoolUsage
 from studio.settings import Settings
 
@@ -117,7 +119,13 @@ class Studio:
         return images.list_images(db=self.db)
 
     def add_image(self, data: ImageCreate) -> ImagePublic:
-        return images.add_image(db=self.db, data=data)
+        return images.add_image(db=self.db, data=data, registry=self.settings.registry)
+
+    def rebuild_image(self, name: str, version: str) -> ImagePublic:
+        return images.rebuild_image(db=self.db, name=name, version=version)
+
+    def clusters(self) -> list[ClusterPublic]:
+        return clusters.list_clusters(db=self.db)
 
     def local_problem(self, image: ImagePublic, resources: Resources) -> str:
         """Why ``image`` cannot run on this machine with ``resources`` ('' if it can)."""
@@ -187,7 +195,7 @@ class Studio:
         return deployments.delete_deployment(db=self.db, name=name)
 
     def logs(self, name: str, *, tail: int = 200) -> list[str]:
-        return log_tail(self.settings, name, tail=tail)
+        return deployment_logs(settings=self.settings, db=self.db, name=name, tail=tail)
 
     def traffic(self, name: str, *, window: timedelta = timedelta(hours=1)) -> list[Traffic]:
         return usage.traffic(db=self.db, deployment=name, since=utcnow() - window)

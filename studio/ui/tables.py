@@ -13,6 +13,7 @@ import pandas as pd
 
 from studio.models import (
     ApiKeyPublic,
+    ClusterPublic,
     DeploymentPublic,
     EventPublic,
     ImagePublic,
@@ -56,6 +57,7 @@ def pool_rows(pools: Sequence[PoolUsage]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "pool": p.name,
+                "cluster": p.cluster,
                 "purpose": p.purpose,
                 "GPUs": gpus,
                 "sharing": p.sharing,
@@ -68,6 +70,21 @@ def pool_rows(pools: Sequence[PoolUsage]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def cluster_rows(found: Sequence[ClusterPublic]) -> list[dict[str, Any]]:
+    """One row per registered cluster: where it is, and whether it answered the last capacity read."""
+    return [
+        {
+            "cluster": c.name,
+            "server": c.server,
+            "context": c.context,
+            "namespace": c.namespace,
+            "state": "not checked yet" if c.checked_at is None else (c.message or "answering"),
+            "checked": f"{c.checked_at:%Y-%m-%d %H:%M:%S}" if c.checked_at else "–",
+        }
+        for c in found
+    ]
 
 
 def cpu_share(usage: PoolUsage) -> float:
@@ -94,6 +111,7 @@ def deployment_rows(found: Sequence[DeploymentPublic]) -> list[dict[str, Any]]:
             "model": f"{d.model} v{d.model_version}",
             "image": f"{d.image}:{d.image_version}",
             "pool": d.pool,
+            "cluster": d.cluster,
             "autoscale": f"{d.autoscale.min_replicas}–{d.autoscale.max_replicas}" if d.autoscale else "",
             "message": (d.message.splitlines() or [""])[0],
         }
@@ -129,6 +147,7 @@ def image_rows(found: Sequence[ImagePublic], problems: dict[str, str]) -> list[d
             "runtime": i.runtime,
             "reference": i.reference,
             "kind": "built-in" if i.builtin else ("Dockerfile" if i.dockerfile else "custom"),
+            "build": i.build_status or "–",
             "runs here": "yes" if not problems.get(f"{i.name}:{i.version}") else "no",
             "description": i.description,
         }

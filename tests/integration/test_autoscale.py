@@ -66,7 +66,9 @@ def test_scales_up_at_once_and_down_after_a_quiet_window(db: Database, settings:
 
 
 def test_scaling_up_takes_what_the_pool_has_room_for(db: Database, settings: Settings, stub_model: str) -> None:
-    pools.sync_detected_pools(db=db, cluster="default", detected=[DetectedPool(name="local", cpu_cores=2, memory_mib=8192)])
+    pools.sync_detected_pools(
+        db=db, cluster="default", detected=[DetectedPool(name="local", cpu_cores=2, memory_mib=8192)]
+    )
     ctl = Controller(db=db, backend=InstantBackend(), settings=settings, load=lambda n: 100.0)
     _autoscaled(db, stub_model, hi=64)
     ctl.reconcile()

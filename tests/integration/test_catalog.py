@@ -26,7 +26,9 @@ from tests.integration.conftest import write_stub_model
 def catalog(database_url: str) -> Database:
     db = open_database(database_url)
     images.ensure_builtin_images(db=db)
-    pools.sync_detected_pools(db=db, cluster="default", detected=[DetectedPool(name="local", cpu_cores=4, memory_mib=8192)])
+    pools.sync_detected_pools(
+        db=db, cluster="default", detected=[DetectedPool(name="local", cpu_cores=4, memory_mib=8192)]
+    )
     yield db
     db.dispose()
 

@@ -183,3 +183,53 @@ def test_cove_console_script_is_installed() -> None:
     assert done.returncode == 0
     for command in ("up", "server", "model", "deploy", "key", "usage", "demo-model"):
         assert f"  {command}" in done.stdout
+
+
+# ------------------------------------------------------------------------------------------------ clusters, builds
+
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+current-context: east
+clusters: [{name: east, cluster: {server: 'https://east.example.com:6443'}}]
+contexts: [{name: east, context: {cluster: east, user: ops}}]
+users: [{name: ops, user: {token: secret-token}}]
+"""
+
+
+def test_clusters_are_registered_listed_and_removed(settings: Settings, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "east.yaml"
+    kubeconfig.write_text(KUBECONFIG)
+    added = run(settings, "cluster", "add", "east", "--kubeconfig", str(kubeconfig), "--namespace", "team")
+    assert added.output == "cluster east: https://east.example.com:6443 (context east, namespace team)\n"
+    listed = run(settings, "cluster", "list").output.splitlines()
+    assert listed[0].split() == ["NAME", "SERVER", "CONTEXT", "NAMESPACE", "STATE"]
+    assert listed[1].split()[:4] == ["east", "https://east.example.com:6443", "east", "team"]
+    assert listed[1].endswith("not checked yet")
+    assert "secret-token" not in run(settings, "cluster", "list", "--json").output
+    assert run(settings, "pool", "list").output.splitlines()[0].split()[:2] == ["NAME", "CLUSTER"]
+
+    wrong = run(settings, "cluster", "add", "lab", "--kubeconfig", str(kubeconfig), "--context", "prod")
+    assert wrong.exit_code == 1
+    assert "the kubeconfig has no context named 'prod'\n  next: choose one of its contexts: east" in wrong.output
+    assert run(settings, "cluster", "remove", "east").output == "cluster east removed\n"
+    assert run(settings, "cluster", "list", "--json").output.strip() == "[]"
+
+
+def test_an_image_from_a_dockerfile_is_queued_for_building_in_the_registry(settings: Settings, tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM docker.io/vllm/vllm-openai:v0.11.0\nRUN pip install flash-attn==2.8.3\n")
+    env = {k: v for k, v in cove_env(settings).items() if k.startswith("COVE_")}
+    without = CliRunner().invoke(cli, ["image", "add", "srv", "1.0", "--dockerfile", str(dockerfile)], env=env)
+    assert without.exit_code == 1
+    assert "no reference to push it to" in without.output
+    assert "COVE_REGISTRY" in without.output
+
+    env["COVE_REGISTRY"] = "registry.example.com/ml"
+    added = CliRunner().invoke(cli, ["image", "add", "srv", "1.0", "--dockerfile", str(dockerfile)], env=env)
+    assert added.output == "image srv registry.example.com/ml/srv:1.0 registered; it will be built by the controller\n"
+    row = next(line for line in run(settings, "image", "list").output.splitlines() if line.startswith("srv "))
+    assert row.endswith("Pending: waiting for the controller to start the build")
+    again = run(settings, "image", "rebuild", "srv", "1.0")
+    assert again.exit_code == 1
+    assert "image srv:1.0 is being built" in again.output

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from studio.backends.base import WorkloadSpec
+from studio.backends.clusters import make_backend
 from studio.backends.kubernetes.backend import KubernetesBackend
 from studio.backends.kubernetes.client import KubeClient, connect
 from studio.bootstrap import open_studio
 from studio.controller import derive_status
 from studio.errors import BackendUnavailable, InvalidSpec
 from studio.models import Resources, Status
-from studio.server import make_backend
 from studio.services import pools
 from tests.conftest import make_settings
 from tests.fakes.kubeapi import Cluster

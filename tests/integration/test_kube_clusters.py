@@ -105,8 +105,8 @@ def kubeconfig(url: str, *, context: str = "east") -> str:
 
 def add_node(cluster: Cluster, name: str, pool: str, gpus: int) -> None:
     assert cluster.api is not None
-    labels = {"cove.dev/pool": pool, "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.memory": "81559",
-              "nvidia.com/gpu.count": str(gpus)}  # fmt: skip
+    labels = {"cove.dev/pool": pool, "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+              "nvidia.com/gpu.memory": "81559", "nvidia.com/gpu.count": str(gpus)}  # fmt: skip
     node = {
         "apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
         "status": {"allocatable": {"cpu": "96", "memory": "1031168Mi", "nvidia.com/gpu": str(gpus)}},
@@ -138,7 +138,8 @@ def test_a_registered_cluster_gets_its_pools_from_its_nodes_and_runs_their_deplo
     assert (h100.cluster, h100.gpu_count, h100.gpu_model, h100.cpu_cores) == ("east", 16, "NVIDIA-H100-80GB-HBM3", 192)
     assert h100.node_selector == {"cove.dev/pool": "h100"}
     (listed,) = clusters.list_clusters(db=studio.db)
-    assert listed.message == "" and listed.checked_at is not None
+    assert listed.message == ""
+    assert listed.checked_at is not None
 
     studio.deploy("chat-east", pool="h100")
     studio.deploy("chat-home", pool="a100", cluster="default")

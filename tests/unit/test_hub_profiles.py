@@ -59,6 +59,7 @@ def test_pools_are_filtered_by_group_and_purpose() -> None:
         (pool("team", cpu_cores=1, groups=["ml", "research"]), FREE),
         (pool("serving", cpu_cores=1, purpose="serve"), FREE),
         (pool("anything", cpu_cores=1, purpose="any"), FREE),
+        (pool("elsewhere", cpu_cores=1, cluster="east"), FREE),  # the hub spawns on its own cluster only
     ]
 
     assert [p.pool for p in profiles_for(pools, groups=[])] == ["open", "anything"]

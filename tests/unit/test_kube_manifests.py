@@ -274,7 +274,10 @@ def test_service_autoscaler_budget_claim_and_secret() -> None:
         {
             "type": "External",
             "external": {  # the gateway's gauge of this deployment, per replica
-                "metric": {"name": "cove_gateway_requests_in_flight", "selector": {"matchLabels": {"deployment": "chat"}}},
+                "metric": {
+                    "name": "cove_gateway_requests_in_flight",
+                    "selector": {"matchLabels": {"deployment": "chat"}},
+                },
                 "target": {"type": "AverageValue", "averageValue": "2500m"},
             },
         }

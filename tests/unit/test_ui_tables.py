@@ -12,6 +12,7 @@ import pytest
 from studio.models import (
     ApiKeyPublic,
     Autoscale,
+    ClusterPublic,
     DeploymentPublic,
     EventPublic,
     ImagePublic,
@@ -159,6 +160,7 @@ def test_pool_rows_of_a_cpu_pool_sum_replicas_times_resources() -> None:
     assert rows == [
         {
             "pool": "local",
+            "cluster": "default",
             "purpose": "any",
             "GPUs": "none",
             "sharing": "none",
@@ -202,6 +204,7 @@ def test_pool_rows_of_a_gpu_pool_count_allocated_gpus_and_name_the_device() -> N
     assert rows == [
         {
             "pool": "gpu",
+            "cluster": "default",
             "purpose": "serve",
             "GPUs": "4× H100",
             "sharing": "whole",
@@ -214,6 +217,7 @@ def test_pool_rows_of_a_gpu_pool_count_allocated_gpus_and_name_the_device() -> N
         },
         {
             "pool": "empty",
+            "cluster": "default",
             "purpose": "any",
             "GPUs": "none",
             "sharing": "none",
@@ -305,6 +309,7 @@ def test_deployment_rows_show_readiness_versions_and_the_first_line_of_the_messa
             "model": "qwen v2",
             "image": "transformers:4.57.1",
             "pool": "local",
+            "cluster": "default",
             "autoscale": "",
             "message": "loading weights",
         },
@@ -315,6 +320,7 @@ def test_deployment_rows_show_readiness_versions_and_the_first_line_of_the_messa
             "model": "bge v1",
             "image": "vllm:0.11.0",
             "pool": "gpu",
+            "cluster": "default",
             "autoscale": "0–4",
             "message": "",
         },
@@ -372,7 +378,7 @@ def test_model_rows_of_nothing_are_empty() -> None:
 def test_image_rows_tell_built_in_dockerfile_and_custom_images_apart_and_whether_each_runs_here() -> None:
     found = [
         image("vllm", "0.11.0", builtin=True, description="vLLM"),
-        image("mine", "1.0", dockerfile="FROM python:3.11-slim\n"),
+        image("mine", "1.0", dockerfile="FROM python:3.11-slim\n", build_status="Building"),
         image("mine", "2.0", local_command=["python", "serve.py", "--port", "{port}"]),
     ]
     problems = {"vllm:0.11.0": "needs an NVIDIA GPU", "mine:1.0": "", "other:9": "irrelevant"}
@@ -384,6 +390,7 @@ def test_image_rows_tell_built_in_dockerfile_and_custom_images_apart_and_whether
             "runtime": "vllm",
             "reference": "example.com/vllm:0.11.0",
             "kind": "built-in",
+            "build": "–",
             "runs here": "no",
             "description": "vLLM",
         },
@@ -393,6 +400,7 @@ def test_image_rows_tell_built_in_dockerfile_and_custom_images_apart_and_whether
             "runtime": "mine",
             "reference": "example.com/mine:1.0",
             "kind": "Dockerfile",
+            "build": "Building",
             "runs here": "yes",
             "description": "",
         },
@@ -402,6 +410,7 @@ def test_image_rows_tell_built_in_dockerfile_and_custom_images_apart_and_whether
             "runtime": "mine",
             "reference": "example.com/mine:2.0",
             "kind": "custom",
+            "build": "–",
             "runs here": "yes",  # no entry in problems: nothing known against it
             "description": "",
         },
@@ -638,3 +647,22 @@ def test_byte_reporter_reports_a_total_of_zero_when_the_size_is_unknown_and_draw
 
     assert reports == [(4096, 0)]
     assert capsys.readouterr() == ("", "")
+
+
+# ---------------------------------------------------------------------------------------------------- clusters
+
+
+def test_cluster_rows_say_whether_each_cluster_answered() -> None:
+    checked = datetime(2026, 11, 23, 14, 0, 5, tzinfo=UTC)
+    common = {"context": "east", "namespace": "cove", "created_at": checked}
+    found = [
+        ClusterPublic(name="east", server="https://east:6443", message="", checked_at=checked, **common),  # type: ignore[arg-type]
+        ClusterPublic(name="west", server="https://west:6443", message="the Kubernetes API does not answer",
+                      checked_at=checked, **common),  # type: ignore[arg-type]
+        ClusterPublic(name="lab", server="https://lab:6443", message="", checked_at=None, **common),  # type: ignore[arg-type]
+    ]  # fmt: skip
+    assert [(r["cluster"], r["state"], r["checked"]) for r in tables.cluster_rows(found)] == [
+        ("east", "answering", "2026-11-23 14:00:05"),
+        ("west", "the Kubernetes API does not answer", "2026-11-23 14:00:05"),
+        ("lab", "not checked yet", "–"),
+    ]

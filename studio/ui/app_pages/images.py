@@ -20,6 +20,16 @@ st.dataframe(tables.image_rows(found, problems), hide_index=True, width="stretch
 for ref, problem in problems.items():
     if problem:
         st.caption(f"**{ref}** does not run on this machine: {problem}")
+for image in found:
+    if image.build_status == "Failed":
+        st.error(f"**{image.name}:{image.version}** could not be built: {image.build_message}")
+        if st.button(f"Rebuild {image.name}:{image.version}", key=f"rebuild-{image.name}-{image.version}"):
+            with guarded("rebuild the image"):
+                studio.rebuild_image(image.name, image.version)
+                flash(f"Rebuilding {image.reference}.")
+                st.rerun()
+    elif image.build_status in ("Pending", "Building"):
+        st.info(f"**{image.name}:{image.version}**: {image.build_message}")
 
 st.subheader("Register a custom image")
 with st.form("add-image"):
@@ -29,7 +39,11 @@ with st.form("add-image"):
         "Version (tag)", key="image-version", placeholder="1.0.0", help="A pinned tag; `latest` is refused."
     )
     ref = st.text_input(
-        "Container reference (without tag)", key="image-ref", placeholder="registry.example.com/team/my-server"
+        "Container reference (without tag)",
+        key="image-ref",
+        placeholder="registry.example.com/team/my-server",
+        help="Where the image is pulled from; with a Dockerfile, where it is pushed (empty: the registry Cove is "
+        "configured with, COVE_REGISTRY).",
     )
     runtime = st.selectbox("Runtime", [k.value for k in RuntimeKind], index=list(RuntimeKind).index(RuntimeKind.CUSTOM))
     command = st.text_input(
@@ -43,7 +57,8 @@ with st.form("add-image"):
         "Dockerfile (optional)",
         key="image-dockerfile",
         placeholder="FROM python:3.11-slim\n…",
-        help="Kept for building on Kubernetes.",
+        help="Built in the cluster (a Kaniko Job) and pushed to the reference; deployments on Kubernetes wait for "
+        "it. The Dockerfile is the whole build context: fetch files with RUN or ADD of a URL.",
     )
     description = st.text_input("Description (optional)")
     submitted = st.form_submit_button("Register image", type="primary")
@@ -58,7 +73,7 @@ if submitted:
                 name=name.strip(),
                 version=version.strip(),
                 runtime=RuntimeKind(runtime),
-                ref=ref.strip(),
+                ref=ref.strip() or None,
                 local_command=argv,
                 health_path=health.strip(),
                 dockerfile=dockerfile if dockerfile.strip() else None,

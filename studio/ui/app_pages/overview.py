@@ -1,4 +1,5 @@
-"""Overview: the pools and what is allocated of them, deployments by status, and what happened lately."""
+"""Overview: the pools and what is allocated of them, the clusters they are on, deployments by status, and what
+happened lately."""
 
 import streamlit as st
 
@@ -13,6 +14,10 @@ pools = studio.pools()
 for usage in pools:
     st.progress(tables.cpu_share(usage), text=f"**{usage.pool.name}** · CPU allocated · free: {usage.free.describe()}")
 st.dataframe(tables.pool_rows(pools), hide_index=True, width="stretch")
+registered = studio.clusters()
+if registered:
+    st.caption("Clusters besides this one (`cove cluster add`); their pools come from nodes labelled cove.dev/pool.")
+    st.dataframe(tables.cluster_rows(registered), hide_index=True, width="stretch")
 
 st.subheader("Deployments")
 counted = studio.status_counts()
