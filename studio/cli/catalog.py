@@ -123,6 +123,11 @@ def image_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("name")
 @click.argument("version")
 @click.argument("ref", required=False)
+@click.option(
+    "--runtime", default="custom", show_default=True,
+    type=click.Choice(["vllm", "sglang", "triton", "transformers", "custom"]),
+    help="What it runs: Cove starts the known runtimes with their own command; custom images use their entrypoint.",
+)  # fmt: skip
 @click.option("--local-command", help="How to run it here, e.g. 'my-server --model {model} --port {port}'.")
 @click.option("--health-path", default="/health", show_default=True)
 @click.option("--dockerfile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -133,6 +138,7 @@ def image_add(
     name: str,
     version: str,
     ref: str | None,
+    runtime: str,
     local_command: str | None,
     health_path: str,
     dockerfile: Path | None,
@@ -142,12 +148,13 @@ def image_add(
     to REF (default: COVE_REGISTRY/NAME)."""
     import shlex
 
-    from studio.models import ImageCreate
+    from studio.models import ImageCreate, RuntimeKind
     from studio.services import images
 
     data = ImageCreate(
         name=name,
         version=version,
+        runtime=RuntimeKind(runtime),
         ref=ref,
         health_path=health_path,
         local_command=shlex.split(local_command) if local_command else None,

@@ -1,12 +1,14 @@
-"""Opt-in: install the Helm chart on a real cluster and check that Cove comes up there.
+"""Opt-in: install the Helm chart on a real cluster, check that Cove comes up there, then deploy the demo model
+(the CPU runtime of the same image) and chat with it through the gateway.
 
 Skipped unless ``COVE_TEST_KUBECONFIG`` names a kubeconfig (and ``COVE_TEST_IMAGE`` an image of Cove the cluster
 can pull, ``repository:tag``). Run with ``.venv/bin/python -m pytest tests/cluster``. It installs into a namespace of
-its own and removes it afterwards.
+its own, with a CPU pool ``cpu`` of 4 cores, and removes it afterwards.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -34,6 +36,7 @@ def release() -> Iterator[str]:
     install = [str(HELM), "install", "cove", str(ROOT / "helm" / "cove"), "--namespace", namespace]
     install += ["--create-namespace", "--wait", "--timeout", "10m"]
     install += ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}"]
+    install += ["--set-json", 'pools=[{"name": "cpu", "purpose": "serve", "cpuCores": 4, "memoryMib": 8192}]']
     subprocess.run(install, env=env, check=True)
     try:
         yield namespace
@@ -60,3 +63,45 @@ def test_every_component_becomes_available_and_the_gateway_answers(release: str)
     server = next(name for name in services if name.endswith("-server"))
     health = core.connect_get_namespaced_service_proxy_with_path(f"{server}:8080", release, "healthz")
     assert "ok" in str(health).lower()
+
+
+def in_server(namespace: str, *command: str) -> str:
+    """Run ``command`` in the server's pod (its settings, database and model cache); returns what it printed."""
+    from kubernetes import client, config
+    from kubernetes.stream import stream
+
+    core = client.CoreV1Api(config.new_client_from_config(config_file=KUBECONFIG))
+    pods = core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=server").items
+    assert pods, "no server pod"
+    name = pods[0].metadata.name if pods[0].metadata else ""
+    return str(
+        stream(core.connect_get_namespaced_pod_exec, name, namespace, command=list(command),
+               stderr=True, stdin=False, stdout=True, tty=False)
+    )  # fmt: skip
+
+
+ASK = """
+import json, sys, urllib.request
+body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+request = urllib.request.Request(
+    "http://127.0.0.1:8080/v1/chat/completions", data=json.dumps(body).encode(),
+    headers={"Authorization": "Bearer " + sys.argv[1], "Content-Type": "application/json"},
+)
+print(json.load(urllib.request.urlopen(request, timeout=120))["choices"][0]["message"]["content"])
+"""
+
+
+def test_the_demo_model_deploys_and_answers_through_the_gateway(release: str) -> None:
+    repository, tag = IMAGE.rsplit(":", 1)
+    demo = "/var/lib/cove/models/demo"  # in the model cache claim, which model servers mount read-only
+    assert "demo model written to" in in_server(release, "cove", "demo-model", demo)
+    in_server(release, "cove", "model", "add", "demo", demo)
+    in_server(release, "cove", "image", "add", "cove-cpu", tag, repository, "--runtime", "transformers")
+    created = in_server(
+        release, "cove", "deploy", "create", "demo", "--model", "demo", "--image", f"cove-cpu:{tag}", "--pool", "cpu",
+        "--cpu", "1", "--memory-mib", "2048", "--wait", "--timeout", "600", "--", "--dtype", "float32",
+    )  # fmt: skip
+    assert "error" not in created.lower(), created
+    assert json.loads(in_server(release, "cove", "deploy", "get", "demo", "--json"))["status"] == "Ready"
+    key = json.loads(in_server(release, "cove", "key", "create", "smoke", "--json"))["key"]
+    assert in_server(release, "python", "-c", ASK, key).strip(), "the demo model answered nothing"

@@ -77,9 +77,12 @@ class KubernetesBackend:
         return status
 
     def _autoscaler(self, spec: WorkloadSpec) -> None:
-        """The deployment's HPA as its autoscale bounds say: made, updated, or removed when autoscaling is off."""
+        """The deployment's HPA as its autoscale bounds say: made, updated, or removed when autoscaling is off. With
+        the controller scaling (COVE_AUTOSCALER=controller) HPAs are not looked for: one read less per pass."""
+        if not self.autoscales:
+            return
         live = self.kube.get("HorizontalPodAutoscaler", spec.name)
-        auto = spec.autoscale if self.autoscales else None
+        auto = spec.autoscale
         if auto is None:
             if live is not None:
                 self.kube.delete("HorizontalPodAutoscaler", spec.name)
