@@ -139,6 +139,7 @@ class Controller:
         for cluster in dict.fromkeys([*self.clusters.names(), *on]):
             try:
                 backend = self.clusters.get(cluster)
+                backend.observe()
             except CoveError as exc:
                 for desired in on[cluster]:
                     self._unreachable(desired, exc)

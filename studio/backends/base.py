@@ -128,6 +128,10 @@ class BuildState:
 class Backend(Protocol):
     autoscales: bool  # the cluster scales autoscaled workloads itself (the controller leaves them alone)
 
+    def observe(self) -> None:
+        """Read the cluster once for the pass that follows (``apply``/``status``/``names`` answer from it)."""
+        ...
+
     def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
         """Converge the workload named ``spec.name`` towards ``spec``; return what is observed now."""
         ...

@@ -187,6 +187,9 @@ class LocalBackend:
 
     # ------------------------------------------------------------------------------------------- protocol verbs
 
+    def observe(self) -> None:
+        """Local replicas are watched as they run (their state files and processes): nothing to read."""
+
     def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
         replicas = self._workloads.setdefault(spec.name, {})
         self._health_paths[spec.name] = spec.health_path

@@ -12,6 +12,9 @@ class InstantBackend:
     def __init__(self) -> None:
         self.specs: dict[str, WorkloadSpec] = {}
 
+    def observe(self) -> None:
+        pass
+
     def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
         self.specs[spec.name] = spec
         replicas = tuple(ReplicaStatus(i, "ready", f"http://127.0.0.1:{20000 + i}") for i in range(spec.replicas))

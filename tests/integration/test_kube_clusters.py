@@ -361,3 +361,21 @@ def test_the_studio_database_records_which_cluster(database_url: str) -> None:
         assert [c.name for c in clusters.list_clusters(db=db)] == ["lab"]
     finally:
         db.dispose()
+
+
+def test_a_steady_pass_reads_the_namespace_once_whatever_the_number_of_deployments(
+    studio: Studio, home: Cluster
+) -> None:
+    for i in range(4):
+        studio.deploy(f"chat-{i}")
+    studio.reconcile()
+    home.settle("run")
+    studio.reconcile()
+    kube = studio.controller.backend.kube  # type: ignore[attr-defined]
+    calls: list[str] = []
+    for verb in ("get", "find", "pods", "deployments", "create", "patch", "apply", "delete"):
+        real = getattr(kube, verb)
+        setattr(kube, verb, lambda *a, _real=real, _verb=verb, **kw: calls.append(_verb) or _real(*a, **kw))
+    studio.reconcile()
+    assert sorted(calls) == ["find", "find", "pods"]  # Deployments, disruption budgets, pods: 3 reads, no writes
+    assert {deployments.get_deployment(db=studio.db, name=f"chat-{i}").status for i in range(4)} == {"Ready"}

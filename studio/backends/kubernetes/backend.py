@@ -4,6 +4,9 @@ by ``manifests`` and sent through ``client``.
 
 ``apply`` is called on every reconcile pass, so it reads before it writes: the Deployment is created when missing
 and patched only when the spec's fingerprint or the replica count changed (with an HPA the count is the HPA's).
+The reads come from ``observe``, which the controller calls once a pass: a few lists of the namespace (Deployments,
+pods, disruption budgets, and HPAs when the cluster scales) however many deployments there are. Without it each
+``apply`` reads its own objects.
 Workloads outlive the control plane: closing the backend leaves them running; only ``delete`` removes them.
 
 Images registered with a Dockerfile are built by a Kaniko Job in ``COVE_BUILD_NAMESPACE`` (Kaniko needs root, so
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from studio.backends.base import BuildSpec, BuildState, Connection, DetectedPool, WorkloadSpec, WorkloadStatus
@@ -28,6 +32,14 @@ POOL_LABEL = "cove.dev/pool"  # nodes carry the name of their pool
 GPU_PRODUCT = "nvidia.com/gpu.product"  # set by NVIDIA's GPU feature discovery
 GPU_MEMORY = "nvidia.com/gpu.memory"  # MiB per GPU, also from feature discovery
 GPU_COUNT = "nvidia.com/gpu.count"  # physical GPUs (allocatable nvidia.com/gpu counts HAMi's virtual ones)
+
+
+@dataclass
+class _Seen:
+    """One read of the namespace: Cove's objects by kind and name, and their pods by deployment."""
+
+    objects: dict[str, dict[str, dict[str, Any]]]
+    pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def connect_cluster(settings: Settings, connection: Connection) -> KubernetesBackend:
@@ -49,6 +61,33 @@ class KubernetesBackend:
         )
         self.autoscales = settings.autoscaler == "hpa"
         self._upstream: dict[str, str] = {}
+        self._seen: _Seen | None = None
+
+    def observe(self) -> None:
+        """Read what Cove runs in the namespace, for this pass's ``apply``/``status``/``names``."""
+        mine = {
+            "app.kubernetes.io/managed-by": manifests.MANAGED_BY,
+            "app.kubernetes.io/component": manifests.COMPONENT,
+        }
+        kinds = ["Deployment", "PodDisruptionBudget"] + (["HorizontalPodAutoscaler"] if self.autoscales else [])
+        objects = {kind: {o["metadata"]["name"]: o for o in self.kube.find(kind, mine)} for kind in kinds}
+        pods: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for pod in self.kube.pods(mine):
+            pods[((pod.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/instance", "")].append(pod)
+        self._seen = _Seen(objects, dict(pods))
+
+    def _live(self, kind: str, name: str) -> dict[str, Any] | None:
+        if self._seen is not None and kind in self._seen.objects:
+            return self._seen.objects[kind].get(name)
+        return self.kube.get(kind, name)
+
+    def _wrote(self, kind: str, obj: dict[str, Any] | None, name: str = "") -> None:
+        """Keep this pass's view in step with a write (``obj`` None: deleted)."""
+        if self._seen is not None and kind in self._seen.objects:
+            if obj is None:
+                self._seen.objects[kind].pop(name, None)
+            else:
+                self._seen.objects[kind][obj["metadata"]["name"]] = obj
 
     def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
         if spec.image_build == BuildStatus.FAILED:
@@ -57,19 +96,19 @@ class KubernetesBackend:
             return WorkloadStatus(spec.name, waiting=f"waiting for its image {spec.image} to be built")
         launch = container_launch(spec, local_models_dir=self.settings.models_dir)
         hpa = spec.autoscale if self.autoscales else None
-        live = self.kube.get("Deployment", spec.name)
+        live = self._live("Deployment", spec.name)
         # with an HPA the replica count is the HPA's: set once, at creation, and never patched back
         replicas = None if hpa and live is not None else spec.replicas
         wanted = manifests.model_server(spec, launch, self.target, replicas=replicas)
         if live is None:
-            self.kube.create(wanted)
+            self._wrote("Deployment", self.kube.create(wanted))
             self.kube.apply(manifests.service(spec.name, self.target))
         elif _fingerprint(live) != spec.fingerprint or (replicas is not None and _replicas(live) != replicas):
-            self.kube.patch(wanted)
+            self._wrote("Deployment", self.kube.patch(wanted))
         self._autoscaler(spec)
         most = hpa.max_replicas if hpa else spec.replicas
-        if most > 1 and self.kube.get("PodDisruptionBudget", spec.name) is None:
-            self.kube.create(manifests.disruption_budget(spec.name, self.target))
+        if most > 1 and self._live("PodDisruptionBudget", spec.name) is None:
+            self._wrote("PodDisruptionBudget", self.kube.create(manifests.disruption_budget(spec.name, self.target)))
         self._upstream[spec.name] = launch.upstream_model
         status = self.status(spec.name)
         if hpa and live is not None:
@@ -81,25 +120,27 @@ class KubernetesBackend:
         the controller scaling (COVE_AUTOSCALER=controller) HPAs are not looked for: one read less per pass."""
         if not self.autoscales:
             return
-        live = self.kube.get("HorizontalPodAutoscaler", spec.name)
+        live = self._live("HorizontalPodAutoscaler", spec.name)
         auto = spec.autoscale
         if auto is None:
             if live is not None:
                 self.kube.delete("HorizontalPodAutoscaler", spec.name)
+                self._wrote("HorizontalPodAutoscaler", None, spec.name)
             return
         wanted = manifests.autoscaler(
             spec.name, self.target, lo=auto.min_replicas, hi=auto.max_replicas,
             inflight_per_replica=auto.target_inflight,
         )  # fmt: skip
         if live is None:
-            self.kube.create(wanted)
+            self._wrote("HorizontalPodAutoscaler", self.kube.create(wanted))
         elif {k: (live.get("spec") or {}).get(k) for k in ("minReplicas", "maxReplicas", "metrics")} != {
             k: wanted["spec"][k] for k in ("minReplicas", "maxReplicas", "metrics")
         }:
-            self.kube.patch(wanted)
+            self._wrote("HorizontalPodAutoscaler", self.kube.patch(wanted))
 
     def status(self, name: str) -> WorkloadStatus:
-        pods = self.kube.pods(manifests.selector(name))
+        seen = self._seen
+        pods = seen.pods.get(name, []) if seen is not None else self.kube.pods(manifests.selector(name))
         replicas = tuple(replica_status(pod, i, port=CONTAINER_PORT) for i, pod in enumerate(pods))
         return WorkloadStatus(name=name, replicas=replicas, upstream_model=self._upstream.get(name, ""))
 
@@ -131,10 +172,13 @@ class KubernetesBackend:
     def delete(self, name: str) -> bool:
         for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "Deployment"):
             self.kube.delete(kind, name)
+            self._wrote(kind, None, name)
         self._upstream.pop(name, None)
         return self.kube.get("Deployment", name) is None and not self.kube.pods(manifests.selector(name))
 
     def names(self) -> set[str]:
+        if self._seen is not None:
+            return set(self._seen.objects["Deployment"])
         mine = {"app.kubernetes.io/managed-by": manifests.MANAGED_BY}
         found = self.kube.deployments(mine | {"app.kubernetes.io/component": manifests.COMPONENT})
         return {d["metadata"]["name"] for d in found}

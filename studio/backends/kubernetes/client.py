@@ -114,6 +114,14 @@ class KubeClient:
             return False
         return True
 
+    def find(self, kind: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Objects of ``kind`` in the namespace carrying ``labels``."""
+        api_class, suffix, _model = KINDS[kind]
+        lister = getattr(api_class(self.api), f"list_namespaced_{suffix}")
+        with self._errors(f"list {kind} objects"):
+            found = lister(self.namespace, label_selector=_selector(labels), _request_timeout=self.timeout)
+        return [self._plain(o) for o in found.items]
+
     def deployments(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         with self._errors("list deployments"):
             found = self.apps.list_namespaced_deployment(
