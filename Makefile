@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/deploy_first_token.py
 	$(PY) benchmarks/ui_render.py
 	$(PY) benchmarks/hub_spawn.py
+	$(PY) benchmarks/kube_reconcile.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
