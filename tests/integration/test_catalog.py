@@ -15,7 +15,16 @@ from pydantic import ValidationError
 from studio.backends.base import DetectedPool
 from studio.db import Database, open_database, utcnow
 from studio.errors import Conflict, InvalidSpec, NotFound, QuotaExceeded, SourceUnavailable
-from studio.models import ApiKeyCreate, DeploymentCreate, ImageCreate, ModelCreate, Resources
+from studio.models import (
+    ApiKeyCreate,
+    DeploymentCreate,
+    ImageCreate,
+    ModelCreate,
+    PoolSpec,
+    Purpose,
+    Resources,
+    Sharing,
+)
 from studio.modelstore import import_folder
 from studio.services import deployments, images, keys, models, pools, usage
 from studio.services.events import KEEP_PER_OBJECT, NewEvent, add_events, list_events, prune_events
@@ -336,3 +345,38 @@ def test_traffic_per_minute_counts_requests_errors_tokens_and_latency(catalog: D
         {"minute": f"{now:%Y-%m-%d %H:%M}", "requests": 2, "errors": 1, "prompt_tokens": 20,
          "completion_tokens": 8, "latency_ms": 40.0, "ttft_ms": 10.0},
     ]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ pools found
+
+
+def test_pools_found_on_a_cluster_get_its_capacity_and_keep_what_was_configured(catalog: Database) -> None:
+    configured = PoolSpec(name="a100", purpose=Purpose.SERVE, sharing=Sharing.HAMI, gpu_count=2, cluster="east",
+                          quota_gpus=4, groups=["ml"])  # fmt: skip
+    pools.sync_configured_pools(db=catalog, specs=[configured])
+    found = [
+        DetectedPool("a100", cpu_cores=192, memory_mib=2_000_000, gpu_model="A100", gpu_count=16, gpu_memory_mib=81920,
+                     node_selector=(("cove.dev/pool", "a100"),)),
+        DetectedPool("l4", cpu_cores=32, memory_mib=128_000, gpu_model="L4", gpu_count=4, gpu_memory_mib=23034,
+                     node_selector=(("cove.dev/pool", "l4"),)),
+        DetectedPool("local", cpu_cores=8, memory_mib=1),  # a pool of another cluster: not taken over
+    ]  # fmt: skip
+    problems = pools.sync_detected_pools(db=catalog, cluster="east", detected=found)
+    assert problems == ["pool 'local' is on cluster 'default': nodes of 'east' labelled for it do not count"]
+    by_name = {u.pool.name: u.pool for u in pools.list_pools(db=catalog)}
+    a100, l4 = by_name["a100"], by_name["l4"]
+    assert (a100.gpu_count, a100.cpu_cores, a100.gpu_model) == (16, 192, "A100")  # the nodes' capacity
+    assert (a100.sharing, a100.purpose, a100.quota_gpus, a100.groups, a100.detected) == (
+        "hami",
+        "serve",
+        4,
+        ["ml"],
+        False,
+    )
+    assert (l4.cluster, l4.sharing, l4.detected, l4.node_selector) == ("east", "whole", True, {"cove.dev/pool": "l4"})
+    assert by_name["local"].cpu_cores == 4  # untouched
+
+    pools.sync_detected_pools(db=catalog, cluster="east", detected=found[:1])  # the L4 nodes are gone
+    by_name = {u.pool.name: u.pool for u in pools.list_pools(db=catalog)}
+    assert (by_name["l4"].gpu_count, by_name["l4"].cpu_cores) == (0, 0)  # kept for what it holds, with no room
+    assert by_name["a100"].gpu_count == 16
