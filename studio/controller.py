@@ -166,9 +166,9 @@ class Controller:
     def _unreachable(self, desired: Desired, exc: CoveError) -> None:
         """Its cluster cannot be used: say so on the deployment, keeping the status last seen."""
         message = f"cluster {desired.cluster}: {exc}"
-        log.warning("reconciling %s: %s", desired.name, message)
         if desired.message == message:
-            return
+            return  # said already: no log line or event on every pass
+        log.warning("reconciling %s: %s", desired.name, message)
         observed = Observed(
             Status(desired.status), desired.ready_replicas, desired.endpoints, message, desired.upstream_model
         )
