@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from studio.db import Database
-from studio.models import Pool, Resources, Sharing
+from studio.models import BuildStatus, ImageCreate, Pool, Resources, Sharing
 from studio.services import deployments, images, keys, models, usage
 from studio.settings import Settings
 from studio.ui import facade
@@ -167,9 +167,25 @@ def test_register_a_custom_image_with_a_dockerfile(ui: AppTest, db: Database) ->
     mine = next(i for i in images.list_images(db=db) if i.name == "my-server")
     assert mine.dockerfile
     assert mine.dockerfile.startswith("FROM python")
-    assert {"image": "my-server", "kind": "Dockerfile", "runs here": "no"}.items() <= next(
+    assert {"image": "my-server", "kind": "Dockerfile", "build": "Pending", "runs here": "no"}.items() <= next(
         r for r in table(at) if r["image"] == "my-server"
     ).items()
+    assert "**my-server:1.0.0**: waiting for the controller to start the build" in texts(at.info)
+
+
+def test_a_failed_build_is_shown_with_its_reason_and_can_be_built_again(ui: AppTest, db: Database) -> None:
+    data = ImageCreate(name="srv", version="2", ref="registry.example.com/team/srv", dockerfile="FROM python:3.11\n")
+    images.add_image(db=db, data=data)
+    images.record_build(
+        db=db, name="srv", version="2", status=BuildStatus.FAILED, message="the build exited with code 1"
+    )
+    at = page(ui, "images")
+    assert "**srv:2** could not be built: the build exited with code 1" in texts(at.error)
+
+    at.button(key="rebuild-srv-2").click().run()
+    (again,) = [i for i in images.list_images(db=db) if i.name == "srv"]
+    assert again.build_status == "Pending"
+    assert "Rebuilding registry.example.com/team/srv:2." in texts(at.success)
 
 
 @pytest.mark.parametrize(
