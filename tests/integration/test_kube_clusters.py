@@ -16,6 +16,7 @@ from studio.bootstrap import open_studio
 from studio.controller import Controller
 from studio.db import Database
 from studio.errors import Conflict, InvalidSpec
+from studio.logs import deployment_logs
 from studio.models import (
     Autoscale,
     BuildStatus,
@@ -153,6 +154,9 @@ def test_a_registered_cluster_gets_its_pools_from_its_nodes_and_runs_their_deplo
     studio.reconcile()
     assert studio.status("chat-east") == (Status.READY.value, "")
     assert deployments.get_deployment(db=studio.db, name="chat-east").cluster == "east"
+    assert east.api is not None
+    east.api["get /api/v1/namespaces/team/pods/chat-east-0/log"] << "loading weights\nready\n"
+    assert deployment_logs(settings=studio.settings, db=studio.db, name="chat-east") == ["loading weights", "ready"]
 
     with pytest.raises(InvalidSpec) as wrong:
         studio.deploy("misplaced", pool="h100", cluster="default")
