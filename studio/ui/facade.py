@@ -29,6 +29,7 @@ from studio.models import (
     ApiKeyCreated,
     ApiKeyPublic,
     Autoscale,
+    ClusterCreate,
     ClusterPublic,
     DeploymentCreate,
     DeploymentPublic,
@@ -126,6 +127,12 @@ class Studio:
 
     def clusters(self) -> list[ClusterPublic]:
         return clusters.list_clusters(db=self.db)
+
+    def add_cluster(self, data: ClusterCreate) -> ClusterPublic:
+        return clusters.add_cluster(db=self.db, data=data)
+
+    def remove_cluster(self, name: str) -> None:
+        clusters.remove_cluster(db=self.db, name=name)
 
     def local_problem(self, image: ImagePublic, resources: Resources) -> str:
         """Why ``image`` cannot run on this machine with ``resources`` ('' if it can)."""

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from studio.models import (
+    DEFAULT_CLUSTER,
     ApiKeyPublic,
     ClusterPublic,
     DeploymentPublic,
@@ -70,6 +71,12 @@ def pool_rows(pools: Sequence[PoolUsage]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def pool_choice(usage: PoolUsage) -> str:
+    """A pool as the deploy form offers it: its name, its cluster when not this one, and what is free."""
+    where = "" if usage.pool.cluster == DEFAULT_CLUSTER else f" (cluster {usage.pool.cluster})"
+    return f"{usage.pool.name}{where} · free: {usage.free.describe()}"
 
 
 def cluster_rows(found: Sequence[ClusterPublic]) -> list[dict[str, Any]]:

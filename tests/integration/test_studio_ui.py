@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from studio.db import Database
 from studio.models import BuildStatus, ImageCreate, Pool, Resources, Sharing
-from studio.services import deployments, images, keys, models, usage
+from studio.services import clusters, deployments, images, keys, models, usage
 from studio.settings import Settings
 from studio.ui import facade
 from tests.integration.conftest import cove_env, deploy, write_stub_model
@@ -80,6 +80,33 @@ def test_overview_of_an_empty_studio_points_to_deploy(ui: AppTest) -> None:
     ui.run()
 
     assert "Nothing is deployed yet" in texts(ui.info)
+
+
+def test_a_cluster_is_registered_and_removed_from_the_overview(ui: AppTest, db: Database) -> None:
+    kubeconfig = (
+        "apiVersion: v1\nkind: Config\ncurrent-context: east\n"
+        "clusters: [{name: east, cluster: {server: 'https://east.example.com:6443'}}]\n"
+        "contexts: [{name: east, context: {cluster: east, user: ops}}]\nusers: [{name: ops, user: {token: t0k3n}}]\n"
+    )
+    at = ui
+    at.run()
+    register = next(b for b in at.button if b.label == "Register cluster")
+    at.text_input(key="cluster-name").input("east")
+    at.text_area(key="cluster-kubeconfig").input(kubeconfig.replace("current-context: east", "current-context: x"))
+    register.click().run()
+    assert "the kubeconfig has no context named 'x'" in texts(at.error)
+
+    at.text_area(key="cluster-kubeconfig").input(kubeconfig)
+    next(b for b in at.button if b.label == "Register cluster").click().run()
+    assert not at.error, texts(at.error)
+    assert "Registered cluster east (https://east.example.com:6443)." in texts(at.success)
+    (row,) = [r for r in table(at, 1) if r.get("cluster") == "east"]
+    assert (row["server"], row["state"]) == ("https://east.example.com:6443", "not checked yet")
+    assert "t0k3n" not in str(table(at, 1))
+
+    at.button(key="remove-cluster").click().run()
+    assert "Removed cluster east." in texts(at.success)
+    assert clusters.list_clusters(db=db) == []
 
 
 # ------------------------------------------------------------------------------------------------------ models

@@ -666,3 +666,9 @@ def test_cluster_rows_say_whether_each_cluster_answered() -> None:
         ("west", "the Kubernetes API does not answer", "2026-11-23 14:00:05"),
         ("lab", "not checked yet", "–"),
     ]
+
+
+def test_the_deploy_form_names_a_pools_cluster_when_it_is_not_this_one() -> None:
+    assert tables.pool_choice(usage_of(pool(), ())) == "local · free: 8 CPU cores, 16384 MiB memory"
+    far = usage_of(pool("h100", cluster="east"), ())
+    assert tables.pool_choice(far) == "h100 (cluster east) · free: 8 CPU cores, 16384 MiB memory"

@@ -46,9 +46,7 @@ with st.container(border=True):
 with st.container(border=True):
     st.subheader("2 · Compute")
     pools = {u.pool.name: u for u in studio.pools()}
-    pool = pools[
-        st.selectbox("Pool", list(pools), format_func=lambda p: f"{p} · free: {pools[p].free.describe()}", key="pool")
-    ].pool
+    pool = pools[st.selectbox("Pool", list(pools), format_func=lambda p: tables.pool_choice(pools[p]), key="pool")].pool
     cpu_col, mem_col = st.columns(2)
     cpu = cpu_col.number_input("CPU cores per replica", key="cpu", min_value=0.1, max_value=1024.0, value=1.0, step=0.5)
     memory = mem_col.number_input("Memory per replica (MiB)", key="memory", min_value=64, value=2048, step=256)
