@@ -222,7 +222,7 @@ def cluster() -> None:
 @click.argument("name")
 @click.option(
     "--kubeconfig", "kubeconfig", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A kubeconfig file (`kubectl config view --raw --minify`); it is kept, credentials included, in the database.",
+    help="A self-contained kubeconfig (`kubectl config view --raw --minify --flatten`), kept in the database.",
 )  # fmt: skip
 @click.option("--context", default="", help="One of its contexts (default: its current context).")
 @click.option("--namespace", default="cove", show_default=True, help="Where Cove makes its objects there.")

@@ -18,7 +18,7 @@ from studio.db import Database, utcnow
 from studio.errors import Conflict, InvalidSpec, NotFound
 from studio.models import Cluster, ClusterCreate, ClusterPublic, Deployment, Notebook, Pool
 
-RAW = "give the file `kubectl config view --raw` prints"
+RAW = "give the file `kubectl config view --raw --minify --flatten` prints"
 
 
 def read_kubeconfig(text: str, context: str = "") -> tuple[str, str]:

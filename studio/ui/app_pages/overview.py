@@ -33,7 +33,8 @@ with st.expander("Register a cluster"), st.form("add-cluster"):
     kubeconfig = st.text_area(
         "Kubeconfig",
         key="cluster-kubeconfig",
-        help="What `kubectl config view --raw --minify` prints. It is kept, credentials included, and never shown.",
+        help="What `kubectl config view --raw --minify --flatten` prints (certificates inline). It is kept, "
+        "credentials included, and never shown.",
     )
     if st.form_submit_button("Register cluster", type="primary"):
         with guarded("register the cluster"):
