@@ -27,7 +27,7 @@ from studio.errors import BackendUnavailable, CoveError, NotFound, QuotaExceeded
 from studio.models import DEFAULT_CLUSTER, BuildStatus, Status
 from studio.services import clusters, deployments, images, pools
 from studio.services.deployments import Desired, Observed
-from studio.services.events import NewEvent, prune_events
+from studio.services.events import NewEvent, prune_events, record_events
 from studio.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class Controller:
         self._restarts: dict[tuple[str, int], int] = {}
         self._recommendations: dict[str, deque[tuple[float, int]]] = {}
         self._capacity_read_at = -math.inf
+        self._refused_scale: dict[str, int] = {}  # deployment → the HPA's count the pool refused, said once
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -298,17 +299,24 @@ class Controller:
     def _record_scale(self, desired: Desired, scaled_to: int | None) -> None:
         """The cluster's autoscaler chose a replica count: record it, so the pool's admission counts it."""
         if scaled_to is None or scaled_to == desired.replicas:
+            self._refused_scale.pop(desired.name, None)
             return
         try:
             deployments.scale_deployment(
                 db=self.db, name=desired.name, replicas=scaled_to, autoscaler=True,
                 reason="by its HorizontalPodAutoscaler",
             )  # fmt: skip
-        except CoveError as exc:
-            log.warning("recording the scale of %s: %s", desired.name, exc)
+        except CoveError as exc:  # said once per count, not on every pass
+            if self._refused_scale.get(desired.name) != scaled_to:
+                self._refused_scale[desired.name] = scaled_to
+                text = f"its HorizontalPodAutoscaler chose {scaled_to} replicas, which the pool cannot admit: {exc}"
+                log.warning("%s: %s", desired.name, text)
+                event = NewEvent("ScaleRefused", text, "Warning")
+                record_events(db=self.db, kind=deployments.KIND, name=desired.name, events=[event])
 
     def _forget(self, name: str) -> None:
         self._recommendations.pop(name, None)
+        self._refused_scale.pop(name, None)
         for key in [k for k in self._restarts if k[0] == name]:
             del self._restarts[key]
 

@@ -25,6 +25,13 @@ def add_events(session: Session, *, kind: str, name: str, events: list[NewEvent]
         session.add(Event(kind=kind, name=name, type=event.type, reason=event.reason, message=event.message))
 
 
+def record_events(*, db: Database, kind: str, name: str, events: list[NewEvent]) -> None:
+    """Add events in a transaction of their own (for what happened outside any other change)."""
+    with db.session() as session:
+        add_events(session, kind=kind, name=name, events=events)
+        session.commit()
+
+
 def list_events(
     *, db: Database, kind: str | None = None, name: str | None = None, limit: int = 50
 ) -> list[EventPublic]:

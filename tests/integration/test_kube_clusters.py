@@ -344,6 +344,18 @@ def test_with_hpa_the_cluster_scales_and_the_studio_records_it(home: Cluster, tm
         patched = [p for p in home.api.sent("PATCH", "deployments") if "replicas" in p.get("spec", {})]
         assert [p["spec"]["replicas"] for p in patched] == [3]  # only the HPA's own: Cove never fought it
 
+        studio.deploy("batch", replicas=5)  # the pool's other 5 GPUs
+        home.patch(f"/apis/apps/v1/namespaces/{NS}/deployments/chat", {"spec": {"replicas": 4}})
+        studio.reconcile(passes=3)
+        assert deployments.get_deployment(db=studio.db, name="chat").replicas == 3  # admission holds
+        refused = [
+            e for e in list_events(db=studio.db, kind=deployments.KIND, name="chat") if e.reason == "ScaleRefused"
+        ]
+        assert len(refused) == 1  # said once, not on every pass
+        assert refused[0].message.startswith(
+            "its HorizontalPodAutoscaler chose 4 replicas, which the pool cannot admit"
+        )
+
         deployments.set_autoscale(db=studio.db, name="chat", autoscale=None)
         studio.reconcile()
         assert names_in(home, "horizontalpodautoscalers") == []
