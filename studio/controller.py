@@ -25,6 +25,7 @@ from studio.backends.clusters import Clusters, connect_cluster
 from studio.db import Database
 from studio.errors import BackendUnavailable, CoveError, NotFound, QuotaExceeded
 from studio.models import DEFAULT_CLUSTER, BuildStatus, Status
+from studio.sealing import studio_key
 from studio.services import clusters, deployments, images, pools
 from studio.services.deployments import Desired, Observed
 from studio.services.events import NewEvent, prune_events, record_events
@@ -120,6 +121,7 @@ class Controller:
     ) -> None:
         self.db, self.backend, self.settings = db, backend, settings
         self.clusters = clusters or Clusters(backend, connect=connect_cluster(settings))
+        self.key = studio_key(settings)
         self.load = load
         self.clock = clock
         self._restarts: dict[tuple[str, int], int] = {}
@@ -132,7 +134,7 @@ class Controller:
     # ------------------------------------------------------------------------------------------- one pass
 
     def reconcile(self) -> None:
-        self.clusters.update(clusters.connections(db=self.db))
+        self.clusters.update(clusters.connections(db=self.db, key=self.key))
         wanted = deployments.desired_state(db=self.db)
         on: dict[str, list[Desired]] = defaultdict(list)
         for desired in wanted:

@@ -8,6 +8,7 @@ from studio.backends.local import log_tail
 from studio.db import Database
 from studio.errors import NotFound
 from studio.models import DEFAULT_CLUSTER
+from studio.sealing import studio_key
 from studio.services import clusters, deployments
 from studio.settings import Settings
 
@@ -21,7 +22,7 @@ def deployment_logs(*, settings: Settings, db: Database, name: str, tail: int = 
     if cluster == DEFAULT_CLUSTER:
         backend = make_backend(settings)
     else:
-        found = [c for c in clusters.connections(db=db) if c.name == cluster]
+        found = [c for c in clusters.connections(db=db, key=studio_key(settings)) if c.name == cluster]
         if not found:
             raise NotFound(f"deployment {name!r} runs on cluster {cluster!r}, which is not registered")
         backend = connect_cluster(settings)(found[0])

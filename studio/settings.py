@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     hub_public_url: str = Field(
         default="", description="How browsers and the studio reach the hub (http://hub.example.com). Empty: HOST:PORT."
     )
+    secret_key: str = Field(
+        default="", description="Seals secrets kept in the database (clusters' kubeconfigs). Empty: HOME/secret_key."
+    )
     hub_api_token: str = Field(
         default="", description="The studio's token for the hub's API. Empty: made once, kept in HOME/hub/api_token."
     )

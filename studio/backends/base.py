@@ -102,6 +102,7 @@ class Connection:
     kubeconfig: str = field(repr=False)
     context: str = ""
     namespace: str = "cove"
+    problem: str = ""  # why it cannot be used (its kubeconfig cannot be unsealed), if so
 
     @property
     def fingerprint(self) -> str:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from studio.backends.base import Backend, Connection
-from studio.errors import NotFound
+from studio.errors import BackendUnavailable, NotFound
 from studio.models import DEFAULT_CLUSTER
 from studio.settings import Settings
 
@@ -66,6 +66,8 @@ class Clusters:
         connection = self._connections.get(name)
         if connection is None:
             raise NotFound(f"no cluster named {name!r} is registered", hint="register it with `cove cluster add`")
+        if connection.problem:
+            raise BackendUnavailable(connection.problem)
         built = self._backends.get(name)
         if built is None:
             built = self._backends[name] = (connection.fingerprint, self.connect(connection))

@@ -231,10 +231,11 @@ def cluster() -> None:
 def cluster_add(ctx: click.Context, name: str, kubeconfig: Path, context: str, namespace: str, as_json: bool) -> None:
     """Register cluster NAME. Its nodes labelled cove.dev/pool=POOL become pool POOL within a capacity refresh."""
     from studio.models import ClusterCreate
+    from studio.sealing import studio_key
     from studio.services import clusters
 
     data = ClusterCreate(name=name, kubeconfig=kubeconfig.read_text(), context=context, namespace=namespace)
-    added = clusters.add_cluster(db=db_of(ctx), data=data)
+    added = clusters.add_cluster(db=db_of(ctx), data=data, key=studio_key(settings_of(ctx)))
     emit(
         added,
         as_json,

@@ -1,8 +1,9 @@
 """Clusters registered by kubeconfig: deployments on their pools run there.
 
 The control plane's own backend (``COVE_BACKEND``) is the cluster named ``default`` and is not stored. A registered
-cluster keeps its kubeconfig (credentials included) in the database and never shows it; its pools are made from
-its nodes labelled ``cove.dev/pool`` by the controller, which also records whether the cluster answers.
+cluster keeps its kubeconfig (credentials included) in the database, sealed under the studio's key
+(``studio.sealing``), and never shows it; its pools are made from its nodes labelled ``cove.dev/pool`` by the
+controller, which also records whether the cluster answers.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from sqlmodel import col, select
 
 from studio.backends.base import Connection
 from studio.db import Database, utcnow
-from studio.errors import Conflict, InvalidSpec, NotFound
+from studio.errors import Conflict, CoveError, InvalidSpec, NotFound
 from studio.models import Cluster, ClusterCreate, ClusterPublic, Deployment, Notebook, Pool
+from studio.sealing import seal, unseal
 
 RAW = "give the file `kubectl config view --raw --minify --flatten` prints"
 
@@ -45,12 +47,12 @@ def read_kubeconfig(text: str, context: str = "") -> tuple[str, str]:
     return chosen, str(server)
 
 
-def add_cluster(*, db: Database, data: ClusterCreate) -> ClusterPublic:
+def add_cluster(*, db: Database, data: ClusterCreate, key: str) -> ClusterPublic:
+    """Register a cluster, its kubeconfig sealed under ``key`` (``sealing.studio_key``)."""
     context, server = read_kubeconfig(data.kubeconfig, data.context)
+    sealed = seal(data.kubeconfig, key)
     with db.session() as session:
-        row = Cluster(
-            name=data.name, kubeconfig=data.kubeconfig, context=context, namespace=data.namespace, server=server
-        )
+        row = Cluster(name=data.name, kubeconfig=sealed, context=context, namespace=data.namespace, server=server)
         session.add(row)
         try:
             session.commit()
@@ -87,13 +89,19 @@ def remove_cluster(*, db: Database, name: str) -> None:
         session.commit()
 
 
-def connections(*, db: Database) -> list[Connection]:
-    """How to reach each registered cluster (the controller's view, credentials included)."""
+def connections(*, db: Database, key: str) -> list[Connection]:
+    """How to reach each registered cluster (the controller's view, credentials unsealed). A kubeconfig that cannot
+    be unsealed gives a Connection with its ``problem``, so its deployments say why."""
     with db.session() as session:
-        return [
-            Connection(name=c.name, kubeconfig=c.kubeconfig, context=c.context, namespace=c.namespace)
-            for c in session.exec(select(Cluster).order_by(col(Cluster.name)))
-        ]
+        rows = session.exec(select(Cluster).order_by(col(Cluster.name))).all()
+        found = []
+        for c in rows:
+            try:
+                kubeconfig, problem = unseal(c.kubeconfig, key, what=f"the kubeconfig of cluster {c.name!r}"), ""
+            except CoveError as exc:
+                kubeconfig, problem = "", str(exc)
+            found.append(Connection(c.name, kubeconfig, c.context, c.namespace, problem=problem))
+        return found
 
 
 def record_check(*, db: Database, name: str, message: str) -> None:

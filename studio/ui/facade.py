@@ -46,6 +46,7 @@ from studio.models import (
 )
 from studio.pools import Admission
 from studio.runtimes import local_availability
+from studio.sealing import studio_key
 from studio.services import clusters, deployments, events, images, keys, models, notebooks, pools, usage
 from studio.services.pools import PoolUsage
 from studio.settings import Settings
@@ -129,7 +130,7 @@ class Studio:
         return clusters.list_clusters(db=self.db)
 
     def add_cluster(self, data: ClusterCreate) -> ClusterPublic:
-        return clusters.add_cluster(db=self.db, data=data)
+        return clusters.add_cluster(db=self.db, data=data, key=studio_key(self.settings))
 
     def remove_cluster(self, name: str) -> None:
         clusters.remove_cluster(db=self.db, name=name)

@@ -430,6 +430,10 @@ def test_each_process_gets_its_settings(helm: Helm) -> None:
     assert hub["COVE_NOTEBOOK_HOME_SIZE"] == "10Gi"
     assert hub["COVE_PUBLIC_URL"] == server_url, "notebooks reach the gateway inside the cluster"
     assert len(secret_value(docs, f"{PREFIX}-hub", "api-token")) == 64
+    studio_key = {"secretKeyRef": {"name": f"{PREFIX}-server", "key": "secret-key"}}
+    assert server["COVE_SECRET_KEY"] == ui["COVE_SECRET_KEY"] == studio_key  # one key seals and unseals
+    assert len(secret_value(docs, f"{PREFIX}-server", "secret-key")) == 64
+    assert "COVE_SECRET_KEY" not in hub
     for component, port in (("server", 8080), ("ui", 8501), ("playground", 7860), ("hub", 8000)):
         box = container(docs, component)
         assert box["args"] == [component]
@@ -513,6 +517,7 @@ def test_an_upgrade_keeps_the_generated_password_and_token(helm: Helm, tmp_path:
     installed = {
         f"{PREFIX}-database": {"password": "KeptPassword123", "url": "(the URL made with it)"},
         f"{PREFIX}-hub": {"api-token": "kept-hub-token-0123456789"},
+        f"{PREFIX}-server": {"secret-key": "kept-studio-key-0123456789"},
     }
     with ClusterWithRelease(tmp_path, installed) as cluster:
         first = helm.upgrade_render(cluster.kubeconfig, "defaults.yaml")
@@ -522,6 +527,7 @@ def test_an_upgrade_keeps_the_generated_password_and_token(helm: Helm, tmp_path:
         f"postgresql+psycopg://cove:KeptPassword123@{PREFIX}-postgresql.{NAMESPACE}.svc:5432/cove"
     )
     assert secret_value(first, f"{PREFIX}-hub", "api-token") == "kept-hub-token-0123456789"
+    assert secret_value(first, f"{PREFIX}-server", "secret-key") == "kept-studio-key-0123456789"
     rolled = {w: t["metadata"]["annotations"]["checksum/secret"] for w, t in pod_templates(first)}
     assert rolled == {w: t["metadata"]["annotations"]["checksum/secret"] for w, t in pod_templates(again)}
     fresh = helm.render("defaults.yaml")  # no cluster: a new install generates them

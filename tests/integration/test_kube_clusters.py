@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
 from studio.backends.kubernetes.backend import KubernetesBackend
 from studio.backends.kubernetes.client import KubeClient, connect
@@ -28,6 +29,8 @@ from studio.models import (
     Resources,
     Status,
 )
+from studio.models import Cluster as ClusterRow
+from studio.sealing import studio_key
 from studio.services import clusters, deployments, images, models, pools
 from studio.services.events import list_events
 from studio.settings import Settings
@@ -66,6 +69,7 @@ class Studio:
         self.db = open_studio(settings)
         backend = KubernetesBackend(settings, KubeClient(connect(host=home.url), NS))
         self.controller = Controller(db=self.db, backend=backend, settings=settings)
+        self.key = studio_key(settings)
         models.add_model(
             db=self.db,
             data=ModelCreate(name="qwen", source=str(write_stub_model(tmp_path / "qwen"))),
@@ -127,7 +131,7 @@ def test_a_registered_cluster_gets_its_pools_from_its_nodes_and_runs_their_deplo
     studio: Studio, home: Cluster, east: Cluster
 ) -> None:
     added = clusters.add_cluster(
-        db=studio.db, data=ClusterCreate(name="east", kubeconfig=kubeconfig(east.url), namespace="team")
+        db=studio.db, key=studio.key, data=ClusterCreate(name="east", kubeconfig=kubeconfig(east.url), namespace="team")
     )
     assert (added.context, added.server, added.namespace) == ("east", east.url, "team")
     assert "secret-token" not in added.model_dump_json()  # credentials are never shown
@@ -177,7 +181,9 @@ def test_a_registered_cluster_gets_its_pools_from_its_nodes_and_runs_their_deplo
 
 def test_an_unreachable_cluster_is_said_on_its_deployments_and_the_others_go_on(studio: Studio, home: Cluster) -> None:
     clusters.add_cluster(
-        db=studio.db, data=ClusterCreate(name="west", kubeconfig=kubeconfig("http://127.0.0.1:9", context="west"))
+        db=studio.db,
+        key=studio.key,
+        data=ClusterCreate(name="west", kubeconfig=kubeconfig("http://127.0.0.1:9", context="west")),
     )
     pools.sync_configured_pools(
         db=studio.db,
@@ -202,18 +208,24 @@ def test_an_unreachable_cluster_is_said_on_its_deployments_and_the_others_go_on(
 def test_a_kubeconfig_is_checked_when_registered(studio: Studio) -> None:
     with pytest.raises(InvalidSpec) as no_context:
         clusters.add_cluster(
-            db=studio.db, data=ClusterCreate(name="lab", kubeconfig=kubeconfig("https://k8s.lab:6443"), context="prod")
+            db=studio.db,
+            key=studio.key,
+            data=ClusterCreate(name="lab", kubeconfig=kubeconfig("https://k8s.lab:6443"), context="prod"),
         )
     assert no_context.value.message == "the kubeconfig has no context named 'prod'"
     assert no_context.value.hint == "choose one of its contexts: east"
     with pytest.raises(InvalidSpec, match="no contexts or clusters"):
-        clusters.add_cluster(db=studio.db, data=ClusterCreate(name="lab", kubeconfig="apiVersion: v1\nkind: Config\n"))
+        clusters.add_cluster(
+            db=studio.db, key=studio.key, data=ClusterCreate(name="lab", kubeconfig="apiVersion: v1\nkind: Config\n")
+        )
     with pytest.raises(ValueError, match="names the control plane's own backend"):
         ClusterCreate(name="default", kubeconfig=kubeconfig("https://k8s.lab:6443"))
-    clusters.add_cluster(db=studio.db, data=ClusterCreate(name="lab", kubeconfig=kubeconfig("https://k8s.lab:6443")))
+    clusters.add_cluster(
+        db=studio.db, key=studio.key, data=ClusterCreate(name="lab", kubeconfig=kubeconfig("https://k8s.lab:6443"))
+    )
     with pytest.raises(Conflict):
         clusters.add_cluster(
-            db=studio.db, data=ClusterCreate(name="lab", kubeconfig=kubeconfig("https://k8s.lab:6443"))
+            db=studio.db, key=studio.key, data=ClusterCreate(name="lab", kubeconfig=kubeconfig("https://k8s.lab:6443"))
         )
 
 
@@ -370,7 +382,9 @@ def test_the_studio_database_records_which_cluster(database_url: str) -> None:
 
     db: Database = open_database(database_url)
     try:
-        clusters.add_cluster(db=db, data=ClusterCreate(name="lab", kubeconfig=kubeconfig("https://k8s.lab:6443")))
+        clusters.add_cluster(
+            db=db, key="k", data=ClusterCreate(name="lab", kubeconfig=kubeconfig("https://k8s.lab:6443"))
+        )
         pools.sync_configured_pools(db=db, specs=[PoolSpec(name="lab-gpu", cluster="lab")])  # type: ignore[call-arg]
         (pool,) = [u.pool for u in pools.list_pools(db=db)]
         assert pool.cluster == "lab"
@@ -395,3 +409,22 @@ def test_a_steady_pass_reads_the_namespace_once_whatever_the_number_of_deploymen
     studio.reconcile()
     assert sorted(calls) == ["find", "find", "pods"]  # Deployments, disruption budgets, pods: 3 reads, no writes
     assert {deployments.get_deployment(db=studio.db, name=f"chat-{i}").status for i in range(4)} == {"Ready"}
+
+
+def test_a_kubeconfig_is_sealed_in_the_database_and_a_wrong_key_is_said(studio: Studio, east: Cluster) -> None:
+    clusters.add_cluster(db=studio.db, key=studio.key, data=ClusterCreate(name="east", kubeconfig=kubeconfig(east.url)))
+    with studio.db.session() as session:
+        (stored,) = session.exec(select(ClusterRow.kubeconfig)).all()
+    assert "secret-token" not in stored
+    assert east.url not in stored  # the whole file is sealed, not only its credentials
+    add_node(east, "h100-1", "h100", 8)
+    studio.reconcile()
+    studio.deploy("chat-east", pool="h100")
+
+    studio.controller.key = "another studio's key"  # a restored database without its key
+    studio.reconcile()
+    status, message = studio.status("chat-east")
+    assert status == Status.PENDING.value
+    assert message.startswith("cluster east: the kubeconfig of cluster 'east' cannot be read with this studio's key")
+    assert message.endswith("(restore the key it was sealed with, or register it again)")
+    assert names_in(east, "deployments") == []

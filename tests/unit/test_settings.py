@@ -40,6 +40,7 @@ def test_defaults(tmp_path: Path) -> None:
         "hub_admin_users": ["admin"],
         "hub_password": "",
         "hub_public_url": "",
+        "secret_key": "",
         "hub_api_token": "",
         "hub_groups": {},
         "hub_extra_config": None,
