@@ -250,6 +250,11 @@ class ClusterPublic(BaseModel):
     checked_at: datetime | None
     created_at: datetime
 
+    @property
+    def state(self) -> str:
+        """Whether it answered the controller's last capacity read, in words."""
+        return "not checked yet" if self.checked_at is None else (self.message or "answering")
+
 
 # ---------------------------------------------------------------------------------------------------- pools
 

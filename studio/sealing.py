@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -17,17 +18,19 @@ from studio.errors import InvalidSpec
 from studio.settings import Settings
 
 
-def studio_key(settings: Settings) -> str:
-    if settings.secret_key:
-        return settings.secret_key
-    path = settings.home / "secret_key"
+def kept_secret(path: Path) -> str:
+    """A random secret (64 hex digits) made on first use and kept at ``path``, readable by its owner only."""
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)
+    secret = secrets.token_hex(32)
     path.touch(mode=0o600)
-    path.write_text(key)
-    return key
+    path.write_text(secret)
+    return secret
+
+
+def studio_key(settings: Settings) -> str:
+    return settings.secret_key or kept_secret(settings.home / "secret_key")
 
 
 def _fernet(key: str) -> Fernet:

@@ -258,13 +258,9 @@ def cluster_list(ctx: click.Context, as_json: bool) -> None:
         as_json,
         lambda: table(
             ["NAME", "SERVER", "CONTEXT", "NAMESPACE", "STATE"],
-            [[c.name, c.server, c.context, c.namespace, _state(c.checked_at, c.message)] for c in found],
+            [[c.name, c.server, c.context, c.namespace, c.state] for c in found],
         ),
     )
-
-
-def _state(checked_at: object, message: str) -> str:
-    return "not checked yet" if checked_at is None else (message or "answering")
 
 
 @cluster.command("remove")

@@ -87,7 +87,7 @@ def cluster_rows(found: Sequence[ClusterPublic]) -> list[dict[str, Any]]:
             "server": c.server,
             "context": c.context,
             "namespace": c.namespace,
-            "state": "not checked yet" if c.checked_at is None else (c.message or "answering"),
+            "state": c.state,
             "checked": f"{c.checked_at:%Y-%m-%d %H:%M:%S}" if c.checked_at else "–",
         }
         for c in found
