@@ -39,9 +39,10 @@ import psutil
 
 from studio.bootstrap import open_studio
 from studio.db import Database
-from studio.models import ApiKeyCreate, DeploymentCreate, DeploymentPublic, ImageCreate, ModelCreate, Resources
+from studio.models import ApiKeyCreate, DeploymentCreate, DeploymentPublic, ImageCreate, ModelCreate
 from studio.services import deployments, images, keys, models, usage
 from studio.settings import Settings
+from studio.values import Resources
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"

@@ -57,8 +57,9 @@ import httpx
 
 from hub.spawner import singleuser_args
 from studio.bootstrap import open_studio
-from studio.models import Pool, Purpose
+from studio.models import Pool
 from studio.settings import Settings
+from studio.values import Purpose
 
 ROOT = Path(__file__).resolve().parents[1]
 BINDIR = Path(sys.executable).parent  # .venv/bin, as hub/jupyterhub_config.py finds it

@@ -49,22 +49,11 @@ from sqlmodel import col, select
 
 from studio.bootstrap import open_studio
 from studio.db import Database, utcnow
-from studio.models import (
-    ApiKey,
-    ApiKeyCreate,
-    Autoscale,
-    DeploymentCreate,
-    ModelCreate,
-    Pool,
-    Purpose,
-    Resources,
-    Sharing,
-    Status,
-)
+from studio.models import ApiKey, ApiKeyCreate, DeploymentCreate, ModelCreate, Observed, Pool
 from studio.services import deployments, keys, models, usage
-from studio.services.deployments import Observed
 from studio.services.events import NewEvent
 from studio.settings import Settings
+from studio.values import Autoscale, Purpose, Resources, Sharing, Status
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "studio" / "ui" / "app.py"
@@ -103,17 +92,19 @@ def observed_for(i: int) -> tuple[Observed, list[NewEvent]] | None:
     """What a controller would have written for deployment ``i``: a mix of statuses (None: still Pending)."""
     kind = i % 20
     if kind < 14:
-        return Observed(Status.READY, 1, (f"http://127.0.0.1:{20000 + i}",), "", "stub"), [
+        return Observed(
+            status=Status.READY, ready_replicas=1, endpoints=[f"http://127.0.0.1:{20000 + i}"], upstream_model="stub"
+        ), [
             NewEvent("Started", "replica 0 started"),
             NewEvent("Ready", "1/1 replicas ready"),
         ]
     if kind < 16:
-        return Observed(Status.STARTING, 0, (), "loading weights", ""), [NewEvent("Started", "replica 0 started")]
+        return Observed(status=Status.STARTING, message="loading weights"), [NewEvent("Started", "replica 0 started")]
     if kind < 17:
         message = "replica 0 exited with code 1\nTraceback (most recent call last):\n  ...\nOSError: out of memory"
-        return Observed(Status.FAILED, 0, (), message, ""), [NewEvent("Crashed", message, type="Warning")]
+        return Observed(status=Status.FAILED, message=message), [NewEvent("Crashed", message, type="Warning")]
     if kind < 18:
-        return Observed(Status.STOPPED, 0, (), "", ""), [NewEvent("Stopped", "scaled to 0")]
+        return Observed(status=Status.STOPPED), [NewEvent("Stopped", "scaled to 0")]
     return None
 
 

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from hub.spawner import KubePoolSpawner, LocalPoolSpawner, singleuser_args
-from hub.tokens import service_token
-from studio.backends.kubernetes.manifests import restricted_container_context, restricted_pod_context
+from studio.hub_client import service_token
+from studio.pods import restricted_container_context, restricted_pod_context
 from studio.settings import Settings
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821  (JupyterHub provides it)

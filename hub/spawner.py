@@ -20,13 +20,29 @@ from traitlets import Any as AnyTrait
 from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from hub.profiles import Profile, kubespawner_traits, profiles_for
-from studio.backends.kubernetes.conditions import pending_reason
 from studio.bootstrap import open_studio
 from studio.db import Database
 from studio.errors import CoveError
+from studio.pods import gpu_limits, pending_reason
+from studio.profiles import Profile, profiles_for
 from studio.services import notebooks, pools
 from studio.settings import Settings
+
+
+def kubespawner_traits(profile: Profile) -> dict[str, Any]:
+    """KubeSpawner's traits for a server of this profile: what its pool admitted (CPU and memory requested and
+    capped alike, whole GPUs or a HAMi slice) and where the pool's nodes are."""
+    resources = profile.resources
+    memory = f"{resources.memory_mib}M"  # JupyterHub's byte units are binary: M is MiB
+    return {
+        "cpu_guarantee": resources.cpu,
+        "cpu_limit": resources.cpu,
+        "mem_guarantee": memory,
+        "mem_limit": memory,
+        "extra_resource_limits": gpu_limits(resources),
+        "node_selector": dict(profile.node_selector),
+        "tolerations": [dict(t) for t in profile.tolerations],
+    }
 
 
 class PoolSpawnerMixin(LoggingConfigurable):

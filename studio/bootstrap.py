@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from studio.backends.local import detect_capacity
+from studio import machine
 from studio.db import Database, open_database
 from studio.errors import InvalidSpec, explain
-from studio.models import DEFAULT_CLUSTER, PoolSpec
+from studio.models import PoolSpec
 from studio.services import images, pools
 from studio.settings import Settings
+from studio.values import DEFAULT_CLUSTER
 
 
 def configured_pools(settings: Settings) -> list[PoolSpec]:
@@ -32,6 +33,6 @@ def open_studio(settings: Settings) -> Database:
     db = open_database(settings.db_url)
     images.ensure_builtin_images(db=db)
     if settings.backend == "local":
-        pools.sync_detected_pools(db=db, cluster=DEFAULT_CLUSTER, detected=[detect_capacity()])
+        pools.sync_detected_pools(db=db, cluster=DEFAULT_CLUSTER, detected=[machine.capacity()])
     pools.sync_configured_pools(db=db, specs=specs)
     return db

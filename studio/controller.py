@@ -1,7 +1,8 @@
 """The controller: reconciles deployments' desired state onto their clusters' backends and writes back what it
 observes.
 
-Each pass reads every deployment, builds its ``WorkloadSpec`` (pure), asks its cluster's backend to converge,
+Each pass reads every deployment as the ``WorkloadSpec`` its backend runs, holds back those whose image is still
+being built (on backends that run images: ``image_gate``, pure), asks its cluster's backend to converge the rest,
 derives the deployment's status from the replicas (pure), and records status changes and events. Deleted
 deployments are removed once the backend reports nothing left; workloads no deployment asks for are stopped.
 Autoscaled deployments get a replica count from the load the gateway reports (pure recommendation, with a
@@ -20,42 +21,32 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 
-from studio.backends.base import Backend, BuildSpec, WorkloadSpec, WorkloadStatus
+from studio.backends.base import Backend, BuildSpec, WorkloadStatus
 from studio.backends.clusters import Clusters, connect_cluster
 from studio.db import Database
 from studio.errors import BackendUnavailable, CoveError, NotFound, QuotaExceeded
-from studio.models import DEFAULT_CLUSTER, BuildStatus, Status
+from studio.models import Observed
 from studio.sealing import studio_key
 from studio.services import clusters, deployments, images, pools
-from studio.services.deployments import Desired, Observed
+from studio.services.deployments import Desired
 from studio.services.events import NewEvent, prune_events, record_events
 from studio.settings import Settings
+from studio.values import DEFAULT_CLUSTER, BuildStatus, Status
 
 log = logging.getLogger(__name__)
 
 SCALE_DOWN_WINDOW_S = 30.0
 
 
-def workload_spec(desired: Desired) -> WorkloadSpec:
-    return WorkloadSpec(
-        name=desired.name,
-        runtime=desired.runtime,
-        model=desired.model,
-        model_revision=desired.model_revision,
-        model_path=desired.model_path,
-        image=desired.image,
-        health_path=desired.health_path,
-        local_command=desired.local_command,
-        args=desired.runtime_args,
-        resources=desired.resources,
-        replicas=desired.replicas,
-        pool=desired.pool,
-        node_selector=desired.node_selector,
-        tolerations=desired.tolerations,
-        autoscale=desired.autoscale,
-        image_build=desired.image_build,
-        image_build_message=desired.image_build_message,
-    )
+def image_gate(desired: Desired) -> WorkloadStatus | None:
+    """A deployment whose replicas run its image waits while the image is being built, and fails when it cannot be:
+    the status to record instead of applying it, or None to go on."""
+    spec = desired.spec
+    if desired.image_build == BuildStatus.FAILED:
+        return WorkloadStatus(spec.name, unavailable=f"its image could not be built: {desired.image_build_message}")
+    if desired.image_build not in (BuildStatus.NONE, BuildStatus.READY):
+        return WorkloadStatus(spec.name, waiting=f"waiting for its image {spec.image} to be built")
+    return None
 
 
 BUILD_STATUS = {
@@ -72,32 +63,39 @@ def derive_status(*, replicas: int, workload: WorkloadStatus, failure_threshold:
     here or a replica failed ``failure_threshold`` starts in a row (with the last log lines); else
     Starting/Pending; Stopped at zero replicas."""
     ready = workload.ready
-    endpoints = tuple(r.endpoint for r in ready if r.endpoint)
-    upstream = workload.upstream_model
+
+    def seen(status: Status, message: str = "") -> Observed:
+        endpoints = [r.endpoint for r in ready if r.endpoint] if status == Status.READY else []
+        count = len(ready) if status == Status.READY else 0
+        return Observed(
+            status=status, ready_replicas=count, endpoints=endpoints, message=message,
+            upstream_model=workload.upstream_model,
+        )  # fmt: skip
+
     if workload.unavailable:
-        return Observed(Status.FAILED, 0, (), workload.unavailable, upstream)
+        return seen(Status.FAILED, workload.unavailable)
     if workload.waiting:
-        return Observed(Status.PENDING, 0, (), workload.waiting, upstream)
+        return seen(Status.PENDING, workload.waiting)
     if replicas == 0:
         left = len(workload.replicas)
-        return Observed(Status.STOPPED, 0, (), f"stopping {left} replicas" if left else "scaled to zero", upstream)
+        return seen(Status.STOPPED, f"stopping {left} replicas" if left else "scaled to zero")
     troubled = [r for r in workload.replicas if r.message and r.phase != "ready"]
     if ready:
         note = f"{len(ready)} of {replicas} replicas ready" if len(ready) < replicas else ""
         if note and troubled:
             note += f"; {troubled[0].message}"
-        return Observed(Status.READY, len(ready), endpoints, note, upstream)
+        return seen(Status.READY, note)
     failing = [r for r in workload.replicas if r.failures >= failure_threshold]
     if failing:
         worst = failing[0]
         text = f"{worst.message}; {worst.failures} failed starts in a row, retrying with backoff"
         if worst.log_tail:
             text += "\nlast log lines:\n" + "\n".join(worst.log_tail)
-        return Observed(Status.FAILED, 0, (), text, upstream)
+        return seen(Status.FAILED, text)
     started = [r for r in workload.replicas if r.phase in ("starting", "backoff")]
     if started:
-        return Observed(Status.STARTING, 0, (), troubled[0].message if troubled else "loading the model", upstream)
-    return Observed(Status.PENDING, 0, (), troubled[0].message if troubled else "", upstream)
+        return seen(Status.STARTING, troubled[0].message if troubled else "loading the model")
+    return seen(Status.PENDING, troubled[0].message if troubled else "")
 
 
 def recommend_replicas(*, inflight: float, target: float, lo: int, hi: int) -> int:
@@ -120,7 +118,7 @@ class Controller:
         clusters: Clusters | None = None,
     ) -> None:
         self.db, self.backend, self.settings = db, backend, settings
-        self.clusters = clusters or Clusters(backend, connect=connect_cluster(settings))
+        self.clusters = clusters or Clusters(lambda: backend, connect=connect_cluster(settings))
         self.key = studio_key(settings)
         self.load = load
         self.clock = clock
@@ -169,12 +167,10 @@ class Controller:
     def _unreachable(self, desired: Desired, exc: CoveError) -> None:
         """Its cluster cannot be used: say so on the deployment, keeping the status last seen."""
         message = f"cluster {desired.cluster}: {exc}"
-        if desired.message == message:
+        if desired.observed.message == message:
             return  # said already: no log line or event on every pass
         log.warning("reconciling %s: %s", desired.name, message)
-        observed = Observed(
-            Status(desired.status), desired.ready_replicas, desired.endpoints, message, desired.upstream_model
-        )
+        observed = desired.observed.model_copy(update={"message": message})
         events = [NewEvent("Unreachable", message, "Warning")]
         deployments.record_observed(
             db=self.db, name=desired.name, generation=desired.generation, observed=observed, events=events
@@ -215,32 +211,27 @@ class Controller:
                 deployments.finish_delete(db=self.db, name=desired.name)
                 self._forget(desired.name)
             return
-        workload = backend.apply(workload_spec(desired))
+        spec = desired.spec
+        gated = image_gate(desired) if backend.runs_images else None
+        workload = gated or backend.apply(spec)
         observed = derive_status(
-            replicas=desired.replicas, workload=workload, failure_threshold=self.settings.failure_threshold
+            replicas=spec.replicas, workload=workload, failure_threshold=self.settings.failure_threshold
         )
         events = self._events(desired, observed, workload)
-        changed = (
-            observed.status.value,
-            observed.ready_replicas,
-            observed.endpoints,
-            observed.message,
-            observed.upstream_model,
-        ) != (desired.status, desired.ready_replicas, desired.endpoints, desired.message, desired.upstream_model)
-        if changed or events:
+        if observed != desired.observed or events:
             deployments.record_observed(
                 db=self.db, name=desired.name, generation=desired.generation, observed=observed, events=events
             )
         if events:  # a replica in a crash loop adds an event per restart: keep the newest few hundred
             prune_events(db=self.db, kind=deployments.KIND, name=desired.name)
-        if desired.autoscale and backend.autoscales:
+        if spec.autoscale and backend.autoscales:
             self._record_scale(desired, workload.scaled_to)
-        elif desired.autoscale and self.load is not None:
+        elif spec.autoscale and self.load is not None:
             self._autoscale(desired)
 
     def _events(self, desired: Desired, observed: Observed, workload: WorkloadStatus) -> list[NewEvent]:
         events = []
-        if observed.status.value != desired.status:
+        if observed.status != desired.observed.status:
             warning = observed.status == Status.FAILED
             first_line = observed.message.splitlines()[0] if observed.message else ""
             events.append(
@@ -259,7 +250,7 @@ class Controller:
         return events
 
     def _autoscale(self, desired: Desired) -> None:
-        auto = desired.autoscale
+        auto, current = desired.spec.autoscale, desired.spec.replicas
         assert auto is not None
         assert self.load is not None
         inflight = self.load(desired.name)
@@ -277,11 +268,11 @@ class Controller:
             history.popleft()
         # up at once; down only to the highest recommendation of the last window
         target = max(r for _, r in history)
-        if target == desired.replicas:
+        if target == current:
             return
         reason = f"{inflight:g} requests in flight, target {auto.target_inflight:g} per replica"
         # scaling up takes as many replicas as the pool has room for, up to the target
-        for count in range(target, desired.replicas, -1) if target > desired.replicas else [target]:
+        for count in range(target, current, -1) if target > current else [target]:
             try:
                 deployments.scale_deployment(
                     db=self.db,
@@ -300,7 +291,7 @@ class Controller:
 
     def _record_scale(self, desired: Desired, scaled_to: int | None) -> None:
         """The cluster's autoscaler chose a replica count: record it, so the pool's admission counts it."""
-        if scaled_to is None or scaled_to == desired.replicas:
+        if scaled_to is None or scaled_to == desired.spec.replicas:
             self._refused_scale.pop(desired.name, None)
             return
         try:

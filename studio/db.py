@@ -7,6 +7,7 @@ is refused rather than touched.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
@@ -45,6 +47,41 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+class EnumText(sa.TypeDecorator[enum.StrEnum]):
+    """A string enum kept as its value (``"Ready"``, not SQLAlchemy's default of the member's name) and read back as
+    the enum: the column stays plain text, so a value added by a later Cove needs no schema change."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def __init__(self, enum_class: type[enum.StrEnum]) -> None:
+        super().__init__()
+        self.enum_class = enum_class
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str | None:
+        return None if value is None else self.enum_class(value).value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> enum.StrEnum | None:
+        return None if value is None else self.enum_class(value)
+
+
+class ValueJSON(sa.TypeDecorator[BaseModel]):
+    """A value type (``studio.values``: Resources, Autoscale) kept as JSON and read back as the value."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        super().__init__()
+        self.model = model
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        return None if value is None else self.model.model_validate(value).model_dump(mode="json")
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> BaseModel | None:
+        return None if value is None else self.model.model_validate(value)
 
 
 class Database:

@@ -2,31 +2,40 @@
 
 from __future__ import annotations
 
-from studio.backends.base import Backend
-from studio.backends.clusters import connect_cluster, make_backend
+from studio.backends.clusters import Clusters, connect_cluster, make_backend
 from studio.backends.local import log_tail
 from studio.db import Database
-from studio.errors import NotFound
-from studio.models import DEFAULT_CLUSTER
 from studio.sealing import studio_key
 from studio.services import clusters, deployments
 from studio.settings import Settings
+from studio.values import DEFAULT_CLUSTER
+
+
+class LogReader:
+    """Reads deployments' logs (read-only: nothing is started or stopped), keeping one client per cluster for as
+    long as it lives: the studio UI keeps one reader for its process, instead of connecting on every read."""
+
+    def __init__(self, *, settings: Settings, db: Database) -> None:
+        self.settings, self.db = settings, db
+        self._clusters = Clusters(lambda: make_backend(settings), connect=connect_cluster(settings))
+
+    def read(self, name: str, *, tail: int = 100) -> list[str]:
+        """The last ``tail`` lines of the deployment's logs."""
+        cluster = deployments.get_deployment(db=self.db, name=name).cluster
+        if cluster == DEFAULT_CLUSTER and self.settings.backend == "local":
+            return log_tail(self.settings, name, tail=tail)  # the files, without adopting the controller's processes
+        if cluster != DEFAULT_CLUSTER:
+            self._clusters.update(clusters.connections(db=self.db, key=studio_key(self.settings)))
+        return self._clusters.get(cluster).logs(name, tail=tail)
+
+    def close(self) -> None:
+        self._clusters.close(stop_workloads=False)
 
 
 def deployment_logs(*, settings: Settings, db: Database, name: str, tail: int = 100) -> list[str]:
-    """The last ``tail`` lines of the deployment's logs (read-only: nothing is started or stopped)."""
-    cluster = deployments.get_deployment(db=db, name=name).cluster
-    if cluster == DEFAULT_CLUSTER and settings.backend == "local":
-        return log_tail(settings, name, tail=tail)  # the files, without adopting the controller's processes
-    backend: Backend
-    if cluster == DEFAULT_CLUSTER:
-        backend = make_backend(settings)
-    else:
-        found = [c for c in clusters.connections(db=db, key=studio_key(settings)) if c.name == cluster]
-        if not found:
-            raise NotFound(f"deployment {name!r} runs on cluster {cluster!r}, which is not registered")
-        backend = connect_cluster(settings)(found[0])
+    """One read, for a command that reads once (``cove deploy logs``)."""
+    reader = LogReader(settings=settings, db=db)
     try:
-        return backend.logs(name, tail=tail)
+        return reader.read(name, tail=tail)
     finally:
-        backend.close(stop_workloads=False)
+        reader.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from studio.backends.base import WorkloadSpec
 from studio.errors import RuntimeUnavailable
-from studio.models import RuntimeKind
+from studio.values import RuntimeKind
 
 # Cove sets these itself: where the runtime listens, which model it loads, and the name requests carry.
 RESERVED_FLAGS = ("--host", "--port", "--model", "--model-path", "--served-model-name")
@@ -78,8 +78,8 @@ def local_availability(spec: WorkloadSpec, *, gpus_on_machine: int) -> str:
     if kind == RuntimeKind.TRANSFORMERS:
         return "" if _python_runtime("transformers") else "transformers is not installed in Cove's environment"
     if kind in (RuntimeKind.VLLM, RuntimeKind.SGLANG):
-        wanted = spec.resources.gpus or (1 if spec.resources.gpu_memory_mib else 0)
-        if not _python_runtime(kind.value if isinstance(kind, RuntimeKind) else str(kind)):
+        wanted = spec.resources.gpu_devices
+        if not _python_runtime(str(kind)):
             return (
                 f"runtime {kind} is not available here: the {kind} package is not installed; "
                 "use the transformers image on CPU, or deploy to a GPU pool on Kubernetes"
@@ -177,7 +177,7 @@ def container_launch(spec: WorkloadSpec, *, local_models_dir: Path | None = None
         port=CONTAINER_PORT,
         python="python3",
         models_dir=Path(CONTAINER_MODELS_DIR),
-        gpu_ids=tuple(range(spec.resources.gpus or (1 if spec.resources.gpu_memory_mib else 0))),
+        gpu_ids=tuple(range(spec.resources.gpu_devices)),
     )
     argv = list(launch.argv)
     if kind in GPU_MEMORY_FRACTION:

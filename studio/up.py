@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from studio.bootstrap import open_studio
 from studio.demo import DEMO_DEPLOYMENT, ensure_demo
 from studio.errors import NotFound
-from studio.models import Status
 from studio.server import bind
 from studio.services import deployments
 from studio.settings import Settings
+from studio.values import Status
 
 PORTS = (
     ("port", "COVE_PORT"),

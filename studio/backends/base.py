@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
-from studio.models import Autoscale, Resources
+from studio.values import Autoscale, PoolBase, Resources, RuntimeKind
 
 Phase = Literal["pending", "starting", "ready", "backoff", "terminating"]
 
@@ -28,7 +28,7 @@ class WorkloadSpec:
     """Everything a backend needs to run one deployment's replicas; built by a pure function from DB rows."""
 
     name: str
-    runtime: str  # RuntimeKind
+    runtime: RuntimeKind
     model: str  # what the runtime loads: a Hub repo id (resolved in the model cache) or a folder
     model_revision: str | None
     image: str  # container reference with tag, for backends that run containers
@@ -42,15 +42,13 @@ class WorkloadSpec:
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Mapping[str, Any], ...] = ()  # the pool's, for Kubernetes
     autoscale: Autoscale | None = None  # for backends whose cluster scales (a HorizontalPodAutoscaler)
-    image_build: str = ""  # models.BuildStatus of an image built from a Dockerfile; "" when built elsewhere
-    image_build_message: str = ""
 
     @property
     def fingerprint(self) -> str:
-        """Changes when what a replica runs changes (not its count, scaling or the image's build): replicas with
-        another fingerprint are replaced."""
+        """Changes when what a replica runs changes (not its count or scaling): replicas with another fingerprint
+        are replaced."""
         body = asdict(self)
-        for key in ("replicas", "autoscale", "image_build", "image_build_message"):
+        for key in ("replicas", "autoscale"):
             body.pop(key)
         body["resources"] = self.resources.model_dump()
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -79,19 +77,6 @@ class WorkloadStatus:
     @property
     def ready(self) -> tuple[ReplicaStatus, ...]:
         return tuple(r for r in self.replicas if r.phase == "ready")
-
-
-@dataclass(frozen=True)
-class DetectedPool:
-    """Capacity a backend finds by itself (the local machine; labelled node groups on Kubernetes)."""
-
-    name: str
-    cpu_cores: float
-    memory_mib: int
-    gpu_model: str = ""
-    gpu_count: int = 0
-    gpu_memory_mib: int = 0
-    node_selector: tuple[tuple[str, str], ...] = ()  # how workloads land on it (Kubernetes)
 
 
 @dataclass(frozen=True)
@@ -128,6 +113,7 @@ class BuildState:
 
 class Backend(Protocol):
     autoscales: bool  # the cluster scales autoscaled workloads itself (the controller leaves them alone)
+    runs_images: bool  # replicas run the image's container (deployments wait for an image that is being built)
 
     def observe(self) -> None:
         """Read the cluster once for the pass that follows (``apply``/``status``/``names`` answer from it)."""
@@ -147,7 +133,9 @@ class Backend(Protocol):
 
     def logs(self, name: str, *, tail: int = 100) -> list[str]: ...
 
-    def capacity(self) -> list[DetectedPool]: ...
+    def capacity(self) -> list[PoolBase]:
+        """The pools this backend finds by itself, with their capacity (``values.CAPACITY_FIELDS``) and placement."""
+        ...
 
     def build(self, spec: BuildSpec) -> BuildState:
         """Start building the image if no build of it exists; report how the build goes. Idempotent."""

@@ -1,5 +1,6 @@
 """Which backend runs each cluster: the control plane's own (``default``, from ``COVE_BACKEND``) and one
-KubernetesBackend per registered cluster, built on first use and rebuilt when its registration changes."""
+KubernetesBackend per registered cluster, each built on first use (so one client serves every call) and a
+registered cluster's rebuilt when its registration changes."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from collections.abc import Callable, Iterable
 
 from studio.backends.base import Backend, Connection
 from studio.errors import BackendUnavailable, NotFound
-from studio.models import DEFAULT_CLUSTER
 from studio.settings import Settings
+from studio.values import DEFAULT_CLUSTER
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ def connect_cluster(settings: Settings) -> Callable[[Connection], Backend]:
 
 
 class Clusters:
-    def __init__(self, default: Backend, *, connect: Callable[[Connection], Backend]) -> None:
-        self.default = default
+    def __init__(self, default: Callable[[], Backend], *, connect: Callable[[Connection], Backend]) -> None:
+        self._make_default = default
+        self._default: Backend | None = None
         self.connect = connect
         self._connections: dict[str, Connection] = {}
         self._backends: dict[str, tuple[str, Backend]] = {}  # name → (its connection's fingerprint, backend)
@@ -54,6 +56,13 @@ class Clusters:
                 log.info("cluster %s %s: reconnecting", name, "removed" if now is None else "changed")
                 del self._backends[name]
                 backend.close(stop_workloads=False)
+
+    @property
+    def default(self) -> Backend:
+        """The control plane's own cluster's backend."""
+        if self._default is None:
+            self._default = self._make_default()
+        return self._default
 
     def names(self) -> list[str]:
         return [DEFAULT_CLUSTER, *sorted(self._connections)]
@@ -75,7 +84,8 @@ class Clusters:
 
     def close(self, *, stop_workloads: bool) -> None:
         """Local workloads stop with the control plane when asked; cluster workloads always run on."""
-        self.default.close(stop_workloads=stop_workloads)
+        if self._default is not None:
+            self._default.close(stop_workloads=stop_workloads)
         for _fingerprint, backend in self._backends.values():
             backend.close(stop_workloads=False)
         self._backends.clear()

@@ -30,18 +30,13 @@ from typing import IO
 
 import psutil
 
-from studio.backends.base import (
-    BuildSpec,
-    BuildState,
-    DetectedPool,
-    Phase,
-    ReplicaStatus,
-    WorkloadSpec,
-    WorkloadStatus,
-)
+from studio import machine
+from studio.backends.base import BuildSpec, BuildState, Phase, ReplicaStatus, WorkloadSpec, WorkloadStatus
 from studio.errors import CoveError
+from studio.machine import Gpu
 from studio.runtimes import Launch, local_availability, local_launch, upstream_model
 from studio.settings import Settings
+from studio.values import PoolBase
 
 log = logging.getLogger(__name__)
 
@@ -92,41 +87,6 @@ def log_tail(settings: Settings, name: str, *, tail: int = 100) -> list[str]:
     return lines
 
 
-def detect_gpus() -> list[tuple[int, str, int]]:
-    """NVIDIA GPUs as (index, name, memory MiB), from nvidia-smi; none when it is absent or fails."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("nvidia-smi failed, assuming no GPUs: %s", exc)
-        return []
-    gpus = []
-    for line in out.strip().splitlines():
-        index, name, memory = (part.strip() for part in line.split(","))
-        gpus.append((int(index), name, int(float(memory))))
-    return gpus
-
-
-def detect_capacity(gpus: list[tuple[int, str, int]] | None = None) -> DetectedPool:
-    """This machine as one pool: its CPUs, memory and NVIDIA GPUs."""
-    gpus = detect_gpus() if gpus is None else gpus
-    return DetectedPool(
-        name="local",
-        cpu_cores=float(os.cpu_count() or 1),
-        memory_mib=psutil.virtual_memory().total // (1024 * 1024),
-        gpu_model=gpus[0][1] if gpus else "",
-        gpu_count=len(gpus),
-        gpu_memory_mib=min((g[2] for g in gpus), default=0),
-    )
-
-
 def free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.bind((host, 0))
@@ -167,6 +127,7 @@ class LocalBackend:
     """Runs workloads as local processes; see the module docstring."""
 
     autoscales = False  # the controller scales local workloads
+    runs_images = False  # replicas are local processes (a custom image's local command), not its container
 
     def __init__(
         self,
@@ -174,12 +135,12 @@ class LocalBackend:
         *,
         clock: Callable[[], float] = time.monotonic,
         python: str = sys.executable,
-        gpus: list[tuple[int, str, int]] | None = None,
+        gpus: tuple[Gpu, ...] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.python = python
-        self.gpus = detect_gpus() if gpus is None else gpus
+        self.gpus = machine.gpus() if gpus is None else gpus
         self._workloads: dict[str, dict[int, _Replica]] = {}
         self._health_paths: dict[str, str] = {}
         settings.ensure_dirs()
@@ -226,8 +187,8 @@ class LocalBackend:
     def logs(self, name: str, *, tail: int = 100) -> list[str]:
         return log_tail(self.settings, name, tail=tail)
 
-    def capacity(self) -> list[DetectedPool]:
-        return [detect_capacity(self.gpus)]
+    def capacity(self) -> list[PoolBase]:
+        return [machine.capacity(self.gpus)]
 
     def build(self, spec: BuildSpec) -> BuildState:
         return BuildState(
@@ -391,7 +352,7 @@ class LocalBackend:
         replica.stop_deadline = self.clock() + self.settings.runtime_stop_grace_s
 
     def _assign_gpus(self, spec: WorkloadSpec, replica: _Replica) -> tuple[int, ...] | None:
-        wanted = spec.resources.gpus or (1 if spec.resources.gpu_memory_mib else 0)
+        wanted = spec.resources.gpu_devices
         if not wanted or not self.gpus:
             return ()
         taken = {
@@ -402,8 +363,8 @@ class LocalBackend:
             for i in r.gpu_ids
         }
         if spec.resources.gpu_memory_mib:  # slices share a GPU; admission has checked the memory
-            return (self.gpus[replica.index % len(self.gpus)][0],)
-        free = [g[0] for g in self.gpus if g[0] not in taken]
+            return (self.gpus[replica.index % len(self.gpus)].index,)
+        free = [g.index for g in self.gpus if g.index not in taken]
         return tuple(free[:wanted]) if len(free) >= wanted else None
 
     # ------------------------------------------------------------------------------------------- processes

@@ -13,69 +13,47 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
+from studio.backends.base import WorkloadSpec
 from studio.db import Database, utcnow
 from studio.errors import Conflict, InvalidSpec, NotFound, QuotaExceeded
 from studio.models import (
-    Autoscale,
     Deployment,
+    DeploymentBase,
     DeploymentCreate,
     DeploymentPublic,
     Image,
     Model,
     ModelVersion,
+    Observed,
     Pool,
-    Resources,
-    RuntimeKind,
-    Status,
 )
 from studio.pools import Admission, Claim, admit
 from studio.runtimes import reserved_flags_in
 from studio.services.events import NewEvent, add_events
 from studio.services.images import find_image
 from studio.services.models import find_version
-from studio.services.pools import capacity_of, claims_in, find_pool, lock_pool, resources_of
+from studio.services.pools import claims_in, find_pool, lock_pool
+from studio.values import Autoscale, BuildStatus, Resources, RuntimeKind, SourceKind, Status
 
 KIND = "deployment"
 
 
 @dataclass(frozen=True)
 class Desired:
-    """One deployment as the controller sees it: desired state with everything resolved, and what it last saw."""
+    """One deployment as the controller sees it: what it should run (``spec``, everything resolved), what the
+    controller last saw of it (``observed``), and the build of its image where that is built from a Dockerfile."""
 
-    name: str
+    spec: WorkloadSpec
     generation: int
     deleting: bool
-    replicas: int
-    autoscale: Autoscale | None
-    resources: Resources
-    runtime_args: tuple[str, ...]
-    runtime: str
-    model: str
-    model_revision: str | None
-    model_path: str
-    image: str
-    health_path: str
-    local_command: tuple[str, ...] | None
-    pool: str
     cluster: str
-    node_selector: tuple[tuple[str, str], ...]
-    tolerations: tuple[dict[str, Any], ...]
-    image_build: str  # models.BuildStatus of an image built from a Dockerfile, else ""
-    image_build_message: str
-    status: str
-    ready_replicas: int
-    endpoints: tuple[str, ...]
-    message: str
-    upstream_model: str
+    observed: Observed
+    image_build: BuildStatus = BuildStatus.NONE
+    image_build_message: str = ""
 
-
-@dataclass(frozen=True)
-class Observed:
-    status: Status
-    ready_replicas: int
-    endpoints: tuple[str, ...]
-    message: str
-    upstream_model: str
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
 @dataclass(frozen=True)
@@ -84,16 +62,6 @@ class Route:
     upstream_model: str
     endpoints: tuple[str, ...]
     created: int = 0  # epoch seconds, for /v1/models
-
-
-def _autoscale_of(d: Deployment) -> Autoscale | None:
-    if d.min_replicas is None or d.max_replicas is None:
-        return None
-    return Autoscale(
-        min_replicas=d.min_replicas,
-        max_replicas=d.max_replicas,
-        target_inflight=d.target_inflight or Autoscale().target_inflight,
-    )
 
 
 def _public(session: Session, d: Deployment) -> DeploymentPublic:
@@ -107,25 +75,17 @@ def _public(session: Session, d: Deployment) -> DeploymentPublic:
 
 
 def _described(d: Deployment, version: ModelVersion, model: Model, image: Image, pool: Pool) -> DeploymentPublic:
-    return DeploymentPublic(
-        name=d.name,
-        model=model.name,
-        model_version=version.version,
-        image=image.name,
-        image_version=image.version,
-        runtime=image.runtime,
-        pool=pool.name,
-        cluster=pool.cluster,
-        runtime_args=list(d.runtime_args),
-        resources=resources_of(d),
-        replicas=d.replicas,
-        autoscale=_autoscale_of(d),
-        status=d.status,
-        ready_replicas=d.ready_replicas,
-        endpoints=list(d.endpoints),
-        message=d.message,
-        created_at=d.created_at,
-        status_at=d.status_at,
+    return DeploymentPublic.model_validate(
+        d,
+        update={
+            "model": model.name,
+            "model_version": version.version,
+            "image": image.name,
+            "image_version": image.version,
+            "runtime": image.runtime,
+            "pool": pool.name,
+            "cluster": pool.cluster,
+        },
     )
 
 
@@ -139,7 +99,7 @@ def _find(session: Session, name: str) -> Deployment:
 def _admit(session: Session, pool: Pool, *, name: str, resources: Resources, replicas: int) -> None:
     lock_pool(session, pool)
     held = claims_in(session, pool_id=pool.id or 0, exclude=name)
-    verdict = admit(capacity_of(pool), held, Claim(owner=name, resources=resources, replicas=replicas))
+    verdict = admit(pool, held, Claim(owner=name, resources=resources, replicas=replicas))
     if not verdict.fits:
         raise QuotaExceeded(verdict.reason, hint=f"free in pool {pool.name!r}: {verdict.free.describe()}")
 
@@ -152,13 +112,11 @@ def preview_admission(
     with db.session() as session:
         row = find_pool(session, name=pool)
         held = claims_in(session, pool_id=row.id or 0, exclude=name)
-        return admit(
-            capacity_of(row), held, Claim(owner=name or "this deployment", resources=resources, replicas=replicas)
-        )
+        return admit(row, held, Claim(owner=name or "this deployment", resources=resources, replicas=replicas))
 
 
 def _default_image(pool: Pool) -> str:
-    return RuntimeKind.VLLM.value if pool.gpu_count else RuntimeKind.TRANSFORMERS.value
+    return RuntimeKind.VLLM if pool.gpu_count else RuntimeKind.TRANSFORMERS
 
 
 def create_deployment(*, db: Database, data: DeploymentCreate) -> DeploymentPublic:
@@ -185,17 +143,9 @@ def create_deployment(*, db: Database, data: DeploymentCreate) -> DeploymentPubl
         image = find_image(session, name=data.image or _default_image(pool), version=data.image_version)
         _admit(session, pool, name=data.name, resources=data.resources, replicas=replicas)
         assert version.id is not None and image.id is not None and pool.id is not None  # noqa: PT018
+        described = {k: v for k, v in data if k in DeploymentBase.model_fields}
         row = Deployment(
-            name=data.name,
-            model_version_id=version.id,
-            image_id=image.id,
-            pool_id=pool.id,
-            runtime_args=list(data.runtime_args),
-            replicas=replicas,
-            **data.resources.model_dump(),
-            min_replicas=data.autoscale.min_replicas if data.autoscale else None,
-            max_replicas=data.autoscale.max_replicas if data.autoscale else None,
-            target_inflight=data.autoscale.target_inflight if data.autoscale else None,
+            **described | {"replicas": replicas}, model_version_id=version.id, image_id=image.id, pool_id=pool.id
         )
         session.add(row)
         add_events(
@@ -254,9 +204,9 @@ def scale_deployment(
         row = _find(session, name)
         if row.deleting:
             raise Conflict(f"deployment {name!r} is being deleted", hint="create it again once it is gone")
-        if row.min_replicas is not None and not autoscaler:
+        if row.autoscale is not None and not autoscaler:
             raise InvalidSpec(
-                f"deployment {name!r} autoscales between {row.min_replicas} and {row.max_replicas}",
+                f"deployment {name!r} autoscales between {row.autoscale.min_replicas} and {row.autoscale.max_replicas}",
                 hint="change the bounds with `cove deploy autoscale`, or turn autoscaling off",
             )
         if replicas == row.replicas:
@@ -264,7 +214,7 @@ def scale_deployment(
         pool = session.get(Pool, row.pool_id)
         assert pool is not None
         if replicas > row.replicas:
-            _admit(session, pool, name=name, resources=resources_of(row), replicas=replicas)
+            _admit(session, pool, name=name, resources=row.resources, replicas=replicas)
         before = row.replicas
         row.replicas, row.generation, row.updated_at = replicas, row.generation + 1, utcnow()
         session.add(row)
@@ -282,21 +232,19 @@ def set_autoscale(*, db: Database, name: str, autoscale: Autoscale | None) -> De
     with db.session() as session:
         row = _find(session, name)
         if autoscale is None:
-            row.min_replicas = row.max_replicas = row.target_inflight = None
             text = "autoscaling off"
         else:
-            row.min_replicas, row.max_replicas = autoscale.min_replicas, autoscale.max_replicas
-            row.target_inflight = autoscale.target_inflight
             clamped = min(max(row.replicas, autoscale.min_replicas), autoscale.max_replicas)
             if clamped > row.replicas:
                 pool = session.get(Pool, row.pool_id)
                 assert pool is not None
-                _admit(session, pool, name=name, resources=resources_of(row), replicas=clamped)
+                _admit(session, pool, name=name, resources=row.resources, replicas=clamped)
             row.replicas = clamped
             text = (
                 f"autoscaling {autoscale.min_replicas}–{autoscale.max_replicas} replicas at "
                 f"{autoscale.target_inflight:g} requests in flight each"
             )
+        row.autoscale = autoscale
         row.generation += 1
         row.updated_at = utcnow()
         session.add(row)
@@ -311,7 +259,7 @@ def delete_deployment(*, db: Database, name: str) -> DeploymentPublic:
         row = _find(session, name)
         if not row.deleting:
             row.deleting, row.generation, row.updated_at = True, row.generation + 1, utcnow()
-            row.status, row.status_at = Status.DELETING.value, utcnow()
+            row.status, row.status_at = Status.DELETING, utcnow()
             session.add(row)
             add_events(session, kind=KIND, name=name, events=[NewEvent("Deleting", "stopping its replicas")])
             session.commit()
@@ -321,7 +269,13 @@ def delete_deployment(*, db: Database, name: str) -> DeploymentPublic:
 # ------------------------------------------------------------------------------------------------ controller side
 
 
+def _model_to_load(version: ModelVersion) -> str:
+    """What a runtime loads: a Hub repo id (resolved in the model cache) or the version's folder."""
+    return version.source if version.source_kind == SourceKind.HF else version.path
+
+
 def desired_state(*, db: Database) -> list[Desired]:
+    """Every deployment as the controller reconciles it, oldest first: one query, whatever their number."""
     with db.session() as session:
         rows = session.exec(
             select(Deployment, ModelVersion, Image, Pool)
@@ -330,38 +284,34 @@ def desired_state(*, db: Database) -> list[Desired]:
             .join(Pool, col(Deployment.pool_id) == Pool.id)
             .order_by(col(Deployment.id))
         ).all()
-        out = []
-        for d, version, image, pool in rows:
-            out.append(
-                Desired(
+        return [
+            Desired(
+                spec=WorkloadSpec(
                     name=d.name,
-                    generation=d.generation,
-                    deleting=d.deleting,
-                    replicas=d.replicas,
-                    autoscale=_autoscale_of(d),
-                    resources=resources_of(d),
-                    runtime_args=tuple(d.runtime_args),
                     runtime=image.runtime,
-                    model=version.source if version.source_kind == "hf" else version.path,
+                    model=_model_to_load(version),
                     model_revision=version.revision,
                     model_path=version.path,
                     image=f"{image.ref}:{image.version}",
                     health_path=image.health_path,
                     local_command=tuple(image.local_command) if image.local_command else None,
+                    args=tuple(d.runtime_args),
+                    resources=d.resources,
+                    replicas=d.replicas,
                     pool=pool.name,
-                    cluster=pool.cluster,
                     node_selector=tuple(sorted(pool.node_selector.items())),
                     tolerations=tuple(dict(t) for t in pool.tolerations),
-                    image_build=image.build_status,
-                    image_build_message=image.build_message,
-                    status=d.status,
-                    ready_replicas=d.ready_replicas,
-                    endpoints=tuple(d.endpoints),
-                    message=d.message,
-                    upstream_model=d.upstream_model,
-                )
+                    autoscale=d.autoscale,
+                ),
+                generation=d.generation,
+                deleting=d.deleting,
+                cluster=pool.cluster,
+                observed=Observed.model_validate(d),
+                image_build=image.build_status,
+                image_build_message=image.build_message,
             )
-        return out
+            for d, version, image, pool in rows
+        ]
 
 
 def record_observed(*, db: Database, name: str, generation: int, observed: Observed, events: list[NewEvent]) -> None:
@@ -370,13 +320,9 @@ def record_observed(*, db: Database, name: str, generation: int, observed: Obser
         row = session.exec(select(Deployment).where(Deployment.name == name)).first()
         if row is None:
             return
-        if row.status != observed.status.value:
+        if row.status != observed.status:
             row.status_at = utcnow()
-        row.status = observed.status.value
-        row.ready_replicas = observed.ready_replicas
-        row.endpoints = list(observed.endpoints)
-        row.message = observed.message
-        row.upstream_model = observed.upstream_model
+        row.sqlmodel_update(observed.model_dump())
         row.observed_generation = generation
         session.add(row)
         add_events(session, kind=KIND, name=name, events=events)
@@ -396,7 +342,7 @@ def _routes(session: Session, *where: Any) -> list[Route]:
     """The routes the gateway may use: ready, not being deleted, with endpoints."""
     rows = session.exec(
         select(Deployment.name, Deployment.upstream_model, Deployment.endpoints, Deployment.created_at).where(
-            Deployment.status == Status.READY.value, col(Deployment.deleting).is_(False), *where
+            Deployment.status == Status.READY, col(Deployment.deleting).is_(False), *where
         )
     ).all()
     return [

@@ -15,9 +15,10 @@ from sqlmodel import Session, col, select
 from studio import __version__
 from studio.db import Database
 from studio.errors import Conflict, InvalidSpec, NotFound
-from studio.models import BuildStatus, Image, ImageCreate, ImagePublic, RuntimeKind
+from studio.models import Image, ImageCreate, ImagePublic
 from studio.names import check_image_ref
 from studio.services.events import NewEvent, add_events
+from studio.values import BuildStatus, RuntimeKind
 
 KIND = "image"
 
@@ -60,7 +61,7 @@ def ensure_builtin_images(*, db: Database) -> None:
         have = {(i.name, i.version) for i in session.exec(select(Image).where(Image.builtin)).all()}
         for image in BUILTIN_IMAGES:
             if (image.name, image.version) not in have:
-                session.add(Image(**image.model_dump(), builtin=True))
+                session.add(Image(**dict(image), builtin=True))
         try:
             session.commit()
         except sa.exc.IntegrityError:
@@ -100,9 +101,9 @@ def add_image(*, db: Database, data: ImageCreate, registry: str = "") -> ImagePu
     """Register an image; one with a Dockerfile is queued for building (pushed to ``ref``, else ``registry``)."""
     ref = _destination_ref(data, registry)
     with db.session() as session:
-        row = Image(**data.model_dump(exclude={"ref"}), ref=ref)
+        row = Image(**dict(data) | {"ref": ref})
         if data.dockerfile is not None:
-            row.build_status, row.build_attempt = BuildStatus.PENDING.value, 1
+            row.build_status, row.build_attempt = BuildStatus.PENDING, 1
             row.build_message = "waiting for the controller to start the build"
         session.add(row)
         try:
@@ -118,7 +119,7 @@ def add_image(*, db: Database, data: ImageCreate, registry: str = "") -> ImagePu
 
 def builds_wanted(*, db: Database) -> list[Build]:
     """Images with a Dockerfile whose build has not finished, oldest first."""
-    active = (BuildStatus.PENDING.value, BuildStatus.BUILDING.value)
+    active = (BuildStatus.PENDING, BuildStatus.BUILDING)
     with db.session() as session:
         rows = session.exec(select(Image).where(col(Image.build_status).in_(active)).order_by(col(Image.id))).all()
         return [Build(r.name, r.version, r.dockerfile or "", f"{r.ref}:{r.version}", r.build_attempt) for r in rows]
@@ -128,13 +129,13 @@ def record_build(*, db: Database, name: str, version: str, status: BuildStatus, 
     """The controller's view of a build; a change of status is an event (a Warning when it failed)."""
     with db.session() as session:
         row = _exact(session, name, version)
-        if (row.build_status, row.build_message) == (status.value, message):
+        if (row.build_status, row.build_message) == (status, message):
             return
-        if row.build_status != status.value:
+        if row.build_status != status:
             first = message.splitlines()[0] if message else status.value.lower()
             kind = "Warning" if status == BuildStatus.FAILED else "Normal"
             add_events(session, kind=KIND, name=f"{name}:{version}", events=[NewEvent(status.value, first, kind)])
-        row.build_status, row.build_message = status.value, message
+        row.build_status, row.build_message = status, message
         session.add(row)
         session.commit()
 
@@ -145,9 +146,9 @@ def rebuild_image(*, db: Database, name: str, version: str) -> ImagePublic:
         row = _exact(session, name, version)
         if row.dockerfile is None:
             raise InvalidSpec(f"image {name}:{version} has no Dockerfile: it is built elsewhere")
-        if row.build_status in (BuildStatus.PENDING.value, BuildStatus.BUILDING.value):
+        if row.build_status in (BuildStatus.PENDING, BuildStatus.BUILDING):
             raise Conflict(f"image {name}:{version} is being built", hint="wait for this build to finish")
-        row.build_status, row.build_message = BuildStatus.PENDING.value, "waiting for the controller to start it"
+        row.build_status, row.build_message = BuildStatus.PENDING, "waiting for the controller to start it"
         row.build_attempt += 1
         session.add(row)
         add_events(session, kind=KIND, name=f"{name}:{version}", events=[NewEvent("Queued", "rebuild asked for")])

@@ -14,11 +14,12 @@ from studio.errors import Conflict, InvalidSpec, NotFound
 from studio.models import Deployment, Model, ModelCreate, ModelPublic, ModelVersion, ModelVersionPublic
 from studio.modelstore import fetch_from_hub, import_folder, inspect_folder
 from studio.names import is_repo_id
+from studio.values import SourceKind
 
 
 @dataclass(frozen=True)
 class Source:
-    kind: str  # hf | local
+    kind: SourceKind
     ref: str  # repo id or absolute folder
     revision: str | None = None
 
@@ -30,13 +31,13 @@ def parse_source(source: str) -> Source:
         repo, _, revision = text[3:].partition("@")
         if not is_repo_id(repo):
             raise InvalidSpec(f"{repo!r} is not a Hugging Face repo id", hint="write it as org/name")
-        return Source("hf", repo, revision or None)
+        return Source(SourceKind.HF, repo, revision or None)
     path = Path(text).expanduser()
     if path.exists() or text.startswith(("/", ".", "~")):
-        return Source("local", str(path.resolve()))
+        return Source(SourceKind.LOCAL, str(path.resolve()))
     repo, _, revision = text.partition("@")
     if is_repo_id(repo):
-        return Source("hf", repo, revision or None)
+        return Source(SourceKind.HF, repo, revision or None)
     raise InvalidSpec(
         f"{source!r} is neither a folder nor a Hugging Face repo id",
         hint="give a path to a model folder, or hf:org/name",
@@ -77,7 +78,7 @@ def add_model(
     if exists and not data.new_version:
         raise Conflict(f"model {data.name!r} exists", hint="add a version with --new-version, or pick another name")
     source = parse_source(data.source)
-    if source.kind == "hf":
+    if source.kind == SourceKind.HF:
         snapshot = fetch_from_hub(source.ref, cache_dir, revision=source.revision, progress=progress, on_bytes=on_bytes)
         folder, revision = snapshot.path, snapshot.revision
     else:

@@ -10,9 +10,10 @@ from sqlmodel import col, select
 
 from studio.db import Database
 from studio.errors import QuotaExceeded
-from studio.models import Notebook, NotebookPublic, Pool, Resources
+from studio.models import Notebook, NotebookPublic, Pool
 from studio.pools import Claim, admit
-from studio.services.pools import NOTEBOOK_OWNER, capacity_of, claims_in, find_pool, lock_pool, resources_of
+from studio.services.pools import NOTEBOOK_OWNER, claims_in, find_pool, lock_pool
+from studio.values import Resources
 
 
 def notebook_name(user: str, server: str = "") -> str:
@@ -35,14 +36,12 @@ def claim_notebook(
         if old is not None:
             session.delete(old)
             session.flush()
-        verdict = admit(
-            capacity_of(row), claims_in(session, pool_id=row.id or 0), Claim(NOTEBOOK_OWNER + name, resources)
-        )
+        verdict = admit(row, claims_in(session, pool_id=row.id or 0), Claim(NOTEBOOK_OWNER + name, resources))
         if not verdict.fits:
             hint = f"free in pool {pool!r}: {verdict.free.describe()}" + (f"; {retry_hint}" if retry_hint else "")
             raise QuotaExceeded(f"no room for this notebook: {verdict.reason}", hint=hint)
         assert row.id is not None
-        notebook = Notebook(name=name, user=user, profile=profile, pool_id=row.id, **resources.model_dump())
+        notebook = Notebook(name=name, user=user, profile=profile, pool_id=row.id, resources=resources)
         session.add(notebook)
         session.commit()
         return _public(notebook, row)
@@ -66,11 +65,4 @@ def list_notebooks(*, db: Database) -> list[NotebookPublic]:
 
 
 def _public(n: Notebook, pool: Pool) -> NotebookPublic:
-    return NotebookPublic(
-        name=n.name,
-        user=n.user,
-        profile=n.profile,
-        pool=pool.name,
-        resources=resources_of(n),
-        started_at=n.started_at,
-    )
+    return NotebookPublic.model_validate(n, update={"pool": pool.name})

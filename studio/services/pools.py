@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from studio.backends.base import DetectedPool
 from studio.db import Database
 from studio.errors import NotFound
-from studio.models import Deployment, Notebook, Pool, PoolPublic, PoolSpec, Resources, Sharing
-from studio.pools import Capacity, Claim, Free, free_of
+from studio.models import Deployment, Notebook, Pool, PoolPublic, PoolSpec
+from studio.pools import Claim, Free, free_of
+from studio.values import CAPACITY_FIELDS, PoolBase, Sharing
 
 NOTEBOOK_OWNER = "notebook "  # how a notebook server's claim is named: "notebook USER[/SERVER]"
 
@@ -23,7 +23,7 @@ class PoolUsage:
     free: Free
 
 
-def sync_detected_pools(*, db: Database, cluster: str, detected: list[DetectedPool]) -> list[str]:
+def sync_detected_pools(*, db: Database, cluster: str, detected: list[PoolBase]) -> list[str]:
     """Capacity as a cluster's backend finds it (the machine; nodes labelled with their pool): pools it finds are
     made or get the capacity found (a configured pool keeps its purpose, sharing, quotas and groups); pools made
     from an earlier finding that are no longer found drop to no capacity. Returns the problems, in words."""
@@ -40,15 +40,12 @@ def sync_detected_pools(*, db: Database, cluster: str, detected: list[DetectedPo
                 )
                 continue
             found.add(d.name)
-            changed = (pool.cpu_cores, pool.memory_mib, pool.gpu_model, pool.gpu_count, pool.gpu_memory_mib) != (
-                d.cpu_cores, d.memory_mib, d.gpu_model, d.gpu_count, d.gpu_memory_mib,
-            )  # fmt: skip
-            if pool.id is not None and not changed:
+            capacity = {field: getattr(d, field) for field in CAPACITY_FIELDS}
+            if pool.id is not None and all(getattr(pool, f) == v for f, v in capacity.items()):
                 continue
-            pool.cpu_cores, pool.memory_mib = d.cpu_cores, d.memory_mib
-            pool.gpu_model, pool.gpu_count, pool.gpu_memory_mib = d.gpu_model, d.gpu_count, d.gpu_memory_mib
+            pool.sqlmodel_update(capacity)
             if pool.detected:
-                pool.sharing = (Sharing.WHOLE if d.gpu_count else Sharing.NONE).value
+                pool.sharing = Sharing.WHOLE if d.gpu_count else Sharing.NONE
             session.add(pool)
         gone = session.exec(
             select(Pool).where(Pool.cluster == cluster, col(Pool.detected).is_(True), col(Pool.name).not_in(found))
@@ -66,64 +63,29 @@ def sync_configured_pools(*, db: Database, specs: list[PoolSpec]) -> None:
     with db.session() as session:
         for spec in specs:
             pool = session.exec(select(Pool).where(Pool.name == spec.name)).first() or Pool(name=spec.name)
-            for key, value in spec.model_dump(mode="json").items():
-                setattr(pool, key, value)
+            pool.sqlmodel_update(dict(spec))
             pool.detected = False
             session.add(pool)
         session.commit()
 
 
-def capacity_of(pool: Pool) -> Capacity:
-    return Capacity(
-        name=pool.name,
-        sharing=Sharing(pool.sharing),
-        cpu=pool.cpu_cores,
-        memory_mib=pool.memory_mib,
-        gpus=pool.gpu_count,
-        gpu_memory_mib=pool.gpu_memory_mib,
-        slice_mib=pool.slice_mib,
-        quota_gpus=pool.quota_gpus,
-        quota_cpu=pool.quota_cpu,
-        quota_memory_mib=pool.quota_memory_mib,
-    )
-
-
-def resources_of(row: Deployment | Notebook) -> Resources:
-    """What one replica of a deployment, or one notebook server, asks for."""
-    return Resources(
-        cpu=row.cpu,
-        memory_mib=row.memory_mib,
-        gpus=row.gpus,
-        gpu_memory_mib=row.gpu_memory_mib,
-        gpu_cores=row.gpu_cores,
-    )
-
-
 def claims_in(session: Session, *, pool_id: int, exclude: str | None = None) -> list[Claim]:
     """What deployments and notebook servers hold of the pool: deployments' replicas (deleting ones still hold until
-    they are gone), then each running notebook (owner "notebook USER[/SERVER]"). ``exclude`` names a deployment."""
-    deployments = [c for c in _claims(session, Deployment, pool_id) if c.owner != exclude]
-    return deployments + _claims(session, Notebook, pool_id, owner_prefix=NOTEBOOK_OWNER)
-
-
-def _claims(
-    session: Session, table: type[Deployment] | type[Notebook], pool_id: int, owner_prefix: str = ""
-) -> list[Claim]:
-    """The claims of one table's rows in a pool, oldest first. Columns, not ORM objects: admission reads every claim
-    of a pool on each create and page view. A notebook server is one replica."""
-    t = table
-    replicas = col(Deployment.replicas) if t is Deployment else sa.literal(1)
-    columns = (t.name, t.cpu, t.memory_mib, t.gpus, t.gpu_memory_mib, t.gpu_cores)
-    rows = session.execute(
-        sa.select(*(col(c) for c in columns), replicas).where(col(t.pool_id) == pool_id).order_by(col(t.id))
+    they are gone), then each running notebook (owner "notebook USER[/SERVER]"). ``exclude`` names a deployment.
+    Columns, not ORM objects: admission reads every claim of a pool on each create and page view."""
+    deployments = session.execute(
+        sa.select(col(Deployment.name), col(Deployment.resources), col(Deployment.replicas))
+        .where(col(Deployment.pool_id) == pool_id)
+        .order_by(col(Deployment.id))
     ).all()
-    return [
-        Claim(
-            owner=owner_prefix + name,
-            resources=Resources(cpu=cpu, memory_mib=mem, gpus=gpus, gpu_memory_mib=gpu_mem, gpu_cores=cores),
-            replicas=n,
-        )
-        for name, cpu, mem, gpus, gpu_mem, cores, n in rows
+    notebooks = session.execute(
+        sa.select(col(Notebook.name), col(Notebook.resources))
+        .where(col(Notebook.pool_id) == pool_id)
+        .order_by(col(Notebook.id))
+    ).all()
+    return [Claim(name, resources, n) for name, resources, n in deployments if name != exclude] + [
+        Claim(NOTEBOOK_OWNER + name, resources)
+        for name, resources in notebooks  # a server is one replica
     ]
 
 
@@ -146,5 +108,5 @@ def list_pools(*, db: Database) -> list[PoolUsage]:
         usage = []
         for pool in session.exec(select(Pool).order_by(col(Pool.name))).all():
             held = claims_in(session, pool_id=pool.id or 0)
-            usage.append(PoolUsage(PoolPublic.model_validate(pool), tuple(held), free_of(capacity_of(pool), held)))
+            usage.append(PoolUsage(PoolPublic.model_validate(pool), tuple(held), free_of(pool, held)))
         return usage

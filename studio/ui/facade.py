@@ -16,19 +16,17 @@ from typing import Any
 
 import streamlit as st
 
-from hub.client import HubClient, Server
-from hub.profiles import Profile, profiles_for
+from studio import machine
 from studio.backends.base import WorkloadSpec
-from studio.backends.local import detect_gpus
 from studio.bootstrap import open_studio
 from studio.db import Database, utcnow
 from studio.errors import InvalidSpec
-from studio.logs import deployment_logs
+from studio.hub_client import HubClient, Server
+from studio.logs import LogReader
 from studio.models import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyPublic,
-    Autoscale,
     ClusterCreate,
     ClusterPublic,
     DeploymentCreate,
@@ -40,16 +38,17 @@ from studio.models import (
     ModelPublic,
     ModelVersionPublic,
     NotebookPublic,
-    Resources,
     Traffic,
     UsageSummary,
 )
 from studio.pools import Admission
+from studio.profiles import Profile, profiles_for
 from studio.runtimes import local_availability
 from studio.sealing import studio_key
 from studio.services import clusters, deployments, events, images, keys, models, notebooks, pools, usage
 from studio.services.pools import PoolUsage
 from studio.settings import Settings
+from studio.values import Autoscale, Resources
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ class Studio:
 
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings, self.db = settings, db
-        self._gpus_on_machine = len(detect_gpus())
+        self._logs = LogReader(settings=settings, db=db)
 
     # ---------------------------------------------------------------------------------------------- overview
 
@@ -146,7 +145,7 @@ class Studio:
             local_command=tuple(image.local_command) if image.local_command else None,
             resources=resources,
         )
-        return local_availability(spec, gpus_on_machine=self._gpus_on_machine)
+        return local_availability(spec, gpus_on_machine=len(machine.gpus()))
 
     # ----------------------------------------------------------------------------------------------- deploy
 
@@ -203,7 +202,7 @@ class Studio:
         return deployments.delete_deployment(db=self.db, name=name)
 
     def logs(self, name: str, *, tail: int = 200) -> list[str]:
-        return deployment_logs(settings=self.settings, db=self.db, name=name, tail=tail)
+        return self._logs.read(name, tail=tail)
 
     def traffic(self, name: str, *, window: timedelta = timedelta(hours=1)) -> list[Traffic]:
         return usage.traffic(db=self.db, deployment=name, since=utcnow() - window)

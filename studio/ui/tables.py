@@ -12,21 +12,19 @@ from typing import Any
 import pandas as pd
 
 from studio.models import (
-    DEFAULT_CLUSTER,
     ApiKeyPublic,
     ClusterPublic,
     DeploymentPublic,
     EventPublic,
     ImagePublic,
     ModelPublic,
-    Resources,
-    Status,
     Traffic,
     UsageSummary,
 )
 from studio.modelstore import human_size
-from studio.pools import Claim
+from studio.pools import total
 from studio.services.pools import NOTEBOOK_OWNER, PoolUsage
+from studio.values import DEFAULT_CLUSTER, Status
 
 STATUS_COLORS = {
     Status.READY: "green",
@@ -38,22 +36,11 @@ STATUS_COLORS = {
 }
 
 
-def _held(claims: Iterable[Claim]) -> Resources:
-    """What claims hold in total (replicas × resources), as one Resources (cpu may be 0)."""
-    cpu = mem = gpus = gpu_mem = 0.0
-    for c in claims:
-        cpu += c.resources.cpu * c.replicas
-        mem += c.resources.memory_mib * c.replicas
-        gpus += c.resources.gpus * c.replicas
-        gpu_mem += c.resources.gpu_memory_mib * c.replicas
-    return Resources.model_construct(cpu=cpu, memory_mib=int(mem), gpus=int(gpus), gpu_memory_mib=int(gpu_mem))
-
-
 def pool_rows(pools: Sequence[PoolUsage]) -> list[dict[str, Any]]:
     """One row per pool: its device, and capacity / allocated / free of CPU, memory and GPUs."""
     rows = []
     for usage in pools:
-        p, held = usage.pool, _held(usage.held)
+        p, held = usage.pool, total(usage.held)
         gpus = f"{p.gpu_count}× {p.gpu_model or 'GPU'}" if p.gpu_count else "none"
         rows.append(
             {
@@ -96,8 +83,8 @@ def cluster_rows(found: Sequence[ClusterPublic]) -> list[dict[str, Any]]:
 
 def cpu_share(usage: PoolUsage) -> float:
     """The fraction of the pool's CPU that is allocated, 0..1 (for a progress bar)."""
-    total = usage.pool.cpu_cores
-    return min(1.0, _held(usage.held).cpu / total) if total else 0.0
+    cores = usage.pool.cpu_cores
+    return min(1.0, total(usage.held).cpu / cores) if cores else 0.0
 
 
 def status_counts(counted: Mapping[str, int]) -> dict[str, int]:

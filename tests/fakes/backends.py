@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
-from studio.backends.base import BuildSpec, BuildState, DetectedPool, ReplicaStatus, WorkloadSpec, WorkloadStatus
+from studio.backends.base import BuildSpec, BuildState, ReplicaStatus, WorkloadSpec, WorkloadStatus
+from studio.values import PoolBase
 
 
 class InstantBackend:
     autoscales = False
+    runs_images = False
 
     def __init__(self) -> None:
         self.specs: dict[str, WorkloadSpec] = {}
@@ -30,7 +32,7 @@ class InstantBackend:
     def logs(self, name: str, *, tail: int = 100) -> list[str]:
         return []
 
-    def capacity(self) -> list[DetectedPool]:
+    def capacity(self) -> list[PoolBase]:
         return []
 
     def build(self, spec: BuildSpec) -> BuildState:

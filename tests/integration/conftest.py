@@ -27,9 +27,10 @@ from studio.controller import Controller
 from studio.db import Database
 from studio.errors import Conflict
 from studio.gateway.app import Gateway
-from studio.models import DeploymentCreate, ImageCreate, ModelCreate, Resources
+from studio.models import DeploymentCreate, ImageCreate, ModelCreate
 from studio.services import deployments, images, models
 from studio.settings import Settings
+from studio.values import Resources
 from tests.fakes import FAKES
 
 T = TypeVar("T")

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import httpx
 
-from studio.backends.base import DetectedPool
 from studio.backends.local import LocalBackend
 from studio.controller import SCALE_DOWN_WINDOW_S, Controller
 from studio.db import Database
-from studio.models import ApiKeyCreate, Autoscale, DeploymentCreate, Resources
+from studio.models import ApiKeyCreate, DeploymentCreate
 from studio.services import deployments, events, keys, pools
 from studio.settings import Settings
+from studio.values import Autoscale, PoolBase, Resources
 from tests.conftest import make_settings
 from tests.fakes.backends import InstantBackend
 from tests.integration.conftest import GatewayServer, add_fake_image, wait_until
@@ -66,9 +66,7 @@ def test_scales_up_at_once_and_down_after_a_quiet_window(db: Database, settings:
 
 
 def test_scaling_up_takes_what_the_pool_has_room_for(db: Database, settings: Settings, stub_model: str) -> None:
-    pools.sync_detected_pools(
-        db=db, cluster="default", detected=[DetectedPool(name="local", cpu_cores=2, memory_mib=8192)]
-    )
+    pools.sync_detected_pools(db=db, cluster="default", detected=[PoolBase(name="local", cpu_cores=2, memory_mib=8192)])
     ctl = Controller(db=db, backend=InstantBackend(), settings=settings, load=lambda n: 100.0)
     _autoscaled(db, stub_model, hi=64)
     ctl.reconcile()

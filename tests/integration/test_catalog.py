@@ -12,22 +12,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from studio.backends.base import DetectedPool
+from studio.backends.base import WorkloadSpec
 from studio.db import Database, open_database, utcnow
 from studio.errors import Conflict, InvalidSpec, NotFound, QuotaExceeded, SourceUnavailable
-from studio.models import (
-    ApiKeyCreate,
-    DeploymentCreate,
-    ImageCreate,
-    ModelCreate,
-    PoolSpec,
-    Purpose,
-    Resources,
-    Sharing,
-)
+from studio.models import ApiKeyCreate, DeploymentCreate, ImageCreate, ModelCreate, Observed, PoolSpec
 from studio.modelstore import import_folder
 from studio.services import deployments, images, keys, models, pools, usage
 from studio.services.events import KEEP_PER_OBJECT, NewEvent, add_events, list_events, prune_events
+from studio.values import Autoscale, BuildStatus, PoolBase, Purpose, Resources, RuntimeKind, Sharing
 from tests.integration.conftest import write_stub_model
 
 
@@ -35,9 +27,7 @@ from tests.integration.conftest import write_stub_model
 def catalog(database_url: str) -> Database:
     db = open_database(database_url)
     images.ensure_builtin_images(db=db)
-    pools.sync_detected_pools(
-        db=db, cluster="default", detected=[DetectedPool(name="local", cpu_cores=4, memory_mib=8192)]
-    )
+    pools.sync_detected_pools(db=db, cluster="default", detected=[PoolBase(name="local", cpu_cores=4, memory_mib=8192)])
     yield db
     db.dispose()
 
@@ -296,6 +286,48 @@ def test_events_are_pruned_to_the_newest(catalog: Database) -> None:
     assert [e.message for e in list_events(db=catalog, name="other")] == ["kept"]
 
 
+def test_the_controller_reads_each_deployment_resolved_into_the_spec_its_backend_runs(
+    catalog: Database, stub: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "hub"
+    snapshot = import_folder(stub, "acme/tiny", cache)
+    _add(catalog, "tiny", "hf:acme/tiny", cache)
+    toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    gpu = PoolSpec(name="gpu", sharing=Sharing.WHOLE, gpu_count=2, cpu_cores=32, memory_mib=131072, cluster="east",
+                   node_selector={"cove.dev/pool": "gpu"}, tolerations=[toleration])  # fmt: skip
+    pools.sync_configured_pools(db=catalog, specs=[gpu])
+    resources = Resources(cpu=2, memory_mib=4096, gpus=1)
+    autoscale = Autoscale(min_replicas=1, max_replicas=2)
+    deployments.create_deployment(
+        db=catalog,
+        data=DeploymentCreate(name="chat", model="tiny", image="vllm", pool="gpu", resources=resources,
+                              runtime_args=["--max-model-len", "8192"], autoscale=autoscale),
+    )  # fmt: skip
+
+    (desired,) = deployments.desired_state(db=catalog)
+
+    assert desired.spec == WorkloadSpec(
+        name="chat",
+        runtime=RuntimeKind.VLLM,
+        model="acme/tiny",  # a Hub repo id, resolved in the model cache at its registered revision
+        model_revision=snapshot.revision,
+        model_path=str(snapshot.path),
+        image="docker.io/vllm/vllm-openai:v0.33.0",
+        health_path="/health",
+        local_command=None,
+        args=("--max-model-len", "8192"),
+        resources=resources,
+        replicas=1,
+        pool="gpu",
+        node_selector=(("cove.dev/pool", "gpu"),),
+        tolerations=(toleration,),
+        autoscale=autoscale,
+    )
+    assert (desired.cluster, desired.generation, desired.deleting) == ("east", 1, False)
+    assert desired.observed == Observed()  # nothing seen yet: Pending
+    assert (desired.image_build, desired.image_build_message) == (BuildStatus.NONE, "")
+
+
 def test_admission_preview_matches_what_create_decides(catalog: Database, stub: Path, tmp_path: Path) -> None:
     _add(catalog, "m", stub, tmp_path)
     deployments.create_deployment(db=catalog, data=DeploymentCreate(name="big", model="m", resources=Resources(cpu=3)))
@@ -355,11 +387,11 @@ def test_pools_found_on_a_cluster_get_its_capacity_and_keep_what_was_configured(
                           quota_gpus=4, groups=["ml"])  # fmt: skip
     pools.sync_configured_pools(db=catalog, specs=[configured])
     found = [
-        DetectedPool("a100", cpu_cores=192, memory_mib=2_000_000, gpu_model="A100", gpu_count=16, gpu_memory_mib=81920,
-                     node_selector=(("cove.dev/pool", "a100"),)),
-        DetectedPool("l4", cpu_cores=32, memory_mib=128_000, gpu_model="L4", gpu_count=4, gpu_memory_mib=23034,
-                     node_selector=(("cove.dev/pool", "l4"),)),
-        DetectedPool("local", cpu_cores=8, memory_mib=1),  # a pool of another cluster: not taken over
+        PoolBase(name="a100", cpu_cores=192, memory_mib=2_000_000, gpu_model="A100", gpu_count=16, gpu_memory_mib=81920,
+                     node_selector={"cove.dev/pool": "a100"}),
+        PoolBase(name="l4", cpu_cores=32, memory_mib=128_000, gpu_model="L4", gpu_count=4, gpu_memory_mib=23034,
+                     node_selector={"cove.dev/pool": "l4"}),
+        PoolBase(name="local", cpu_cores=8, memory_mib=1),  # a pool of another cluster: not taken over
     ]  # fmt: skip
     problems = pools.sync_detected_pools(db=catalog, cluster="east", detected=found)
     assert problems == ["pool 'local' is on cluster 'default': nodes of 'east' labelled for it do not count"]

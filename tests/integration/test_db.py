@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlmodel import SQLModel
+from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel, select
 
-from studio.db import current_revision, head_revision, make_engine, migrate, open_database
+from studio.db import MIGRATIONS, Database, current_revision, head_revision, make_engine, migrate, open_database
 from studio.errors import DatabaseError
+from studio.models import Deployment, Notebook
+from studio.values import Autoscale, Resources
+
+
+def migrate_down(engine: Engine, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
 
 
 def test_fresh_database_is_migrated_to_head_and_matches_the_tables(database_url: str) -> None:
@@ -61,3 +74,82 @@ def test_unreachable_database_says_so() -> None:
     with pytest.raises(DatabaseError, match="cannot open the database") as caught:
         migrate(make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"))
     assert "COVE_DATABASE_URL" in caught.value.hint
+
+
+def test_resources_and_autoscaling_kept_as_columns_become_values_and_back(database_url: str) -> None:
+    """0005 folds a deployment's and a notebook's resource columns (and a deployment's autoscaling bounds) into one
+    value each, row by row; downgrading unfolds them again."""
+    engine = make_engine(database_url)
+    migrate(engine, "0004")
+    stamp = {"t": "2026-01-01 00:00:00"}
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO models (name, description, created_at) VALUES ('m', '', :t)"), stamp)
+        conn.execute(
+            sa.text(
+                "INSERT INTO model_versions (model_id, version, source_kind, source, path, size_bytes, architecture,"
+                " model_type, created_at) VALUES (1, 1, 'local', '/m', '/m', 0, '', '', :t)"
+            ),
+            stamp,
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO images (name, version, runtime, ref, health_path, builtin, description, created_at,"
+                " build_status, build_message, build_attempt) VALUES ('rt', '1', 'custom', 'example.com/rt', '/health',"
+                " false, '', :t, '', '', 0)"
+            ),
+            stamp,
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO pools (name, purpose, sharing, gpu_model, gpu_count, gpu_memory_mib, slice_mib, cpu_cores,"
+                " memory_mib, groups, node_selector, tolerations, detected, created_at, cluster) VALUES ('gpu', 'any',"
+                " 'hami', 'L4', 2, 23034, 128, 16, 65536, '[]', '{}', '[]', false, :t, 'default')"
+            ),
+            stamp,
+        )
+        deployment = (
+            "INSERT INTO deployments (name, model_version_id, image_id, pool_id, runtime_args, cpu, memory_mib, gpus,"
+            " gpu_memory_mib, gpu_cores, replicas, min_replicas, max_replicas, target_inflight, generation, deleting,"
+            " status, ready_replicas, endpoints, upstream_model, message, observed_generation, status_at, created_at,"
+            " updated_at) VALUES (:name, 1, 1, 1, '[]', :cpu, 4096, 0, :slice, :cores, 2, :lo, :hi, :target, 1, false,"
+            " 'Pending', 0, '[]', '', '', 0, :t, :t, :t)"
+        )
+        conn.execute(
+            sa.text(deployment),
+            stamp | {"name": "sliced", "cpu": 1.5, "slice": 4096, "cores": 30, "lo": 1, "hi": 3, "target": 2.5},
+        )
+        conn.execute(
+            sa.text(deployment),
+            stamp | {"name": "fixed", "cpu": 2, "slice": 0, "cores": 0, "lo": None, "hi": None, "target": None},
+        )
+        conn.execute(
+            sa.text(
+                'INSERT INTO notebooks (name, "user", profile, pool_id, cpu, memory_mib, gpus, gpu_memory_mib,'
+                " gpu_cores, started_at) VALUES ('ada', 'ada', 'gpu-1', 1, 4, 16384, 1, 0, 0, :t)"
+            ),
+            stamp,
+        )
+    migrate(engine)
+    db = Database(engine)
+    with db.session() as session:
+        rows = {d.name: d for d in session.exec(select(Deployment))}
+        notebook = session.exec(select(Notebook)).one()
+    assert rows["sliced"].resources == Resources(cpu=1.5, memory_mib=4096, gpu_memory_mib=4096, gpu_cores=30)
+    assert rows["sliced"].autoscale == Autoscale(min_replicas=1, max_replicas=3, target_inflight=2.5)
+    assert (rows["fixed"].resources, rows["fixed"].autoscale) == (Resources(cpu=2, memory_mib=4096), None)
+    assert notebook.resources == Resources(cpu=4, memory_mib=16384, gpus=1)
+
+    migrate_down(engine, "0004")
+    with engine.connect() as conn:
+        got = conn.execute(
+            sa.text(
+                "SELECT name, cpu, memory_mib, gpu_memory_mib, gpu_cores, min_replicas, max_replicas, target_inflight"
+                " FROM deployments ORDER BY name"
+            )
+        ).all()
+        assert [tuple(r) for r in got] == [
+            ("fixed", 2.0, 4096, 0, 0, None, None, None),
+            ("sliced", 1.5, 4096, 4096, 30, 1, 3, 2.5),
+        ]
+        assert tuple(conn.execute(sa.text("SELECT cpu, gpus FROM notebooks")).one()) == (4.0, 1)
+    engine.dispose()

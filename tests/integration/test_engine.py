@@ -19,9 +19,10 @@ import pytest
 from studio.bootstrap import open_studio
 from studio.db import Database
 from studio.demo import PAIRS
-from studio.models import ApiKeyCreate, DeploymentCreate, ModelCreate, Resources
+from studio.models import ApiKeyCreate, DeploymentCreate, ModelCreate
 from studio.services import deployments, events, keys, models, usage
 from studio.settings import Settings
+from studio.values import Resources
 from tests.conftest import make_settings, new_postgres_database
 from tests.integration.conftest import (
     CoveServer,

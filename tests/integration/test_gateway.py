@@ -17,10 +17,10 @@ import pytest
 from studio.backends.local import LocalBackend
 from studio.controller import Controller
 from studio.db import Database
-from studio.models import ApiKeyCreate, Status
+from studio.models import ApiKeyCreate, Observed
 from studio.services import deployments, keys, usage
-from studio.services.deployments import Observed
 from studio.settings import Settings
+from studio.values import Status
 from tests.conftest import free_port, make_settings
 from tests.fakes import FAKES
 from tests.integration.conftest import GatewayServer, add_fake_image, answers, deploy, status_of, wait_until
@@ -57,7 +57,7 @@ def play_ready(db: Database, name: str, endpoints: list[str]) -> None:
         name=name,
         generation=dep.generation,
         events=[],
-        observed=Observed(Status.READY, len(endpoints), tuple(endpoints), "", upstream_model=name),
+        observed=Observed(status=Status.READY, ready_replicas=len(endpoints), endpoints=endpoints, upstream_model=name),
     )
 
 

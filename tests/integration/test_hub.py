@@ -20,9 +20,10 @@ from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
 from studio.bootstrap import open_studio
-from studio.models import Pool, Purpose
+from studio.models import Pool
 from studio.services import notebooks
 from studio.settings import Settings
+from studio.values import Purpose
 from tests.conftest import make_settings
 from tests.integration.conftest import cove_env, wait_until
 

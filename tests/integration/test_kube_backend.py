@@ -16,8 +16,8 @@ from studio.backends.kubernetes.client import KubeClient, connect
 from studio.bootstrap import open_studio
 from studio.controller import derive_status
 from studio.errors import BackendUnavailable, InvalidSpec
-from studio.models import Resources, Status
 from studio.services import pools
+from studio.values import Resources, Status
 from tests.conftest import make_settings
 from tests.fakes.kubeapi import Cluster
 from tests.schemas import assert_valid, restricted_problems

@@ -18,22 +18,13 @@ from studio.controller import Controller
 from studio.db import Database
 from studio.errors import Conflict, InvalidSpec
 from studio.logs import deployment_logs
-from studio.models import (
-    Autoscale,
-    BuildStatus,
-    ClusterCreate,
-    DeploymentCreate,
-    ImageCreate,
-    ModelCreate,
-    PoolSpec,
-    Resources,
-    Status,
-)
 from studio.models import Cluster as ClusterRow
+from studio.models import ClusterCreate, DeploymentCreate, ImageCreate, ModelCreate, PoolSpec
 from studio.sealing import studio_key
 from studio.services import clusters, deployments, images, models, pools
 from studio.services.events import list_events
 from studio.settings import Settings
+from studio.values import Autoscale, BuildStatus, Resources, Status
 from tests.conftest import make_settings
 from tests.fakes.kubeapi import Cluster
 from tests.integration.conftest import write_stub_model

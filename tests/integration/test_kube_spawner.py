@@ -19,9 +19,10 @@ from traitlets.config import Config, PyFileConfigLoader
 
 from hub.spawner import KubePoolSpawner
 from studio.bootstrap import open_studio
-from studio.models import Pool, Purpose, Sharing
+from studio.models import Pool
 from studio.services import notebooks
 from studio.settings import Settings
+from studio.values import Purpose, Sharing
 from tests.conftest import make_settings
 from tests.fakes.kubeapi import KubeAPI, Kubelet
 from tests.integration.conftest import cove_env

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psutil
 
 from studio.backends.local import LocalBackend
-from studio.controller import Controller, workload_spec
+from studio.controller import Controller
 from studio.db import Database
 from studio.services import deployments, events
 from studio.settings import Settings
@@ -87,7 +87,7 @@ def test_a_new_backend_adopts_running_replicas_instead_of_starting_more(
     image = add_fake_image(db, "scripted_runtime.py")
     deploy(db, "kept", stub_model, image)
     first = LocalBackend(settings)
-    spec = workload_spec(next(d for d in deployments.desired_state(db=db) if d.name == "kept"))
+    spec = next(d for d in deployments.desired_state(db=db) if d.name == "kept").spec
     wait_until(lambda: first.apply(spec).ready, timeout=30, what="the replica to be ready")
     (pid,) = runtime_pids(settings.home)
     # The controller goes away without stopping anything (as when `cove server` is killed) ...

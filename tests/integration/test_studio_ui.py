@@ -12,10 +12,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from studio.db import Database
-from studio.models import BuildStatus, ImageCreate, Pool, Resources, Sharing
+from studio.models import ImageCreate, Pool
 from studio.services import clusters, deployments, images, keys, models, usage
 from studio.settings import Settings
 from studio.ui import facade
+from studio.values import BuildStatus, Resources, Sharing
 from tests.integration.conftest import cove_env, deploy, write_stub_model
 
 APP = Path(__file__).resolve().parents[2] / "studio" / "ui" / "app.py"

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from studio.backends.base import ReplicaStatus, WorkloadSpec, WorkloadStatus
-from studio.models import Resources
+from studio.values import Resources
 
 
 def spec(**changes: object) -> WorkloadSpec:

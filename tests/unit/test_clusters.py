@@ -29,7 +29,7 @@ def test_each_cluster_gets_one_backend_rebuilt_when_its_registration_changes() -
         made.append(Closable(connection))
         return made[-1]
 
-    clusters = Clusters(default, connect=connect)
+    clusters = Clusters(lambda: default, connect=connect)
     east = Connection("east", kubeconfig="a", namespace="cove")
     clusters.update([east])
     assert clusters.names() == ["default", "east"]

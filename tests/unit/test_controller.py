@@ -1,14 +1,15 @@
-"""The controller's pure decisions: the status a deployment shows, the replicas autoscaling asks for, and the
-workload spec handed to the backend."""
+"""The controller's pure decisions: the status a deployment shows, the replicas autoscaling asks for, and whether
+a deployment waits for its image to be built."""
 
 from __future__ import annotations
 
 import pytest
 
 from studio.backends.base import ReplicaStatus, WorkloadSpec, WorkloadStatus
-from studio.controller import derive_status, recommend_replicas, workload_spec
-from studio.models import Autoscale, Resources, Status
-from studio.services.deployments import Desired, Observed
+from studio.controller import derive_status, image_gate, recommend_replicas
+from studio.models import Observed
+from studio.services.deployments import Desired
+from studio.values import BuildStatus, Status
 
 E0, E1 = "http://127.0.0.1:41001", "http://127.0.0.1:41002"
 UPSTREAM = "Qwen/Qwen2.5-0.5B-Instruct@abc123"
@@ -26,35 +27,41 @@ def status(replicas: int, work: WorkloadStatus, threshold: int = 3) -> Observed:
     return derive_status(replicas=replicas, workload=work, failure_threshold=threshold)
 
 
+def seen(state: Status, ready: int, endpoints: tuple[str, ...], message: str, upstream: str) -> Observed:
+    return Observed(
+        status=state, ready_replicas=ready, endpoints=list(endpoints), message=message, upstream_model=upstream
+    )
+
+
 # ------------------------------------------------------------------------------------------------ derive_status
 
 
 def test_a_runtime_that_cannot_run_here_fails_with_the_reason() -> None:
     got = status(1, workload(ReplicaStatus(0, "ready", E0), unavailable=UNAVAILABLE))
 
-    assert got == Observed(Status.FAILED, 0, (), UNAVAILABLE, UPSTREAM)
+    assert got == seen(Status.FAILED, 0, (), UNAVAILABLE, UPSTREAM)
 
 
 def test_zero_replicas_with_nothing_left_is_stopped() -> None:
-    assert status(0, workload()) == Observed(Status.STOPPED, 0, (), "scaled to zero", UPSTREAM)
+    assert status(0, workload()) == seen(Status.STOPPED, 0, (), "scaled to zero", UPSTREAM)
 
 
 def test_zero_replicas_with_replicas_still_running_says_they_are_stopping() -> None:
     got = status(0, workload(ReplicaStatus(0, "ready", E0), ReplicaStatus(1, "terminating")))
 
-    assert got == Observed(Status.STOPPED, 0, (), "stopping 2 replicas", UPSTREAM)
+    assert got == seen(Status.STOPPED, 0, (), "stopping 2 replicas", UPSTREAM)
 
 
 def test_all_replicas_ready_is_ready_with_every_endpoint_and_no_message() -> None:
     got = status(2, workload(ReplicaStatus(0, "ready", E0), ReplicaStatus(1, "ready", E1)))
 
-    assert got == Observed(Status.READY, 2, (E0, E1), "", UPSTREAM)
+    assert got == seen(Status.READY, 2, (E0, E1), "", UPSTREAM)
 
 
 def test_one_ready_of_two_is_ready_and_says_so() -> None:
     got = status(2, workload(ReplicaStatus(0, "ready", E0), ReplicaStatus(1, "starting")))
 
-    assert got == Observed(Status.READY, 1, (E0,), "1 of 2 replicas ready", UPSTREAM)
+    assert got == seen(Status.READY, 1, (E0,), "1 of 2 replicas ready", UPSTREAM)
 
 
 def test_one_ready_of_two_adds_what_troubles_the_other() -> None:
@@ -63,7 +70,7 @@ def test_one_ready_of_two_adds_what_troubles_the_other() -> None:
         workload(ReplicaStatus(0, "backoff", failures=1, message="exited with code 1"), ReplicaStatus(1, "ready", E1)),
     )
 
-    assert got == Observed(Status.READY, 1, (E1,), "1 of 2 replicas ready; exited with code 1", UPSTREAM)
+    assert got == seen(Status.READY, 1, (E1,), "1 of 2 replicas ready; exited with code 1", UPSTREAM)
 
 
 def test_a_ready_replica_beats_another_that_failed_many_times() -> None:
@@ -84,7 +91,7 @@ def test_failures_at_the_threshold_fail_with_the_message_and_the_last_log_lines(
 
     got = status(1, workload(failing))
 
-    assert got == Observed(
+    assert got == seen(
         Status.FAILED,
         0,
         (),
@@ -99,7 +106,7 @@ def test_failures_at_the_threshold_fail_with_the_message_and_the_last_log_lines(
 def test_a_failure_without_log_lines_has_no_log_section() -> None:
     got = status(1, workload(ReplicaStatus(0, "backoff", failures=5, message="not ready after 600 s")), threshold=5)
 
-    assert got == Observed(
+    assert got == seen(
         Status.FAILED, 0, (), "not ready after 600 s; 5 failed starts in a row, retrying with backoff", UPSTREAM
     )
 
@@ -107,11 +114,11 @@ def test_a_failure_without_log_lines_has_no_log_section() -> None:
 def test_failures_below_the_threshold_are_still_starting_with_the_last_failure() -> None:
     got = status(1, workload(ReplicaStatus(0, "backoff", failures=2, message="exited with code 1")))
 
-    assert got == Observed(Status.STARTING, 0, (), "exited with code 1", UPSTREAM)
+    assert got == seen(Status.STARTING, 0, (), "exited with code 1", UPSTREAM)
 
 
 def test_a_starting_replica_is_starting_while_the_model_loads() -> None:
-    assert status(1, workload(ReplicaStatus(0, "starting"))) == Observed(
+    assert status(1, workload(ReplicaStatus(0, "starting"))) == seen(
         Status.STARTING, 0, (), "loading the model", UPSTREAM
     )
 
@@ -126,13 +133,13 @@ def test_a_starting_replica_is_starting_while_the_model_loads() -> None:
     ids=["no-replicas", "pending", "pending-with-message"],
 )
 def test_nothing_started_is_pending(work: WorkloadStatus, message: str) -> None:
-    assert status(1, work) == Observed(Status.PENDING, 0, (), message, UPSTREAM)
+    assert status(1, work) == seen(Status.PENDING, 0, (), message, UPSTREAM)
 
 
 def test_ready_replicas_without_an_endpoint_are_counted_but_not_routed_to() -> None:
     got = status(2, workload(ReplicaStatus(0, "ready", None), ReplicaStatus(1, "ready", E1)))
 
-    assert got == Observed(Status.READY, 2, (E1,), "", UPSTREAM)
+    assert got == seen(Status.READY, 2, (E1,), "", UPSTREAM)
 
 
 # ------------------------------------------------------------------------------------------------ recommend_replicas
@@ -158,55 +165,39 @@ def test_recommend_replicas_keeps_each_at_or_below_target_within_bounds(
     assert recommend_replicas(inflight=inflight, target=target, lo=lo, hi=hi) == replicas
 
 
-# ------------------------------------------------------------------------------------------------ workload_spec
+# ------------------------------------------------------------------------------------------------ image_gate
 
 
-def test_workload_spec_carries_the_desired_state_and_nothing_observed() -> None:
-    resources = Resources(cpu=2, memory_mib=4096, gpus=1)
-    desired = Desired(
-        name="chat",
-        generation=4,
-        deleting=False,
-        replicas=2,
-        autoscale=Autoscale(min_replicas=1, max_replicas=3),
-        resources=resources,
-        runtime_args=("--max-model-len", "8192"),
-        runtime="vllm",
-        model="Qwen/Qwen2.5-0.5B-Instruct",
-        model_revision="abc123",
-        model_path="/models/models--Qwen--Qwen2.5-0.5B-Instruct/snapshots/abc123",
-        image="docker.io/vllm/vllm-openai:v0.11.0",
-        health_path="/health",
-        local_command=None,
-        pool="gpu",
-        cluster="east",
-        node_selector=(("cove.dev/pool", "gpu"),),
-        tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
-        image_build="Building",
-        image_build_message="building",
-        status="Ready",
-        ready_replicas=2,
-        endpoints=(E0, E1),
-        message="",
-        upstream_model="chat",
+def desired(build: BuildStatus, message: str = "") -> Desired:
+    spec = WorkloadSpec(
+        name="chat", runtime="custom", model="Qwen/Qwen2.5-0.5B-Instruct", model_revision="abc123",
+        image="registry.example.com/team/server:1.0",
+    )  # fmt: skip
+    return Desired(
+        spec=spec, generation=1, deleting=False, cluster="default", observed=Observed(),
+        image_build=build, image_build_message=message,
+    )  # fmt: skip
+
+
+def test_a_deployment_whose_image_could_not_be_built_fails_with_the_builds_reason() -> None:
+    gate = image_gate(desired(BuildStatus.FAILED, "the build exited with code 1"))
+
+    assert gate is not None
+    assert status(1, gate) == seen(
+        Status.FAILED, 0, (), "its image could not be built: the build exited with code 1", ""
     )
 
-    assert workload_spec(desired) == WorkloadSpec(
-        name="chat",
-        runtime="vllm",
-        model="Qwen/Qwen2.5-0.5B-Instruct",
-        model_revision="abc123",
-        model_path="/models/models--Qwen--Qwen2.5-0.5B-Instruct/snapshots/abc123",
-        image="docker.io/vllm/vllm-openai:v0.11.0",
-        health_path="/health",
-        local_command=None,
-        args=("--max-model-len", "8192"),
-        resources=resources,
-        replicas=2,
-        pool="gpu",
-        node_selector=(("cove.dev/pool", "gpu"),),
-        tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
-        autoscale=Autoscale(min_replicas=1, max_replicas=3),
-        image_build="Building",
-        image_build_message="building",
+
+@pytest.mark.parametrize("build", [BuildStatus.PENDING, BuildStatus.BUILDING])
+def test_a_deployment_waits_pending_while_its_image_is_built(build: BuildStatus) -> None:
+    gate = image_gate(desired(build))
+
+    assert gate is not None
+    assert status(1, gate) == seen(
+        Status.PENDING, 0, (), "waiting for its image registry.example.com/team/server:1.0 to be built", ""
     )
+
+
+@pytest.mark.parametrize("build", [BuildStatus.READY, BuildStatus.NONE])
+def test_a_built_image_or_one_built_elsewhere_lets_the_deployment_start(build: BuildStatus) -> None:
+    assert image_gate(desired(build)) is None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hub.profiles import Profile, kubespawner_traits, profiles_for
-from studio.models import PoolPublic, Resources
+from hub.spawner import kubespawner_traits
+from studio.models import PoolPublic
 from studio.pools import Free
+from studio.profiles import Profile, profiles_for
+from studio.values import Resources
 
 GIB = 1024
 

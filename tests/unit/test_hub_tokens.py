@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from hub.tokens import service_token
+from studio.hub_client import service_token
 from tests.conftest import make_settings
 
 

@@ -9,27 +9,30 @@ from typing import Any
 import pytest
 
 from studio.backends.base import ReplicaStatus, WorkloadSpec
-from studio.backends.kubernetes.conditions import pending_reason, replica_status
+from studio.backends.kubernetes.conditions import replica_status
 from studio.backends.kubernetes.manifests import (
     JobSpec,
     Target,
     autoscaler,
     claim,
-    cpu_quantity,
     disruption_budget,
-    gpu_limits,
     image_build,
     job,
     model_server,
+    secret,
+    service,
+)
+from studio.pods import (
+    cpu_quantity,
+    gpu_limits,
+    pending_reason,
     placement,
     resource_requirements,
     restricted_container_context,
     restricted_pod_context,
-    secret,
-    service,
 )
-from studio.models import Resources
 from studio.runtimes import container_launch
+from studio.values import Resources
 from tests.schemas import assert_valid, restricted_problems
 
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from studio.models import Autoscale, DeploymentCreate, ImageCreate, Resources
+from studio.models import DeploymentCreate, ImageCreate
+from studio.values import Autoscale, Resources
 
 
 def messages(cls: type[BaseModel], /, **fields: Any) -> list[tuple[tuple[int | str, ...], str]]:

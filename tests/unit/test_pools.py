@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import pytest
 
-from studio.models import Resources, Sharing
-from studio.pools import Admission, Capacity, Claim, Free, admit, free_of
+from studio.pools import Admission, Claim, Free, admit, free_of
+from studio.values import PoolBase, Resources, Sharing
 
-LOCAL = Capacity("local", cpu=8, memory_mib=16384)
-WHOLE = Capacity("gpu", Sharing.WHOLE, cpu=32, memory_mib=131072, gpus=2, gpu_memory_mib=81920)
-HAMI = Capacity("shared", Sharing.HAMI, cpu=16, memory_mib=65536, gpus=2, gpu_memory_mib=16384, slice_mib=1024)
+LOCAL = PoolBase(name="local", cpu_cores=8, memory_mib=16384)
+WHOLE = PoolBase(name="gpu", sharing=Sharing.WHOLE, cpu_cores=32, memory_mib=131072, gpu_count=2, gpu_memory_mib=81920)
+HAMI = PoolBase(
+    name="shared",
+    sharing=Sharing.HAMI,
+    cpu_cores=16,
+    memory_mib=65536,
+    gpu_count=2,
+    gpu_memory_mib=16384,
+    slice_mib=1024,
+)
 
 
 def cpu(cores: float, memory_mib: int = 1024) -> Resources:
@@ -51,7 +59,7 @@ def test_too_much_cpu_names_the_need_the_free_cores_and_the_holders() -> None:
 
 
 def test_too_much_cpu_in_an_empty_pool_names_no_holders() -> None:
-    got = admit(Capacity("small", cpu=2, memory_mib=4096), [], Claim("new", cpu(2.5)))
+    got = admit(PoolBase(name="small", cpu_cores=2, memory_mib=4096), [], Claim("new", cpu(2.5)))
 
     assert got.reason == (
         "needs 2.5 CPU cores (1 × 2.5) but pool 'small' has 2 free: ask for less CPU or fewer replicas, or free some"
@@ -74,7 +82,7 @@ def test_memory_exactly_free_fits_and_one_more_replica_does_not() -> None:
 
 
 def test_cpu_quota_caps_what_is_free_below_the_pool_size() -> None:
-    pool = Capacity("team", cpu=64, memory_mib=262144, quota_cpu=4)
+    pool = PoolBase(name="team", cpu_cores=64, memory_mib=262144, quota_cpu=4)
 
     got = admit(pool, [Claim("chat", cpu(3))], Claim("new", cpu(2)))
 
@@ -83,7 +91,7 @@ def test_cpu_quota_caps_what_is_free_below_the_pool_size() -> None:
 
 
 def test_memory_quota_caps_what_is_free_below_the_pool_size() -> None:
-    pool = Capacity("team", cpu=64, memory_mib=262144, quota_memory_mib=8192)
+    pool = PoolBase(name="team", cpu_cores=64, memory_mib=262144, quota_memory_mib=8192)
 
     got = admit(pool, [Claim("chat", cpu(1, 6144))], Claim("new", cpu(1, 4096)))
 
@@ -213,7 +221,15 @@ def test_every_replica_of_a_request_is_placed() -> None:
 
 
 def test_whole_gpu_quota_refuses_beyond_it_and_caps_the_free_gpus() -> None:
-    pool = Capacity("gpu", Sharing.WHOLE, cpu=32, memory_mib=131072, gpus=4, gpu_memory_mib=81920, quota_gpus=2)
+    pool = PoolBase(
+        name="gpu",
+        sharing=Sharing.WHOLE,
+        cpu_cores=32,
+        memory_mib=131072,
+        gpu_count=4,
+        gpu_memory_mib=81920,
+        quota_gpus=2,
+    )
 
     got = admit(pool, [Claim("chat", gpus(1))], Claim("new", gpus(2)))
 
@@ -226,7 +242,15 @@ def test_whole_gpu_quota_refuses_beyond_it_and_caps_the_free_gpus() -> None:
 
 
 def test_slices_count_against_the_gpu_quota_as_fractions_of_a_gpu() -> None:
-    pool = Capacity("shared", Sharing.HAMI, cpu=16, memory_mib=65536, gpus=4, gpu_memory_mib=16384, quota_gpus=1)
+    pool = PoolBase(
+        name="shared",
+        sharing=Sharing.HAMI,
+        cpu_cores=16,
+        memory_mib=65536,
+        gpu_count=4,
+        gpu_memory_mib=16384,
+        quota_gpus=1,
+    )
     held = [Claim("a", gpu_slice(4096), replicas=3)]
 
     assert admit(pool, held, Claim("b", gpu_slice(4096))).fits is True

@@ -11,8 +11,8 @@ import pytest
 from studio import runtimes
 from studio.backends.base import WorkloadSpec
 from studio.errors import RuntimeUnavailable
-from studio.models import Resources, RuntimeKind
 from studio.runtimes import Launch, local_availability, local_launch, reserved_flags_in, upstream_model
+from studio.values import Resources, RuntimeKind
 
 PY = "/srv/cove/.venv/bin/python"
 MODELS = Path("/srv/cove/models")

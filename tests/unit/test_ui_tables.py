@@ -11,7 +11,6 @@ import pytest
 
 from studio.models import (
     ApiKeyPublic,
-    Autoscale,
     ClusterPublic,
     DeploymentPublic,
     EventPublic,
@@ -19,16 +18,14 @@ from studio.models import (
     ModelPublic,
     ModelVersionPublic,
     PoolPublic,
-    Resources,
-    Sharing,
-    Status,
     Traffic,
     UsageSummary,
 )
 from studio.modelstore import byte_reporter
-from studio.pools import Capacity, Claim, Free, free_of
+from studio.pools import Claim, Free, free_of
 from studio.services.pools import PoolUsage
 from studio.ui import tables
+from studio.values import Autoscale, Resources, RuntimeKind, Sharing, Status
 
 T0 = datetime(2026, 11, 23, 9, 5, 7, tzinfo=UTC)
 T1 = datetime(2026, 11, 24, 17, 45, 59, tzinfo=UTC)
@@ -60,16 +57,7 @@ def pool(name: str = "local", **overrides: object) -> PoolPublic:
 
 def usage_of(p: PoolPublic, held: tuple[Claim, ...]) -> PoolUsage:
     """A PoolUsage the way list_pools builds one: free computed by admission's own free_of."""
-    capacity = Capacity(
-        name=p.name,
-        sharing=Sharing(p.sharing),
-        cpu=p.cpu_cores,
-        memory_mib=p.memory_mib,
-        gpus=p.gpu_count,
-        gpu_memory_mib=p.gpu_memory_mib,
-        slice_mib=p.slice_mib,
-    )
-    return PoolUsage(pool=p, held=held, free=free_of(capacity, held))
+    return PoolUsage(pool=p, held=held, free=free_of(p, held))
 
 
 def deployment(name: str = "chat", **overrides: object) -> DeploymentPublic:
@@ -116,7 +104,7 @@ def image(name: str, version_: str, **overrides: object) -> ImagePublic:
     values: dict[str, object] = {
         "name": name,
         "version": version_,
-        "runtime": name,
+        "runtime": name if name in {k.value for k in RuntimeKind} else RuntimeKind.CUSTOM,
         "ref": f"example.com/{name}",
         "local_command": None,
         "health_path": "/health",
@@ -397,7 +385,7 @@ def test_image_rows_tell_built_in_dockerfile_and_custom_images_apart_and_whether
         {
             "image": "mine",
             "version": "1.0",
-            "runtime": "mine",
+            "runtime": "custom",
             "reference": "example.com/mine:1.0",
             "kind": "Dockerfile",
             "build": "Building",
@@ -407,7 +395,7 @@ def test_image_rows_tell_built_in_dockerfile_and_custom_images_apart_and_whether
         {
             "image": "mine",
             "version": "2.0",
-            "runtime": "mine",
+            "runtime": "custom",
             "reference": "example.com/mine:2.0",
             "kind": "custom",
             "build": "–",

@@ -10,7 +10,8 @@ pods, disruption budgets, and HPAs when the cluster scales) however many deploym
 Workloads outlive the control plane: closing the backend leaves them running; only ``delete`` removes them.
 
 Images registered with a Dockerfile are built by a Kaniko Job in ``COVE_BUILD_NAMESPACE`` (Kaniko needs root, so
-not next to the restricted workloads) and pushed to their reference; deployments of such an image wait for it.
+not next to the restricted workloads) and pushed to their reference; the controller holds deployments of such an
+image back until it is pushed (``runs_images``).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from studio.backends.base import BuildSpec, BuildState, Connection, DetectedPool, WorkloadSpec, WorkloadStatus
+from studio.backends.base import BuildSpec, BuildState, Connection, WorkloadSpec, WorkloadStatus
 from studio.backends.kubernetes import manifests
 from studio.backends.kubernetes.client import KubeClient
 from studio.backends.kubernetes.conditions import build_state, replica_status
-from studio.models import BuildStatus
 from studio.runtimes import CONTAINER_PORT, container_launch
 from studio.settings import Settings
+from studio.values import PoolBase
 
 POOL_LABEL = "cove.dev/pool"  # nodes carry the name of their pool
 GPU_PRODUCT = "nvidia.com/gpu.product"  # set by NVIDIA's GPU feature discovery
@@ -60,6 +61,7 @@ class KubernetesBackend:
             namespace=kube.namespace, models_pvc=settings.models_pvc, start_timeout_s=settings.runtime_start_timeout_s
         )
         self.autoscales = settings.autoscaler == "hpa"
+        self.runs_images = True
         self._upstream: dict[str, str] = {}
         self._seen: _Seen | None = None
 
@@ -90,10 +92,6 @@ class KubernetesBackend:
                 self._seen.objects[kind][obj["metadata"]["name"]] = obj
 
     def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
-        if spec.image_build == BuildStatus.FAILED:
-            return WorkloadStatus(spec.name, unavailable=f"its image could not be built: {spec.image_build_message}")
-        if spec.image_build not in ("", BuildStatus.READY):
-            return WorkloadStatus(spec.name, waiting=f"waiting for its image {spec.image} to be built")
         launch = container_launch(spec, local_models_dir=self.settings.models_dir)
         hpa = spec.autoscale if self.autoscales else None
         live = self._live("Deployment", spec.name)
@@ -190,7 +188,7 @@ class KubernetesBackend:
         newest = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
         return self.kube.logs(newest["metadata"]["name"], tail=tail)
 
-    def capacity(self) -> list[DetectedPool]:
+    def capacity(self) -> list[PoolBase]:
         """Pools as the nodes labelled ``cove.dev/pool`` add up: allocatable CPU, memory and GPUs."""
         totals: dict[str, dict[str, Any]] = defaultdict(
             lambda: {"cpu": 0.0, "memory": 0, "gpus": 0, "model": "", "mib": 0}
@@ -209,8 +207,8 @@ class KubernetesBackend:
             entry["model"] = entry["model"] or meta["labels"].get(GPU_PRODUCT, "")
             entry["mib"] = entry["mib"] or int(meta["labels"].get(GPU_MEMORY, 0) or 0)
         return [
-            DetectedPool(name=pool, cpu_cores=t["cpu"], memory_mib=t["memory"], gpu_model=t["model"],
-                         gpu_count=t["gpus"], gpu_memory_mib=t["mib"], node_selector=((POOL_LABEL, pool),))
+            PoolBase(name=pool, cpu_cores=t["cpu"], memory_mib=t["memory"], gpu_model=t["model"],
+                     gpu_count=t["gpus"], gpu_memory_mib=t["mib"], node_selector={POOL_LABEL: pool})
             for pool, t in sorted(totals.items())
         ]  # fmt: skip
 

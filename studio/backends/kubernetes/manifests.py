@@ -1,87 +1,25 @@
-"""Pure builders of Kubernetes objects: plain dicts in, plain dicts out, no client import, no I/O, no mutation of
-their inputs. Shared by the model-server backend and the notebook spawner, so a pool's placement and a request's
-GPUs mean the same on both paths.
-
-GPUs: whole devices are the NVIDIA device plugin's ``nvidia.com/gpu``; a memory slice is HAMi's
-``nvidia.com/gpumem`` (MiB) on one device, with ``nvidia.com/gpucores`` (percent of its cores) when a share of
-compute is asked for too. Extended resources are set as limits only: Kubernetes then requests the same amount.
-"""
+"""Pure builders of the Kubernetes objects the backend makes: plain dicts in, plain dicts out, no client import,
+no I/O, no mutation of their inputs. What a pod asks for and where it goes (GPUs, HAMi slices, placement, security)
+is said in ``studio.pods``, shared with the notebook spawner."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from studio.backends.base import WorkloadSpec
-from studio.models import Resources
+from studio.pods import (
+    cpu_quantity,
+    memory_quantity,
+    placement,
+    resource_requirements,
+    restricted_container_context,
+    restricted_pod_context,
+)
 from studio.runtimes import CONTAINER_MODELS_DIR, CONTAINER_PORT, Launch
-
-GPU = "nvidia.com/gpu"
-GPU_MEMORY = "nvidia.com/gpumem"
-GPU_CORES = "nvidia.com/gpucores"
-
-
-def cpu_quantity(cores: float) -> str:
-    """``2`` for whole cores, ``500m`` otherwise."""
-    if float(cores).is_integer():
-        return str(int(cores))
-    return f"{round(cores * 1000)}m"
-
-
-def memory_quantity(mib: int) -> str:
-    return f"{mib}Mi"
-
-
-def gpu_limits(resources: Resources) -> dict[str, str]:
-    """The extended resources that give a container its GPUs: whole devices, or one HAMi slice."""
-    if resources.gpus:
-        return {GPU: str(resources.gpus)}
-    if resources.gpu_memory_mib:
-        limits = {GPU: "1", GPU_MEMORY: str(resources.gpu_memory_mib)}
-        if resources.gpu_cores:
-            limits[GPU_CORES] = str(resources.gpu_cores)
-        return limits
-    return {}
-
-
-def resource_requirements(resources: Resources) -> dict[str, dict[str, str]]:
-    """A container's ``resources``: CPU and memory requested and capped alike (the pool admitted exactly that)."""
-    basics = {"cpu": cpu_quantity(resources.cpu), "memory": memory_quantity(resources.memory_mib)}
-    return {"requests": dict(basics), "limits": basics | gpu_limits(resources)}
-
-
-def placement(node_selector: Mapping[str, str], tolerations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The pod-spec fields that keep a pod on its pool's nodes (copies, so callers may change them)."""
-    spec: dict[str, Any] = {}
-    if node_selector:
-        spec["nodeSelector"] = dict(node_selector)
-    if tolerations:
-        spec["tolerations"] = [dict(t) for t in tolerations]
-    return spec
-
-
-def restricted_container_context() -> dict[str, Any]:
-    """A container securityContext that meets the Pod Security Standard *restricted*."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def restricted_pod_context(*, uid: int, gid: int) -> dict[str, Any]:
-    """A pod securityContext for *restricted*: a non-root user, files group-owned by ``gid``."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": gid,
-        "fsGroup": gid,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
+from studio.values import Resources
 
 # ------------------------------------------------------------------------------------------------ model servers
 

@@ -3,11 +3,11 @@ what does not fit (a full pool, a runtime this machine cannot run) is marked wit
 
 import streamlit as st
 
-from studio.models import Autoscale, Resources, RuntimeKind, Sharing
 from studio.modelstore import human_size
 from studio.ui import tables
 from studio.ui.facade import current
 from studio.ui.feedback import flash, guarded
+from studio.values import Autoscale, Resources, RuntimeKind, Sharing
 
 studio = current()
 st.title("Deploy a model")

@@ -5,10 +5,10 @@ from datetime import timedelta
 import streamlit as st
 
 from studio.errors import NotFound
-from studio.models import Status
 from studio.ui import tables
 from studio.ui.facade import current
 from studio.ui.feedback import flash, guarded
+from studio.values import Status
 
 studio = current()
 st.title("Deployments")

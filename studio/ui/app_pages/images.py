@@ -5,10 +5,11 @@ import shlex
 import streamlit as st
 
 from studio.errors import InvalidSpec
-from studio.models import ImageCreate, Resources, RuntimeKind
+from studio.models import ImageCreate
 from studio.ui import tables
 from studio.ui.facade import current
 from studio.ui.feedback import flash, guarded
+from studio.values import Resources, RuntimeKind
 
 studio = current()
 st.title("Images")

@@ -3,9 +3,9 @@ hub's REST API with the studio's service token)."""
 
 import streamlit as st
 
-from studio.models import Resources
 from studio.ui.facade import current
 from studio.ui.feedback import flash, guarded
+from studio.values import Resources
 
 studio = current()
 st.title("Notebooks")

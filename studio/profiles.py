@@ -1,4 +1,5 @@
-"""Notebook profiles: what a user may start, one per pool and size, made from the studio's pools. Pure.
+"""Notebook profiles: what a user may start, one per pool and size, made from the studio's pools. Pure: the hub's
+spawner offers them, and the studio's Notebooks page starts servers with them.
 
 A pool serves notebooks when its purpose is ``dev`` (or ``any``) and the user is in one of its groups (a pool
 without groups is open to everyone). Sizes: CPU cores on a pool without GPUs; 1, 2, 4, 8 whole GPUs; HAMi memory
@@ -11,11 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from studio.backends.kubernetes.manifests import gpu_limits
-from studio.models import DEFAULT_CLUSTER, PoolPublic, Purpose, Resources, Sharing
 from studio.pools import Free
+from studio.values import DEFAULT_CLUSTER, PoolBase, Purpose, Resources, Sharing
 
-NOTEBOOK_PURPOSES = {Purpose.DEV.value, Purpose.ANY.value}
+NOTEBOOK_PURPOSES = {Purpose.DEV, Purpose.ANY}
 CPU_SIZES = (1, 2, 4, 8, 16)
 GPU_COUNTS = (1, 2, 4, 8)
 SLICE_GIB = (4, 8, 16, 24, 32, 48, 80)
@@ -32,11 +32,11 @@ class Profile:
     tolerations: list[dict[str, Any]] = field(default_factory=list)
 
 
-def may_use(pool: PoolPublic, groups: Iterable[str]) -> bool:
+def may_use(pool: PoolBase, groups: Iterable[str]) -> bool:
     return not pool.groups or bool(set(pool.groups) & set(groups))
 
 
-def _sizes(pool: PoolPublic) -> list[tuple[str, str, Resources]]:
+def _sizes(pool: PoolBase) -> list[tuple[str, str, Resources]]:
     """(slug suffix, name, resources) of each size the pool offers."""
     gib = 1024
     if pool.gpu_count == 0:
@@ -62,7 +62,7 @@ def _sizes(pool: PoolPublic) -> list[tuple[str, str, Resources]]:
     return sizes
 
 
-def profiles_for(pools: Sequence[tuple[PoolPublic, Free]], groups: Iterable[str]) -> list[Profile]:
+def profiles_for(pools: Sequence[tuple[PoolBase, Free]], groups: Iterable[str]) -> list[Profile]:
     """The profiles a member of ``groups`` may start, pool by pool (in the given order), smallest size first. Only
     pools of the hub's own cluster (``default``) serve notebooks."""
     groups = list(groups)
@@ -83,19 +83,3 @@ def profiles_for(pools: Sequence[tuple[PoolPublic, Free]], groups: Iterable[str]
                 )
             )
     return found
-
-
-def kubespawner_traits(profile: Profile) -> dict[str, Any]:
-    """KubeSpawner's traits for a server of this profile: what its pool admitted (CPU and memory requested and
-    capped alike, whole GPUs or a HAMi slice) and where the pool's nodes are."""
-    resources = profile.resources
-    memory = f"{resources.memory_mib}M"  # JupyterHub's byte units are binary: M is MiB
-    return {
-        "cpu_guarantee": resources.cpu,
-        "cpu_limit": resources.cpu,
-        "mem_guarantee": memory,
-        "mem_limit": memory,
-        "extra_resource_limits": gpu_limits(resources),
-        "node_selector": dict(profile.node_selector),
-        "tolerations": [dict(t) for t in profile.tolerations],
-    }

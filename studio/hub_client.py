@@ -1,4 +1,5 @@
-"""The studio's client of the hub's REST API (with the studio's service token): list, start and stop servers."""
+"""The studio's side of the notebook hub: the token it calls the hub's API with, and a client of that API (list,
+start and stop servers). The hub (``hub/``) is a separate process that imports Cove; Cove never imports it."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from hub.tokens import service_token
 from studio.errors import BackendUnavailable, CoveError, NotFound, QuotaExceeded
+from studio.sealing import kept_secret
 from studio.settings import Settings
+
+
+def service_token(settings: Settings) -> str:
+    """The studio's hub token: COVE_HUB_API_TOKEN (a Secret on Kubernetes, shared by the hub and the studio), else
+    kept in COVE_HOME/hub/api_token (readable by its owner only) and made on first use."""
+    return settings.hub_api_token or kept_secret(settings.hub_dir / "api_token")
 
 
 @dataclass(frozen=True)
