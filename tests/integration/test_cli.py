@@ -24,6 +24,9 @@ from studio.services import models
 from studio.settings import Settings
 from tests.integration.conftest import CoveUp, answers, cove_env, runtime_pids, write_stub_model
 
+SERVICES = ("server", "ui", "playground", "hub")  # the parts of `cove up`, each with COVE_HOME/logs/<part>.log
+HUB_LINE = re.compile(r"^\[[DIWEC] |/hub/health", re.MULTILINE)  # JupyterHub's and its proxy's own log lines
+
 
 def run(settings: Settings, *args: str) -> Result:
     env = {k: v for k, v in cove_env(settings).items() if k.startswith(("COVE_", "HF_"))}
@@ -61,6 +64,41 @@ def test_up_serves_the_demo_and_ctrl_c_stops_everything(settings: Settings, demo
     assert "stopped" in up.lines[-1]
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]  # no orphans
     assert runtime_pids(settings.home) == set()
+    # the terminal shows Cove's own lines; each part's output is in its log, after a header for this start
+    assert f"logs                         {settings.logs_dir} (cove logs server|ui|playground|hub)" in up.output
+    assert not HUB_LINE.search(up.output), up.output
+    assert "Application startup complete" not in up.output  # the server's uvicorn
+    assert "You can now view your Streamlit app" not in up.output
+    logs = {service: (settings.logs_dir / f"{service}.log").read_text() for service in SERVICES}
+    for service, text in logs.items():
+        assert re.match(rf"--- cove \S+: cove up starting {service}\n", text), text[:200]
+    assert "Running JupyterHub version" in logs["hub"]
+    assert "Application startup complete" in logs["server"]
+    assert "You can now view your Streamlit app" in logs["ui"]
+    assert f"playground on {settings.playground_url}" in logs["playground"]
+
+
+def test_up_verbose_shows_each_part_output_and_still_logs_it(settings: Settings) -> None:
+    with CoveUp(settings, "--verbose", "--no-demo") as up:
+        up.wait_for("Running JupyterHub version")  # the hub's own line, on the terminal
+        up.wait_for("Ctrl-C stops everything")
+        assert up.interrupt() == 0
+    assert HUB_LINE.search(up.output)
+    assert "You can now view your Streamlit app" in up.output
+    assert "Running JupyterHub version" in (settings.logs_dir / "hub.log").read_text()
+
+
+def test_up_says_which_part_exited_with_its_last_log_lines(settings: Settings, tmp_path: Path) -> None:
+    config = tmp_path / "broken_hub_config.py"
+    config.write_text('raise RuntimeError("this hub configuration is broken on purpose")\n')
+    with CoveUp(settings, "--no-demo", COVE_HUB_EXTRA_CONFIG=str(config)) as up:
+        assert up.proc is not None
+        assert up.proc.wait(timeout=180) == 1
+    log = settings.logs_dir / "hub.log"
+    assert re.search(rf"notebook hub exited with code \d+; the last lines of {re.escape(str(log))}:", up.output)
+    assert "RuntimeError: this hub configuration is broken on purpose" in up.output
+    assert "Cove is running" not in up.output
+    assert up.lines[-2:] == ["stopping Cove …\n", "stopped\n"]
 
 
 @pytest.mark.parametrize(
