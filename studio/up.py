@@ -4,12 +4,19 @@ Each part (the server, i.e. gateway + controller; the studio UI; the playground;
 process in a session of its own, so Ctrl-C reaches ``cove up`` alone and the parts are stopped in order: SIGTERM, a
 grace period, then SIGKILL. Children are also told to stop if ``cove up`` itself dies (Linux parent-death signal), so
 nothing is orphaned.
+
+The terminal shows Cove's own progress and nothing else: each part's output (stdout and stderr) is appended to
+``COVE_HOME/logs/<service>.log`` (read it with ``cove logs SERVICE``) after a header line per start, and a log past
+``MAX_LOG_BYTES`` is first moved to ``.log.1``, as the local backend does with replicas' logs. ``--verbose`` copies
+every part's output to the terminal as well. When a part exits, ``cove up`` says which, with its exit code and the
+last lines of its log, and stops the rest.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -19,7 +26,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 
+from studio.backends.local import HEADER, LOG_TAIL, MAX_LOG_BYTES, last_attempt, tail_lines
 from studio.bootstrap import open_studio
 from studio.demo import DEMO_DEPLOYMENT, ensure_demo
 from studio.errors import NotFound
@@ -43,12 +53,78 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def service_log(settings: Settings, service: str) -> Path:
+    """Where ``cove up`` writes the output of ``service``, the command that runs the part (``cove hub``, …)."""
+    return settings.logs_dir / f"{service}.log"
+
+
+def service_log_tail(settings: Settings, service: str, n: int) -> list[str]:
+    """The last ``n`` lines of ``service``'s log; NotFound when ``cove up`` has not run it under this COVE_HOME."""
+    path = service_log(settings, service)
+    if not path.is_file():
+        raise NotFound(
+            f"{service} has not run under {settings.home} yet: there is no {path}",
+            hint="start Cove with `cove up` (with this COVE_HOME); each part's output is kept there",
+        )
+    return tail_lines(path, n)
+
+
+def start_header(service: str, stamp: str) -> str:
+    """The line written to a service's log before each start (``last_attempt`` finds the lines after it)."""
+    return f"{HEADER}{stamp}: cove up starting {service}\n"
+
+
+def open_log(path: Path, service: str) -> IO[bytes]:
+    """``path`` opened for appending, with a start header written; moved to ``.log.1`` first if past MAX_LOG_BYTES."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size > MAX_LOG_BYTES:
+        path.replace(path.with_suffix(".log.1"))
+    log_file = path.open("ab")
+    log_file.write(start_header(service, time.strftime("%Y-%m-%dT%H:%M:%S%z")).encode())
+    log_file.flush()
+    return log_file
+
+
+def exit_report(name: str, code: int | None, log_path: Path, lines: list[str]) -> list[str]:
+    """What ``cove up`` says when a part exits: which part, how it ended, and ``lines``, its log since it started."""
+    how = f"exited with code {code}"
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            how = f"was killed by {signal.Signals(-code).name}"
+    shown = list(lines)
+    while shown and not shown[-1].strip():  # a traceback's blank ending says nothing
+        shown.pop()
+    if not shown:
+        return [f"{name} {how} before writing anything to {log_path}"]
+    return [f"{name} {how}; the last lines of {log_path}:", *(f"    {line}" for line in shown)]
+
+
+def _tee(source: IO[bytes], log_path: Path, echo: IO[bytes]) -> None:
+    """Copy a part's output to its log and to the terminal, chunk by chunk, until every writer has closed the pipe."""
+    terminal: IO[bytes] | None = echo
+    with source, log_path.open("ab") as log_file:
+        while chunk := os.read(source.fileno(), 65536):
+            log_file.write(chunk)
+            log_file.flush()
+            if terminal is not None:
+                try:
+                    terminal.write(chunk)
+                    terminal.flush()
+                except OSError:  # the terminal is gone (closed pipe, hang-up): the log must still be written
+                    terminal = None
+
+
 @dataclass
 class Part:
-    name: str
-    argv: list[str]
+    name: str  # in words, for messages
+    service: str  # the `cove` command that runs it, and its log's name
     url: str  # where it answers once ready
     proc: subprocess.Popen[bytes] | None = None
+    tee: threading.Thread | None = None  # copies its output to its log and the terminal (--verbose)
+
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "studio.cli", self.service]
 
 
 def _answers(url: str) -> bool:
@@ -60,13 +136,38 @@ def _answers(url: str) -> bool:
 
 
 class Supervisor:
-    def __init__(self, parts: list[Part], say: Callable[[str], None]) -> None:
-        self.parts, self.say = parts, say
+    """Starts the parts with their output in their logs (and on ``echo``, the terminal, when given), and stops them."""
+
+    def __init__(
+        self, parts: list[Part], say: Callable[[str], None], *, settings: Settings, echo: IO[bytes] | None = None
+    ) -> None:
+        self.parts, self.say, self.settings, self.echo = parts, say, settings, echo
         self.stopping = threading.Event()
 
     def start(self) -> None:
+        env = os.environ | {"PYTHONUNBUFFERED": "1"}  # a log gets lines as they are written, not in 8 KiB blocks
         for part in self.parts:
-            part.proc = subprocess.Popen(part.argv, start_new_session=True, preexec_fn=_die_with_parent)
+            path = service_log(self.settings, part.service)
+            with open_log(path, part.service) as log_file:
+                part.proc = subprocess.Popen(
+                    part.argv,
+                    stdout=log_file if self.echo is None else subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
+            if self.echo is not None and part.proc.stdout is not None:
+                part.tee = threading.Thread(target=_tee, args=(part.proc.stdout, path, self.echo), daemon=True)
+                part.tee.start()
+
+    def report(self, part: Part) -> list[str]:
+        """How ``part`` ended, with its log's last lines since this start."""
+        if part.tee is not None:
+            part.tee.join(timeout=2)  # its last lines may still be in the pipe; a child of it may hold the pipe open
+        path = service_log(self.settings, part.service)
+        code = part.proc.returncode if part.proc is not None else None
+        return exit_report(part.name, code, path, last_attempt(tail_lines(path, LOG_TAIL)))
 
     def exited(self) -> Part | None:
         return next((p for p in self.parts if p.proc is not None and p.proc.poll() is not None), None)
@@ -97,6 +198,9 @@ class Supervisor:
                 self.say(f"{part.name} did not stop in {STOP_GRACE_S:.0f} s; killing it")
                 part.proc.kill()
                 part.proc.wait()
+        for part in self.parts:
+            if part.tee is not None:
+                part.tee.join(timeout=5)  # a grandchild that outlived its parent may hold the pipe; it is a daemon
 
 
 def _wait_for_demo(settings: Settings, say: Callable[[str], None], sup: Supervisor, timeout: float = 300) -> None:
@@ -119,8 +223,8 @@ def _wait_for_demo(settings: Settings, say: Callable[[str], None], sup: Supervis
         db.dispose()
 
 
-def up(settings: Settings, *, demo: bool, say: Callable[[str], None] = print) -> int:
-    """Run until Ctrl-C (0) or until a part dies (1)."""
+def up(settings: Settings, *, demo: bool, verbose: bool = False, say: Callable[[str], None] = print) -> int:
+    """Run until Ctrl-C (0) or until a part dies (1). ``verbose``: the parts' output on the terminal too."""
     for port, variable in PORTS:  # fail fast, before any work, if a port is taken
         bind(settings.host, getattr(settings, port), variable).close()
     db = open_studio(settings)
@@ -128,30 +232,29 @@ def up(settings: Settings, *, demo: bool, say: Callable[[str], None] = print) ->
         key = ensure_demo(settings=settings, db=db, say=say) if demo else None
     finally:
         db.dispose()
-    python = sys.executable
     parts = [
-        Part("server", [python, "-m", "studio.cli", "server"], settings.listen_url + "/healthz"),
-        Part("studio UI", [python, "-m", "studio.cli", "ui"], settings.ui_url + "/_stcore/health"),
-        Part("playground", [python, "-m", "studio.cli", "playground"], settings.playground_url + "/"),
-        Part("notebook hub", [python, "-m", "studio.cli", "hub"], settings.hub_url + "/hub/health"),
+        Part("server", "server", settings.listen_url + "/healthz"),
+        Part("studio UI", "ui", settings.ui_url + "/_stcore/health"),
+        Part("playground", "playground", settings.playground_url + "/"),
+        Part("notebook hub", "hub", settings.hub_url + "/hub/health"),
     ]
-    sup = Supervisor(parts, say)
+    sup = Supervisor(parts, say, settings=settings, echo=sys.stdout.buffer if verbose else None)
     previous = {sig: signal.signal(sig, lambda *_: sup.stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         sup.start()
         dead = sup.wait_ready(timeout=120)
         if dead is None and demo:
             _wait_for_demo(settings, say, sup)
+            dead = sup.exited()  # a part that died while the demo started is said before any banner
         if dead is None and not sup.stopping.is_set():
-            _banner(settings, key, say)
+            _banner(settings, key, [p.service for p in parts], say)
             while not sup.stopping.is_set() and (dead := sup.exited()) is None:
                 sup.stopping.wait(0.5)
+        return_code = 0
         if dead is not None and not sup.stopping.is_set():
-            say(f"{dead.name} exited with code {dead.proc.returncode if dead.proc else '?'}; stopping Cove")
+            say("\n".join(sup.report(dead)))
             return_code = 1
-        else:
-            say("stopping Cove …")
-            return_code = 0
+        say("stopping Cove …")
     finally:
         sup.stop()
         for sig, handler in previous.items():
@@ -160,7 +263,7 @@ def up(settings: Settings, *, demo: bool, say: Callable[[str], None] = print) ->
     return return_code
 
 
-def _banner(settings: Settings, key: str | None, say: Callable[[str], None]) -> None:
+def _banner(settings: Settings, key: str | None, services: list[str], say: Callable[[str], None]) -> None:
     base = settings.gateway_url
     lines = [
         "",
@@ -171,6 +274,7 @@ def _banner(settings: Settings, key: str | None, say: Callable[[str], None]) -> 
         f"  gateway (OpenAI-compatible)  {base}/v1",
         f"  health / metrics             {base}/healthz   {base}/metrics",
         f"  state                        {settings.home}",
+        f"  logs                         {settings.logs_dir} (cove logs {'|'.join(services)})",
     ]
     if key:
         lines += [

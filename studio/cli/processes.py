@@ -16,13 +16,16 @@ from studio.cli.base import cli, settings_of
 @click.option(
     "--demo/--no-demo", default=None, help="Build and deploy the demo model on first start (default: COVE_DEMO, true)."
 )
+@click.option(
+    "--verbose", is_flag=True, help="Show every part's own output here too (always in COVE_HOME/logs: `cove logs`)."
+)
 @click.pass_context
-def up(ctx: click.Context, demo: bool | None) -> None:
+def up(ctx: click.Context, demo: bool | None, verbose: bool) -> None:
     """Run everything in the foreground; Ctrl-C stops it all."""
     from studio.up import up as run_up
 
     settings = settings_of(ctx)
-    ctx.exit(run_up(settings, demo=settings.demo if demo is None else demo))
+    ctx.exit(run_up(settings, demo=settings.demo if demo is None else demo, verbose=verbose))
 
 
 @cli.command()

@@ -236,10 +236,10 @@ def runtime_pids(home: Path) -> set[int]:
 
 
 class CoveUp:
-    """`cove up` as a child process, as a user runs it: its output collected line by line, Ctrl-C to stop."""
+    """`cove up ARGS` as a child process, as a user runs it: its output collected line by line, Ctrl-C to stop."""
 
-    def __init__(self, settings: Settings, **env: str) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, *args: str, **env: str) -> None:
+        self.settings, self.args = settings, list(args)
         self.env = cove_env(settings) | {"PYTHONUNBUFFERED": "1"} | env
         self.lines: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
@@ -247,7 +247,7 @@ class CoveUp:
 
     def __enter__(self) -> CoveUp:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "studio.cli", "up"],
+            [sys.executable, "-m", "studio.cli", "up", *self.args],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

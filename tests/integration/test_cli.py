@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import openai
@@ -22,7 +23,10 @@ from studio.demo import PAIRS
 from studio.modelstore import inspect_folder
 from studio.services import models
 from studio.settings import Settings
-from tests.integration.conftest import CoveUp, answers, cove_env, runtime_pids, write_stub_model
+from tests.integration.conftest import CoveUp, answers, cove_env, runtime_pids, wait_until, write_stub_model
+
+SERVICES = ("server", "ui", "playground", "hub")  # the parts of `cove up`, each with COVE_HOME/logs/<part>.log
+HUB_LINE = re.compile(r"^\[[DIWEC] |/hub/health", re.MULTILINE)  # JupyterHub's and its proxy's own log lines
 
 
 def run(settings: Settings, *args: str) -> Result:
@@ -61,6 +65,41 @@ def test_up_serves_the_demo_and_ctrl_c_stops_everything(settings: Settings, demo
     assert "stopped" in up.lines[-1]
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]  # no orphans
     assert runtime_pids(settings.home) == set()
+    # the terminal shows Cove's own lines; each part's output is in its log, after a header for this start
+    assert f"logs                         {settings.logs_dir} (cove logs server|ui|playground|hub)" in up.output
+    assert not HUB_LINE.search(up.output), up.output
+    assert "Application startup complete" not in up.output  # the server's uvicorn
+    assert "You can now view your Streamlit app" not in up.output
+    logs = {service: (settings.logs_dir / f"{service}.log").read_text() for service in SERVICES}
+    for service, text in logs.items():
+        assert re.match(rf"--- cove \S+: cove up starting {service}\n", text), text[:200]
+    assert "Running JupyterHub version" in logs["hub"]
+    assert "Application startup complete" in logs["server"]
+    assert "You can now view your Streamlit app" in logs["ui"]
+    assert f"playground on {settings.playground_url}" in logs["playground"]
+
+
+def test_up_verbose_shows_each_part_output_and_still_logs_it(settings: Settings) -> None:
+    with CoveUp(settings, "--verbose", "--no-demo") as up:
+        up.wait_for("Running JupyterHub version")  # the hub's own line, on the terminal
+        up.wait_for("Ctrl-C stops everything")
+        assert up.interrupt() == 0
+    assert HUB_LINE.search(up.output)
+    assert "You can now view your Streamlit app" in up.output
+    assert "Running JupyterHub version" in (settings.logs_dir / "hub.log").read_text()
+
+
+def test_up_says_which_part_exited_with_its_last_log_lines(settings: Settings, tmp_path: Path) -> None:
+    config = tmp_path / "broken_hub_config.py"
+    config.write_text('raise RuntimeError("this hub configuration is broken on purpose")\n')
+    with CoveUp(settings, "--no-demo", COVE_HUB_EXTRA_CONFIG=str(config)) as up:
+        assert up.proc is not None
+        assert up.proc.wait(timeout=180) == 1
+    log = settings.logs_dir / "hub.log"
+    assert re.search(rf"notebook hub exited with code \d+; the last lines of {re.escape(str(log))}:", up.output)
+    assert "RuntimeError: this hub configuration is broken on purpose" in up.output
+    assert "Cove is running" not in up.output
+    assert up.lines[-2:] == ["stopping Cove …\n", "stopped\n"]
 
 
 @pytest.mark.parametrize(
@@ -97,6 +136,62 @@ def test_server_refuses_a_taken_port(settings: Settings) -> None:
         result = run(settings, "server")
     assert result.exit_code == 1
     assert f"port {settings.port} on 127.0.0.1 is in use" in result.output
+
+
+# ------------------------------------------------------------------------------------------------ cove logs
+
+
+def test_logs_prints_the_last_lines_of_a_part_log(settings: Settings) -> None:
+    settings.logs_dir.mkdir(parents=True)
+    (settings.logs_dir / "hub.log").write_text("".join(f"line {i}\n" for i in range(150)))
+    default = run(settings, "logs", "hub")
+    assert default.exit_code == 0
+    assert default.output.splitlines() == [f"line {i}" for i in range(50, 150)]  # 100 by default
+    assert run(settings, "logs", "hub", "--tail", "2").output == "line 148\nline 149\n"
+
+
+def test_logs_of_a_part_that_never_ran_say_how_to_start_it(settings: Settings) -> None:
+    result = run(settings, "logs", "ui")
+    assert result.exit_code == 1
+    assert f"error: ui has not run under {settings.home} yet: there is no {settings.logs_dir / 'ui.log'}" in (
+        result.output
+    )
+    assert "next: start Cove with `cove up`" in result.output
+    assert run(settings, "logs", "gateway").exit_code == 2  # not a part: click names the choices
+
+
+def test_logs_follow_prints_lines_as_they_are_written_across_rotation_and_truncation(settings: Settings) -> None:
+    log = settings.logs_dir / "server.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("old\nbefore\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "studio.cli", "logs", "server", "--follow", "--tail", "1"],
+        env=cove_env(settings) | {"PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        wait_until(lambda: "before\n" in lines, timeout=30, what="the last line")
+        with log.open("a") as fh:
+            fh.write("appended\n")
+        wait_until(lambda: "appended\n" in lines, timeout=30, what="the appended line")
+        log.replace(log.with_suffix(".log.1"))  # rotated, as `cove up` does
+        log.write_text("after rotation\n")
+        wait_until(lambda: "after rotation\n" in lines, timeout=30, what="the new file's line")
+        log.write_text("cut\n")  # truncated
+        wait_until(lambda: "cut\n" in lines, timeout=30, what="the line after truncation")
+        assert proc.poll() is None  # still following
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        reader.join(timeout=10)
+        proc.stdout.close()
+    assert lines == ["before\n", "appended\n", "after rotation\n", "cut\n"]
 
 
 # ------------------------------------------------------------------------------------------------ everyday commands
