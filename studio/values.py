@@ -8,6 +8,7 @@ the builders never import the database. Values are immutable; change one by maki
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -130,3 +131,14 @@ class PoolBase(BaseModel):
 
 # What a backend finds of a pool by itself (the machine; labelled nodes): the rest is configured.
 CAPACITY_FIELDS = ("cpu_cores", "memory_mib", "gpu_model", "gpu_count", "gpu_memory_mib")
+
+
+@dataclass(frozen=True)
+class Route:
+    """A deployment the gateway may send requests to: its ready replicas' endpoints, and the model name its runtime
+    expects in requests."""
+
+    name: str
+    upstream_model: str
+    endpoints: tuple[str, ...]
+    created: int = 0  # epoch seconds, for /v1/models

@@ -56,23 +56,24 @@ def ui(ctx: click.Context) -> None:
 @click.pass_context
 def playground(ctx: click.Context) -> None:
     """Run the playground (Gradio) on COVE_PLAYGROUND_PORT (what `cove up` starts)."""
-    from playground.app import serve
+    import sys
+
     from studio.server import bind
 
     settings = settings_of(ctx)
     bind(settings.host, settings.playground_port, "COVE_PLAYGROUND_PORT").close()
     click.echo(f"playground on {settings.playground_url}, chatting through {settings.gateway_url}/v1", err=True)
-    serve(settings)
+    os.execv(sys.executable, [sys.executable, "-m", "playground"])  # a program of its own, as the hub is
 
 
 @cli.command("hub")
 @click.pass_context
 def hub_command(ctx: click.Context) -> None:
     """Run the notebook hub (JupyterHub and its proxy) on COVE_HUB_PORT (what `cove up` starts)."""
+    import importlib.util
     import signal
     import sys
 
-    import hub
     from studio.server import bind
 
     settings = settings_of(ctx)
@@ -80,7 +81,9 @@ def hub_command(ctx: click.Context) -> None:
     settings.hub_dir.mkdir(parents=True, exist_ok=True)
     os.chdir(settings.hub_dir)
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # an inherited "ignore" would make the hub's services ignore it too
-    config = Path(hub.__file__).with_name("jupyterhub_config.py")
+    found = importlib.util.find_spec("hub")  # the hub is a program Cove runs, not a module it uses
+    assert found is not None and found.origin is not None  # noqa: PT018  (installed with Cove)
+    config = Path(found.origin).with_name("jupyterhub_config.py")
     click.echo(f"notebook hub on {settings.hub_url}", err=True)
     os.execv(sys.executable, [sys.executable, "-m", "jupyterhub", "-f", str(config)])
 

@@ -29,9 +29,9 @@ from studio.gateway.protocol import (
 from studio.gateway.proxy import Metered, Proxy, Receive, Scope, Send, Upstream, respond
 from studio.gateway.routes import RouteTable
 from studio.services import deployments, keys, usage
-from studio.services.deployments import Route
 from studio.services.keys import KeyIdentity
 from studio.settings import Settings
+from studio.values import Route
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from studio.gateway.protocol import (
     usage_of,
 )
 from studio.gateway.routes import RouteTable
-from studio.services.deployments import Route
 from studio.services.keys import KeyIdentity
+from studio.values import Route
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from studio.services.deployments import Route
+from studio.values import Route
 
 DOWN_FOR_S = 2.0  # an endpoint that refused a connection is skipped this long (the controller notices meanwhile)
 

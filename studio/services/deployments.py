@@ -33,7 +33,7 @@ from studio.services.events import NewEvent, add_events
 from studio.services.images import find_image
 from studio.services.models import find_version
 from studio.services.pools import claims_in, find_pool, lock_pool
-from studio.values import Autoscale, BuildStatus, Resources, RuntimeKind, SourceKind, Status
+from studio.values import Autoscale, BuildStatus, Resources, Route, RuntimeKind, SourceKind, Status
 
 KIND = "deployment"
 
@@ -54,14 +54,6 @@ class Desired:
     @property
     def name(self) -> str:
         return self.spec.name
-
-
-@dataclass(frozen=True)
-class Route:
-    name: str
-    upstream_model: str
-    endpoints: tuple[str, ...]
-    created: int = 0  # epoch seconds, for /v1/models
 
 
 def _public(session: Session, d: Deployment) -> DeploymentPublic:

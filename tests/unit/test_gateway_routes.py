@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from studio.gateway.routes import DOWN_FOR_S, RouteTable, choose_endpoint
-from studio.services.deployments import Route
+from studio.values import Route
 
 A, B, C = "http://127.0.0.1:41001", "http://127.0.0.1:41002", "http://127.0.0.1:41003"
 CHAT = Route("chat", "Qwen/Qwen2.5-0.5B-Instruct", (A, B))

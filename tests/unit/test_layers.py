@@ -1,0 +1,89 @@
+"""Which module may import which (docs/architecture.md, "Layers"), read from the source: Cove never imports the hub
+or the playground, and the pure modules import only each other, pydantic and the standard library."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# Pure: values in, values out; no database, no I/O, no client of anything (docs/architecture.md).
+PURE = {
+    "studio.values",
+    "studio.names",
+    "studio.errors",
+    "studio.pools",
+    "studio.runtimes",
+    "studio.pods",
+    "studio.profiles",
+    "studio.backends.base",
+    "studio.backends.kubernetes.manifests",
+    "studio.backends.kubernetes.conditions",
+    "studio.gateway.protocol",
+    "studio.gateway.routes",
+}
+# What a pure module may import besides other pure modules.
+PURE_MAY_USE = {"pydantic", "orjson"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top or inside a function (Cove's code imports by absolute name)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert not node.level, f"{path}: a relative import"
+            found.add(node.module or "")
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def sources(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def first_party(name: str) -> bool:
+    return name.split(".")[0] in {"studio", "hub", "playground"}
+
+
+@pytest.mark.parametrize("path", sources("studio"), ids=lambda p: module_name(p))
+def test_cove_never_imports_the_hub_or_the_playground(path: Path) -> None:
+    outside = sorted(n for n in imports_of(path) if n.split(".")[0] in {"hub", "playground"})
+    assert outside == [], f"{module_name(path)} imports {outside}: the hub and the playground depend on studio"
+
+
+@pytest.mark.parametrize("name", sorted(PURE))
+def test_pure_modules_import_only_pure_modules(name: str) -> None:
+    path = ROOT / (name.replace(".", "/") + ".py")
+    known = {module_name(p) for p in sources("studio")}
+    wrong = []
+    for imported in sorted(imports_of(path)):
+        top = imported.split(".")[0]
+        if first_party(imported):
+            owner = imported if imported in known else imported.rsplit(".", 1)[0]
+            if owner not in PURE and owner != "studio":
+                wrong.append(imported)
+        elif top not in sys.stdlib_module_names and top not in PURE_MAY_USE and top != "__future__":
+            wrong.append(imported)
+    assert wrong == [], f"{name} is pure but imports {wrong}"
+
+
+def test_importing_the_pure_modules_loads_no_database_or_cluster_client() -> None:
+    code = (
+        "import sys\n"
+        + "".join(f"import {name}\n" for name in sorted(PURE))
+        + "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlmodel', 'sqlalchemy', 'alembic', 'kubernetes',"
+        " 'streamlit', 'hub', 'playground'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "[]"
