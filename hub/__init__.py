@@ -1,1 +1,2 @@
-"""Cove notebooks: JupyterHub on pooled GPU capacity (spawner, profiles, culling)."""
+"""Cove notebooks: JupyterHub on pooled GPU capacity (its configuration and the pool-aware spawners). A program that
+imports Cove (``studio``); Cove never imports it."""
