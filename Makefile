@@ -6,11 +6,10 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: up test lint pytest services bench clean
 
-# A virtual environment with Cove installed (editable) against the locked versions in constraints.txt.
-$(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -U pip==26.3
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+# A virtual environment with Cove installed (editable) against the locked versions in constraints.txt: uv, or pip
+# where uv cannot be had (scripts/install says why).
+$(STAMP): pyproject.toml constraints.txt scripts/install
+	PYTHON=$(PYTHON) scripts/install $(VENV)
 	touch $(STAMP)
 
 up: $(STAMP)
