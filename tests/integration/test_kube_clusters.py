@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from studio.backends.kubernetes import client as kube_client
 from studio.backends.kubernetes.backend import KubernetesBackend
 from studio.backends.kubernetes.client import KubeClient, connect
 from studio.bootstrap import open_studio
 from studio.controller import Controller
 from studio.db import Database
 from studio.errors import Conflict, InvalidSpec
-from studio.logs import deployment_logs
+from studio.logs import LogReader, deployment_logs
 from studio.models import Cluster as ClusterRow
 from studio.models import ClusterCreate, DeploymentCreate, ImageCreate, ModelCreate, PoolSpec
 from studio.sealing import studio_key
@@ -119,7 +120,7 @@ def names_in(cluster: Cluster, plural: str, namespace: str | None = None) -> lis
 
 
 def test_a_registered_cluster_gets_its_pools_from_its_nodes_and_runs_their_deployments(
-    studio: Studio, home: Cluster, east: Cluster
+    studio: Studio, home: Cluster, east: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     added = clusters.add_cluster(
         db=studio.db, key=studio.key, data=ClusterCreate(name="east", kubeconfig=kubeconfig(east.url), namespace="team")
@@ -152,6 +153,14 @@ def test_a_registered_cluster_gets_its_pools_from_its_nodes_and_runs_their_deplo
     assert east.api is not None
     east.api["get /api/v1/namespaces/team/pods/chat-east-0/log"] << "loading weights\nready\n"
     assert deployment_logs(settings=studio.settings, db=studio.db, name="chat-east") == ["loading weights", "ready"]
+    connected: list[str] = []
+    real_connect = kube_client.connect
+    monkeypatch.setattr(kube_client, "connect", lambda **kw: connected.append(kw["context"]) or real_connect(**kw))
+    reader = LogReader(settings=studio.settings, db=studio.db)  # as the studio UI keeps one
+    for _ in range(3):
+        assert reader.read("chat-east") == ["loading weights", "ready"]
+    reader.close()
+    assert connected == ["east"]  # one client for every read, not one per read
 
     with pytest.raises(InvalidSpec) as wrong:
         studio.deploy("misplaced", pool="h100", cluster="default")
