@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from studio.backends.local import HEADER, LOG_TAIL, MAX_LOG_BYTES, last_attempt, tail_lines
 from studio.bootstrap import open_studio
@@ -223,15 +223,19 @@ def _wait_for_demo(settings: Settings, say: Callable[[str], None], sup: Supervis
         db.dispose()
 
 
+def _demo(settings: Settings, say: Callable[[str], None]) -> str | None:
+    db = open_studio(settings)
+    try:
+        return ensure_demo(settings=settings, db=db, say=say)
+    finally:
+        db.dispose()
+
+
 def up(settings: Settings, *, demo: bool, verbose: bool = False, say: Callable[[str], None] = print) -> int:
     """Run until Ctrl-C (0) or until a part dies (1). ``verbose``: the parts' output on the terminal too."""
     for port, variable in PORTS:  # fail fast, before any work, if a port is taken
         bind(settings.host, getattr(settings, port), variable).close()
-    db = open_studio(settings)
-    try:
-        key = ensure_demo(settings=settings, db=db, say=say) if demo else None
-    finally:
-        db.dispose()
+    open_studio(settings).dispose()  # the database migrated before any part opens it
     parts = [
         Part("server", "server", settings.listen_url + "/healthz"),
         Part("studio UI", "ui", settings.ui_url + "/_stcore/health"),
@@ -239,9 +243,11 @@ def up(settings: Settings, *, demo: bool, verbose: bool = False, say: Callable[[
         Part("notebook hub", "hub", settings.hub_url + "/hub/health"),
     ]
     sup = Supervisor(parts, say, settings=settings, echo=sys.stdout.buffer if verbose else None)
-    previous = {sig: signal.signal(sig, lambda *_: sup.stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous: dict[int, Any] = {}
     try:
-        sup.start()
+        sup.start()  # the parts start while the demo model is built: the first start is quicker by their start-up
+        key = _demo(settings, say) if demo else None
+        previous = {sig: signal.signal(sig, lambda *_: sup.stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
         dead = sup.wait_ready(timeout=120)
         if dead is None and demo:
             _wait_for_demo(settings, say, sup)
