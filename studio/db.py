@@ -8,6 +8,7 @@ is refused rather than touched.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -141,8 +142,17 @@ def _bare_config() -> Config:
     return config
 
 
+@functools.cache
+def _revisions() -> tuple[str | None, frozenset[str]]:
+    """The newest revision and every revision this Cove's migrations know. Read once per process: loading the
+    migration scripts is most of what opening a database that is already at head costs, and they do not change under
+    a running Cove."""
+    script = ScriptDirectory.from_config(_bare_config())
+    return script.get_current_head(), frozenset(rev.revision for rev in script.walk_revisions())
+
+
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(_bare_config()).get_current_head()
+    head, _ = _revisions()
     if head is None:
         raise DatabaseError("no migrations are installed", hint="reinstall Cove")
     return head
@@ -154,8 +164,9 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the schema to ``revision``, keeping rows. Refuses a database from a newer Cove."""
-    script = ScriptDirectory.from_config(_bare_config())
+    """Upgrade the schema to ``revision``, keeping rows. Refuses a database from a newer Cove. A database already at
+    head is only read (its revision), not handed to Alembic."""
+    head, known = _revisions()
     try:
         current = current_revision(engine)
     except sa.exc.OperationalError as exc:
@@ -163,12 +174,14 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             f"cannot open the database at {engine.url.render_as_string(hide_password=True)}: {exc.orig}",
             hint="check COVE_DATABASE_URL and that the database server is running",
         ) from exc
-    if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
+    if current is not None and current not in known:
         raise DatabaseError(
             f"the database is at schema revision {current!r}, which this Cove does not know: "
             "it was written by a newer Cove",
             hint="upgrade Cove, or point COVE_DATABASE_URL at another database",
         )
+    if current is not None and current == head and revision in ("head", head):
+        return  # nothing to do; Alembic would load the scripts and its environment again to find that out
     config = _alembic_config(engine)
     with engine.begin() as conn:
         config.attributes["connection"] = conn
