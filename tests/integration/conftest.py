@@ -31,6 +31,7 @@ from studio.models import DeploymentCreate, ImageCreate, ModelCreate
 from studio.services import deployments, images, models
 from studio.settings import Settings
 from studio.values import Resources
+from tests.conftest import copy_sqlite_template
 from tests.fakes import FAKES
 
 T = TypeVar("T")
@@ -59,7 +60,10 @@ def write_stub_model(folder: Path) -> Path:
 
 
 @pytest.fixture
-def db(settings: Settings) -> Iterator[Database]:
+def db(settings: Settings, sqlite_template: Path) -> Iterator[Database]:
+    """The studio's database in the test's COVE_HOME, opened as `cove` opens it (from a copy of the migrated
+    template, so opening finds it at head)."""
+    copy_sqlite_template(sqlite_template, settings.home / "cove.db")
     database = open_studio(settings)
     yield database
     database.dispose()

@@ -25,8 +25,8 @@ def migrate_down(engine: Engine, revision: str) -> None:
         command.downgrade(config, revision)
 
 
-def test_fresh_database_is_migrated_to_head_and_matches_the_tables(database_url: str) -> None:
-    db = open_database(database_url)
+def test_fresh_database_is_migrated_to_head_and_matches_the_tables(empty_database_url: str) -> None:
+    db = open_database(empty_database_url)
     assert current_revision(db.engine) == head_revision()
     with db.engine.connect() as conn:
         drift = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
@@ -34,8 +34,8 @@ def test_fresh_database_is_migrated_to_head_and_matches_the_tables(database_url:
     db.dispose()
 
 
-def test_database_from_an_older_version_is_upgraded_and_keeps_its_rows(database_url: str) -> None:
-    engine = make_engine(database_url)
+def test_database_from_an_older_version_is_upgraded_and_keeps_its_rows(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
     migrate(engine, "0001")
     with engine.begin() as conn:
         conn.execute(
@@ -58,8 +58,8 @@ def test_database_from_an_older_version_is_upgraded_and_keeps_its_rows(database_
     engine.dispose()
 
 
-def test_database_written_by_a_newer_cove_is_refused_untouched(database_url: str) -> None:
-    engine = make_engine(database_url)
+def test_database_written_by_a_newer_cove_is_refused_untouched(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
     migrate(engine)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999_future'"))
@@ -76,10 +76,10 @@ def test_unreachable_database_says_so() -> None:
     assert "COVE_DATABASE_URL" in caught.value.hint
 
 
-def test_resources_and_autoscaling_kept_as_columns_become_values_and_back(database_url: str) -> None:
+def test_resources_and_autoscaling_kept_as_columns_become_values_and_back(empty_database_url: str) -> None:
     """0005 folds a deployment's and a notebook's resource columns (and a deployment's autoscaling bounds) into one
     value each, row by row; downgrading unfolds them again."""
-    engine = make_engine(database_url)
+    engine = make_engine(empty_database_url)
     migrate(engine, "0004")
     stamp = {"t": "2026-01-01 00:00:00"}
     with engine.begin() as conn:
