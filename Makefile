@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: up test lint pytest services bench clean
+.PHONY: up test test-fast lint pytest pytest-fast services bench clean
 
 # A virtual environment with Cove installed (editable) against the locked versions in constraints.txt: uv, or pip
 # where uv cannot be had (scripts/install says why).
@@ -17,6 +17,12 @@ up: $(STAMP)
 
 test: $(STAMP) services lint pytest
 
+# The loop while developing, under a minute here: the same lint (mypy rechecks only what changed, about 5 s once its
+# cache exists; 2.5 min to fill it) and the tests that start no model server or `cove` process, no JupyterHub and no
+# browser, train no model and need no PostgreSQL (markers in pyproject.toml). `make test` runs them all, as CI does.
+FAST_MARKERS := not runtime and not hub and not browser and not torch and not postgres
+test-fast: $(STAMP) lint pytest-fast
+
 # Services the tests use that the machine may lack (PostgreSQL binaries), installed with apt.
 services:
 	scripts/test-services
@@ -27,8 +33,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# --durations: the slowest tests are named in every CI log, so a test that turns slow is seen.
 pytest: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
+
+pytest-fast: $(STAMP)
+	$(PY) -m pytest -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/gateway_overhead.py

@@ -4,6 +4,7 @@ on conditions instead of sleeping."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -57,6 +58,22 @@ def write_stub_model(folder: Path) -> Path:
     (folder / "model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")
     (folder / "tokenizer.json").write_text("{}")
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _streamlit_components_scanned_once() -> Iterator[None]:
+    """Each AppTest run scans the metadata of every installed distribution for Streamlit components (about 0.4 s here,
+    for each of the studio page tests); what is installed does not change during a session, so the scan runs once."""
+    if "streamlit" not in sys.modules:  # no collected test uses Streamlit
+        yield
+        return
+    from streamlit.components.v2 import manifest_scanner
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            manifest_scanner, "scan_component_manifests", functools.cache(manifest_scanner.scan_component_manifests)
+        )
+        yield
 
 
 @pytest.fixture

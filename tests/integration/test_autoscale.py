@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from studio.backends.local import LocalBackend
 from studio.controller import SCALE_DOWN_WINDOW_S, Controller
@@ -79,6 +80,7 @@ def test_scaling_up_takes_what_the_pool_has_room_for(db: Database, settings: Set
     assert deployments.get_deployment(db=db, name="auto").replicas == 4  # full: stays, nothing else breaks
 
 
+@pytest.mark.runtime
 def test_requests_in_flight_at_the_gateway_drive_the_replica_count(
     tmp_path: Path, db: Database, stub_model: str
 ) -> None:

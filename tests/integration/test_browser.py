@@ -33,6 +33,7 @@ LAUNCH_ARGS = [
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.runtime,
+    pytest.mark.hub,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is missing: run `make services`"),
 ]
 

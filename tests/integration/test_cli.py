@@ -38,6 +38,7 @@ def run(settings: Settings, *args: str) -> Result:
 
 
 @pytest.mark.runtime
+@pytest.mark.hub
 def test_up_serves_the_demo_and_ctrl_c_stops_everything(settings: Settings, demo_folder: Path) -> None:
     db = open_studio(settings)  # the demo model is already built, as after a first start; up registers the rest
     models.register_built(
@@ -111,6 +112,7 @@ def test_up_says_which_part_exited_with_its_last_log_lines(settings: Settings, t
         ("hub_port", "COVE_HUB_PORT"),
     ],
 )
+@pytest.mark.runtime
 def test_up_refuses_a_taken_port_before_doing_anything(settings: Settings, port: str, variable: str) -> None:
     number = getattr(settings, port)
     with socket.socket() as taken:
@@ -263,6 +265,7 @@ def test_bad_settings_are_named(settings: Settings) -> None:
     assert "bad COVE_* setting: port: Input should be a valid integer" in result.output
 
 
+@pytest.mark.torch
 def test_demo_model_command_builds_a_loadable_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["demo-model", str(tmp_path / "demo"), "--steps", "3"])
     assert result.exit_code == 0, result.output
@@ -271,6 +274,7 @@ def test_demo_model_command_builds_a_loadable_folder(tmp_path: Path) -> None:
     assert "demo model written to" in result.output
 
 
+@pytest.mark.runtime
 def test_cove_console_script_is_installed() -> None:
     script = Path(sys.executable).with_name("cove")
     assert script.exists()

@@ -64,6 +64,7 @@ def play_ready(db: Database, name: str, endpoints: list[str]) -> None:
 # ------------------------------------------------------------------------------------------------ happy paths
 
 
+@pytest.mark.runtime
 def test_chat_is_routed_renamed_metered_and_timed(db: Database, chat: str, client: openai.OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(model=chat, messages=[{"role": "user", "content": "hi"}])
     reply = raw.parse()
@@ -73,6 +74,7 @@ def test_chat_is_routed_renamed_metered_and_timed(db: Database, chat: str, clien
     assert 0 < float(raw.headers["x-cove-overhead-ms"]) < 100
 
 
+@pytest.mark.runtime
 def test_stream_hides_usage_unless_asked_and_always_ends_with_done(
     db: Database, chat: str, gateway: GatewayServer, client: openai.OpenAI, key: str
 ) -> None:
@@ -99,6 +101,7 @@ def test_stream_hides_usage_unless_asked_and_always_ends_with_done(
     assert body.count("[DONE]") == 1
 
 
+@pytest.mark.runtime
 def test_every_request_is_metered_once_with_its_key(db: Database, chat: str, client: openai.OpenAI) -> None:
     messages = [{"role": "user", "content": "hi"}]
     client.chat.completions.create(model=chat, messages=messages)
@@ -125,6 +128,7 @@ def test_every_request_is_metered_once_with_its_key(db: Database, chat: str, cli
     assert keys.list_keys(db=db)[0].last_used_at is not None
 
 
+@pytest.mark.runtime
 def test_runtime_without_usage_is_counted_and_marked_estimated(
     db: Database, stub_model: str, controller: Controller, client: openai.OpenAI
 ) -> None:
@@ -142,6 +146,7 @@ def test_runtime_without_usage_is_counted_and_marked_estimated(
     assert (record.prompt_tokens, record.completion_tokens, record.estimated) == (3, 3, True)
 
 
+@pytest.mark.runtime
 def test_replicas_share_the_load(db: Database, chat: str, client: openai.OpenAI) -> None:
     deployments.scale_deployment(db=db, name=chat, replicas=2)
     wait_until(
@@ -161,6 +166,7 @@ def _safe_chat(client: openai.OpenAI, model: str) -> str:
     return reply.choices[0].message.content or ""
 
 
+@pytest.mark.runtime
 def test_models_health_and_metrics(
     db: Database, chat: str, gateway: GatewayServer, client: openai.OpenAI, stub_model: str
 ) -> None:
@@ -179,6 +185,7 @@ def test_models_health_and_metrics(
 # ------------------------------------------------------------------------------------------------ errors
 
 
+@pytest.mark.runtime
 def test_keys_are_required_and_revocation_takes_effect(
     db: Database, chat: str, gateway: GatewayServer, key: str
 ) -> None:
@@ -212,6 +219,7 @@ def test_keys_are_required_and_revocation_takes_effect(
         (b'{"model": "chat", "messages": [{"role": "user", "content": "fail"}]}', 500, "Internal Server Error"),
     ],
 )
+@pytest.mark.runtime
 def test_bad_requests_get_openai_shaped_errors(
     chat: str, gateway: GatewayServer, key: str, payload: bytes, status: int, message: str
 ) -> None:
@@ -226,6 +234,7 @@ def test_bad_requests_get_openai_shaped_errors(
     assert set(error) == {"message", "type", "param", "code"}
 
 
+@pytest.mark.runtime
 def test_sdk_raises_the_matching_exceptions(chat: str, client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
@@ -255,6 +264,7 @@ def live_replica() -> Iterator[str]:
     proc.wait(timeout=10)
 
 
+@pytest.mark.runtime
 def test_dead_replica_is_skipped_and_a_lone_dead_one_is_502(
     db: Database, stub_model: str, gateway: GatewayServer, client: openai.OpenAI, live_replica: str
 ) -> None:
@@ -273,6 +283,7 @@ def test_dead_replica_is_skipped_and_a_lone_dead_one_is_502(
     assert answers_seen == {f"hello from {live_replica.rsplit(':', 1)[1]}"}
 
 
+@pytest.mark.runtime
 def test_runtime_that_never_answers_is_504(tmp_path: Path, db: Database, stub_model: str, key: str) -> None:
     settings = make_settings(tmp_path / "cove", upstream_read_timeout_s=1)
     deploy(db, "slowpoke", stub_model, add_fake_image(db, "hanging_runtime.py"))
@@ -292,6 +303,7 @@ def test_runtime_that_never_answers_is_504(tmp_path: Path, db: Database, stub_mo
         ctl.stop(stop_workloads=True)
 
 
+@pytest.mark.runtime
 def test_oversized_body_is_413(chat: str, gateway: GatewayServer, key: str, settings: Settings) -> None:
     huge = b'{"model": "chat", "messages": [{"role": "user", "content": "' + b"x" * settings.max_body_bytes + b'"}]}'
     response = httpx.post(

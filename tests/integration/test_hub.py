@@ -27,7 +27,7 @@ from studio.values import Purpose
 from tests.conftest import make_settings
 from tests.integration.conftest import cove_env, wait_until
 
-pytestmark = pytest.mark.runtime
+pytestmark = [pytest.mark.runtime, pytest.mark.hub]
 
 
 class Hub:

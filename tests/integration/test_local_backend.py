@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psutil
+import pytest
 
 from studio.backends.local import LocalBackend
 from studio.controller import Controller
@@ -13,6 +14,7 @@ from tests.conftest import make_settings
 from tests.integration.conftest import add_fake_image, deploy, runtime_pids, status_of, wait_until
 
 
+@pytest.mark.runtime
 def test_runtime_that_crashes_at_start_is_failed_with_its_last_log_lines(
     db: Database, stub_model: str, controller: Controller
 ) -> None:
@@ -31,6 +33,7 @@ def test_runtime_that_crashes_at_start_is_failed_with_its_last_log_lines(
     assert "Failed" in reasons
 
 
+@pytest.mark.runtime
 def test_runtime_that_never_becomes_ready_is_killed_and_restarted(tmp_path, stub_model: str, db: Database) -> None:
     settings = make_settings(db_home := tmp_path / "cove", runtime_start_timeout_s=1.5, failure_threshold=2)
     image = add_fake_image(db, "never_ready_runtime.py")
@@ -54,6 +57,7 @@ def test_runtime_that_cannot_run_here_fails_at_once_with_the_reason(
     assert message.startswith("runtime vllm is not available here")
 
 
+@pytest.mark.runtime
 def test_scale_up_down_and_delete_start_and_stop_processes(
     db: Database, settings: Settings, stub_model: str, controller: Controller
 ) -> None:
@@ -81,6 +85,7 @@ def test_scale_up_down_and_delete_start_and_stop_processes(
     assert runtime_pids(settings.home) == set()
 
 
+@pytest.mark.runtime
 def test_a_new_backend_adopts_running_replicas_instead_of_starting_more(
     db: Database, settings: Settings, stub_model: str
 ) -> None:

@@ -109,6 +109,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 # ------------------------------------------------------------------------------------------------ over gradio_client
 
 
+@pytest.mark.runtime
 def test_chat_streams_the_reply_and_ends_with_stats(world: World) -> None:
     history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
     job = world.client.submit("And now?", history, "alpha", "Be brief.", 0.5, 0.9, 32, api_name="/chat")
@@ -120,16 +121,19 @@ def test_chat_streams_the_reply_and_ends_with_stats(world: World) -> None:
     assert STATS.match(outputs[-1][1]), outputs[-1]
 
 
+@pytest.mark.runtime
 def test_chat_needs_only_a_message(world: World) -> None:
     reply, stats = world.client.predict("Hi", api_name="/chat")  # history [], first Ready model, default sampling
     assert reply == f"hello from {world.ports['alpha']}"
     assert STATS.match(stats)
 
 
+@pytest.mark.runtime
 def test_models_lists_the_ready_deployments(world: World) -> None:
     assert world.client.predict(api_name="/models") == ["alpha", "beta"]
 
 
+@pytest.mark.runtime
 def test_compare_streams_both_models_side_by_side(world: World) -> None:
     job = world.client.submit(message="Hi", model_a="alpha", model_b="beta", api_name="/compare")
     outputs = list(job)
@@ -140,6 +144,7 @@ def test_compare_streams_both_models_side_by_side(world: World) -> None:
     assert len(outputs) >= 6  # each side's words came one by one
 
 
+@pytest.mark.runtime
 def test_gateway_down_reads_as_a_clear_message(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "cove")  # its gateway port is free: nothing listens there
     with playground(settings, "any-key", tmp_path / "playground.log") as client:
@@ -151,6 +156,7 @@ def test_gateway_down_reads_as_a_clear_message(tmp_path: Path) -> None:
     assert str(raised.value) == expected
 
 
+@pytest.mark.runtime
 def test_no_ready_model_reads_as_a_clear_message(
     settings: Settings, db: Database, gateway: GatewayServer, tmp_path: Path
 ) -> None:
@@ -165,6 +171,7 @@ def test_no_ready_model_reads_as_a_clear_message(
 # ------------------------------------------------------------------------------------------------ in-process
 
 
+@pytest.mark.runtime
 def test_a_wrong_key_says_how_to_set_one(world: World) -> None:
     client = PlaygroundClient(gateway_url=world.settings.gateway_url, api_key="wrong")
     with pytest.raises(KeyRejected, match="COVE_PLAYGROUND_API_KEY"):
@@ -172,6 +179,7 @@ def test_a_wrong_key_says_how_to_set_one(world: World) -> None:
     client.close()
 
 
+@pytest.mark.runtime
 def test_other_gateway_errors_pass_their_message_on(world: World) -> None:
     client = PlaygroundClient(gateway_url=world.settings.gateway_url, api_key=world.key)
     with pytest.raises(GatewayRefused) as raised:
@@ -181,6 +189,7 @@ def test_other_gateway_errors_pass_their_message_on(world: World) -> None:
     assert "unsupported value for top_k" in str(raised.value)
 
 
+@pytest.mark.runtime
 def test_ui_streams_into_the_chatbot(world: World) -> None:
     handlers = Handlers(PlaygroundClient(gateway_url=world.settings.gateway_url, api_key=world.key))
     prompt, history = handlers.add_turn("Hi", [])
