@@ -7,7 +7,8 @@ backoff, kill replicas that never become ready, and replace replicas whose spec 
 
 Bookkeeping (pid, process start time, port) lives in ``COVE_HOME/runs/<workload>/<index>.json``; a new backend
 adopts processes whose pid and start time still match, so a restarted controller neither loses nor duplicates
-replicas. Time comes from an injected clock so tests can jump.
+replicas. Time comes from an injected clock so tests can jump; starting a process and probing its health are
+injected too (``spawn``, ``probe``), so tests can play runtimes without starting any.
 """
 
 from __future__ import annotations
@@ -93,6 +94,19 @@ def free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
+def _http_probe(host: str, port: int, path: str, timeout: float = 2.0) -> str:
+    """'' when GET path answers 2xx, else what went wrong."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        status = conn.getresponse().status
+        return "" if 200 <= status < 300 else f"GET {path} answered {status}"
+    except (OSError, http.client.HTTPException) as exc:
+        return f"GET {path}: {exc}"
+    finally:
+        conn.close()
+
+
 @dataclass
 class _Replica:
     workload: str
@@ -136,11 +150,17 @@ class LocalBackend:
         clock: Callable[[], float] = time.monotonic,
         python: str = sys.executable,
         gpus: tuple[Gpu, ...] | None = None,
+        spawn: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
+        probe: Callable[[str, int, str], str] = _http_probe,
     ) -> None:
+        """``spawn`` starts a replica's process (``subprocess.Popen``'s arguments); ``probe(host, port, path)`` says
+        what is wrong with its health endpoint, '' when it answers."""
         self.settings = settings
         self.clock = clock
         self.python = python
         self.gpus = machine.gpus() if gpus is None else gpus
+        self.spawn = spawn
+        self.probe = probe
         self._workloads: dict[str, dict[int, _Replica]] = {}
         self._health_paths: dict[str, str] = {}
         settings.ensure_dirs()
@@ -277,7 +297,7 @@ class LocalBackend:
         with replica.log_path.open("ab") as log_file:
             self._write_header(log_file, replica, launch)
             try:
-                proc = subprocess.Popen(
+                proc = self.spawn(
                     launch.argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
@@ -328,7 +348,7 @@ class LocalBackend:
 
     def _probe(self, replica: _Replica, now: float) -> None:
         path = self._health_paths.get(replica.workload, "/health")
-        problem = _http_probe(self.settings.runtime_host, replica.port or 0, path)
+        problem = self.probe(self.settings.runtime_host, replica.port or 0, path)
         if not problem:
             if replica.phase != "ready":
                 log.info("%s/%d: ready on port %s", replica.workload, replica.index, replica.port)
@@ -470,16 +490,3 @@ def _create_time(pid: int) -> float | None:
         return float(psutil.Process(pid).create_time())
     except psutil.Error:
         return None
-
-
-def _http_probe(host: str, port: int, path: str, timeout: float = 2.0) -> str:
-    """'' when GET path answers 2xx, else what went wrong."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        status = conn.getresponse().status
-        return "" if 200 <= status < 300 else f"GET {path} answered {status}"
-    except (OSError, http.client.HTTPException) as exc:
-        return f"GET {path}: {exc}"
-    finally:
-        conn.close()
