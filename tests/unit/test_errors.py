@@ -71,18 +71,3 @@ def test_every_error_is_caught_as_a_cove_error(kind: type[CoveError]) -> None:
         raise kind("what went wrong", hint="what to do")
 
     assert str(raised.value) == "what went wrong (what to do)"
-
-
-def test_the_cause_is_kept_when_translating_a_third_party_error() -> None:
-    cause = OSError("connection refused")
-
-    def connect() -> None:
-        try:
-            raise cause
-        except OSError as exc:
-            raise BackendUnavailable("the backend does not answer") from exc
-
-    with pytest.raises(BackendUnavailable) as raised:
-        connect()
-
-    assert raised.value.__cause__ is cause
