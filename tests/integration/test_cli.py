@@ -80,6 +80,8 @@ def test_up_serves_the_demo_and_ctrl_c_stops_everything(settings: Settings, demo
     assert f"playground on {settings.playground_url}" in logs["playground"]
 
 
+@pytest.mark.runtime
+@pytest.mark.hub
 def test_up_verbose_shows_each_part_output_and_still_logs_it(settings: Settings) -> None:
     with CoveUp(settings, "--verbose", "--no-demo") as up:
         up.wait_for("Running JupyterHub version")  # the hub's own line, on the terminal
@@ -90,6 +92,8 @@ def test_up_verbose_shows_each_part_output_and_still_logs_it(settings: Settings)
     assert "Running JupyterHub version" in (settings.logs_dir / "hub.log").read_text()
 
 
+@pytest.mark.runtime
+@pytest.mark.hub
 def test_up_says_which_part_exited_with_its_last_log_lines(settings: Settings, tmp_path: Path) -> None:
     config = tmp_path / "broken_hub_config.py"
     config.write_text('raise RuntimeError("this hub configuration is broken on purpose")\n')
@@ -162,6 +166,7 @@ def test_logs_of_a_part_that_never_ran_say_how_to_start_it(settings: Settings) -
     assert run(settings, "logs", "gateway").exit_code == 2  # not a part: click names the choices
 
 
+@pytest.mark.runtime
 def test_logs_follow_prints_lines_as_they_are_written_across_rotation_and_truncation(settings: Settings) -> None:
     log = settings.logs_dir / "server.log"
     log.parent.mkdir(parents=True)
