@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# Python keeps the bytecode it compiles in the venv make made: uv installs without compiling every module, and where
+# the environment turns caching off, every process would compile every module it imports, at every start.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: up test test-fast lint pytest pytest-fast services bench clean
 
