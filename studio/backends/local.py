@@ -121,6 +121,7 @@ class _Replica:
     create_time: float | None = None
     proc: subprocess.Popen[bytes] | None = None  # None for adopted processes
     gpu_ids: tuple[int, ...] = ()
+    whole_gpus: bool = True  # it holds its GPUs whole (a memory slice shares its one GPU with other slices)
     started_at: float = 0.0
     next_start: float = 0.0
     stop_deadline: float = 0.0
@@ -310,6 +311,7 @@ class LocalBackend:
                 self._fail_start(replica, f"cannot start {launch.argv[0]}: {exc.strerror or exc}")
                 return
         replica.proc, replica.pid, replica.port, replica.gpu_ids = proc, proc.pid, port, gpu_ids
+        replica.whole_gpus = not spec.resources.gpu_memory_mib
         replica.host = host
         replica.create_time = _create_time(proc.pid)
         replica.phase, replica.started_at, replica.probe_failures, replica.adopted = "starting", now, 0, False
@@ -375,15 +377,12 @@ class LocalBackend:
         wanted = spec.resources.gpu_devices
         if not wanted or not self.gpus:
             return ()
-        taken = {
-            i
-            for reps in self._workloads.values()
-            for r in reps.values()
-            if r is not replica and r.pid is not None
-            for i in r.gpu_ids
-        }
-        if spec.resources.gpu_memory_mib:  # slices share a GPU; admission has checked the memory
-            return (self.gpus[replica.index % len(self.gpus)].index,)
+        running = [r for reps in self._workloads.values() for r in reps.values() if r is not replica and r.pid]
+        if spec.resources.gpu_memory_mib:  # slices share a GPU no whole-GPU replica holds; admission checked memory
+            held_whole = {i for r in running if r.whole_gpus for i in r.gpu_ids}
+            shared = [g.index for g in self.gpus if g.index not in held_whole]
+            return (shared[replica.index % len(shared)],) if shared else None
+        taken = {i for r in running for i in r.gpu_ids}
         free = [g.index for g in self.gpus if g.index not in taken]
         return tuple(free[:wanted]) if len(free) >= wanted else None
 
@@ -429,6 +428,7 @@ class LocalBackend:
             "port": replica.port,
             "host": replica.host,
             "gpu_ids": list(replica.gpu_ids),
+            "whole_gpus": replica.whole_gpus,
             "restarts": replica.restarts,
         }
         tmp = replica.state_path.with_suffix(".tmp")
@@ -452,6 +452,7 @@ class LocalBackend:
                     pid=state["pid"],
                     create_time=state["create_time"],
                     gpu_ids=tuple(state.get("gpu_ids", ())),
+                    whole_gpus=bool(state.get("whole_gpus", True)),
                     restarts=int(state.get("restarts", 0)),
                     started_at=self.clock(),
                     adopted=True,

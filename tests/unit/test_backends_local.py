@@ -217,3 +217,15 @@ def test_memory_slices_share_a_gpu_beside_whole_gpu_replicas_on_other_devices(tm
         "0",  # tiny/0, beside small/0
         "2,3",  # big/0: whole GPUs, where no slice is
     ]
+
+
+def test_a_memory_slice_never_lands_on_a_gpu_a_whole_gpu_replica_holds(tmp_path: Path) -> None:
+    backend, runtimes, _ = backend_with(tmp_path, HealthyProcess, gpus=GPUS[:2])
+    backend.apply(workload("big", gpus=1))
+    backend.apply(workload("small", replicas=2, gpu_memory_mib=4096))
+    assert [p.gpus for p in runtimes.started] == ["0", "1", "1"]  # both slices beside each other, not on big's GPU
+
+    backend.apply(workload("bigger", gpus=1))
+    (waiting,) = backend.apply(workload("bigger", gpus=1)).replicas
+    assert waiting.message == "waiting for a free GPU on this machine"  # GPU 1 holds slices: not whole any more
+    assert len(runtimes.started) == 3
