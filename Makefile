@@ -22,7 +22,8 @@ test: $(STAMP) services lint pytest
 
 # The loop while developing, under a minute here: the same lint (mypy rechecks only what changed, about 5 s once its
 # cache exists; 2.5 min to fill it) and the tests that start no model server or `cove` process, no JupyterHub and no
-# browser, train no model and need no PostgreSQL (markers in pyproject.toml). `make test` runs them all, as CI does.
+# browser, train no model and need no PostgreSQL (markers in pyproject.toml), spread over the cores (pytest-xdist).
+# `make test` runs them all, one at a time, as CI does.
 FAST_MARKERS := not runtime and not hub and not browser and not torch and not postgres
 test-fast: $(STAMP) lint pytest-fast
 
@@ -41,7 +42,7 @@ pytest: $(STAMP)
 	$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
 
 pytest-fast: $(STAMP)
-	$(PY) -m pytest -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/gateway_overhead.py

@@ -41,6 +41,11 @@ Doc = dict[str, Any]
 # ------------------------------------------------------------------------------------------------ helm
 
 
+def documents(text: str) -> list[Doc]:
+    """The objects of a multi-document YAML stream, read by libyaml (PyYAML's own parser takes seconds per chart)."""
+    return [d for d in yaml.load_all(text, Loader=yaml.CSafeLoader) if d]
+
+
 class Helm:
     """helm lint/template with a private cache/config/data home, and parsed output."""
 
@@ -94,7 +99,7 @@ class Helm:
             check=False,
         )
         assert done.returncode == 0, done.stderr
-        return [d for d in yaml.safe_load_all(done.stdout) if d]
+        return documents(done.stdout)
 
     def render(self, *files: str, **values: Any) -> list[Doc]:
         """The objects the chart makes for these values files (and dotted --set-json overrides, as keywords with
@@ -103,7 +108,7 @@ class Helm:
         if key not in self._rendered:
             done = self.template(*files, values={k.replace("__", "."): v for k, v in values.items()})
             assert done.returncode == 0, done.stderr
-            self._rendered[key] = [d for d in yaml.safe_load_all(done.stdout) if d]
+            self._rendered[key] = documents(done.stdout)
         return self._rendered[key]
 
 
