@@ -66,7 +66,8 @@ def snap(page: Page, name: str) -> None:
 
 def open_studio_page(page: Page, base: str, path: str, title: str) -> None:
     page.goto(f"{base}/{path}", wait_until="load")
-    expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible()
+    # A page's first run imports the studio stack in the UI process: seconds, more on a busy machine.
+    expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(timeout=30_000)
     settled(page)
 
 
