@@ -274,11 +274,10 @@ class Controller:
         # scaling up takes as many replicas as the pool has room for, up to the target
         for count in range(target, current, -1) if target > current else [target]:
             try:
-                deployments.scale_deployment(
+                deployments.autoscale_to(
                     db=self.db,
                     name=desired.name,
                     replicas=count,
-                    autoscaler=True,
                     reason=reason if count == target else f"{reason}; {target} wanted, the pool has room for {count}",
                 )
                 return
@@ -295,10 +294,9 @@ class Controller:
             self._refused_scale.pop(desired.name, None)
             return
         try:
-            deployments.scale_deployment(
-                db=self.db, name=desired.name, replicas=scaled_to, autoscaler=True,
-                reason="by its HorizontalPodAutoscaler",
-            )  # fmt: skip
+            deployments.autoscale_to(
+                db=self.db, name=desired.name, replicas=scaled_to, reason="by its HorizontalPodAutoscaler"
+            )
         except CoveError as exc:  # said once per count, not on every pass
             if self._refused_scale.get(desired.name) != scaled_to:
                 self._refused_scale[desired.name] = scaled_to

@@ -182,10 +182,37 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         )
     if current is not None and current == head and revision in ("head", head):
         return  # nothing to do; Alembic would load the scripts and its environment again to find that out
-    config = _alembic_config(engine)
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
+    with migrating(engine) as config:
         command.upgrade(config, revision)
+
+
+@contextmanager
+def migrating(engine: Engine) -> Iterator[Config]:
+    """An Alembic config bound to one connection and transaction, for ``command.upgrade`` / ``downgrade``.
+
+    On SQLite, foreign keys are off while migrations run: a batch migration copies a table and drops the old one, and
+    with keys on, that drop would cascade to the rows referring to it (a model's versions, a key's usage). They are
+    checked once at the end instead; a violation rolls the whole migration back."""
+    config = _alembic_config(engine)
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")  # outside a transaction, or SQLite ignores it
+            conn.commit()
+        try:
+            with conn.begin():
+                config.attributes["connection"] = conn
+                yield config
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all() if sqlite else []
+                if broken:
+                    raise DatabaseError(
+                        f"migrating left rows referring to rows that are gone: {broken[:5]}",
+                        hint="nothing was changed; report this with the database file",
+                    )
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
 
 
 def open_database(url: str) -> Database:

@@ -164,7 +164,9 @@ def ensure_demo(*, settings: Settings, db: Database, say: Callable[[str], None])
     start. Later starts change nothing, so a demo a user deleted stays deleted.
     """
     from studio.models import ApiKeyCreate, DeploymentCreate, Resources
-    from studio.services import deployments, keys, models
+    from studio.services import deployments, keys, models, users
+
+    admin = users.first_admin(db=db)  # the demo is the first admin's
 
     marker = settings.home / "demo.json"
     if marker.exists():
@@ -177,6 +179,7 @@ def ensure_demo(*, settings: Settings, db: Database, say: Callable[[str], None])
             build_demo_model(Path(tmp) / "demo", progress=say)
             models.register_built(
                 db=db,
+                actor=admin,
                 name=DEMO_MODEL,
                 folder=Path(tmp) / "demo",
                 repo_id=DEMO_REPO,
@@ -184,15 +187,16 @@ def ensure_demo(*, settings: Settings, db: Database, say: Callable[[str], None])
                 description="tiny offline demo chat model",
             )
     try:
-        deployments.get_deployment(db=db, name=DEMO_DEPLOYMENT)
+        deployments.get_deployment(db=db, actor=admin, name=DEMO_DEPLOYMENT)
     except NotFound:
         deployments.create_deployment(
             db=db,
+            actor=admin,
             data=DeploymentCreate(name=DEMO_DEPLOYMENT, model=DEMO_MODEL, resources=Resources(cpu=1, memory_mib=1024)),
         )
         say(f"deployed {DEMO_MODEL} as {DEMO_DEPLOYMENT!r}")
     try:
-        secret: str | None = keys.create_key(db=db, data=ApiKeyCreate(name=DEMO_KEY)).key
+        secret: str | None = keys.create_key(db=db, actor=admin, data=ApiKeyCreate(name=DEMO_KEY)).key
     except Conflict:
         secret = None  # a key of that name exists already; its secret was shown when it was made
     marker.write_text(json.dumps({"key": secret}))

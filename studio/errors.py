@@ -5,6 +5,8 @@ translated at the boundary with ``raise … from exc`` so the cause is kept.
 
     CoveError
     ├── NotFound            a named thing does not exist                       (HTTP 404, CLI exit 1)
+    ├── Unauthorized        who asks is not known: no login, a wrong password  (401)
+    ├── Forbidden           known, but not allowed: not theirs, not an admin   (403)
     ├── Conflict            it exists already, or is in use                    (409)
     │   └── PortInUse       a port Cove must listen on is taken
     ├── InvalidSpec         the request is malformed: names, numbers, a corrupt model folder (400/422)
@@ -35,6 +37,14 @@ class CoveError(Exception):
 
 
 class NotFound(CoveError):
+    pass
+
+
+class Unauthorized(CoveError):
+    hint_default = "log in again"
+
+
+class Forbidden(CoveError):
     pass
 
 

@@ -8,7 +8,7 @@ from studio.db import Database
 from studio.sealing import studio_key
 from studio.services import clusters, deployments
 from studio.settings import Settings
-from studio.values import DEFAULT_CLUSTER
+from studio.values import DEFAULT_CLUSTER, Principal
 
 
 class LogReader:
@@ -19,9 +19,9 @@ class LogReader:
         self.settings, self.db = settings, db
         self._clusters = Clusters(lambda: make_backend(settings), connect=connect_cluster(settings))
 
-    def read(self, name: str, *, tail: int = 100) -> list[str]:
-        """The last ``tail`` lines of the deployment's logs."""
-        cluster = deployments.get_deployment(db=self.db, name=name).cluster
+    def read(self, name: str, *, actor: Principal, tail: int = 100) -> list[str]:
+        """The last ``tail`` lines of the logs of a deployment ``actor`` may see."""
+        cluster = deployments.get_deployment(db=self.db, actor=actor, name=name).cluster
         if cluster == DEFAULT_CLUSTER and self.settings.backend == "local":
             return log_tail(self.settings, name, tail=tail)  # the files, without adopting the controller's processes
         if cluster != DEFAULT_CLUSTER:
@@ -32,10 +32,10 @@ class LogReader:
         self._clusters.close(stop_workloads=False)
 
 
-def deployment_logs(*, settings: Settings, db: Database, name: str, tail: int = 100) -> list[str]:
+def deployment_logs(*, settings: Settings, db: Database, actor: Principal, name: str, tail: int = 100) -> list[str]:
     """One read, for a command that reads once (``cove deploy logs``)."""
     reader = LogReader(settings=settings, db=db)
     try:
-        return reader.read(name, tail=tail)
+        return reader.read(name, actor=actor, tail=tail)
     finally:
         reader.close()

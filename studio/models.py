@@ -28,6 +28,7 @@ from studio.values import (
     PoolBase,
     Purpose,
     Resources,
+    Role,
     RuntimeKind,
     Sharing,
     SourceKind,
@@ -53,15 +54,58 @@ def _ts(**kwargs: Any) -> Any:
     return Field(default_factory=utcnow, sa_type=UTCDateTime, **kwargs)
 
 
+# ---------------------------------------------------------------------------------------------------- users
+
+
+class UserBase(SQLModel):
+    """A person. Embedded, they log in with a password; with an OpenID Connect provider, their role and groups
+    come from its claims at each login."""
+
+    name: Name = Field(unique=True, index=True)
+    role: Role = _enum(Role.MEMBER)
+    groups: list[str] = _json(list)
+    disabled: bool = False  # a disabled user cannot log in, and their sessions and keys stop working
+
+
+class User(UserBase, table=True):
+    __tablename__ = "users"
+    id: int | None = Field(default=None, primary_key=True)
+    password_hash: str | None = None  # argon2; None: no password login (a provider's user, or not set yet)
+    created_at: datetime = _ts()
+    last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class UserCreate(UserBase):
+    password: str | None = Field(default=None, min_length=8)
+
+
+class UserPublic(UserBase):
+    created_at: datetime
+    last_login_at: datetime | None
+    has_password: bool = False
+
+
+class Shared(SQLModel):
+    """Shared with a group: its members may see and change the object as its owner may (``studio.access``)."""
+
+    group: str | None = Field(default=None, index=True)
+
+
+class Owned(Shared):
+    """Whose an object is: a user's name (``studio.access``). Set by the service from the acting principal."""
+
+    owner: str = Field(foreign_key="users.name", ondelete="RESTRICT", index=True)
+
+
 # ---------------------------------------------------------------------------------------------------- models
 
 
-class ModelBase(SQLModel):
+class ModelBase(Shared):
     name: Name = Field(unique=True, index=True)
     description: str = ""
 
 
-class Model(ModelBase, table=True):
+class Model(ModelBase, Owned, table=True):
     __tablename__ = "models"
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = _ts()
@@ -97,7 +141,7 @@ class ModelVersionPublic(ModelVersionBase):
     pass
 
 
-class ModelPublic(ModelBase):
+class ModelPublic(ModelBase, Owned):
     created_at: datetime
     versions: list[ModelVersionPublic]
 
@@ -248,7 +292,7 @@ class PoolPublic(PoolBase):
 # ---------------------------------------------------------------------------------------------------- deployments
 
 
-class DeploymentBase(SQLModel):
+class DeploymentBase(Shared):
     name: Name = Field(unique=True, index=True)
     runtime_args: list[str] = _json(list)
     resources: Resources = Field(default_factory=Resources, sa_type=ValueJSON(Resources))  # of one replica
@@ -266,7 +310,7 @@ class Observed(SQLModel):
     upstream_model: str = ""  # the model name the runtime expects in requests
 
 
-class Deployment(DeploymentBase, Observed, table=True):
+class Deployment(DeploymentBase, Owned, Observed, table=True):
     __tablename__ = "deployments"
     id: int | None = Field(default=None, primary_key=True)
     model_version_id: int = Field(foreign_key="model_versions.id", ondelete="RESTRICT", index=True)
@@ -292,7 +336,7 @@ class DeploymentCreate(DeploymentBase):
     replicas: int = Field(default=1, ge=0, le=64)
 
 
-class DeploymentPublic(DeploymentBase, Observed):
+class DeploymentPublic(DeploymentBase, Owned, Observed):
     model: str
     model_version: int
     image: str
@@ -338,6 +382,7 @@ class EventBase(SQLModel):
     type: str = "Normal"  # Normal | Warning
     reason: str
     message: str
+    actor: str | None = Field(default=None, index=True)  # who did it; None: Cove itself (the controller)
     created_at: datetime = _ts()
 
 
@@ -356,13 +401,16 @@ class EventPublic(EventBase):
 
 class ApiKeyBase(SQLModel):
     name: Name = Field(unique=True, index=True)
+    deployments: list[str] | None = _json()  # the only deployments it may call; None: all its owner may use
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
 
 
 class ApiKey(ApiKeyBase, table=True):
-    """An API key for the gateway. Only its SHA-256 is stored; the key itself is shown once, at creation."""
+    """An API key for the gateway, owned by a user. Only its SHA-256 is stored; the key itself is shown once."""
 
     __tablename__ = "api_keys"
     id: int | None = Field(default=None, primary_key=True)
+    owner: str = Field(foreign_key="users.name", ondelete="RESTRICT", index=True)
     prefix: str  # the first characters, to recognise a key in lists and logs
     key_hash: str = Field(unique=True, index=True)
     created_at: datetime = _ts()
@@ -375,6 +423,7 @@ class ApiKeyCreate(ApiKeyBase):
 
 
 class ApiKeyPublic(ApiKeyBase):
+    owner: str
     prefix: str
     created_at: datetime
     revoked_at: datetime | None

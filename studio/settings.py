@@ -92,6 +92,9 @@ class Settings(BaseSettings):
         default="", description="API key the playground sends to the gateway. Empty: the demo key, if there is one."
     )
     auth: bool = Field(default=True, description="Require an API key (Authorization: Bearer) on /v1.")
+    user: str = Field(
+        default="", description="Who the `cove` CLI acts as (like `cove --as USER`). Empty: the first admin."
+    )
     demo: bool = Field(default=True, description="`cove up` builds, registers and deploys the demo model.")
     backend: Literal["local", "kubernetes"] = Field(
         default="local", description="Where model servers run: processes here, or Deployments on a cluster."

@@ -34,7 +34,7 @@ from studio.bootstrap import open_studio
 from studio.demo import DEMO_DEPLOYMENT, ensure_demo
 from studio.errors import NotFound
 from studio.server import bind
-from studio.services import deployments
+from studio.services import deployments, users
 from studio.settings import Settings
 from studio.values import Status
 
@@ -205,11 +205,12 @@ class Supervisor:
 
 def _wait_for_demo(settings: Settings, say: Callable[[str], None], sup: Supervisor, timeout: float = 300) -> None:
     db = open_studio(settings)
+    admin = users.first_admin(db=db)
     try:
         last, deadline = "", time.monotonic() + timeout
         while time.monotonic() < deadline and not sup.stopping.is_set() and sup.exited() is None:
             try:
-                dep = deployments.get_deployment(db=db, name=DEMO_DEPLOYMENT)
+                dep = deployments.get_deployment(db=db, actor=admin, name=DEMO_DEPLOYMENT)
             except NotFound:
                 return
             line = f"demo: {dep.status}" + (f" ({dep.message.splitlines()[0]})" if dep.message else "")

@@ -67,6 +67,26 @@ class SourceKind(enum.StrEnum):
     FINETUNE = "finetune"  # a fine-tune's output
 
 
+class Role(enum.StrEnum):
+    """What a person may do beyond their own objects."""
+
+    ADMIN = "admin"  # pools, images with local commands, clusters, users, and everyone's objects
+    MEMBER = "member"  # their own objects and their groups'; reads the shared catalog
+
+
+class Principal(BaseModel):
+    """Who acts: every service call that reads or changes someone's objects is given one (``studio.access``)."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    role: Role = Role.MEMBER
+    groups: frozenset[str] = frozenset()
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
 class Resources(BaseModel):
     """What one replica (or one notebook server) asks of its pool."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from studio.cli.base import cli, db_of, emit, json_option, table
+from studio.cli.base import actor_of, cli, db_of, emit, json_option, table
 
 # ------------------------------------------------------------------------------------------------ keys, usage
 
@@ -23,7 +23,7 @@ def key_create(ctx: click.Context, name: str, as_json: bool) -> None:
     from studio.models import ApiKeyCreate
     from studio.services import keys
 
-    created = keys.create_key(db=db_of(ctx), data=ApiKeyCreate(name=name))
+    created = keys.create_key(db=db_of(ctx), actor=actor_of(ctx), data=ApiKeyCreate(name=name))
     emit(
         created,
         as_json,
@@ -39,7 +39,7 @@ def key_create(ctx: click.Context, name: str, as_json: bool) -> None:
 def key_list(ctx: click.Context, as_json: bool) -> None:
     from studio.services import keys
 
-    found = keys.list_keys(db=db_of(ctx))
+    found = keys.list_keys(db=db_of(ctx), actor=actor_of(ctx))
     emit(
         found,
         as_json,
@@ -65,7 +65,7 @@ def key_list(ctx: click.Context, as_json: bool) -> None:
 def key_revoke(ctx: click.Context, name: str) -> None:
     from studio.services import keys
 
-    keys.revoke_key(db=db_of(ctx), name=name)
+    keys.revoke_key(db=db_of(ctx), actor=actor_of(ctx), name=name)
     click.echo(f"API key {name} revoked")
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from studio.db import Database
 from studio.errors import CoveError, InvalidSpec, explain
 from studio.settings import Settings
+from studio.values import Principal
 
 
 class CoveGroup(click.Group):
@@ -46,6 +47,21 @@ def db_of(ctx: click.Context) -> Database:
         root["db"] = open_studio(root["settings"])
         ctx.find_root().call_on_close(root["db"].dispose)
     return root["db"]
+
+
+def actor_of(ctx: click.Context) -> Principal:
+    """Who a command acts as: ``--as NAME`` (or COVE_USER), else the first admin. The CLI runs where the database
+    and the studio's key are, so whoever runs it is trusted as an admin; ``--as`` acts as someone else, seeing and
+    changing only what they may."""
+    root = ctx.find_root().obj
+    if "actor" not in root:
+        from studio.services import users
+
+        db = db_of(ctx)
+        name = root["settings"].user
+        root["actor"] = users.principal(db=db, name=name) if name else users.first_admin(db=db)
+    actor: Principal = root["actor"]
+    return actor
 
 
 def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
@@ -83,11 +99,20 @@ def server_running(settings: Settings) -> bool:
 
 @click.group(cls=CoveGroup)
 @click.version_option(package_name="cove")
+@click.option(
+    "--as",
+    "as_user",
+    metavar="USER",
+    default=None,
+    help="Act as this user (seeing and changing only what they may). Default: COVE_USER, else the first admin.",
+)
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, as_user: str | None) -> None:
     """Cove: a self-hosted AI studio. State lives in COVE_HOME (default ~/.cove)."""
     try:
         settings = Settings()
+        if as_user is not None:
+            settings = settings.model_copy(update={"user": as_user})
     except ValidationError as exc:
         raise InvalidSpec(f"bad COVE_* setting: {explain(exc)}", hint="fix the environment variable") from exc
     ctx.obj = {"settings": settings}

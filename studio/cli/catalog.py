@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from studio.cli.base import cli, db_of, emit, json_option, settings_of, table
+from studio.cli.base import actor_of, cli, db_of, emit, json_option, settings_of, table
 from studio.modelstore import human_size
 
 # ------------------------------------------------------------------------------------------------ models
@@ -32,7 +32,11 @@ def model_add(ctx: click.Context, name: str, source: str, description: str, new_
     data = ModelCreate(name=name, source=source, description=description, new_version=new_version)
     settings = settings_of(ctx)
     added = models.add_model(
-        db=db_of(ctx), data=data, cache_dir=settings.models_dir, progress=None if as_json else click.echo
+        db=db_of(ctx),
+        actor=actor_of(ctx),
+        data=data,
+        cache_dir=settings.models_dir,
+        progress=None if as_json else click.echo,
     )
     v = added.latest
     emit(
@@ -74,7 +78,7 @@ def model_delete(ctx: click.Context, name: str) -> None:
     """Remove a model from the catalog (its files stay in the cache)."""
     from studio.services import models
 
-    models.delete_model(db=db_of(ctx), name=name)
+    models.delete_model(db=db_of(ctx), actor=actor_of(ctx), name=name)
     click.echo(f"model {name} deleted")
 
 
@@ -160,7 +164,7 @@ def image_add(
         local_command=shlex.split(local_command) if local_command else None,
         dockerfile=dockerfile.read_text() if dockerfile else None,
     )
-    added = images.add_image(db=db_of(ctx), data=data, registry=settings_of(ctx).registry)
+    added = images.add_image(db=db_of(ctx), actor=actor_of(ctx), data=data, registry=settings_of(ctx).registry)
     building = "; it will be built by the controller" if added.build_status else ""
     emit(added, as_json, lambda: click.echo(f"image {added.name} {added.reference} registered{building}"))
 
@@ -173,7 +177,7 @@ def image_rebuild(ctx: click.Context, name: str, version: str) -> None:
     """Build a Dockerfile image NAME:VERSION again (after a failed build, or to take a moved base image)."""
     from studio.services import images
 
-    again = images.rebuild_image(db=db_of(ctx), name=name, version=version)
+    again = images.rebuild_image(db=db_of(ctx), actor=actor_of(ctx), name=name, version=version)
     click.echo(f"image {again.reference}: queued for building")
 
 
@@ -235,7 +239,7 @@ def cluster_add(ctx: click.Context, name: str, kubeconfig: Path, context: str, n
     from studio.services import clusters
 
     data = ClusterCreate(name=name, kubeconfig=kubeconfig.read_text(), context=context, namespace=namespace)
-    added = clusters.add_cluster(db=db_of(ctx), data=data, key=studio_key(settings_of(ctx)))
+    added = clusters.add_cluster(db=db_of(ctx), actor=actor_of(ctx), data=data, key=studio_key(settings_of(ctx)))
     emit(
         added,
         as_json,
@@ -270,5 +274,5 @@ def cluster_remove(ctx: click.Context, name: str) -> None:
     """Forget cluster NAME and its pools (refused while deployments or notebooks use them)."""
     from studio.services import clusters
 
-    clusters.remove_cluster(db=db_of(ctx), name=name)
+    clusters.remove_cluster(db=db_of(ctx), actor=actor_of(ctx), name=name)
     click.echo(f"cluster {name} removed")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from studio.cli.base import cli, db_of, emit, json_option, server_running, settings_of, table
+from studio.cli.base import actor_of, cli, db_of, emit, json_option, server_running, settings_of, table
 from studio.errors import CoveError, InvalidSpec
 
 # ------------------------------------------------------------------------------------------------ deployments
@@ -40,7 +40,7 @@ def _watch(ctx: click.Context, name: str, timeout: float, until: Callable[[Any],
     last, deadline, dep = "", time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         try:
-            dep = deployments.get_deployment(db=db, name=name)
+            dep = deployments.get_deployment(db=db, actor=actor_of(ctx), name=name)
         except CoveError:
             return None  # gone
         line = f"{name}: {dep.status} {dep.ready_replicas}/{dep.replicas}" + (
@@ -129,7 +129,7 @@ def deploy_create(
         ),
         autoscale=autoscale,
     )
-    dep = deployments.create_deployment(db=db_of(ctx), data=data)
+    dep = deployments.create_deployment(db=db_of(ctx), actor=actor_of(ctx), data=data)
     if not as_json:
         click.echo(
             f"deployment {dep.name}: {dep.model} v{dep.model_version} on {dep.image}:{dep.image_version}, "
@@ -152,7 +152,7 @@ def deploy_create(
 def deploy_list(ctx: click.Context, as_json: bool) -> None:
     from studio.services import deployments
 
-    found = deployments.list_deployments(db=db_of(ctx))
+    found = deployments.list_deployments(db=db_of(ctx), actor=actor_of(ctx))
     emit(
         found,
         as_json,
@@ -182,7 +182,7 @@ def deploy_get(ctx: click.Context, name: str, as_json: bool) -> None:
     """Status, message and recent events of one deployment."""
     from studio.services import deployments, events
 
-    dep = deployments.get_deployment(db=db_of(ctx), name=name)
+    dep = deployments.get_deployment(db=db_of(ctx), actor=actor_of(ctx), name=name)
     recent = events.list_events(db=db_of(ctx), kind="deployment", name=name, limit=15)
 
     def human() -> None:
@@ -218,7 +218,7 @@ def deploy_scale(ctx: click.Context, name: str, replicas: int, wait: bool, timeo
     """Set the number of replicas (0 stops it and keeps it)."""
     from studio.services import deployments
 
-    dep = deployments.scale_deployment(db=db_of(ctx), name=name, replicas=replicas)
+    dep = deployments.scale_deployment(db=db_of(ctx), actor=actor_of(ctx), name=name, replicas=replicas)
     if wait:
         dep = _watch(ctx, name, timeout, lambda d: d.ready_replicas == replicas) or dep
     emit(dep, as_json, lambda: click.echo(f"deployment {name}: {replicas} replica(s) wanted"))
@@ -242,7 +242,7 @@ def deploy_autoscale(
     if not off and hi is None:
         raise InvalidSpec("--max is required", hint="e.g. --min 1 --max 4, or --off")
     bounds = None if off else Autoscale(min_replicas=lo, max_replicas=hi or lo, target_inflight=target_inflight)
-    dep = deployments.set_autoscale(db=db_of(ctx), name=name, autoscale=bounds)
+    dep = deployments.set_autoscale(db=db_of(ctx), actor=actor_of(ctx), name=name, autoscale=bounds)
     emit(
         dep,
         as_json,
@@ -262,7 +262,7 @@ def deploy_delete(ctx: click.Context, name: str, wait: bool, timeout: float) -> 
     """Stop the replicas and remove the deployment."""
     from studio.services import deployments
 
-    deployments.delete_deployment(db=db_of(ctx), name=name)
+    deployments.delete_deployment(db=db_of(ctx), actor=actor_of(ctx), name=name)
     click.echo(f"deployment {name}: deleting")
     if wait and _watch(ctx, name, timeout, lambda d: False) is None:
         click.echo(f"deployment {name}: deleted")
@@ -276,5 +276,5 @@ def deploy_logs(ctx: click.Context, name: str, tail: int) -> None:
     """The last lines its replicas wrote (on Kubernetes: its newest pod)."""
     from studio.logs import deployment_logs
 
-    for line in deployment_logs(settings=settings_of(ctx), db=db_of(ctx), name=name, tail=tail):
+    for line in deployment_logs(settings=settings_of(ctx), db=db_of(ctx), actor=actor_of(ctx), name=name, tail=tail):
         click.echo(line)

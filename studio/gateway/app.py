@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import orjson
 
-from studio.db import Database
+from studio.db import Database, utcnow
 from studio.errors import CoveError
 from studio.gateway.metrics import GatewayMetrics
 from studio.gateway.protocol import (
@@ -66,6 +66,7 @@ class Gateway:
         # Misses looked up in the DB, remembered until the next refresh: a wrong key or a model that is not ready
         # costs one indexed lookup per refresh interval, however often it is asked for.
         self._unknown_keys: set[str] = set()
+        self._rechecked_keys: set[str] = set()  # keys refused a deployment and read again since the last refresh
         self._route_misses: dict[str, bool] = {}  # name → whether the deployment exists
         self._tasks: list[asyncio.Task[None]] = []
         self._refreshed_at = 0.0
@@ -168,8 +169,27 @@ class Gateway:
         self.table.replace(routes)
         self._route_misses.clear()
         self._unknown_keys.clear()
+        self._rechecked_keys.clear()
         self.keys = active
         self._refreshed_at = time.monotonic()
+        self._cut_streams(active)
+
+    def _cut_streams(self, active: dict[str, KeyIdentity]) -> None:
+        """End the open streams of keys revoked or expired since they began (within one refresh interval)."""
+        if not self.up.streams:
+            return
+        alive = {identity.id: identity for identity in active.values()}
+        now = utcnow()
+        for key_id, calls in list(self.up.streams.items()):
+            identity = alive.get(key_id)
+            if identity is None:
+                reason = "the API key was revoked (or its owner removed)"
+            elif identity.expires_at is not None and identity.expires_at <= now:
+                reason = f"API key {identity.name!r} expired"
+            else:
+                continue
+            for call in list(calls):
+                call.cut(reason)
 
     def _read_state(self) -> tuple[list[Route], dict[str, KeyIdentity]]:
         return deployments.ready_routes(db=self.db), keys.active_keys(db=self.db)
@@ -211,7 +231,27 @@ class Gateway:
                 self._unknown_keys.add(digest)
         if identity is None:
             raise _Reject(401, "invalid API key: it is unknown or was revoked", code="invalid_api_key")
+        if identity.expires_at is not None and identity.expires_at <= utcnow():
+            raise _Reject(
+                401,
+                f"API key {identity.name!r} expired at {identity.expires_at:%Y-%m-%d %H:%M} UTC: create a new one",
+                code="expired_api_key",
+            )
         return identity
+
+    async def _authorize(self, identity: KeyIdentity | None, name: str) -> None:
+        """403 when the key may not call deployment ``name`` (read once more first: the deployment may be new)."""
+        if identity is None or identity.refusal(name) is None:
+            return
+        digest = identity.key_hash
+        if digest not in self._rechecked_keys:
+            self._rechecked_keys.add(digest)
+            fresh = await asyncio.to_thread(keys.find_key, db=self.db, key_hash=digest)
+            if fresh is not None:
+                self.keys[digest], identity = fresh, fresh
+        refusal = identity.refusal(name)
+        if refusal is not None:
+            raise _Reject(403, f"{refusal}: it may not call {name!r}", type="permission_error", code="key_scope")
 
     async def _route(self, name: str) -> Route:
         route = self.table.routes.get(name)
@@ -265,6 +305,7 @@ class Gateway:
                 raise _Reject(400, problem)
             name = body["model"]
             route = await self._route(name)
+            await self._authorize(identity, name)
         except _Reject as reject:
             if reject.status != 499:
                 await respond(send, reject.status, reject.body)
@@ -295,13 +336,14 @@ class Gateway:
 
     async def _models(self, scope: Scope, send: Send) -> None:
         try:
-            await self._authenticate(scope)
+            identity = await self._authenticate(scope)
         except _Reject as reject:
             await respond(send, reject.status, reject.body)
             return
         data = [
             {"id": r.name, "object": "model", "created": r.created, "owned_by": "cove"}
             for r in sorted(self.table.routes.values(), key=lambda r: r.name)
+            if identity is None or identity.refusal(r.name) is None  # only what this key may call
         ]
         await respond(send, 200, orjson.dumps({"object": "list", "data": data}))
 

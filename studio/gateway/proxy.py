@@ -64,6 +64,7 @@ class Upstream:
     metrics: GatewayMetrics
     client: aiohttp.ClientSession | None = None
     metered: list[Metered] = field(default_factory=list)
+    streams: dict[int, set[Proxy]] = field(default_factory=dict)  # open streams by API key id, to cut on revocation
 
 
 async def respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -101,6 +102,14 @@ class Proxy:
         self.estimated = False
         self.ttft: float | None = None
         self.upstream_s = 0.0  # time spent waiting on the runtime
+        self.cut_reason = ""  # why the gateway ended this stream (its key was revoked or expired)
+        self._response: aiohttp.ClientResponse | None = None
+
+    def cut(self, reason: str) -> None:
+        """End this stream now: the client gets an error event saying ``reason``, the runtime a closed connection."""
+        self.cut_reason = reason
+        if self._response is not None:
+            self._response.close()
 
     async def run(self, receive: Receive, send: Send) -> None:
         up, name = self.up, self.route.name
@@ -207,11 +216,17 @@ class Proxy:
         self.up.metrics.overhead.observe(overhead)
         gone = asyncio.ensure_future(receive())  # completes with http.disconnect if the client leaves
         rest = b""
+        key_id = self.identity.id if self.identity else None
+        if key_id is not None:
+            self._response = response
+            self.up.streams.setdefault(key_id, set()).add(self)
         try:
             async for chunk in response.content.iter_any():
                 if gone.done():
                     self.status = 499
                     return
+                if self.cut_reason:
+                    break
                 events, rest = split_events(rest + chunk)
                 # one write per read from the runtime, however many events it carried
                 out = b"".join(o for o in map(meter.process, events) if o is not None)
@@ -219,10 +234,16 @@ class Proxy:
                     if self.ttft is None and meter.started:
                         self.ttft = time.perf_counter() - self.started
                     await send({"type": "http.response.body", "body": out, "more_body": True})
+            if self.cut_reason:
+                await self._end_stream(send, 401, self.cut_reason, "invalid_request_error")
+                return
             if not meter.done:
                 await send({"type": "http.response.body", "body": DONE, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         except (aiohttp.ClientError, TimeoutError) as exc:
+            if self.cut_reason:
+                await self._end_stream(send, 401, self.cut_reason, "invalid_request_error")
+                return
             self.status = 502
             self.up.metrics.upstream_errors.labels(self.route.name, "broken_stream").inc()
             log.warning("%s: stream broke after %d chunks: %s", self.route.name, meter.content_chunks, exc)
@@ -230,15 +251,13 @@ class Proxy:
                 f"the model server stopped mid-stream after {meter.content_chunks} chunks "
                 f"({type(exc).__name__}); retry the request"
             )
-            await send(
-                {
-                    "type": "http.response.body",
-                    "more_body": True,
-                    "body": b"data: " + error_body(message, type="upstream_error", code=502) + b"\n\n",
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
+            await self._end_stream(send, 502, message, "upstream_error")
         finally:
+            if key_id is not None:
+                calls = self.up.streams.get(key_id, set())
+                calls.discard(self)
+                if not calls:
+                    self.up.streams.pop(key_id, None)
             gone.cancel()
             self.upstream_s = time.perf_counter() - sent_at
             if meter.reported:
@@ -246,6 +265,13 @@ class Proxy:
             else:
                 self.prompt_tokens, self.completion_tokens = estimate_prompt_tokens(self.body), meter.content_chunks
                 self.estimated = True
+
+    async def _end_stream(self, send: Send, status: int, message: str, kind: str) -> None:
+        """End a stream already begun (status 200 sent) with an error event, as OpenAI's streams do."""
+        self.status = status
+        event = b"data: " + error_body(message, type=kind, code=status) + b"\n\n"
+        await send({"type": "http.response.body", "more_body": True, "body": event})
+        await send({"type": "http.response.body", "body": b""})
 
     async def _fail(self, send: Send, status: int, message: str, kind: str) -> None:
         self.status = status

@@ -14,11 +14,16 @@ import sqlalchemy as sa
 import yaml
 from sqlmodel import col, select
 
+from studio import access
 from studio.backends.base import Connection
 from studio.db import Database, utcnow
 from studio.errors import Conflict, CoveError, InvalidSpec, NotFound
 from studio.models import Cluster, ClusterCreate, ClusterPublic, Deployment, Notebook, Pool
 from studio.sealing import seal, unseal
+from studio.services.events import NewEvent, add_events
+from studio.values import Principal
+
+KIND = "cluster"
 
 RAW = "give the file `kubectl config view --raw --minify --flatten` prints"
 
@@ -47,13 +52,15 @@ def read_kubeconfig(text: str, context: str = "") -> tuple[str, str]:
     return chosen, str(server)
 
 
-def add_cluster(*, db: Database, data: ClusterCreate, key: str) -> ClusterPublic:
-    """Register a cluster, its kubeconfig sealed under ``key`` (``sealing.studio_key``)."""
+def add_cluster(*, db: Database, actor: Principal, data: ClusterCreate, key: str) -> ClusterPublic:
+    """Register a cluster, its kubeconfig sealed under ``key`` (``sealing.studio_key``). Admins only."""
+    access.check_admin(actor, doing="register clusters")
     context, server = read_kubeconfig(data.kubeconfig, data.context)
     sealed = seal(data.kubeconfig, key)
     with db.session() as session:
         row = Cluster(name=data.name, kubeconfig=sealed, context=context, namespace=data.namespace, server=server)
         session.add(row)
+        add_events(session, kind=KIND, name=data.name, actor=actor.name, events=[NewEvent("Registered", server)])
         try:
             session.commit()
         except sa.exc.IntegrityError as exc:
@@ -66,8 +73,10 @@ def list_clusters(*, db: Database) -> list[ClusterPublic]:
         return [ClusterPublic.model_validate(c) for c in session.exec(select(Cluster).order_by(col(Cluster.name)))]
 
 
-def remove_cluster(*, db: Database, name: str) -> None:
-    """Forget a cluster and its pools; refused while anything runs on them (its workloads would be orphaned)."""
+def remove_cluster(*, db: Database, actor: Principal, name: str) -> None:
+    """Forget a cluster and its pools; refused while anything runs on them (its workloads would be orphaned).
+    Admins only."""
+    access.check_admin(actor, doing="remove clusters")
     with db.session() as session:
         row = session.exec(select(Cluster).where(Cluster.name == name)).first()
         if row is None:
@@ -86,6 +95,7 @@ def remove_cluster(*, db: Database, name: str) -> None:
         for pool in pools:
             session.delete(pool)
         session.delete(row)
+        add_events(session, kind=KIND, name=name, actor=actor.name, events=[NewEvent("Removed", "with its pools")])
         session.commit()
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
+from studio import access
 from studio.backends.base import WorkloadSpec
 from studio.db import Database, utcnow
 from studio.errors import Conflict, InvalidSpec, NotFound, QuotaExceeded
@@ -29,11 +30,12 @@ from studio.models import (
 )
 from studio.pools import Admission, Claim, admit
 from studio.runtimes import reserved_flags_in
+from studio.services import owned
 from studio.services.events import NewEvent, add_events
 from studio.services.images import find_image
 from studio.services.models import find_version
 from studio.services.pools import claims_in, find_pool, lock_pool
-from studio.values import Autoscale, BuildStatus, Resources, Route, RuntimeKind, SourceKind, Status
+from studio.values import Autoscale, BuildStatus, Principal, Resources, Route, RuntimeKind, SourceKind, Status
 
 KIND = "deployment"
 
@@ -81,10 +83,13 @@ def _described(d: Deployment, version: ModelVersion, model: Model, image: Image,
     )
 
 
-def _find(session: Session, name: str) -> Deployment:
+def _find(session: Session, name: str, actor: Principal | None = None) -> Deployment:
+    """The row named ``name``; checked against ``actor`` when given (None: Cove itself, the controller)."""
     row = session.exec(select(Deployment).where(Deployment.name == name)).first()
     if row is None:
         raise NotFound(f"no deployment named {name!r}", hint="see `cove deploy list`")
+    if actor is not None:
+        owned.check(actor, row, kind=KIND)
     return row
 
 
@@ -111,9 +116,11 @@ def _default_image(pool: Pool) -> str:
     return RuntimeKind.VLLM if pool.gpu_count else RuntimeKind.TRANSFORMERS
 
 
-def create_deployment(*, db: Database, data: DeploymentCreate) -> DeploymentPublic:
-    """Admit and record a new deployment; the controller starts it. Exactly one of two concurrent creates of
-    the same name wins; the other gets Conflict."""
+def create_deployment(*, db: Database, actor: Principal, data: DeploymentCreate) -> DeploymentPublic:
+    """Admit and record a new deployment, owned by ``actor``; the controller starts it. The pool must be open to
+    one of the actor's groups. Exactly one of two concurrent creates of the same name wins; the other gets
+    Conflict."""
+    access.check_group(actor, data.group)
     reserved = reserved_flags_in(data.runtime_args)
     if reserved:
         raise InvalidSpec(
@@ -127,6 +134,7 @@ def create_deployment(*, db: Database, data: DeploymentCreate) -> DeploymentPubl
             raise Conflict(f"deployment {data.name!r} exists", hint="pick another name, or scale the existing one")
         version = find_version(session, model=data.model, version=data.model_version)
         pool = find_pool(session, name=data.pool)
+        access.check_pool(actor, pool=pool.name, groups=pool.groups)
         if data.cluster is not None and data.cluster != pool.cluster:
             raise InvalidSpec(
                 f"pool {pool.name!r} is on cluster {pool.cluster!r}, not {data.cluster!r}",
@@ -137,13 +145,18 @@ def create_deployment(*, db: Database, data: DeploymentCreate) -> DeploymentPubl
         assert version.id is not None and image.id is not None and pool.id is not None  # noqa: PT018
         described = {k: v for k, v in data if k in DeploymentBase.model_fields}
         row = Deployment(
-            **described | {"replicas": replicas}, model_version_id=version.id, image_id=image.id, pool_id=pool.id
+            **described | {"replicas": replicas},
+            owner=actor.name,
+            model_version_id=version.id,
+            image_id=image.id,
+            pool_id=pool.id,
         )
         session.add(row)
         add_events(
             session,
             kind=KIND,
             name=data.name,
+            actor=actor.name,
             events=[
                 NewEvent(
                     "Created",
@@ -160,43 +173,56 @@ def create_deployment(*, db: Database, data: DeploymentCreate) -> DeploymentPubl
         return _public(session, row)
 
 
-def list_deployments(*, db: Database) -> list[DeploymentPublic]:
-    """Every deployment, by name: one query, whatever their number (pages list thousands every few seconds)."""
+def list_deployments(*, db: Database, actor: Principal) -> list[DeploymentPublic]:
+    """The deployments ``actor`` may see, by name: one query, whatever their number (pages list thousands every
+    few seconds)."""
     query = (
         sa.select(Deployment, ModelVersion, Model, Image, Pool)
         .join(ModelVersion, col(Deployment.model_version_id) == ModelVersion.id)
         .join(Model, col(ModelVersion.model_id) == Model.id)
         .join(Image, col(Deployment.image_id) == Image.id)
         .join(Pool, col(Deployment.pool_id) == Pool.id)
+        .where(owned.visible(Deployment, actor))
         .order_by(col(Deployment.name))
     )
     with db.session() as session:
         return [_described(*row) for row in session.execute(query).all()]
 
 
-def count_by_status(*, db: Database) -> dict[str, int]:
-    """How many deployments are in each status (statuses with none are absent)."""
+def count_by_status(*, db: Database, actor: Principal) -> dict[str, int]:
+    """How many of the deployments ``actor`` may see are in each status (statuses with none are absent)."""
     with db.session() as session:
-        rows = session.exec(select(Deployment.status, func.count()).group_by(col(Deployment.status))).all()
+        rows = session.exec(
+            select(Deployment.status, func.count())
+            .where(owned.visible(Deployment, actor))
+            .group_by(col(Deployment.status))
+        ).all()
         return {status: count for status, count in rows}
 
 
-def get_deployment(*, db: Database, name: str) -> DeploymentPublic:
+def get_deployment(*, db: Database, actor: Principal, name: str) -> DeploymentPublic:
     with db.session() as session:
-        return _public(session, _find(session, name))
+        return _public(session, _find(session, name, actor))
 
 
-def scale_deployment(
-    *, db: Database, name: str, replicas: int, reason: str = "", autoscaler: bool = False
-) -> DeploymentPublic:
+def scale_deployment(*, db: Database, actor: Principal, name: str, replicas: int) -> DeploymentPublic:
     """Set the replica count (0 stops the deployment, keeping it). Admitted against the pool."""
+    return _scale(db=db, actor=actor, name=name, replicas=replicas)
+
+
+def autoscale_to(*, db: Database, name: str, replicas: int, reason: str) -> DeploymentPublic:
+    """The controller's autoscaler sets the count within the deployment's bounds (admitted like any other)."""
+    return _scale(db=db, actor=None, name=name, replicas=replicas, reason=reason)
+
+
+def _scale(*, db: Database, actor: Principal | None, name: str, replicas: int, reason: str = "") -> DeploymentPublic:
     if replicas < 0:
         raise InvalidSpec(f"replicas must be 0 or more, not {replicas}", hint="0 stops the deployment")
     with db.session() as session:
-        row = _find(session, name)
+        row = _find(session, name, actor)
         if row.deleting:
             raise Conflict(f"deployment {name!r} is being deleted", hint="create it again once it is gone")
-        if row.autoscale is not None and not autoscaler:
+        if row.autoscale is not None and actor is not None:
             raise InvalidSpec(
                 f"deployment {name!r} autoscales between {row.autoscale.min_replicas} and {row.autoscale.max_replicas}",
                 hint="change the bounds with `cove deploy autoscale`, or turn autoscaling off",
@@ -214,15 +240,16 @@ def scale_deployment(
             session,
             kind=KIND,
             name=name,
+            actor=actor.name if actor else None,
             events=[NewEvent("Scaled", f"replicas {before} → {replicas}{': ' + reason if reason else ''}")],
         )
         session.commit()
         return _public(session, row)
 
 
-def set_autoscale(*, db: Database, name: str, autoscale: Autoscale | None) -> DeploymentPublic:
+def set_autoscale(*, db: Database, actor: Principal, name: str, autoscale: Autoscale | None) -> DeploymentPublic:
     with db.session() as session:
-        row = _find(session, name)
+        row = _find(session, name, actor)
         if autoscale is None:
             text = "autoscaling off"
         else:
@@ -240,20 +267,22 @@ def set_autoscale(*, db: Database, name: str, autoscale: Autoscale | None) -> De
         row.generation += 1
         row.updated_at = utcnow()
         session.add(row)
-        add_events(session, kind=KIND, name=name, events=[NewEvent("Autoscale", text)])
+        add_events(session, kind=KIND, name=name, actor=actor.name, events=[NewEvent("Autoscale", text)])
         session.commit()
         return _public(session, row)
 
 
-def delete_deployment(*, db: Database, name: str) -> DeploymentPublic:
+def delete_deployment(*, db: Database, actor: Principal, name: str) -> DeploymentPublic:
     """Mark for deletion; the controller stops the replicas and then removes the row."""
     with db.session() as session:
-        row = _find(session, name)
+        row = _find(session, name, actor)
         if not row.deleting:
             row.deleting, row.generation, row.updated_at = True, row.generation + 1, utcnow()
             row.status, row.status_at = Status.DELETING, utcnow()
             session.add(row)
-            add_events(session, kind=KIND, name=name, events=[NewEvent("Deleting", "stopping its replicas")])
+            add_events(
+                session, kind=KIND, name=name, actor=actor.name, events=[NewEvent("Deleting", "stopping its replicas")]
+            )
             session.commit()
         return _public(session, row)
 
@@ -359,6 +388,7 @@ def find_route(*, db: Database, name: str) -> tuple[bool, Route | None]:
         return session.exec(select(Deployment.id).where(Deployment.name == name)).first() is not None, None
 
 
-def deployment_names(*, db: Database) -> list[str]:
+def deployment_names(*, db: Database, actor: Principal) -> list[str]:
     with db.session() as session:
-        return list(session.exec(select(Deployment.name).order_by(col(Deployment.name))).all())
+        query = select(Deployment.name).where(owned.visible(Deployment, actor))
+        return list(session.exec(query.order_by(col(Deployment.name))).all())

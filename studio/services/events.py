@@ -8,6 +8,7 @@ from sqlmodel import Session, col, delete, select
 
 from studio.db import Database
 from studio.models import Event, EventPublic
+from studio.values import Principal
 
 KEEP_PER_OBJECT = 200
 
@@ -19,17 +20,32 @@ class NewEvent:
     type: str = "Normal"  # Normal | Warning
 
 
-def add_events(session: Session, *, kind: str, name: str, events: list[NewEvent]) -> None:
-    """Add events inside the caller's transaction (services compose through this)."""
+def add_events(session: Session, *, kind: str, name: str, events: list[NewEvent], actor: str | None = None) -> None:
+    """Add events inside the caller's transaction (services compose through this). ``actor``: the person who did
+    it (the audit trail), None for what Cove did itself."""
     for event in events:
-        session.add(Event(kind=kind, name=name, type=event.type, reason=event.reason, message=event.message))
+        session.add(
+            Event(kind=kind, name=name, type=event.type, reason=event.reason, message=event.message, actor=actor)
+        )
 
 
-def record_events(*, db: Database, kind: str, name: str, events: list[NewEvent]) -> None:
+def record_events(*, db: Database, kind: str, name: str, events: list[NewEvent], actor: str | None = None) -> None:
     """Add events in a transaction of their own (for what happened outside any other change)."""
     with db.session() as session:
-        add_events(session, kind=kind, name=name, events=events)
+        add_events(session, kind=kind, name=name, events=events, actor=actor)
         session.commit()
+
+
+def audit_trail(*, db: Database, actor: Principal, user: str | None = None, limit: int = 200) -> list[EventPublic]:
+    """What people did, newest first: admins see everyone's (or ``user``'s), a member their own."""
+    if not actor.is_admin:
+        user = actor.name
+    with db.session() as session:
+        query = select(Event).where(col(Event.actor).is_not(None))
+        if user:
+            query = query.where(Event.actor == user)
+        rows = session.exec(query.order_by(col(Event.id).desc()).limit(limit)).all()
+        return [EventPublic.model_validate(row) for row in rows]
 
 
 def list_events(
@@ -49,7 +65,10 @@ def list_events(
 def prune_events(*, db: Database, kind: str, name: str, keep: int = KEEP_PER_OBJECT) -> int:
     with db.session() as session:
         ids = session.exec(
-            select(Event.id).where(Event.kind == kind, Event.name == name).order_by(col(Event.id).desc()).offset(keep)
+            select(Event.id)
+            .where(Event.kind == kind, Event.name == name, col(Event.actor).is_(None))  # the audit trail stays
+            .order_by(col(Event.id).desc())
+            .offset(keep)
         ).all()
         if ids:
             session.exec(delete(Event).where(col(Event.id).in_(ids)))

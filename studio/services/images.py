@@ -12,13 +12,13 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from studio import __version__
+from studio import __version__, access
 from studio.db import Database
 from studio.errors import Conflict, InvalidSpec, NotFound
 from studio.models import Image, ImageCreate, ImagePublic
 from studio.names import check_image_ref
 from studio.services.events import NewEvent, add_events
-from studio.values import BuildStatus, RuntimeKind
+from studio.values import BuildStatus, Principal, RuntimeKind
 
 KIND = "image"
 
@@ -97,8 +97,11 @@ def _destination_ref(data: ImageCreate, registry: str) -> str:
         raise InvalidSpec(f"COVE_REGISTRY {registry!r} is not a registry path: {exc}") from exc
 
 
-def add_image(*, db: Database, data: ImageCreate, registry: str = "") -> ImagePublic:
-    """Register an image; one with a Dockerfile is queued for building (pushed to ``ref``, else ``registry``)."""
+def add_image(*, db: Database, actor: Principal, data: ImageCreate, registry: str = "") -> ImagePublic:
+    """Register an image; one with a Dockerfile is queued for building (pushed to ``ref``, else ``registry``).
+    A local command runs as Cove's own OS user, so only admins may give one."""
+    if data.local_command:
+        access.check_admin(actor, doing="register an image with a local command (it runs as Cove's OS user)")
     ref = _destination_ref(data, registry)
     with db.session() as session:
         row = Image(**dict(data) | {"ref": ref})
@@ -110,9 +113,10 @@ def add_image(*, db: Database, data: ImageCreate, registry: str = "") -> ImagePu
             session.flush()
         except sa.exc.IntegrityError as exc:
             raise Conflict(f"image {data.name}:{data.version} exists", hint="register another version") from exc
+        events = [NewEvent("Registered", f"{ref}:{row.version}, runtime {row.runtime.value}")]
         if data.dockerfile is not None:
-            add_events(session, kind=KIND, name=f"{row.name}:{row.version}",
-                       events=[NewEvent("Queued", f"to be built and pushed to {ref}:{row.version}")])  # fmt: skip
+            events.append(NewEvent("Queued", f"to be built and pushed to {ref}:{row.version}"))
+        add_events(session, kind=KIND, name=f"{row.name}:{row.version}", actor=actor.name, events=events)
         session.commit()
         return ImagePublic.model_validate(row)
 
@@ -140,7 +144,7 @@ def record_build(*, db: Database, name: str, version: str, status: BuildStatus, 
         session.commit()
 
 
-def rebuild_image(*, db: Database, name: str, version: str) -> ImagePublic:
+def rebuild_image(*, db: Database, actor: Principal, name: str, version: str) -> ImagePublic:
     """Build a Dockerfile image again (after a failure, or when its base image moved)."""
     with db.session() as session:
         row = _exact(session, name, version)
@@ -151,7 +155,8 @@ def rebuild_image(*, db: Database, name: str, version: str) -> ImagePublic:
         row.build_status, row.build_message = BuildStatus.PENDING, "waiting for the controller to start it"
         row.build_attempt += 1
         session.add(row)
-        add_events(session, kind=KIND, name=f"{name}:{version}", events=[NewEvent("Queued", "rebuild asked for")])
+        queued = [NewEvent("Queued", "rebuild asked for")]
+        add_events(session, kind=KIND, name=f"{name}:{version}", actor=actor.name, events=queued)
         session.commit()
         return ImagePublic.model_validate(row)
 

@@ -9,12 +9,17 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
+from studio import access
 from studio.db import Database
 from studio.errors import Conflict, InvalidSpec, NotFound
 from studio.models import Deployment, Model, ModelCreate, ModelPublic, ModelVersion, ModelVersionPublic
 from studio.modelstore import fetch_from_hub, import_folder, inspect_folder
 from studio.names import is_repo_id
-from studio.values import SourceKind
+from studio.services import owned
+from studio.services.events import NewEvent, add_events
+from studio.values import Principal, SourceKind
+
+KIND = "model"
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ def _described(model: Model, versions: Sequence[ModelVersion]) -> ModelPublic:
     return ModelPublic(
         name=model.name,
         description=model.description,
+        owner=model.owner,
+        group=model.group,
         created_at=model.created_at,
         versions=[ModelVersionPublic.model_validate(v) for v in versions],
     )
@@ -63,6 +70,7 @@ def _described(model: Model, versions: Sequence[ModelVersion]) -> ModelPublic:
 def add_model(
     *,
     db: Database,
+    actor: Principal,
     data: ModelCreate,
     cache_dir: Path,
     progress: Callable[[str], None] | None = None,
@@ -71,13 +79,20 @@ def add_model(
     """Register ``data.source`` as a new model (or, with ``new_version``, a new version of one).
 
     Hub repos are resolved into the model cache first (downloading what is missing); folders are checked in
-    place. Raises Conflict for a taken name, InvalidSpec for a corrupt folder, SourceUnavailable when offline.
+    place. The model is ``actor``'s; a new version of someone else's is refused. Folders on the server are for
+    admins (a member's model comes from the Hub). Raises Conflict for a taken name, InvalidSpec for a corrupt
+    folder, SourceUnavailable when offline.
     """
+    access.check_group(actor, data.group)
     with db.session() as session:
         exists = session.exec(select(Model).where(Model.name == data.name)).first()
     if exists and not data.new_version:
         raise Conflict(f"model {data.name!r} exists", hint="add a version with --new-version, or pick another name")
+    if exists:
+        owned.check(actor, exists, kind=KIND)
     source = parse_source(data.source)
+    if source.kind == SourceKind.LOCAL:
+        access.check_admin(actor, doing="register a model from a folder on the server")
     if source.kind == SourceKind.HF:
         snapshot = fetch_from_hub(source.ref, cache_dir, revision=source.revision, progress=progress, on_bytes=on_bytes)
         folder, revision = snapshot.path, snapshot.revision
@@ -87,7 +102,7 @@ def add_model(
     with db.session() as session:
         model = session.exec(select(Model).where(Model.name == data.name)).first()
         if model is None:
-            model = Model(name=data.name, description=data.description)
+            model = Model(name=data.name, description=data.description, owner=actor.name, group=data.group)
             session.add(model)
             try:
                 session.flush()
@@ -108,6 +123,8 @@ def add_model(
                 model_type=info.model_type,
             )
         )
+        text = f"version {(latest or 0) + 1} from {data.source}"
+        add_events(session, kind=KIND, name=data.name, actor=actor.name, events=[NewEvent("VersionAdded", text)])
         try:
             session.commit()
         except sa.exc.IntegrityError as exc:
@@ -118,12 +135,14 @@ def add_model(
 
 
 def register_built(
-    *, db: Database, name: str, folder: Path, repo_id: str, cache_dir: Path, description: str = ""
+    *, db: Database, actor: Principal, name: str, folder: Path, repo_id: str, cache_dir: Path, description: str = ""
 ) -> ModelPublic:
-    """Store a folder Cove built (demo model, fine-tune output) in the cache as ``repo_id`` and register it."""
+    """Store a folder Cove built (demo model, fine-tune output) in the cache as ``repo_id`` and register it as
+    ``actor``'s."""
     snapshot = import_folder(folder, repo_id, cache_dir)
     return add_model(
         db=db,
+        actor=actor,
         cache_dir=cache_dir,
         data=ModelCreate(
             name=name, source=f"hf:{repo_id}@{snapshot.revision}", description=description, new_version=True
@@ -166,12 +185,13 @@ def find_version(session: Session, *, model: str, version: int | None) -> ModelV
     return found
 
 
-def delete_model(*, db: Database, name: str) -> None:
+def delete_model(*, db: Database, actor: Principal, name: str) -> None:
     """Remove a model and its versions from the catalog (files in the cache stay). Refused while deployed."""
     with db.session() as session:
         model = session.exec(select(Model).where(Model.name == name)).first()
         if model is None:
             raise NotFound(f"no model named {name!r}", hint="see `cove model list`")
+        owned.check(actor, model, kind=KIND)
         used = session.exec(
             select(Deployment.name)
             .join(ModelVersion, col(Deployment.model_version_id) == ModelVersion.id)
@@ -180,4 +200,6 @@ def delete_model(*, db: Database, name: str) -> None:
         if used:
             raise Conflict(f"model {name!r} is deployed as {', '.join(used)}", hint="delete those deployments first")
         session.delete(model)
+        deleted = [NewEvent("Deleted", "removed from the catalog")]
+        add_events(session, kind=KIND, name=name, actor=actor.name, events=deleted)
         session.commit()

@@ -13,7 +13,7 @@ from studio.errors import QuotaExceeded
 from studio.models import Notebook, NotebookPublic, Pool
 from studio.pools import Claim, admit
 from studio.services.pools import NOTEBOOK_OWNER, claims_in, find_pool, lock_pool
-from studio.values import Resources
+from studio.values import Principal, Resources
 
 
 def notebook_name(user: str, server: str = "") -> str:
@@ -56,11 +56,13 @@ def release_notebook(*, db: Database, user: str, server: str = "") -> None:
             session.commit()
 
 
-def list_notebooks(*, db: Database) -> list[NotebookPublic]:
+def list_notebooks(*, db: Database, actor: Principal) -> list[NotebookPublic]:
+    """Admins see every notebook server; a member their own."""
     with db.session() as session:
-        rows = session.exec(
-            select(Notebook, Pool).join(Pool, col(Notebook.pool_id) == Pool.id).order_by(col(Notebook.name))
-        ).all()
+        query = select(Notebook, Pool).join(Pool, col(Notebook.pool_id) == Pool.id)
+        if not actor.is_admin:
+            query = query.where(Notebook.user == actor.name)
+        rows = session.exec(query.order_by(col(Notebook.name))).all()
         return [_public(n, p) for n, p in rows]
 
 

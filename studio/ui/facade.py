@@ -45,10 +45,10 @@ from studio.pools import Admission
 from studio.profiles import Profile, profiles_for
 from studio.runtimes import local_availability
 from studio.sealing import studio_key
-from studio.services import clusters, deployments, events, images, keys, models, notebooks, pools, usage
+from studio.services import clusters, deployments, events, images, keys, models, notebooks, pools, usage, users
 from studio.services.pools import PoolUsage
 from studio.settings import Settings
-from studio.values import Autoscale, Resources
+from studio.values import Autoscale, Principal, Resources
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,21 @@ class ModelFiles:
     card: str  # README.md, or ''
 
 
-class Studio:
-    """The studio's verbs, as the pages use them."""
+@dataclass(frozen=True)
+class Shared:
+    """What every session of the UI process shares: the settings, the database, the log reader."""
 
-    def __init__(self, settings: Settings, db: Database) -> None:
-        self.settings, self.db = settings, db
-        self._logs = LogReader(settings=settings, db=db)
+    settings: Settings
+    db: Database
+    logs: LogReader
+
+
+class Studio:
+    """The studio's verbs, as the pages use them, acting as one principal (the session's user)."""
+
+    def __init__(self, shared: Shared, actor: Principal) -> None:
+        self.settings, self.db, self._logs = shared.settings, shared.db, shared.logs
+        self.actor = actor
 
     # ---------------------------------------------------------------------------------------------- overview
 
@@ -72,7 +81,7 @@ class Studio:
         return pools.list_pools(db=self.db)
 
     def status_counts(self) -> dict[str, int]:
-        return deployments.count_by_status(db=self.db)
+        return deployments.count_by_status(db=self.db, actor=self.actor)
 
     def recent_events(self, *, name: str | None = None, limit: int = 20) -> list[EventPublic]:
         return events.list_events(db=self.db, kind="deployment", name=name, limit=limit)
@@ -94,11 +103,16 @@ class Studio:
     ) -> ModelPublic:
         data = ModelCreate(name=name, source=source, description=description, new_version=new_version)
         return models.add_model(
-            db=self.db, data=data, cache_dir=self.settings.models_dir, progress=progress, on_bytes=on_bytes
+            db=self.db,
+            actor=self.actor,
+            data=data,
+            cache_dir=self.settings.models_dir,
+            progress=progress,
+            on_bytes=on_bytes,
         )
 
     def delete_model(self, name: str) -> None:
-        models.delete_model(db=self.db, name=name)
+        models.delete_model(db=self.db, actor=self.actor, name=name)
 
     @staticmethod
     def model_files(version: ModelVersionPublic) -> ModelFiles:
@@ -120,19 +134,19 @@ class Studio:
         return images.list_images(db=self.db)
 
     def add_image(self, data: ImageCreate) -> ImagePublic:
-        return images.add_image(db=self.db, data=data, registry=self.settings.registry)
+        return images.add_image(db=self.db, actor=self.actor, data=data, registry=self.settings.registry)
 
     def rebuild_image(self, name: str, version: str) -> ImagePublic:
-        return images.rebuild_image(db=self.db, name=name, version=version)
+        return images.rebuild_image(db=self.db, actor=self.actor, name=name, version=version)
 
     def clusters(self) -> list[ClusterPublic]:
         return clusters.list_clusters(db=self.db)
 
     def add_cluster(self, data: ClusterCreate) -> ClusterPublic:
-        return clusters.add_cluster(db=self.db, data=data, key=studio_key(self.settings))
+        return clusters.add_cluster(db=self.db, actor=self.actor, data=data, key=studio_key(self.settings))
 
     def remove_cluster(self, name: str) -> None:
-        clusters.remove_cluster(db=self.db, name=name)
+        clusters.remove_cluster(db=self.db, actor=self.actor, name=name)
 
     def local_problem(self, image: ImagePublic, resources: Resources) -> str:
         """Why ``image`` cannot run on this machine with ``resources`` ('' if it can)."""
@@ -182,27 +196,27 @@ class Studio:
             replicas=replicas,
             autoscale=autoscale,
         )
-        return deployments.create_deployment(db=self.db, data=data)
+        return deployments.create_deployment(db=self.db, actor=self.actor, data=data)
 
     # ------------------------------------------------------------------------------------------ deployments
 
     def deployments(self) -> list[DeploymentPublic]:
-        return deployments.list_deployments(db=self.db)
+        return deployments.list_deployments(db=self.db, actor=self.actor)
 
     def deployment_names(self) -> list[str]:
-        return deployments.deployment_names(db=self.db)
+        return deployments.deployment_names(db=self.db, actor=self.actor)
 
     def deployment(self, name: str) -> DeploymentPublic:
-        return deployments.get_deployment(db=self.db, name=name)
+        return deployments.get_deployment(db=self.db, actor=self.actor, name=name)
 
     def scale(self, name: str, replicas: int) -> DeploymentPublic:
-        return deployments.scale_deployment(db=self.db, name=name, replicas=replicas)
+        return deployments.scale_deployment(db=self.db, actor=self.actor, name=name, replicas=replicas)
 
     def delete(self, name: str) -> DeploymentPublic:
-        return deployments.delete_deployment(db=self.db, name=name)
+        return deployments.delete_deployment(db=self.db, actor=self.actor, name=name)
 
     def logs(self, name: str, *, tail: int = 200) -> list[str]:
-        return self._logs.read(name, tail=tail)
+        return self._logs.read(name, actor=self.actor, tail=tail)
 
     def traffic(self, name: str, *, window: timedelta = timedelta(hours=1)) -> list[Traffic]:
         return usage.traffic(db=self.db, deployment=name, since=utcnow() - window)
@@ -213,7 +227,7 @@ class Studio:
         return HubClient(self.settings).servers()
 
     def notebook_claims(self) -> list[NotebookPublic]:
-        return notebooks.list_notebooks(db=self.db)
+        return notebooks.list_notebooks(db=self.db, actor=self.actor)
 
     def notebook_profiles(self) -> list[Profile]:
         """Every profile of every pool (the hub still checks the user's groups when starting)."""
@@ -230,13 +244,13 @@ class Studio:
     # ------------------------------------------------------------------------------------------ keys, usage
 
     def keys(self) -> list[ApiKeyPublic]:
-        return keys.list_keys(db=self.db)
+        return keys.list_keys(db=self.db, actor=self.actor)
 
     def create_key(self, name: str) -> ApiKeyCreated:
-        return keys.create_key(db=self.db, data=ApiKeyCreate(name=name))
+        return keys.create_key(db=self.db, actor=self.actor, data=ApiKeyCreate(name=name))
 
     def revoke_key(self, name: str) -> ApiKeyPublic:
-        return keys.revoke_key(db=self.db, name=name)
+        return keys.revoke_key(db=self.db, actor=self.actor, name=name)
 
     def usage(self, *, days: int = 30) -> list[UsageSummary]:
         since = utcnow() - timedelta(days=days)
@@ -248,11 +262,14 @@ class Studio:
 
 
 @st.cache_resource(show_spinner=False)
-def _open(settings_json: str) -> Studio:
+def _open(settings_json: str) -> Shared:
     settings = Settings.model_validate_json(settings_json)
-    return Studio(settings, open_studio(settings))
+    db = open_studio(settings)
+    return Shared(settings, db, LogReader(settings=settings, db=db))
 
 
 def current() -> Studio:
-    """The studio of this process's settings (COVE_* environment), opened once and shared by every session."""
-    return _open(Settings().model_dump_json())
+    """The studio of this process's settings (COVE_* environment, opened once and shared by every session),
+    acting as this session's user."""
+    shared = _open(Settings().model_dump_json())
+    return Studio(shared, users.first_admin(db=shared.db))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -100,6 +101,7 @@ def deployment_rows(found: Sequence[DeploymentPublic]) -> list[dict[str, Any]]:
     return [
         {
             "name": d.name,
+            "owner": owner_of(d.owner, d.group),
             "status": d.status,
             "ready": f"{d.ready_replicas}/{d.replicas}",
             "model": f"{d.model} v{d.model_version}",
@@ -121,6 +123,7 @@ def model_rows(found: Sequence[ModelPublic]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "model": m.name,
+                "owner": owner_of(m.owner, m.group),
                 "versions": len(m.versions),
                 "newest": f"v{newest.version}" if newest else "",
                 "architecture": newest.architecture if newest else "",
@@ -162,14 +165,28 @@ def event_rows(found: Sequence[EventPublic]) -> list[dict[str, Any]]:
     ]
 
 
-def key_rows(found: Sequence[ApiKeyPublic]) -> list[dict[str, Any]]:
+def owner_of(owner: str, group: str | None) -> str:
+    return f"{owner} · {group}" if group else owner
+
+
+def key_state(k: ApiKeyPublic, now: datetime) -> str:
+    if k.revoked_at:
+        return f"revoked {k.revoked_at:%Y-%m-%d}"
+    if k.expires_at is None:
+        return "active"
+    return f"expired {k.expires_at:%Y-%m-%d}" if k.expires_at <= now else f"active until {k.expires_at:%Y-%m-%d}"
+
+
+def key_rows(found: Sequence[ApiKeyPublic], now: datetime) -> list[dict[str, Any]]:
     return [
         {
             "name": k.name,
+            "owner": k.owner,
             "key": f"{k.prefix}…",
+            "may call": ", ".join(k.deployments) if k.deployments else "any of its owner's",
             "created": f"{k.created_at:%Y-%m-%d %H:%M}",
             "last used": f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never",
-            "state": f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active",
+            "state": key_state(k, now),
         }
         for k in found
     ]

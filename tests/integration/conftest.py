@@ -34,6 +34,7 @@ from studio.settings import Settings
 from studio.values import Resources
 from tests.conftest import copy_sqlite_template
 from tests.fakes import FAKES
+from tests.people import ADMIN
 
 T = TypeVar("T")
 
@@ -89,6 +90,7 @@ def db(settings: Settings, sqlite_template: Path) -> Iterator[Database]:
 @pytest.fixture
 def stub_model(db: Database, tmp_path: Path) -> str:
     models.add_model(
+        actor=ADMIN,
         db=db,
         data=ModelCreate(name="stub", source=str(write_stub_model(tmp_path / "stub"))),
         cache_dir=tmp_path / "cache",
@@ -101,6 +103,7 @@ def add_fake_image(db: Database, script: str, *args: str) -> str:
     name = "-".join([script.removesuffix(".py").replace("_", "-"), *(a.strip("-") for a in args)])
     with contextlib.suppress(Conflict):
         images.add_image(
+            actor=ADMIN,
             db=db,
             data=ImageCreate(
                 name=name,
@@ -114,6 +117,7 @@ def add_fake_image(db: Database, script: str, *args: str) -> str:
 
 def deploy(db: Database, name: str, model: str, image: str | None = None, replicas: int = 1) -> None:
     deployments.create_deployment(
+        actor=ADMIN,
         db=db,
         data=DeploymentCreate(
             name=name, model=model, image=image, replicas=replicas, resources=Resources(cpu=0.5, memory_mib=256)
@@ -122,7 +126,7 @@ def deploy(db: Database, name: str, model: str, image: str | None = None, replic
 
 
 def status_of(db: Database, name: str, wanted: str) -> bool:
-    return deployments.get_deployment(db=db, name=name).status == wanted
+    return deployments.get_deployment(actor=ADMIN, db=db, name=name).status == wanted
 
 
 # ------------------------------------------------------------------------------------------------ in-process parts

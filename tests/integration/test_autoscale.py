@@ -19,10 +19,12 @@ from studio.values import Autoscale, PoolBase, Resources
 from tests.conftest import make_settings
 from tests.fakes.backends import InstantBackend
 from tests.integration.conftest import GatewayServer, add_fake_image, wait_until
+from tests.people import ADMIN
 
 
 def _autoscaled(db: Database, model: str, image: str | None = None, hi: int = 3) -> None:
     deployments.create_deployment(
+        actor=ADMIN,
         db=db,
         data=DeploymentCreate(
             name="auto",
@@ -42,12 +44,12 @@ def test_scales_up_at_once_and_down_after_a_quiet_window(db: Database, settings:
     _autoscaled(db, stub_model)
 
     def replicas() -> int:
-        return deployments.get_deployment(db=db, name="auto").replicas
+        return deployments.get_deployment(actor=ADMIN, db=db, name="auto").replicas
 
     ctl.reconcile()
     assert replicas() == 3  # 5 in flight at 2 each → 3, the maximum
     ctl.reconcile()
-    assert deployments.get_deployment(db=db, name="auto").ready_replicas == 3
+    assert deployments.get_deployment(actor=ADMIN, db=db, name="auto").ready_replicas == 3
     load["auto"] = 1.0
     now[0] += SCALE_DOWN_WINDOW_S / 2
     ctl.reconcile()
@@ -71,13 +73,15 @@ def test_scaling_up_takes_what_the_pool_has_room_for(db: Database, settings: Set
     ctl = Controller(db=db, backend=InstantBackend(), settings=settings, load=lambda n: 100.0)
     _autoscaled(db, stub_model, hi=64)
     ctl.reconcile()
-    assert deployments.get_deployment(db=db, name="auto").replicas == 4  # 4 × 0.5 cores fill the 2-core pool
+    assert (
+        deployments.get_deployment(actor=ADMIN, db=db, name="auto").replicas == 4
+    )  # 4 × 0.5 cores fill the 2-core pool
     (scaled,) = [e for e in events.list_events(db=db, kind="deployment", name="auto") if e.reason == "Scaled"]
     assert scaled.message == (
         "replicas 1 → 4: 100 requests in flight, target 2 per replica; 50 wanted, the pool has room for 4"
     )
     ctl.reconcile()
-    assert deployments.get_deployment(db=db, name="auto").replicas == 4  # full: stays, nothing else breaks
+    assert deployments.get_deployment(actor=ADMIN, db=db, name="auto").replicas == 4  # full: stays, nothing else breaks
 
 
 @pytest.mark.runtime
@@ -85,14 +89,14 @@ def test_requests_in_flight_at_the_gateway_drive_the_replica_count(
     tmp_path: Path, db: Database, stub_model: str
 ) -> None:
     settings = make_settings(tmp_path / "cove", upstream_read_timeout_s=4)
-    key = keys.create_key(db=db, data=ApiKeyCreate(name="load")).key
+    key = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="load")).key
     _autoscaled(db, stub_model, image=add_fake_image(db, "hanging_runtime.py"))
     with GatewayServer(settings, db) as gw:
         ctl = Controller(db=db, backend=LocalBackend(settings), settings=settings, load=gw.app.load)
         ctl.start()
         try:
             wait_until(
-                lambda: deployments.get_deployment(db=db, name="auto").status == "Ready",
+                lambda: deployments.get_deployment(actor=ADMIN, db=db, name="auto").status == "Ready",
                 timeout=30,
                 what="one ready replica",
             )
@@ -112,7 +116,7 @@ def test_requests_in_flight_at_the_gateway_drive_the_replica_count(
             for c in clients:
                 c.start()
             dep = wait_until(
-                lambda: (d := deployments.get_deployment(db=db, name="auto")).replicas == 3 and d,
+                lambda: (d := deployments.get_deployment(actor=ADMIN, db=db, name="auto")).replicas == 3 and d,
                 timeout=10,
                 what="the controller to scale to 3 for 5 requests in flight",
             )

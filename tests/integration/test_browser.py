@@ -17,6 +17,7 @@ from studio.models import ApiKeyCreate
 from studio.services import keys, models, usage
 from studio.settings import Settings
 from tests.integration.conftest import CoveUp, wait_until
+from tests.people import ADMIN
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("COVE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
@@ -76,9 +77,14 @@ def test_deploy_from_the_studio_then_chat_in_the_playground(
 ) -> None:
     db = open_studio(settings)
     models.register_built(
-        db=db, name="demo-chat", folder=demo_folder, repo_id="cove/demo-chat", cache_dir=settings.models_dir
+        actor=ADMIN,
+        db=db,
+        name="demo-chat",
+        folder=demo_folder,
+        repo_id="cove/demo-chat",
+        cache_dir=settings.models_dir,
     )
-    secret = keys.create_key(db=db, data=ApiKeyCreate(name="playground")).key
+    secret = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="playground")).key
     db.dispose()
     page = browser_page
 

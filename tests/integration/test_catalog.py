@@ -21,6 +21,7 @@ from studio.services import deployments, images, keys, models, pools, usage
 from studio.services.events import KEEP_PER_OBJECT, NewEvent, add_events, list_events, prune_events
 from studio.values import Autoscale, BuildStatus, PoolBase, Purpose, Resources, RuntimeKind, Sharing
 from tests.integration.conftest import write_stub_model
+from tests.people import ADMIN
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def stub(tmp_path: Path) -> Path:
 
 
 def _add(db: Database, name: str, source: Path | str, cache: Path, **kw: object) -> models.ModelPublic:
-    return models.add_model(db=db, data=ModelCreate(name=name, source=str(source), **kw), cache_dir=cache)
+    return models.add_model(actor=ADMIN, db=db, data=ModelCreate(name=name, source=str(source), **kw), cache_dir=cache)
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -120,9 +121,9 @@ def test_hub_model_not_cached_while_offline_says_what_to_do(catalog: Database, t
 
 def test_model_in_use_cannot_be_deleted(catalog: Database, stub: Path, tmp_path: Path) -> None:
     _add(catalog, "used", stub, tmp_path)
-    deployments.create_deployment(db=catalog, data=DeploymentCreate(name="d1", model="used"))
+    deployments.create_deployment(actor=ADMIN, db=catalog, data=DeploymentCreate(name="d1", model="used"))
     with pytest.raises(Conflict, match="deployed as d1"):
-        models.delete_model(db=catalog, name="used")
+        models.delete_model(actor=ADMIN, db=catalog, name="used")
 
 
 # ------------------------------------------------------------------------------------------------ images, keys
@@ -135,9 +136,9 @@ def test_custom_images_are_validated_and_unique(catalog: Database) -> None:
         ref="registry.example.com/team/my-rt",
         local_command=["my-server", "--port", "{port}"],
     )
-    assert images.add_image(db=catalog, data=data).reference == "registry.example.com/team/my-rt:1.0"
+    assert images.add_image(actor=ADMIN, db=catalog, data=data).reference == "registry.example.com/team/my-rt:1.0"
     with pytest.raises(Conflict, match=r"my-rt:1\.0 exists"):
-        images.add_image(db=catalog, data=data)
+        images.add_image(actor=ADMIN, db=catalog, data=data)
     with pytest.raises(ValidationError, match="'latest' is not a version"):
         ImageCreate(name="x", version="latest", ref="example.com/x")
     with pytest.raises(ValidationError, match=r"use the \{port\} placeholder"):
@@ -147,19 +148,19 @@ def test_custom_images_are_validated_and_unique(catalog: Database) -> None:
 
 
 def test_keys_are_shown_once_stored_hashed_and_revocable(catalog: Database) -> None:
-    created = keys.create_key(db=catalog, data=ApiKeyCreate(name="app"))
+    created = keys.create_key(actor=ADMIN, db=catalog, data=ApiKeyCreate(name="app"))
     assert created.key.startswith("cove-")
     assert len(created.key) > 40
     assert keys.hash_key(created.key) in keys.active_keys(db=catalog)
-    listed = keys.list_keys(db=catalog)
+    listed = keys.list_keys(actor=ADMIN, db=catalog)
     assert [(k.name, k.prefix) for k in listed] == [("app", created.key[:12])]
     assert "key" not in listed[0].model_dump()
     with pytest.raises(Conflict):
-        keys.create_key(db=catalog, data=ApiKeyCreate(name="app"))
-    keys.revoke_key(db=catalog, name="app")
+        keys.create_key(actor=ADMIN, db=catalog, data=ApiKeyCreate(name="app"))
+    keys.revoke_key(actor=ADMIN, db=catalog, name="app")
     assert keys.active_keys(db=catalog) == {}
     with pytest.raises(NotFound, match="no API key named 'nope'"):
-        keys.revoke_key(db=catalog, name="nope")
+        keys.revoke_key(actor=ADMIN, db=catalog, name="nope")
 
 
 # ------------------------------------------------------------------------------------------------ deployments
@@ -191,8 +192,8 @@ def test_unknown_model_image_and_pool_are_named(catalog: Database, stub: Path, t
     ]
     for data, error, message in cases:
         with pytest.raises(error, match=message):
-            deployments.create_deployment(db=catalog, data=data)
-    assert deployments.list_deployments(db=catalog) == []
+            deployments.create_deployment(actor=ADMIN, db=catalog, data=data)
+    assert deployments.list_deployments(actor=ADMIN, db=catalog) == []
 
 
 def test_admission_refuses_what_does_not_fit_and_says_what_is_free(
@@ -200,25 +201,27 @@ def test_admission_refuses_what_does_not_fit_and_says_what_is_free(
 ) -> None:
     _add(catalog, "m", stub, tmp_path)
     big = Resources(cpu=3, memory_mib=1024)
-    deployments.create_deployment(db=catalog, data=DeploymentCreate(name="big", model="m", resources=big))
+    deployments.create_deployment(actor=ADMIN, db=catalog, data=DeploymentCreate(name="big", model="m", resources=big))
     with pytest.raises(
         QuotaExceeded,
         match=r"needs 2 CPU cores \(2 × 1\) but pool 'local' has 1 free "
         r"\(held by big\)",
     ) as caught:
-        deployments.create_deployment(db=catalog, data=DeploymentCreate(name="more", model="m", replicas=2))
+        deployments.create_deployment(
+            actor=ADMIN, db=catalog, data=DeploymentCreate(name="more", model="m", replicas=2)
+        )
     assert "1 CPU cores, 7168 MiB memory" in caught.value.hint
     with pytest.raises(QuotaExceeded, match="has no GPUs"):
         deployments.create_deployment(
-            db=catalog, data=DeploymentCreate(name="gpu", model="m", resources=Resources(gpus=1))
+            actor=ADMIN, db=catalog, data=DeploymentCreate(name="gpu", model="m", resources=Resources(gpus=1))
         )
     with pytest.raises(QuotaExceeded, match="needs 6 CPU cores"):
-        deployments.scale_deployment(db=catalog, name="big", replicas=2)
+        deployments.scale_deployment(actor=ADMIN, db=catalog, name="big", replicas=2)
     with pytest.raises(InvalidSpec, match="0 or more"):
-        deployments.scale_deployment(db=catalog, name="big", replicas=-1)
-    assert deployments.get_deployment(db=catalog, name="big").replicas == 1  # unchanged
-    deployments.scale_deployment(db=catalog, name="big", replicas=0)  # scaling down always fits
-    deployments.create_deployment(db=catalog, data=DeploymentCreate(name="more", model="m", replicas=2))
+        deployments.scale_deployment(actor=ADMIN, db=catalog, name="big", replicas=-1)
+    assert deployments.get_deployment(actor=ADMIN, db=catalog, name="big").replicas == 1  # unchanged
+    deployments.scale_deployment(actor=ADMIN, db=catalog, name="big", replicas=0)  # scaling down always fits
+    deployments.create_deployment(actor=ADMIN, db=catalog, data=DeploymentCreate(name="more", model="m", replicas=2))
 
 
 def test_two_concurrent_creates_of_one_name_exactly_one_wins(catalog: Database, stub: Path, tmp_path: Path) -> None:
@@ -229,6 +232,7 @@ def test_two_concurrent_creates_of_one_name_exactly_one_wins(catalog: Database, 
         barrier.wait()
         try:
             deployments.create_deployment(
+                actor=ADMIN,
                 db=catalog,
                 data=DeploymentCreate(
                     name="same", model="m", runtime_args=[f"--seed={i}"], resources=Resources(cpu=0.5)
@@ -244,7 +248,7 @@ def test_two_concurrent_creates_of_one_name_exactly_one_wins(catalog: Database, 
     for t in threads:
         t.join()
     assert sorted(results) == ["conflict: deployment 'same' exists"] * 3 + ["won"]
-    assert [d.name for d in deployments.list_deployments(db=catalog)] == ["same"]
+    assert [d.name for d in deployments.list_deployments(actor=ADMIN, db=catalog)] == ["same"]
 
 
 def test_concurrent_creates_cannot_overcommit_a_pool(catalog: Database, stub: Path, tmp_path: Path) -> None:
@@ -255,7 +259,9 @@ def test_concurrent_creates_cannot_overcommit_a_pool(catalog: Database, stub: Pa
         barrier.wait()
         try:
             deployments.create_deployment(
-                db=catalog, data=DeploymentCreate(name=f"d{i}", model="m", resources=Resources(cpu=1, memory_mib=512))
+                actor=ADMIN,
+                db=catalog,
+                data=DeploymentCreate(name=f"d{i}", model="m", resources=Resources(cpu=1, memory_mib=512)),
             )
             outcomes.append("admitted")
         except QuotaExceeded:
@@ -299,7 +305,7 @@ def test_the_controller_reads_each_deployment_resolved_into_the_spec_its_backend
     resources = Resources(cpu=2, memory_mib=4096, gpus=1)
     autoscale = Autoscale(min_replicas=1, max_replicas=2)
     deployments.create_deployment(
-        db=catalog,
+        actor=ADMIN, db=catalog,
         data=DeploymentCreate(name="chat", model="tiny", image="vllm", pool="gpu", resources=resources,
                               runtime_args=["--max-model-len", "8192"], autoscale=autoscale),
     )  # fmt: skip
@@ -330,7 +336,9 @@ def test_the_controller_reads_each_deployment_resolved_into_the_spec_its_backend
 
 def test_admission_preview_matches_what_create_decides(catalog: Database, stub: Path, tmp_path: Path) -> None:
     _add(catalog, "m", stub, tmp_path)
-    deployments.create_deployment(db=catalog, data=DeploymentCreate(name="big", model="m", resources=Resources(cpu=3)))
+    deployments.create_deployment(
+        actor=ADMIN, db=catalog, data=DeploymentCreate(name="big", model="m", resources=Resources(cpu=3))
+    )
 
     refused = deployments.preview_admission(db=catalog, pool="local", resources=Resources(cpu=2), replicas=1)
     fits = deployments.preview_admission(db=catalog, pool="local", resources=Resources(cpu=1), replicas=1)
@@ -341,7 +349,7 @@ def test_admission_preview_matches_what_create_decides(catalog: Database, stub: 
     assert refused.free.cpu == 1
     with pytest.raises(QuotaExceeded):
         deployments.create_deployment(
-            db=catalog, data=DeploymentCreate(name="x", model="m", resources=Resources(cpu=2))
+            actor=ADMIN, db=catalog, data=DeploymentCreate(name="x", model="m", resources=Resources(cpu=2))
         )
     with pytest.raises(NotFound, match="no pool named 'gpu'"):
         deployments.preview_admission(db=catalog, pool="gpu", resources=Resources(), replicas=1)

@@ -24,6 +24,7 @@ from studio.modelstore import inspect_folder
 from studio.services import models
 from studio.settings import Settings
 from tests.integration.conftest import CoveUp, answers, cove_env, runtime_pids, wait_until, write_stub_model
+from tests.people import ADMIN
 
 SERVICES = ("server", "ui", "playground", "hub")  # the parts of `cove up`, each with COVE_HOME/logs/<part>.log
 HUB_LINE = re.compile(r"^\[[DIWEC] |/hub/health", re.MULTILINE)  # JupyterHub's and its proxy's own log lines
@@ -42,7 +43,12 @@ def run(settings: Settings, *args: str) -> Result:
 def test_up_serves_the_demo_and_ctrl_c_stops_everything(settings: Settings, demo_folder: Path) -> None:
     db = open_studio(settings)  # the demo model is already built, as after a first start; up registers the rest
     models.register_built(
-        db=db, name="demo-chat", folder=demo_folder, repo_id="cove/demo-chat", cache_dir=settings.models_dir
+        actor=ADMIN,
+        db=db,
+        name="demo-chat",
+        folder=demo_folder,
+        repo_id="cove/demo-chat",
+        cache_dir=settings.models_dir,
     )
     db.dispose()
     with CoveUp(settings, COVE_DEMO="true") as up:

@@ -6,22 +6,18 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel, select
 
-from studio.db import MIGRATIONS, Database, current_revision, head_revision, make_engine, migrate, open_database
+from studio.db import Database, current_revision, head_revision, make_engine, migrate, migrating, open_database
 from studio.errors import DatabaseError
 from studio.models import Deployment, Notebook
 from studio.values import Autoscale, Resources
 
 
 def migrate_down(engine: Engine, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
+    with migrating(engine) as config:
         command.downgrade(config, revision)
 
 
@@ -152,4 +148,47 @@ def test_resources_and_autoscaling_kept_as_columns_become_values_and_back(empty_
             ("sliced", 1.5, 4096, 4096, 30, 1, 3, 2.5),
         ]
         assert tuple(conn.execute(sa.text("SELECT cpu, gpus FROM notebooks")).one()) == (4.0, 1)
+    engine.dispose()
+
+
+def test_existing_objects_become_the_first_admins_and_nothing_is_lost(empty_database_url: str) -> None:
+    """0006 adds users and owners: what exists belongs to ``admin`` (made with no password, for `cove up` to set),
+    and on SQLite the tables it copies keep the rows that refer to them (a model's versions, a key's usage)."""
+    engine = make_engine(empty_database_url)
+    migrate(engine, "0005")
+    stamp = {"t": "2026-01-01 00:00:00"}
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO models (name, description, created_at) VALUES ('m', '', :t)"), stamp)
+        conn.execute(
+            sa.text(
+                "INSERT INTO model_versions (model_id, version, source_kind, source, path, size_bytes, architecture,"
+                " model_type, created_at) VALUES (1, 1, 'local', '/m', '/m', 0, '', '', :t)"
+            ),
+            stamp,
+        )
+        conn.execute(
+            sa.text("INSERT INTO api_keys (name, prefix, key_hash, created_at) VALUES ('app', 'cove-x', 'h', :t)"),
+            stamp,
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO usage_records (api_key_id, deployment, endpoint, stream, status_code, prompt_tokens,"
+                " completion_tokens, estimated, latency_ms, created_at) VALUES (1, 'd', 'chat.completions', false,"
+                " 200, 3, 4, false, 1.5, :t)"
+            ),
+            stamp,
+        )
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT name, role, password_hash FROM users")).all() == [("admin", "admin", None)]
+        assert conn.execute(sa.text('SELECT name, owner, "group" FROM models')).all() == [("m", "admin", None)]
+        assert conn.execute(sa.text("SELECT name, owner, deployments FROM api_keys")).all() == [("app", "admin", None)]
+        assert conn.execute(sa.text("SELECT count(*) FROM model_versions")).scalar() == 1
+        assert conn.execute(sa.text("SELECT api_key_id FROM usage_records")).scalar() == 1
+
+    migrate_down(engine, "0005")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM model_versions")).scalar() == 1
+        assert conn.execute(sa.text("SELECT api_key_id FROM usage_records")).scalar() == 1
+        assert "owner" not in {c["name"] for c in sa.inspect(conn).get_columns("models")}
     engine.dispose()

@@ -33,6 +33,7 @@ from tests.integration.conftest import (
     wait_until,
     write_stub_model,
 )
+from tests.people import ADMIN
 
 pytestmark = pytest.mark.runtime
 ANSWERS = dict(PAIRS)
@@ -50,7 +51,7 @@ class Stack:
 
     def ready(self) -> deployments.DeploymentPublic:
         return wait_until(
-            lambda: (d := deployments.get_deployment(db=self.db, name="demo")).status == "Ready" and d,
+            lambda: (d := deployments.get_deployment(actor=ADMIN, db=self.db, name="demo")).status == "Ready" and d,
             timeout=120,
             what="the demo deployment to be Ready",
         )
@@ -70,11 +71,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo_folder: Path) -> Iterat
     settings = make_settings(home)
     db = open_studio(settings)
     models.register_built(
-        db=db, name="demo-chat", folder=demo_folder, repo_id="cove/demo-chat", cache_dir=settings.models_dir
+        actor=ADMIN,
+        db=db,
+        name="demo-chat",
+        folder=demo_folder,
+        repo_id="cove/demo-chat",
+        cache_dir=settings.models_dir,
     )
-    key = keys.create_key(db=db, data=ApiKeyCreate(name="tester")).key
+    key = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="tester")).key
     deployments.create_deployment(
-        db=db, data=DeploymentCreate(name="demo", model="demo-chat", resources=Resources(cpu=1, memory_mib=1024))
+        actor=ADMIN,
+        db=db,
+        data=DeploymentCreate(name="demo", model="demo-chat", resources=Resources(cpu=1, memory_mib=1024)),
     )
     server = CoveServer(settings, home.parent / "server.log").start()
     stack = Stack(settings, db, server, key)
@@ -199,16 +207,17 @@ def test_cove_server_runs_on_postgresql(tmp_path: Path, postgres: str) -> None:
     db = open_studio(settings)
     try:
         models.add_model(
+            actor=ADMIN,
             db=db,
             data=ModelCreate(name="stub", source=str(write_stub_model(tmp_path / "stub"))),
             cache_dir=settings.models_dir,
         )
-        key = keys.create_key(db=db, data=ApiKeyCreate(name="pg")).key
+        key = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="pg")).key
         deploy(db, "on-pg", "stub", add_fake_image(db, "scripted_runtime.py"))
         server = CoveServer(settings, tmp_path / "server.log").start()
         try:
             wait_until(
-                lambda: deployments.get_deployment(db=db, name="on-pg").status == "Ready",
+                lambda: deployments.get_deployment(actor=ADMIN, db=db, name="on-pg").status == "Ready",
                 timeout=30,
                 what="the deployment to be Ready",
             )

@@ -24,11 +24,12 @@ from studio.values import Status
 from tests.conftest import free_port, make_settings
 from tests.fakes import FAKES
 from tests.integration.conftest import GatewayServer, add_fake_image, answers, deploy, status_of, wait_until
+from tests.people import ADMIN
 
 
 @pytest.fixture
 def key(db: Database) -> str:
-    return keys.create_key(db=db, data=ApiKeyCreate(name="app")).key
+    return keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="app")).key
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def client(gateway: GatewayServer, key: str) -> Iterator[openai.OpenAI]:
 
 
 def _replica_port(db: Database, name: str) -> str:
-    return deployments.get_deployment(db=db, name=name).endpoints[0].rsplit(":", 1)[1]
+    return deployments.get_deployment(actor=ADMIN, db=db, name=name).endpoints[0].rsplit(":", 1)[1]
 
 
 def play_ready(db: Database, name: str, endpoints: list[str]) -> None:
@@ -125,7 +126,7 @@ def test_every_request_is_metered_once_with_its_key(db: Database, chat: str, cli
     assert [(s.key, s.deployment, s.requests, s.prompt_tokens, s.completion_tokens) for s in summary] == [
         ("app", "chat", 3, 21, 9)
     ]
-    assert keys.list_keys(db=db)[0].last_used_at is not None
+    assert keys.list_keys(actor=ADMIN, db=db)[0].last_used_at is not None
 
 
 @pytest.mark.runtime
@@ -148,11 +149,13 @@ def test_runtime_without_usage_is_counted_and_marked_estimated(
 
 @pytest.mark.runtime
 def test_replicas_share_the_load(db: Database, chat: str, client: openai.OpenAI) -> None:
-    deployments.scale_deployment(db=db, name=chat, replicas=2)
+    deployments.scale_deployment(actor=ADMIN, db=db, name=chat, replicas=2)
     wait_until(
-        lambda: deployments.get_deployment(db=db, name=chat).ready_replicas == 2, timeout=30, what="two ready replicas"
+        lambda: deployments.get_deployment(actor=ADMIN, db=db, name=chat).ready_replicas == 2,
+        timeout=30,
+        what="two ready replicas",
     )
-    ports = {e.rsplit(":", 1)[1] for e in deployments.get_deployment(db=db, name=chat).endpoints}
+    ports = {e.rsplit(":", 1)[1] for e in deployments.get_deployment(actor=ADMIN, db=db, name=chat).endpoints}
     seen = collections.Counter()
     for _ in range(20):
         content = wait_until(lambda: _safe_chat(client, chat), timeout=5, what="an answer")
@@ -195,9 +198,9 @@ def test_keys_are_required_and_revocation_takes_effect(
         assert response.status_code == 401
         assert message in response.json()["error"]["message"]
         assert response.json()["error"]["code"] == "invalid_api_key"
-    fresh = keys.create_key(db=db, data=ApiKeyCreate(name="fresh")).key  # works at once, no refresh wait
+    fresh = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="fresh")).key  # works at once, no refresh wait
     assert httpx.post(url, json=body, headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
-    keys.revoke_key(db=db, name="fresh")
+    keys.revoke_key(actor=ADMIN, db=db, name="fresh")
     wait_until(
         lambda: httpx.post(url, json=body, headers={"Authorization": f"Bearer {fresh}"}).status_code == 401,
         timeout=5,

@@ -26,6 +26,7 @@ from studio.settings import Settings
 from studio.values import Purpose
 from tests.conftest import make_settings
 from tests.integration.conftest import cove_env, wait_until
+from tests.people import ADMIN
 
 pytestmark = [pytest.mark.runtime, pytest.mark.hub]
 
@@ -121,7 +122,7 @@ def add_pool(settings: Settings, name: str, cpu: float, groups: list[str] | None
 def claims(settings: Settings) -> dict[str, str]:
     db = open_studio(settings)
     try:
-        return {n.name: n.pool for n in notebooks.list_notebooks(db=db)}
+        return {n.name: n.pool for n in notebooks.list_notebooks(actor=ADMIN, db=db)}
     finally:
         db.dispose()
 

@@ -29,6 +29,7 @@ from studio.values import Autoscale, BuildStatus, Resources, Status
 from tests.conftest import make_settings
 from tests.fakes.kubeapi import Cluster
 from tests.integration.conftest import write_stub_model
+from tests.people import ADMIN
 from tests.schemas import assert_valid
 
 NS = "cove"
@@ -63,6 +64,7 @@ class Studio:
         self.controller = Controller(db=self.db, backend=backend, settings=settings)
         self.key = studio_key(settings)
         models.add_model(
+            actor=ADMIN,
             db=self.db,
             data=ModelCreate(name="qwen", source=str(write_stub_model(tmp_path / "qwen"))),
             cache_dir=settings.models_dir,
@@ -74,10 +76,10 @@ class Studio:
 
     def deploy(self, name: str, pool: str = "a100", image: str = "vllm", **extra: object) -> None:
         data = DeploymentCreate(name=name, model="qwen", pool=pool, resources=ONE_GPU, image=image, **extra)  # type: ignore[arg-type]
-        deployments.create_deployment(db=self.db, data=data)
+        deployments.create_deployment(actor=ADMIN, db=self.db, data=data)
 
     def status(self, name: str) -> tuple[str, str]:
-        got = deployments.get_deployment(db=self.db, name=name)
+        got = deployments.get_deployment(actor=ADMIN, db=self.db, name=name)
         return got.status, got.message
 
 
@@ -123,7 +125,10 @@ def test_a_registered_cluster_gets_its_pools_from_its_nodes_and_runs_their_deplo
     studio: Studio, home: Cluster, east: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     added = clusters.add_cluster(
-        db=studio.db, key=studio.key, data=ClusterCreate(name="east", kubeconfig=kubeconfig(east.url), namespace="team")
+        actor=ADMIN,
+        db=studio.db,
+        key=studio.key,
+        data=ClusterCreate(name="east", kubeconfig=kubeconfig(east.url), namespace="team"),
     )
     assert (added.context, added.server, added.namespace) == ("east", east.url, "team")
     assert "secret-token" not in added.model_dump_json()  # credentials are never shown
@@ -149,16 +154,19 @@ def test_a_registered_cluster_gets_its_pools_from_its_nodes_and_runs_their_deplo
     east.settle("run")
     studio.reconcile()
     assert studio.status("chat-east") == (Status.READY.value, "")
-    assert deployments.get_deployment(db=studio.db, name="chat-east").cluster == "east"
+    assert deployments.get_deployment(actor=ADMIN, db=studio.db, name="chat-east").cluster == "east"
     assert east.api is not None
     east.api["get /api/v1/namespaces/team/pods/chat-east-0/log"] << "loading weights\nready\n"
-    assert deployment_logs(settings=studio.settings, db=studio.db, name="chat-east") == ["loading weights", "ready"]
+    assert deployment_logs(settings=studio.settings, actor=ADMIN, db=studio.db, name="chat-east") == [
+        "loading weights",
+        "ready",
+    ]
     connected: list[str] = []
     real_connect = kube_client.connect
     monkeypatch.setattr(kube_client, "connect", lambda **kw: connected.append(kw["context"]) or real_connect(**kw))
     reader = LogReader(settings=studio.settings, db=studio.db)  # as the studio UI keeps one
     for _ in range(3):
-        assert reader.read("chat-east") == ["loading weights", "ready"]
+        assert reader.read("chat-east", actor=ADMIN) == ["loading weights", "ready"]
     reader.close()
     assert connected == ["east"]  # one client for every read, not one per read
 
@@ -166,21 +174,22 @@ def test_a_registered_cluster_gets_its_pools_from_its_nodes_and_runs_their_deplo
         studio.deploy("misplaced", pool="h100", cluster="default")
     assert wrong.value.message == "pool 'h100' is on cluster 'east', not 'default'"
     with pytest.raises(Conflict) as busy:
-        clusters.remove_cluster(db=studio.db, name="east")
+        clusters.remove_cluster(actor=ADMIN, db=studio.db, name="east")
     assert busy.value.message == "cluster 'east' still runs chat-east"
 
-    deployments.delete_deployment(db=studio.db, name="chat-east")
+    deployments.delete_deployment(actor=ADMIN, db=studio.db, name="chat-east")
     studio.reconcile()
     east.settle()
     studio.reconcile()
     assert names_in(east, "deployments") == []
-    clusters.remove_cluster(db=studio.db, name="east")
+    clusters.remove_cluster(actor=ADMIN, db=studio.db, name="east")
     assert {u.pool.name for u in pools.list_pools(db=studio.db)} == {"a100"}
     assert names_in(home, "deployments") == ["chat-home"]  # the other cluster's workloads are left alone
 
 
 def test_an_unreachable_cluster_is_said_on_its_deployments_and_the_others_go_on(studio: Studio, home: Cluster) -> None:
     clusters.add_cluster(
+        actor=ADMIN,
         db=studio.db,
         key=studio.key,
         data=ClusterCreate(name="west", kubeconfig=kubeconfig("http://127.0.0.1:9", context="west")),
@@ -208,6 +217,7 @@ def test_an_unreachable_cluster_is_said_on_its_deployments_and_the_others_go_on(
 def test_a_kubeconfig_is_checked_when_registered(studio: Studio) -> None:
     with pytest.raises(InvalidSpec) as no_context:
         clusters.add_cluster(
+            actor=ADMIN,
             db=studio.db,
             key=studio.key,
             data=ClusterCreate(name="lab", kubeconfig=kubeconfig("https://k8s.lab:6443"), context="prod"),
@@ -216,16 +226,25 @@ def test_a_kubeconfig_is_checked_when_registered(studio: Studio) -> None:
     assert no_context.value.hint == "choose one of its contexts: east"
     with pytest.raises(InvalidSpec, match="no contexts or clusters"):
         clusters.add_cluster(
-            db=studio.db, key=studio.key, data=ClusterCreate(name="lab", kubeconfig="apiVersion: v1\nkind: Config\n")
+            actor=ADMIN,
+            db=studio.db,
+            key=studio.key,
+            data=ClusterCreate(name="lab", kubeconfig="apiVersion: v1\nkind: Config\n"),
         )
     with pytest.raises(ValueError, match="names the control plane's own backend"):
         ClusterCreate(name="default", kubeconfig=kubeconfig("https://k8s.lab:6443"))
     clusters.add_cluster(
-        db=studio.db, key=studio.key, data=ClusterCreate(name="lab", kubeconfig=kubeconfig("https://k8s.lab:6443"))
+        actor=ADMIN,
+        db=studio.db,
+        key=studio.key,
+        data=ClusterCreate(name="lab", kubeconfig=kubeconfig("https://k8s.lab:6443")),
     )
     with pytest.raises(Conflict):
         clusters.add_cluster(
-            db=studio.db, key=studio.key, data=ClusterCreate(name="lab", kubeconfig=kubeconfig("https://k8s.lab:6443"))
+            actor=ADMIN,
+            db=studio.db,
+            key=studio.key,
+            data=ClusterCreate(name="lab", kubeconfig=kubeconfig("https://k8s.lab:6443")),
         )
 
 
@@ -251,6 +270,7 @@ def test_an_image_with_a_dockerfile_is_built_in_the_cluster_before_its_deploymen
     builder: Studio, home: Cluster
 ) -> None:
     image = images.add_image(
+        actor=ADMIN,
         db=builder.db,
         data=ImageCreate(name="vllm-fa", version="0.11.0-1", runtime="vllm", dockerfile=DOCKERFILE),  # type: ignore[arg-type]
         registry=builder.settings.registry,
@@ -284,12 +304,13 @@ def test_an_image_with_a_dockerfile_is_built_in_the_cluster_before_its_deploymen
         deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.com/ml/vllm-fa:0.11.0-1"
     )
     reasons = [e.reason for e in list_events(db=builder.db, kind=images.KIND, name="vllm-fa:0.11.0-1")]
-    assert reasons == ["Ready", "Queued"]  # newest first
+    assert reasons == ["Ready", "Queued", "Registered"]  # newest first
 
 
 def test_a_failed_build_says_why_and_a_rebuild_starts_a_new_job(builder: Studio, home: Cluster) -> None:
     assert home.api is not None
     images.add_image(
+        actor=ADMIN,
         db=builder.db,
         data=ImageCreate(
             name="broken", version="1", ref="registry.example.com/ml/broken", dockerfile="FROM nothing:1\n"
@@ -315,18 +336,20 @@ def test_a_failed_build_says_why_and_a_rebuild_starts_a_new_job(builder: Studio,
     assert status == Status.FAILED.value
     assert message.startswith("its image could not be built: the build exited with code 1")
     with pytest.raises(InvalidSpec, match="has no Dockerfile"):
-        images.rebuild_image(db=builder.db, name="vllm", version="v0.33.0")
+        images.rebuild_image(actor=ADMIN, db=builder.db, name="vllm", version="v0.33.0")
 
-    images.rebuild_image(db=builder.db, name="broken", version="1")
+    images.rebuild_image(actor=ADMIN, db=builder.db, name="broken", version="1")
     builder.reconcile()
     assert len(names_in(home, "jobs", "cove-builds")) == 2  # a new Job: the failed one stays for its logs
     with pytest.raises(Conflict, match="is being built"):
-        images.rebuild_image(db=builder.db, name="broken", version="1")
+        images.rebuild_image(actor=ADMIN, db=builder.db, name="broken", version="1")
 
 
 def test_without_a_registry_a_dockerfile_image_needs_its_reference(builder: Studio) -> None:
     with pytest.raises(InvalidSpec) as raised:
-        images.add_image(db=builder.db, data=ImageCreate(name="mine", version="1", dockerfile="FROM python:3.11\n"))
+        images.add_image(
+            actor=ADMIN, db=builder.db, data=ImageCreate(name="mine", version="1", dockerfile="FROM python:3.11\n")
+        )
     assert "COVE_REGISTRY" in raised.value.hint
     with pytest.raises(ValueError, match="ref is required"):
         ImageCreate(name="mine", version="1")
@@ -349,7 +372,7 @@ def test_with_hpa_the_cluster_scales_and_the_studio_records_it(home: Cluster, tm
 
         home.patch(f"/apis/apps/v1/namespaces/{NS}/deployments/chat", {"spec": {"replicas": 3}})  # the HPA acts
         studio.reconcile()
-        assert deployments.get_deployment(db=studio.db, name="chat").replicas == 3
+        assert deployments.get_deployment(actor=ADMIN, db=studio.db, name="chat").replicas == 3
         events = list_events(db=studio.db, kind=deployments.KIND, name="chat")
         assert events[0].message == "replicas 1 → 3: by its HorizontalPodAutoscaler"
         assert home.api is not None
@@ -359,7 +382,7 @@ def test_with_hpa_the_cluster_scales_and_the_studio_records_it(home: Cluster, tm
         studio.deploy("batch", replicas=5)  # the pool's other 5 GPUs
         home.patch(f"/apis/apps/v1/namespaces/{NS}/deployments/chat", {"spec": {"replicas": 4}})
         studio.reconcile(passes=3)
-        assert deployments.get_deployment(db=studio.db, name="chat").replicas == 3  # admission holds
+        assert deployments.get_deployment(actor=ADMIN, db=studio.db, name="chat").replicas == 3  # admission holds
         refused = [
             e for e in list_events(db=studio.db, kind=deployments.KIND, name="chat") if e.reason == "ScaleRefused"
         ]
@@ -368,7 +391,7 @@ def test_with_hpa_the_cluster_scales_and_the_studio_records_it(home: Cluster, tm
             "its HorizontalPodAutoscaler chose 4 replicas, which the pool cannot admit"
         )
 
-        deployments.set_autoscale(db=studio.db, name="chat", autoscale=None)
+        deployments.set_autoscale(actor=ADMIN, db=studio.db, name="chat", autoscale=None)
         studio.reconcile()
         assert names_in(home, "horizontalpodautoscalers") == []
     finally:
@@ -383,7 +406,7 @@ def test_the_studio_database_records_which_cluster(database_url: str) -> None:
     db: Database = open_database(database_url)
     try:
         clusters.add_cluster(
-            db=db, key="k", data=ClusterCreate(name="lab", kubeconfig=kubeconfig("https://k8s.lab:6443"))
+            actor=ADMIN, db=db, key="k", data=ClusterCreate(name="lab", kubeconfig=kubeconfig("https://k8s.lab:6443"))
         )
         pools.sync_configured_pools(db=db, specs=[PoolSpec(name="lab-gpu", cluster="lab")])  # type: ignore[call-arg]
         (pool,) = [u.pool for u in pools.list_pools(db=db)]
@@ -408,11 +431,15 @@ def test_a_steady_pass_reads_the_namespace_once_whatever_the_number_of_deploymen
         setattr(kube, verb, lambda *a, _real=real, _verb=verb, **kw: calls.append(_verb) or _real(*a, **kw))
     studio.reconcile()
     assert sorted(calls) == ["find", "find", "pods"]  # Deployments, disruption budgets, pods: 3 reads, no writes
-    assert {deployments.get_deployment(db=studio.db, name=f"chat-{i}").status for i in range(4)} == {"Ready"}
+    assert {deployments.get_deployment(actor=ADMIN, db=studio.db, name=f"chat-{i}").status for i in range(4)} == {
+        "Ready"
+    }
 
 
 def test_a_kubeconfig_is_sealed_in_the_database_and_a_wrong_key_is_said(studio: Studio, east: Cluster) -> None:
-    clusters.add_cluster(db=studio.db, key=studio.key, data=ClusterCreate(name="east", kubeconfig=kubeconfig(east.url)))
+    clusters.add_cluster(
+        actor=ADMIN, db=studio.db, key=studio.key, data=ClusterCreate(name="east", kubeconfig=kubeconfig(east.url))
+    )
     with studio.db.session() as session:
         (stored,) = session.exec(select(ClusterRow.kubeconfig)).all()
     assert "secret-token" not in stored

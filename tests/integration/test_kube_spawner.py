@@ -26,6 +26,7 @@ from studio.values import Purpose, Sharing
 from tests.conftest import make_settings
 from tests.fakes.kubeapi import KubeAPI, Kubelet
 from tests.integration.conftest import cove_env
+from tests.people import ADMIN
 from tests.schemas import assert_valid, restricted_problems
 
 HUB = Path(__file__).resolve().parents[2] / "hub"
@@ -123,7 +124,7 @@ def sent(api: KubeAPI, plural: str) -> list[dict[str, Any]]:
 def claims(settings: Settings) -> dict[str, str]:
     db = open_studio(settings)
     try:
-        return {n.name: n.profile for n in notebooks.list_notebooks(db=db)}
+        return {n.name: n.profile for n in notebooks.list_notebooks(actor=ADMIN, db=db)}
     finally:
         db.dispose()
 

@@ -12,6 +12,7 @@ from studio.services import deployments, events
 from studio.settings import Settings
 from tests.conftest import make_settings
 from tests.integration.conftest import add_fake_image, deploy, runtime_pids, status_of, wait_until
+from tests.people import ADMIN
 
 
 @pytest.mark.runtime
@@ -21,7 +22,7 @@ def test_runtime_that_crashes_at_start_is_failed_with_its_last_log_lines(
     image = add_fake_image(db, "crashing_runtime.py")
     deploy(db, "crashy", stub_model, image)
     wait_until(lambda: status_of(db, "crashy", "Failed"), timeout=30, what="the deployment to fail")
-    dep = deployments.get_deployment(db=db, name="crashy")
+    dep = deployments.get_deployment(actor=ADMIN, db=db, name="crashy")
     assert "exited with code 1" in dep.message
     assert "3 failed starts in a row" in dep.message
     assert dep.message.endswith(
@@ -42,7 +43,10 @@ def test_runtime_that_never_becomes_ready_is_killed_and_restarted(tmp_path, stub
     ctl.start()
     try:
         wait_until(lambda: status_of(db, "stuck", "Failed"), timeout=30, what="the start timeout to fail it")
-        assert "was not ready after 2 s and was killed" in deployments.get_deployment(db=db, name="stuck").message
+        assert (
+            "was not ready after 2 s and was killed"
+            in deployments.get_deployment(actor=ADMIN, db=db, name="stuck").message
+        )
     finally:
         ctl.stop(stop_workloads=True)
     assert runtime_pids(db_home) == set()
@@ -53,7 +57,7 @@ def test_runtime_that_cannot_run_here_fails_at_once_with_the_reason(
 ) -> None:
     deploy(db, "gpu-only", stub_model, image="vllm")
     wait_until(lambda: status_of(db, "gpu-only", "Failed"), timeout=10, what="the deployment to fail")
-    message = deployments.get_deployment(db=db, name="gpu-only").message
+    message = deployments.get_deployment(actor=ADMIN, db=db, name="gpu-only").message
     assert message.startswith("runtime vllm is not available here")
 
 
@@ -64,24 +68,24 @@ def test_scale_up_down_and_delete_start_and_stop_processes(
     image = add_fake_image(db, "scripted_runtime.py")
     deploy(db, "web", stub_model, image)
     wait_until(lambda: status_of(db, "web", "Ready"), timeout=30, what="one ready replica")
-    deployments.scale_deployment(db=db, name="web", replicas=2)
+    deployments.scale_deployment(actor=ADMIN, db=db, name="web", replicas=2)
     dep = wait_until(
-        lambda: (d := deployments.get_deployment(db=db, name="web")).ready_replicas == 2 and d,
+        lambda: (d := deployments.get_deployment(actor=ADMIN, db=db, name="web")).ready_replicas == 2 and d,
         timeout=30,
         what="two ready replicas",
     )
     assert len(set(dep.endpoints)) == 2
     assert len(runtime_pids(settings.home)) == 2
-    deployments.scale_deployment(db=db, name="web", replicas=0)
+    deployments.scale_deployment(actor=ADMIN, db=db, name="web", replicas=0)
     wait_until(
         lambda: status_of(db, "web", "Stopped") and not runtime_pids(settings.home),
         timeout=30,
         what="all replicas to stop",
     )
-    deployments.scale_deployment(db=db, name="web", replicas=1)
+    deployments.scale_deployment(actor=ADMIN, db=db, name="web", replicas=1)
     wait_until(lambda: status_of(db, "web", "Ready"), timeout=30, what="the replica to come back")
-    deployments.delete_deployment(db=db, name="web")
-    wait_until(lambda: "web" not in deployments.deployment_names(db=db), timeout=30, what="the row to go")
+    deployments.delete_deployment(actor=ADMIN, db=db, name="web")
+    wait_until(lambda: "web" not in deployments.deployment_names(actor=ADMIN, db=db), timeout=30, what="the row to go")
     assert runtime_pids(settings.home) == set()
 
 

@@ -37,6 +37,7 @@ from tests.integration.conftest import (
     wait_until,
     write_stub_model,
 )
+from tests.people import ADMIN
 
 ROOT = Path(__file__).resolve().parents[2]
 STATS = re.compile(r"^TTFT \d+ ms · (\d+\.\d tokens/s · )?3 tokens$")  # the scripted runtime reports 3 tokens
@@ -84,7 +85,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     settings = make_settings(root / "cove")
     db = open_studio(settings)
     models.add_model(
-        db=db, data=ModelCreate(name="stub", source=str(write_stub_model(root / "stub"))), cache_dir=root / "cache"
+        actor=ADMIN,
+        db=db,
+        data=ModelCreate(name="stub", source=str(write_stub_model(root / "stub"))),
+        cache_dir=root / "cache",
     )
     image = add_fake_image(db, "scripted_runtime.py")
     for name in ("alpha", "beta"):
@@ -96,9 +100,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             for name in ("alpha", "beta"):
                 wait_until(functools.partial(status_of, db, name, "Ready"), timeout=30, what=f"{name} to be ready")
             ports = {
-                n: deployments.get_deployment(db=db, name=n).endpoints[0].rsplit(":", 1)[1] for n in ("alpha", "beta")
+                n: deployments.get_deployment(actor=ADMIN, db=db, name=n).endpoints[0].rsplit(":", 1)[1]
+                for n in ("alpha", "beta")
             }
-            key = keys.create_key(db=db, data=ApiKeyCreate(name="playground")).key
+            key = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="playground")).key
             with playground(settings, key, root / "playground.log") as client:
                 yield World(settings, db, key, ports, client)
     finally:
@@ -160,7 +165,7 @@ def test_gateway_down_reads_as_a_clear_message(tmp_path: Path) -> None:
 def test_no_ready_model_reads_as_a_clear_message(
     settings: Settings, db: Database, gateway: GatewayServer, tmp_path: Path
 ) -> None:
-    key = keys.create_key(db=db, data=ApiKeyCreate(name="playground")).key
+    key = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="playground")).key
     with playground(settings, key, tmp_path / "playground.log") as client:
         assert client.predict(api_name="/models") == []
         assert client.predict("Hi", api_name="/chat") == ("", NO_MODELS)  # nothing chosen, nothing to choose

@@ -18,6 +18,7 @@ from studio.settings import Settings
 from studio.ui import facade
 from studio.values import BuildStatus, Resources, Sharing
 from tests.integration.conftest import cove_env, deploy, write_stub_model
+from tests.people import ADMIN
 
 APP = Path(__file__).resolve().parents[2] / "studio" / "ui" / "app.py"
 
@@ -203,7 +204,7 @@ def test_register_a_custom_image_with_a_dockerfile(ui: AppTest, db: Database) ->
 
 def test_a_failed_build_is_shown_with_its_reason_and_can_be_built_again(ui: AppTest, db: Database) -> None:
     data = ImageCreate(name="srv", version="2", ref="registry.example.com/team/srv", dockerfile="FROM python:3.11\n")
-    images.add_image(db=db, data=data)
+    images.add_image(actor=ADMIN, db=db, data=data)
     images.record_build(
         db=db, name="srv", version="2", status=BuildStatus.FAILED, message="the build exited with code 1"
     )
@@ -244,7 +245,7 @@ def test_deploy_is_one_click_with_the_defaults(ui: AppTest, db: Database, stub_m
     settle(at.button(key="deploy").click().run())
 
     assert not at.error, texts(at.error)
-    dep = deployments.get_deployment(db=db, name="stub")
+    dep = deployments.get_deployment(actor=ADMIN, db=db, name="stub")
     assert (dep.model, dep.image, dep.replicas, dep.pool, dep.resources.cpu) == ("stub", "transformers", 1, "local", 1)
     assert "Deploying stub" in texts(at.success)  # the Deployments page shows the new deployment
     assert at.selectbox(key="deployment").value == "stub"
@@ -260,7 +261,7 @@ def test_deploy_names_the_next_free_name_and_passes_runtime_args(ui: AppTest, db
     at.number_input(key="max-replicas").set_value(2).run()
     at.button(key="deploy").click().run()
 
-    dep = deployments.get_deployment(db=db, name="stub-2")
+    dep = deployments.get_deployment(actor=ADMIN, db=db, name="stub-2")
     assert dep.runtime_args == ["--dtype", "float32", "--note", "two words"]
     assert dep.autoscale is not None
     assert (dep.autoscale.min_replicas, dep.autoscale.max_replicas) == (1, 2)
@@ -301,6 +302,7 @@ def test_gpu_pools_offer_whole_gpus_and_slices_marking_what_is_taken(
         )
         session.commit()
     deployments.create_deployment(
+        actor=ADMIN,
         db=db,
         data=deployments.DeploymentCreate(
             name="big", model=stub_model, pool="l20", image="transformers", resources=Resources(gpus=1)
@@ -384,15 +386,15 @@ def test_scale_stop_and_delete(ui: AppTest, db: Database, stub_model: str) -> No
 
     at.number_input(key="replicas-chat").set_value(2).run()
     settle(at.button(key="scale").click().run())
-    assert deployments.get_deployment(db=db, name="chat").replicas == 2
+    assert deployments.get_deployment(actor=ADMIN, db=db, name="chat").replicas == 2
     assert "Scaling chat to 2" in texts(at.success)
 
     settle(at.button(key="stop").click().run())
-    assert deployments.get_deployment(db=db, name="chat").replicas == 0
+    assert deployments.get_deployment(actor=ADMIN, db=db, name="chat").replicas == 0
     assert at.button(key="stop").disabled
 
     at.button(key="delete-deployment").click().run()
-    assert deployments.get_deployment(db=db, name="chat").status == "Deleting"
+    assert deployments.get_deployment(actor=ADMIN, db=db, name="chat").status == "Deleting"
 
 
 def test_scaling_past_the_pool_is_refused_with_what_is_free(ui: AppTest, db: Database, stub_model: str) -> None:
@@ -404,7 +406,7 @@ def test_scaling_past_the_pool_is_refused_with_what_is_free(ui: AppTest, db: Dat
 
     assert "Could not scale chat" in texts(at.error)
     assert "free in pool" in texts(at.error)
-    assert deployments.get_deployment(db=db, name="chat").replicas == 1
+    assert deployments.get_deployment(actor=ADMIN, db=db, name="chat").replicas == 1
 
 
 # ------------------------------------------------------------------------------------------------ keys & usage
@@ -427,7 +429,7 @@ def test_a_new_key_is_shown_once_and_works(ui: AppTest, db: Database) -> None:
 
 
 def test_revoke_a_key(ui: AppTest, db: Database) -> None:
-    secret = keys.create_key(db=db, data=keys.ApiKeyCreate(name="old")).key
+    secret = keys.create_key(actor=ADMIN, db=db, data=keys.ApiKeyCreate(name="old")).key
     at = page(ui, "keys")
 
     at.selectbox(key="revoke-key").set_value("old")
@@ -439,7 +441,7 @@ def test_revoke_a_key(ui: AppTest, db: Database) -> None:
 
 
 def test_tokens_per_key_per_day(ui: AppTest, db: Database) -> None:
-    made = keys.create_key(db=db, data=keys.ApiKeyCreate(name="app"))
+    made = keys.create_key(actor=ADMIN, db=db, data=keys.ApiKeyCreate(name="app"))
     key_id = keys.find_key(db=db, key_hash=keys.hash_key(made.key))
     assert key_id is not None
     usage.record_usage(

@@ -55,6 +55,7 @@ def test_defaults(tmp_path: Path) -> None:
         "public_url": "",
         "playground_api_key": "",
         "auth": True,
+        "user": "",
         "demo": True,
         "backend": "local",
         "kubeconfig": "",

@@ -4,7 +4,7 @@ and the tqdm class that turns a Hub download's bytes-written bar into progress c
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -74,6 +74,7 @@ def deployment(name: str = "chat", **overrides: object) -> DeploymentPublic:
         "replicas": 1,
         "autoscale": None,
         "status": Status.READY.value,
+        "owner": "admin",
         "ready_replicas": 1,
         "endpoints": ["http://127.0.0.1:9001"],
         "message": "",
@@ -119,6 +120,7 @@ def image(name: str, version_: str, **overrides: object) -> ImagePublic:
 def key(name: str, **overrides: object) -> ApiKeyPublic:
     values: dict[str, object] = {
         "name": name,
+        "owner": "admin",
         "prefix": "cove-AbCdEfG",
         "created_at": T0,
         "revoked_at": None,
@@ -277,6 +279,8 @@ def test_deployment_rows_show_readiness_versions_and_the_first_line_of_the_messa
         ),
         deployment(
             "embed",
+            owner="ana",
+            group="nlp",
             model="bge",
             model_version=1,
             image="vllm",
@@ -292,6 +296,7 @@ def test_deployment_rows_show_readiness_versions_and_the_first_line_of_the_messa
     assert tables.deployment_rows(found) == [
         {
             "name": "chat",
+            "owner": "admin",
             "status": "Starting",
             "ready": "1/3",
             "model": "qwen v2",
@@ -303,6 +308,7 @@ def test_deployment_rows_show_readiness_versions_and_the_first_line_of_the_messa
         },
         {
             "name": "embed",
+            "owner": "ana · nlp",
             "status": "Stopped",
             "ready": "0/1",
             "model": "bge v1",
@@ -325,6 +331,7 @@ def test_deployment_rows_of_nothing_are_empty() -> None:
 def test_model_rows_describe_each_model_by_its_newest_version() -> None:
     qwen = ModelPublic(
         name="qwen",
+        owner="ana",
         description="chat",
         created_at=T0,
         versions=[
@@ -332,11 +339,12 @@ def test_model_rows_describe_each_model_by_its_newest_version() -> None:
             version(2, size_bytes=3 * 1024**3 // 2, source_kind="local", source="/data/qwen"),
         ],
     )
-    empty = ModelPublic(name="empty", description="", created_at=T0, versions=[])
+    empty = ModelPublic(name="empty", owner="admin", group="ml", description="", created_at=T0, versions=[])
 
     assert tables.model_rows([qwen, empty]) == [
         {
             "model": "qwen",
+            "owner": "ana",
             "versions": 2,
             "newest": "v2",
             "architecture": "Qwen2ForCausalLM",
@@ -346,6 +354,7 @@ def test_model_rows_describe_each_model_by_its_newest_version() -> None:
         },
         {
             "model": "empty",
+            "owner": "admin · ml",
             "versions": 0,
             "newest": "",
             "architecture": "",
@@ -440,37 +449,53 @@ def test_event_rows_show_the_time_to_the_second_and_the_deployment() -> None:
 # ------------------------------------------------------------------------------------------------------ keys
 
 
-def test_key_rows_show_the_prefix_never_used_keys_and_revoked_keys() -> None:
+def test_key_rows_show_owner_scope_prefix_use_expiry_and_revocation() -> None:
     found = [
-        key("app", last_used_at=T1),
-        key("fresh", prefix="cove-ZZZZZZZ"),
+        key("app", last_used_at=T1, deployments=["chat", "embed"]),
+        key("fresh", owner="ana", prefix="cove-ZZZZZZZ", expires_at=T1 + timedelta(days=30)),
         key("old", last_used_at=T0, revoked_at=T1),
+        key("lapsed", expires_at=T1),
     ]
 
-    assert tables.key_rows(found) == [
+    assert tables.key_rows(found, now=T1) == [
         {
             "name": "app",
+            "owner": "admin",
             "key": "cove-AbCdEfG…",
+            "may call": "chat, embed",
             "created": "2026-11-23 09:05",
             "last used": "2026-11-24 17:45",
             "state": "active",
         },
         {
             "name": "fresh",
+            "owner": "ana",
             "key": "cove-ZZZZZZZ…",
+            "may call": "any of its owner's",
             "created": "2026-11-23 09:05",
             "last used": "never",
-            "state": "active",
+            "state": "active until 2026-12-24",
         },
         {
             "name": "old",
+            "owner": "admin",
             "key": "cove-AbCdEfG…",
+            "may call": "any of its owner's",
             "created": "2026-11-23 09:05",
             "last used": "2026-11-23 09:05",
             "state": "revoked 2026-11-24",
         },
+        {
+            "name": "lapsed",
+            "owner": "admin",
+            "key": "cove-AbCdEfG…",
+            "may call": "any of its owner's",
+            "created": "2026-11-23 09:05",
+            "last used": "never",
+            "state": "expired 2026-11-24",
+        },
     ]
-    assert tables.key_rows([]) == []
+    assert tables.key_rows([], now=T1) == []
 
 
 # ----------------------------------------------------------------------------------------------------- usage

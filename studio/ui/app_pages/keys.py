@@ -20,7 +20,7 @@ if created:
 
 found = studio.keys()
 if found:
-    st.dataframe(tables.key_rows(found), hide_index=True, width="stretch")
+    st.dataframe(tables.key_rows(found, studio.now), hide_index=True, width="stretch")
     active = [k.name for k in found if k.revoked_at is None]
     if active:
         left, right = st.columns([3, 1], vertical_alignment="bottom")

@@ -1,0 +1,54 @@
+"""Who may see and change what: the rules every service applies to the acting principal.
+
+An object (a model, a deployment, an API key, a notebook) has an owner (a user's name) and optionally a group.
+Admins may do anything. A member sees and changes what they own and what their groups own, reads the shared catalog
+(models, images, pools), and uses a pool open to all or to one of their groups. A refusal names the owner.
+
+Pure: the services call these with what they read, so the UI, the CLI and any later API cannot diverge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from studio.errors import Forbidden
+from studio.values import Principal
+
+
+def may_change(actor: Principal, *, owner: str, group: str | None) -> bool:
+    return actor.is_admin or owner == actor.name or (group is not None and group in actor.groups)
+
+
+def check_owner(actor: Principal, *, kind: str, name: str, owner: str, group: str | None) -> None:
+    """Forbidden, naming the owner, unless ``actor`` may change this object."""
+    if not may_change(actor, owner=owner, group=group):
+        shared = f" (shared with group {group!r})" if group else ""
+        raise Forbidden(
+            f"{kind} {name!r} is not yours: owned by {owner}{shared}", hint="ask its owner or an admin to change it"
+        )
+
+
+def check_admin(actor: Principal, *, doing: str) -> None:
+    if not actor.is_admin:
+        raise Forbidden(f"only an admin may {doing}", hint=f"you are {actor.name!r}, a {actor.role.value}")
+
+
+def check_group(actor: Principal, group: str | None) -> None:
+    """A member may share an object only with a group they belong to."""
+    if group is not None and not actor.is_admin and group not in actor.groups:
+        mine = ", ".join(sorted(actor.groups)) or "none"
+        raise Forbidden(f"you are not in group {group!r}", hint=f"your groups: {mine}")
+
+
+def may_use_pool(actor: Principal, groups: Iterable[str]) -> bool:
+    allowed = set(groups)
+    return actor.is_admin or not allowed or bool(allowed & actor.groups)
+
+
+def check_pool(actor: Principal, *, pool: str, groups: Iterable[str]) -> None:
+    allowed = sorted(set(groups))
+    if not may_use_pool(actor, allowed):
+        raise Forbidden(
+            f"pool {pool!r} is for the groups {', '.join(allowed)}; {actor.name!r} is in none of them",
+            hint="pick another pool, or ask an admin to add you to one of its groups",
+        )
