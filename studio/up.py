@@ -236,7 +236,11 @@ def up(settings: Settings, *, demo: bool, verbose: bool = False, say: Callable[[
     """Run until Ctrl-C (0) or until a part dies (1). ``verbose``: the parts' output on the terminal too."""
     for port, variable in PORTS:  # fail fast, before any work, if a port is taken
         bind(settings.host, getattr(settings, port), variable).close()
-    open_studio(settings).dispose()  # the database migrated before any part opens it
+    db = open_studio(settings)  # the database migrated before any part opens it
+    password = users.first_admin_password(db=db)  # the first start only: printed now and in the banner, never again
+    db.dispose()
+    if password:
+        say(f"first start: log in as {users.FIRST_ADMIN!r} with password {password} (shown this once)")
     parts = [
         Part("server", "server", settings.listen_url + "/healthz"),
         Part("studio UI", "ui", settings.ui_url + "/_stcore/health"),
@@ -254,7 +258,7 @@ def up(settings: Settings, *, demo: bool, verbose: bool = False, say: Callable[[
             _wait_for_demo(settings, say, sup)
             dead = sup.exited()  # a part that died while the demo started is said before any banner
         if dead is None and not sup.stopping.is_set():
-            _banner(settings, key, [p.service for p in parts], say)
+            _banner(settings, key, [p.service for p in parts], say, password=password)
             while not sup.stopping.is_set() and (dead := sup.exited()) is None:
                 sup.stopping.wait(0.5)
         return_code = 0
@@ -270,11 +274,19 @@ def up(settings: Settings, *, demo: bool, verbose: bool = False, say: Callable[[
     return return_code
 
 
-def _banner(settings: Settings, key: str | None, services: list[str], say: Callable[[str], None]) -> None:
+def _banner(
+    settings: Settings, key: str | None, services: list[str], say: Callable[[str], None], *, password: str | None
+) -> None:
     base = settings.gateway_url
+    login = (
+        [f"  log in as                    {users.FIRST_ADMIN} / {password}   (shown once: store it now)"]
+        if password
+        else []
+    )
     lines = [
         "",
         "Cove is running. Ctrl-C stops everything.",
+        *login,
         f"  studio                       {settings.ui_url}",
         f"  playground                   {settings.playground_url}",
         f"  notebooks (JupyterHub)       {settings.hub_url}",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import click
 
 from studio.cli.base import actor_of, cli, db_of, emit, json_option, table
+from studio.errors import InvalidSpec
 
 # ------------------------------------------------------------------------------------------------ keys, usage
 
@@ -14,16 +17,42 @@ def key() -> None:
     """API keys for the gateway."""
 
 
+def expiry(text: str | None, now: datetime) -> datetime | None:
+    """``30d``, ``12h``, ``90m`` from ``now``, or a date (``2027-01-31``, UTC midnight); None for None."""
+    if text is None:
+        return None
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    number, unit = text[:-1], text[-1:]
+    if unit in units and number.isdigit() and int(number) > 0:
+        return now + timedelta(**{units[unit]: int(number)})
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise InvalidSpec(
+            f"--expires {text!r} is neither a duration nor a date", hint="e.g. 30d, 12h, or 2027-01-31"
+        ) from exc
+
+
 @key.command("create")
 @click.argument("name")
+@click.option(
+    "--deployment",
+    "deployments",
+    multiple=True,
+    metavar="NAME",
+    help="Limit the key to this deployment (repeat for several). Default: any its owner may use.",
+)
+@click.option("--expires", metavar="WHEN", help="When it stops working: 30d, 12h, or a date (2027-01-31).")
 @json_option
 @click.pass_context
-def key_create(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Create a key; it is printed once and never again."""
+def key_create(ctx: click.Context, name: str, deployments: tuple[str, ...], expires: str | None, as_json: bool) -> None:
+    """Create a key of yours; it is printed once and never again."""
+    from studio.db import utcnow
     from studio.models import ApiKeyCreate
     from studio.services import keys
 
-    created = keys.create_key(db=db_of(ctx), actor=actor_of(ctx), data=ApiKeyCreate(name=name))
+    data = ApiKeyCreate(name=name, deployments=keys.scope_names(deployments), expires_at=expiry(expires, utcnow()))
+    created = keys.create_key(db=db_of(ctx), actor=actor_of(ctx), data=data)
     emit(
         created,
         as_json,
@@ -37,21 +66,25 @@ def key_create(ctx: click.Context, name: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def key_list(ctx: click.Context, as_json: bool) -> None:
+    from studio.db import utcnow
     from studio.services import keys
+    from studio.ui.tables import key_state
 
-    found = keys.list_keys(db=db_of(ctx), actor=actor_of(ctx))
+    found, now = keys.list_keys(db=db_of(ctx), actor=actor_of(ctx)), utcnow()
     emit(
         found,
         as_json,
         lambda: table(
-            ["NAME", "PREFIX", "CREATED", "LAST USED", "STATE"],
+            ["NAME", "OWNER", "PREFIX", "MAY CALL", "CREATED", "LAST USED", "STATE"],
             [
                 [
                     k.name,
+                    k.owner,
                     k.prefix + "…",
+                    ",".join(k.deployments) if k.deployments else "*",
                     f"{k.created_at:%Y-%m-%d %H:%M}",
                     f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never",
-                    "revoked" if k.revoked_at else "active",
+                    key_state(k, now),
                 ]
                 for k in found
             ],
@@ -74,13 +107,11 @@ def key_revoke(ctx: click.Context, name: str) -> None:
 @json_option
 @click.pass_context
 def usage(ctx: click.Context, days: int, as_json: bool) -> None:
-    """Requests and tokens per API key, deployment and day."""
-    from datetime import timedelta
-
+    """Requests and tokens per API key, deployment and day (a member's: their keys')."""
     from studio.db import utcnow
     from studio.services import usage as usage_service
 
-    rows = usage_service.usage_summary(db=db_of(ctx), since=utcnow() - timedelta(days=days))
+    rows = usage_service.usage_summary(db=db_of(ctx), actor=actor_of(ctx), since=utcnow() - timedelta(days=days))
     emit(
         rows,
         as_json,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlmodel import Session, col, delete, select
@@ -49,15 +50,22 @@ def audit_trail(*, db: Database, actor: Principal, user: str | None = None, limi
 
 
 def list_events(
-    *, db: Database, kind: str | None = None, name: str | None = None, limit: int = 50
+    *,
+    db: Database,
+    kind: str | None = None,
+    name: str | None = None,
+    names: Sequence[str] | None = None,
+    limit: int = 50,
 ) -> list[EventPublic]:
-    """Newest first."""
+    """Newest first; of one object (``name``) or of several (``names``)."""
     with db.session() as session:
         query = select(Event)
         if kind:
             query = query.where(Event.kind == kind)
         if name:
             query = query.where(Event.name == name)
+        if names is not None:
+            query = query.where(col(Event.name).in_(names))
         rows = session.exec(query.order_by(col(Event.id).desc()).limit(limit)).all()
         return [EventPublic.model_validate(row) for row in rows]
 

@@ -11,6 +11,7 @@ from sqlmodel import col, func, select
 
 from studio.db import Database, utcnow
 from studio.models import ApiKey, Traffic, UsageRecord, UsageSummary
+from studio.values import Principal
 
 
 def record_usage(*, db: Database, records: Sequence[Mapping[str, Any]]) -> None:
@@ -26,7 +27,8 @@ def record_usage(*, db: Database, records: Sequence[Mapping[str, Any]]) -> None:
         session.commit()
 
 
-def usage_summary(*, db: Database, since: datetime | None = None) -> list[UsageSummary]:
+def usage_summary(*, db: Database, actor: Principal, since: datetime | None = None) -> list[UsageSummary]:
+    """Requests and tokens per key, deployment and day: every key's for an admin, a member's own keys'."""
     day = func.substr(sa.cast(UsageRecord.created_at, sa.String), 1, 10)
     with db.session() as session:
         query = (
@@ -45,6 +47,8 @@ def usage_summary(*, db: Database, since: datetime | None = None) -> list[UsageS
         )
         if since is not None:
             query = query.where(col(UsageRecord.created_at) >= since)
+        if not actor.is_admin:
+            query = query.where(col(ApiKey.owner) == actor.name)
         return [
             UsageSummary(
                 key=k, deployment=d, day=str(t), requests=n, prompt_tokens=int(p or 0), completion_tokens=int(c or 0)

@@ -84,7 +84,14 @@ class Studio:
         return deployments.count_by_status(db=self.db, actor=self.actor)
 
     def recent_events(self, *, name: str | None = None, limit: int = 20) -> list[EventPublic]:
-        return events.list_events(db=self.db, kind="deployment", name=name, limit=limit)
+        """The newest events of the deployments this user may see (or of ``name``, if they may see it)."""
+        if name is not None:
+            deployments.get_deployment(db=self.db, actor=self.actor, name=name)  # Forbidden when not theirs
+            return events.list_events(db=self.db, kind="deployment", name=name, limit=limit)
+        if self.actor.is_admin:
+            return events.list_events(db=self.db, kind="deployment", limit=limit)
+        names = deployments.deployment_names(db=self.db, actor=self.actor)
+        return events.list_events(db=self.db, kind="deployment", names=names, limit=limit)
 
     # ------------------------------------------------------------------------------------------------ models
 
@@ -254,7 +261,9 @@ class Studio:
 
     def usage(self, *, days: int = 30) -> list[UsageSummary]:
         since = utcnow() - timedelta(days=days)
-        return usage.usage_summary(db=self.db, since=since.replace(hour=0, minute=0, second=0, microsecond=0))
+        return usage.usage_summary(
+            db=self.db, actor=self.actor, since=since.replace(hour=0, minute=0, second=0, microsecond=0)
+        )
 
     @property
     def now(self) -> datetime:
