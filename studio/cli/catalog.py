@@ -61,9 +61,9 @@ def model_list(ctx: click.Context, as_json: bool) -> None:
         found,
         as_json,
         lambda: table(
-            ["NAME", "VERSION", "ARCHITECTURE", "SIZE", "SOURCE"],
+            ["NAME", "OWNER", "VERSION", "ARCHITECTURE", "SIZE", "SOURCE"],
             [
-                [m.name, v.version, v.architecture, human_size(v.size_bytes), v.source]
+                [m.name, m.owner, v.version, v.architecture, human_size(v.size_bytes), v.source]
                 for m in found
                 for v in m.versions
             ],

@@ -64,6 +64,7 @@ def _watch(ctx: click.Context, name: str, timeout: float, until: Callable[[Any],
 @click.option("--image", "image_ref", help="IMAGE or IMAGE:VERSION (default: vllm on GPU pools, transformers on CPU).")
 @click.option("--pool", default="local", show_default=True)
 @click.option("--cluster", help="The cluster it must run on (default: its pool's).")
+@click.option("--group", help="Share it with this group of yours: its members may see and change it too.")
 @click.option("--replicas", default=1, show_default=True, type=int)
 @click.option("--cpu", default=1.0, show_default=True, help="CPU cores per replica.")
 @click.option("--memory-mib", default=2048, show_default=True, help="Memory per replica.")
@@ -87,6 +88,7 @@ def deploy_create(
     image_ref: str | None,
     pool: str,
     cluster: str | None,
+    group: str | None,
     replicas: int,
     cpu: float,
     memory_mib: int,
@@ -122,6 +124,7 @@ def deploy_create(
         image_version=image_version or None,
         pool=pool,
         cluster=cluster,
+        group=group,
         runtime_args=list(runtime_args),
         replicas=replicas,
         resources=Resources(
@@ -157,10 +160,11 @@ def deploy_list(ctx: click.Context, as_json: bool) -> None:
         found,
         as_json,
         lambda: table(
-            ["NAME", "STATUS", "READY", "MODEL", "IMAGE", "POOL", "MESSAGE"],
+            ["NAME", "OWNER", "STATUS", "READY", "MODEL", "IMAGE", "POOL", "MESSAGE"],
             [
                 [
                     d.name,
+                    f"{d.owner}/{d.group}" if d.group else d.owner,
                     d.status,
                     f"{d.ready_replicas}/{d.replicas}",
                     f"{d.model}:{d.model_version}",

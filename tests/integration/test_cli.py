@@ -21,7 +21,7 @@ from studio.bootstrap import open_studio
 from studio.cli import cli
 from studio.demo import PAIRS
 from studio.modelstore import inspect_folder
-from studio.services import models
+from studio.services import models, users
 from studio.settings import Settings
 from tests.integration.conftest import CoveUp, answers, cove_env, runtime_pids, wait_until, write_stub_model
 from tests.people import ADMIN
@@ -60,6 +60,12 @@ def test_up_serves_the_demo_and_ctrl_c_stops_everything(settings: Settings, demo
                 model="demo", temperature=0, messages=[{"role": "user", "content": "Hello"}]
             )
         assert reply.choices[0].message.content == dict(PAIRS)["Hello"]
+        # the first start gives the first admin a password, shown once (and in the banner)
+        password = re.search(r"log in as\s+admin / (\S+)", up.output).group(1)  # type: ignore[union-attr]
+        assert f"first start: log in as 'admin' with password {password} (shown this once)" in up.output
+        db = open_studio(settings)
+        assert users.authenticate(db=db, name="admin", password=password).name == "admin"
+        db.dispose()
         assert f"studio                       {settings.ui_url}" in up.output
         assert f"playground                   {settings.playground_url}" in up.output
         assert answers(settings.ui_url + "/_stcore/health")  # the studio UI and the playground run too
@@ -226,8 +232,8 @@ def test_models_and_deployments_human_and_json(settings: Settings, tmp_path: Pat
     assert "chat: Pending, 0/1 ready" in described.output
     assert "Created" in described.output
     table = run(settings, "deploy", "list").output.splitlines()
-    assert table[0].split() == ["NAME", "STATUS", "READY", "MODEL", "IMAGE", "POOL", "MESSAGE"]
-    assert table[1].split()[:3] == ["chat", "Pending", "0/1"]
+    assert table[0].split() == ["NAME", "OWNER", "STATUS", "READY", "MODEL", "IMAGE", "POOL", "MESSAGE"]
+    assert table[1].split()[:4] == ["chat", "admin", "Pending", "0/1"]
 
 
 @pytest.mark.parametrize(
@@ -267,6 +273,51 @@ def test_keys_are_printed_once(settings: Settings) -> None:
     assert "active" in listed
     assert run(settings, "key", "revoke", "ci").output == "API key ci revoked\n"
     assert "revoked" in run(settings, "key", "list").output
+
+
+def test_users_are_added_listed_changed_and_removed_and_members_act_as_themselves(settings: Settings) -> None:
+    added = json.loads(run(settings, "user", "add", "ana", "--groups", "nlp", "--json").output)
+    assert (added["name"], added["role"], added["groups"]) == ("ana", "member", ["nlp"])
+    assert len(added["password"]) >= 16  # generated, shown this once
+    assert run(settings, "user", "add", "bo", "--password", "bo-secret-1").output == "user bo added as member\n"
+    listed = run(settings, "user", "list").output
+    assert re.search(r"^ana\s+member\s+nlp\s+active\s+never$", listed, re.MULTILINE), listed
+    assert re.search(r"^admin\s+admin\s+-\s+no password\s+never$", listed, re.MULTILINE), listed
+
+    run(settings, "--as", "ana", "key", "create", "ana-app", "--expires", "30d")
+    run(settings, "--as", "bo", "key", "create", "bo-app")
+    assert "ana-app" not in run(settings, "--as", "bo", "key", "list").output  # bo sees his own
+    assert "ana-app" in run(settings, "key", "list").output  # the admin sees everyone's
+    refused = run(settings, "--as", "bo", "key", "revoke", "ana-app")
+    assert refused.exit_code == 1
+    assert "error: API key 'ana-app' is not yours: owned by ana" in refused.output
+    assert "active until" in run(settings, "--as", "ana", "key", "list").output
+    member_adds = run(settings, "--as", "bo", "user", "add", "eve")
+    assert (member_adds.exit_code, "error: only an admin may add users" in member_adds.output) == (1, True)
+    assert run(settings, "--as", "nobody", "key", "list").exit_code == 1  # an unknown user acts as no one
+
+    assert "disabled" in run(settings, "user", "set", "bo", "--disable").output
+    assert run(settings, "--as", "bo", "key", "list").exit_code == 1
+    assert "their keys are revoked" in run(settings, "user", "remove", "bo").output
+
+    trail = json.loads(run(settings, "audit", "--json").output)
+    assert [(e["actor"], e["kind"], e["name"], e["reason"]) for e in trail[:3]] == [
+        ("admin", "user", "bo", "Removed"),
+        ("admin", "user", "bo", "Changed"),
+        ("bo", "key", "bo-app", "Created"),
+    ]
+    mine = json.loads(run(settings, "--as", "ana", "audit", "--json").output)
+    assert [(e["name"], e["reason"]) for e in mine] == [("ana-app", "Created")]
+
+
+@pytest.mark.parametrize(
+    ("when", "message"),
+    [("soon", "--expires 'soon' is neither a duration nor a date"), ("0d", "--expires '0d' is neither")],
+)
+def test_a_key_expiry_must_be_a_duration_or_a_date(settings: Settings, when: str, message: str) -> None:
+    result = run(settings, "key", "create", "k", "--expires", when)
+    assert result.exit_code == 1
+    assert message in result.output
 
 
 def test_bad_settings_are_named(settings: Settings) -> None:
