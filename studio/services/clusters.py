@@ -8,7 +8,9 @@ controller, which also records whether the cluster answers.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 import yaml
@@ -27,10 +29,31 @@ KIND = "cluster"
 
 RAW = "give the file `kubectl config view --raw --minify --flatten` prints"
 
+# What a kubeconfig may not hold. The Kubernetes client that loads a registered kubeconfig in Cove's controller runs
+# an `exec` plugin's command, lets an auth-provider (gcp, azure, oidc) fetch credentials by its own means (the pod's
+# own cloud identity, files, an identity provider), and reads the files these keys name: all as the controller's
+# user, inside its pod. A kubeconfig is a user's input, so it must carry its credentials inline (token,
+# client-certificate-data, client-key-data, certificate-authority-data).
+RUNS_A_COMMAND = {
+    "exec": "runs a command",
+    "auth-provider": "fetches credentials by the plugin's own means (the pod's cloud identity, files)",
+}
+READS_A_FILE = ("tokenFile", "client-certificate", "client-key", "certificate-authority")
+INLINE = "use `kubectl config view --raw --minify --flatten`, which puts certificate files inline as *-data"
+NO_PLUGIN = (
+    "register a kubeconfig whose user has a token or an inline client certificate, e.g. a ServiceAccount token "
+    "(`kubectl create token …`)"
+)
+# Plain http is taken on the loopback only: a local API emulator or a `kubectl proxy` (which adds the credentials
+# itself) listens there, and nothing leaves the host; anywhere else it would send the credentials in the clear.
+LOOPBACK_NAMES = {"localhost"}
+
 
 def read_kubeconfig(text: str, context: str = "") -> tuple[str, str]:
     """The context a kubeconfig's text selects (``context``, else its current one) and that context's API server
-    URL; InvalidSpec saying what is missing otherwise."""
+    URL; InvalidSpec saying what is missing otherwise, and refusing, whichever context is chosen, any user or
+    cluster entry that would have the controller run a command or read a file (``_refuse_unsafe_entries``) and any
+    server URL that is not https (plain http on the loopback only, ``_check_server``)."""
     try:
         config: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -43,13 +66,70 @@ def read_kubeconfig(text: str, context: str = "") -> tuple[str, str]:
         known = ", ".join(sorted(str(c) for c in contexts)) or "none"
         what = f"no context named {chosen!r}" if chosen else "no current context"
         raise InvalidSpec(f"the kubeconfig has {what}", hint=f"choose one of its contexts: {known}")
+    _refuse_unsafe_entries(config)
     clusters = {c.get("name"): c.get("cluster") or {} for c in config["clusters"] if isinstance(c, dict)}
     server = (clusters.get(contexts[chosen].get("cluster")) or {}).get("server")
     if not server:
         raise InvalidSpec(
             f"context {chosen!r} names no cluster with a server URL", hint="check the kubeconfig's clusters"
         )
+    for name, cluster in _entries(config, "clusters", "cluster"):
+        if cluster.get("server"):
+            _check_server(name, str(cluster["server"]))
     return chosen, str(server)
+
+
+def _entries(config: dict[str, Any], section: str, field: str) -> list[tuple[str, dict[str, Any]]]:
+    """(name, body) of each entry of ``section`` (users, clusters); an entry without a name is named by its index."""
+    listed = config.get(section) or []
+    found = []
+    for i, entry in enumerate(listed if isinstance(listed, list) else []):
+        if isinstance(entry, dict) and isinstance(entry.get(field), dict):
+            found.append((str(entry.get("name", f"{section}[{i}]")), entry[field]))
+    return found
+
+
+def _refuse_unsafe_entries(config: dict[str, Any]) -> None:
+    """InvalidSpec naming the first user or cluster (of all in the file, not only the chosen context's) with a key
+    that runs a command (``RUNS_A_COMMAND``) or names a file (``READS_A_FILE``, or any key ending in ``-file`` or
+    ``File``) in the controller."""
+    for section, field in (("users", "user"), ("clusters", "cluster")):
+        for name, body in _entries(config, section, field):
+            where = f"the kubeconfig's {field} {name!r}"
+            for key in sorted(body):
+                if key in RUNS_A_COMMAND:
+                    raise InvalidSpec(
+                        f"{where} has {key}, which {RUNS_A_COMMAND[key]} in Cove's controller", hint=NO_PLUGIN
+                    )
+                if key in READS_A_FILE or key.endswith(("-file", "File")):
+                    hint = "put the token itself in `token`" if key == "tokenFile" else INLINE
+                    raise InvalidSpec(f"{where} has {key}, a file path Cove's controller would read", hint=hint)
+
+
+def _check_server(name: str, server: str) -> None:
+    """InvalidSpec unless ``server`` is an https URL, or an http one on the loopback (``LOOPBACK_NAMES`` or a
+    loopback address)."""
+    try:
+        url = urlsplit(server)
+        scheme, host = url.scheme, url.hostname or ""
+    except ValueError:  # an unbalanced [ in the host
+        scheme, host = "", ""
+    if host and (scheme == "https" or (scheme == "http" and _is_loopback(host))):
+        return
+    raise InvalidSpec(
+        f"the kubeconfig's cluster {name!r} has the server URL {server!r}, which is not https",
+        hint="Cove sends the cluster's credentials there: give its https URL (plain http is taken on the loopback "
+        "only: a local emulator or `kubectl proxy`)",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def add_cluster(*, db: Database, actor: Principal, data: ClusterCreate, key: str) -> ClusterPublic:

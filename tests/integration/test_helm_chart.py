@@ -18,11 +18,15 @@ from typing import Any
 
 import pytest
 import yaml
+from kubespawner import KubeSpawner
 from pydantic.alias_generators import to_camel
 
+from studio.backends.base import WorkloadSpec
 from studio.backends.kubernetes import manifests
 from studio.models import PoolSpec
+from studio.runtimes import CONTAINER_PORT, container_launch
 from studio.settings import Settings
+from studio.values import Resources, RuntimeKind
 from tests.schemas import assert_valid, pod_spec_of, restricted_problems
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -769,6 +773,7 @@ BACKEND_PODS = {  # what Cove's backend makes: users' models and code
 def test_user_workloads_cannot_reach_the_database_or_the_metadata_service(helm: Helm) -> None:
     docs = helm.render("defaults.yaml")
     policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    egress_policies = [p for p in policies if "Egress" in p["spec"]["policyTypes"]]
     templates = dict(pod_templates(docs))
     postgres_labels = templates[f"StatefulSet/{PREFIX}-postgresql"]["metadata"]["labels"]
     (db_policy,) = (p for p in policies if selects(p["spec"]["podSelector"]["matchLabels"], postgres_labels))
@@ -784,11 +789,11 @@ def test_user_workloads_cannot_reach_the_database_or_the_metadata_service(helm: 
     assert sorted(allowed) == sorted(f"Deployment/{PREFIX}-{c}" for c in CONTROL_PLANE)
     for user_pod in (NOTEBOOK_POD, *BACKEND_PODS.values()):
         assert not any(selects(peer["podSelector"]["matchLabels"], user_pod) for peer in rule["from"])
-        (egress,) = (p for p in policies if selects(p["spec"]["podSelector"]["matchLabels"], user_pod))
+        (egress,) = (p for p in egress_policies if selects(p["spec"]["podSelector"]["matchLabels"], user_pod))
         assert egress["spec"]["policyTypes"] == ["Egress"]
         blocks = [peer["ipBlock"] for r in egress["spec"]["egress"] for peer in r["to"] if "ipBlock" in peer]
         assert blocks == [{"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}]
-    (notebooks,) = (p for p in policies if selects(p["spec"]["podSelector"]["matchLabels"], NOTEBOOK_POD))
+    (notebooks,) = (p for p in egress_policies if selects(p["spec"]["podSelector"]["matchLabels"], NOTEBOOK_POD))
     reachable = {
         (w, port["port"])
         for r in notebooks["spec"]["egress"]
@@ -800,8 +805,180 @@ def test_user_workloads_cannot_reach_the_database_or_the_metadata_service(helm: 
     }
     assert reachable == {(f"Deployment/{PREFIX}-hub", 8081), (f"Deployment/{PREFIX}-server", 8080)}
     assert not [d for d in helm.render("no-networkpolicy.yaml") if d["kind"] == "NetworkPolicy"]
-    external = helm.render("external-db.yaml")
-    assert len([d for d in external if d["kind"] == "NetworkPolicy"]) == 2, "no database policy without a database"
+    external = names(helm.render("external-db.yaml"), "NetworkPolicy")
+    assert external == names(docs, "NetworkPolicy") - {f"{PREFIX}-postgresql"}, "no database policy without a database"
+
+
+INGRESS_NGINX = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+NOTEBOOKS = {"podSelector": {"matchLabels": {"component": "singleuser-server"}}}
+MODEL_SERVERS = {
+    "app.kubernetes.io/component": manifests.COMPONENT,
+    "app.kubernetes.io/managed-by": manifests.MANAGED_BY,
+}
+
+
+def pods_of(component: str) -> dict[str, Any]:
+    """The peer of a Cove component's pods (its selector labels), in the release namespace."""
+    labels = {"app.kubernetes.io/name": "cove", "app.kubernetes.io/instance": RELEASE}
+    return {"podSelector": {"matchLabels": labels | {"app.kubernetes.io/component": component}}}
+
+
+def ingress_policy(pods: Mapping[str, str], rules: Sequence[tuple[int, Sequence[Doc]]]) -> Doc:
+    """The spec of an ingress policy: ``pods`` admit, on each port, only its peers."""
+    return {
+        "podSelector": {"matchLabels": dict(pods)},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": list(peers), "ports": [{"port": port, "protocol": "TCP"}]} for port, peers in rules],
+    }
+
+
+def admitted(policy: Doc, templates: Mapping[str, Doc]) -> set[tuple[str, int]]:
+    """Who a policy lets in on which port, in words: the chart's workloads and the user pods its pod selectors
+    match (release namespace), and its other peers as JSON."""
+    users = {"notebook": NOTEBOOK_POD, **BACKEND_PODS}
+    found = set()
+    for rule in policy["spec"]["ingress"]:
+        for peer in rule["from"]:
+            if set(peer) == {"podSelector"}:
+                labels = peer["podSelector"]["matchLabels"]
+                who = [w for w, t in templates.items() if selects(labels, t["metadata"]["labels"])]
+                who += [name for name, pod in users.items() if selects(labels, pod)]
+                assert who, f"{peer} selects no pod"
+            else:
+                who = [json.dumps(peer, sort_keys=True)]
+            found |= {(w, port["port"]) for w in who for port in rule["ports"]}
+    return found
+
+
+def test_each_face_admits_only_the_ingress_controller_and_the_parts_that_call_it(helm: Helm) -> None:
+    """The studio UI and the playground: the ingress controller only. The hub's proxy: the ingress controller and the
+    UI (its Notebooks page calls the hub's API through the proxy); the hub's API: notebook pods and the hub itself
+    (its proxy and culler reach the API through the Service). The gateway: the ingress controller, notebook pods,
+    the playground and the UI. Each policy selects its component's pods and no user pod."""
+    docs = helm.render("defaults.yaml")
+    templates = dict(pod_templates(docs))
+    ports = {c: container(docs, c)["ports"][0]["containerPort"] for c in ("ui", "playground", "hub", "server")}
+    hub_api = {p["name"]: p["containerPort"] for p in container(docs, "hub")["ports"]}["api"]
+    expected = {
+        "ui": [(ports["ui"], [INGRESS_NGINX])],
+        "playground": [(ports["playground"], [INGRESS_NGINX])],
+        "hub": [
+            (ports["hub"], [INGRESS_NGINX, pods_of("ui")]),
+            (hub_api, [NOTEBOOKS, pods_of("hub")]),
+        ],
+        "server": [(ports["server"], [INGRESS_NGINX, NOTEBOOKS, pods_of("playground"), pods_of("ui")])],
+    }
+    nginx = json.dumps(INGRESS_NGINX, sort_keys=True)
+    in_words = {
+        "ui": {(nginx, 8501)},
+        "playground": {(nginx, 7860)},
+        "hub": {
+            (nginx, 8000),
+            (f"Deployment/{PREFIX}-ui", 8000),
+            ("notebook", 8081),
+            (f"Deployment/{PREFIX}-hub", 8081),
+        },
+        "server": {(nginx, 8080), ("notebook", 8080)}
+        | {(f"Deployment/{PREFIX}-{c}", 8080) for c in ("playground", "ui")},
+    }
+    for component, rules in expected.items():
+        policy = find(docs, "NetworkPolicy", f"{PREFIX}-{component}-ingress")
+        assert policy["metadata"]["namespace"] == NAMESPACE
+        assert policy["spec"] == ingress_policy(pods_of(component)["podSelector"]["matchLabels"], rules), component
+        guarded = [
+            w
+            for w, t in templates.items()
+            if selects(policy["spec"]["podSelector"]["matchLabels"], t["metadata"]["labels"])
+        ]
+        assert guarded == [f"Deployment/{PREFIX}-{component}"]
+        assert not any(
+            selects(policy["spec"]["podSelector"]["matchLabels"], pod) for pod in (NOTEBOOK_POD, *BACKEND_PODS.values())
+        )
+        assert admitted(policy, templates) == in_words[component], component
+    # The label notebook pods carry: KubeSpawner's default, which hub/jupyterhub_config.py keeps.
+    assert KubeSpawner.component_label.default_value == NOTEBOOK_POD["component"] == "singleuser-server"
+
+
+def test_model_servers_admit_only_the_gateway(helm: Helm) -> None:
+    """Pods the backend makes for a deployment (manifests.labels, in the release namespace, on the runtimes'
+    container port) admit the gateway only: notebooks and other models go through it. Fine-tune jobs serve nothing
+    and are not selected. Kubelet probes come from the node, which NetworkPolicies do not block: no rule for them."""
+    docs = helm.render("defaults.yaml")
+    templates = dict(pod_templates(docs))
+    policy = find(docs, "NetworkPolicy", f"{PREFIX}-model-servers-ingress")
+    assert policy["spec"] == ingress_policy(MODEL_SERVERS, [(CONTAINER_PORT, [pods_of("server")])])
+    assert admitted(policy, templates) == {(f"Deployment/{PREFIX}-server", CONTAINER_PORT)}
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    spec = WorkloadSpec(
+        name="llama-8b",
+        runtime=RuntimeKind.VLLM,
+        model="meta-llama/Llama-3.1-8B-Instruct",
+        model_revision=None,
+        image="docker.io/vllm/vllm-openai:v0.11.0",
+        resources=Resources(cpu=8, memory_mib=65536, gpus=1),
+    )
+    server = manifests.model_server(
+        spec, container_launch(spec), manifests.Target(namespace=NAMESPACE, models_pvc="models")
+    )
+    pod = server["spec"]["template"]
+    assert selects(selector, pod["metadata"]["labels"])
+    assert server["metadata"]["namespace"] == env_of(docs, "server")["COVE_KUBE_NAMESPACE"] == NAMESPACE
+    assert [p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]] == [CONTAINER_PORT]
+    assert not selects(selector, BACKEND_PODS["fine-tune job"])
+    assert not selects(selector, NOTEBOOK_POD)
+    assert not [w for w, t in templates.items() if selects(selector, t["metadata"]["labels"])]
+
+
+INGRESS_POLICIES = {f"{PREFIX}-{c}-ingress" for c in ("ui", "playground", "hub", "server", "model-servers")}
+
+
+def test_ingress_peers_are_values_and_no_policy_renders_without_network_policy(helm: Helm) -> None:
+    """networkPolicy.ingressControllers replaces the ingress controller in every face's policy; empty, the UI and the
+    playground admit nobody (port-forward goes through the kubelet) and the hub and the gateway only Cove's parts,
+    never everyone (a rule without peers would admit all). networkPolicy.extraGatewayPeers (Prometheus) reach the
+    gateway only. networkPolicy.enabled=false: no NetworkPolicy at all, whatever else is set."""
+    traefik = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "traefik"}},
+    }
+    load_balancer = {"ipBlock": {"cidr": "203.0.113.0/24"}}
+    docs = helm.render("defaults.yaml", networkPolicy__ingressControllers=[traefik, load_balancer])
+    for component in ("ui", "playground", "hub", "server"):
+        (first, *_) = find(docs, "NetworkPolicy", f"{PREFIX}-{component}-ingress")["spec"]["ingress"]
+        assert first["from"][:2] == [traefik, load_balancer], component
+        assert INGRESS_NGINX not in first["from"], component
+    closed = helm.render("defaults.yaml", networkPolicy__ingressControllers=[])
+    assert_valid(*(d for d in (*docs, *closed) if d["kind"] == "NetworkPolicy"))
+    for component in ("ui", "playground"):
+        assert find(closed, "NetworkPolicy", f"{PREFIX}-{component}-ingress")["spec"]["ingress"] == []
+    hub = find(closed, "NetworkPolicy", f"{PREFIX}-hub-ingress")["spec"]["ingress"]
+    assert [r["from"] for r in hub] == [[pods_of("ui")], [NOTEBOOKS, pods_of("hub")]]
+    server = find(closed, "NetworkPolicy", f"{PREFIX}-server-ingress")["spec"]["ingress"]
+    assert [r["from"] for r in server] == [[NOTEBOOKS, pods_of("playground"), pods_of("ui")]]
+    assert all(r["from"] for d in closed if d["kind"] == "NetworkPolicy" for r in d["spec"].get("ingress", []))
+
+    prometheus = values_of("hpa-on.yaml")["networkPolicy"]["extraGatewayPeers"]
+    scraped = helm.render("hpa-on.yaml")
+    (rule,) = find(scraped, "NetworkPolicy", f"{PREFIX}-server-ingress")["spec"]["ingress"]
+    assert rule["from"] == [INGRESS_NGINX, NOTEBOOKS, pods_of("playground"), pods_of("ui"), *prometheus]
+    for name in INGRESS_POLICIES - {f"{PREFIX}-server-ingress"}:
+        peers = [p for r in find(scraped, "NetworkPolicy", name)["spec"]["ingress"] for p in r["from"]]
+        assert not [p for p in peers if p in prometheus], name
+    assert "networkPolicy.extraGatewayPeers" not in helm.notes("hpa-on.yaml")
+    assert "add its pods to networkPolicy.extraGatewayPeers" in helm.notes(
+        "hpa-on.yaml", networkPolicy__extraGatewayPeers=[]
+    )
+    assert "only networkPolicy.ingressControllers" in helm.notes("defaults.yaml")
+
+    existing = {f"{PREFIX}-postgresql", f"{PREFIX}-notebooks-egress", f"{PREFIX}-workloads-egress"}
+    for values_file in ("defaults.yaml", "ingress.yaml", "hpa-on.yaml"):
+        assert names(helm.render(values_file), "NetworkPolicy") == INGRESS_POLICIES | existing, values_file
+    for values_files in (
+        ["no-networkpolicy.yaml"],
+        ["ingress.yaml", "no-networkpolicy.yaml"],
+        ["hpa-on.yaml", "no-networkpolicy.yaml"],
+    ):
+        assert not names(helm.render(*values_files), "NetworkPolicy"), values_files
 
 
 def test_ingress_routes_each_host_to_its_face(helm: Helm) -> None:
@@ -905,6 +1082,22 @@ REFUSED = {
         ["at '/builds/builderImage/tag'", "'latest' does not match pattern"],
     ),
     "registry as a URL": ({"builds": {"registry": "https://registry.example.com"}}, ["at '/builds/registry'"]),
+    "an empty network peer": (
+        {"networkPolicy": {"ingressControllers": [{}]}},
+        ["at '/networkPolicy/ingressControllers/0'"],
+    ),
+    "a misspelt selector": (
+        {"networkPolicy": {"ingressControllers": [{"namespaceSelector": {"matchLabel": {"name": "nginx"}}}]}},
+        ["at '/networkPolicy/ingressControllers/0/namespaceSelector'", "'matchLabel' not allowed"],
+    ),
+    "a selector operator": (
+        {
+            "networkPolicy": {
+                "extraGatewayPeers": [{"podSelector": {"matchExpressions": [{"key": "a", "operator": "Is"}]}}]
+            }
+        },
+        ["at '/networkPolicy/extraGatewayPeers/0/podSelector/matchExpressions/0/operator'"],
+    ),
     "builds in the release namespace": (
         {"builds": {"enabled": True, "registry": "registry.example.com/team", "namespace": NAMESPACE}},
         [f'builds.namespace is the release namespace "{NAMESPACE}"', "a namespace of their own"],
