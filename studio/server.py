@@ -8,20 +8,44 @@ killed with SIGKILL leaves its replicas running; the next server adopts them.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import signal
 import socket
+from typing import Any
 
 import uvicorn
 
 from studio.backends.clusters import make_backend
 from studio.bootstrap import open_studio
 from studio.controller import Controller
-from studio.errors import PortInUse
+from studio.errors import InvalidSpec, PortInUse
 from studio.gateway.app import Gateway
+from studio.login import Login
 from studio.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def refuse_exposed(settings: Settings) -> None:
+    """InvalidSpec, before anything listens, when a face would be reachable from other machines without asking who
+    is there: login off (``COVE_LOGIN``) or the gateway without keys (``COVE_AUTH``) on a non-loopback address."""
+    host = settings.host.strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        loopback = False
+    if loopback:
+        return
+    for switch, on, what in (
+        ("COVE_LOGIN", settings.login, "the studio, the playground and the hub would let anyone in as the first admin"),
+        ("COVE_AUTH", settings.auth, "the gateway would serve anyone without an API key"),
+    ):
+        if not on:
+            raise InvalidSpec(
+                f"{switch} is off and COVE_HOST is {settings.host}: {what} from other machines",
+                hint=f"turn {switch} on, or listen on 127.0.0.1 only",
+            )
 
 
 def bind(host: str, port: int, variable: str = "COVE_PORT") -> socket.socket:
@@ -44,13 +68,28 @@ def bind(host: str, port: int, variable: str = "COVE_PORT") -> socket.socket:
     return sock
 
 
+class Server:
+    """The server's one ASGI app: ``/auth`` (where people log in) beside the gateway (everything else, its hot
+    path untouched by the login's framework)."""
+
+    def __init__(self, gateway: Gateway, login: Login) -> None:
+        self.gateway, self.login = gateway, login
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/auth/"):
+            await self.login(scope, receive, send)
+        else:
+            await self.gateway(scope, receive, send)
+
+
 def serve(settings: Settings) -> None:
+    refuse_exposed(settings)
     sock = bind(settings.host, settings.port)
     db = open_studio(settings)
     gateway = Gateway(settings=settings, db=db)
     controller = Controller(db=db, backend=make_backend(settings), settings=settings, load=gateway.load)
     config = uvicorn.Config(
-        gateway,
+        Server(gateway, Login(settings=settings, db=db)),
         loop="uvloop",
         http="httptools",
         lifespan="on",

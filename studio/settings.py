@@ -95,6 +95,28 @@ class Settings(BaseSettings):
     user: str = Field(
         default="", description="Who the `cove` CLI acts as (like `cove --as USER`). Empty: the first admin."
     )
+    login: bool = Field(
+        default=True,
+        description="The studio, the playground and the hub ask who you are. Off: every visitor is the first admin "
+        "(allowed only while every face listens on loopback).",
+    )
+    session_hours: float = Field(default=12, gt=0, description="How long a login lasts.")
+    session_domain: str = Field(
+        default="", description="The session cookie's domain (.example.com when the faces have hosts of their own)."
+    )
+    oidc_issuer: str = Field(
+        default="", description="The OpenID Connect provider people log in with (its issuer URL). Empty: passwords."
+    )
+    oidc_client_id: str = Field(default="", description="Cove's client id at the provider.")
+    oidc_client_secret: str = Field(default="", description="Cove's client secret at the provider.")
+    oidc_scopes: str = Field(default="openid profile email", description="Scopes asked of the provider.")
+    oidc_username_claim: str = Field(
+        default="preferred_username", description="The claim that names a person (made a Cove user name)."
+    )
+    oidc_groups_claim: str = Field(default="groups", description="The claim listing a person's groups.")
+    oidc_admin_group: str = Field(
+        default="cove-admins", description="Members of this provider group are Cove admins; others are members."
+    )
     demo: bool = Field(default=True, description="`cove up` builds, registers and deploys the demo model.")
     backend: Literal["local", "kubernetes"] = Field(
         default="local", description="Where model servers run: processes here, or Deployments on a cluster."

@@ -33,7 +33,7 @@ from studio.backends.local import HEADER, LOG_TAIL, MAX_LOG_BYTES, last_attempt,
 from studio.bootstrap import open_studio
 from studio.demo import DEMO_DEPLOYMENT, ensure_demo
 from studio.errors import NotFound
-from studio.server import bind
+from studio.server import bind, refuse_exposed
 from studio.services import deployments, users
 from studio.settings import Settings
 from studio.values import Status
@@ -234,7 +234,8 @@ def _demo(settings: Settings, say: Callable[[str], None]) -> str | None:
 
 def up(settings: Settings, *, demo: bool, verbose: bool = False, say: Callable[[str], None] = print) -> int:
     """Run until Ctrl-C (0) or until a part dies (1). ``verbose``: the parts' output on the terminal too."""
-    for port, variable in PORTS:  # fail fast, before any work, if a port is taken
+    refuse_exposed(settings)  # fail fast, before any work, if a face would be open to anyone
+    for port, variable in PORTS:  # or if a port is taken
         bind(settings.host, getattr(settings, port), variable).close()
     db = open_studio(settings)  # the database migrated before any part opens it
     password = users.first_admin_password(db=db)  # the first start only: printed now and in the banner, never again

@@ -67,6 +67,7 @@ def make_settings(home: Path, **overrides: object) -> Settings:
         "usage_flush_s": 0.2,
         "runtime_stop_grace_s": 5,
         "demo": False,
+        "login": False,  # the faces act as the first admin; the login tests turn it on
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -41,10 +41,11 @@ def server(ctx: click.Context) -> None:
 @click.pass_context
 def ui(ctx: click.Context) -> None:
     """Run the studio UI (Streamlit) on COVE_UI_PORT (what `cove up` starts)."""
-    from studio.server import bind
+    from studio.server import bind, refuse_exposed
     from studio.ui.launch import streamlit_argv
 
     settings = settings_of(ctx)
+    refuse_exposed(settings)
     bind(
         settings.host, settings.ui_port, "COVE_UI_PORT"
     ).close()  # a clear error, not Streamlit's, when the port is taken
@@ -58,9 +59,10 @@ def playground(ctx: click.Context) -> None:
     """Run the playground (Gradio) on COVE_PLAYGROUND_PORT (what `cove up` starts)."""
     import sys
 
-    from studio.server import bind
+    from studio.server import bind, refuse_exposed
 
     settings = settings_of(ctx)
+    refuse_exposed(settings)
     bind(settings.host, settings.playground_port, "COVE_PLAYGROUND_PORT").close()
     click.echo(f"playground on {settings.playground_url}, chatting through {settings.gateway_url}/v1", err=True)
     os.execv(sys.executable, [sys.executable, "-m", "playground"])  # a program of its own, as the hub is
@@ -74,9 +76,10 @@ def hub_command(ctx: click.Context) -> None:
     import signal
     import sys
 
-    from studio.server import bind
+    from studio.server import bind, refuse_exposed
 
     settings = settings_of(ctx)
+    refuse_exposed(settings)
     bind(settings.host, settings.hub_port, "COVE_HUB_PORT").close()
     settings.hub_dir.mkdir(parents=True, exist_ok=True)
     os.chdir(settings.hub_dir)

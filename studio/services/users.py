@@ -212,3 +212,29 @@ def first_admin_password(*, db: Database) -> str | None:
         session.add(row)
         session.commit()
         return password
+
+
+def sync_provider_user(*, db: Database, name: str, groups: Iterable[str], admin: bool) -> Principal:
+    """A person the team's OpenID Connect provider vouched for: made a user at their first login; their role and
+    groups follow the provider's claims at every login. A user disabled in Cove stays out."""
+    try:
+        check_name(name)
+    except ValueError as exc:
+        raise InvalidSpec(f"the provider's name for you cannot be a Cove user name: {exc}") from exc
+    role = Role.ADMIN if admin else Role.MEMBER
+    with db.session() as session:
+        row = session.exec(select(User).where(User.name == name)).first()
+        if row is None:
+            row = User(name=name, role=role, groups=_groups(groups))
+            session.add(row)
+            add_events(
+                session, kind="user", name=name, actor=name, events=[NewEvent("Created", f"first login, {role.value}")]
+            )
+        elif row.disabled:
+            raise Unauthorized(f"user {name!r} is disabled", hint="ask an admin")
+        else:
+            row.role, row.groups = role, _groups(groups)
+        row.last_login_at = utcnow()
+        session.add(row)
+        session.commit()
+        return principal_of(row)

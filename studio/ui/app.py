@@ -1,10 +1,22 @@
-"""Cove Studio: navigation only. Each page is a file in ``app_pages/`` (so tests can switch to it by path)."""
+"""Cove Studio: who is logged in, then navigation. Each page is a file in ``app_pages/`` (so tests can switch to it
+by path)."""
 
 import streamlit as st
 
+from studio.ui import facade
 from studio.ui.feedback import show_flash
 
 st.set_page_config(page_title="Cove Studio", page_icon=":material/sailing:", layout="wide")
+who = facade.signed_in()
+if who is None:  # not logged in (or no longer may be): every page waits behind the login
+    st.title("Cove Studio")
+    st.write("Log in to see your models, deployments, notebooks and keys.")
+    st.link_button("Log in", facade.login_url(), type="primary", icon=":material/login:")
+    st.stop()
+with st.sidebar:
+    groups = "".join(f", {g}" for g in sorted(who.groups))
+    st.caption(f"Logged in as **{who.name}** ({who.role.value}{groups})")
+    st.link_button("Log out", facade.logout_url(), icon=":material/logout:")
 show_flash()
 st.navigation(
     [
@@ -15,5 +27,6 @@ st.navigation(
         st.Page("app_pages/deployments.py", title="Deployments", icon=":material/dns:"),
         st.Page("app_pages/notebooks.py", title="Notebooks", icon=":material/edit_note:"),
         st.Page("app_pages/keys.py", title="API keys & usage", icon=":material/key:"),
+        st.Page("app_pages/audit.py", title="Audit trail", icon=":material/history:"),
     ]
 ).run()

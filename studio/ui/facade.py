@@ -16,11 +16,11 @@ from typing import Any
 
 import streamlit as st
 
-from studio import machine
+from studio import machine, sessions
 from studio.backends.base import WorkloadSpec
 from studio.bootstrap import open_studio
 from studio.db import Database, utcnow
-from studio.errors import InvalidSpec
+from studio.errors import InvalidSpec, Unauthorized
 from studio.hub_client import HubClient, Server
 from studio.logs import LogReader
 from studio.models import (
@@ -82,6 +82,9 @@ class Studio:
 
     def status_counts(self) -> dict[str, int]:
         return deployments.count_by_status(db=self.db, actor=self.actor)
+
+    def audit(self, *, user: str | None = None, limit: int = 200) -> list[EventPublic]:
+        return events.audit_trail(db=self.db, actor=self.actor, user=user, limit=limit)
 
     def recent_events(self, *, name: str | None = None, limit: int = 20) -> list[EventPublic]:
         """The newest events of the deployments this user may see (or of ``name``, if they may see it)."""
@@ -253,8 +256,11 @@ class Studio:
     def keys(self) -> list[ApiKeyPublic]:
         return keys.list_keys(db=self.db, actor=self.actor)
 
-    def create_key(self, name: str) -> ApiKeyCreated:
-        return keys.create_key(db=self.db, actor=self.actor, data=ApiKeyCreate(name=name))
+    def create_key(self, name: str, *, deployments: list[str] | None = None, days: int = 0) -> ApiKeyCreated:
+        """A key of this user's, limited to ``deployments`` (none: all theirs), expiring after ``days`` (0: never)."""
+        expires = utcnow() + timedelta(days=days) if days else None
+        data = ApiKeyCreate(name=name, deployments=keys.scope_names(deployments or []), expires_at=expires)
+        return keys.create_key(db=self.db, actor=self.actor, data=data)
 
     def revoke_key(self, name: str) -> ApiKeyPublic:
         return keys.revoke_key(db=self.db, actor=self.actor, name=name)
@@ -277,8 +283,38 @@ def _open(settings_json: str) -> Shared:
     return Shared(settings, db, LogReader(settings=settings, db=db))
 
 
+WHO = "cove_who"  # st.session_state key: who this run acts as, set by the entry page's gate (``signed_in``)
+
+
+def _shared() -> Shared:
+    return _open(Settings().model_dump_json())
+
+
+def signed_in() -> Principal | None:
+    """Who this browser session is logged in as (read from the session cookie on every run, so a removed or
+    disabled user is out at their next click); with login off, the first admin. Kept for this run's pages."""
+    shared = _shared()
+    if shared.settings.login:
+        who = sessions.principal(shared.settings, shared.db, st.context.cookies)
+    else:
+        who = users.first_admin(db=shared.db)
+    st.session_state[WHO] = who
+    return who
+
+
+def login_url() -> str:
+    settings = _shared().settings
+    return sessions.login_url(settings, settings.ui_url)
+
+
+def logout_url() -> str:
+    return _shared().settings.gateway_url + "/auth/logout"
+
+
 def current() -> Studio:
     """The studio of this process's settings (COVE_* environment, opened once and shared by every session),
-    acting as this session's user."""
-    shared = _open(Settings().model_dump_json())
-    return Studio(shared, users.first_admin(db=shared.db))
+    acting as this session's user (the entry page's gate let them in)."""
+    who = st.session_state.get(WHO)
+    if who is None:
+        raise Unauthorized("not logged in", hint="log in again")
+    return Studio(_shared(), who)

@@ -165,6 +165,20 @@ def event_rows(found: Sequence[EventPublic]) -> list[dict[str, Any]]:
     ]
 
 
+def audit_rows(found: Sequence[EventPublic]) -> list[dict[str, Any]]:
+    return [
+        {
+            "time": f"{e.created_at:%Y-%m-%d %H:%M:%S}",
+            "who": e.actor,
+            "what": e.kind,
+            "name": e.name,
+            "did": e.reason,
+            "detail": e.message,
+        }
+        for e in found
+    ]
+
+
 def owner_of(owner: str, group: str | None) -> str:
     return f"{owner} · {group}" if group else owner
 

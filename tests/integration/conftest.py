@@ -196,8 +196,11 @@ def cove_env(settings: Settings) -> dict[str, str]:
             "COVE_USAGE_FLUSH_S": str(settings.usage_flush_s),
             "COVE_RUNTIME_STOP_GRACE_S": str(settings.runtime_stop_grace_s),
             "COVE_LOG_LEVEL": "info",
+            "COVE_LOGIN": str(settings.login).lower(),
         }
     )
+    if settings.secret_key:
+        env["COVE_SECRET_KEY"] = settings.secret_key
     if settings.database_url:
         env["COVE_DATABASE_URL"] = settings.database_url
     return env

@@ -297,5 +297,5 @@ def test_the_studio_notebooks_page_starts_and_stops_servers(tmp_path: Path, monk
             wait_until(lambda: not hub.server("carol"), timeout=60, what="carol's server to stop")
             assert claims(settings) == {}
     finally:
-        facade.current().db.dispose()
+        facade._shared().db.dispose()
         facade._open.clear()

@@ -30,7 +30,7 @@ def ui(settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch) -> Ite
         if name.startswith("COVE_"):
             monkeypatch.setenv(name, value)
     yield AppTest.from_file(str(APP), default_timeout=30)
-    facade.current().db.dispose()
+    facade._shared().db.dispose()
     facade._open.clear()
 
 
@@ -155,7 +155,7 @@ def test_model_mistakes_are_shown_with_the_next_step(ui: AppTest, tmp_path: Path
 
     add_model(at, "tiny", str(folder), new_version=True)
     assert not at.error
-    assert [v.version for v in models.get_model(db=facade.current().db, name="tiny").versions] == [1, 2]
+    assert [v.version for v in models.get_model(db=facade._shared().db, name="tiny").versions] == [1, 2]
 
 
 # ------------------------------------------------------------------------------------------------------ images

@@ -11,10 +11,15 @@ st.title("API keys & usage")
 
 with st.form("create-key", clear_on_submit=True):
     key_name = st.text_input("New key's name", placeholder="my-app", key="key-name")
+    left, right = st.columns(2)
+    scope = left.multiselect(
+        "May call only", studio.deployment_names(), key="key-scope", placeholder="any deployment of yours"
+    )
+    days = right.number_input("Expires after (days, 0: never)", min_value=0, max_value=3650, value=0, key="key-days")
     created = st.form_submit_button("Create key", type="primary")
 if created:
     with guarded("create the key"):
-        made = studio.create_key(key_name.strip())
+        made = studio.create_key(key_name.strip(), deployments=scope, days=int(days))
         st.success(f"Key **{made.name}** created. Copy it now: it is shown only this once.")
         st.code(made.key, language=None)
 
