@@ -7,6 +7,8 @@ Cove assigns ``--host`` and ``--port``; users add any other runtime flag through
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import importlib.util
 import math
 from dataclasses import dataclass
@@ -17,7 +19,13 @@ from studio.errors import RuntimeUnavailable
 from studio.values import RuntimeKind
 
 # Cove sets these itself: where the runtime listens, which model it loads, and the name requests carry.
-RESERVED_FLAGS = ("--host", "--port", "--model", "--model-path", "--served-model-name")
+RESERVED_FLAGS = ("--host", "--port", "--model", "--model-path", "--served-model-name", "--api-key")
+# In a cluster, a model server asks every caller for its deployment's own key, which only the gateway holds
+# (``upstream_key``), so a notebook cannot call it around the gateway's API keys and metering. The container gets it
+# in this variable (from a Secret); vLLM and SGLang are told with --api-key, a custom image may check it itself.
+# `transformers serve` has no such option: there the NetworkPolicy (model servers admit only the gateway) is the wall.
+UPSTREAM_KEY_ENV = "COVE_UPSTREAM_KEY"
+UPSTREAM_KEY_RUNTIMES = (RuntimeKind.VLLM, RuntimeKind.SGLANG)
 # KV cache for `transformers serve --continuous-batching`: without an explicit size it sizes itself from system RAM
 # (7.6 GB resident for a 1 MB model). 512 blocks × 32 tokens = 16k tokens of cache.
 TRANSFORMERS_DEFAULTS = (("--cb-num-blocks", "512"), ("--cb-block-size", "32"))
@@ -36,6 +44,12 @@ class Launch:
     argv: tuple[str, ...]
     env: dict[str, str]
     upstream_model: str  # the model name requests must carry
+
+
+def upstream_key(secret: str, deployment: str) -> str:
+    """The key a deployment's model servers ask for: derived from the studio's key, so the gateway (which has that
+    key) and the backend (which writes it into the cluster) agree without storing it."""
+    return hmac.new(secret.encode(), f"cove-upstream:{deployment}".encode(), hashlib.sha256).hexdigest()
 
 
 def reserved_flags_in(args: list[str] | tuple[str, ...]) -> list[str]:
@@ -187,5 +201,7 @@ def container_launch(spec: WorkloadSpec, *, local_models_dir: Path | None = None
         tp = TENSOR_PARALLEL_FLAG[RuntimeKind(kind)]
         if spec.resources.gpus > 1 and not _has_flag(spec.args, tp):
             argv += [tp, str(spec.resources.gpus)]
+    if kind in UPSTREAM_KEY_RUNTIMES:
+        argv += ["--api-key", f"$({UPSTREAM_KEY_ENV})"]  # Kubernetes expands it from the container's environment
     env = {k: v for k, v in launch.env.items() if k != "CUDA_VISIBLE_DEVICES"}  # the device plugin sets it
     return Launch(tuple(argv), env, launch.upstream_model)

@@ -28,6 +28,7 @@ from studio.gateway.protocol import (
 )
 from studio.gateway.proxy import Metered, Proxy, Receive, Scope, Send, Upstream, respond
 from studio.gateway.routes import RouteTable
+from studio.sealing import studio_key
 from studio.services import deployments, keys, usage
 from studio.services.keys import KeyIdentity
 from studio.settings import Settings
@@ -61,7 +62,7 @@ class Gateway:
         self.settings, self.db = settings, db
         self.table = RouteTable()
         self.metrics = GatewayMetrics()
-        self.up = Upstream(self.table, self.metrics)
+        self.up = Upstream(self.table, self.metrics, secret=studio_key(settings))
         self.keys: dict[str, KeyIdentity] = {}
         # Misses looked up in the DB, remembered until the next refresh: a wrong key or a model that is not ready
         # costs one indexed lookup per refresh interval, however often it is asked for.

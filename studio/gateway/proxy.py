@@ -27,6 +27,7 @@ from studio.gateway.protocol import (
     usage_of,
 )
 from studio.gateway.routes import RouteTable
+from studio.runtimes import upstream_key
 from studio.services.keys import KeyIdentity
 from studio.values import Route
 
@@ -65,6 +66,18 @@ class Upstream:
     client: aiohttp.ClientSession | None = None
     metered: list[Metered] = field(default_factory=list)
     streams: dict[int, set[Proxy]] = field(default_factory=dict)  # open streams by API key id, to cut on revocation
+    secret: str = ""  # the studio's key: each deployment's model servers ask for a key derived from it
+    _headers: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def headers_for(self, deployment: str) -> dict[str, str]:
+        """The headers of a request to ``deployment``'s model servers, with the key only the gateway holds."""
+        headers = self._headers.get(deployment)
+        if headers is None:
+            headers = {"content-type": "application/json"}
+            if self.secret:
+                headers["authorization"] = f"Bearer {upstream_key(self.secret, deployment)}"
+            self._headers[deployment] = headers
+        return headers
 
 
 async def respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -144,7 +157,7 @@ class Proxy:
         sent_at = time.perf_counter()
         try:
             response = await up.client.post(
-                target + self.path, data=self.payload, headers={"content-type": "application/json"}
+                target + self.path, data=self.payload, headers=up.headers_for(self.route.name)
             )
         except aiohttp.ClientConnectorError:
             up.table.mark_down(target, time.monotonic())

@@ -122,7 +122,7 @@ def test_every_request_is_metered_once_with_its_key(db: Database, chat: str, cli
     ]
     assert all(r.latency_ms > 0 for r in records)
     assert next(r for r in records if r.stream).ttft_ms is not None
-    summary = usage.usage_summary(db=db)
+    summary = usage.usage_summary(db=db, actor=ADMIN)
     assert [(s.key, s.deployment, s.requests, s.prompt_tokens, s.completion_tokens) for s in summary] == [
         ("app", "chat", 3, 21, 9)
     ]

@@ -16,6 +16,8 @@ from studio.backends.kubernetes.client import KubeClient, connect
 from studio.bootstrap import open_studio
 from studio.controller import derive_status
 from studio.errors import BackendUnavailable, InvalidSpec
+from studio.runtimes import upstream_key
+from studio.sealing import studio_key
 from studio.services import pools
 from studio.values import Resources, Status
 from tests.conftest import make_settings
@@ -73,6 +75,12 @@ def test_a_deployment_becomes_ready_with_one_endpoint_per_pod(cluster: Cluster, 
 
     created = {plural: sent(cluster, "POST", plural) for plural in ("deployments", "services", "poddisruptionbudgets")}
     assert {k: len(v) for k, v in created.items()} == {"deployments": 1, "services": 1, "poddisruptionbudgets": 1}
+    # the key its model servers ask callers for: the one the gateway derives from the studio's key, and no other
+    assert cluster.api is not None
+    (key,) = cluster.api.stored("secrets")
+    assert key["metadata"]["name"] == "chat-key"
+    assert_valid(key)
+    assert key["stringData"] == {"key": upstream_key(studio_key(backend.settings), "chat")}
     assert_valid(*(m for made in created.values() for m in made))  # type: ignore[misc]
     pod_spec = created["deployments"][0]["spec"]["template"]["spec"]  # type: ignore[index]
     assert restricted_problems(pod_spec) == []
@@ -90,7 +98,7 @@ def test_scaling_and_a_changed_spec_patch_the_deployment(cluster: Cluster, backe
     patches = sent(cluster, "PATCH", "deployments")
     assert [p["spec"]["replicas"] for p in patches] == [3, 3]  # type: ignore[index]
     args = patches[-1]["spec"]["template"]["spec"]["containers"][0]["args"]  # type: ignore[index]
-    assert args[-4:] == ["--max-model-len", "4096", "--gpu-memory-utilization", "0.90"]
+    assert args[-6:-2] == ["--max-model-len", "4096", "--gpu-memory-utilization", "0.90"]
 
     backend.apply(spec(replicas=1))
     cluster.settle("run")
@@ -130,6 +138,7 @@ def test_delete_removes_everything_and_names_lists_what_runs(cluster: Cluster, b
     assert cluster.api is not None
     assert [s["metadata"]["name"] for s in cluster.api.stored("services")] == ["embed"]
     assert cluster.api.stored("poddisruptionbudgets") == []
+    assert [s["metadata"]["name"] for s in cluster.api.stored("secrets")] == ["embed-key"]
 
 
 def test_logs_come_from_the_newest_pod(cluster: Cluster, backend: KubernetesBackend) -> None:

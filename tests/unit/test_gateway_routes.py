@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from studio.gateway.metrics import GatewayMetrics
+from studio.gateway.proxy import Upstream
 from studio.gateway.routes import DOWN_FOR_S, RouteTable, choose_endpoint
+from studio.runtimes import upstream_key
 from studio.values import Route
 
 A, B, C = "http://127.0.0.1:41001", "http://127.0.0.1:41002", "http://127.0.0.1:41003"
@@ -108,3 +111,13 @@ def test_replace_swaps_the_routes_and_forgets_down_marks_of_endpoints_that_are_g
     table.replace([moved, embed])  # A is back (a new replica on the same port): not down
 
     assert table.pick(embed, 0.5) == A
+
+
+def test_requests_to_model_servers_carry_their_deployments_key_and_only_theirs() -> None:
+    up = Upstream(RouteTable(), GatewayMetrics(), secret="studio key")
+    assert up.headers_for("chat") == {
+        "content-type": "application/json",
+        "authorization": f"Bearer {upstream_key('studio key', 'chat')}",
+    }
+    assert up.headers_for("embed")["authorization"] != up.headers_for("chat")["authorization"]
+    assert Upstream(RouteTable(), GatewayMetrics()).headers_for("chat") == {"content-type": "application/json"}

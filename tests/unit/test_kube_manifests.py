@@ -175,6 +175,7 @@ def test_a_vllm_deployment_in_full() -> None:
                                 "--served-model-name", "chat", "--host", "0.0.0.0", "--port", "8000",
                                 "--revision", "abc123", "--max-model-len", "8192",
                                 "--gpu-memory-utilization", "0.90", "--tensor-parallel-size", "2",
+                                "--api-key", "$(COVE_UPSTREAM_KEY)",  # only the gateway has it
                             ],
                             "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"}],
                             "env": [
@@ -183,6 +184,10 @@ def test_a_vllm_deployment_in_full() -> None:
                                 {"name": "OMP_NUM_THREADS", "value": "8"},
                                 {"name": "PYTHONUNBUFFERED", "value": "1"},
                                 {"name": "TOKENIZERS_PARALLELISM", "value": "false"},
+                                {
+                                    "name": "COVE_UPSTREAM_KEY",
+                                    "valueFrom": {"secretKeyRef": {"name": "chat-key", "key": "key"}},
+                                },
                             ],
                             "resources": {
                                 "requests": {"cpu": "8", "memory": "65536Mi"},
@@ -229,13 +234,14 @@ def test_sglang_transformers_and_custom_images_run_their_own_commands() -> None:
     sglang = vllm_spec(runtime="sglang", image="docker.io/lmsysorg/sglang:v0.5.0", args=())
     args = model_server(sglang, container_launch(sglang), TARGET)["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:3] == ["-m", "sglang.launch_server", "--model-path"]
-    assert args[-4:] == ["--mem-fraction-static", "0.85", "--tp-size", "2"]
+    assert args[-6:] == ["--mem-fraction-static", "0.85", "--tp-size", "2", "--api-key", "$(COVE_UPSTREAM_KEY)"]
 
     cpu = vllm_spec(runtime="transformers", image="cove/cove:0.1.0", args=(), resources=Resources(cpu=2))
     box = model_server(cpu, container_launch(cpu), TARGET)["spec"]["template"]["spec"]["containers"][0]
     assert box["args"][:4] == ["-m", "transformers.cli.transformers", "serve", "Qwen/Qwen2.5-7B-Instruct@abc123"]
     assert "--device" in box["args"]
     assert box["args"][box["args"].index("--device") + 1] == "cpu"
+    assert "--api-key" not in box["args"]  # `transformers serve` has no such option: the NetworkPolicy guards it
     assert "nvidia.com/gpu" not in box["resources"]["limits"]
 
     custom = vllm_spec(runtime="custom", image="registry.example.com/team/server:1.2", args=("--flag",))
@@ -244,6 +250,8 @@ def test_sglang_transformers_and_custom_images_run_their_own_commands() -> None:
     assert "command" not in box
     assert box["args"] == ["--flag"]
     assert {"name": "COVE_SERVED_MODEL_NAME", "value": "chat"} in box["env"]
+    key = {"name": "COVE_UPSTREAM_KEY", "valueFrom": {"secretKeyRef": {"name": "chat-key", "key": "key"}}}
+    assert key in box["env"]  # a custom server may check callers against it
     assert_valid(deployment)
 
 

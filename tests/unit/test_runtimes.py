@@ -11,7 +11,7 @@ import pytest
 from studio import runtimes
 from studio.backends.base import WorkloadSpec
 from studio.errors import RuntimeUnavailable
-from studio.runtimes import Launch, local_availability, local_launch, reserved_flags_in, upstream_model
+from studio.runtimes import Launch, local_availability, local_launch, reserved_flags_in, upstream_key, upstream_model
 from studio.values import Resources, RuntimeKind
 
 PY = "/srv/cove/.venv/bin/python"
@@ -318,3 +318,11 @@ def test_reserved_flags_in_finds_what_cove_sets_itself(args: list[str], reserved
 )
 def test_upstream_model_is_what_requests_to_the_runtime_must_name(runtime: str, model: str, expected: str) -> None:
     assert upstream_model(with_(TRANSFORMERS, runtime=runtime, model=model)) == expected
+
+
+def test_each_deployment_has_its_own_upstream_key_known_only_to_holders_of_the_studio_key() -> None:
+    chat = upstream_key("studio key", "chat")
+    assert chat == upstream_key("studio key", "chat")  # the gateway and the backend agree without storing it
+    assert len(chat) == 64
+    assert chat != upstream_key("studio key", "embed")
+    assert chat != upstream_key("another studio", "chat")

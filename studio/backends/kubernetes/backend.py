@@ -25,7 +25,8 @@ from studio.backends.base import BuildSpec, BuildState, Connection, WorkloadSpec
 from studio.backends.kubernetes import manifests
 from studio.backends.kubernetes.client import KubeClient
 from studio.backends.kubernetes.conditions import build_state, replica_status
-from studio.runtimes import CONTAINER_PORT, container_launch
+from studio.runtimes import CONTAINER_PORT, container_launch, upstream_key
+from studio.sealing import studio_key
 from studio.settings import Settings
 from studio.values import PoolBase
 
@@ -99,6 +100,8 @@ class KubernetesBackend:
         replicas = None if hpa and live is not None else spec.replicas
         wanted = manifests.model_server(spec, launch, self.target, replicas=replicas)
         if live is None:
+            key = upstream_key(studio_key(self.settings), spec.name)  # the gateway derives the same
+            self.kube.apply(manifests.secret(manifests.key_secret(spec.name), self.target, {"key": key}))
             self._wrote("Deployment", self.kube.create(wanted))
             self.kube.apply(manifests.service(spec.name, self.target))
         elif _fingerprint(live) != spec.fingerprint or (replicas is not None and _replicas(live) != replicas):
@@ -171,6 +174,7 @@ class KubernetesBackend:
         for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "Deployment"):
             self.kube.delete(kind, name)
             self._wrote(kind, None, name)
+        self.kube.delete("Secret", manifests.key_secret(name))
         self._upstream.pop(name, None)
         return self.kube.get("Deployment", name) is None and not self.kube.pods(manifests.selector(name))
 

@@ -18,7 +18,7 @@ from studio.pods import (
     restricted_container_context,
     restricted_pod_context,
 )
-from studio.runtimes import CONTAINER_MODELS_DIR, CONTAINER_PORT, Launch
+from studio.runtimes import CONTAINER_MODELS_DIR, CONTAINER_PORT, UPSTREAM_KEY_ENV, Launch
 from studio.values import Resources
 
 # ------------------------------------------------------------------------------------------------ model servers
@@ -75,7 +75,10 @@ def model_server(spec: WorkloadSpec, launch: Launch, target: Target, *, replicas
         "name": "runtime",
         "image": spec.image,
         "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
-        "env": [{"name": k, "value": v} for k, v in sorted(launch.env.items())],
+        "env": [
+            *({"name": k, "value": v} for k, v in sorted(launch.env.items())),
+            {"name": UPSTREAM_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": key_secret(spec.name), "key": "key"}}},
+        ],
         "resources": resource_requirements(spec.resources),
         "volumeMounts": [
             {"name": "models", "mountPath": CONTAINER_MODELS_DIR, "readOnly": True},
@@ -128,6 +131,11 @@ def model_server(spec: WorkloadSpec, launch: Launch, target: Target, *, replicas
         "metadata": _meta(spec.name, target, annotations={"cove.dev/spec": spec.fingerprint}),
         "spec": deployment_spec,
     }
+
+
+def key_secret(name: str) -> str:
+    """The Secret holding the key deployment ``name``'s model servers ask callers for (``runtimes.upstream_key``)."""
+    return f"{name}-key"
 
 
 def service(name: str, target: Target) -> dict[str, Any]:
