@@ -4,19 +4,19 @@ by path)."""
 import streamlit as st
 
 from studio.ui import facade
-from studio.ui.feedback import show_flash
+from studio.ui.feedback import same_tab_link, show_flash
 
 st.set_page_config(page_title="Cove Studio", page_icon=":material/sailing:", layout="wide")
 who = facade.signed_in()
 if who is None:  # not logged in (or no longer may be): every page waits behind the login
     st.title("Cove Studio")
     st.write("Log in to see your models, deployments, notebooks and keys.")
-    st.link_button("Log in", facade.login_url(), type="primary", icon=":material/login:")
+    st.markdown(same_tab_link("Log in", facade.login_url()), unsafe_allow_html=True)
     st.stop()
 with st.sidebar:
     groups = "".join(f", {g}" for g in sorted(who.groups))
     st.caption(f"Logged in as **{who.name}** ({who.role.value}{groups})")
-    st.link_button("Log out", facade.logout_url(), icon=":material/logout:")
+    st.markdown(same_tab_link("Log out", facade.logout_url()), unsafe_allow_html=True)
 show_flash()
 st.navigation(
     [

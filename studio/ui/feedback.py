@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,6 +27,15 @@ def guarded(doing: str) -> Iterator[None]:
         )
     except ValidationError as exc:
         st.error(f"Could not {doing}: {explain(exc)}", icon=":material/error:")
+
+
+def same_tab_link(text: str, url: str) -> str:
+    """A link that opens in this tab, as logging in and out should (``st.link_button`` opens a new one)."""
+    return (
+        f'<a href="{html.escape(url)}" target="_self" style="display:inline-block;padding:.45rem 1rem;'
+        'border-radius:.5rem;background:#ff4b4b;color:white;text-decoration:none">'
+        f"{html.escape(text)}</a>"
+    )
 
 
 def flash(message: str) -> None:

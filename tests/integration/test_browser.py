@@ -5,6 +5,8 @@ with it in the playground and reads the streamed reply. Screenshots of every pag
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +15,11 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from studio.bootstrap import open_studio
 from studio.demo import PAIRS
-from studio.models import ApiKeyCreate
-from studio.services import keys, models, usage
+from studio.models import ApiKeyCreate, DeploymentCreate, ModelCreate
+from studio.services import deployments, keys, models, usage
 from studio.settings import Settings
-from tests.integration.conftest import CoveUp, wait_until
-from tests.people import ADMIN
+from tests.integration.conftest import CoveServer, CoveUp, answers, cove_env, wait_until, write_stub_model
+from tests.people import ADMIN, member
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("COVE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
@@ -141,3 +143,62 @@ def test_deploy_from_the_studio_then_chat_in_the_playground(
         snap(page, "deployments-traffic")
 
         assert up.interrupt() == 0
+
+
+def log_in_through_the_studio(page: Page, ui: str, name: str, password: str) -> None:
+    """Open the studio, follow its login button to Cove's login page, log in, and land back in the studio."""
+    page.goto(ui, wait_until="load")
+    page.get_by_role("link", name="Log in").click()
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{ui}/**")
+    expect(page.get_by_text(f"Logged in as {name}")).to_be_visible(timeout=30_000)
+
+
+def options_of(page: Page, label: str) -> list[str]:
+    """The choices of the Streamlit selectbox labelled ``label``."""
+    page.get_by_role("combobox", name=label, exact=True).click()
+    found = page.get_by_role("option").all_inner_texts()
+    page.keyboard.press("Escape")
+    return sorted(found)
+
+
+def test_two_people_log_in_and_each_sees_and_revokes_only_their_own(settings: Settings, tmp_path: Path) -> None:
+    settings = settings.model_copy(update={"login": True})
+    db = open_studio(settings)
+    folder = str(write_stub_model(tmp_path / "stub"))
+    models.add_model(db=db, actor=ADMIN, data=ModelCreate(name="stub", source=folder), cache_dir=tmp_path)
+    for name in ("ana", "bo"):
+        who = member(db, name, password=f"{name}-password")
+        data = DeploymentCreate(name=f"{name}-chat", model="stub", replicas=0)  # stopped: nothing to start
+        deployments.create_deployment(db=db, actor=who, data=data)
+        keys.create_key(db=db, actor=who, data=ApiKeyCreate(name=f"{name}-app"))
+    db.dispose()
+    server = CoveServer(settings, tmp_path / "server.log").start()
+    ui = subprocess.Popen([sys.executable, "-m", "studio.cli", "ui"], env=cove_env(settings))
+    try:
+        wait_until(lambda: answers(settings.ui_url + "/_stcore/health"), timeout=60, what="the studio UI")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS, headless=True)
+            seen: dict[str, dict[str, list[str]]] = {}
+            for name in ("ana", "bo"):
+                page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+                page.set_default_timeout(30_000)
+                log_in_through_the_studio(page, settings.ui_url, name, f"{name}-password")
+                open_studio_page(page, settings.ui_url, "deployments", "Deployments")
+                deployments_seen = options_of(page, "Deployment")
+                open_studio_page(page, settings.ui_url, "keys", "API keys & usage")
+                seen[name] = {"deployments": deployments_seen, "revocable": options_of(page, "Key to revoke")}
+                snap(page, f"keys-{name}")
+                page.context.close()
+            browser.close()
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
+        server.stop()
+    # each sees their own, and the second cannot even pick the first's key to revoke
+    assert seen == {
+        "ana": {"deployments": ["ana-chat"], "revocable": ["ana-app"]},
+        "bo": {"deployments": ["bo-chat"], "revocable": ["bo-app"]},
+    }
