@@ -20,6 +20,7 @@ import httpx2  # Authlib's HTTP client
 from authlib.integrations.base_client.errors import OAuthError
 from joserfc.errors import JoseError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
@@ -32,6 +33,7 @@ from studio.errors import CoveError, Unauthorized
 from studio.sealing import studio_key
 from studio.services import users
 from studio.settings import Settings
+from studio.values import Principal
 
 log = logging.getLogger(__name__)
 # What a provider round trip may raise: refused or malformed answers (Authlib's OAuthError, a JOSE error in the ID
@@ -141,7 +143,7 @@ class Login:
 
     async def login_page(self, request: Request) -> Response:
         next_url = safe_next(request.query_params.get("next", ""), request, self.settings)
-        if sessions.principal(self.settings, self.db, request.cookies) is not None:
+        if await self._who(request) is not None:
             return RedirectResponse(next_url, status_code=303)  # logged in already
         return self._form(next_url)
 
@@ -149,8 +151,8 @@ class Login:
         form = await request.form()
         next_url = safe_next(str(form.get("next", "")), request, self.settings)
         name, password = str(form.get("name", "")).strip(), str(form.get("password", ""))
-        try:
-            who = users.authenticate(db=self.db, name=name, password=password)
+        try:  # off the event loop: the password hash takes tens of milliseconds of CPU, the gateway shares the loop
+            who = await run_in_threadpool(users.authenticate, db=self.db, name=name, password=password)
         except Unauthorized as exc:
             return self._form(next_url, exc.message, status=401)
         return self._logged_in(who.name, next_url)
@@ -201,6 +203,9 @@ class Login:
         )
         return _page("The login provider is unavailable", body, 502)
 
+    async def _who(self, request: Request) -> Principal | None:
+        return await run_in_threadpool(sessions.principal, self.settings, self.db, request.cookies)
+
     async def logout(self, request: Request) -> Response:
         response = _page(
             "Logged out", '<p>You are logged out of Cove.</p><a class="button" href="/auth/login">Log in</a>'
@@ -209,7 +214,7 @@ class Login:
         return response
 
     async def whoami(self, request: Request) -> Response:
-        who = sessions.principal(self.settings, self.db, request.cookies)
+        who = await self._who(request)
         if who is None:
             return JSONResponse({"error": "not logged in"}, status_code=401)
         return JSONResponse({"name": who.name, "role": who.role.value, "groups": sorted(who.groups)})
