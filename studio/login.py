@@ -62,7 +62,7 @@ def safe_next(target: str, request: Request, settings: Settings) -> str:
         return target
     parts = urlsplit(target)
     ours = {urlsplit(u).hostname for u in (settings.ui_url, settings.playground_url, settings.hub_url)}
-    ours |= {urlsplit(settings.gateway_url).hostname, request.url.hostname}
+    ours |= {urlsplit(settings.login_base).hostname, request.url.hostname}
     host = parts.hostname or ""
     domain = settings.session_domain.lstrip(".")
     if parts.scheme in ("http", "https") and (host in ours or (domain and host.endswith("." + domain))):
@@ -135,7 +135,7 @@ class Login:
             sessions.issue(self.settings, name),
             max_age=int(self.settings.session_hours * 3600),
             domain=self.settings.session_domain or None,
-            secure=self.settings.gateway_url.startswith("https://"),
+            secure=self.settings.login_base.startswith("https://"),
             httponly=True,
             samesite="lax",
         )
@@ -163,7 +163,7 @@ class Login:
         request.session["next"] = safe_next(request.query_params.get("next", ""), request, self.settings)
         try:
             response: Response = await self.oauth.provider.authorize_redirect(
-                request, self.settings.gateway_url + "/auth/callback"
+                request, self.settings.login_base + "/auth/callback"
             )
         except PROVIDER_ERRORS as exc:  # its metadata could not be read: network, TLS, or not a provider at all
             return self._provider_down(exc)

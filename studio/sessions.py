@@ -59,4 +59,4 @@ def principal(settings: Settings, db: Database, cookies: Mapping[str, str]) -> P
 
 def login_url(settings: Settings, back_to: str) -> str:
     """Where a face sends someone who is not logged in, to come back to ``back_to`` after."""
-    return f"{settings.gateway_url}/auth/login?next={quote(back_to, safe='')}"
+    return f"{settings.login_base}/auth/login?next={quote(back_to, safe='')}"

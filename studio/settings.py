@@ -101,6 +101,15 @@ class Settings(BaseSettings):
         "(allowed only while every face listens on loopback).",
     )
     session_hours: float = Field(default=12, gt=0, description="How long a login lasts.")
+    auth_url: str = Field(
+        default="",
+        description="How browsers reach the server's /auth, where people log in (its public URL). Empty: PUBLIC_URL, "
+        "else HOST:PORT.",
+    )
+    ui_public_url: str = Field(default="", description="How browsers reach the studio UI. Empty: HOST:UI_PORT.")
+    playground_public_url: str = Field(
+        default="", description="How browsers reach the playground. Empty: HOST:PLAYGROUND_PORT."
+    )
     session_domain: str = Field(
         default="", description="The session cookie's domain (.example.com when the faces have hosts of their own)."
     )
@@ -219,11 +228,16 @@ class Settings(BaseSettings):
 
     @property
     def ui_url(self) -> str:
-        return self.local_url(self.ui_port)
+        return self.ui_public_url.rstrip("/") or self.local_url(self.ui_port)
 
     @property
     def playground_url(self) -> str:
-        return self.local_url(self.playground_port)
+        return self.playground_public_url.rstrip("/") or self.local_url(self.playground_port)
+
+    @property
+    def login_base(self) -> str:
+        """Where browsers find ``/auth`` (the server)."""
+        return self.auth_url.rstrip("/") or self.gateway_url
 
     def local_url(self, port: int) -> str:
         """``http://HOST:port``, with a wildcard HOST as loopback and IPv6 in brackets."""

@@ -308,7 +308,7 @@ def login_url() -> str:
 
 
 def logout_url() -> str:
-    return _shared().settings.gateway_url + "/auth/logout"
+    return _shared().settings.login_base + "/auth/logout"
 
 
 def current() -> Studio:

@@ -1167,3 +1167,41 @@ def test_versions_agree() -> None:
     assert f'version = "{chart["appVersion"]}"' in project
     assert chart["apiVersion"] == "v2"
     assert chart["kubeVersion"] == ">=1.33.0-0"
+
+
+def test_every_face_shares_one_login_and_the_server_talks_to_the_provider(helm: Helm) -> None:
+    oidc = {"issuer": "https://sso.example.com/realms/team", "clientId": "cove", "clientSecret": "s3cret"}
+    docs = helm.render("ingress.yaml", auth__oidc=oidc)
+    faces = {c: env_of(docs, c) for c in ("server", "ui", "playground", "hub")}
+    for component, env in faces.items():
+        assert (env["COVE_LOGIN"], env["COVE_AUTH_URL"]) == ("true", "https://api.cove.example.com"), component
+        assert env["COVE_SESSION_DOMAIN"] == ".cove.example.com", component  # the domain every face's host is in
+        assert env["COVE_UI_PUBLIC_URL"] == "http://cove.example.com", component
+        assert env["COVE_PLAYGROUND_PUBLIC_URL"] == "http://chat.cove.example.com", component
+    server = faces["server"]
+    assert {k: v for k, v in server.items() if k.startswith("COVE_OIDC_")} == {
+        "COVE_OIDC_ISSUER": "https://sso.example.com/realms/team",
+        "COVE_OIDC_CLIENT_ID": "cove",
+        "COVE_OIDC_CLIENT_SECRET": {"secretKeyRef": {"name": f"{PREFIX}-oidc", "key": "client-secret"}},
+        "COVE_OIDC_SCOPES": "openid profile email",
+        "COVE_OIDC_USERNAME_CLAIM": "preferred_username",
+        "COVE_OIDC_GROUPS_CLAIM": "groups",
+        "COVE_OIDC_ADMIN_GROUP": "cove-admins",
+    }
+    assert secret_value(docs, f"{PREFIX}-oidc", "client-secret") == "s3cret"
+    assert "COVE_OIDC_CLIENT_SECRET" not in faces["ui"]  # only the server talks to the provider
+
+    mine = helm.render("ingress.yaml", auth__oidc={**oidc, "clientSecret": "", "existingSecret": "team-sso"})
+    assert env_of(mine, "server")["COVE_OIDC_CLIENT_SECRET"] == {
+        "secretKeyRef": {"name": "team-sso", "key": "client-secret"}
+    }
+    assert f"{PREFIX}-oidc" not in names(mine, "Secret")
+
+    plain = helm.render("defaults.yaml")  # no provider: passwords; no hosts: the cookie stays on its host
+    server = env_of(plain, "server")
+    assert (server["COVE_LOGIN"], server["COVE_SESSION_DOMAIN"]) == ("true", "")
+    assert not [k for k in server if k.startswith("COVE_OIDC_")]
+    assert f"{PREFIX}-oidc" not in names(plain, "Secret")
+    refused = helm.template("defaults.yaml", values={"auth.oidc": {"issuer": "https://sso.example.com"}})
+    assert refused.returncode != 0
+    assert "auth.oidc.clientId is required with auth.oidc.issuer" in refused.stderr

@@ -221,3 +221,46 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* The session cookie's domain: auth.sessionDomain, else (the faces on hosts of their own) the longest domain
+every face's host is in, of at least two labels: cove.example.com and chat.cove.example.com share .cove.example.com.
+Empty (the cookie stays on its host) when the faces share no such domain or have no hosts. */}}
+{{- define "cove.sessionDomain" -}}
+{{- if .Values.auth.sessionDomain -}}
+{{- .Values.auth.sessionDomain -}}
+{{- else if .Values.ingress.enabled -}}
+{{- $hosts := list -}}
+{{- range $face, $host := .Values.ingress.hosts }}{{ if $host }}{{ $hosts = append $hosts $host }}{{ end }}{{ end -}}
+{{- if gt (len $hosts) 1 -}}
+{{- $labels := splitList "." (first $hosts) -}}
+{{- $found := "" -}}
+{{- range $i, $_ := $labels -}}
+{{- $candidate := join "." (slice $labels $i) -}}
+{{- if and (not $found) (ge (sub (len $labels) $i) 2) -}}
+{{- $all := true -}}
+{{- range $hosts }}{{ if not (or (eq . $candidate) (hasSuffix (printf ".%s" $candidate) .)) }}{{ $all = false }}{{ end }}{{ end -}}
+{{- if $all }}{{ $found = $candidate }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- with $found }}{{ printf ".%s" . }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The environment every face shares for logins: the auth ConfigMap, and the provider's client secret. */}}
+{{- define "cove.authEnvFrom" -}}
+- configMapRef:
+    name: {{ include "cove.fullname" . }}-auth
+{{- end -}}
+
+{{- define "cove.oidcSecretEnv" -}}
+{{- with .Values.auth.oidc }}
+{{- if and .issuer (or .clientSecret .existingSecret) }}
+- name: COVE_OIDC_CLIENT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret | default (printf "%s-oidc" (include "cove.fullname" $)) }}
+      key: client-secret
+{{- end }}
+{{- end }}
+{{- end -}}
