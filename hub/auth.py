@@ -125,7 +125,11 @@ class CoveAuthenticator(Authenticator):
 
 class CoveLoginHandler(LoginHandler):
     """``GET /hub/login``: in from Cove's session, or off to Cove's login page and back. ``POST`` (a name and a
-    password) is JupyterHub's own, through ``CoveAuthenticator.authenticate``."""
+    password) is JupyterHub's own, through ``CoveAuthenticator.authenticate``.
+
+    The authenticator's ``login_url`` stays ``/hub/login``, this handler: were it Cove's page, JupyterHub's own
+    handler would append a second ``next`` to it, and would send someone coming back from Cove straight there
+    again, as it never reads the cookie."""
 
     async def get(self) -> None:
         settings: Settings = self.authenticator.settings

@@ -361,6 +361,11 @@ def test_embedded_notebooks_are_the_first_admins_alone(tmp_path: Path) -> None:
         hub.wait_ready("admin")
         assert claims(settings) == {"admin": "lab"}
 
+        with httpx.Client(base_url=settings.hub_url, follow_redirects=False, timeout=30) as web:
+            assert web.get("/hub/login").status_code == 302  # login off: every visitor is the first admin
+            me = web.get("/hub/api/user").json()
+            assert (me["name"], me["admin"]) == ("admin", True)
+
 
 @pytest.fixture(scope="module")
 def login_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Hub]]:
@@ -500,3 +505,7 @@ def test_the_hub_checks_a_posted_password_against_coves(
     right = web.post("/hub/login", data={"username": "admin", "password": "the admin's own", "_xsrf": xsrf})
     assert right.status_code == 302
     assert (logged_in_as(web) or {}).get("admin") is True
+
+    out = web.get("/hub/logout")  # out of the hub, then on to Cove's logout
+    assert (out.status_code, out.headers["location"]) == (302, f"{settings.gateway_url}/auth/logout")
+    assert logged_in_as(web) is None
