@@ -4,6 +4,9 @@
 
    - Cove's hub, started as ``cove hub`` (``python -m studio.cli hub``) in a throwaway COVE_HOME holding a ``dev``
      pool big enough that admission never refuses; it spawns with ``LocalPoolSpawner`` (profile ``bench-cpu-1``).
+     Only Cove's users start servers there, so each user is made in Cove's database before its first spawn, and the
+     hub trusts every user (``LocalPoolSpawner.trust_all_users``, in a COVE_HUB_EXTRA_CONFIG file): embedded, only
+     the first admin may start one otherwise.
    - A bare JupyterHub (``jupyterhub -f CONFIG``) with ``SimpleLocalProcessSpawner`` and everything else Cove's config
      sets that bears on a spawn: the same ``Spawner.cmd`` and ``Spawner.args``, the same Python
      configurable-http-proxy, the dummy authenticator, the same activity interval and timeouts.
@@ -46,7 +49,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import version
@@ -57,7 +60,8 @@ import httpx
 
 from hub.spawner import singleuser_args
 from studio.bootstrap import open_studio
-from studio.models import Pool
+from studio.models import Pool, UserCreate
+from studio.services import users
 from studio.settings import Settings
 from studio.values import Purpose
 
@@ -116,6 +120,7 @@ class Hub:
     api_port: int  # the hub's own API: its single-user servers' JUPYTERHUB_API_URL names it
     token: str | Path  # the service token, or the file the hub writes it to
     log: Path
+    add_user: Callable[[str], None] | None = None  # makes a user the hub must know before it spawns for them
     proc: subprocess.Popen[bytes] | None = None
     api: httpx.Client | None = None
     tag: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -239,9 +244,20 @@ def cove_hub(home: Path, *, idle_timeout_s: int, cull_every_s: int, activity_s: 
         session.add(Pool(name=POOL, purpose=Purpose.DEV.value, cpu_cores=64, memory_mib=256 * 1024))
         session.commit()
     db.dispose()
+    extra = home / "hub_extra_config.py"
+    extra.write_text("c.LocalPoolSpawner.trust_all_users = True  # several bench users on one machine\n")
+
+    def add_user(name: str) -> None:
+        db = open_studio(settings)
+        try:
+            users.create_user(db=db, actor=users.first_admin(db=db), data=UserCreate(name=name))
+        finally:
+            db.dispose()
+
     port, api_port = free_port(), free_port()
     env = clean_environ() | {
         "COVE_HOME": str(home),
+        "COVE_HUB_EXTRA_CONFIG": str(extra),
         "COVE_PORT": str(free_port()),
         "COVE_DEMO": "false",
         "COVE_HUB_PORT": str(port),
@@ -261,6 +277,7 @@ def cove_hub(home: Path, *, idle_timeout_s: int, cull_every_s: int, activity_s: 
         api_port=api_port,
         token=settings.hub_dir / "api_token",
         log=home / "hub.log",
+        add_user=add_user,
     )
 
 
@@ -355,6 +372,8 @@ def start_server(hub: Hub, user: str, timeout: float = 180) -> tuple[float, floa
     """Spawn ``user``'s default server and wait until it is ready: (seconds to ready, seconds until POST answered)."""
     api = hub.rest()
     if api.get(f"/users/{user}").status_code == 404:
+        if hub.add_user is not None:
+            hub.add_user(user)
         api.post(f"/users/{user}").raise_for_status()
     started = time.perf_counter()
     reply = api.post(f"/users/{user}/server", json=BODY)

@@ -6,6 +6,7 @@ Run by `cove hub` (and `cove up`) as ``jupyterhub -f hub/jupyterhub_config.py`` 
 import sys
 from pathlib import Path
 
+from hub.auth import CoveAuthenticator
 from hub.spawner import KubePoolSpawner, LocalPoolSpawner, singleuser_args
 from studio.hub_client import service_token
 from studio.pods import restricted_container_context, restricted_pod_context
@@ -32,14 +33,12 @@ c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(state / "cookie_secret")
 c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
 
-# ---- who may log in: the built-in login; a team's OAuth authenticator goes in COVE_HUB_EXTRA_CONFIG (with
-# Authenticator.manage_groups its groups select pools, as COVE_HUB_GROUPS does here)
-c.JupyterHub.authenticator_class = "dummy"
-if settings.hub_password:
-    c.DummyAuthenticator.password = settings.hub_password
-c.Authenticator.allow_all = True
-c.Authenticator.admin_users = set(settings.hub_admin_users)
-c.JupyterHub.load_groups = {group: {"users": users} for group, users in settings.hub_groups.items()}
+# ---- who may log in: Cove's users, as Cove knows them (hub/auth.py): its session cookie (single sign-on) or a name
+# and password checked against Cove's; admins are Cove's admins, groups are Cove's groups (they select pools). With
+# COVE_LOGIN off (loopback only) every visitor is the first admin, as in the other faces.
+c.JupyterHub.authenticator_class = CoveAuthenticator
+c.CoveAuthenticator.cove_settings = settings
+c.JupyterHub.cookie_max_age_days = settings.session_hours / 24  # a hub login lasts no longer than a Cove one
 
 # ---- spawning: the profile form comes from the studio's pools; a server is admitted against its pool first
 c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(settings.hub_activity_interval_s)}

@@ -1,9 +1,14 @@
 """Pool-aware spawning: a notebook server is started only when its profile fits in its pool, and its claim on the
 pool is held until it stops (or is culled), so notebooks and deployments never overcommit the same capacity.
 
-``PoolSpawnerMixin`` holds the shared part (profiles for the user's groups, admission through
-``studio.services.notebooks``, the data paths); ``LocalPoolSpawner`` runs real JupyterLab processes on this machine,
-``KubePoolSpawner`` runs pods sized and placed by the profile (KubeSpawner).
+``PoolSpawnerMixin`` holds the shared part (who the user is in Cove, profiles for their Cove groups, admission
+through ``studio.services.notebooks``, the data paths); ``LocalPoolSpawner`` runs real JupyterLab processes on this
+machine, ``KubePoolSpawner`` runs pods sized and placed by the profile (KubeSpawner).
+
+Only Cove's users start servers: a hub user who is not an enabled Cove user (removed, disabled, or a name the hub's
+API made up) is refused, whoever asks. Isolation: a pod mounts only its own home volume and the read-only data; a
+local server runs as Cove's own OS user and could read Cove's database and secret key, so on one machine only the
+first admin (the person who runs Cove) may start one, unless ``LocalPoolSpawner.trust_all_users`` says otherwise.
 """
 
 from __future__ import annotations
@@ -11,22 +16,24 @@ from __future__ import annotations
 import asyncio
 import html
 import os
-from typing import Any, ClassVar
+import pwd
+from typing import Any
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Any as AnyTrait
-from traitlets import Unicode, default
+from traitlets import Bool, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from studio.bootstrap import open_studio
+from hub.database import studio_database
 from studio.db import Database
-from studio.errors import CoveError
+from studio.errors import CoveError, Unauthorized
 from studio.pods import gpu_limits, pending_reason
 from studio.profiles import Profile, profiles_for
-from studio.services import notebooks, pools
+from studio.services import notebooks, pools, users
 from studio.settings import Settings
+from studio.values import Principal
 
 
 def kubespawner_traits(profile: Profile) -> dict[str, Any]:
@@ -51,7 +58,6 @@ class PoolSpawnerMixin(LoggingConfigurable):
 
     cove_settings = AnyTrait(help="Cove's Settings (set by hub/jupyterhub_config.py).").tag(config=True)
     retry_hint = Unicode("", help="Added to a refusal: when capacity comes back.").tag(config=True)
-    _databases: ClassVar[dict[str, Database]] = {}
 
     # what the spawner this is mixed into provides
     user: Any
@@ -68,23 +74,39 @@ class PoolSpawnerMixin(LoggingConfigurable):
         return str(self.settings.models_dir), str(self.settings.datasets_dir)
 
     def _db(self) -> Database:
-        url = self.settings.db_url
-        if url not in self._databases:
-            self._databases[url] = open_studio(self.settings)
-        return self._databases[url]
+        return studio_database(self.settings)
 
-    def _groups(self) -> list[str]:
-        return [g.name for g in getattr(self.user, "groups", [])]
+    def principal(self) -> Principal:
+        """The hub user as Cove knows them now; HTTP 403 when they are not an enabled Cove user."""
+        try:
+            return users.principal(db=self._db(), name=self.user.name)
+        except Unauthorized as exc:
+            raise web.HTTPError(403, f"only Cove's users start notebook servers: {exc.message} ({exc.hint})") from exc
 
-    def profiles(self) -> list[Profile]:
+    def refusal(self, who: Principal) -> str | None:
+        """Why ``who`` may not start a server here at all (whatever the pool), or None. Spawners add their rules."""
+        return None
+
+    def profiles(self, who: Principal | None = None) -> list[Profile]:
+        """The profiles ``who`` (the user by default) may start: pools open to all or to one of their Cove groups;
+        every pool for an admin, as for deployments (``studio.access.may_use_pool``)."""
+        who = who or self.principal()
         usage = pools.list_pools(db=self._db())
-        return profiles_for([(u.pool, u.free) for u in usage], self._groups())
+        groups = {g for u in usage for g in u.pool.groups} if who.is_admin else who.groups
+        return profiles_for([(u.pool, u.free) for u in usage], groups)
 
     def _options_form(self, _spawner: Any) -> str:
+        try:
+            who = self.principal()
+        except web.HTTPError as exc:
+            return f"<p>{html.escape(str(exc.log_message))}</p>"
+        reason = self.refusal(who)
+        if reason:
+            return f"<p>{html.escape(reason)}</p>"
         choices = "".join(
             f'<option value="{html.escape(p.slug)}">{html.escape(p.display_name)} — {html.escape(p.description)}'
             "</option>"
-            for p in self.profiles()
+            for p in self.profiles(who)
         )
         if not choices:
             return "<p>No pool serves notebooks for your groups. Ask an administrator for access.</p>"
@@ -94,8 +116,13 @@ class PoolSpawnerMixin(LoggingConfigurable):
         return {"profile": (formdata.get("profile") or [""])[0]}
 
     def chosen_profile(self) -> Profile:
-        """The profile in ``user_options`` (the first the user may start when none is named)."""
-        offered = self.profiles()
+        """The profile in ``user_options`` (the first the user may start when none is named), once the user may
+        start a server here at all (HTTP 403 otherwise)."""
+        who = self.principal()
+        reason = self.refusal(who)
+        if reason:
+            raise web.HTTPError(403, reason)
+        offered = self.profiles(who)
         wanted = (self.user_options or {}).get("profile") or ""
         if not offered:
             raise web.HTTPError(403, "no pool serves notebooks for your groups; ask an administrator for access")
@@ -151,8 +178,36 @@ class PoolSpawnerMixin(LoggingConfigurable):
             await self.release()
 
 
+def embedded_refusal(*, user: str, owner: str, os_user: str, trust_all_users: bool) -> str | None:
+    """Why ``user`` may not start a notebook server on Cove's own machine, or None. Such a server runs as Cove's OS
+    user (``os_user``) and so can read Cove's database and secret key; only ``owner`` (the first admin, the person who
+    runs Cove, who can read them anyway) may start one, unless the operator trusts every user as much."""
+    if trust_all_users or user == owner:
+        return None
+    return (
+        f"embedded notebooks run as Cove's OS user ({os_user}) and could read its database; on one machine only "
+        f"{owner} may start one; use Kubernetes for a team (COVE_HUB_SPAWNER=kubernetes: each server a pod with "
+        "only its own home volume)"
+    )
+
+
 class LocalPoolSpawner(PoolSpawnerMixin, SimpleLocalProcessSpawner):
-    """Real JupyterLab processes on this machine, one per server, admitted against the local pools."""
+    """Real JupyterLab processes on this machine, one per server, admitted against the local pools. They run as
+    Cove's own OS user (root included: JupyterLab gets ``--allow-root``), so only the first admin may start one
+    (``embedded_refusal``). Running each person's server as an OS user of their own would need Cove's home, its
+    environment and every file in it set up for other users to read only what they may; until Cove does that, a
+    team uses Kubernetes."""
+
+    trust_all_users = Bool(
+        False,
+        help="Let every Cove user start a server on this machine, though servers run as Cove's OS user and can read "
+        "its database and secret key (and so act as any user): only where every user is trusted as an admin.",
+    ).tag(config=True)
+
+    def refusal(self, who: Principal) -> str | None:
+        owner = users.first_admin(db=self._db()).name
+        os_user = pwd.getpwuid(os.geteuid()).pw_name
+        return embedded_refusal(user=who.name, owner=owner, os_user=os_user, trust_all_users=self.trust_all_users)
 
     async def start(self) -> Any:
         await self.claim()

@@ -42,10 +42,6 @@ class Settings(BaseSettings):
     hub_activity_interval_s: int = Field(
         default=60, ge=1, description="How often servers report activity (lower than the idle timeout)."
     )
-    hub_admin_users: list[str] = Field(default=["admin"], description="Users who administer the hub.")
-    hub_password: str = Field(
-        default="", description="Shared password of the built-in login (embedded mode). Empty: any password."
-    )
     hub_public_url: str = Field(
         default="", description="How browsers and the studio reach the hub (http://hub.example.com). Empty: HOST:PORT."
     )
@@ -55,12 +51,8 @@ class Settings(BaseSettings):
     hub_api_token: str = Field(
         default="", description="The studio's token for the hub's API. Empty: made once, kept in HOME/hub/api_token."
     )
-    hub_groups: dict[str, list[str]] = Field(
-        default={},
-        description='Hub groups and their members, {"group": ["user", …]}; a pool open to groups serves their members.',
-    )
     hub_extra_config: Path | None = Field(
-        default=None, description="A JupyterHub config file loaded last (an OAuth authenticator, say)."
+        default=None, description="A JupyterHub config file loaded last (overrides any trait the hub sets)."
     )
     hub_spawner: Literal["local", "kubernetes"] = Field(
         default="local", description="Where notebook servers run: processes here, or pods (KubeSpawner)."

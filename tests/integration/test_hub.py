@@ -1,41 +1,55 @@
 """Notebooks for real: `cove hub` runs JupyterHub with the Python proxy; servers are real JupyterLab processes spawned
 through the REST API, reached through the proxy, and their kernels execute code. Admission uses the studio's pools;
-the idle culler (a hub service) stops idle and over-age servers and gives their capacity back."""
+the idle culler (a hub service) stops idle and over-age servers and gives their capacity back. People log in to the
+hub as their Cove selves (Cove's session cookie or password), and only Cove's users start servers; embedded, only
+the first admin does unless the hub is told to trust every user (``TRUST_ALL``)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import pwd
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from itsdangerous import TimestampSigner
+from starlette.testclient import TestClient
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
+from studio import sessions
 from studio.bootstrap import open_studio
+from studio.login import Login
 from studio.models import Pool
-from studio.services import notebooks
+from studio.services import notebooks, users
 from studio.settings import Settings
-from studio.values import Purpose
+from studio.values import Principal, Purpose
 from tests.conftest import make_settings
 from tests.integration.conftest import cove_env, wait_until
-from tests.people import ADMIN
+from tests.people import ADMIN, member
 
 pytestmark = [pytest.mark.runtime, pytest.mark.hub]
+# Servers of several people on this machine, for the tests of pools and culling; by default only the first admin
+# may start one here (test_embedded_notebooks_are_the_first_admins_alone).
+TRUST_ALL = "c.LocalPoolSpawner.trust_all_users = True\n"
 
 
 class Hub:
-    """`cove hub` as a child process, and a client of its REST API with the studio's service token."""
+    """`cove hub` as a child process, and a client of its REST API with the studio's service token. ``config``: a
+    JupyterHub config file's text, loaded last (COVE_HUB_EXTRA_CONFIG)."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.settings, self.log_path = settings, log
+    def __init__(self, settings: Settings, log: Path, config: str = TRUST_ALL) -> None:
+        self.settings, self.log_path, self.config = settings, log, config
         self.proc: subprocess.Popen[bytes] | None = None
         self.api: httpx.Client | None = None
 
@@ -46,8 +60,11 @@ class Hub:
             "COVE_HUB_MAX_AGE_S": str(s.hub_max_age_s),
             "COVE_HUB_CULL_EVERY_S": str(s.hub_cull_every_s),
             "COVE_HUB_ACTIVITY_INTERVAL_S": str(s.hub_activity_interval_s),
-            "COVE_HUB_GROUPS": json.dumps(s.hub_groups),
         }
+        if self.config:
+            extra = self.log_path.with_name(self.log_path.stem + "_config.py")
+            extra.write_text(self.config)
+            env["COVE_HUB_EXTRA_CONFIG"] = str(extra)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "studio.cli", "hub"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -119,6 +136,15 @@ def add_pool(settings: Settings, name: str, cpu: float, groups: list[str] | None
     db.dispose()
 
 
+def people(settings: Settings, *who: str | tuple[str, ...]) -> list[Principal]:
+    """Cove members: a name, or (name, group, …)."""
+    db = open_studio(settings)
+    try:
+        return [member(db, *((w,) if isinstance(w, str) else w)) for w in who]
+    finally:
+        db.dispose()
+
+
 def claims(settings: Settings) -> dict[str, str]:
     db = open_studio(settings)
     try:
@@ -170,6 +196,7 @@ def execute(settings: Settings, user: str, token: str, code: str) -> str:
 def test_a_user_gets_jupyterlab_whose_kernel_runs_code_and_the_pool_claim_follows(tmp_path: Path) -> None:
     settings = hub_settings(tmp_path / "cove")
     add_pool(settings, "lab", cpu=2)
+    people(settings, "alice")
     with Hub(settings, tmp_path / "hub.log") as hub:
         assert hub.spawn("alice", "lab-cpu-1").status_code in (201, 202)
         hub.wait_ready("alice")
@@ -192,6 +219,7 @@ def test_a_user_gets_jupyterlab_whose_kernel_runs_code_and_the_pool_claim_follow
 def test_a_full_pool_refuses_with_what_is_free_and_when_to_retry(tmp_path: Path) -> None:
     settings = hub_settings(tmp_path / "cove", hub_idle_timeout_s=600)
     add_pool(settings, "lab", cpu=2)
+    people(settings, "alice", "bob")
     with Hub(settings, tmp_path / "hub.log") as hub:
         assert hub.spawn("alice", "lab-cpu-2").status_code in (201, 202)
         hub.wait_ready("alice")
@@ -207,20 +235,25 @@ def test_a_full_pool_refuses_with_what_is_free_and_when_to_retry(tmp_path: Path)
         assert claims(settings) == {"alice": "lab"}  # the refusal took nothing
 
 
-def test_profiles_follow_the_users_groups(tmp_path: Path) -> None:
-    settings = hub_settings(tmp_path / "cove", hub_groups={"ml": ["ada"]})
+def test_profiles_follow_the_users_cove_groups(tmp_path: Path) -> None:
+    settings = hub_settings(tmp_path / "cove")
     add_pool(settings, "team", cpu=2, groups=["ml"])
+    people(settings, ("ada", "ml"), "bob")
     with Hub(settings, tmp_path / "hub.log") as hub:
-        assert hub.spawn("ada", "team-cpu-1").status_code in (201, 202)  # a member from COVE_HUB_GROUPS
+        assert hub.spawn("ada", "team-cpu-1").status_code in (201, 202)  # in Cove's group ml
         refused = hub.spawn("bob", "team-cpu-1")
         assert refused.status_code == 400
         assert "unknown profile 'team-cpu-1'" in refused.json()["message"]
         assert "team-" not in refused.json()["message"].split("you may start:")[1]
-
         assert hub.api is not None
         hub.api.post("/groups/ml")
         hub.api.post("/groups/ml/users", json={"users": ["bob"]})
-        assert hub.spawn("bob", "team-cpu-1").status_code in (201, 202)
+        assert hub.spawn("bob", "team-cpu-1").status_code == 400  # a hub group is not a Cove group
+
+        db = open_studio(settings)
+        users.update_user(db=db, actor=ADMIN, name="bob", groups=["ml"])
+        db.dispose()
+        assert hub.spawn("bob", "team-cpu-1").status_code in (201, 202)  # read from Cove at the spawn
         hub.wait_ready("bob")
         hub.wait_ready("ada")
         assert claims(settings) == {"ada": "team", "bob": "team"}
@@ -229,6 +262,7 @@ def test_profiles_follow_the_users_groups(tmp_path: Path) -> None:
 def test_the_culler_stops_an_idle_server_and_leaves_a_busy_one(tmp_path: Path) -> None:
     settings = hub_settings(tmp_path / "cove", hub_idle_timeout_s=10)
     add_pool(settings, "lab", cpu=4)
+    people(settings, "idle", "busy")
     with Hub(settings, tmp_path / "hub.log") as hub:
         hub.spawn("idle", "lab-cpu-1")
         hub.wait_ready("idle")
@@ -253,6 +287,7 @@ def test_the_culler_stops_an_idle_server_and_leaves_a_busy_one(tmp_path: Path) -
 def test_max_age_reclaims_even_a_busy_server(tmp_path: Path) -> None:
     settings = hub_settings(tmp_path / "cove", hub_idle_timeout_s=600, hub_max_age_s=12)
     add_pool(settings, "lab", cpu=2)
+    people(settings, "alice")
     with Hub(settings, tmp_path / "hub.log") as hub:
         hub.spawn("alice", "lab-cpu-1")
         hub.wait_ready("alice")
@@ -272,6 +307,7 @@ def test_the_studio_notebooks_page_starts_and_stops_servers(tmp_path: Path, monk
 
     settings = hub_settings(tmp_path / "cove")
     add_pool(settings, "lab", cpu=2)
+    people(settings, "carol")
     for name, value in cove_env(settings).items():
         if name.startswith("COVE_"):
             monkeypatch.setenv(name, value)
@@ -299,3 +335,177 @@ def test_the_studio_notebooks_page_starts_and_stops_servers(tmp_path: Path, monk
     finally:
         facade._shared().db.dispose()
         facade._open.clear()
+
+
+# --------------------------------------------------------------------------------------------- who logs in
+
+
+def test_embedded_notebooks_are_the_first_admins_alone(tmp_path: Path) -> None:
+    settings = hub_settings(tmp_path / "cove")
+    add_pool(settings, "lab", cpu=2)
+    people(settings, "ada")
+    with Hub(settings, tmp_path / "hub.log", config="") as hub:
+        refused = hub.spawn("ada", "lab-cpu-1")
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["message"] == (
+            f"embedded notebooks run as Cove's OS user ({pwd.getpwuid(os.geteuid()).pw_name}) and could read its "
+            "database; on one machine only admin may start one; use Kubernetes for a team "
+            "(COVE_HUB_SPAWNER=kubernetes: each server a pod with only its own home volume)"
+        )
+        stranger = hub.spawn("mallory", "lab-cpu-1")  # a name the hub's API takes, but no Cove user
+        assert stranger.status_code == 403
+        assert "only Cove's users start notebook servers: no user named 'mallory'" in stranger.json()["message"]
+        assert claims(settings) == {}  # the refusals took nothing
+
+        assert hub.spawn("admin", "lab-cpu-1").status_code in (201, 202)
+        hub.wait_ready("admin")
+        assert claims(settings) == {"admin": "lab"}
+
+        with httpx.Client(base_url=settings.hub_url, follow_redirects=False, timeout=30) as web:
+            assert web.get("/hub/login").status_code == 302  # login off: every visitor is the first admin
+            me = web.get("/hub/api/user").json()
+            assert (me["name"], me["admin"]) == ("admin", True)
+
+
+@pytest.fixture(scope="module")
+def login_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Hub]]:
+    """One hub with login on, for the login tests (each with people of its own). Its logins are checked against
+    Cove every second, so a removal shows at once."""
+    home = tmp_path_factory.mktemp("login")
+    settings = hub_settings(home / "cove", login=True)
+    with Hub(settings, home / "hub.log", config="c.CoveAuthenticator.auth_refresh_age = 1\n") as hub:
+        yield settings, hub
+
+
+@pytest.fixture
+def browser(login_hub: tuple[Settings, Hub]) -> Iterator[Callable[..., httpx.Client]]:
+    """Clients of the hub as browsers are: cookies kept, redirects not followed (they are what is tested); given a
+    ``session``, with Cove's session cookie. Closed after the test."""
+    settings, _ = login_hub
+    made: list[httpx.Client] = []
+
+    def make(session: str = "") -> httpx.Client:
+        web = httpx.Client(base_url=settings.hub_url, follow_redirects=False, timeout=30)
+        if session:
+            web.cookies.set(sessions.COOKIE, session)
+        made.append(web)
+        return web
+
+    yield make
+    for web in made:
+        web.close()
+
+
+def logged_in_as(web: httpx.Client) -> dict[str, Any] | None:
+    """The hub's model of who the client's hub cookie logs in (GET /hub/api/user), or None when nobody."""
+    answer = web.get("/hub/api/user")
+    return dict(answer.json()) if answer.status_code == 200 else None
+
+
+def test_a_cove_login_brings_a_person_into_the_hub_as_themself(
+    login_hub: tuple[Settings, Hub], browser: Callable[..., httpx.Client]
+) -> None:
+    settings, hub = login_hub
+    db = open_studio(settings)
+    member(db, "ana", "nlp", "vision", password="correct horse")
+    web = browser()
+
+    to_cove = web.get("/hub/login", params={"next": "/hub/home"})
+    assert to_cove.status_code == 302
+    where = urlsplit(to_cove.headers["location"])
+    assert f"{where.scheme}://{where.netloc}{where.path}" == f"{settings.gateway_url}/auth/login"
+    back = parse_qs(where.query)["next"][0]
+    assert back == f"{settings.hub_url}/hub/login?from_cove=1&next=%2Fhub%2Fhome"
+
+    # Cove's login (the server's /auth app, here in the test) takes her password and sends her back to the hub
+    with TestClient(Login(settings=settings, db=db).app, base_url=settings.gateway_url, follow_redirects=False) as cove:
+        done = cove.post("/auth/login", data={"name": "ana", "password": "correct horse", "next": back})
+        assert (done.status_code, done.headers["location"]) == (303, back)
+        web.cookies.set(sessions.COOKIE, cove.cookies[sessions.COOKIE])
+    landed = web.get(back)
+    assert (landed.status_code, landed.headers["location"]) == (302, "/hub/home")
+
+    me = logged_in_as(web)
+    assert me is not None
+    assert (me["name"], me["admin"], sorted(me["groups"])) == ("ana", False, ["nlp", "vision"])
+    assert hub.api is not None
+    seen = hub.api.get("/users/ana").json()
+    assert (seen["admin"], sorted(seen["groups"])) == (False, ["nlp", "vision"])
+
+    boss = browser(sessions.issue(settings, "admin"))
+    assert boss.get("/hub/login").status_code == 302
+    assert (logged_in_as(boss) or {}).get("admin") is True  # Cove's admin is the hub's
+    db.dispose()
+
+
+def test_a_forged_altered_or_expired_session_is_no_login(
+    login_hub: tuple[Settings, Hub], browser: Callable[..., httpx.Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, _ = login_hub
+    forged = sessions.issue(make_settings(settings.home.parent / "elsewhere", secret_key="another key"), "admin")
+    altered = sessions.issue(settings, "admin")[:-2] + "xx"
+    lifetime = settings.session_hours * 3600
+    with monkeypatch.context() as past:  # signed a minute more than a session's lifetime ago
+        past.setattr(TimestampSigner, "get_timestamp", lambda _self: int(time.time() - lifetime - 60))
+        expired = sessions.issue(settings, "admin")
+
+    for token in (forged, altered, expired):
+        web = browser(token)
+        refused = web.get("/hub/login")
+        assert refused.status_code == 302
+        assert refused.headers["location"].startswith(f"{settings.gateway_url}/auth/login?next=")
+        assert logged_in_as(web) is None
+    valid = browser(sessions.issue(settings, "admin"))
+    valid.get("/hub/login")
+    assert (logged_in_as(valid) or {}).get("name") == "admin"
+
+
+def test_a_removed_or_disabled_user_is_refused_and_their_hub_login_ends(
+    login_hub: tuple[Settings, Hub], browser: Callable[..., httpx.Client]
+) -> None:
+    settings, hub = login_hub
+    db = open_studio(settings)
+    member(db, "bo")
+    member(db, "cy")
+    webs = {name: browser(sessions.issue(settings, name)) for name in ("bo", "cy")}
+    for name, web in webs.items():
+        web.get("/hub/login")
+        assert (logged_in_as(web) or {}).get("name") == name
+
+    users.remove_user(db=db, actor=ADMIN, name="bo")
+    users.update_user(db=db, actor=ADMIN, name="cy", disabled=True)
+
+    for name, web in webs.items():
+        wait_until(lambda web=web: logged_in_as(web) is None, timeout=15, what=f"{name}'s hub login to end")
+        again = web.get("/hub/login")  # the Cove session no longer counts either
+        assert again.headers["location"].startswith(f"{settings.gateway_url}/auth/login?next=")
+        assert logged_in_as(web) is None
+    refused = hub.spawn("cy", "lab-cpu-1")  # nor may anyone start a server for them
+    assert refused.status_code == 403
+    assert "only Cove's users start notebook servers: user 'cy' is disabled" in refused.json()["message"]
+    db.dispose()
+
+
+def test_the_hub_checks_a_posted_password_against_coves(
+    login_hub: tuple[Settings, Hub], browser: Callable[..., httpx.Client]
+) -> None:
+    settings, _ = login_hub
+    db = open_studio(settings)
+    users.set_password(db=db, actor=ADMIN, name="admin", password="the admin's own")
+    db.dispose()
+    web = browser()
+    web.get("/hub/login")  # sets the _xsrf cookie a form post must echo, as the hub's login page does
+    xsrf = web.cookies["_xsrf"]
+
+    wrong = web.post("/hub/login", data={"username": "admin", "password": "admin", "_xsrf": xsrf})
+    assert wrong.status_code == 403
+    assert "Invalid username or password" in wrong.text
+    assert logged_in_as(web) is None
+
+    right = web.post("/hub/login", data={"username": "admin", "password": "the admin's own", "_xsrf": xsrf})
+    assert right.status_code == 302
+    assert (logged_in_as(web) or {}).get("admin") is True
+
+    out = web.get("/hub/logout")  # out of the hub, then on to Cove's logout
+    assert (out.status_code, out.headers["location"]) == (302, f"{settings.gateway_url}/auth/logout")
+    assert logged_in_as(web) is None

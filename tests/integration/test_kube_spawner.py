@@ -26,7 +26,7 @@ from studio.values import Purpose, Sharing
 from tests.conftest import make_settings
 from tests.fakes.kubeapi import KubeAPI, Kubelet
 from tests.integration.conftest import cove_env
-from tests.people import ADMIN
+from tests.people import ADMIN, member
 from tests.schemas import assert_valid, restricted_problems
 
 HUB = Path(__file__).resolve().parents[2] / "hub"
@@ -75,6 +75,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
                  gpu_memory_mib=49152, cpu_cores=8, memory_mib=65536, node_selector={"cove.dev/pool": "l20"})
         )  # fmt: skip
         session.commit()
+    for name, *groups in (("ada", "ml"), ("bo",), ("cy", "ml"), ("eve",)):
+        member(db, name, *groups)
     db.dispose()
     return s
 
@@ -84,10 +86,9 @@ def hub_config() -> Config:
     return PyFileConfigLoader("jupyterhub_config.py", path=str(HUB)).load_config()
 
 
-def spawner(api: KubeAPI, user: str, profile: str, groups: tuple[str, ...] = ()) -> KubePoolSpawner:
-    person = SimpleNamespace(
-        name=user, id=1, url=f"/user/{user}/", escaped_name=user, groups=[SimpleNamespace(name=g) for g in groups]
-    )
+def spawner(api: KubeAPI, user: str, profile: str) -> KubePoolSpawner:
+    """A spawner for ``user`` (a Cove user: their groups are read from Cove, not from the hub)."""
+    person = SimpleNamespace(name=user, id=1, url=f"/user/{user}/", escaped_name=user, groups=[])
     s = KubePoolSpawner(
         config=hub_config(), _mock=True, user=person, k8s_api_host=str(api.url).rstrip("/"), start_timeout=10
     )
@@ -136,7 +137,7 @@ def container(pod: Mapping[str, Any]) -> dict[str, Any]:
 
 def test_a_whole_gpu_server_is_a_pod_on_its_pool_with_home_and_read_only_data(settings: Settings) -> None:
     async def scenario(api: KubeAPI, kubelet: Kubelet) -> None:
-        s = spawner(api, "ada", "a100-gpu-1", groups=("ml",))
+        s = spawner(api, "ada", "a100-gpu-1")
         url = await s.start()
         assert url.startswith("http://10.42.0.")
         assert url.endswith(":8888")
@@ -210,9 +211,9 @@ def test_a_hami_slice_asks_for_gpu_memory_of_one_device(settings: Settings) -> N
 
 def test_a_full_pool_refuses_before_anything_is_created(settings: Settings) -> None:
     async def scenario(api: KubeAPI, kubelet: Kubelet) -> None:
-        first = spawner(api, "ada", "a100-gpu-2", groups=("ml",))
+        first = spawner(api, "ada", "a100-gpu-2")
         await first.start()
-        second = spawner(api, "cy", "a100-gpu-1", groups=("ml",))
+        second = spawner(api, "cy", "a100-gpu-1")
         with pytest.raises(web.HTTPError) as refused:
             await second.start()
         assert refused.value.status_code == 409
@@ -227,7 +228,7 @@ def test_a_full_pool_refuses_before_anything_is_created(settings: Settings) -> N
 
 def test_a_pod_that_never_schedules_gives_its_claim_back(settings: Settings) -> None:
     async def scenario(api: KubeAPI, kubelet: Kubelet) -> None:
-        s = spawner(api, "ada", "a100-gpu-1", groups=("ml",))
+        s = spawner(api, "ada", "a100-gpu-1")
         s.start_timeout = 1
         with pytest.raises(web.HTTPError) as failed:
             await s.start()
@@ -251,5 +252,52 @@ def test_profiles_follow_the_users_groups(settings: Settings) -> None:
             await outsider.start()
         assert refused.value.status_code == 400
         assert api.stored("pods") == []
+
+    run(scenario)
+
+
+def test_each_pod_mounts_its_own_home_and_nothing_else_of_anyone(settings: Settings) -> None:
+    """Two people's servers: each pod has its own home claim, the shared data read-only, and no other volume (no
+    host path, no service account token, nothing of the other's)."""
+
+    async def scenario(api: KubeAPI, kubelet: Kubelet) -> None:
+        servers = {user: spawner(api, user, "l20-slice-4g") for user in ("ada", "bo")}
+        for s in servers.values():
+            await s.start()
+        pods = {p["metadata"]["name"]: p for p in sent(api, "pods")}
+        assert sorted(pods) == ["jupyter-ada", "jupyter-bo"]
+        assert sorted(c["metadata"]["name"] for c in sent(api, "persistentvolumeclaims")) == ["home-ada", "home-bo"]
+        for user, other in (("ada", "bo"), ("bo", "ada")):
+            pod = pods[f"jupyter-{user}"]
+            assert_valid(pod)
+            assert pod["spec"]["volumes"] == [
+                {"name": "home", "persistentVolumeClaim": {"claimName": f"home-{user}"}},
+                {"name": "models", "persistentVolumeClaim": {"claimName": "cove-models", "readOnly": True}},
+                {"name": "datasets", "persistentVolumeClaim": {"claimName": "cove-datasets", "readOnly": True}},
+            ]
+            mounts = sorted(
+                (m["name"], m["mountPath"], m.get("readOnly", False)) for m in container(pod)["volumeMounts"]
+            )
+            assert mounts == [
+                ("datasets", "/data/datasets", True),
+                ("home", "/home/jovyan", False),
+                ("models", "/data/models", True),
+            ]
+            assert other not in str(pod["spec"]["volumes"])
+            assert pod["spec"]["automountServiceAccountToken"] is False
+        for s in servers.values():
+            await s.stop()
+
+    run(scenario)
+
+
+def test_only_coves_users_start_servers(settings: Settings) -> None:
+    async def scenario(api: KubeAPI, kubelet: Kubelet) -> None:
+        with pytest.raises(web.HTTPError) as refused:
+            await spawner(api, "mallory", "l20-slice-4g").start()
+        assert refused.value.status_code == 403
+        assert "only Cove's users start notebook servers: no user named 'mallory'" in str(refused.value.log_message)
+        assert api.stored("pods") == []
+        assert claims(settings) == {}
 
     run(scenario)

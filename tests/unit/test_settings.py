@@ -37,12 +37,9 @@ def test_defaults(tmp_path: Path) -> None:
         "hub_max_age_s": 0,
         "hub_cull_every_s": 60,
         "hub_activity_interval_s": 60,
-        "hub_admin_users": ["admin"],
-        "hub_password": "",
         "hub_public_url": "",
         "secret_key": "",
         "hub_api_token": "",
-        "hub_groups": {},
         "hub_extra_config": None,
         "hub_spawner": "local",
         "hub_connect_host": "",
@@ -113,7 +110,7 @@ def test_environment_variables_with_the_cove_prefix_set_values(monkeypatch: pyte
     monkeypatch.setenv("COVE_AUTH", "false")
     monkeypatch.setenv("COVE_FAILURE_THRESHOLD", "5")
     monkeypatch.setenv("COVE_UPSTREAM_READ_TIMEOUT_S", "30")
-    monkeypatch.setenv("COVE_HUB_GROUPS", '{"ml": ["ada", "bo"]}')
+    monkeypatch.setenv("COVE_POOLS", '[{"name": "a100", "gpuCount": 8}]')
     monkeypatch.setenv("PORT", "1")  # without the prefix: ignored
 
     got = Settings()
@@ -125,7 +122,7 @@ def test_environment_variables_with_the_cove_prefix_set_values(monkeypatch: pyte
         5,
         30.0,
     )
-    assert got.hub_groups == {"ml": ["ada", "bo"]}
+    assert got.pools == [{"name": "a100", "gpuCount": 8}]
 
 
 def test_a_database_url_from_the_environment_replaces_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,7 +168,7 @@ def test_gateway_url_brackets_an_ipv6_address() -> None:
         ("COVE_LOG_LEVEL", "verbose"),
         ("COVE_HUB_SPAWNER", "docker"),
         ("COVE_NOTEBOOK_HOME_SIZE", "10 gigs"),
-        ("COVE_HUB_GROUPS", '["ml"]'),
+        ("COVE_POOLS", '{"name": "a100"}'),
     ],
 )
 def test_out_of_range_values_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
