@@ -1,5 +1,11 @@
 """The playground's Gradio app: chat with a deployed model, compare two side by side, copy the code. The only Gradio
-wiring; what is sent and how failures read comes from :mod:`playground.chat`.
+wiring; what is sent and how failures read comes from :mod:`playground.chat`, who is chatting (and with which key)
+from :mod:`playground.visitors` and :mod:`playground.keys`.
+
+Every handler that talks to the gateway takes the request (``gr.Request``) and chats as the person whose Cove
+session it carries (with login off, the first admin), with a key of theirs. With login on, the whole app (page, API,
+assets) is behind :class:`playground.visitors.LoginGate`: gradio_client callers send the ``cove_session`` cookie
+(``Client(url, headers={"Cookie": "cove_session=…"})``).
 
 API endpoints (``gradio_client.Client(url).submit(..., api_name="/chat")``), stateless (history is an argument):
 
@@ -12,16 +18,20 @@ API endpoints (``gradio_client.Client(url).submit(..., api_name="/chat")``), sta
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple, Protocol
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # gradio reads it at import and at launch
 
 import gradio as gr
+import uvicorn
+from fastapi import FastAPI
 
 from playground.chat import (
     NO_MODELS,
+    ChatClient,
     Language,
     PlaygroundClient,
     PlaygroundError,
@@ -32,6 +42,10 @@ from playground.chat import (
     snippet,
     to_openai_messages,
 )
+from playground.keys import Keyring, studio_keys
+from playground.visitors import CoveVisitors, LoginGate
+from studio import sessions
+from studio.bootstrap import open_studio
 from studio.settings import Settings
 
 DEFAULT = Sampling()
@@ -46,12 +60,31 @@ class Update(NamedTuple):
     failed: bool = False
 
 
-class Handlers:
-    """The event handlers, bound to one client. ``chat``, ``compare`` and ``models`` are API endpoints: their
-    signatures (names, order, defaults) are what gradio_client callers see."""
+class Visitors(Protocol):
+    """Who a request's cookies belong to, as the handlers need it (:class:`playground.visitors.CoveVisitors`)."""
 
-    def __init__(self, client: PlaygroundClient) -> None:
-        self.client = client
+    def client(self, cookies: Mapping[str, str]) -> ChatClient:
+        """The gateway as this visitor; raises PlaygroundError (NotLoggedIn) when they may not chat."""
+        ...
+
+    def greeting(self, cookies: Mapping[str, str]) -> str:
+        """Who is logged in, as a line of Markdown."""
+        ...
+
+
+def cookies_of(request: gr.Request | None) -> dict[str, str]:
+    """The request's cookies ({} outside a Gradio event, e.g. a handler called directly)."""
+    cookies = getattr(request, "cookies", None) if request is not None else None
+    return {str(k): str(v) for k, v in dict(cookies or {}).items()}
+
+
+class Handlers:
+    """The event handlers, each chatting as the visitor whose request it serves. ``chat``, ``compare`` and ``models``
+    are API endpoints: their signatures (names, order, defaults) are what gradio_client callers see (``request`` is
+    filled in by Gradio, never by callers)."""
+
+    def __init__(self, visitors: Visitors, *, gateway_url: str) -> None:
+        self.visitors, self.gateway_url = visitors, gateway_url
 
     # -------------------------------------------------------------------------------------------- API endpoints
 
@@ -64,6 +97,7 @@ class Handlers:
         temperature: float = DEFAULT.temperature,
         top_p: float = DEFAULT.top_p,
         max_tokens: int = DEFAULT.max_tokens,
+        request: gr.Request | None = None,
     ) -> Iterator[tuple[str, str]]:
         """Answer ``message`` after ``history`` (a list of ``{"role", "content"}`` dicts, OpenAI or Gradio shaped;
         omitted or [] for a new chat). ``model`` None or "" means the first Ready deployment.
@@ -76,7 +110,7 @@ class Handlers:
             yield "", "Type a message first."
             return
         messages = to_openai_messages([*(history or []), {"role": "user", "content": message}], system)
-        for update in self._replies(model, messages, Sampling(temperature, top_p, int(max_tokens))):
+        for update in self._replies(request, model, messages, Sampling(temperature, top_p, int(max_tokens))):
             yield update.text, update.status
 
     def compare(
@@ -88,6 +122,7 @@ class Handlers:
         temperature: float = DEFAULT.temperature,
         top_p: float = DEFAULT.top_p,
         max_tokens: int = DEFAULT.max_tokens,
+        request: gr.Request | None = None,
     ) -> Iterator[tuple[str, str, str, str]]:
         """Send ``message`` (a new chat) to ``model_a`` and ``model_b`` at once. Streams
         ``(reply_a, stats_a, reply_b, stats_b)`` as either side advances; each side is as in :meth:`chat`."""
@@ -97,14 +132,16 @@ class Handlers:
         messages = to_openai_messages([{"role": "user", "content": message}], system)
         sampling = Sampling(temperature, top_p, int(max_tokens))
         latest = [Update("", ""), Update("", "")]
-        for side, update in interleave([self._replies(model, messages, sampling) for model in (model_a, model_b)]):
+        replies = [self._replies(request, model, messages, sampling) for model in (model_a, model_b)]
+        for side, update in interleave(replies):
             latest[side] = update
             yield latest[0].text, latest[0].status, latest[1].text, latest[1].status
 
-    def models(self) -> list[str]:
-        """Ids of the Ready deployments; raises gr.Error with the clear message when the gateway cannot say."""
+    def models(self, request: gr.Request | None = None) -> list[str]:
+        """Ids of the Ready deployments this visitor may use; raises gr.Error with the clear message when the gateway
+        cannot say."""
         try:
-            return self.client.models()
+            return self.visitors.client(cookies_of(request)).models()
         except PlaygroundError as exc:
             raise gr.Error(str(exc), print_exception=False) from exc
 
@@ -117,7 +154,14 @@ class Handlers:
         return "", [*history, {"role": "user", "content": message}]
 
     def respond(
-        self, history: Messages, model: str | None, system: str, temperature: float, top_p: float, max_tokens: float
+        self,
+        history: Messages,
+        model: str | None,
+        system: str,
+        temperature: float,
+        top_p: float,
+        max_tokens: float,
+        request: gr.Request | None = None,
     ) -> Iterator[tuple[Any, str, Any]]:
         """Stream the assistant's answer to the last user message into the chatbot, with the stats line. On a failure
         before any text, the question leaves the chat and goes back into the prompt box, to resend once fixed."""
@@ -125,7 +169,7 @@ class Handlers:
             yield gr.skip(), gr.skip(), gr.skip()  # a blank prompt: nothing was asked
             return
         messages = to_openai_messages(history, system)
-        for update in self._replies(model, messages, Sampling(temperature, top_p, int(max_tokens))):
+        for update in self._replies(request, model, messages, Sampling(temperature, top_p, int(max_tokens))):
             if update.failed:
                 gr.Warning(update.status)
             if update.failed and not update.text:
@@ -133,11 +177,13 @@ class Handlers:
             else:
                 yield [*history, {"role": "assistant", "content": update.text}], update.status, gr.skip()
 
-    def refresh(self, model: str | None, model_a: str | None, model_b: str | None) -> tuple[Any, Any, Any, str]:
+    def refresh(
+        self, model: str | None, model_a: str | None, model_b: str | None, request: gr.Request | None = None
+    ) -> tuple[Any, Any, Any, str]:
         """Fill the three model pickers from the gateway, keeping choices that are still Ready; the status line says
         why there is nothing to pick."""
         try:
-            ready = self.client.models()
+            ready = self.visitors.client(cookies_of(request)).models()
         except PlaygroundError as exc:
             return gr.skip(), gr.skip(), gr.skip(), str(exc)
         first = ready[0] if ready else None
@@ -160,18 +206,25 @@ class Handlers:
     ) -> str:
         """The snippet's text for the current settings; "MODEL" stands in while no model is chosen."""
         sampling = Sampling(temperature, top_p, int(max_tokens))
-        base_url = self.client.gateway_url + "/v1"
+        base_url = self.gateway_url + "/v1"
         return snippet(base_url=base_url, model=model or "MODEL", sampling=sampling, system=system, language=language)
 
     # -------------------------------------------------------------------------------------------- shared
 
-    def _replies(self, model: str | None, messages: Messages, sampling: Sampling) -> Iterator[Update]:
+    def greeting(self, request: gr.Request | None = None) -> str:
+        """Who is logged in, with a link to log out."""
+        return self.visitors.greeting(cookies_of(request))
+
+    def _replies(
+        self, request: gr.Request | None, model: str | None, messages: Messages, sampling: Sampling
+    ) -> Iterator[Update]:
         """The reply so far and a status line after each delta; a PlaygroundError becomes a last, failed update."""
         text = ""
         try:
-            name = self.client.resolve_model(model)
+            client = self.visitors.client(cookies_of(request))
+            name = client.resolve_model(model)
             yield Update(text, f"Waiting for {name}…")
-            for item in self.client.stream_chat(name, messages, sampling):
+            for item in client.stream_chat(name, messages, sampling):
                 if isinstance(item, ReplyStats):
                     yield Update(text, item.summary())
                 else:
@@ -211,12 +264,14 @@ def _model_picker(label: str, elem_id: str) -> gr.Dropdown:
     return gr.Dropdown(choices=[], value=None, label=label, allow_custom_value=True, elem_id=elem_id)
 
 
-def build_demo(settings: Settings, *, client: PlaygroundClient | None = None) -> gr.Blocks:
-    """The playground app for the gateway in ``settings`` (client injectable). Builds only: no request is made until
-    a page loads or an endpoint is called. Component ids: see the ``elem_id`` values below."""
-    h = Handlers(client or PlaygroundClient.from_settings(settings))
+def build_demo(settings: Settings, *, visitors: Visitors) -> gr.Blocks:
+    """The playground app for the gateway in ``settings``, chatting as each of ``visitors`` (injectable). Builds only:
+    no request is made until a page loads or an endpoint is called. Component ids: see the ``elem_id`` values below."""
+    h = Handlers(visitors, gateway_url=settings.gateway_url)
     with gr.Blocks(title="Cove playground", analytics_enabled=False) as demo:
-        gr.Markdown("## Cove playground")
+        with gr.Row(equal_height=True):
+            gr.Markdown("## Cove playground")
+            who = gr.Markdown(elem_id="who")
         status = gr.Markdown(elem_id="status")
         with gr.Row():
             with gr.Column(scale=3), gr.Tabs():
@@ -279,6 +334,7 @@ def build_demo(settings: Settings, *, client: PlaygroundClient | None = None) ->
         gr.on([], h.models, None, gr.JSON(label="models", visible=False), api_name="models")
 
         pickers = [model, model_a, model_b]
+        demo.load(h.greeting, None, who, api_visibility="private")
         gr.on([demo.load, refresh.click], h.refresh, pickers, [*pickers, status], api_visibility="private")
         gr.on(
             [model.change, *(c.change for c in sampling), k.language.change],
@@ -292,8 +348,36 @@ def build_demo(settings: Settings, *, client: PlaygroundClient | None = None) ->
     return demo
 
 
+def build_app(settings: Settings, *, visitors: CoveVisitors) -> FastAPI:
+    """The playground as an ASGI app: the Gradio app at ``/``, ``/healthz`` for probes, and with login on the
+    :class:`LoginGate` in front of everything but ``/healthz``."""
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    demo = build_demo(settings, visitors=visitors)
+    app = gr.mount_gradio_app(app, demo, path="", server_name=settings.host, server_port=settings.playground_port)
+    if settings.login:
+        app.add_middleware(LoginGate, who=visitors.who, login_url=functools.partial(sessions.login_url, settings))
+    return app
+
+
 def serve(settings: Settings) -> None:
-    """Serve the playground on ``settings.host``:``settings.playground_port`` until interrupted (blocks). The API
-    page is linked in the footer; nothing is shared publicly."""
-    demo = build_demo(settings)
-    demo.launch(server_name=settings.host, server_port=settings.playground_port, share=False, quiet=True)
+    """Serve the playground on ``settings.host``:``settings.playground_port`` until interrupted (blocks). Opens the
+    studio's database (sessions, users, and the keys it makes for each person); nothing is shared publicly."""
+    db = open_studio(settings)
+    base = PlaygroundClient.from_settings(settings)
+    visitors = CoveVisitors(settings=settings, db=db, keyring=Keyring(base=base, make_key=studio_keys(db)))
+    try:
+        uvicorn.run(
+            build_app(settings, visitors=visitors),
+            host=settings.host,
+            port=settings.playground_port,
+            log_level=settings.log_level,
+            access_log=False,
+        )
+    finally:
+        base.close()
+        db.dispose()

@@ -1,20 +1,22 @@
 """What the playground says to the gateway: message shaping, sampling, code snippets, reply stats, and a thin client.
 
 Everything here except :class:`PlaygroundClient` and :func:`interleave` is pure: no I/O, no clock of its own, inputs
-never mutated. The client is built from settings (``openai.OpenAI`` against ``{gateway_url}/v1``) and translates every
-failure into a :class:`PlaygroundError` whose message a user can act on; the Gradio wiring lives in ``app.py``.
+never mutated. The client is built from settings (``openai.OpenAI`` against ``{gateway_url}/v1``), sends one key (a
+person's own: :mod:`playground.keys` gives each their :meth:`PlaygroundClient.with_key`), and translates every failure
+into a :class:`PlaygroundError` whose message a user can act on; the Gradio wiring lives in ``app.py``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import queue
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
@@ -41,7 +43,11 @@ class GatewayUnreachable(PlaygroundError):
 
 
 class KeyRejected(PlaygroundError):
-    """The gateway answered 401: the playground's API key is missing, unknown or revoked."""
+    """The gateway answered 401: the key sent is missing, unknown, revoked or expired."""
+
+
+class NotLoggedIn(PlaygroundError):
+    """The request carries no Cove session (or its user was removed or disabled since the page was opened)."""
 
 
 class NoModels(PlaygroundError):
@@ -209,23 +215,25 @@ class ReplyStats:
 # ------------------------------------------------------------------------------------------------ client
 
 
-def api_key_of(settings: Settings) -> str:
-    """The key the playground sends: COVE_PLAYGROUND_API_KEY, else the demo key `cove up` kept in HOME/demo.json,
-    else "" (an unreadable or malformed demo.json counts as absent)."""
-    if settings.playground_api_key:
-        return settings.playground_api_key
-    try:
-        key = json.loads((settings.home / "demo.json").read_text()).get("key")
-    except (OSError, ValueError, AttributeError):
-        return ""
-    return key if isinstance(key, str) else ""
+class ChatClient(Protocol):
+    """What the handlers ask of the gateway, for one person: :class:`PlaygroundClient`, or
+    :class:`playground.keys.PersonalClient` (which re-makes a refused key)."""
+
+    def models(self) -> list[str]: ...
+
+    def resolve_model(self, model: str | None) -> str: ...
+
+    def stream_chat(
+        self, model: str, messages: Sequence[Mapping[str, str]], sampling: Sampling
+    ) -> Iterator[str | ReplyStats]: ...
 
 
 @dataclass
 class PlaygroundClient:
     """The gateway seen from the playground: model ids and streamed chats, every failure a :class:`PlaygroundError`.
 
-    Safe to share between threads (the OpenAI client is). ``clock`` times replies; tests may inject one.
+    Safe to share between threads (the OpenAI client is). ``clock`` times replies; tests may inject one. Clients made
+    with :meth:`with_key` share this one's connections: close only the one built first.
     """
 
     gateway_url: str
@@ -245,10 +253,17 @@ class PlaygroundClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlaygroundClient:
-        """The gateway at GATEWAY_URL with :func:`api_key_of`; reads wait a little longer than the gateway waits on a
-        model, so that the gateway's own, clearer timeout error arrives first."""
-        timeout_s = settings.upstream_read_timeout_s + 10
-        return cls(gateway_url=settings.gateway_url, api_key=api_key_of(settings), timeout_s=timeout_s)
+        """The gateway at GATEWAY_URL, with no key yet (:meth:`with_key` gives each person theirs); reads wait a
+        little longer than the gateway waits on a model, so that the gateway's own, clearer timeout error arrives
+        first."""
+        return cls(gateway_url=settings.gateway_url, timeout_s=settings.upstream_read_timeout_s + 10)
+
+    def with_key(self, api_key: str) -> PlaygroundClient:
+        """A client like this one that sends ``api_key``, over this one's connection pool (cheap: one per person)."""
+        twin = copy.copy(self)
+        twin.api_key = api_key
+        twin._openai = self._openai.with_options(api_key=api_key or "no-key-set")
+        return twin
 
     def close(self) -> None:
         self._openai.close()
@@ -271,7 +286,7 @@ class PlaygroundClient:
 
     def stream_chat(
         self, model: str, messages: Sequence[Mapping[str, str]], sampling: Sampling
-    ) -> Iterator[str | ReplyStats]:
+    ) -> Generator[str | ReplyStats, None, None]:
         """Yield the reply's text deltas as they arrive, then (last) its :class:`ReplyStats`.
 
         Raises PlaygroundError: GatewayUnreachable, KeyRejected, NoModels (the model is unknown and none is Ready),
@@ -316,10 +331,7 @@ class PlaygroundClient:
                 f"The Cove gateway at {url} does not answer. Start Cove with `make up` (or `cove up`)."
             )
         if isinstance(exc, openai.AuthenticationError):
-            return KeyRejected(
-                f"The gateway at {url} refused the playground's API key: it is missing or invalid. Create one with "
-                "`cove key create playground`, set COVE_PLAYGROUND_API_KEY to it and restart the playground."
-            )
+            return KeyRejected(f"The gateway at {url} refused the API key: {_gateway_message(exc)}")
         if isinstance(exc, openai.APIStatusError):
             return GatewayRefused(_gateway_message(exc), exc.status_code)
         if isinstance(exc, openai.APIError):

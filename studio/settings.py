@@ -80,9 +80,6 @@ class Settings(BaseSettings):
         default="",
         description="How clients and the UIs reach the gateway (https://cove.example.com). Empty: from HOST and PORT.",
     )
-    playground_api_key: str = Field(
-        default="", description="API key the playground sends to the gateway. Empty: the demo key, if there is one."
-    )
     auth: bool = Field(default=True, description="Require an API key (Authorization: Bearer) on /v1.")
     user: str = Field(
         default="", description="Who the `cove` CLI acts as (like `cove --as USER`). Empty: the first admin."

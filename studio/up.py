@@ -245,7 +245,7 @@ def up(settings: Settings, *, demo: bool, verbose: bool = False, say: Callable[[
     parts = [
         Part("server", "server", settings.listen_url + "/healthz"),
         Part("studio UI", "ui", settings.ui_url + "/_stcore/health"),
-        Part("playground", "playground", settings.playground_url + "/"),
+        Part("playground", "playground", settings.playground_url + "/healthz"),
         Part("notebook hub", "hub", settings.hub_url + "/hub/health"),
     ]
     sup = Supervisor(parts, say, settings=settings, echo=sys.stdout.buffer if verbose else None)

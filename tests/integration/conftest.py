@@ -115,12 +115,20 @@ def add_fake_image(db: Database, script: str, *args: str) -> str:
     return name
 
 
-def deploy(db: Database, name: str, model: str, image: str | None = None, replicas: int = 1) -> None:
+def deploy(
+    db: Database, name: str, model: str, image: str | None = None, replicas: int = 1, group: str | None = None
+) -> None:
+    """The admin deploys ``model`` as ``name`` (shared with ``group``, whose members may then use it)."""
     deployments.create_deployment(
         actor=ADMIN,
         db=db,
         data=DeploymentCreate(
-            name=name, model=model, image=image, replicas=replicas, resources=Resources(cpu=0.5, memory_mib=256)
+            name=name,
+            model=model,
+            image=image,
+            replicas=replicas,
+            group=group,
+            resources=Resources(cpu=0.5, memory_mib=256),
         ),
     )
 

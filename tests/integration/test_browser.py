@@ -86,11 +86,10 @@ def test_deploy_from_the_studio_then_chat_in_the_playground(
         repo_id="cove/demo-chat",
         cache_dir=settings.models_dir,
     )
-    secret = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="playground")).key
     db.dispose()
     page = browser_page
 
-    with CoveUp(settings, COVE_DEMO="false", COVE_PLAYGROUND_API_KEY=secret) as up:
+    with CoveUp(settings, COVE_DEMO="false") as up:  # login off: the playground chats as the first admin
         up.wait_for("Cove is running", timeout=180)
         ui = settings.ui_url
 
@@ -119,6 +118,7 @@ def test_deploy_from_the_studio_then_chat_in_the_playground(
 
         # Playground: pick the deployment, ask, read the streamed answer.
         page.goto(settings.playground_url, wait_until="load")
+        expect(page.locator("#who")).to_contain_text("Login is off: you chat as admin", timeout=30_000)
         expect(page.locator("#model input")).to_have_value("demo-chat", timeout=30_000)
         page.locator("#temperature input[type=number]").fill("0")  # greedy: the demo's trained answer, exactly
         page.locator("#temperature input[type=number]").press("Enter")
@@ -128,10 +128,14 @@ def test_deploy_from_the_studio_then_chat_in_the_playground(
         expect(page.locator("#stats")).to_contain_text("tokens/s")
         snap(page, "playground")
 
-        # The reply was metered: the key's usage shows on the keys page, the traffic on the deployment's.
+        # The reply was metered under the admin's own playground key: its usage shows on the keys page, the
+        # traffic on the deployment's.
         db = open_studio(settings)
         try:
             wait_until(lambda: usage.usage_records(db=db, deployment="demo-chat"), what="the chat's usage record")
+            [used] = {u.key for u in usage.usage_summary(db=db, actor=ADMIN)}
+            assert used.startswith("playground-admin-")
+            assert [k.owner for k in keys.list_keys(db=db, actor=ADMIN) if k.name == used] == ["admin"]
         finally:
             db.dispose()
         open_studio_page(page, ui, "keys", "API keys & usage")

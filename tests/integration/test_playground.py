@@ -1,6 +1,7 @@
 """The playground as its users meet it: `serve(settings)` in its own process, driven with gradio_client, in front of
-the real gateway and controller with scripted runtimes ("hello from PORT", word by word). Also the client and the
-UI's handlers in-process against the same gateway, for the failures a browser would see."""
+the real gateway and controller with scripted runtimes ("hello from PORT", word by word): with login off (everyone is
+the first admin) and on (each person with their Cove session cookie, chatting with a key of their own). Also the
+client and the UI's handlers in-process against the same gateway, for the failures a browser would see."""
 
 from __future__ import annotations
 
@@ -9,22 +10,29 @@ import functools
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
 
+import httpx
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from playground.app import Handlers
-from playground.chat import NO_MODELS, GatewayRefused, KeyRejected, PlaygroundClient, Sampling
+from playground.chat import NO_MODELS, ChatClient, GatewayRefused, KeyRejected, PlaygroundClient, Sampling
+from playground.keys import KEY_LIFETIME, Keyring, studio_keys
+from playground.visitors import NOT_LOGGED_IN, CoveVisitors
+from studio import sessions
 from studio.backends.local import LocalBackend
 from studio.bootstrap import open_studio
 from studio.controller import Controller
 from studio.db import Database
-from studio.models import ApiKeyCreate, ModelCreate
-from studio.services import deployments, keys, models
+from studio.models import ApiKeyCreate, ApiKeyPublic, ModelCreate
+from studio.services import deployments, keys, models, usage, users
 from studio.settings import Settings
 from tests.conftest import free_port, make_settings
 from tests.integration.conftest import (
@@ -37,7 +45,7 @@ from tests.integration.conftest import (
     wait_until,
     write_stub_model,
 )
-from tests.people import ADMIN
+from tests.people import ADMIN, member
 
 ROOT = Path(__file__).resolve().parents[2]
 STATS = re.compile(r"^TTFT \d+ ms · (\d+\.\d tokens/s · )?3 tokens$")  # the scripted runtime reports 3 tokens
@@ -45,21 +53,20 @@ SERVE = "from studio.settings import Settings; from playground.app import serve;
 
 
 @contextlib.contextmanager
-def playground(settings: Settings, key: str, log: Path) -> Iterator[Client]:
-    """`serve(Settings())` in a child process configured like `cove playground` would be; yields a gradio_client."""
+def playground_process(settings: Settings, log: Path, *, login: bool = False) -> Iterator[str]:
+    """`serve(Settings())` in a child process configured like `cove playground` would be; yields its URL once its
+    health check answers."""
     port = free_port()
-    env = {**cove_env(settings), "COVE_PLAYGROUND_PORT": str(port), "COVE_PLAYGROUND_API_KEY": key}
+    env = {**cove_env(settings), "COVE_PLAYGROUND_PORT": str(port), "COVE_LOGIN": str(login).lower()}
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-c", SERVE], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = settings.local_url(port)
     try:
-        wait_until(lambda: answers(url + "/") or proc.poll() is not None, timeout=90, what="the playground to start")
+        wait_until(
+            lambda: answers(url + "/healthz") or proc.poll() is not None, timeout=90, what="the playground to start"
+        )
         assert proc.poll() is None, log.read_text(errors="replace")
-        client = Client(url, verbose=False, analytics_enabled=False)  # its analytics would try the internet
-        try:
-            yield client
-        finally:
-            client.close()
+        yield url
     finally:
         proc.terminate()
         try:
@@ -69,18 +76,53 @@ def playground(settings: Settings, key: str, log: Path) -> Iterator[Client]:
             proc.wait(timeout=10)
 
 
+@contextlib.contextmanager
+def gradio_client(url: str, cookies: Mapping[str, str] | None = None) -> Iterator[Client]:
+    """A gradio_client for the playground at ``url``, sending ``cookies`` with every request."""
+    headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else None
+    client = Client(
+        url, verbose=False, analytics_enabled=False, headers=headers
+    )  # its analytics would try the internet
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def playground(settings: Settings, log: Path) -> Iterator[Client]:
+    """A playground with login off (everyone is the first admin), and a gradio_client for it."""
+    with playground_process(settings, log) as url, gradio_client(url) as client:
+        yield client
+
+
+class Everyone:
+    """Visitors who are all one person, chatting with one given client (the handlers in-process)."""
+
+    def __init__(self, client: ChatClient) -> None:
+        self.client_ = client
+
+    def client(self, cookies: Mapping[str, str]) -> ChatClient:
+        return self.client_
+
+    def greeting(self, cookies: Mapping[str, str]) -> str:
+        return "everyone"
+
+
 class World(NamedTuple):
     settings: Settings
     db: Database
-    key: str
+    gateway: GatewayServer
+    key: str  # the admin's, for the in-process tests
     ports: dict[str, str]  # deployment → its replica's port, as the runtime says it
-    client: Client
+    client: Client  # of a playground with login off
+    root: Path
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """Gateway, controller, deployments 'alpha' and 'beta' Ready, a key, and a playground using it: shared by the
-    tests that only read."""
+    """Gateway, controller, deployments 'alpha' (shared with the group 'team') and 'beta' Ready, a key of the
+    admin's, and a playground with login off: shared by the tests."""
     root = tmp_path_factory.mktemp("playground")
     settings = make_settings(root / "cove")
     db = open_studio(settings)
@@ -91,21 +133,21 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         cache_dir=root / "cache",
     )
     image = add_fake_image(db, "scripted_runtime.py")
-    for name in ("alpha", "beta"):
-        deploy(db, name, "stub", image)
+    deploy(db, "alpha", "stub", image, group="team")
+    deploy(db, "beta", "stub", image)
     controller = Controller(db=db, backend=LocalBackend(settings), settings=settings)
     controller.start()
     try:
-        with GatewayServer(settings, db):
+        with GatewayServer(settings, db) as gateway:
             for name in ("alpha", "beta"):
                 wait_until(functools.partial(status_of, db, name, "Ready"), timeout=30, what=f"{name} to be ready")
             ports = {
                 n: deployments.get_deployment(actor=ADMIN, db=db, name=n).endpoints[0].rsplit(":", 1)[1]
                 for n in ("alpha", "beta")
             }
-            key = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="playground")).key
-            with playground(settings, key, root / "playground.log") as client:
-                yield World(settings, db, key, ports, client)
+            key = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="in-process")).key
+            with playground(settings, root / "playground.log") as client:
+                yield World(settings, db, gateway, key, ports, client, root)
     finally:
         controller.stop(stop_workloads=True)
         db.dispose()
@@ -152,7 +194,7 @@ def test_compare_streams_both_models_side_by_side(world: World) -> None:
 @pytest.mark.runtime
 def test_gateway_down_reads_as_a_clear_message(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "cove")  # its gateway port is free: nothing listens there
-    with playground(settings, "any-key", tmp_path / "playground.log") as client:
+    with playground(settings, tmp_path / "playground.log") as client:
         reply, status = client.predict("Hi", model="alpha", api_name="/chat")
         with pytest.raises(AppError) as raised:
             client.predict(api_name="/models")
@@ -165,21 +207,135 @@ def test_gateway_down_reads_as_a_clear_message(tmp_path: Path) -> None:
 def test_no_ready_model_reads_as_a_clear_message(
     settings: Settings, db: Database, gateway: GatewayServer, tmp_path: Path
 ) -> None:
-    key = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="playground")).key
-    with playground(settings, key, tmp_path / "playground.log") as client:
+    with playground(settings, tmp_path / "playground.log") as client:
         assert client.predict(api_name="/models") == []
         assert client.predict("Hi", api_name="/chat") == ("", NO_MODELS)  # nothing chosen, nothing to choose
         assert client.predict("Hi", model="gone", api_name="/chat") == ("", NO_MODELS)  # a stale choice
         assert client.predict("Hi", "gone", "gone", api_name="/compare") == ("", NO_MODELS, "", NO_MODELS)
 
 
+# ------------------------------------------------------------------------------------------------ with login on
+
+
+class Team(NamedTuple):
+    url: str  # of a playground with login on
+    cookies: dict[str, dict[str, str]]  # person → their session cookie
+
+
+@pytest.fixture(scope="module")
+def team(world: World) -> Iterator[Team]:
+    """Members 'ana' and 'bo' of the group 'team' (which may use 'alpha', not 'beta'), each logged in, and a
+    playground with login on in front of the world's gateway."""
+    for name in ("ana", "bo"):
+        member(world.db, name, "team", password="a long password")
+    cookies = {name: {sessions.COOKIE: sessions.issue(world.settings, name)} for name in ("ana", "bo")}
+    with playground_process(world.settings, world.root / "playground-login.log", login=True) as url:
+        yield Team(url, cookies)
+
+
+def playground_keys(db: Database, owner: str) -> list[ApiKeyPublic]:
+    return [k for k in keys.list_keys(db=db, actor=ADMIN) if k.owner == owner and k.name.startswith("playground-")]
+
+
+def metered(db: Database, owner: str) -> set[tuple[str, str]]:
+    """(key, deployment) pairs with usage, as the owner sees their usage."""
+    who = users.principal(db=db, name=owner)
+    return {(u.key, u.deployment) for u in usage.usage_summary(db=db, actor=who)}
+
+
+@pytest.mark.runtime
+def test_each_person_chats_with_a_key_of_their_own(world: World, team: Team) -> None:
+    for name in ("ana", "bo"):
+        with gradio_client(team.url, team.cookies[name]) as client:
+            assert client.predict(api_name="/models") == ["alpha"]  # what they may use, not every deployment
+            reply, stats = client.predict("Hi", api_name="/chat")
+            assert reply == f"hello from {world.ports['alpha']}", stats
+            assert "may not use deployment 'beta'" in client.predict("Hi", model="beta", api_name="/chat")[1]
+    for name in ("ana", "bo"):
+        [key] = [k for k in playground_keys(world.db, name) if k.revoked_at is None]  # made by the playground as them
+        assert key.name.startswith(f"playground-{name}-")
+        assert key.expires_at is not None
+        assert abs(key.expires_at - (key.created_at + KEY_LIFETIME)) < timedelta(minutes=1)
+        wait_until(lambda n=name, k=key.name: (k, "alpha") in metered(world.db, n), what=f"{name}'s usage")
+        assert {k for k, _ in metered(world.db, name)} == {key.name}  # every call they made went with their key
+
+
+@pytest.mark.runtime
+def test_without_a_session_the_playground_sends_you_to_log_in(world: World, team: Team) -> None:
+    page = urllib.request.Request(team.url + "/", headers={"Accept": "text/html"})
+    opener = urllib.request.build_opener(NoRedirects)
+    with pytest.raises(urllib.error.HTTPError) as redirected:
+        opener.open(page, timeout=10)
+    redirected.value.close()
+    assert redirected.value.code == 303
+    assert redirected.value.headers["Location"] == sessions.login_url(world.settings, team.url + "/")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(team.url + "/gradio_api/info"), timeout=10)
+    refused.value.close()
+    assert refused.value.code == 401
+    with pytest.raises(ValueError, match="credentials were not provided"):  # gradio_client cannot even read the API
+        Client(team.url, verbose=False, analytics_enabled=False)
+    elsewhere = world.settings.model_copy(update={"secret_key": "another cove's key"})
+    forged = {sessions.COOKIE: sessions.issue(elsewhere, "ana")}  # signed, but not by this Cove
+    with pytest.raises(ValueError, match="credentials were not provided"):
+        Client(
+            team.url,
+            verbose=False,
+            analytics_enabled=False,
+            headers={"Cookie": f"cove_session={forged['cove_session']}"},
+        )
+
+
+@pytest.mark.runtime
+def test_a_disabled_persons_open_page_stops_chatting(world: World, team: Team) -> None:
+    member(world.db, "cy", "team")
+    with gradio_client(team.url, {sessions.COOKIE: sessions.issue(world.settings, "cy")}) as client:
+        assert client.predict("Hi", api_name="/chat")[0] == f"hello from {world.ports['alpha']}"
+        users.update_user(db=world.db, actor=ADMIN, name="cy", disabled=True)
+        with pytest.raises(httpx.HTTPStatusError, match="401 Unauthorized"):  # a disabled user's session is over
+            client.predict("Hi", api_name="/chat")
+
+
+@pytest.mark.runtime
+def test_a_revoked_playground_key_is_replaced_on_the_next_chat(world: World, team: Team) -> None:
+    with gradio_client(team.url, team.cookies["ana"]) as client:
+        assert client.predict("Hi", api_name="/chat")[0] == f"hello from {world.ports['alpha']}"
+        [old] = [k for k in playground_keys(world.db, "ana") if k.revoked_at is None]
+        keys.revoke_key(db=world.db, actor=ADMIN, name=old.name)  # an admin revokes it in the studio
+        wait_until(
+            lambda: old.name not in {k.name for k in world.gateway.app.keys.values()},
+            what="the gateway to drop the revoked key",
+        )
+        reply, stats = client.predict("Hi again", api_name="/chat")
+    assert reply == f"hello from {world.ports['alpha']}", stats
+    [new] = [k for k in playground_keys(world.db, "ana") if k.revoked_at is None]
+    assert new.name != old.name
+    wait_until(lambda: (new.name, "alpha") in metered(world.db, "ana"), what="the usage under the new key")
+
+
+def test_the_page_says_who_is_logged_in_and_how_to_log_out(world: World, team: Team) -> None:
+    keyring = Keyring(base=PlaygroundClient(gateway_url=world.settings.gateway_url), make_key=studio_keys(world.db))
+    on = CoveVisitors(settings=world.settings.model_copy(update={"login": True}), db=world.db, keyring=keyring)
+    logout = f"{world.settings.gateway_url}/auth/logout"
+    assert on.greeting(team.cookies["bo"]) == f"Logged in as **bo** · [Log out]({logout})"
+    assert on.greeting({}) == NOT_LOGGED_IN
+    off = CoveVisitors(settings=world.settings, db=world.db, keyring=keyring)
+    assert off.greeting({}) == "Login is off: you chat as **admin**."
+    keyring.base.close()
+
+
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
 # ------------------------------------------------------------------------------------------------ in-process
 
 
 @pytest.mark.runtime
-def test_a_wrong_key_says_how_to_set_one(world: World) -> None:
+def test_a_wrong_key_reads_as_refused_with_the_gateways_reason(world: World) -> None:
     client = PlaygroundClient(gateway_url=world.settings.gateway_url, api_key="wrong")
-    with pytest.raises(KeyRejected, match="COVE_PLAYGROUND_API_KEY"):
+    with pytest.raises(KeyRejected, match="refused the API key: invalid API key: it is unknown or was revoked"):
         client.models()
     client.close()
 
@@ -196,7 +352,8 @@ def test_other_gateway_errors_pass_their_message_on(world: World) -> None:
 
 @pytest.mark.runtime
 def test_ui_streams_into_the_chatbot(world: World) -> None:
-    handlers = Handlers(PlaygroundClient(gateway_url=world.settings.gateway_url, api_key=world.key))
+    client = PlaygroundClient(gateway_url=world.settings.gateway_url, api_key=world.key)
+    handlers = Handlers(Everyone(client), gateway_url=world.settings.gateway_url)
     prompt, history = handlers.add_turn("Hi", [])
     assert prompt == ""
     steps = list(handlers.respond(history, "beta", "", 0.7, 1.0, 64))
@@ -206,12 +363,12 @@ def test_ui_streams_into_the_chatbot(world: World) -> None:
         {"role": "assistant", "content": f"hello from {world.ports['beta']}"},
     ]
     assert STATS.match(stats)
-    handlers.client.close()
+    client.close()
 
 
 def test_ui_gives_an_unanswered_question_back_with_a_warning(tmp_path: Path) -> None:
     down = PlaygroundClient(gateway_url=make_settings(tmp_path).gateway_url, api_key="k")
-    handlers = Handlers(down)
+    handlers = Handlers(Everyone(down), gateway_url=down.gateway_url)
     _, history = handlers.add_turn(
         "Hi", [{"role": "user", "content": "Before"}, {"role": "assistant", "content": "Ok"}]
     )

@@ -1,4 +1,4 @@
-"""The playground's pure parts: message shaping, snippets, reply stats, which key it sends, and stream merging."""
+"""The playground's pure parts: message shaping, snippets, reply stats, errors, and stream merging."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import shlex
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,13 +17,11 @@ from playground.chat import (
     NoModels,
     ReplyStats,
     Sampling,
-    api_key_of,
     interleave,
     message_text,
     snippet,
     to_openai_messages,
 )
-from tests.conftest import make_settings
 
 # ------------------------------------------------------------------------------------------------ messages
 
@@ -169,22 +166,7 @@ def test_stats_leave_out_what_was_not_measured(chunks: list[float], summary: str
     assert stats.summary() == summary
 
 
-# ------------------------------------------------------------------------------------------------ key
-
-
-def test_api_key_prefers_the_setting_then_the_demo_key(tmp_path: Path) -> None:
-    home = tmp_path / "cove"
-    home.mkdir()
-    assert api_key_of(make_settings(home)) == ""
-    (home / "demo.json").write_text(json.dumps({"key": "demo-secret"}))
-    assert api_key_of(make_settings(home)) == "demo-secret"
-    assert api_key_of(make_settings(home, playground_api_key="mine")) == "mine"
-
-
-@pytest.mark.parametrize("content", ['{"key": null}', "not json", "[]"])
-def test_api_key_ignores_a_demo_file_without_a_key(tmp_path: Path, content: str) -> None:
-    (tmp_path / "demo.json").write_text(content)
-    assert api_key_of(make_settings(tmp_path)) == ""
+# ------------------------------------------------------------------------------------------------ errors
 
 
 def test_no_models_message_says_how_to_deploy() -> None:

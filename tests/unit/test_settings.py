@@ -50,7 +50,6 @@ def test_defaults(tmp_path: Path) -> None:
         "models_pvc": "cove-models",
         "datasets_pvc": "cove-datasets",
         "public_url": "",
-        "playground_api_key": "",
         "auth": True,
         "user": "",
         "login": True,
