@@ -360,7 +360,12 @@ def build_app(settings: Settings, *, visitors: CoveVisitors) -> FastAPI:
     demo = build_demo(settings, visitors=visitors)
     app = gr.mount_gradio_app(app, demo, path="", server_name=settings.host, server_port=settings.playground_port)
     if settings.login:
-        app.add_middleware(LoginGate, who=visitors.who, login_url=functools.partial(sessions.login_url, settings))
+        app.add_middleware(
+            LoginGate,
+            who=visitors.who,
+            login_url=functools.partial(sessions.login_url, settings),
+            public_url=settings.playground_url,
+        )
     return app
 
 

@@ -64,13 +64,14 @@ class CoveVisitors:
             return NOT_LOGGED_IN
         if not self.settings.login:
             return f"Login is off: you chat as **{who.name}**."
-        return f"Logged in as **{who.name}** · [Log out]({self.settings.gateway_url}/auth/logout)"
+        return f"Logged in as **{who.name}** · [Log out]({self.settings.login_base}/auth/logout)"
 
 
 class LoginGate:
     """ASGI middleware: a request reaches the playground only with a Cove session. A page asked for without one is
-    sent (303) to the login page, which sends the person back; anything else (the Gradio API, its assets) gets 401
-    with the login page's address. ``open_paths`` (the health check) need no session.
+    sent (303) to the login page, which sends the person back to that page at ``public_url`` (how browsers reach the
+    playground); anything else (the Gradio API, its assets) gets 401 with the login page's address. ``open_paths``
+    (the health check) need no session.
 
     ``who`` reads the database, so it runs on a worker thread, off the event loop.
     """
@@ -81,9 +82,11 @@ class LoginGate:
         *,
         who: Callable[[Mapping[str, str]], Principal | None],
         login_url: Callable[[str], str],
+        public_url: str,
         open_paths: frozenset[str] = frozenset({"/healthz"}),
     ) -> None:
         self.app, self.who, self.login_url, self.open_paths = app, who, login_url, open_paths
+        self.public_url = public_url.rstrip("/")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] in self.open_paths:
@@ -102,6 +105,8 @@ class LoginGate:
     def _refusal(self, connection: HTTPConnection) -> Response:
         accept = connection.headers.get("accept", "")
         if connection.scope["method"] in ("GET", "HEAD") and "text/html" in accept:
-            return RedirectResponse(self.login_url(str(connection.url)), status_code=303)
-        body = {"error": "not logged in to Cove", "login": self.login_url(str(connection.base_url))}
+            query = connection.url.query
+            page = self.public_url + connection.url.path + (f"?{query}" if query else "")
+            return RedirectResponse(self.login_url(page), status_code=303)
+        body = {"error": "not logged in to Cove", "login": self.login_url(self.public_url + "/")}
         return JSONResponse(body, status_code=401)

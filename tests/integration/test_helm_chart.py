@@ -37,7 +37,7 @@ RELEASE, NAMESPACE = "studio", "ml"  # a release name without "cove": objects ar
 PREFIX = f"{RELEASE}-cove"
 WORKLOADS = {"Deployment", "StatefulSet"}
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "Namespace"}
-CONTROL_PLANE = ("server", "ui", "hub")  # the components that use the studio database
+CONTROL_PLANE = ("server", "ui", "playground", "hub")  # the components that use the studio database
 
 Doc = dict[str, Any]
 
@@ -423,8 +423,12 @@ def test_each_process_gets_its_settings(helm: Helm) -> None:
         == {"secretKeyRef": {"name": f"{PREFIX}-hub", "key": "api-token"}}
     )
     assert playground["COVE_PUBLIC_URL"] == server_url
-    assert "COVE_PLAYGROUND_API_KEY" not in playground
-    assert "COVE_DATABASE_URL" not in playground, "the playground talks to the gateway only"
+    assert "COVE_PLAYGROUND_API_KEY" not in playground, "no shared key: each person chats with their own"
+    assert (
+        playground["COVE_SECRET_KEY"]
+        == ui["COVE_SECRET_KEY"]
+        == {"secretKeyRef": {"name": f"{PREFIX}-server", "key": "secret-key"}}
+    ), "the playground checks the session cookie the server signs"
     assert {k: hub[k] for k in hub if k.startswith("COVE_HUB_") and k != "COVE_HUB_API_TOKEN"} == {
         "COVE_HUB_PORT": "8000",
         "COVE_HUB_API_PORT": "8081",
@@ -450,6 +454,7 @@ def test_each_process_gets_its_settings(helm: Helm) -> None:
     assert hub_deployment["spec"]["strategy"]["type"] == "Recreate"
     assert container(docs, "hub")["readinessProbe"]["httpGet"]["path"] == "/hub/health"
     assert container(docs, "ui")["readinessProbe"]["httpGet"]["path"] == "/_stcore/health"
+    assert container(docs, "playground")["readinessProbe"]["httpGet"]["path"] == "/healthz"  # open without a login
     assert {p["name"]: p["port"] for p in find(docs, "Service", f"{PREFIX}-hub")["spec"]["ports"]} == {
         "http": 8000,
         "api": 8081,
@@ -996,9 +1001,6 @@ def test_ingress_routes_each_host_to_its_face(helm: Helm) -> None:
     }
     assert env_of(docs, "server")["COVE_PUBLIC_URL"] == "https://api.cove.example.com"  # TLS on that host
     assert env_of(docs, "playground")["COVE_PUBLIC_URL"] == f"http://{PREFIX}-server:8080"
-    assert env_of(docs, "playground")["COVE_PLAYGROUND_API_KEY"] == {
-        "secretKeyRef": {"name": "cove-playground-key", "key": "api-key"}
-    }
     for component in ("server", "ui", "playground", "hub"):
         assert container(docs, component)["image"] == "registry.example.com/ml/cove:0.1.0"
     template = find(docs, "Deployment", f"{PREFIX}-server")["spec"]["template"]
@@ -1029,7 +1031,8 @@ def test_install_notes_say_how_to_reach_each_face(helm: Helm) -> None:
     assert "https://api.cove.example.com/v1" in behind_ingress
     assert "http://cove.example.com" in behind_ingress
     assert "port-forward" not in behind_ingress
-    assert "playground sends no API key" not in behind_ingress
+    for text in (notes, behind_ingress):
+        assert "The playground chats as whoever is logged in" in text
 
 
 REFUSED = {

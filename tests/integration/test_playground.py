@@ -316,7 +316,7 @@ def test_a_revoked_playground_key_is_replaced_on_the_next_chat(world: World, tea
 def test_the_page_says_who_is_logged_in_and_how_to_log_out(world: World, team: Team) -> None:
     keyring = Keyring(base=PlaygroundClient(gateway_url=world.settings.gateway_url), make_key=studio_keys(world.db))
     on = CoveVisitors(settings=world.settings.model_copy(update={"login": True}), db=world.db, keyring=keyring)
-    logout = f"{world.settings.gateway_url}/auth/logout"
+    logout = f"{world.settings.login_base}/auth/logout"
     assert on.greeting(team.cookies["bo"]) == f"Logged in as **bo** · [Log out]({logout})"
     assert on.greeting({}) == NOT_LOGGED_IN
     off = CoveVisitors(settings=world.settings, db=world.db, keyring=keyring)

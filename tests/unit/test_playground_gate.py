@@ -34,7 +34,8 @@ async def inside(request: Request) -> PlainTextResponse:
 @pytest.fixture
 def gate() -> TestClient:
     app = Starlette(routes=[Route("/{path:path}", inside, methods=["GET", "POST"])])
-    return TestClient(LoginGate(app, who=who, login_url=login_url), base_url="http://chat.test:7860")
+    gate = LoginGate(app, who=who, login_url=login_url, public_url="https://chat.example.com/")
+    return TestClient(gate, base_url="http://10.0.0.7:7860")  # as a proxy in front of it would call it
 
 
 def test_a_page_without_a_session_goes_to_the_login_page_and_comes_back(gate: TestClient) -> None:
@@ -42,7 +43,7 @@ def test_a_page_without_a_session_goes_to_the_login_page_and_comes_back(gate: Te
     assert response.status_code == 303
     target = urlsplit(response.headers["location"])
     assert f"{target.scheme}://{target.netloc}{target.path}" == LOGIN
-    assert parse_qs(target.query)["next"] == ["http://chat.test:7860/?view=compare"]
+    assert parse_qs(target.query)["next"] == ["https://chat.example.com/?view=compare"]  # where browsers reach it
 
 
 @pytest.mark.parametrize(
@@ -52,7 +53,7 @@ def test_the_api_without_a_session_is_refused_with_where_to_log_in(gate: TestCli
     gate.cookies.set("cove_session", "forged")
     response = gate.request(method, path)
     assert response.status_code == 401
-    assert response.json() == {"error": "not logged in to Cove", "login": login_url("http://chat.test:7860/")}
+    assert response.json() == {"error": "not logged in to Cove", "login": login_url("https://chat.example.com/")}
 
 
 def test_a_session_lets_the_page_and_the_api_through(gate: TestClient) -> None:
