@@ -68,7 +68,7 @@ class Visitors(Protocol):
         ...
 
     def greeting(self, cookies: Mapping[str, str]) -> str:
-        """Who is logged in, as a line of Markdown."""
+        """Who is logged in, as a line of HTML."""
         ...
 
 
@@ -271,7 +271,7 @@ def build_demo(settings: Settings, *, visitors: Visitors) -> gr.Blocks:
     with gr.Blocks(title="Cove playground", analytics_enabled=False) as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("## Cove playground")
-            who = gr.Markdown(elem_id="who")
+            who = gr.HTML(elem_id="who")  # HTML: a Markdown link to another port would open a new tab
         status = gr.Markdown(elem_id="status")
         with gr.Row():
             with gr.Column(scale=3), gr.Tabs():

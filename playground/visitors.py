@@ -8,6 +8,7 @@ chats through a :class:`playground.keys.PersonalClient`: their own key, never a 
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,16 +56,18 @@ class CoveVisitors:
         return PersonalClient(self.keyring, who)
 
     def greeting(self, cookies: Mapping[str, str]) -> str:
-        """The line at the top of the page: who is logged in and how to log out (Markdown)."""
+        """The line at the top of the page (HTML): who is logged in, and a link to log out in this tab."""
         try:
             who = self.who(cookies)
         except PlaygroundError as exc:
-            return str(exc)
+            return html.escape(str(exc))
         if who is None:
-            return NOT_LOGGED_IN
+            return html.escape(NOT_LOGGED_IN)
+        name = html.escape(who.name)
         if not self.settings.login:
-            return f"Login is off: you chat as **{who.name}**."
-        return f"Logged in as **{who.name}** · [Log out]({self.settings.login_base}/auth/logout)"
+            return f"Login is off: you chat as <strong>{name}</strong>."
+        logout = html.escape(self.settings.login_base + "/auth/logout")
+        return f'Logged in as <strong>{name}</strong> · <a href="{logout}" target="_self">Log out</a>'
 
 
 class LoginGate:

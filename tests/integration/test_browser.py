@@ -18,7 +18,17 @@ from studio.demo import PAIRS
 from studio.models import ApiKeyCreate, DeploymentCreate, ModelCreate
 from studio.services import deployments, keys, models, usage
 from studio.settings import Settings
-from tests.integration.conftest import CoveServer, CoveUp, answers, cove_env, wait_until, write_stub_model
+from tests.integration.conftest import (
+    CoveServer,
+    CoveUp,
+    add_fake_image,
+    answers,
+    cove_env,
+    deploy,
+    status_of,
+    wait_until,
+    write_stub_model,
+)
 from tests.people import ADMIN, member
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -206,3 +216,57 @@ def test_two_people_log_in_and_each_sees_and_revokes_only_their_own(settings: Se
         "ana": {"deployments": ["ana-chat"], "revocable": ["ana-app"]},
         "bo": {"deployments": ["bo-chat"], "revocable": ["bo-app"]},
     }
+
+
+def test_log_in_at_the_playground_then_chat_with_a_key_of_your_own(settings: Settings, tmp_path: Path) -> None:
+    """With login on, the playground sends a visitor to Cove's login page and back; they chat with a deployment
+    shared with their group, under a key the playground made for them, and log out."""
+    settings = settings.model_copy(update={"login": True})
+    db = open_studio(settings)
+    folder = str(write_stub_model(tmp_path / "stub"))
+    models.add_model(db=db, actor=ADMIN, data=ModelCreate(name="stub", source=folder), cache_dir=tmp_path)
+    deploy(db, "team-chat", "stub", add_fake_image(db, "scripted_runtime.py"), group="team")
+    member(db, "ana", "team", password="ana-password")
+    server = CoveServer(settings, tmp_path / "server.log").start()
+    with (tmp_path / "playground.log").open("ab") as log:
+        playground = subprocess.Popen(
+            [sys.executable, "-m", "studio.cli", "playground"], env=cove_env(settings), stdout=log, stderr=log
+        )
+    try:
+        wait_until(lambda: status_of(db, "team-chat", "Ready"), timeout=60, what="team-chat to be Ready")
+        wait_until(lambda: answers(settings.playground_url + "/healthz"), timeout=90, what="the playground")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS, headless=True)
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.set_default_timeout(30_000)
+            page.goto(settings.playground_url, wait_until="load")  # not logged in: to the login page
+            expect(page.get_by_role("heading", name="Log in to Cove")).to_be_visible()
+            assert page.url.startswith(settings.login_base + "/auth/login?next=")
+            page.get_by_label("User name").fill("ana")
+            page.get_by_label("Password").fill("ana-password")
+            page.get_by_role("button", name="Log in").click()
+            page.wait_for_url(f"{settings.playground_url}/**")  # and back
+            expect(page.locator("#who")).to_contain_text("Logged in as ana")
+            expect(page.locator("#model input")).to_have_value("team-chat")
+            page.locator("#prompt textarea").fill("Hello")
+            page.locator("#send").click()
+            expect(page.locator("#chatbot")).to_contain_text("hello from", timeout=60_000)
+            snap(page, "playground-logged-in")
+            page.get_by_role("link", name="Log out").click()
+            expect(page.get_by_text("You are logged out of Cove.")).to_be_visible()
+            page.goto(settings.playground_url, wait_until="load")
+            expect(page.get_by_role("heading", name="Log in to Cove")).to_be_visible()
+            browser.close()
+        ana = [k for k in keys.list_keys(db=db, actor=ADMIN) if k.owner == "ana"]
+        assert [k.name.startswith("playground-ana-") for k in ana] == [True]
+        wait_until(
+            lambda: (
+                {(u.key, u.deployment) for u in usage.usage_summary(db=db, actor=ADMIN)} == {(ana[0].name, "team-chat")}
+            ),
+            what="ana's chat metered under her playground key",
+        )
+    finally:
+        playground.terminate()
+        playground.wait(timeout=30)
+        server.stop()
+        db.dispose()

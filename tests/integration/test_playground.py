@@ -317,10 +317,13 @@ def test_the_page_says_who_is_logged_in_and_how_to_log_out(world: World, team: T
     keyring = Keyring(base=PlaygroundClient(gateway_url=world.settings.gateway_url), make_key=studio_keys(world.db))
     on = CoveVisitors(settings=world.settings.model_copy(update={"login": True}), db=world.db, keyring=keyring)
     logout = f"{world.settings.login_base}/auth/logout"
-    assert on.greeting(team.cookies["bo"]) == f"Logged in as **bo** · [Log out]({logout})"
+    assert (
+        on.greeting(team.cookies["bo"])
+        == f'Logged in as <strong>bo</strong> · <a href="{logout}" target="_self">Log out</a>'
+    )
     assert on.greeting({}) == NOT_LOGGED_IN
     off = CoveVisitors(settings=world.settings, db=world.db, keyring=keyring)
-    assert off.greeting({}) == "Login is off: you chat as **admin**."
+    assert off.greeting({}) == "Login is off: you chat as <strong>admin</strong>."
     keyring.base.close()
 
 
