@@ -1,6 +1,6 @@
 """Each person chats with a key of their own: the playground never sends a shared one.
 
-The first time someone chats (or opens the page), the playground makes them a key through the studio's key service,
+The first time someone opens the playground (or calls its API), it makes them a key through the studio's key service,
 acting as them: named ``playground-<user>-<random>`` so it is recognisable in their key list, reaching exactly the
 deployments they may use, and expiring after :data:`KEY_LIFETIME`, so the keys of a playground that stopped lapse on
 their own. The secret is kept in this process's memory only. A key is made again when it is about to expire, and
@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from playground.chat import KeyRejected, PlaygroundClient, ReplyStats, Sampling
+from playground.chat import KeyRejected, PlaygroundClient, PlaygroundError, ReplyStats, Sampling
 from studio.db import Database, utcnow
+from studio.errors import CoveError
 from studio.models import ApiKeyCreate
 from studio.names import MAX_NAME
 from studio.services import keys
@@ -60,7 +61,10 @@ def studio_keys(
 
     def make(who: Principal) -> IssuedKey:
         name = key_name(who.name, secrets.token_hex(_SUFFIX_BYTES))
-        created = keys.create_key(db=db, actor=who, data=ApiKeyCreate(name=name, expires_at=clock() + lifetime))
+        try:
+            created = keys.create_key(db=db, actor=who, data=ApiKeyCreate(name=name, expires_at=clock() + lifetime))
+        except CoveError as exc:  # the database is down, say: the person reads why, the page keeps working
+            raise PlaygroundError(f"Cove could not make you a key for the playground: {exc}") from exc
         assert created.expires_at is not None  # asked for above
         return IssuedKey(secret=created.key, name=created.name, expires_at=created.expires_at)
 

@@ -17,13 +17,22 @@ from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
 
+import gradio as gr
 import httpx
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from playground.app import Handlers
-from playground.chat import NO_MODELS, ChatClient, GatewayRefused, KeyRejected, PlaygroundClient, Sampling
+from playground.chat import (
+    NO_MODELS,
+    ChatClient,
+    GatewayRefused,
+    KeyRejected,
+    NotLoggedIn,
+    PlaygroundClient,
+    Sampling,
+)
 from playground.keys import KEY_LIFETIME, Keyring, studio_keys
 from playground.visitors import NOT_LOGGED_IN, CoveVisitors
 from studio import sessions
@@ -381,3 +390,22 @@ def test_ui_gives_an_unanswered_question_back_with_a_warning(tmp_path: Path) -> 
     assert prompt == "Hi"
     assert "does not answer" in status
     down.close()
+
+
+class Nobody:
+    """Visitors whose session ended (or never was): every call is refused."""
+
+    def client(self, cookies: Mapping[str, str]) -> ChatClient:
+        raise NotLoggedIn(NOT_LOGGED_IN)
+
+    def greeting(self, cookies: Mapping[str, str]) -> str:
+        return NOT_LOGGED_IN
+
+
+def test_a_visitor_whose_session_ended_is_told_to_log_in_again() -> None:
+    handlers = Handlers(Nobody(), gateway_url="http://127.0.0.1:1")
+    assert list(handlers.chat("Hi")) == [("", NOT_LOGGED_IN)]
+    assert list(handlers.compare("Hi", "alpha", "beta"))[-1] == ("", NOT_LOGGED_IN, "", NOT_LOGGED_IN)
+    assert handlers.refresh(None, None, None)[3] == NOT_LOGGED_IN
+    with pytest.raises(gr.Error, match="reload the page to log in"):
+        handlers.models()
