@@ -66,9 +66,10 @@ def browser_page() -> Iterator[Page]:
 
 
 def settled(page: Page) -> None:
-    """Wait until Streamlit has finished the run: no "running" indicator and no element still a placeholder."""
-    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0)
-    expect(page.get_by_test_id("stSkeleton")).to_have_count(0)
+    """Wait until Streamlit has finished the run: no "running" indicator and no element still a placeholder. A run
+    that reads the database and renders tables takes seconds on a busy 2-core machine: allow 30."""
+    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=30_000)
+    expect(page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=30_000)
 
 
 def snap(page: Page, name: str) -> None:
