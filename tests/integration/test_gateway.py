@@ -407,10 +407,18 @@ def test_members_key_reaches_their_own_and_their_groups_deployments(
     assert [chat_with(gateway, anas, name).status_code for name in ("mine", "shared")] == [200, 200]
     refused = chat_with(gateway, anas, "private")
     assert refused.status_code == 403
-    assert refused.json() == scope_refusal(
-        "API key 'ana-app' belongs to 'ana', who may not use deployment 'private': it may not call 'private'"
-    )
+    assert refused.json() == scope_refusal("API key 'ana-app' belongs to 'ana', who may not use deployment 'private'")
     assert models_of(gateway, anas) == ["mine", "shared"]
+    # errors name no deployment beyond those the key may call, and do not ask it to retry what it may not call
+    unknown = chat_with(gateway, anas, "nope")
+    assert (unknown.status_code, unknown.json()["error"]["message"]) == (
+        404,
+        "the model 'nope' does not exist; ready models: mine, shared",
+    )
+    deploy(db, "cold", stub_model, add_fake_image(db, "scripted_runtime.py"), replicas=0)  # the admin's, not ready
+    assert chat_with(gateway, anas, "cold").json() == scope_refusal(
+        "API key 'ana-app' belongs to 'ana', who may not use deployment 'cold'"
+    )
 
 
 @pytest.mark.runtime
@@ -461,7 +469,7 @@ STOPS: dict[str, Callable[[Database], None]] = {
     [
         ("revoked", "the API key was revoked"),
         ("expired", "API key 'ana-app' expired"),
-        ("owner disabled", "the API key was revoked (or its owner removed)"),
+        ("owner disabled", "its owner disabled"),
     ],
 )
 @pytest.mark.runtime
@@ -516,6 +524,7 @@ def test_disabled_users_key_stops_working_within_a_refresh(
     assert refused_after < 2, f"the key still worked {refused_after:.2f} s after its owner was disabled"
     assert refused.status_code == 401
     assert refused.json()["error"]["code"] == "invalid_api_key"
+    assert "its owner is disabled" in refused.json()["error"]["message"]
     users.update_user(actor=ADMIN, db=db, name="ana", disabled=False)
     wait_until(
         lambda: chat_with(default_gateway, anas, "mine").status_code == 200,
