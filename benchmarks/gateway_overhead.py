@@ -1,12 +1,14 @@
 """How much latency the gateway adds, next to calling the runtime directly, with API keys and metering on.
 
 Sets up a throwaway COVE_HOME (a fake model folder, a custom image whose local command runs
-``benchmarks/mock_upstream.py``, a deployment of it, an API key), starts the real ``cove server`` as a subprocess and
-waits until the controller has the mock runtime Ready. Then, with one keep-alive aiohttp connection per target and
-sequential requests, it alternates direct and gateway calls (ABBA order, so background noise hits both alike) and
-prints p50/p99 for non-streaming and streaming chat, the added latency, and the median of the gateway's own
-``x-cove-overhead-ms`` header. Last, throughput through the gateway at concurrency 32 against the CPU seconds the
-gateway process spent. Stops the server with SIGTERM and checks that no process is left behind.
+``benchmarks/mock_upstream.py``, a member's deployment of it, and two API keys: the admin's, unscoped, and the
+member's, limited to that deployment), starts the real ``cove server`` as a subprocess and waits until the controller
+has the mock runtime Ready. Then, with one keep-alive aiohttp connection per target and sequential requests, it
+calls the runtime directly and through the gateway with each key in turn (every order in rotation, so background noise
+hits all alike) and prints p50/p99 for non-streaming and streaming chat, the latency each key kind adds, and the
+median of the gateway's own ``x-cove-overhead-ms`` header. Last, throughput through the gateway (the admin's key) at
+concurrency 32 against the CPU seconds the gateway process spent. Stops the server with SIGTERM and checks that no
+process is left behind.
 
     .venv/bin/python benchmarks/gateway_overhead.py [--requests 2000] [--keep] [--cprofile FILE]
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -39,16 +42,18 @@ import psutil
 
 from studio.bootstrap import open_studio
 from studio.db import Database
-from studio.models import ApiKeyCreate, DeploymentCreate, DeploymentPublic, ImageCreate, ModelCreate
-from studio.services import deployments, images, keys, models, usage
+from studio.models import ApiKeyCreate, DeploymentCreate, DeploymentPublic, ImageCreate, ModelCreate, UserCreate
+from studio.services import deployments, images, keys, models, usage, users
 from studio.settings import Settings
-from studio.values import Resources
+from studio.values import Principal, Resources
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 MOCK = Path(__file__).resolve().with_name("mock_upstream.py")
 DEPLOYMENT = "bench"
+MEMBER = "bench-member"
+ADMIN_KEY, MEMBER_KEY = "admin's key, unscoped", "member's key, scoped"
 QUESTION = [{"role": "user", "content": "What is Cove?"}]
 
 
@@ -171,10 +176,10 @@ def bench_settings(home: Path) -> Settings:
     return Settings(home=home, port=free_port(), demo=False)
 
 
-def wait_ready(db: Database, name: str, timeout: float, log: Path) -> DeploymentPublic:
+def wait_ready(db: Database, admin: Principal, name: str, timeout: float, log: Path) -> DeploymentPublic:
     deadline = time.monotonic() + timeout
     while True:
-        dep = deployments.get_deployment(db=db, name=name)
+        dep = deployments.get_deployment(db=db, actor=admin, name=name)
         if dep.status == "Ready" and dep.endpoints:
             return dep
         if dep.status == "Failed" or time.monotonic() > deadline:
@@ -204,27 +209,38 @@ def write_fake_model(folder: Path) -> Path:
     return folder
 
 
-def set_up(db: Database, settings: Settings, chunks: int) -> str:
-    """Model, image, deployment and key; returns the key's secret."""
+def set_up(db: Database, settings: Settings, admin: Principal, chunks: int) -> dict[str, str]:
+    """Model and image (the admin's), a member and their deployment, and two keys; returns each key kind's secret:
+    the admin's key reaches every deployment, the member's only theirs, and it is limited to that one."""
     models.add_model(
         db=db,
+        actor=admin,
         data=ModelCreate(name="tiny", source=str(write_fake_model(settings.home / "tiny-model"))),
         cache_dir=settings.models_dir,
     )
     command = [PYTHON, str(MOCK), "--host", "{host}", "--port", "{port}", "--model", "{name}", "--chunks", str(chunks)]
     images.add_image(
         db=db,
+        actor=admin,
         data=ImageCreate(
             name="mock-upstream", version="1.0", ref="example.com/cove/mock-upstream", local_command=command
         ),
     )
+    users.create_user(db=db, actor=admin, data=UserCreate(name=MEMBER))
+    member = users.principal(db=db, name=MEMBER)
     deployments.create_deployment(
         db=db,
+        actor=member,
         data=DeploymentCreate(
             name=DEPLOYMENT, model="tiny", image="mock-upstream", resources=Resources(cpu=0.5, memory_mib=256)
         ),
     )
-    return keys.create_key(db=db, data=ApiKeyCreate(name="bench")).key
+    return {
+        ADMIN_KEY: keys.create_key(db=db, actor=admin, data=ApiKeyCreate(name="bench")).key,
+        MEMBER_KEY: keys.create_key(
+            db=db, actor=member, data=ApiKeyCreate(name="bench-scoped", deployments=[DEPLOYMENT])
+        ).key,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ measuring
@@ -281,19 +297,29 @@ def check_answer(label: str, body: bytes, stream: bool, model: str, chunks: int)
 
 
 async def latency_case(
-    direct: Target, gateway: Target, *, stream: bool, requests: int, warmup: int, upstream_model: str, chunks: int
+    direct: Target,
+    gateways: list[Target],
+    *,
+    stream: bool,
+    requests: int,
+    warmup: int,
+    upstream_model: str,
+    chunks: int,
 ) -> None:
+    """Each round calls every target once, in one of every order in turn (with two targets: ABBA), so that none
+    always goes first."""
+
     def payload(model: str) -> bytes:
         return orjson.dumps({"model": model, "messages": QUESTION, "max_tokens": chunks, "stream": stream})
 
-    payloads = {direct.label: payload(upstream_model), gateway.label: payload(DEPLOYMENT)}
+    models = {direct.label: upstream_model} | {g.label: DEPLOYMENT for g in gateways}
+    payloads = {label: payload(model) for label, model in models.items()}
+    orders = list(itertools.permutations([direct, *gateways]))
     for i in range(warmup + requests):
-        pair = (direct, gateway) if i % 2 == 0 else (gateway, direct)  # ABBA: neither always goes first
-        for target in pair:
+        for target in orders[i % len(orders)]:
             elapsed, body, overhead = await call(target, payloads[target.label])
             if i == warmup - 1 or (warmup == 0 and i == 0):
-                model = DEPLOYMENT if target is gateway else upstream_model
-                check_answer(target.label, body, stream, model, chunks)
+                check_answer(target.label, body, stream, models[target.label], chunks)
             if i >= warmup:
                 target.seconds.append(elapsed)
                 if overhead is not None:
@@ -322,11 +348,11 @@ def machine_busy_seconds() -> float:
     return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
-async def wait_metered(db: Database, expected: int, timeout: float = 120) -> float:
+async def wait_metered(db: Database, admin: Principal, expected: int, timeout: float = 120) -> float:
     """Seconds until the database holds ``expected`` usage records for the deployment."""
     started = time.perf_counter()
     while True:
-        summary = await asyncio.to_thread(usage.usage_summary, db=db)
+        summary = await asyncio.to_thread(usage.usage_summary, db=db, actor=admin)
         if sum(s.requests for s in summary if s.deployment == DEPLOYMENT) >= expected:
             return time.perf_counter() - started
         if time.perf_counter() - started > timeout:
@@ -386,17 +412,19 @@ def ms(seconds: float) -> str:
 
 
 def print_latency_table(rows: list[tuple[str, Target, Target]]) -> None:
+    """One row per case and key kind; ``rows`` holds (case, direct, gateway), the gateway target labelled by its
+    key kind."""
     print()
     print(
-        f"{'case':<22} {'n':>5}  {'direct p50':>10} {'direct p99':>10}  {'gateway p50':>11} {'gateway p99':>11}"
-        f"  {'added p50':>9} {'added p99':>9}  {'x-cove-overhead-ms p50':>22}"
+        f"{'case':<20} {'key':<22} {'n':>5}  {'direct p50':>10} {'direct p99':>10}  {'gateway p50':>11}"
+        f" {'gateway p99':>11}  {'added p50':>9} {'added p99':>9}  {'x-cove-overhead-ms p50':>22}"
     )
     for case, direct, gateway in rows:
         d, g = sorted(direct.seconds), sorted(gateway.seconds)
         d50, d99, g50, g99 = percentile(d, 0.5), percentile(d, 0.99), percentile(g, 0.5), percentile(g, 0.99)
         header = f"{statistics.median(gateway.overhead_ms):.3f}" if gateway.overhead_ms else "-"
         print(
-            f"{case:<22} {len(d):>5}  {ms(d50):>10} {ms(d99):>10}  {ms(g50):>11} {ms(g99):>11}"
+            f"{case:<20} {gateway.label:<22} {len(d):>5}  {ms(d50):>10} {ms(d99):>10}  {ms(g50):>11} {ms(g99):>11}"
             f"  {ms(g50 - d50):>9} {ms(g99 - d99):>9}  {header:>22}"
         )
     print("(milliseconds; added = gateway − direct at the same percentile)")
@@ -425,32 +453,43 @@ def print_throughput(results: list[Throughput], concurrency: int) -> None:
 
 
 async def measure(
-    args: argparse.Namespace, db: Database, endpoint: str, key: str, server: CoveServer, replica_pid: int
+    args: argparse.Namespace,
+    db: Database,
+    admin: Principal,
+    endpoint: str,
+    secrets: dict[str, str],
+    server: CoveServer,
+    replica_pid: int,
 ) -> int:
     """Runs every case and returns how many requests went through the gateway."""
     gateway_url = server.settings.gateway_url + "/v1/chat/completions"
     json_headers = {"content-type": "application/json"}
-    auth_headers = {**json_headers, "authorization": f"Bearer {key}"}
+    auth = {kind: {**json_headers, "authorization": f"Bearer {secret}"} for kind, secret in secrets.items()}
     upstream_model = DEPLOYMENT  # custom images serve --model {name}
     sent = 0
     rows = []
     for case, stream in (("chat, non-streaming", False), ("chat, streaming", True)):
-        async with client(1) as s_direct, client(1) as s_gateway:
+        async with contextlib.AsyncExitStack() as stack:
+            s_direct = await stack.enter_async_context(client(1))
             direct = Target("direct", endpoint + "/v1/chat/completions", json_headers, s_direct)
-            gateway = Target("gateway", gateway_url, auth_headers, s_gateway)
+            gateways = [
+                Target(kind, gateway_url, headers, await stack.enter_async_context(client(1)))
+                for kind, headers in auth.items()
+            ]
             started = time.perf_counter()
             await latency_case(
                 direct,
-                gateway,
+                gateways,
                 stream=stream,
                 requests=args.requests,
                 warmup=args.warmup,
                 upstream_model=upstream_model,
                 chunks=args.chunks,
             )
-            sent += args.requests + args.warmup
-            print(f"{case}: {2 * (args.requests + args.warmup)} requests in {time.perf_counter() - started:.1f} s")
-            rows.append((case, direct, gateway))
+            per_target = args.requests + args.warmup
+            sent += len(gateways) * per_target
+            print(f"{case}: {(1 + len(gateways)) * per_target} requests in {time.perf_counter() - started:.1f} s")
+            rows += [(case, direct, gateway) for gateway in gateways]
     print_latency_table(rows)
 
     procs = {
@@ -458,14 +497,14 @@ async def measure(
         "runtime": psutil.Process(replica_pid),
         "client": psutil.Process(),
     }
-    await wait_metered(db, sent)  # the latency cases' usage writes must not land in the throughput CPU
+    await wait_metered(db, admin, sent)  # the latency cases' usage writes must not land in the throughput CPU
 
     async def settle(sent_now: int) -> float:
-        return await wait_metered(db, sent + sent_now)
+        return await wait_metered(db, admin, sent + sent_now)
 
     results = []
     for label, url, headers, model in (
-        ("gateway", gateway_url, auth_headers, DEPLOYMENT),
+        ("gateway", gateway_url, auth[ADMIN_KEY], DEPLOYMENT),
         ("direct", endpoint + "/v1/chat/completions", json_headers, upstream_model),
     ):
         payload = orjson.dumps({"model": model, "messages": QUESTION, "max_tokens": args.chunks})
@@ -512,23 +551,24 @@ def main() -> None:
     with cove_home(args.keep, "cove-bench-overhead-") as home:
         settings = bench_settings(home)
         db = open_studio(settings)
-        key = set_up(db, settings, args.chunks)
+        admin = users.first_admin(db=db)
+        secrets = set_up(db, settings, admin, args.chunks)
         server = CoveServer(settings, cprofile=args.cprofile.resolve() if args.cprofile else None)
         leftovers: list[str] = []
         try:
             started = time.perf_counter()
             server.start()
-            dep = wait_ready(db, DEPLOYMENT, 120, server.log_path)
+            dep = wait_ready(db, admin, DEPLOYMENT, 120, server.log_path)
             print(f"cove server pid {server.pid} on {settings.gateway_url}; replica at {dep.endpoints[0]} ready")
             load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
             print(
                 f"  ({time.perf_counter() - started:.1f} s after start; Python {sys.version.split()[0]}; "
                 f"{os.cpu_count()} CPUs; load average {load})"
             )
-            sent = asyncio.run(measure(args, db, dep.endpoints[0], key, server, replica_pid_of(server)))
+            sent = asyncio.run(measure(args, db, admin, dep.endpoints[0], secrets, server, replica_pid_of(server)))
         finally:
             leftovers = server.stop()
-        summary = usage.usage_summary(db=db)
+        summary = usage.usage_summary(db=db, actor=admin)
         metered = sum(s.requests for s in summary if s.deployment == DEPLOYMENT)
         print(f"\nusage metered: {metered} records for {sent} requests sent through the gateway")
         db.dispose()

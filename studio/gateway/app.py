@@ -184,7 +184,7 @@ class Gateway:
         for key_id, calls in list(self.up.streams.items()):
             identity = alive.get(key_id)
             if identity is None:
-                reason = "the API key was revoked (or its owner removed)"
+                reason = "the API key was revoked, or its owner disabled or removed"
             elif identity.expires_at is not None and identity.expires_at <= now:
                 reason = f"API key {identity.name!r} expired"
             else:
@@ -231,7 +231,9 @@ class Gateway:
             elif len(self._unknown_keys) < MAX_REMEMBERED_MISSES:
                 self._unknown_keys.add(digest)
         if identity is None:
-            raise _Reject(401, "invalid API key: it is unknown or was revoked", code="invalid_api_key")
+            raise _Reject(
+                401, "invalid API key: it is unknown or was revoked, or its owner is disabled", code="invalid_api_key"
+            )
         if identity.expires_at is not None and identity.expires_at <= utcnow():
             raise _Reject(
                 401,
@@ -252,9 +254,15 @@ class Gateway:
                 self.keys[digest], identity = fresh, fresh
         refusal = identity.refusal(name)
         if refusal is not None:
-            raise _Reject(403, f"{refusal}: it may not call {name!r}", type="permission_error", code="key_scope")
+            raise _Reject(403, refusal, type="permission_error", code="key_scope")
 
-    async def _route(self, name: str) -> Route:
+    @staticmethod
+    def _may_call(identity: KeyIdentity | None, name: str) -> bool:
+        return identity is None or identity.refusal(name) is None
+
+    async def _route(self, name: str, identity: KeyIdentity | None) -> Route:
+        """The route to ``name``; else 503 when it exists without a ready replica (403 first, for a key that may not
+        call it) or 404, whose list of ready models names only those the key may call."""
         route = self.table.routes.get(name)
         if route is None:  # maybe it became ready since the last refresh
             if name in self._route_misses:
@@ -266,6 +274,7 @@ class Gateway:
             if route is not None:
                 self.table.routes[name] = route
             elif exists:
+                await self._authorize(identity, name)  # "retry shortly" would be false for a key refused it
                 raise _Reject(
                     503,
                     f"deployment {name!r} has no ready replica yet; retry shortly (see `cove deploy list`)",
@@ -273,7 +282,7 @@ class Gateway:
                     code="no_ready_replica",
                 )
             else:
-                ready = ", ".join(sorted(self.table.routes)) or "none"
+                ready = ", ".join(n for n in sorted(self.table.routes) if self._may_call(identity, n)) or "none"
                 raise _Reject(404, f"the model {name!r} does not exist; ready models: {ready}", code="model_not_found")
         return route
 
@@ -305,7 +314,7 @@ class Gateway:
             if problem:
                 raise _Reject(400, problem)
             name = body["model"]
-            route = await self._route(name)
+            route = await self._route(name, identity)
             await self._authorize(identity, name)
         except _Reject as reject:
             if reject.status != 499:
@@ -344,7 +353,7 @@ class Gateway:
         data = [
             {"id": r.name, "object": "model", "created": r.created, "owned_by": "cove"}
             for r in sorted(self.table.routes.values(), key=lambda r: r.name)
-            if identity is None or identity.refusal(r.name) is None  # only what this key may call
+            if self._may_call(identity, r.name)  # only what this key may call
         ]
         await respond(send, 200, orjson.dumps({"object": "list", "data": data}))
 

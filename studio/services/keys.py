@@ -44,7 +44,8 @@ class KeyIdentity:
         if self.reach is None or deployment in self.reach:
             return None
         if self.scope is not None and deployment not in self.scope:
-            return f"API key {self.name!r} is limited to the deployments {', '.join(sorted(self.scope))}"
+            limited = ", ".join(sorted(self.scope))
+            return f"API key {self.name!r} is limited to the deployments {limited}: it may not call {deployment!r}"
         return f"API key {self.name!r} belongs to {self.owner!r}, who may not use deployment {deployment!r}"
 
 

@@ -3,10 +3,12 @@
 Chat answers "hello from PORT" (so tests can tell replicas apart), in words streamed as SSE with usage on the
 last chunk when asked, and (like `transformers serve`) without a trailing ``data: [DONE]``. ``--no-usage`` plays
 a runtime that reports no usage; a request whose last message is "fail" gets a 500 with a plain-text body;
-"bad" gets a 400 with a FastAPI-style ``{"detail": …}`` body.
+"bad" gets a 400 with a FastAPI-style ``{"detail": …}`` body; a stream asked for with "stall" sends its first word
+and then nothing more until the client hangs up (a runtime stuck mid-answer).
 """
 
 import argparse
+import contextlib
 import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -68,7 +70,17 @@ class Handler(BaseHTTPRequestHandler):
             if i == len(WORDS) - 1 and not args.no_usage and (request.get("stream_options") or {}).get("include_usage"):
                 chunk["usage"] = usage
             self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+            if last == "stall":
+                self._wait_for_hang_up()
+                return
         self._chunk(b"")
+
+    def _wait_for_hang_up(self) -> None:
+        """Block until the client closes the connection (it sends nothing more while it waits for the answer)."""
+        with contextlib.suppress(ConnectionError):
+            while self.connection.recv(1024):
+                pass
+        self.close_connection = True
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

@@ -5,26 +5,30 @@ client can meet. Replicas are fake runtimes supervised by the real controller; w
 from __future__ import annotations
 
 import collections
+import json
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from sqlmodel import select
 
 from studio.backends.local import LocalBackend
 from studio.controller import Controller
-from studio.db import Database
-from studio.models import ApiKeyCreate, Observed
-from studio.services import deployments, keys, usage
+from studio.db import Database, utcnow
+from studio.models import ApiKey, ApiKeyCreate, DeploymentCreate, Observed
+from studio.services import deployments, keys, usage, users
 from studio.settings import Settings
-from studio.values import Status
+from studio.values import Principal, Resources, Status
 from tests.conftest import free_port, make_settings
 from tests.fakes import FAKES
 from tests.integration.conftest import GatewayServer, add_fake_image, answers, deploy, status_of, wait_until
-from tests.people import ADMIN
+from tests.people import ADMIN, member
 
 
 @pytest.fixture
@@ -313,3 +317,217 @@ def test_oversized_body_is_413(chat: str, gateway: GatewayServer, key: str, sett
         gateway.url + "/v1/chat/completions", content=huge, headers={"Authorization": f"Bearer {key}"}
     )
     assert response.status_code == 413
+
+
+# ------------------------------------------------------------------------------------------------ who may call what
+# Each of these plays the controller: deployments owned by different people are Ready at one scripted runtime started
+# directly (it answers for any model name), so what is tested is only whose key may call which.
+
+
+def ready_at(
+    db: Database, replica: str, name: str, model: str, *, actor: Principal = ADMIN, group: str | None = None
+) -> None:
+    """Deployment ``name``, owned by ``actor`` and shared with ``group``, Ready at ``replica``."""
+    deployments.create_deployment(
+        actor=actor,
+        db=db,
+        data=DeploymentCreate(
+            name=name,
+            model=model,
+            image=add_fake_image(db, "scripted_runtime.py"),
+            group=group,
+            resources=Resources(cpu=0.5, memory_mib=256),
+        ),
+    )
+    play_ready(db, name, [replica])
+
+
+def chat_with(gateway: GatewayServer, key: str, model: str, content: str = "hi") -> httpx.Response:
+    return httpx.post(
+        gateway.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": model, "messages": [{"role": "user", "content": content}]},
+    )
+
+
+def models_of(gateway: GatewayServer, key: str) -> list[str]:
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0) as c:
+        return [m.id for m in c.models.list()]
+
+
+def key_row(db: Database, name: str) -> ApiKey:
+    with db.session() as session:
+        return session.exec(select(ApiKey).where(ApiKey.name == name)).one()
+
+
+def set_expiry(db: Database, name: str, when: datetime) -> None:
+    """What the passing of time does to a key: here at once, by writing its row (keys cannot be edited)."""
+    with db.session() as session:
+        row = session.exec(select(ApiKey).where(ApiKey.name == name)).one()
+        row.expires_at = when
+        session.add(row)
+        session.commit()
+
+
+def scope_refusal(message: str) -> dict[str, object]:
+    return {"error": {"message": message, "type": "permission_error", "param": None, "code": "key_scope"}}
+
+
+@pytest.mark.runtime
+def test_key_limited_to_a_deployment_calls_only_it_and_lists_only_it(
+    db: Database, stub_model: str, gateway: GatewayServer, live_replica: str, key: str
+) -> None:
+    for name in ("a", "b"):
+        ready_at(db, live_replica, name, stub_model)
+    only_a = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="only-a", deployments=["a"])).key
+    answer = chat_with(gateway, only_a, "a")
+    assert answer.status_code == 200
+    assert answer.json()["model"] == "a"
+    refused = chat_with(gateway, only_a, "b")
+    assert refused.status_code == 403
+    assert refused.json() == scope_refusal("API key 'only-a' is limited to the deployments a: it may not call 'b'")
+    with (
+        openai.OpenAI(base_url=gateway.url + "/v1", api_key=only_a, max_retries=0) as c,
+        pytest.raises(openai.PermissionDeniedError, match="limited to the deployments a"),
+    ):
+        c.chat.completions.create(model="b", messages=[{"role": "user", "content": "hi"}])
+    assert models_of(gateway, only_a) == ["a"]
+    assert models_of(gateway, key) == ["a", "b"]  # the admin's unlimited key, beside it
+
+
+@pytest.mark.runtime
+def test_members_key_reaches_their_own_and_their_groups_deployments(
+    db: Database, stub_model: str, gateway: GatewayServer, live_replica: str
+) -> None:
+    ana = member(db, "ana", "team")
+    ready_at(db, live_replica, "mine", stub_model, actor=ana)
+    ready_at(db, live_replica, "shared", stub_model, group="team")  # the admin's, shared with ana's group
+    ready_at(db, live_replica, "private", stub_model)  # the admin's alone
+    anas = keys.create_key(actor=ana, db=db, data=ApiKeyCreate(name="ana-app")).key
+    assert [chat_with(gateway, anas, name).status_code for name in ("mine", "shared")] == [200, 200]
+    refused = chat_with(gateway, anas, "private")
+    assert refused.status_code == 403
+    assert refused.json() == scope_refusal("API key 'ana-app' belongs to 'ana', who may not use deployment 'private'")
+    assert models_of(gateway, anas) == ["mine", "shared"]
+    # errors name no deployment beyond those the key may call, and do not ask it to retry what it may not call
+    unknown = chat_with(gateway, anas, "nope")
+    assert (unknown.status_code, unknown.json()["error"]["message"]) == (
+        404,
+        "the model 'nope' does not exist; ready models: mine, shared",
+    )
+    deploy(db, "cold", stub_model, add_fake_image(db, "scripted_runtime.py"), replicas=0)  # the admin's, not ready
+    assert chat_with(gateway, anas, "cold").json() == scope_refusal(
+        "API key 'ana-app' belongs to 'ana', who may not use deployment 'cold'"
+    )
+
+
+@pytest.mark.runtime
+def test_expired_key_is_refused_as_expired(
+    db: Database, stub_model: str, gateway: GatewayServer, live_replica: str
+) -> None:
+    ready_at(db, live_replica, "a", stub_model)
+    brief = keys.create_key(
+        actor=ADMIN, db=db, data=ApiKeyCreate(name="brief", expires_at=utcnow() + timedelta(hours=1))
+    ).key
+    assert chat_with(gateway, brief, "a").status_code == 200
+    lapsed = utcnow() - timedelta(minutes=1)
+    set_expiry(db, "brief", lapsed)
+    refused = wait_until(
+        lambda: (r := chat_with(gateway, brief, "a")).status_code != 200 and r, timeout=5, what="the lapsed key refused"
+    )
+    assert refused.status_code == 401
+    expired = {
+        "error": {
+            "message": f"API key 'brief' expired at {lapsed:%Y-%m-%d %H:%M} UTC: create a new one",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "expired_api_key",
+        }
+    }
+    assert refused.json() == expired
+    listed = httpx.get(gateway.url + "/v1/models", headers={"Authorization": f"Bearer {brief}"})
+    assert (listed.status_code, listed.json()) == (401, expired)
+
+
+@pytest.fixture
+def default_gateway(settings: Settings, db: Database) -> Iterator[GatewayServer]:
+    """The gateway re-reading keys and routes at Cove's default interval (the tests' settings use 0.2 s)."""
+    default = Settings.model_fields["routes_refresh_s"].default
+    with GatewayServer(settings.model_copy(update={"routes_refresh_s": default}), db) as server:
+        yield server
+
+
+STOPS: dict[str, Callable[[Database], None]] = {
+    "revoked": lambda db: keys.revoke_key(actor=ADMIN, db=db, name="ana-app"),
+    "expired": lambda db: set_expiry(db, "ana-app", utcnow() - timedelta(seconds=1)),
+    "owner disabled": lambda db: users.update_user(actor=ADMIN, db=db, name="ana", disabled=True),
+}
+
+
+@pytest.mark.parametrize(
+    ("stop", "reason"),
+    [
+        ("revoked", "the API key was revoked"),
+        ("expired", "API key 'ana-app' expired"),
+        ("owner disabled", "its owner disabled"),
+    ],
+)
+@pytest.mark.runtime
+def test_open_stream_ends_within_a_refresh_when_its_key_stops_working(
+    db: Database, stub_model: str, default_gateway: GatewayServer, live_replica: str, stop: str, reason: str
+) -> None:
+    ana = member(db, "ana")
+    ready_at(db, live_replica, "mine", stub_model, actor=ana)
+    anas = keys.create_key(
+        actor=ana, db=db, data=ApiKeyCreate(name="ana-app", expires_at=utcnow() + timedelta(hours=1))
+    ).key
+    request = {"model": "mine", "stream": True, "messages": [{"role": "user", "content": "stall"}]}
+    with httpx.stream(
+        "POST",
+        default_gateway.url + "/v1/chat/completions",
+        json=request,
+        headers={"Authorization": f"Bearer {anas}"},
+        timeout=10,  # the runtime never ends this stream: only the gateway can
+    ) as response:
+        lines = (line for line in response.iter_lines() if line)
+        first = json.loads(next(lines).removeprefix("data: "))
+        assert first["choices"][0]["delta"]["content"] == "hello"  # the stream is open; the runtime says no more
+        STOPS[stop](db)
+        stopped = time.perf_counter()
+        rest = list(lines)
+        ended_after = time.perf_counter() - stopped
+    assert ended_after < 2, f"the stream ended {ended_after:.2f} s after the key was {stop}"
+    assert not any("[DONE]" in line for line in rest)
+    (event,) = (json.loads(line.removeprefix("data: ")) for line in rest)
+    assert reason in event["error"]["message"]
+    assert (event["error"]["type"], event["error"]["code"]) == ("invalid_request_error", 401)
+    (record,) = wait_until(lambda: usage.usage_records(db=db, deployment="mine"), timeout=10, what="its usage record")
+    assert (record.api_key_id, record.stream, record.status_code) == (key_row(db, "ana-app").id, True, 401)
+
+
+@pytest.mark.runtime
+def test_disabled_users_key_stops_working_within_a_refresh(
+    db: Database, stub_model: str, default_gateway: GatewayServer, live_replica: str
+) -> None:
+    ana = member(db, "ana")
+    ready_at(db, live_replica, "mine", stub_model, actor=ana)
+    anas = keys.create_key(actor=ana, db=db, data=ApiKeyCreate(name="ana-app")).key
+    assert chat_with(default_gateway, anas, "mine").status_code == 200
+    users.update_user(actor=ADMIN, db=db, name="ana", disabled=True)
+    disabled = time.perf_counter()
+    refused = wait_until(
+        lambda: (r := chat_with(default_gateway, anas, "mine")).status_code != 200 and r,
+        timeout=5,
+        what="the disabled user's key refused",
+    )
+    refused_after = time.perf_counter() - disabled
+    assert refused_after < 2, f"the key still worked {refused_after:.2f} s after its owner was disabled"
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "invalid_api_key"
+    assert "its owner is disabled" in refused.json()["error"]["message"]
+    users.update_user(actor=ADMIN, db=db, name="ana", disabled=False)
+    wait_until(
+        lambda: chat_with(default_gateway, anas, "mine").status_code == 200,
+        timeout=5,
+        what="the key to work again once its owner is enabled",
+    )

@@ -188,7 +188,9 @@ def test_a_key_is_scoped_only_to_deployments_its_owner_may_use_and_cannot_be_bor
     identity = keys.find_key(db=db, key_hash=keys.hash_key(scoped.key))
     assert identity is not None
     assert (identity.owner, identity.scope, identity.reach) == ("ana", {"ana-chat"}, {"ana-chat"})
-    assert identity.refusal("bo-chat") == "API key 'one' is limited to the deployments ana-chat"
+    assert (
+        identity.refusal("bo-chat") == "API key 'one' is limited to the deployments ana-chat: it may not call 'bo-chat'"
+    )
 
     with pytest.raises(Forbidden, match="deployment 'bo-chat' is not yours: owned by bo"):
         keys.create_key(db=db, actor=ana, data=ApiKeyCreate(name="two", deployments=["bo-chat"]))
