@@ -56,6 +56,8 @@ def hash_key(secret: str) -> str:
 
 def create_key(*, db: Database, actor: Principal, data: ApiKeyCreate) -> ApiKeyCreated:
     """A new key of ``actor``'s; the deployments it is limited to must be theirs to use."""
+    if data.expires_at is not None and data.expires_at.tzinfo is None:
+        raise InvalidSpec("the key's expiry has no time zone", hint="give it in UTC, e.g. 2027-01-31T00:00:00Z")
     if data.expires_at is not None and data.expires_at <= utcnow():
         raise InvalidSpec(f"the key would expire at {data.expires_at:%Y-%m-%d %H:%M} UTC, which has passed")
     if data.deployments is not None and not data.deployments:

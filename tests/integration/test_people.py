@@ -4,7 +4,7 @@ logins. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -194,6 +194,8 @@ def test_a_key_is_scoped_only_to_deployments_its_owner_may_use_and_cannot_be_bor
 
     with pytest.raises(Forbidden, match="deployment 'bo-chat' is not yours: owned by bo"):
         keys.create_key(db=db, actor=ana, data=ApiKeyCreate(name="two", deployments=["bo-chat"]))
+    with pytest.raises(InvalidSpec, match="has no time zone"):
+        keys.create_key(db=db, actor=ana, data=ApiKeyCreate(name="naive", expires_at=datetime(2099, 1, 1)))
     with pytest.raises(InvalidSpec, match="which has passed"):
         keys.create_key(db=db, actor=ana, data=ApiKeyCreate(name="old", expires_at=utcnow() - timedelta(hours=1)))
 
