@@ -72,21 +72,29 @@ def test_unreachable_database_says_so() -> None:
     assert "COVE_DATABASE_URL" in caught.value.hint
 
 
+STAMP = "2026-01-01 00:00:00"
+
+
+def insert_model_with_a_version(conn: sa.Connection) -> None:
+    """Model 'm' with version 1, written as the earliest revisions stored them (raw SQL: no table classes)."""
+    conn.execute(sa.text("INSERT INTO models (name, description, created_at) VALUES ('m', '', :t)"), {"t": STAMP})
+    conn.execute(
+        sa.text(
+            "INSERT INTO model_versions (model_id, version, source_kind, source, path, size_bytes, architecture,"
+            " model_type, created_at) VALUES (1, 1, 'local', '/m', '/m', 0, '', '', :t)"
+        ),
+        {"t": STAMP},
+    )
+
+
 def test_resources_and_autoscaling_kept_as_columns_become_values_and_back(empty_database_url: str) -> None:
     """0005 folds a deployment's and a notebook's resource columns (and a deployment's autoscaling bounds) into one
     value each, row by row; downgrading unfolds them again."""
     engine = make_engine(empty_database_url)
     migrate(engine, "0004")
-    stamp = {"t": "2026-01-01 00:00:00"}
+    stamp = {"t": STAMP}
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO models (name, description, created_at) VALUES ('m', '', :t)"), stamp)
-        conn.execute(
-            sa.text(
-                "INSERT INTO model_versions (model_id, version, source_kind, source, path, size_bytes, architecture,"
-                " model_type, created_at) VALUES (1, 1, 'local', '/m', '/m', 0, '', '', :t)"
-            ),
-            stamp,
-        )
+        insert_model_with_a_version(conn)
         conn.execute(
             sa.text(
                 "INSERT INTO images (name, version, runtime, ref, health_path, builtin, description, created_at,"
@@ -156,16 +164,9 @@ def test_existing_objects_become_the_first_admins_and_nothing_is_lost(empty_data
     and on SQLite the tables it copies keep the rows that refer to them (a model's versions, a key's usage)."""
     engine = make_engine(empty_database_url)
     migrate(engine, "0005")
-    stamp = {"t": "2026-01-01 00:00:00"}
+    stamp = {"t": STAMP}
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO models (name, description, created_at) VALUES ('m', '', :t)"), stamp)
-        conn.execute(
-            sa.text(
-                "INSERT INTO model_versions (model_id, version, source_kind, source, path, size_bytes, architecture,"
-                " model_type, created_at) VALUES (1, 1, 'local', '/m', '/m', 0, '', '', :t)"
-            ),
-            stamp,
-        )
+        insert_model_with_a_version(conn)
         conn.execute(
             sa.text("INSERT INTO api_keys (name, prefix, key_hash, created_at) VALUES ('app', 'cove-x', 'h', :t)"),
             stamp,
