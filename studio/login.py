@@ -182,7 +182,8 @@ class Login:
         groups = claims.get(self.settings.oidc_groups_claim) or []
         groups = [user_name(str(g)) for g in (groups if isinstance(groups, list) else [groups])]
         try:
-            who = users.sync_provider_user(
+            who = await run_in_threadpool(
+                users.sync_provider_user,
                 db=self.db,
                 name=user_name(raw),
                 groups=groups,
