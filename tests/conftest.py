@@ -4,6 +4,7 @@ model built once per session."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import glob
 import os
@@ -52,16 +53,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports: each held until all are chosen (one at a time, the system may hand the same
+    port out twice, and the hub then finds its proxy on its own port)."""
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+PORTS = ("port", "ui_port", "playground_port", "hub_port", "hub_api_port", "hub_proxy_api_port")
+
+
 def make_settings(home: Path, **overrides: object) -> Settings:
-    """Settings for tests: fast loops, a private home, a free gateway port."""
+    """Settings for tests: fast loops, a private home, free ports (all different)."""
     values: dict[str, object] = {
         "home": home,
-        "port": free_port(),
-        "ui_port": free_port(),
-        "playground_port": free_port(),
-        "hub_port": free_port(),
-        "hub_api_port": free_port(),
-        "hub_proxy_api_port": free_port(),
+        **dict(zip(PORTS, free_ports(len(PORTS)), strict=True)),
         "controller_interval_s": 0.2,
         "routes_refresh_s": 0.2,
         "usage_flush_s": 0.2,
