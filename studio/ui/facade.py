@@ -16,7 +16,7 @@ from typing import Any
 
 import streamlit as st
 
-from studio import machine, sessions
+from studio import access, machine, sessions
 from studio.backends.base import WorkloadSpec
 from studio.bootstrap import open_studio
 from studio.db import Database, utcnow
@@ -234,7 +234,9 @@ class Studio:
     # ---------------------------------------------------------------------------------------------- notebooks
 
     def notebook_servers(self) -> list[Server]:
-        return HubClient(self.settings).servers()
+        """Every notebook server for an admin; a member's own."""
+        found = HubClient(self.settings).servers()
+        return found if self.actor.is_admin else [s for s in found if s.user == self.actor.name]
 
     def notebook_claims(self) -> list[NotebookPublic]:
         return notebooks.list_notebooks(db=self.db, actor=self.actor)
@@ -246,10 +248,17 @@ class Studio:
         return profiles_for([(u.pool, u.free) for u in usage], groups)
 
     def start_notebook(self, user: str, profile: str) -> None:
+        self._own_notebook(user, "start")
         HubClient(self.settings).start(user, profile)
 
     def stop_notebook(self, user: str) -> None:
+        self._own_notebook(user, "stop")
         HubClient(self.settings).stop(user)
+
+    def _own_notebook(self, user: str, doing: str) -> None:
+        """The studio calls the hub with its own token, so it checks here who may act on whose server."""
+        if user != self.actor.name:
+            access.check_admin(self.actor, doing=f"{doing} another person's notebook server")
 
     # ------------------------------------------------------------------------------------------ keys, usage
 

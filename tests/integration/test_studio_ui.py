@@ -12,13 +12,15 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from studio.db import Database
+from studio.errors import Forbidden
+from studio.logs import LogReader
 from studio.models import ImageCreate, Pool
 from studio.services import clusters, deployments, images, keys, models, usage
 from studio.settings import Settings
 from studio.ui import facade
 from studio.values import BuildStatus, Resources, Sharing
 from tests.integration.conftest import cove_env, deploy, write_stub_model
-from tests.people import ADMIN
+from tests.people import ADMIN, member
 
 APP = Path(__file__).resolve().parents[2] / "studio" / "ui" / "app.py"
 
@@ -471,3 +473,13 @@ def test_tokens_per_key_per_day(ui: AppTest, db: Database) -> None:
         15,
     )
     assert len(at.get("vega_lite_chart")) == 1
+
+
+def test_a_member_starts_and_stops_only_their_own_notebook_server(settings: Settings, db: Database) -> None:
+    """The studio reaches the hub with its own token, so it is the studio that refuses (before any call to the hub)."""
+    ana = member(db, "ana")
+    studio = facade.Studio(facade.Shared(settings, db, LogReader(settings=settings, db=db)), ana)
+    with pytest.raises(Forbidden, match="only an admin may start another person's notebook server"):
+        studio.start_notebook("bo", "lab-cpu-1")
+    with pytest.raises(Forbidden, match="only an admin may stop another person's notebook server"):
+        studio.stop_notebook("bo")

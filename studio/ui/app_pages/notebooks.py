@@ -9,7 +9,10 @@ from studio.values import Resources
 
 studio = current()
 st.title("Notebooks")
-st.caption(f"Users log in at {studio.settings.hub_url} and pick a profile; this page is the administrators' view.")
+st.caption(
+    f"People log in at {studio.settings.hub_url} and pick a profile. Here an admin sees and starts everyone's servers;"
+    " a member their own."
+)
 
 
 def _gpu(r: Resources) -> str:
@@ -48,7 +51,7 @@ else:
 left, right = st.columns(2)
 with left, st.form("start-notebook"):
     st.subheader("Start a server")
-    user = st.text_input("User", key="notebook-user")
+    user = st.text_input("User", value=studio.actor.name, key="notebook-user", disabled=not studio.actor.is_admin)
     profiles = {p.slug: p for p in studio.notebook_profiles()}
     profile = st.selectbox(
         "Profile",
