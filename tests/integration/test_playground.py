@@ -322,6 +322,7 @@ def test_a_revoked_playground_key_is_replaced_on_the_next_chat(world: World, tea
     wait_until(lambda: (new.name, "alpha") in metered(world.db, "ana"), what="the usage under the new key")
 
 
+@pytest.mark.runtime  # its fixtures start the gateway, model servers and a playground
 def test_the_page_says_who_is_logged_in_and_how_to_log_out(world: World, team: Team) -> None:
     keyring = Keyring(base=PlaygroundClient(gateway_url=world.settings.gateway_url), make_key=studio_keys(world.db))
     on = CoveVisitors(settings=world.settings.model_copy(update={"login": True}), db=world.db, keyring=keyring)
