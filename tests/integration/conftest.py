@@ -31,7 +31,7 @@ from studio.gateway.app import Gateway
 from studio.models import DeploymentCreate, ImageCreate, ModelCreate
 from studio.services import deployments, images, models
 from studio.settings import Settings
-from studio.values import Resources
+from studio.values import Principal, Resources
 from tests.conftest import copy_sqlite_template
 from tests.fakes import FAKES
 from tests.people import ADMIN
@@ -116,11 +116,19 @@ def add_fake_image(db: Database, script: str, *args: str) -> str:
 
 
 def deploy(
-    db: Database, name: str, model: str, image: str | None = None, replicas: int = 1, group: str | None = None
+    db: Database,
+    name: str,
+    model: str,
+    image: str | None = None,
+    replicas: int = 1,
+    group: str | None = None,
+    *,
+    actor: Principal = ADMIN,
 ) -> None:
-    """The admin deploys ``model`` as ``name`` (shared with ``group``, whose members may then use it)."""
+    """``actor`` (the admin, unless told) deploys ``model`` as ``name`` (shared with ``group``, whose members may
+    then use it)."""
     deployments.create_deployment(
-        actor=ADMIN,
+        actor=actor,
         db=db,
         data=DeploymentCreate(
             name=name,
@@ -130,6 +138,13 @@ def deploy(
             group=group,
             resources=Resources(cpu=0.5, memory_mib=256),
         ),
+    )
+
+
+def register_demo(db: Database, settings: Settings, folder: Path) -> None:
+    """The demo model (built once per session in ``folder``) in the catalog as ``cove up`` registers it: the admin's."""
+    models.register_built(
+        actor=ADMIN, db=db, name="demo-chat", folder=folder, repo_id="cove/demo-chat", cache_dir=settings.models_dir
     )
 
 

@@ -25,6 +25,7 @@ from tests.integration.conftest import (
     answers,
     cove_env,
     deploy,
+    register_demo,
     status_of,
     wait_until,
     write_stub_model,
@@ -89,14 +90,7 @@ def test_deploy_from_the_studio_then_chat_in_the_playground(
     settings: Settings, demo_folder: Path, browser_page: Page
 ) -> None:
     db = open_studio(settings)
-    models.register_built(
-        actor=ADMIN,
-        db=db,
-        name="demo-chat",
-        folder=demo_folder,
-        repo_id="cove/demo-chat",
-        cache_dir=settings.models_dir,
-    )
+    register_demo(db, settings, demo_folder)
     db.dispose()
     page = browser_page
 

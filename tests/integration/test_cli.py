@@ -21,10 +21,17 @@ from studio.bootstrap import open_studio
 from studio.cli import cli
 from studio.demo import PAIRS
 from studio.modelstore import inspect_folder
-from studio.services import models, users
+from studio.services import users
 from studio.settings import Settings
-from tests.integration.conftest import CoveUp, answers, cove_env, runtime_pids, wait_until, write_stub_model
-from tests.people import ADMIN
+from tests.integration.conftest import (
+    CoveUp,
+    answers,
+    cove_env,
+    register_demo,
+    runtime_pids,
+    wait_until,
+    write_stub_model,
+)
 
 SERVICES = ("server", "ui", "playground", "hub")  # the parts of `cove up`, each with COVE_HOME/logs/<part>.log
 HUB_LINE = re.compile(r"^\[[DIWEC] |/hub/health", re.MULTILINE)  # JupyterHub's and its proxy's own log lines
@@ -42,14 +49,7 @@ def run(settings: Settings, *args: str) -> Result:
 @pytest.mark.hub
 def test_up_serves_the_demo_and_ctrl_c_stops_everything(settings: Settings, demo_folder: Path) -> None:
     db = open_studio(settings)  # the demo model is already built, as after a first start; up registers the rest
-    models.register_built(
-        actor=ADMIN,
-        db=db,
-        name="demo-chat",
-        folder=demo_folder,
-        repo_id="cove/demo-chat",
-        cache_dir=settings.models_dir,
-    )
+    register_demo(db, settings, demo_folder)
     db.dispose()
     with CoveUp(settings, COVE_DEMO="true") as up:
         key = re.search(r"demo API key\s+(\S+)", up.wait_for("demo API key")).group(1)  # type: ignore[union-attr]

@@ -29,6 +29,7 @@ from tests.integration.conftest import (
     add_fake_image,
     answers,
     deploy,
+    register_demo,
     runtime_pids,
     wait_until,
     write_stub_model,
@@ -70,14 +71,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo_folder: Path) -> Iterat
     home = tmp_path_factory.mktemp("engine") / "cove"
     settings = make_settings(home)
     db = open_studio(settings)
-    models.register_built(
-        actor=ADMIN,
-        db=db,
-        name="demo-chat",
-        folder=demo_folder,
-        repo_id="cove/demo-chat",
-        cache_dir=settings.models_dir,
-    )
+    register_demo(db, settings, demo_folder)
     key = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="tester")).key
     deployments.create_deployment(
         actor=ADMIN,

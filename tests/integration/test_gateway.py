@@ -21,10 +21,10 @@ from sqlmodel import select
 from studio.backends.local import LocalBackend
 from studio.controller import Controller
 from studio.db import Database, utcnow
-from studio.models import ApiKey, ApiKeyCreate, DeploymentCreate, Observed
+from studio.models import ApiKey, ApiKeyCreate, Observed
 from studio.services import deployments, keys, usage, users
 from studio.settings import Settings
-from studio.values import Principal, Resources, Status
+from studio.values import Principal, Status
 from tests.conftest import free_port, make_settings
 from tests.fakes import FAKES
 from tests.integration.conftest import GatewayServer, add_fake_image, answers, deploy, status_of, wait_until
@@ -328,17 +328,7 @@ def ready_at(
     db: Database, replica: str, name: str, model: str, *, actor: Principal = ADMIN, group: str | None = None
 ) -> None:
     """Deployment ``name``, owned by ``actor`` and shared with ``group``, Ready at ``replica``."""
-    deployments.create_deployment(
-        actor=actor,
-        db=db,
-        data=DeploymentCreate(
-            name=name,
-            model=model,
-            image=add_fake_image(db, "scripted_runtime.py"),
-            group=group,
-            resources=Resources(cpu=0.5, memory_mib=256),
-        ),
-    )
+    deploy(db, name, model, add_fake_image(db, "scripted_runtime.py"), group=group, actor=actor)
     play_ready(db, name, [replica])
 
 
