@@ -144,11 +144,12 @@ def test_deploy_from_the_studio_then_chat_in_the_playground(
         finally:
             db.dispose()
         open_studio_page(page, ui, "keys", "API keys & usage")
-        expect(page.get_by_test_id("stVegaLiteChart")).to_have_count(1)
+        # The chart's renderer is loaded on first use: on a busy machine that is seconds after the run settles.
+        expect(page.get_by_test_id("stVegaLiteChart")).to_have_count(1, timeout=30_000)
         snap(page, "keys-after-chat")
         open_studio_page(page, ui, "deployments", "Deployments")
         page.get_by_role("tab", name="Traffic").click()
-        expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()
+        expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible(timeout=30_000)
         snap(page, "deployments-traffic")
 
         assert up.interrupt() == 0
