@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from studio.errors import Forbidden
+from studio.errors import Forbidden, InvalidSpec
 from studio.values import Principal
 
 
@@ -52,3 +52,58 @@ def check_pool(actor: Principal, *, pool: str, groups: Iterable[str]) -> None:
             f"pool {pool!r} is for the groups {', '.join(allowed)}; {actor.name!r} is in none of them",
             hint="pick another pool, or ask an admin to add you to one of its groups",
         )
+
+
+# ------------------------------------------------------------------------------------------------ API scopes
+
+# What a personal access token may do through the API: ``NOUN:read`` or ``NOUN:write`` (which includes read), or
+# ``*`` for everything its owner may do. A key without scopes is for the gateway only.
+SCOPE_NOUNS = (
+    "models",
+    "images",
+    "pools",
+    "clusters",
+    "deployments",
+    "keys",
+    "usage",
+    "users",
+    "notebooks",
+    "events",
+)
+SCOPES = ("*", *(f"{noun}:{verb}" for noun in SCOPE_NOUNS for verb in ("read", "write")))
+
+
+def grants(scopes: Iterable[str] | None, needed: str) -> bool:
+    """Whether ``scopes`` (a token's; None: a gateway-only key) allow ``needed`` (``NOUN:read|write``)."""
+    if scopes is None:
+        return False
+    held = set(scopes)
+    noun, _, verb = needed.partition(":")
+    return "*" in held or needed in held or (verb == "read" and f"{noun}:write" in held)
+
+
+def check_scope(scopes: Iterable[str] | None, needed: str, *, token: str) -> None:
+    """Forbidden, naming the scope, unless the token ``token`` holds ``needed``."""
+    if not grants(scopes, needed):
+        if scopes is None:
+            raise Forbidden(
+                f"API key {token!r} is for the gateway only: it has no API scopes",
+                hint=f"create a token with the scope {needed!r} (cove token create NAME --scope {needed})",
+            )
+        held = ", ".join(sorted(scopes)) or "none"
+        raise Forbidden(
+            f"token {token!r} lacks the scope {needed!r} (it has: {held})",
+            hint=f"create a token with the scope {needed!r}",
+        )
+
+
+def check_scopes_known(scopes: Iterable[str]) -> list[str]:
+    """The scopes, sorted and unique; InvalidSpec naming any that Cove does not know."""
+    given = sorted(set(scopes))
+    unknown = [s for s in given if s not in SCOPES]
+    if unknown:
+        raise InvalidSpec(
+            f"unknown scope{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}",
+            hint="scopes are '*' or NOUN:read / NOUN:write with NOUN one of " + ", ".join(SCOPE_NOUNS),
+        )
+    return given

@@ -8,8 +8,10 @@ translated at the boundary with ``raise … from exc`` so the cause is kept.
     ├── Unauthorized        who asks is not known: no login, a wrong password  (401)
     ├── Forbidden           known, but not allowed: not theirs, not an admin   (403)
     ├── Conflict            it exists already, or is in use                    (409)
-    │   └── PortInUse       a port Cove must listen on is taken
-    ├── InvalidSpec         the request is malformed: names, numbers, a corrupt model folder (400/422)
+    │   ├── PortInUse       a port Cove must listen on is taken
+    │   └── Stale           changed since the caller read it (their ETag/generation is old)
+    ├── InvalidSpec         the request is malformed: names, numbers, a corrupt model folder (422)
+    │   └── TooLarge        the request's body is over the limit              (413)
     ├── QuotaExceeded       it does not fit the pool: says what is free        (409)
     ├── SourceUnavailable   a model source cannot be reached (offline Hub, missing file)
     ├── RuntimeUnavailable  the runtime cannot run on this backend (no GPU, not installed)
@@ -27,10 +29,11 @@ class CoveError(Exception):
 
     hint_default = ""
 
-    def __init__(self, message: str, *, hint: str = "") -> None:
+    def __init__(self, message: str, *, hint: str = "", fields: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint or self.hint_default
+        self.fields = fields or []  # each invalid field of a request: {"path": "spec.replicas", "message": "…"}
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
@@ -56,7 +59,20 @@ class PortInUse(Conflict):
     pass
 
 
+class Stale(Conflict):
+    """An update that names the generation it read (If-Match) when the object has moved on: ``generation`` is
+    the current one."""
+
+    def __init__(self, message: str, *, generation: int, hint: str = "") -> None:
+        super().__init__(message, hint=hint or "read it again, and make your change to what it is now")
+        self.generation = generation
+
+
 class InvalidSpec(CoveError):
+    pass
+
+
+class TooLarge(InvalidSpec):
     pass
 
 
@@ -80,10 +96,74 @@ class DatabaseError(CoveError):
     pass
 
 
+def invalid_fields(exc: ValidationError, *, prefix: tuple[str | int, ...] = ()) -> list[dict[str, str]]:
+    """Each invalid field of ``exc`` as ``{"path": "a.b.0", "message": "…"}``."""
+    return [
+        {
+            "path": ".".join(str(p) for p in (*prefix, *err["loc"])) or "value",
+            "message": err["msg"].removeprefix("Value error, "),
+        }
+        for err in exc.errors()
+    ]
+
+
 def explain(exc: ValidationError) -> str:
     """Invalid input in words: ``field: what is wrong``, several joined by '; ' (for the CLI and the UI)."""
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "value"
-        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
+    return "; ".join(f"{f['path']}: {f['message']}" for f in invalid_fields(exc))
+
+
+# ------------------------------------------------------------------------------------------------ on the wire
+
+# The HTTP status each error is answered with by the API; a subclass takes its nearest ancestor's.
+HTTP_STATUS: dict[type[CoveError], int] = {
+    NotFound: 404,
+    Unauthorized: 401,
+    Forbidden: 403,
+    Conflict: 409,
+    QuotaExceeded: 409,
+    InvalidSpec: 422,
+    TooLarge: 413,
+    SourceUnavailable: 502,
+    RuntimeUnavailable: 422,
+    BackendUnavailable: 503,
+    DatabaseError: 503,
+}
+
+
+def http_status(exc: CoveError) -> int:
+    return next((HTTP_STATUS[k] for k in type(exc).__mro__ if k in HTTP_STATUS), 400)
+
+
+def to_wire(exc: CoveError) -> dict[str, object]:
+    """The API's one error shape: ``{"error": {"type", "message", "next", "fields"?, "generation"?}}``."""
+    error: dict[str, object] = {"type": type(exc).__name__, "message": exc.message, "next": exc.hint}
+    if exc.fields:
+        error["fields"] = exc.fields
+    if isinstance(exc, Stale):
+        error["generation"] = exc.generation
+    return {"error": error}
+
+
+def _known() -> dict[str, type[CoveError]]:
+    found: dict[str, type[CoveError]] = {}
+    todo: list[type[CoveError]] = [CoveError]
+    while todo:
+        kind = todo.pop()
+        found[kind.__name__] = kind
+        todo.extend(kind.__subclasses__())
+    return found
+
+
+def from_wire(status: int, body: object) -> CoveError:
+    """The error an API answer carries, as the same class the server raised (a client sees the server's tree);
+    an answer not in Cove's shape (a proxy's page) becomes the class its status means."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        kind = next((k for k, v in HTTP_STATUS.items() if v == status), CoveError)
+        return kind(f"the Cove API answered HTTP {status}")
+    kind = _known().get(str(error.get("type")), CoveError)
+    message, hint = str(error.get("message", "")), str(error.get("next") or "")
+    fields = [dict(f) for f in error.get("fields") or [] if isinstance(f, dict)]
+    if kind is Stale:
+        return Stale(message, generation=int(error.get("generation") or 0), hint=hint)
+    return kind(message, hint=hint, fields=fields)

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 from sqlmodel import Field, SQLModel
+from sqlmodel.main import SQLModelConfig
 
 from studio.db import EnumText, UTCDateTime, ValueJSON, utcnow
 from studio.names import ImageRef, Name, Version
@@ -37,6 +38,10 @@ from studio.values import (
 
 _FROM = re.compile(r"^\s*FROM\s+\S", re.IGNORECASE | re.MULTILINE)
 _NAMESPACE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # a DNS-1123 label
+
+
+# What a user may ask for (``…Create``): an unknown field is refused by name, never silently dropped.
+CREATE = SQLModelConfig(extra="forbid")
 
 
 def _json(default: Any = None) -> Any:
@@ -76,6 +81,8 @@ class User(UserBase, table=True):
 
 
 class UserCreate(UserBase):
+    model_config = CREATE
+
     password: str | None = Field(default=None, min_length=8)
 
 
@@ -113,6 +120,8 @@ class Model(ModelBase, Owned, table=True):
 
 class ModelCreate(ModelBase):
     """Register a model from ``hf:org/name[@revision]``, ``org/name``, or a local folder."""
+
+    model_config = CREATE
 
     source: str = Field(min_length=1)
     new_version: bool = False  # append a version to an existing model instead of refusing
@@ -183,6 +192,8 @@ class Image(ImageBase, table=True):
 class ImageCreate(ImageBase):
     """A custom image; ``ref`` None: built from ``dockerfile`` and pushed to ``COVE_REGISTRY/<name>``."""
 
+    model_config = CREATE
+
     ref: ImageRef | None = None
 
     @model_validator(mode="after")
@@ -235,6 +246,8 @@ class Cluster(ClusterBase, table=True):
 
 class ClusterCreate(ClusterBase):
     """Register a cluster: a kubeconfig (its text), optionally one of its contexts, and the namespace Cove uses."""
+
+    model_config = CREATE
 
     kubeconfig: str = Field(min_length=1)
 
@@ -327,6 +340,8 @@ class Deployment(DeploymentBase, Owned, Observed, table=True):
 class DeploymentCreate(DeploymentBase):
     """One-click deploy: a model version on an image in a pool, with replicas or autoscale bounds."""
 
+    model_config = CREATE
+
     model: str = Field(min_length=1)
     model_version: int | None = Field(default=None, ge=1)  # None: the newest
     image: str | None = None  # None: the pool's default runtime
@@ -337,6 +352,7 @@ class DeploymentCreate(DeploymentBase):
 
 
 class DeploymentPublic(DeploymentBase, Owned, Observed):
+    generation: int = 1  # bumped on every change of desired state: the API's ETag
     model: str
     model_version: int
     image: str
@@ -400,8 +416,11 @@ class EventPublic(EventBase):
 
 
 class ApiKeyBase(SQLModel):
+    """A key for the gateway and, with ``scopes``, a personal access token for the API (``studio.access``)."""
+
     name: Name = Field(unique=True, index=True)
     deployments: list[str] | None = _json()  # the only deployments it may call; None: all its owner may use
+    scopes: list[str] | None = _json()  # what it may do through the API (e.g. "deployments:write"); None: nothing
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
 
 
@@ -419,6 +438,8 @@ class ApiKey(ApiKeyBase, table=True):
 
 
 class ApiKeyCreate(ApiKeyBase):
+    model_config = CREATE
+
     pass
 
 

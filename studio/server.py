@@ -16,6 +16,7 @@ from typing import Any
 
 import uvicorn
 
+from studio.api.app import build_api
 from studio.backends.clusters import make_backend
 from studio.bootstrap import open_studio
 from studio.controller import Controller
@@ -69,15 +70,15 @@ def bind(host: str, port: int, variable: str = "COVE_PORT") -> socket.socket:
 
 
 class Server:
-    """The server's one ASGI app: ``/auth`` (where people log in) beside the gateway (everything else, its hot
-    path untouched by the login's framework)."""
+    """The server's one ASGI app: ``/auth`` (where people log in) and ``/api`` (the Cove API) beside the gateway
+    (everything else, its hot path untouched by their frameworks: one prefix test per request)."""
 
-    def __init__(self, gateway: Gateway, login: Login) -> None:
-        self.gateway, self.login = gateway, login
+    def __init__(self, gateway: Gateway, login: Login, api: Any) -> None:
+        self.gateway, self.login, self.api = gateway, login, api
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/auth/"):
-            await self.login(scope, receive, send)
+        if scope["type"] == "http" and scope["path"].startswith(("/auth/", "/api/")):
+            await (self.login if scope["path"].startswith("/auth/") else self.api)(scope, receive, send)
         else:
             await self.gateway(scope, receive, send)
 
@@ -89,7 +90,7 @@ def serve(settings: Settings) -> None:
     gateway = Gateway(settings=settings, db=db)
     controller = Controller(db=db, backend=make_backend(settings), settings=settings, load=gateway.load)
     config = uvicorn.Config(
-        Server(gateway, Login(settings=settings, db=db)),
+        Server(gateway, Login(settings=settings, db=db), build_api(settings=settings, db=db)),
         loop="uvloop",
         http="httptools",
         lifespan="on",

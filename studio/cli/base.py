@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import BaseModel, ValidationError
 
 from studio.db import Database
+
+if TYPE_CHECKING:
+    from cove.client import Client
 from studio.errors import CoveError, InvalidSpec, explain
 from studio.settings import Settings
 from studio.values import Principal
@@ -62,6 +66,43 @@ def actor_of(ctx: click.Context) -> Principal:
         root["actor"] = users.principal(db=db, name=name) if name else users.first_admin(db=db)
     actor: Principal = root["actor"]
     return actor
+
+
+def remote(ctx: click.Context) -> bool:
+    """Whether commands go to a Cove elsewhere: COVE_API_URL is set, or `cove login` saved one on this machine."""
+    root = ctx.find_root().obj
+    if "remote" not in root:
+        from cove import login
+
+        root["remote"] = bool(os.environ.get("COVE_API_URL")) or login.load() is not None
+    answer: bool = root["remote"]
+    return answer
+
+
+def client_of(ctx: click.Context) -> Client:
+    """The Cove API for a command: the Cove logged in to (`cove login`, or COVE_API_URL with a token), as the
+    token's owner; else this machine's own, in process, as ``actor_of`` (``--as``, COVE_USER, the first admin)."""
+    root = ctx.find_root().obj
+    if "client" not in root:
+        from cove.client import Client
+
+        if remote(ctx):
+            if root["settings"].user:
+                raise InvalidSpec(
+                    "--as (COVE_USER) acts as someone else on this machine's Cove only",
+                    hint="a remote Cove acts as the logged-in token's owner: log in as them instead",
+                )
+            client = Client()
+        else:
+            from studio.api.app import build_api
+            from studio.api.auth import trusting
+
+            settings = settings_of(ctx)
+            client = Client.in_process(build_api(settings=settings, db=db_of(ctx), identify=trusting(actor_of(ctx))))
+        root["client"] = client
+        ctx.find_root().call_on_close(client.close)
+    found: Client = root["client"]
+    return found
 
 
 def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:

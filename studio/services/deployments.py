@@ -16,7 +16,7 @@ from sqlmodel import Session, col, func, select
 from studio import access
 from studio.backends.base import WorkloadSpec
 from studio.db import Database, utcnow
-from studio.errors import Conflict, InvalidSpec, NotFound, QuotaExceeded
+from studio.errors import Conflict, InvalidSpec, NotFound, QuotaExceeded, Stale
 from studio.models import (
     Deployment,
     DeploymentBase,
@@ -205,9 +205,31 @@ def get_deployment(*, db: Database, actor: Principal, name: str) -> DeploymentPu
         return _public(session, _find(session, name, actor))
 
 
-def scale_deployment(*, db: Database, actor: Principal, name: str, replicas: int) -> DeploymentPublic:
-    """Set the replica count (0 stops the deployment, keeping it). Admitted against the pool."""
-    return _scale(db=db, actor=actor, name=name, replicas=replicas)
+def _check_generation(session: Session, row: Deployment, generation: int | None) -> None:
+    """Stale unless ``generation`` (what the caller read; None: not checked) is the row's current one. The check is
+    a conditional no-op write, so it also takes the row's write lock: of two updates that read the same generation,
+    the second waits for the first and is then refused."""
+    if generation is None:
+        return
+    held = session.execute(
+        sa.update(Deployment)
+        .where(col(Deployment.id) == row.id, col(Deployment.generation) == generation)
+        .values(generation=generation)
+    )
+    if held.rowcount != 1:  # type: ignore[attr-defined]
+        session.refresh(row)
+        raise Stale(
+            f"deployment {row.name!r} changed since it was read: its generation is {row.generation}, not {generation}",
+            generation=row.generation,
+        )
+
+
+def scale_deployment(
+    *, db: Database, actor: Principal, name: str, replicas: int, generation: int | None = None
+) -> DeploymentPublic:
+    """Set the replica count (0 stops the deployment, keeping it). Admitted against the pool. With
+    ``generation``, only if the deployment is still at that generation (Stale otherwise)."""
+    return _scale(db=db, actor=actor, name=name, replicas=replicas, generation=generation)
 
 
 def autoscale_to(*, db: Database, name: str, replicas: int, reason: str) -> DeploymentPublic:
@@ -215,11 +237,20 @@ def autoscale_to(*, db: Database, name: str, replicas: int, reason: str) -> Depl
     return _scale(db=db, actor=None, name=name, replicas=replicas, reason=reason)
 
 
-def _scale(*, db: Database, actor: Principal | None, name: str, replicas: int, reason: str = "") -> DeploymentPublic:
+def _scale(
+    *,
+    db: Database,
+    actor: Principal | None,
+    name: str,
+    replicas: int,
+    reason: str = "",
+    generation: int | None = None,
+) -> DeploymentPublic:
     if replicas < 0:
         raise InvalidSpec(f"replicas must be 0 or more, not {replicas}", hint="0 stops the deployment")
     with db.session() as session:
         row = _find(session, name, actor)
+        _check_generation(session, row, generation)
         if row.deleting:
             raise Conflict(f"deployment {name!r} is being deleted", hint="create it again once it is gone")
         if row.autoscale is not None and actor is not None:
@@ -247,9 +278,12 @@ def _scale(*, db: Database, actor: Principal | None, name: str, replicas: int, r
         return _public(session, row)
 
 
-def set_autoscale(*, db: Database, actor: Principal, name: str, autoscale: Autoscale | None) -> DeploymentPublic:
+def set_autoscale(
+    *, db: Database, actor: Principal, name: str, autoscale: Autoscale | None, generation: int | None = None
+) -> DeploymentPublic:
     with db.session() as session:
         row = _find(session, name, actor)
+        _check_generation(session, row, generation)
         if autoscale is None:
             text = "autoscaling off"
         else:

@@ -38,6 +38,10 @@ class KeyIdentity:
     scope: frozenset[str] | None = None  # the deployments named at creation; None: any its owner may use
     reach: frozenset[str] | None = None  # the deployments it may call now; None: every one (an admin's, unscoped)
     expires_at: datetime | None = None
+    scopes: frozenset[str] | None = None  # what it may do through the API; None: nothing (a gateway key)
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
     def refusal(self, deployment: str) -> str | None:
         """Why this key may not call ``deployment``, or None when it may."""
@@ -62,6 +66,7 @@ def create_key(*, db: Database, actor: Principal, data: ApiKeyCreate) -> ApiKeyC
         raise InvalidSpec(f"the key would expire at {data.expires_at:%Y-%m-%d %H:%M} UTC, which has passed")
     if data.deployments is not None and not data.deployments:
         raise InvalidSpec("a key limited to deployments names at least one", hint="or leave it unlimited")
+    scopes = access.check_scopes_known(data.scopes) if data.scopes is not None else None
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     with db.session() as session:
         for name in data.deployments or []:
@@ -73,6 +78,7 @@ def create_key(*, db: Database, actor: Principal, data: ApiKeyCreate) -> ApiKeyC
             name=data.name,
             owner=actor.name,
             deployments=sorted(set(data.deployments)) if data.deployments else None,
+            scopes=scopes,
             expires_at=data.expires_at,
             prefix=secret[:12],
             key_hash=hash_key(secret),
@@ -80,6 +86,8 @@ def create_key(*, db: Database, actor: Principal, data: ApiKeyCreate) -> ApiKeyC
         session.add(key)
         scope = f"limited to {', '.join(key.deployments)}" if key.deployments else "any deployment its owner may use"
         until = f", expires {data.expires_at:%Y-%m-%d %H:%M} UTC" if data.expires_at else ""
+        if scopes is not None:
+            until += f", API scopes {' '.join(scopes) or '(none)'}"
         add_events(session, kind=KIND, name=data.name, actor=actor.name, events=[NewEvent("Created", scope + until)])
         try:
             session.commit()
@@ -138,7 +146,10 @@ def _identities(session: Session, *where: sa.ColumnElement[bool]) -> dict[str, K
                 who = Principal(name=user.name, role=user.role, groups=frozenset(user.groups))
                 usable[user.name] = frozenset(n for n, o, g in deployments if access.may_change(who, owner=o, group=g))
             reach = usable[user.name] if scope is None else usable[user.name] & scope
-        found[key.key_hash] = KeyIdentity(key.id or 0, key.name, key.key_hash, key.owner, scope, reach, key.expires_at)
+        scopes = frozenset(key.scopes) if key.scopes is not None else None
+        found[key.key_hash] = KeyIdentity(
+            key.id or 0, key.name, key.key_hash, key.owner, scope, reach, key.expires_at, scopes
+        )
     return found
 
 

@@ -1,0 +1,164 @@
+"""``cove.Client``: the Cove API over HTTP (httpx), or in process for the CLI on the control plane's machine.
+
+Where it connects, first found: ``Client(url, token)``; COVE_API_URL and COVE_TOKEN; in a hub notebook, COVE_API_URL
+with the hub's token for the notebook's user (JUPYTERHUB_API_TOKEN); the login ``cove login URL`` saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from cove import login
+from studio.errors import BackendUnavailable, CoveError, Unauthorized, from_wire
+
+PREFIX = "/api/v1"
+T = TypeVar("T")
+
+
+def plain(value: Any) -> Any:
+    """Request values as JSON: models dumped (unset fields left out), the rest as given."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_unset=True)
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+class InProcess(httpx.BaseTransport):
+    """Requests answered by an ASGI app in this process, on an event loop of the transport's own (sync callers)."""
+
+    def __init__(self, app: Any) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.loop = asyncio.new_event_loop()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        async def call() -> tuple[httpx.Response, bytes]:
+            request.stream = httpx.ByteStream(request.read())
+            response = await self.inner.handle_async_request(request)
+            return response, await response.aread()
+
+        response, body = self.loop.run_until_complete(call())
+        return httpx.Response(response.status_code, headers=response.headers, content=body, request=request)
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+def _found(url: str | None, token: str | None) -> tuple[str, str]:
+    url = url or os.environ.get("COVE_API_URL", "")
+    token = token or os.environ.get("COVE_TOKEN", "")
+    if url and not token:
+        token = os.environ.get("JUPYTERHUB_API_TOKEN", "")  # a hub notebook: its user's own token
+    if not url or not token:
+        saved = login.load()
+        if saved is not None:
+            url, token = url or saved.url, token or saved.token
+    if not url:
+        raise Unauthorized(
+            "no Cove to talk to: no URL given, no COVE_API_URL, and no `cove login` on this machine",
+            hint="cove.Client('https://cove.example.com', token=…), or `cove login URL`",
+        )
+    if not token:
+        raise Unauthorized(f"no token for {url}", hint="set COVE_TOKEN, or `cove login URL`")
+    return url.rstrip("/"), token
+
+
+class Client:
+    """The Cove API. Each noun is an attribute: ``deployments``, ``models``, ``keys``, … Methods return the
+    server's typed models and raise its errors."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 300) -> None:
+        self.url, self.token = _found(url, token)
+        self.http = httpx.Client(
+            base_url=self.url + PREFIX, headers={"Authorization": f"Bearer {self.token}"}, timeout=timeout
+        )
+        self._nouns()
+
+    @classmethod
+    def in_process(cls, app: Any, *, url: str = "http://cove.local") -> Client:
+        """A client of ``app`` (the API) in this process: the CLI without a login, on the control plane's machine."""
+        self = cls.__new__(cls)
+        self.url, self.token = url, ""
+        self.http = httpx.Client(base_url=url + PREFIX, transport=InProcess(app), timeout=None)
+        self._nouns()
+        return self
+
+    def _nouns(self) -> None:
+        from cove.deployments import Deployments
+        from cove.keys import Keys
+        from cove.models import Models
+
+        self.deployments = Deployments(self)
+        self.models = Models(self)
+        self.keys = Keys(self)
+
+    # ------------------------------------------------------------------------------------------------ plumbing
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """One call; a Cove error answer is raised as the server's own error class."""
+        query = {k: plain(v) for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self.http.request(
+                method, path, json=plain(body) if body is not None else None, params=query, headers=headers
+            )
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(f"the Cove API at {self.url} does not answer: {exc}") from exc
+        if response.is_error:
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = None
+            raise from_wire(response.status_code, payload)
+        return response
+
+    def call(self, kind: Any, method: str, path: str, **kwargs: Any) -> Any:
+        """``request`` with its answer read as ``kind`` (a model, ``list[Model]``, …)."""
+        response = self.request(method, path, **kwargs)
+        return TypeAdapter(kind).validate_python(response.json()) if kind is not None else None
+
+    def pages(self, kind: type[T], path: str, *, limit: int = 100, **filters: Any) -> Iterator[T]:
+        """Every item of a list, page by page (``limit`` per request), as ``kind``."""
+        adapter = TypeAdapter(list[kind])  # type: ignore[valid-type]
+        offset: int | None = 0
+        while offset is not None:
+            page = self.request("GET", path, params={**filters, "offset": offset, "limit": limit}).json()
+            yield from adapter.validate_python(page["items"])
+            offset = page["next_offset"]
+
+    def whoami(self) -> dict[str, Any]:
+        """Who this client acts as: name, role, groups, the token's name and scopes."""
+        answer: dict[str, Any] = self.request("GET", "/whoami").json()
+        return answer
+
+    @property
+    def gateway_url(self) -> str:
+        """The OpenAI-compatible gateway (``/v1``) of the same Cove."""
+        return self.url + "/v1"
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Client", "CoveError"]

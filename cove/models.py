@@ -1,0 +1,37 @@
+"""``client.models``: the catalog — register from the Hub or a folder the server reads, list, read, delete."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from studio.models import ModelPublic
+
+if TYPE_CHECKING:
+    from cove.client import Client
+
+PATH = "/models"
+
+
+class Models:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def add(self, name: str, source: str, **fields: Any) -> ModelPublic:
+        """Register ``source`` (``hf:org/name[@revision]``, ``org/name``, or a folder on the server) as ``name``;
+        ``new_version=True`` adds the next version of an existing model. Answers once the files are stored."""
+        model: ModelPublic = self.client.call(
+            ModelPublic, "POST", PATH, body={"name": name, "source": source, **fields}
+        )
+        return model
+
+    def get(self, name: str) -> ModelPublic:
+        model: ModelPublic = self.client.call(ModelPublic, "GET", f"{PATH}/{name}")
+        return model
+
+    def list(self, **filters: Any) -> Iterator[ModelPublic]:
+        """The catalog, filtered by owner, group or ``q`` (part of the name or description)."""
+        return self.client.pages(ModelPublic, PATH, **filters)
+
+    def delete(self, name: str) -> None:
+        self.client.request("DELETE", f"{PATH}/{name}")

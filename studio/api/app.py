@@ -1,0 +1,126 @@
+"""The API's FastAPI application: routes per noun under ``/api/v1``, one error shape, a body limit, OpenAPI.
+
+Every answer that is not a success is ``{"error": {"type", "message", "next", "fields"?}}`` (``studio.errors.
+to_wire``) with the status its error means (404, 409, 422, …), so a client raises the server's own error class.
+Routes are plain functions run in worker threads; the services own the transactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from studio.api import auth, deployments, keys, models
+from studio.api.auth import Caller
+from studio.db import Database
+from studio.errors import CoveError, InvalidSpec, NotFound, TooLarge, http_status, to_wire
+from studio.logs import LogReader
+from studio.settings import Settings
+
+PREFIX = "/api/v1"
+ROUTERS = (deployments.router, models.router, keys.router)
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    """A field's path as a user wrote it: ``resources.cpu`` for the body's, ``query.limit`` for the others."""
+    return ".".join(str(p) for p in (loc[1:] if loc[:1] == ("body",) and len(loc) > 1 else loc))
+
+
+def answer(exc: CoveError) -> JSONResponse:
+    return JSONResponse(to_wire(exc), status_code=http_status(exc))
+
+
+class BodyLimit:
+    """413 for a body over ``limit`` bytes, said before the route reads it (by Content-Length, or as it streams)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        too_large = TooLarge(
+            f"the request's body is over the API's limit of {self.limit} bytes",
+            hint="send less at once (COVE_MAX_BODY_BYTES sets the limit)",
+        )
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await answer(too_large)(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await answer(too_large)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def build_api(
+    *, settings: Settings, db: Database, identify: Callable[[Request], Awaitable[Caller]] | None = None
+) -> FastAPI:
+    """The API over ``db``. ``identify`` says who calls: by bearer token unless given (the local CLI gives a
+    trusted caller)."""
+    app = FastAPI(
+        title="Cove API",
+        version="1",
+        summary="Models, images, pools, deployments, keys, usage and people of a Cove, for code.",
+        openapi_url=PREFIX + "/openapi.json",
+        docs_url=PREFIX + "/docs",
+        redoc_url=None,
+    )
+    app.state.settings, app.state.db = settings, db
+    app.state.identify = identify or auth.by_token(auth.authenticator(settings, db))
+    app.state.logs = LogReader(settings=settings, db=db)
+
+    @app.exception_handler(CoveError)
+    async def cove_error(_request: Request, exc: CoveError) -> JSONResponse:
+        return answer(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [
+            {"path": _path(err["loc"]), "message": str(err["msg"]).removeprefix("Value error, ")}
+            for err in exc.errors()
+        ]
+        listed = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
+        return answer(InvalidSpec(f"the request is invalid: {listed}", hint="fix the fields named", fields=fields))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return answer(NotFound(f"no such API path: {request.method} {request.url.path}", hint=f"see {PREFIX}/docs"))
+        kind = CoveError(str(exc.detail))
+        return JSONResponse(to_wire(kind), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    for router in ROUTERS:
+        app.include_router(router, prefix=PREFIX)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def state(request: Request) -> Any:
+    return request.app.state
