@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response, 
 from pydantic import BaseModel, ConfigDict, Field
 
 from studio.api.auth import allowed
-from studio.api.paging import Page, Window, page, window
+from studio.api.paging import Page, Window, read_page, window
 from studio.errors import InvalidSpec
 from studio.models import DeploymentCreate, DeploymentPublic, EventPublic
 from studio.services import deployments, events
@@ -62,13 +62,9 @@ def list_deployments(
     group: str | None = None,
 ) -> Page[DeploymentPublic]:
     """The deployments the caller may see, by name, filtered by any of status, model, pool, owner and group."""
-    wanted = {"status": status_, "model": model, "pool": pool, "owner": owner, "group": group}
-    found = [
-        d
-        for d in deployments.list_deployments(db=request.app.state.db, actor=actor)
-        if all(v is None or getattr(d, k) == v for k, v in wanted.items())
-    ]
-    return page(found, at)
+    db, filters = request.app.state.db, deployments.Filters(status_, model, pool, owner, group)
+    found = deployments.list_deployments(db=db, actor=actor, filters=filters, offset=at.offset, limit=at.limit)
+    return read_page(found, total=deployments.count_deployments(db=db, actor=actor, filters=filters), at=at)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DeploymentPublic)

@@ -35,11 +35,12 @@ def window(
 
 def page(items: Sequence[T], at: Window) -> Page[T]:
     """The page ``at`` of ``items`` (every match, in their order)."""
+    return read_page(items[at.offset : at.offset + at.limit], total=len(items), at=at)
+
+
+def read_page(items: Sequence[T], *, total: int, at: Window) -> Page[T]:
+    """A page the database cut already: ``items`` from ``at.offset``, of ``total`` matches."""
     end = at.offset + at.limit
     return Page[T](
-        items=list(items[at.offset : end]),
-        total=len(items),
-        offset=at.offset,
-        limit=at.limit,
-        next_offset=end if end < len(items) else None,
+        items=list(items), total=total, offset=at.offset, limit=at.limit, next_offset=end if end < total else None
     )

@@ -173,20 +173,67 @@ def create_deployment(*, db: Database, actor: Principal, data: DeploymentCreate)
         return _public(session, row)
 
 
-def list_deployments(*, db: Database, actor: Principal) -> list[DeploymentPublic]:
-    """The deployments ``actor`` may see, by name: one query, whatever their number (pages list thousands every
-    few seconds)."""
+@dataclass(frozen=True)
+class Filters:
+    """Which deployments a list shows (None: any)."""
+
+    status: Status | None = None
+    model: str | None = None
+    pool: str | None = None
+    owner: str | None = None
+    group: str | None = None
+
+
+_SHOWN = [c for c in sa.inspect(Deployment).columns if c.key in DeploymentPublic.model_fields]
+
+
+def _listing(actor: Principal, filters: Filters) -> sa.Select[Any]:
+    """The deployments ``actor`` may see that match ``filters``, as the columns of ``DeploymentPublic`` (plain
+    columns, not ORM objects: 1,000 rows read in about a third of the time)."""
     query = (
-        sa.select(Deployment, ModelVersion, Model, Image, Pool)
+        sa.select(
+            *_SHOWN,
+            col(Model.name).label("model"),
+            col(ModelVersion.version).label("model_version"),
+            col(Image.name).label("image"),
+            col(Image.version).label("image_version"),
+            col(Image.runtime).label("runtime"),
+            col(Pool.name).label("pool"),
+            col(Pool.cluster).label("cluster"),
+        )
         .join(ModelVersion, col(Deployment.model_version_id) == ModelVersion.id)
         .join(Model, col(ModelVersion.model_id) == Model.id)
         .join(Image, col(Deployment.image_id) == Image.id)
         .join(Pool, col(Deployment.pool_id) == Pool.id)
         .where(owned.visible(Deployment, actor))
-        .order_by(col(Deployment.name))
     )
+    for column, wanted in (
+        (Deployment.status, filters.status),
+        (Model.name, filters.model),
+        (Pool.name, filters.pool),
+        (Deployment.owner, filters.owner),
+        (Deployment.group, filters.group),
+    ):
+        if wanted is not None:
+            query = query.where(col(column) == wanted)
+    return query
+
+
+def list_deployments(
+    *, db: Database, actor: Principal, filters: Filters = Filters(), offset: int = 0, limit: int | None = None
+) -> list[DeploymentPublic]:
+    """The deployments ``actor`` may see (matching ``filters``), by name, from ``offset``, at most ``limit``: one
+    query, whatever their number (pages list thousands every few seconds)."""
+    query = _listing(actor, filters).order_by(col(Deployment.name)).offset(offset).limit(limit)
     with db.session() as session:
-        return [_described(*row) for row in session.execute(query).all()]
+        return [DeploymentPublic.model_validate(dict(row)) for row in session.execute(query).mappings()]
+
+
+def count_deployments(*, db: Database, actor: Principal, filters: Filters = Filters()) -> int:
+    with db.session() as session:
+        return int(
+            session.execute(sa.select(func.count()).select_from(_listing(actor, filters).subquery())).scalar_one()
+        )
 
 
 def count_by_status(*, db: Database, actor: Principal) -> dict[str, int]:
