@@ -265,10 +265,18 @@ class Studio:
     def keys(self) -> list[ApiKeyPublic]:
         return keys.list_keys(db=self.db, actor=self.actor)
 
-    def create_key(self, name: str, *, deployments: list[str] | None = None, days: int = 0) -> ApiKeyCreated:
-        """A key of this user's, limited to ``deployments`` (none: all theirs), expiring after ``days`` (0: never)."""
+    def create_key(
+        self, name: str, *, deployments: list[str] | None = None, days: int = 0, scopes: list[str] | None = None
+    ) -> ApiKeyCreated:
+        """A key of this user's, limited to ``deployments`` (none: all theirs), expiring after ``days`` (0: never);
+        with API ``scopes``, also a personal access token for the Cove API."""
         expires = utcnow() + timedelta(days=days) if days else None
-        data = ApiKeyCreate(name=name, deployments=keys.scope_names(deployments or []), expires_at=expires)
+        data = ApiKeyCreate(
+            name=name,
+            deployments=keys.scope_names(deployments or []),
+            expires_at=expires,
+            scopes=sorted(scopes) if scopes else None,
+        )
         return keys.create_key(db=self.db, actor=self.actor, data=data)
 
     def revoke_key(self, name: str) -> ApiKeyPublic:

@@ -198,6 +198,7 @@ def key_rows(found: Sequence[ApiKeyPublic], now: datetime) -> list[dict[str, Any
             "owner": k.owner,
             "key": f"{k.prefix}…",
             "may call": ", ".join(k.deployments) if k.deployments else "any of its owner's",
+            "API scopes": " ".join(k.scopes) if k.scopes is not None else "— (gateway only)",
             "created": f"{k.created_at:%Y-%m-%d %H:%M}",
             "last used": f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never",
             "state": key_state(k, now),

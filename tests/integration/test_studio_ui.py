@@ -430,6 +430,19 @@ def test_a_new_key_is_shown_once_and_works(ui: AppTest, db: Database) -> None:
     assert not at.code
 
 
+def test_a_key_with_api_scopes_is_a_personal_access_token(ui: AppTest, db: Database) -> None:
+    at = page(ui, "keys")
+
+    at.text_input(key="key-name").input("laptop")
+    at.multiselect(key="key-api-scopes").select("deployments:write").select("models:read")
+    at.button[0].click().run()
+
+    found = keys.find_key(db=db, key_hash=keys.hash_key(at.code[0].value))
+    assert found is not None
+    assert found.scopes == {"deployments:write", "models:read"}
+    assert table(at)[0]["API scopes"] == "deployments:write models:read"
+
+
 def test_revoke_a_key(ui: AppTest, db: Database) -> None:
     secret = keys.create_key(actor=ADMIN, db=db, data=keys.ApiKeyCreate(name="old")).key
     at = page(ui, "keys")

@@ -449,10 +449,10 @@ def test_event_rows_show_the_time_to_the_second_and_the_deployment() -> None:
 # ------------------------------------------------------------------------------------------------------ keys
 
 
-def test_key_rows_show_owner_scope_prefix_use_expiry_and_revocation() -> None:
+def test_key_rows_show_owner_scope_api_scopes_prefix_use_expiry_and_revocation() -> None:
     found = [
         key("app", last_used_at=T1, deployments=["chat", "embed"]),
-        key("fresh", owner="ana", prefix="cove-ZZZZZZZ", expires_at=T1 + timedelta(days=30)),
+        key("fresh", owner="ana", prefix="cove-ZZZZZZZ", expires_at=T1 + timedelta(days=30), scopes=["models:read"]),
         key("old", last_used_at=T0, revoked_at=T1),
         key("lapsed", expires_at=T1),
     ]
@@ -463,6 +463,7 @@ def test_key_rows_show_owner_scope_prefix_use_expiry_and_revocation() -> None:
             "owner": "admin",
             "key": "cove-AbCdEfG…",
             "may call": "chat, embed",
+            "API scopes": "— (gateway only)",
             "created": "2026-11-23 09:05",
             "last used": "2026-11-24 17:45",
             "state": "active",
@@ -472,6 +473,7 @@ def test_key_rows_show_owner_scope_prefix_use_expiry_and_revocation() -> None:
             "owner": "ana",
             "key": "cove-ZZZZZZZ…",
             "may call": "any of its owner's",
+            "API scopes": "models:read",
             "created": "2026-11-23 09:05",
             "last used": "never",
             "state": "active until 2026-12-24",
@@ -481,6 +483,7 @@ def test_key_rows_show_owner_scope_prefix_use_expiry_and_revocation() -> None:
             "owner": "admin",
             "key": "cove-AbCdEfG…",
             "may call": "any of its owner's",
+            "API scopes": "— (gateway only)",
             "created": "2026-11-23 09:05",
             "last used": "2026-11-23 09:05",
             "state": "revoked 2026-11-24",
@@ -490,6 +493,7 @@ def test_key_rows_show_owner_scope_prefix_use_expiry_and_revocation() -> None:
             "owner": "admin",
             "key": "cove-AbCdEfG…",
             "may call": "any of its owner's",
+            "API scopes": "— (gateway only)",
             "created": "2026-11-23 09:05",
             "last used": "never",
             "state": "expired 2026-11-24",

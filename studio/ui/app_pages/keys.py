@@ -1,7 +1,9 @@
-"""API keys and usage: create a key (its secret is shown once), revoke one, tokens per key per day."""
+"""API keys and usage: create a key (its secret is shown once) — with API scopes, a personal access token for the
+Cove API — revoke one, tokens per key per day."""
 
 import streamlit as st
 
+from studio.access import SCOPES
 from studio.ui import tables
 from studio.ui.facade import current
 from studio.ui.feedback import flash, guarded
@@ -16,10 +18,16 @@ with st.form("create-key", clear_on_submit=True):
         "May call only", studio.deployment_names(), key="key-scope", placeholder="any deployment of yours"
     )
     days = right.number_input("Expires after (days, 0: never)", min_value=0, max_value=3650, value=0, key="key-days")
+    api_scopes = st.multiselect(
+        "API scopes (a personal access token for the Cove API, `cove login`, CI)",
+        SCOPES,
+        key="key-api-scopes",
+        placeholder="none: a key for the gateway only",
+    )
     created = st.form_submit_button("Create key", type="primary")
 if created:
     with guarded("create the key"):
-        made = studio.create_key(key_name.strip(), deployments=scope, days=int(days))
+        made = studio.create_key(key_name.strip(), deployments=scope, days=int(days), scopes=api_scopes)
         st.success(f"Key **{made.name}** created. Copy it now: it is shown only this once.")
         st.code(made.key, language=None)
 
