@@ -489,3 +489,10 @@ def diff(current: AnyDocument | None, desired: AnyDocument) -> list[Change]:
 def refused(kind: Kind, changes: list[Change]) -> list[Change]:
     """The changes that touch fields fixed at creation."""
     return [c for c in changes if immutable(kind, c.path)]
+
+
+if __name__ == "__main__":  # python -m studio.specs > docs/cove-spec.schema.json
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(schema(), indent=2, sort_keys=True) + "\n")

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner, Result
 
@@ -15,11 +16,12 @@ from cove.client import Client
 from studio.api.app import build_api
 from studio.api.auth import trusting
 from studio.cli import cli
-from studio.db import Database
+from studio.db import Database, make_engine, migrate
 from studio.errors import InvalidSpec
 from studio.services import deployments, keys, models
 from studio.settings import Settings
 from tests.integration.conftest import cove_env, register_demo, write_stub_model
+from tests.integration.test_db import migrate_down
 from tests.people import ADMIN
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "specs"
@@ -256,3 +258,28 @@ def test_the_api_reports_invalid_documents_by_path_and_dry_runs(db: Database, se
     assert client.specs.get("image", "srv:1")["spec"]["ref"] == "example.com/srv"
     assert client.specs.schema()["title"].startswith("Cove spec document")
     client.close()
+
+
+def test_models_gain_recommendations_on_upgrade_and_lose_them_on_downgrade(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
+    migrate(engine, "0007")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO users (name, role, groups, disabled, created_at)"
+                " VALUES ('ann', 'admin', '[]', false, '2026-01-01')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO models (name, description, owner, created_at) VALUES ('old', 'kept', 'ann', '2026-01-01')"
+            )
+        )
+    migrate(engine, "0008")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT recommendations FROM models WHERE name = 'old'")).scalar_one() in ([], "[]")
+    migrate_down(engine, "0007")
+    with engine.connect() as conn:
+        assert "recommendations" not in {c["name"] for c in sa.inspect(conn).get_columns("models")}
+        assert conn.execute(sa.text("SELECT description FROM models WHERE name = 'old'")).scalar_one() == "kept"
+    engine.dispose()
