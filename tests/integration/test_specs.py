@@ -18,11 +18,12 @@ from studio.api.auth import trusting
 from studio.cli import cli
 from studio.db import Database, make_engine, migrate
 from studio.errors import InvalidSpec
+from studio.models import ApiKeyCreate
 from studio.services import deployments, keys, models
 from studio.settings import Settings
-from tests.integration.conftest import cove_env, register_demo, write_stub_model
+from tests.integration.conftest import CoveServer, cove_env, register_demo, write_stub_model
 from tests.integration.test_db import migrate_down
-from tests.people import ADMIN
+from tests.people import ADMIN, member
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "specs"
 
@@ -283,3 +284,47 @@ def test_models_gain_recommendations_on_upgrade_and_lose_them_on_downgrade(empty
         assert "recommendations" not in {c["name"] for c in sa.inspect(conn).get_columns("models")}
         assert conn.execute(sa.text("SELECT description FROM models WHERE name = 'old'")).scalar_one() == "kept"
     engine.dispose()
+
+
+@pytest.mark.runtime
+def test_apply_over_http_acts_as_the_tokens_owner_within_its_scopes(
+    db: Database, settings: Settings, tmp_path: Path, stub_model: str
+) -> None:
+    bo = member(db, "bo", "ml")
+    scopes = ["deployments:write", "models:read"]
+    token = keys.create_key(db=db, actor=bo, data=ApiKeyCreate(name="bo-ci", scopes=scopes)).key
+    server = CoveServer(settings, tmp_path / "server.log").start()
+    try:
+        env: dict[str, str | None] = {k: v for k, v in cove_env(settings).items() if k.startswith(("COVE_", "HF_"))}
+        env |= {"COVE_CONFIG_DIR": str(tmp_path / "config"), "COVE_API_URL": settings.gateway_url, "COVE_TOKEN": token}
+
+        def remote(*args: str) -> Result:
+            return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+        chat = spec(
+            tmp_path,
+            f"""\
+            apiVersion: cove/v1
+            kind: Deployment
+            metadata: {{name: bo-chat, group: ml}}
+            spec: {{model: {stub_model}, replicas: 0, resources: {{cpu: 0.5, memory_mib: 256}}}}
+            """,
+        )
+        made = remote("apply", "-f", str(chat))
+        assert made.exit_code == 0, made.output + server.log()
+        assert "Deployment bo-chat: created" in made.output
+        dep = deployments.get_deployment(db=db, actor=ADMIN, name="bo-chat")
+        assert (dep.owner, dep.group) == ("bo", "ml")
+
+        got = remote("get", "deployment", "bo-chat", "-o", "yaml")
+        again = remote("apply", "-f", str(spec(tmp_path, got.output, "got.yaml")))
+        assert again.output.strip().endswith("1 unchanged"), again.output
+
+        model = spec(
+            tmp_path, "apiVersion: cove/v1\nkind: Model\nmetadata: {name: m}\nspec: {source: hf:a/b}\n", "m.yaml"
+        )
+        refused = remote("apply", "-f", str(model))
+        assert refused.exit_code == 1
+        assert "models:write" in refused.output  # the scope the token lacks
+    finally:
+        server.stop()
