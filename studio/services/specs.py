@@ -205,6 +205,12 @@ def _resolved(ctx: Context, batch: list[AnyDocument], doc: AnyDocument, now: Any
         filled: dict[str, Any] = {}
         if doc.spec.image is None:
             filled["image"] = _image_for(ctx, batch, rec, now)
+        elif ":" in doc.spec.image and not satisfies(doc.spec.image.partition(":")[2], rec.version_required):
+            raise InvalidSpec(
+                f"spec.image: {doc.spec.image} does not meet the recommendation for {rec.runtime}, which wants "
+                f"versionRequired {rec.version_required!r}",
+                hint="name an image version that meets it, or leave spec.image out to have one chosen",
+            )
         if doc.spec.resources is None:
             filled["resources"] = rec.resource_requirements.resources()
         if doc.spec.runtime_args is None:

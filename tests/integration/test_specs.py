@@ -155,6 +155,9 @@ def test_an_immutable_change_is_refused_with_how_to_make_it(db: Database, settin
     assert "new name" in refused.output
     dep = deployments.get_deployment(db=db, actor=ADMIN, name="tiny-chat")
     assert (dep.replicas, dep.resources.cpu) == (1, 0.5)  # the allowed change in the same apply was not made
+    cannot = cove(settings, tmp_path, "diff", "-f", str(app_spec(tmp_path, replicas=3, cpu=1)))
+    assert cannot.exit_code == 2  # not "something would change": it cannot be applied at all
+    assert "spec.resources.cpu 0.5 → 1.0" in cannot.output
 
 
 def test_a_version_constraint_no_image_meets_is_refused_naming_the_versions(
@@ -185,6 +188,11 @@ def test_a_version_constraint_no_image_meets_is_refused_naming_the_versions(
     assert "versionRequired '>=99.0'" in result.output
     assert "transformers:0.1.0" in result.output  # the versions there are
     assert models.list_models(db=db) == []  # nothing applied, the model neither
+    pinned = path.read_text().replace(
+        "recommended: transformers", "recommended: transformers, image: transformers:0.1.0"
+    )
+    result = cove(settings, tmp_path, "apply", "-f", str(spec(tmp_path, pinned, "pinned.yaml")))
+    assert "spec.image: transformers:0.1.0 does not meet the recommendation for transformers" in result.output
 
 
 def test_get_as_yaml_applies_as_a_no_op(db: Database, settings: Settings, tmp_path: Path) -> None:
