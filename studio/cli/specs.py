@@ -149,7 +149,7 @@ def get_command(ctx: click.Context, kind: str, name: str | None, output: str) ->
     if output == "json":
         click.echo(json.dumps(docs[0] if name else docs, indent=2))
     else:
-        click.echo(yaml.safe_dump_all(docs, sort_keys=False).rstrip("\n"))
+        click.echo(yaml.safe_dump_all(docs, sort_keys=False, width=120).rstrip("\n"))
 
 
 @cli.command("delete")
