@@ -95,10 +95,12 @@ class Client:
         from cove.deployments import Deployments
         from cove.keys import Keys
         from cove.models import Models
+        from cove.specs import Specs
 
         self.deployments = Deployments(self)
         self.models = Models(self)
         self.keys = Keys(self)
+        self.specs = Specs(self)
 
     # ------------------------------------------------------------------------------------------------ plumbing
 

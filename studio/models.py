@@ -22,6 +22,7 @@ from sqlmodel.main import SQLModelConfig
 
 from studio.db import EnumText, UTCDateTime, ValueJSON, utcnow
 from studio.names import ImageRef, Name, Version
+from studio.specs import Recommendation
 from studio.values import (
     DEFAULT_CLUSTER,
     Autoscale,
@@ -115,6 +116,8 @@ class ModelBase(Shared):
 class Model(ModelBase, Owned, table=True):
     __tablename__ = "models"
     id: int | None = Field(default=None, primary_key=True)
+    # How to deploy it, per runtime (``studio.specs.Recommendation``), kept in the ModelHub's camelCase form.
+    recommendations: list[dict[str, Any]] = _json(list)
     created_at: datetime = _ts()
 
 
@@ -125,6 +128,7 @@ class ModelCreate(ModelBase):
 
     source: str = Field(min_length=1)
     new_version: bool = False  # append a version to an existing model instead of refusing
+    recommendations: list[Recommendation] = []  # a new model's; a new version keeps the model's
 
 
 class ModelVersionBase(SQLModel):
@@ -153,6 +157,7 @@ class ModelVersionPublic(ModelVersionBase):
 class ModelPublic(ModelBase, Owned):
     created_at: datetime
     versions: list[ModelVersionPublic]
+    recommendations: list[Recommendation] = []  # how to deploy it, per runtime (`recommended:` in a spec)
 
     @property
     def latest(self) -> ModelVersionPublic:

@@ -17,6 +17,7 @@ from studio.modelstore import fetch_from_hub, import_folder, inspect_folder
 from studio.names import is_repo_id
 from studio.services import owned
 from studio.services.events import NewEvent, add_events
+from studio.specs import Recommendation
 from studio.values import Principal, SourceKind
 
 KIND = "model"
@@ -64,6 +65,7 @@ def _described(model: Model, versions: Sequence[ModelVersion]) -> ModelPublic:
         group=model.group,
         created_at=model.created_at,
         versions=[ModelVersionPublic.model_validate(v) for v in versions],
+        recommendations=[Recommendation.model_validate(r) for r in model.recommendations or []],
     )
 
 
@@ -102,7 +104,13 @@ def add_model(
     with db.session() as session:
         model = session.exec(select(Model).where(Model.name == data.name)).first()
         if model is None:
-            model = Model(name=data.name, description=data.description, owner=actor.name, group=data.group)
+            model = Model(
+                name=data.name,
+                description=data.description,
+                owner=actor.name,
+                group=data.group,
+                recommendations=_stored(data.recommendations),
+            )
             session.add(model)
             try:
                 session.flush()
@@ -131,6 +139,41 @@ def add_model(
             raise Conflict(
                 f"another version of {data.name!r} was added at the same moment", hint="run the command again"
             ) from exc
+        return _public(session, model)
+
+
+def _stored(recommendations: Sequence[Recommendation]) -> list[dict[str, object]]:
+    return [r.model_dump(mode="json", by_alias=True) for r in recommendations]
+
+
+def update_model(
+    *,
+    db: Database,
+    actor: Principal,
+    name: str,
+    description: str | None = None,
+    recommendations: Sequence[Recommendation] | None = None,
+) -> ModelPublic:
+    """Change what describes a model (its versions' files are fixed): its description, its recommended
+    deployments. None leaves a field as it is."""
+    with db.session() as session:
+        model = session.exec(select(Model).where(Model.name == name)).first()
+        if model is None:
+            raise NotFound(f"no model named {name!r}", hint="see `cove model list`")
+        owned.check(actor, model, kind=KIND)
+        said = []
+        if description is not None and description != model.description:
+            model.description = description
+            said.append("description")
+        if recommendations is not None and _stored(recommendations) != model.recommendations:
+            model.recommendations = _stored(recommendations)
+            runtimes = ", ".join(r.runtime.value for r in recommendations) or "none"
+            said.append(f"recommended deployments ({runtimes})")
+        if said:
+            session.add(model)
+            changed = [NewEvent("Updated", "changed its " + " and ".join(said))]
+            add_events(session, kind=KIND, name=name, actor=actor.name, events=changed)
+            session.commit()
         return _public(session, model)
 
 
