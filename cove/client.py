@@ -92,13 +92,28 @@ class Client:
         return self
 
     def _nouns(self) -> None:
+        from cove.clusters import Clusters
         from cove.deployments import Deployments
+        from cove.events import Events
+        from cove.images import Images
         from cove.keys import Keys
         from cove.models import Models
+        from cove.notebooks import Notebooks
+        from cove.pools import Pools
+        from cove.usage import Usage
+        from cove.users import Groups, Users
 
         self.deployments = Deployments(self)
         self.models = Models(self)
         self.keys = Keys(self)
+        self.images = Images(self)
+        self.pools = Pools(self)
+        self.clusters = Clusters(self)
+        self.users = Users(self)
+        self.groups = Groups(self)
+        self.notebooks = Notebooks(self)
+        self.usage = Usage(self)
+        self.events = Events(self)
 
     # ------------------------------------------------------------------------------------------------ plumbing
 

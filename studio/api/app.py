@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from studio.api import auth, deployments, keys, models
+from studio.api import auth, clusters, deployments, events, images, keys, models, notebooks, pools, usage, users
 from studio.api.auth import Caller
 from studio.db import Database
 from studio.errors import CoveError, InvalidSpec, NotFound, TooLarge, http_status, to_wire
@@ -24,7 +24,18 @@ from studio.logs import LogReader
 from studio.settings import Settings
 
 PREFIX = "/api/v1"
-ROUTERS = (deployments.router, models.router, keys.router)
+ROUTERS = (
+    deployments.router,
+    models.router,
+    keys.router,
+    images.router,
+    pools.router,
+    clusters.router,
+    users.router,
+    notebooks.router,
+    usage.router,
+    events.router,
+)
 
 
 def _path(loc: tuple[Any, ...]) -> str:
