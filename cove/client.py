@@ -147,7 +147,7 @@ class Client:
         response = self.request(method, path, **kwargs)
         return TypeAdapter(kind).validate_python(response.json()) if kind is not None else None
 
-    def pages(self, kind: type[T], path: str, *, limit: int = 100, **filters: Any) -> Iterator[T]:
+    def pages(self, kind: type[T], path: str, /, *, limit: int = 100, **filters: Any) -> Iterator[T]:
         """Every item of a list, page by page (``limit`` per request), as ``kind``."""
         adapter = TypeAdapter(list[kind])  # type: ignore[valid-type]
         offset: int | None = 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from studio.models import EventPublic
 
@@ -17,7 +17,8 @@ class Events:
 
     def audit(self, *, actor: str | None = None) -> Iterator[EventPublic]:
         """What people did, newest first (an admin: everyone's, or ``actor``'s; a member: their own)."""
-        return self.client.pages(EventPublic, "/events", **({"actor": actor} if actor else {}))
+        filters: dict[str, Any] = {"actor": actor} if actor else {}
+        return self.client.pages(EventPublic, "/events", **filters)
 
     def of(self, kind: str, name: str) -> Iterator[EventPublic]:
         """What happened to one object (``kind`` deployment, model, image, cluster, key, user), newest first."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from studio.models import Traffic, UsageSummary
 
@@ -33,7 +33,7 @@ class Usage:
     ) -> Iterator[UsageSummary]:
         """Per key, deployment and day, oldest first, from ``since`` (default: 7 days ago) to before ``until``:
         every key's for an admin, a member's own keys'."""
-        filters = {"since": _iso(since), "until": _iso(until), "key": key, "deployment": deployment}
+        filters: dict[str, Any] = {"since": _iso(since), "until": _iso(until), "key": key, "deployment": deployment}
         return self.client.pages(UsageSummary, PATH, **{k: v for k, v in filters.items() if v is not None})
 
     def traffic(self, deployment: str, *, since: datetime | None = None) -> Minutes:
