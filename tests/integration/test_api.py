@@ -4,6 +4,10 @@ own error classes). Each test uses names of its own, so they share one server pe
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -439,3 +443,32 @@ def test_the_openapi_document_is_valid_and_lists_every_route(settings: Settings,
     assert {"/images", "/pools", "/clusters", "/users", "/groups", "/notebooks", "/usage", "/events"} <= {
         p.removeprefix(PREFIX) for p, _ in documented
     }
+
+
+def test_the_cli_drives_a_remote_cove(api: Cove, tmp_path: Path) -> None:
+    """With COVE_API_URL and COVE_TOKEN the commands go to that Cove as the token's owner, not to this machine's
+    (here: an empty COVE_HOME, which they never open)."""
+    if api.settings.database_url.startswith("postgresql"):
+        pytest.skip("the CLI reaches a remote Cove the same way whatever database it keeps (each command costs ~5 s)")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("COVE_")},
+        "COVE_HOME": str(tmp_path / "laptop"),
+        "COVE_API_URL": api.url,
+        "COVE_TOKEN": api.tokens["mia"],
+    }
+
+    def cove_says(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "studio.cli", *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert [u["name"] for u in json.loads(cove_says("user", "list", "--json"))] == ["mia"]
+    assert "local" in [p["name"] for p in json.loads(cove_says("pool", "list", "--json"))]
+    cove_says("user", "passwd", "mia", "--password", "mia-remote-pass")
+    assert "PasswordSet" in cove_says("audit", "--limit", "1")
+    refused = subprocess.run(
+        [sys.executable, "-m", "studio.cli", "user", "add", "zed"], env=env, capture_output=True, text=True
+    )
+    assert refused.returncode == 1
+    assert "only an admin may add users" in refused.stderr
+    assert not (tmp_path / "laptop" / "cove.db").exists()
