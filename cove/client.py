@@ -92,14 +92,29 @@ class Client:
         return self
 
     def _nouns(self) -> None:
+        from cove.clusters import Clusters
         from cove.deployments import Deployments
+        from cove.events import Events
+        from cove.images import Images
         from cove.keys import Keys
         from cove.models import Models
+        from cove.notebooks import Notebooks
+        from cove.pools import Pools
         from cove.specs import Specs
+        from cove.usage import Usage
+        from cove.users import Groups, Users
 
         self.deployments = Deployments(self)
         self.models = Models(self)
         self.keys = Keys(self)
+        self.images = Images(self)
+        self.pools = Pools(self)
+        self.clusters = Clusters(self)
+        self.users = Users(self)
+        self.groups = Groups(self)
+        self.notebooks = Notebooks(self)
+        self.usage = Usage(self)
+        self.events = Events(self)
         self.specs = Specs(self)
 
     # ------------------------------------------------------------------------------------------------ plumbing
@@ -134,7 +149,7 @@ class Client:
         response = self.request(method, path, **kwargs)
         return TypeAdapter(kind).validate_python(response.json()) if kind is not None else None
 
-    def pages(self, kind: type[T], path: str, *, limit: int = 100, **filters: Any) -> Iterator[T]:
+    def pages(self, kind: type[T], path: str, /, *, limit: int = 100, **filters: Any) -> Iterator[T]:
         """Every item of a list, page by page (``limit`` per request), as ``kind``."""
         adapter = TypeAdapter(list[kind])  # type: ignore[valid-type]
         offset: int | None = 0

@@ -501,3 +501,40 @@ class Traffic(BaseModel):
     completion_tokens: int
     latency_ms: float  # mean
     ttft_ms: float | None  # mean over streamed requests
+
+
+# ---------------------------------------------------------------------------------------------------- API views
+
+
+class Held(BaseModel):
+    """What one holder (a deployment, or ``notebook USER[/SERVER]``) holds of a pool: ``replicas`` × ``resources``."""
+
+    owner: str
+    resources: Resources
+    replicas: int = 1
+
+
+class FreeCapacity(BaseModel):
+    """What a pool has free (``studio.pools.Free``), with ``summary`` in words."""
+
+    cpu: float
+    memory_mib: int
+    gpus: int  # GPUs no claim touches
+    gpu_memory_mib: list[int] = []  # free memory per GPU, for slices
+    gpu_total: int = 0
+    summary: str = ""
+
+
+class PoolUsagePublic(BaseModel):
+    """A pool, what holds it, and what is free."""
+
+    pool: PoolPublic
+    held: list[Held]
+    free: FreeCapacity
+
+
+class GroupPublic(BaseModel):
+    """A group and its members (a group exists while a user is in it)."""
+
+    name: str
+    members: list[str]

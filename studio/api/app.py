@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from studio.api import auth, deployments, keys, models, specs
+from studio.api import auth, clusters, deployments, events, images, keys, models, notebooks, pools, specs, usage, users
 from studio.api.auth import Caller
 from studio.db import Database
 from studio.errors import CoveError, InvalidSpec, NotFound, TooLarge, http_status, to_wire
@@ -24,7 +24,19 @@ from studio.logs import LogReader
 from studio.settings import Settings
 
 PREFIX = "/api/v1"
-ROUTERS = (deployments.router, models.router, keys.router, specs.router)
+ROUTERS = (
+    deployments.router,
+    models.router,
+    keys.router,
+    images.router,
+    pools.router,
+    clusters.router,
+    users.router,
+    notebooks.router,
+    usage.router,
+    events.router,
+    specs.router,
+)
 
 
 def _path(loc: tuple[Any, ...]) -> str:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from studio.cli.base import actor_of, cli, db_of, emit, json_option, table
+from studio.cli.base import actor_of, cli, client_of, db_of, emit, json_option, table
 from studio.errors import InvalidSpec
 
 # ------------------------------------------------------------------------------------------------ keys, usage
@@ -109,9 +109,8 @@ def key_revoke(ctx: click.Context, name: str) -> None:
 def usage(ctx: click.Context, days: int, as_json: bool) -> None:
     """Requests and tokens per API key, deployment and day (a member's: their keys')."""
     from studio.db import utcnow
-    from studio.services import usage as usage_service
 
-    rows = usage_service.usage_summary(db=db_of(ctx), actor=actor_of(ctx), since=utcnow() - timedelta(days=days))
+    rows = list(client_of(ctx).usage.summary(since=utcnow() - timedelta(days=days)))
     emit(
         rows,
         as_json,

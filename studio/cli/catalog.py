@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from studio.cli.base import actor_of, cli, db_of, emit, json_option, settings_of, table
+from studio.cli.base import actor_of, cli, client_of, db_of, emit, json_option, settings_of, table
 from studio.modelstore import human_size
 
 # ------------------------------------------------------------------------------------------------ models
@@ -94,9 +94,7 @@ def image() -> None:
 @json_option
 @click.pass_context
 def image_list(ctx: click.Context, as_json: bool) -> None:
-    from studio.services import images
-
-    found = images.list_images(db=db_of(ctx))
+    found = list(client_of(ctx).images.list())
     emit(
         found,
         as_json,
@@ -153,9 +151,8 @@ def image_add(
     import shlex
 
     from studio.models import ImageCreate, RuntimeKind
-    from studio.services import images
 
-    data = ImageCreate(
+    data = ImageCreate(  # checked here first, so a mistake is named before anything is sent
         name=name,
         version=version,
         runtime=RuntimeKind(runtime),
@@ -164,7 +161,8 @@ def image_add(
         local_command=shlex.split(local_command) if local_command else None,
         dockerfile=dockerfile.read_text() if dockerfile else None,
     )
-    added = images.add_image(db=db_of(ctx), actor=actor_of(ctx), data=data, registry=settings_of(ctx).registry)
+    fields = data.model_dump(mode="json", exclude={"name", "version"}, exclude_none=True)
+    added = client_of(ctx).images.add(name, version, **fields)
     building = "; it will be built by the controller" if added.build_status else ""
     emit(added, as_json, lambda: click.echo(f"image {added.name} {added.reference} registered{building}"))
 
@@ -175,9 +173,7 @@ def image_add(
 @click.pass_context
 def image_rebuild(ctx: click.Context, name: str, version: str) -> None:
     """Build a Dockerfile image NAME:VERSION again (after a failed build, or to take a moved base image)."""
-    from studio.services import images
-
-    again = images.rebuild_image(db=db_of(ctx), actor=actor_of(ctx), name=name, version=version)
+    again = client_of(ctx).images.rebuild(name, version)
     click.echo(f"image {again.reference}: queued for building")
 
 
@@ -190,9 +186,7 @@ def pool() -> None:
 @json_option
 @click.pass_context
 def pool_list(ctx: click.Context, as_json: bool) -> None:
-    from studio.services import pools
-
-    found = pools.list_pools(db=db_of(ctx))
+    found = list(client_of(ctx).pools.list())
     emit(
         [u.pool for u in found],
         as_json,
@@ -206,7 +200,7 @@ def pool_list(ctx: click.Context, as_json: bool) -> None:
                     f"{u.pool.cpu_cores:g}",
                     f"{u.pool.memory_mib} MiB",
                     f"{u.pool.gpu_count}× {u.pool.gpu_model}" if u.pool.gpu_count else "-",
-                    u.free.describe(),
+                    u.free.summary,
                 ]
                 for u in found
             ],
@@ -234,12 +228,7 @@ def cluster() -> None:
 @click.pass_context
 def cluster_add(ctx: click.Context, name: str, kubeconfig: Path, context: str, namespace: str, as_json: bool) -> None:
     """Register cluster NAME. Its nodes labelled cove.dev/pool=POOL become pool POOL within a capacity refresh."""
-    from studio.models import ClusterCreate
-    from studio.sealing import studio_key
-    from studio.services import clusters
-
-    data = ClusterCreate(name=name, kubeconfig=kubeconfig.read_text(), context=context, namespace=namespace)
-    added = clusters.add_cluster(db=db_of(ctx), actor=actor_of(ctx), data=data, key=studio_key(settings_of(ctx)))
+    added = client_of(ctx).clusters.add(name, kubeconfig.read_text(), context=context, namespace=namespace)
     emit(
         added,
         as_json,
@@ -254,9 +243,7 @@ def cluster_add(ctx: click.Context, name: str, kubeconfig: Path, context: str, n
 @click.pass_context
 def cluster_list(ctx: click.Context, as_json: bool) -> None:
     """Registered clusters, and whether each answered the last capacity read."""
-    from studio.services import clusters
-
-    found = clusters.list_clusters(db=db_of(ctx))
+    found = list(client_of(ctx).clusters.list())
     emit(
         found,
         as_json,
@@ -272,7 +259,5 @@ def cluster_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def cluster_remove(ctx: click.Context, name: str) -> None:
     """Forget cluster NAME and its pools (refused while deployments or notebooks use them)."""
-    from studio.services import clusters
-
-    clusters.remove_cluster(db=db_of(ctx), actor=actor_of(ctx), name=name)
+    client_of(ctx).clusters.remove(name)
     click.echo(f"cluster {name} removed")

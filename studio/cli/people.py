@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 import click
 
-from studio.cli.base import actor_of, cli, db_of, emit, json_option, table
+from studio.cli.base import cli, client_of, emit, json_option, table
 
 
 @cli.group()
@@ -30,15 +31,14 @@ def user_add(
 ) -> None:
     """Add a user; their password is printed once when generated."""
     from studio.models import UserCreate
-    from studio.services import users
     from studio.values import Role
 
     generated = password is None
     password = password or secrets.token_urlsafe(12)
-    data = UserCreate(
+    data = UserCreate(  # checked here first, so a mistake is named before anything is sent
         name=name, role=Role.ADMIN if admin else Role.MEMBER, groups=_groups(groups) or [], password=password
     )
-    added = users.create_user(db=db_of(ctx), actor=actor_of(ctx), data=data)
+    added = client_of(ctx).users.add(**data.model_dump(mode="json"))
     shown = {**added.model_dump(mode="json"), "password": password} if generated else added
     emit(
         shown,
@@ -54,9 +54,7 @@ def user_add(
 @json_option
 @click.pass_context
 def user_list(ctx: click.Context, as_json: bool) -> None:
-    from studio.services import users
-
-    found = users.list_users(db=db_of(ctx), actor=actor_of(ctx))
+    found = list(client_of(ctx).users.list())
     emit(
         found,
         as_json,
@@ -84,13 +82,16 @@ def user_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def user_set(ctx: click.Context, name: str, admin: bool | None, groups: str | None, disable: bool | None) -> None:
     """Change a user's role, groups, or whether they may log in."""
-    from studio.services import users
     from studio.values import Role
 
-    role = None if admin is None else (Role.ADMIN if admin else Role.MEMBER)
-    changed = users.update_user(
-        db=db_of(ctx), actor=actor_of(ctx), name=name, role=role, groups=_groups(groups), disabled=disable
-    )
+    wanted = {
+        "role": None if admin is None else (Role.ADMIN if admin else Role.MEMBER),
+        "groups": _groups(groups),
+        "disabled": disable,
+    }
+    changes: dict[str, Any] = {k: v for k, v in wanted.items() if v is not None}
+    client = client_of(ctx)
+    changed = client.users.update(name, **changes) if changes else client.users.get(name)
     state = "disabled" if changed.disabled else "enabled"
     click.echo(f"user {name}: {changed.role.value}, groups {','.join(changed.groups) or '-'}, {state}")
 
@@ -102,13 +103,11 @@ def user_set(ctx: click.Context, name: str, admin: bool | None, groups: str | No
 @click.pass_context
 def user_passwd(ctx: click.Context, name: str, password: str | None, generate: bool) -> None:
     """Set a user's password (admins: anyone's; members: their own)."""
-    from studio.services import users
-
     if generate:
         password = secrets.token_urlsafe(12)
     elif password is None:
         password = click.prompt("new password", hide_input=True, confirmation_prompt=True)
-    users.set_password(db=db_of(ctx), actor=actor_of(ctx), name=name, password=password or "")
+    client_of(ctx).users.set_password(name, password or "")
     click.echo(f"password of {name} set" + (f": {password}  (shown once)" if generate else ""))
 
 
@@ -117,10 +116,10 @@ def user_passwd(ctx: click.Context, name: str, password: str | None, generate: b
 @click.pass_context
 def user_remove(ctx: click.Context, name: str) -> None:
     """Remove a user: what they own becomes yours, their API keys are revoked."""
-    from studio.services import users
-
-    users.remove_user(db=db_of(ctx), actor=actor_of(ctx), name=name)
-    click.echo(f"user {name} removed; what they owned is now {actor_of(ctx).name}'s, their keys are revoked")
+    client = client_of(ctx)
+    client.users.remove(name)
+    me = client.whoami()["name"]
+    click.echo(f"user {name} removed; what they owned is now {me}'s, their keys are revoked")
 
 
 @cli.command()
@@ -130,9 +129,9 @@ def user_remove(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def audit(ctx: click.Context, who: str | None, limit: int, as_json: bool) -> None:
     """Who created, changed, deleted or revoked what, and when (a member sees their own)."""
-    from studio.services import events
+    from itertools import islice
 
-    found = events.audit_trail(db=db_of(ctx), actor=actor_of(ctx), user=who, limit=limit)
+    found = list(islice(client_of(ctx).events.audit(actor=who), max(limit, 0)))
     emit(
         found,
         as_json,

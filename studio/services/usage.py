@@ -27,8 +27,11 @@ def record_usage(*, db: Database, records: Sequence[Mapping[str, Any]]) -> None:
         session.commit()
 
 
-def usage_summary(*, db: Database, actor: Principal, since: datetime | None = None) -> list[UsageSummary]:
-    """Requests and tokens per key, deployment and day: every key's for an admin, a member's own keys'."""
+def usage_summary(
+    *, db: Database, actor: Principal, since: datetime | None = None, until: datetime | None = None
+) -> list[UsageSummary]:
+    """Requests and tokens per key, deployment and day, of requests made from ``since`` to before ``until``: every
+    key's for an admin, a member's own keys'."""
     day = func.substr(sa.cast(UsageRecord.created_at, sa.String), 1, 10)
     with db.session() as session:
         query = (
@@ -47,6 +50,8 @@ def usage_summary(*, db: Database, actor: Principal, since: datetime | None = No
         )
         if since is not None:
             query = query.where(col(UsageRecord.created_at) >= since)
+        if until is not None:
+            query = query.where(col(UsageRecord.created_at) < until)
         if not actor.is_admin:
             query = query.where(col(ApiKey.owner) == actor.name)
         return [

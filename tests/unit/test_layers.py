@@ -1,5 +1,6 @@
 """Which module may import which (docs/architecture.md, "Layers"), read from the source: Cove never imports the hub
-or the playground, and the pure modules import only each other, pydantic and the standard library."""
+or the playground, the pure modules import only each other, pydantic and the standard library, and the client
+(``cove``) and the control plane meet only in the CLI and in the shapes they share."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ PURE = {
 }
 # What a pure module may import besides other pure modules.
 PURE_MAY_USE = {"pydantic", "orjson"}
+# What the client (`cove`, installed where no control plane runs) may import of studio: the pure modules and the
+# API's typed shapes.
+CLIENT_MAY_USE = PURE | {"studio", "studio.models"}
+# What the control plane's core (all of studio but its CLI) may import of the client: where a login is kept.
+CORE_MAY_USE_OF_CLIENT = {"cove.login"}
 
 
 def module_name(path: Path) -> str:
@@ -54,13 +60,39 @@ def sources(package: str) -> list[Path]:
 
 
 def first_party(name: str) -> bool:
-    return name.split(".")[0] in {"studio", "hub", "playground"}
+    return name.split(".")[0] in {"studio", "hub", "playground", "cove"}
 
 
 @pytest.mark.parametrize("path", sources("studio"), ids=lambda p: module_name(p))
 def test_cove_never_imports_the_hub_or_the_playground(path: Path) -> None:
     outside = sorted(n for n in imports_of(path) if n.split(".")[0] in {"hub", "playground"})
     assert outside == [], f"{module_name(path)} imports {outside}: the hub and the playground depend on studio"
+
+
+def owner_of(imported: str, known: set[str]) -> str:
+    """The module an import names: itself, or the module it takes a name from (``studio.models.ImagePublic``)."""
+    return imported if imported in known else imported.rsplit(".", 1)[0]
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in sources("studio") if "cli" not in p.relative_to(ROOT).parts], ids=lambda p: module_name(p)
+)
+def test_the_core_never_imports_the_client(path: Path) -> None:
+    known = {module_name(p) for p in sources("cove")}
+    found = {n for n in imports_of(path) if n.split(".")[0] == "cove"}
+    allowed = {n for n in found if owner_of(n, known) in CORE_MAY_USE_OF_CLIENT}
+    # `from cove import login` names the package too: that alone is no import of the client.
+    wrong = sorted(n for n in found - allowed if not (n == "cove" and allowed))
+    assert wrong == [], f"{module_name(path)} imports {wrong}: only the CLI talks to the API through the client"
+
+
+@pytest.mark.parametrize("path", sources("cove"), ids=lambda p: module_name(p))
+def test_the_client_imports_only_the_shapes_it_shares_with_studio(path: Path) -> None:
+    known = {module_name(p) for p in sources("studio")}
+    wrong = sorted(
+        n for n in imports_of(path) if n.split(".")[0] == "studio" and owner_of(n, known) not in CLIENT_MAY_USE
+    )
+    assert wrong == [], f"{module_name(path)} imports {wrong}: the client knows studio's errors, values and models"
 
 
 @pytest.mark.parametrize("name", sorted(PURE))
