@@ -27,8 +27,8 @@ def model() -> None:
 def model_add(ctx: click.Context, name: str, source: str, description: str, new_version: bool, as_json: bool) -> None:
     """Register SOURCE (a folder, hf:org/name[@revision], or org/name) as model NAME.
 
-    A folder is read by the Cove server, not by this command: after `cove login`, the path must exist on the
-    remote Cove's machine (or its shared storage)."""
+    A folder is read by the Cove server, not by this command (so only an admin may name one): after `cove login`,
+    the path must exist on the remote Cove's machine or its shared storage."""
     from studio.models import ModelCreate
 
     data = ModelCreate(name=name, source=source, description=description, new_version=new_version)
