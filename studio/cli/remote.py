@@ -56,6 +56,7 @@ def login(
     from cove import login as saved
     from cove.client import Client
     from studio.api.keys import token_name
+    from studio.services.keys import KEY_PREFIX
 
     url = _url(url)
     if (token is None) == (user is None):
@@ -66,7 +67,8 @@ def login(
             me = client.whoami()
         finally:
             client.close()
-        name, token_name_ = str(me["name"]), str(me["token"])
+        # a Cove token's name, to revoke it at logout (a hub token is the hub's to end)
+        name, token_name_ = str(me["name"]), str(me["token"]) if token.startswith(KEY_PREFIX) else ""
     else:
         assert user is not None
         password = _password(user, password_stdin)
@@ -76,7 +78,7 @@ def login(
         client.close()
         name, token, token_name_ = created.owner, created.key, created.name
     path = saved.save(saved.Login(url=url, token=token, user=name, token_name=token_name_))
-    click.echo(f"logged in to {url} as {name} (token {token_name_}); saved in {path}")
+    click.echo(f"logged in to {url} as {name} (token {token_name_ or 'from the hub'}); saved in {path}")
 
 
 @cli.command()

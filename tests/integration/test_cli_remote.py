@@ -23,7 +23,7 @@ from studio.api.app import build_api
 from studio.cli import cli
 from studio.db import Database, utcnow
 from studio.errors import Unauthorized
-from studio.models import ApiKeyCreated
+from studio.models import ApiKeyCreate, ApiKeyCreated
 from studio.services import keys
 from studio.settings import Settings
 from tests.conftest import make_settings
@@ -116,6 +116,13 @@ def test_a_member_logs_in_to_a_remote_cove_and_works_there_as_herself(
         assert again.returncode == 1
         assert "error: this token is unknown or revoked" in again.stderr
         assert "cove login URL" in again.stderr
+
+        reader = keys.create_key(db=db, actor=ADMIN, data=ApiKeyCreate(name="ro", scopes=["deployments:read"]))
+        ok(cove(laptop, "login", url, "--token", reader.key))
+        assert "admins-chat" in ok(cove(laptop, "deploy", "list"))  # as the admin now, who sees every deployment
+        narrow = cove(laptop, "deploy", "scale", "admins-chat", "1")
+        assert narrow.returncode == 1
+        assert "deployments:write" in narrow.stderr  # the token's scopes hold, whoever owns it
     finally:
         server.stop()
 
@@ -151,10 +158,14 @@ def test_a_refused_login_says_only_what_the_login_page_says(settings: Settings, 
     assert keys.list_keys(db=db, actor=ADMIN) == []
 
 
-def test_saved_credentials_are_readable_by_their_owner_only() -> None:
+def test_saved_credentials_are_readable_by_their_owner_only_and_make_a_client() -> None:
+    with pytest.raises(Unauthorized, match="no `cove login` on this machine"):
+        Client.from_login()
     path = login.save(login.Login(url="https://cove.example.com", token="cove-secret", user="ana", token_name="t"))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert login.load() == login.Login("https://cove.example.com", "cove-secret", "ana", "t")
+    with Client.from_login() as client:
+        assert (client.url, client.http.headers["Authorization"]) == ("https://cove.example.com", "Bearer cove-secret")
     assert login.forget()
     assert login.load() is None
 
