@@ -16,6 +16,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from cove import login
 from studio.errors import BackendUnavailable, CoveError, Unauthorized, from_wire
+from studio.models import ApiKeyCreated
 
 PREFIX = "/api/v1"
 T = TypeVar("T")
@@ -91,6 +92,45 @@ class Client:
         self._nouns()
         return self
 
+    @classmethod
+    def log_in(
+        cls,
+        url: str,
+        name: str,
+        password: str,
+        *,
+        token_name: str | None = None,
+        expires_days: int = 30,
+        timeout: float = 300,
+    ) -> tuple[Client, ApiKeyCreated]:
+        """Exchange ``name``'s password for a new token (every scope, expiring after ``expires_days``) and a client
+        that uses it. The password is sent once, to ``POST /login``, and kept nowhere."""
+        self = cls.__new__(cls)
+        self.url, self.token = url.rstrip("/"), ""
+        self.http = httpx.Client(base_url=self.url + PREFIX, timeout=timeout)
+        self._nouns()
+        body = {"name": name, "password": password, "expires_days": expires_days}
+        if token_name:
+            body["token_name"] = token_name
+        try:
+            created: ApiKeyCreated = self.call(ApiKeyCreated, "POST", "/login", body=body)
+        except BaseException:
+            self.close()
+            raise
+        self.token = created.key
+        self.http.headers["Authorization"] = f"Bearer {created.key}"
+        return self, created
+
+    @classmethod
+    def from_login(cls, *, timeout: float = 300) -> Client:
+        """A client of the Cove that `cove login` saved on this machine, as the token's owner."""
+        saved = login.load()
+        if saved is None:
+            raise Unauthorized(
+                f"no `cove login` on this machine (none in {login.credentials_file()})", hint="`cove login URL`"
+            )
+        return cls(saved.url, saved.token, timeout=timeout)
+
     def _nouns(self) -> None:
         from cove.clusters import Clusters
         from cove.deployments import Deployments
@@ -141,8 +181,18 @@ class Client:
                 payload = response.json()
             except ValueError:
                 payload = None
+            if response.status_code == 404 and not (isinstance(payload, dict) and "error" in payload):
+                raise self._not_a_cove(f"HTTP 404 for {PREFIX}{path}")
             raise from_wire(response.status_code, payload)
+        if response.content and "json" not in response.headers.get("content-type", ""):
+            raise self._not_a_cove(f"a {response.headers.get('content-type') or 'non-JSON'} page")
         return response
+
+    def _not_a_cove(self, what: str) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"{self.url} answers, but not as a Cove: it gave {what}",
+            hint="give the address of `cove server` (where the gateway and /api/v1 are), e.g. https://cove.example.com",
+        )
 
     def call(self, kind: Any, method: str, path: str, **kwargs: Any) -> Any:
         """``request`` with its answer read as ``kind`` (a model, ``list[Model]``, …)."""

@@ -15,9 +15,12 @@ from studio.errors import InvalidSpec
 
 @dataclass(frozen=True)
 class Login:
+    """A saved login: the Cove's URL, the token (never a password), whose it is and its name (to revoke it)."""
+
     url: str
     token: str
     user: str = ""
+    token_name: str = ""
 
 
 def config_dir() -> Path:
@@ -36,7 +39,15 @@ def load() -> Login | None:
         return None
     except (OSError, ValueError) as exc:
         raise InvalidSpec(f"{path} is unreadable: {exc}", hint="log in again with `cove login URL`") from exc
-    return Login(url=str(data["url"]), token=str(data["token"]), user=str(data.get("user", "")))
+    try:
+        return Login(
+            url=str(data["url"]),
+            token=str(data["token"]),
+            user=str(data.get("user", "")),
+            token_name=str(data.get("token_name", "")),
+        )
+    except (KeyError, TypeError) as exc:
+        raise InvalidSpec(f"{path} holds no login", hint="log in again with `cove login URL`") from exc
 
 
 def save(login: Login) -> Path:
@@ -46,7 +57,7 @@ def save(login: Login) -> Path:
     temporary = path.with_suffix(".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        json.dump({"url": login.url, "token": login.token, "user": login.user}, out)
+        json.dump({"url": login.url, "token": login.token, "user": login.user, "token_name": login.token_name}, out)
     os.replace(temporary, path)
     return path
 

@@ -82,6 +82,15 @@ def make_settings(home: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+@pytest.fixture(autouse=True)
+def _no_real_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own `cove login` (and COVE_API_URL / COVE_TOKEN) never reaches a test: the CLI would send
+    every command to their Cove."""
+    monkeypatch.setenv("COVE_CONFIG_DIR", str(tmp_path / "cove-config"))
+    for name in ("COVE_API_URL", "COVE_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path / "cove")

@@ -1,13 +1,17 @@
-"""`cove key …` and `cove usage`: who may call the gateway, and what they used."""
+"""`cove key …`, `cove token …` and `cove usage`: who may call the gateway and the API, and what they used."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import click
 
-from studio.cli.base import actor_of, cli, client_of, db_of, emit, json_option, table
+from studio.cli.base import cli, client_of, emit, json_option, table
 from studio.errors import InvalidSpec
+
+if TYPE_CHECKING:
+    from studio.models import ApiKeyCreated
 
 # ------------------------------------------------------------------------------------------------ keys, usage
 
@@ -33,6 +37,40 @@ def expiry(text: str | None, now: datetime) -> datetime | None:
         ) from exc
 
 
+scope_option = click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    metavar="SCOPE",
+    help="What it may do through the Cove API (repeat for several): '*', or NOUN:read / NOUN:write, e.g. "
+    "deployments:write. With a scope the key is also a personal access token.",
+)
+expires_option = click.option(
+    "--expires", metavar="WHEN", help="When it stops working: 30d, 12h, or a date (2027-01-31)."
+)
+
+
+def _create(
+    ctx: click.Context, name: str, deployments: tuple[str, ...], scopes: tuple[str, ...], expires: str | None
+) -> ApiKeyCreated:
+    """A new key of the caller's, built here first (a bad field is named before anything is sent)."""
+    from studio.db import utcnow
+    from studio.models import ApiKeyCreate
+
+    data = ApiKeyCreate(
+        name=name,
+        deployments=_names(deployments),
+        scopes=sorted(set(scopes)) if scopes else None,
+        expires_at=expiry(expires, utcnow()),
+    )
+    return client_of(ctx).keys.create(data.name, **data.model_dump(mode="json", exclude_unset=True, exclude={"name"}))
+
+
+def _names(names: tuple[str, ...]) -> list[str] | None:
+    cleaned = sorted({n.strip() for n in names if n.strip()})
+    return cleaned or None
+
+
 @key.command("create")
 @click.argument("name")
 @click.option(
@@ -42,22 +80,26 @@ def expiry(text: str | None, now: datetime) -> datetime | None:
     metavar="NAME",
     help="Limit the key to this deployment (repeat for several). Default: any its owner may use.",
 )
-@click.option("--expires", metavar="WHEN", help="When it stops working: 30d, 12h, or a date (2027-01-31).")
+@scope_option
+@expires_option
 @json_option
 @click.pass_context
-def key_create(ctx: click.Context, name: str, deployments: tuple[str, ...], expires: str | None, as_json: bool) -> None:
+def key_create(
+    ctx: click.Context,
+    name: str,
+    deployments: tuple[str, ...],
+    scopes: tuple[str, ...],
+    expires: str | None,
+    as_json: bool,
+) -> None:
     """Create a key of yours; it is printed once and never again."""
-    from studio.db import utcnow
-    from studio.models import ApiKeyCreate
-    from studio.services import keys
-
-    data = ApiKeyCreate(name=name, deployments=keys.scope_names(deployments), expires_at=expiry(expires, utcnow()))
-    created = keys.create_key(db=db_of(ctx), actor=actor_of(ctx), data=data)
+    created = _create(ctx, name, deployments, scopes, expires)
+    kind = "token" if created.scopes is not None else "API key"
     emit(
         created,
         as_json,
         lambda: click.echo(
-            f"{created.key}\n(API key {name}: store it now; Cove keeps only a hash and cannot show it again)"
+            f"{created.key}\n({kind} {name}: store it now; Cove keeps only a hash and cannot show it again)"
         ),
     )
 
@@ -67,10 +109,9 @@ def key_create(ctx: click.Context, name: str, deployments: tuple[str, ...], expi
 @click.pass_context
 def key_list(ctx: click.Context, as_json: bool) -> None:
     from studio.db import utcnow
-    from studio.services import keys
     from studio.ui.tables import key_state
 
-    found, now = keys.list_keys(db=db_of(ctx), actor=actor_of(ctx)), utcnow()
+    found, now = list(client_of(ctx).keys.list()), utcnow()
     emit(
         found,
         as_json,
@@ -96,10 +137,71 @@ def key_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("name")
 @click.pass_context
 def key_revoke(ctx: click.Context, name: str) -> None:
-    from studio.services import keys
-
-    keys.revoke_key(db=db_of(ctx), actor=actor_of(ctx), name=name)
+    client_of(ctx).keys.revoke(name)
     click.echo(f"API key {name} revoked")
+
+
+@cli.group()
+def token() -> None:
+    """Personal access tokens for the Cove API (keys with scopes; `cove key` lists and revokes them too)."""
+
+
+@token.command("create")
+@click.argument("name")
+@scope_option
+@expires_option
+@json_option
+@click.pass_context
+def token_create(ctx: click.Context, name: str, scopes: tuple[str, ...], expires: str | None, as_json: bool) -> None:
+    """A token for scripts and notebooks (COVE_TOKEN): printed once and never again."""
+    if not scopes:
+        raise InvalidSpec("a token needs at least one --scope", hint="e.g. --scope deployments:write, or --scope '*'")
+    created = _create(ctx, name, (), scopes, expires)
+    emit(
+        created,
+        as_json,
+        lambda: click.echo(
+            f"{created.key}\n(token {name}, scopes {' '.join(created.scopes or [])}: store it now; "
+            "Cove keeps only a hash and cannot show it again)"
+        ),
+    )
+
+
+@token.command("list")
+@json_option
+@click.pass_context
+def token_list(ctx: click.Context, as_json: bool) -> None:
+    """Your tokens (an admin: everyone's) and their scopes."""
+    from studio.db import utcnow
+    from studio.ui.tables import key_state
+
+    found, now = [k for k in client_of(ctx).keys.list() if k.scopes is not None], utcnow()
+    emit(
+        found,
+        as_json,
+        lambda: table(
+            ["NAME", "OWNER", "PREFIX", "SCOPES", "LAST USED", "STATE"],
+            [
+                [
+                    k.name,
+                    k.owner,
+                    k.prefix + "…",
+                    " ".join(k.scopes or []) or "-",
+                    f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never",
+                    key_state(k, now),
+                ]
+                for k in found
+            ],
+        ),
+    )
+
+
+@token.command("revoke")
+@click.argument("name")
+@click.pass_context
+def token_revoke(ctx: click.Context, name: str) -> None:
+    client_of(ctx).keys.revoke(name)
+    click.echo(f"token {name} revoked")
 
 
 @cli.command()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from studio.cli.base import actor_of, cli, client_of, db_of, emit, json_option, settings_of, table
+from studio.cli.base import cli, client_of, emit, json_option, table
 from studio.modelstore import human_size
 
 # ------------------------------------------------------------------------------------------------ models
@@ -25,19 +25,15 @@ def model() -> None:
 @json_option
 @click.pass_context
 def model_add(ctx: click.Context, name: str, source: str, description: str, new_version: bool, as_json: bool) -> None:
-    """Register SOURCE (a folder, hf:org/name[@revision], or org/name) as model NAME."""
+    """Register SOURCE (a folder, hf:org/name[@revision], or org/name) as model NAME.
+
+    A folder is read by the Cove server, not by this command (so only an admin may name one): after `cove login`,
+    the path must exist on the remote Cove's machine or its shared storage."""
     from studio.models import ModelCreate
-    from studio.services import models
 
     data = ModelCreate(name=name, source=source, description=description, new_version=new_version)
-    settings = settings_of(ctx)
-    added = models.add_model(
-        db=db_of(ctx),
-        actor=actor_of(ctx),
-        data=data,
-        cache_dir=settings.models_dir,
-        progress=None if as_json else click.echo,
-    )
+    fields = data.model_dump(mode="json", exclude_unset=True, exclude={"name", "source"})
+    added = client_of(ctx).models.add(data.name, data.source, **fields)
     v = added.latest
     emit(
         added,
@@ -54,9 +50,7 @@ def model_add(ctx: click.Context, name: str, source: str, description: str, new_
 @click.pass_context
 def model_list(ctx: click.Context, as_json: bool) -> None:
     """Models and their versions."""
-    from studio.services import models
-
-    found = models.list_models(db=db_of(ctx))
+    found = list(client_of(ctx).models.list())
     emit(
         found,
         as_json,
@@ -76,9 +70,7 @@ def model_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def model_delete(ctx: click.Context, name: str) -> None:
     """Remove a model from the catalog (its files stay in the cache)."""
-    from studio.services import models
-
-    models.delete_model(db=db_of(ctx), actor=actor_of(ctx), name=name)
+    client_of(ctx).models.delete(name)
     click.echo(f"model {name} deleted")
 
 

@@ -1,4 +1,5 @@
-"""`cove deploy …`: deployments from creation to deletion."""
+"""`cove deploy …`: deployments from creation to deletion, through the Cove API (``client_of``: the Cove logged in
+to, or this machine's in process)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import Any
 
 import click
 
-from studio.cli.base import actor_of, cli, db_of, emit, json_option, server_running, settings_of, table
-from studio.errors import CoveError, InvalidSpec
+from studio.cli.base import cli, client_of, emit, json_option, remote, server_running, settings_of, table
+from studio.errors import InvalidSpec, NotFound
 
 # ------------------------------------------------------------------------------------------------ deployments
 
@@ -27,11 +28,9 @@ def _model_ref(text: str) -> tuple[str, int | None]:
 
 
 def _watch(ctx: click.Context, name: str, timeout: float, until: Callable[[Any], bool]) -> Any:
-    """Print status changes of deployment NAME until ``until(dep)`` or the timeout."""
-    from studio.services import deployments
-
-    settings, db = settings_of(ctx), db_of(ctx)
-    if not server_running(settings):
+    """Print status changes of deployment NAME until ``until(dep)`` or the timeout; None once it is gone."""
+    settings, client = settings_of(ctx), client_of(ctx)
+    if not remote(ctx) and not server_running(settings):
         click.echo(
             f"note: no Cove server answers at {settings.gateway_url}; nothing will change until "
             "`cove up` (or `cove server`) runs",
@@ -40,9 +39,9 @@ def _watch(ctx: click.Context, name: str, timeout: float, until: Callable[[Any],
     last, deadline, dep = "", time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         try:
-            dep = deployments.get_deployment(db=db, actor=actor_of(ctx), name=name)
-        except CoveError:
-            return None  # gone
+            dep = client.deployments.get(name)
+        except NotFound:
+            return None
         line = f"{name}: {dep.status} {dep.ready_replicas}/{dep.replicas}" + (
             f" ({dep.message.splitlines()[0]})" if dep.message else ""
         )
@@ -56,6 +55,20 @@ def _watch(ctx: click.Context, name: str, timeout: float, until: Callable[[Any],
         f"still {dep.status if dep else 'unknown'} after {timeout:.0f} s; see `cove deploy get {name}`", err=True
     )
     return dep
+
+
+def _gateway(ctx: click.Context) -> str:
+    """Where clients call the deployments: the remote Cove's gateway, or this machine's."""
+    return client_of(ctx).url if remote(ctx) else settings_of(ctx).gateway_url
+
+
+if_match_option = click.option(
+    "--if-match",
+    "if_match",
+    type=int,
+    metavar="GEN",
+    help="Only if its generation is still GEN (from `deploy get --json`): refused if someone changed it since.",
+)
 
 
 @deploy.command("create", context_settings={"ignore_unknown_options": True})
@@ -105,7 +118,6 @@ def deploy_create(
 ) -> None:
     """Deploy a model as NAME. Runtime flags go after `--`, e.g. `-- --dtype float32`."""
     from studio.models import Autoscale, DeploymentCreate, Resources, Status
-    from studio.services import deployments
 
     model_name, model_version = _model_ref(model_ref)
     image_name, _, image_version = (image_ref or "").partition(":")
@@ -132,7 +144,9 @@ def deploy_create(
         ),
         autoscale=autoscale,
     )
-    dep = deployments.create_deployment(db=db_of(ctx), actor=actor_of(ctx), data=data)
+    # Built here first, so a bad field is named before anything is sent (exit 2, as for any bad option).
+    fields = data.model_dump(mode="json", exclude_unset=True, exclude={"name", "model"})
+    dep = client_of(ctx).deployments.create(data.name, data.model, **fields)
     if not as_json:
         click.echo(
             f"deployment {dep.name}: {dep.model} v{dep.model_version} on {dep.image}:{dep.image_version}, "
@@ -146,16 +160,14 @@ def deploy_create(
     if as_json:
         emit(dep, True, lambda: None)
     elif dep.status == Status.READY:
-        click.echo(f"ready: {settings_of(ctx).gateway_url}/v1 with model={dep.name!r}")
+        click.echo(f"ready: {_gateway(ctx)}/v1 with model={dep.name!r}")
 
 
 @deploy.command("list")
 @json_option
 @click.pass_context
 def deploy_list(ctx: click.Context, as_json: bool) -> None:
-    from studio.services import deployments
-
-    found = deployments.list_deployments(db=db_of(ctx), actor=actor_of(ctx))
+    found = list(client_of(ctx).deployments.list())
     emit(
         found,
         as_json,
@@ -184,10 +196,9 @@ def deploy_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def deploy_get(ctx: click.Context, name: str, as_json: bool) -> None:
     """Status, message and recent events of one deployment."""
-    from studio.services import deployments, events
-
-    dep = deployments.get_deployment(db=db_of(ctx), actor=actor_of(ctx), name=name)
-    recent = events.list_events(db=db_of(ctx), kind="deployment", name=name, limit=15)
+    client = client_of(ctx)
+    dep = client.deployments.get(name)
+    recent = client.deployments.events(name, limit=15)
 
     def human() -> None:
         click.echo(f"{dep.name}: {dep.status}, {dep.ready_replicas}/{dep.replicas} ready")
@@ -216,13 +227,14 @@ def deploy_get(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.argument("replicas", type=int)
 @click.option("--wait/--no-wait", default=False, help="Wait until that many replicas are ready.")
 @click.option("--timeout", default=600.0, show_default=True)
+@if_match_option
 @json_option
 @click.pass_context
-def deploy_scale(ctx: click.Context, name: str, replicas: int, wait: bool, timeout: float, as_json: bool) -> None:
+def deploy_scale(
+    ctx: click.Context, name: str, replicas: int, wait: bool, timeout: float, if_match: int | None, as_json: bool
+) -> None:
     """Set the number of replicas (0 stops it and keeps it)."""
-    from studio.services import deployments
-
-    dep = deployments.scale_deployment(db=db_of(ctx), actor=actor_of(ctx), name=name, replicas=replicas)
+    dep = client_of(ctx).deployments.scale(name, replicas, if_match=if_match)
     if wait:
         dep = _watch(ctx, name, timeout, lambda d: d.ready_replicas == replicas) or dep
     emit(dep, as_json, lambda: click.echo(f"deployment {name}: {replicas} replica(s) wanted"))
@@ -234,19 +246,26 @@ def deploy_scale(ctx: click.Context, name: str, replicas: int, wait: bool, timeo
 @click.option("--max", "hi", type=int, required=False)
 @click.option("--target-inflight", type=float, default=4.0, show_default=True)
 @click.option("--off", is_flag=True, help="Turn autoscaling off (the replica count stays).")
+@if_match_option
 @json_option
 @click.pass_context
 def deploy_autoscale(
-    ctx: click.Context, name: str, lo: int, hi: int | None, target_inflight: float, off: bool, as_json: bool
+    ctx: click.Context,
+    name: str,
+    lo: int,
+    hi: int | None,
+    target_inflight: float,
+    off: bool,
+    if_match: int | None,
+    as_json: bool,
 ) -> None:
     """Scale NAME by requests in flight, between --min and --max replicas."""
     from studio.models import Autoscale
-    from studio.services import deployments
 
     if not off and hi is None:
         raise InvalidSpec("--max is required", hint="e.g. --min 1 --max 4, or --off")
     bounds = None if off else Autoscale(min_replicas=lo, max_replicas=hi or lo, target_inflight=target_inflight)
-    dep = deployments.set_autoscale(db=db_of(ctx), actor=actor_of(ctx), name=name, autoscale=bounds)
+    dep = client_of(ctx).deployments.autoscale(name, bounds, if_match=if_match)
     emit(
         dep,
         as_json,
@@ -264,9 +283,7 @@ def deploy_autoscale(
 @click.pass_context
 def deploy_delete(ctx: click.Context, name: str, wait: bool, timeout: float) -> None:
     """Stop the replicas and remove the deployment."""
-    from studio.services import deployments
-
-    deployments.delete_deployment(db=db_of(ctx), actor=actor_of(ctx), name=name)
+    client_of(ctx).deployments.delete(name)
     click.echo(f"deployment {name}: deleting")
     if wait and _watch(ctx, name, timeout, lambda d: False) is None:
         click.echo(f"deployment {name}: deleted")
@@ -278,7 +295,5 @@ def deploy_delete(ctx: click.Context, name: str, wait: bool, timeout: float) -> 
 @click.pass_context
 def deploy_logs(ctx: click.Context, name: str, tail: int) -> None:
     """The last lines its replicas wrote (on Kubernetes: its newest pod)."""
-    from studio.logs import deployment_logs
-
-    for line in deployment_logs(settings=settings_of(ctx), db=db_of(ctx), actor=actor_of(ctx), name=name, tail=tail):
+    for line in client_of(ctx).deployments.logs(name, tail=tail):
         click.echo(line)

@@ -220,8 +220,11 @@ def cove_env(settings: Settings) -> dict[str, str]:
             "COVE_RUNTIME_STOP_GRACE_S": str(settings.runtime_stop_grace_s),
             "COVE_LOG_LEVEL": "info",
             "COVE_LOGIN": str(settings.login).lower(),
+            "COVE_CONFIG_DIR": str(settings.home / "config"),  # its own `cove login`, never the developer's
         }
     )
+    for name in ("COVE_API_URL", "COVE_TOKEN"):
+        env.pop(name, None)
     if settings.secret_key:
         env["COVE_SECRET_KEY"] = settings.secret_key
     if settings.database_url:

@@ -32,7 +32,7 @@ PURE = {
 PURE_MAY_USE = {"pydantic", "orjson"}
 # What the client (`cove`, installed where no control plane runs) may import of studio: the pure modules and the
 # API's typed shapes.
-CLIENT_MAY_USE = PURE | {"studio", "studio.models"}
+CLIENT_MAY_USE = PURE | {"studio", "studio.models", "studio.specs"}  # specs: the documents `cove apply` reads
 # What the control plane's core (all of studio but its CLI) may import of the client: where a login is kept.
 CORE_MAY_USE_OF_CLIENT = {"cove.login"}
 
