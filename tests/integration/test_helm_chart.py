@@ -957,7 +957,7 @@ def test_ingress_peers_are_values_and_no_policy_renders_without_network_policy(h
     for component in ("ui", "playground"):
         assert find(closed, "NetworkPolicy", f"{PREFIX}-{component}-ingress")["spec"]["ingress"] == []
     hub = find(closed, "NetworkPolicy", f"{PREFIX}-hub-ingress")["spec"]["ingress"]
-    assert [r["from"] for r in hub] == [[pods_of("ui")], [NOTEBOOKS, pods_of("hub")]]
+    assert [r["from"] for r in hub] == [[pods_of("ui"), pods_of("server")], [NOTEBOOKS, pods_of("hub")]]
     server = find(closed, "NetworkPolicy", f"{PREFIX}-server-ingress")["spec"]["ingress"]
     assert [r["from"] for r in server] == [[NOTEBOOKS, pods_of("playground"), pods_of("ui")]]
     assert all(r["from"] for d in closed if d["kind"] == "NetworkPolicy" for r in d["spec"].get("ingress", []))
