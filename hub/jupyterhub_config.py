@@ -42,6 +42,9 @@ c.JupyterHub.cookie_max_age_days = settings.session_hours / 24  # a hub login la
 
 # ---- spawning: the profile form comes from the studio's pools; a server is admitted against its pool first
 c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(settings.hub_activity_interval_s)}
+# The spawners add COVE_API_URL, so `cove.Client()` in a notebook calls Cove's API with the server's own token
+# (JUPYTERHUB_API_TOKEN). The default server token scopes suffice: every token may identify its owner at
+# /hub/api/user, which is how Cove's server learns whose the token is (studio/api/auth.py HubTokens).
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 60
 retry_hint = f"retry when a server stops; idle servers are stopped after {settings.hub_idle_timeout_s} s"

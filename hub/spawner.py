@@ -159,6 +159,9 @@ class PoolSpawnerMixin(LoggingConfigurable):
                 "COVE_DATASETS_DIR": datasets,
                 "HF_HUB_CACHE": models,
                 "COVE_GATEWAY_URL": self.settings.gateway_url,
+                # cove.Client() finds the API here and acts as the notebook's user with the hub's token for them
+                # (JUPYTERHUB_API_TOKEN), which the server checks with the hub; API and gateway share one server
+                "COVE_API_URL": self.settings.gateway_url,
             }
         )
         return profile

@@ -416,7 +416,7 @@ def test_each_process_gets_its_settings(helm: Helm) -> None:
         assert env["COVE_HOME"] == "/var/lib/cove"
         assert (env["COVE_MODELS_PVC"], env["COVE_DATASETS_PVC"]) == (f"{PREFIX}-models", f"{PREFIX}-datasets")
         assert env["COVE_PUBLIC_URL"] == server_url
-    assert ui["COVE_HUB_PUBLIC_URL"] == f"http://{PREFIX}-hub:8000"
+    assert ui["COVE_HUB_PUBLIC_URL"] == server["COVE_HUB_PUBLIC_URL"] == f"http://{PREFIX}-hub:8000"
     assert (
         ui["COVE_HUB_API_TOKEN"]
         == hub["COVE_HUB_API_TOKEN"]
@@ -854,8 +854,9 @@ def admitted(policy: Doc, templates: Mapping[str, Doc]) -> set[tuple[str, int]]:
 
 
 def test_each_face_admits_only_the_ingress_controller_and_the_parts_that_call_it(helm: Helm) -> None:
-    """The studio UI and the playground: the ingress controller only. The hub's proxy: the ingress controller and the
-    UI (its Notebooks page calls the hub's API through the proxy); the hub's API: notebook pods and the hub itself
+    """The studio UI and the playground: the ingress controller only. The hub's proxy: the ingress controller, the UI
+    (its Notebooks page calls the hub's API through the proxy) and the server (its API asks the hub whose a
+    notebook's token is); the hub's API: notebook pods and the hub itself
     (its proxy and culler reach the API through the Service). The gateway: the ingress controller, notebook pods,
     the playground and the UI. Each policy selects its component's pods and no user pod."""
     docs = helm.render("defaults.yaml")
@@ -866,7 +867,7 @@ def test_each_face_admits_only_the_ingress_controller_and_the_parts_that_call_it
         "ui": [(ports["ui"], [INGRESS_NGINX])],
         "playground": [(ports["playground"], [INGRESS_NGINX])],
         "hub": [
-            (ports["hub"], [INGRESS_NGINX, pods_of("ui")]),
+            (ports["hub"], [INGRESS_NGINX, pods_of("ui"), pods_of("server")]),
             (hub_api, [NOTEBOOKS, pods_of("hub")]),
         ],
         "server": [(ports["server"], [INGRESS_NGINX, NOTEBOOKS, pods_of("playground"), pods_of("ui")])],
@@ -878,6 +879,7 @@ def test_each_face_admits_only_the_ingress_controller_and_the_parts_that_call_it
         "hub": {
             (nginx, 8000),
             (f"Deployment/{PREFIX}-ui", 8000),
+            (f"Deployment/{PREFIX}-server", 8000),
             ("notebook", 8081),
             (f"Deployment/{PREFIX}-hub", 8081),
         },
@@ -955,7 +957,7 @@ def test_ingress_peers_are_values_and_no_policy_renders_without_network_policy(h
     for component in ("ui", "playground"):
         assert find(closed, "NetworkPolicy", f"{PREFIX}-{component}-ingress")["spec"]["ingress"] == []
     hub = find(closed, "NetworkPolicy", f"{PREFIX}-hub-ingress")["spec"]["ingress"]
-    assert [r["from"] for r in hub] == [[pods_of("ui")], [NOTEBOOKS, pods_of("hub")]]
+    assert [r["from"] for r in hub] == [[pods_of("ui"), pods_of("server")], [NOTEBOOKS, pods_of("hub")]]
     server = find(closed, "NetworkPolicy", f"{PREFIX}-server-ingress")["spec"]["ingress"]
     assert [r["from"] for r in server] == [[NOTEBOOKS, pods_of("playground"), pods_of("ui")]]
     assert all(r["from"] for d in closed if d["kind"] == "NetworkPolicy" for r in d["spec"].get("ingress", []))

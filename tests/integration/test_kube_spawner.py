@@ -176,6 +176,7 @@ def test_a_whole_gpu_server_is_a_pod_on_its_pool_with_home_and_read_only_data(se
         assert env["COVE_PROFILE"] == "a100-gpu-1"
         assert env["COVE_MODELS_DIR"] == env["HF_HUB_CACHE"] == "/data/models"
         assert env["COVE_DATASETS_DIR"] == "/data/datasets"
+        assert env["COVE_API_URL"] == env["COVE_GATEWAY_URL"] == settings.gateway_url  # cove.Client() finds it
         # non-root, as Pod Security "restricted" asks
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["runAsUser"] == 1000

@@ -147,3 +147,17 @@ def test_notebook_image_user_is_the_one_the_hub_expects() -> None:
     final = dict(stages(IMAGES / "notebook" / "Dockerfile")[-1].instructions)
     assert final["USER"] == "1000:100"  # hub/jupyterhub_config.py: KubeSpawner uid 1000, gid 100 (jovyan, users)
     assert final["WORKDIR"] == "/home/jovyan"  # where KubeSpawner mounts the home volume
+
+
+def test_notebook_image_carries_every_package_cove_ships_and_imports_the_client() -> None:
+    """The wheel is built from the sources copied in: a package left out is missing from the image, and
+    ``import cove`` (the client every notebook uses) fails there."""
+    import tomllib
+
+    packed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    built = stages(IMAGES / "notebook" / "Dockerfile")
+    sources = [rest for stage in built for kw, rest in stage.instructions if kw == "COPY" and "--" not in rest]
+    copied = {rest.split()[0].rstrip("/") for rest in sources}
+    assert {p.rstrip("*") for p in packed} <= copied
+    checks = [rest for kw, rest in built[-1].instructions if kw == "RUN" and "python -c" in rest]
+    assert any("import cove" in c for c in checks), "the image checks the client imports"
