@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
+from pydantic_core import to_jsonable_python
 
 from cove import login
 from studio.errors import BackendUnavailable, CoveError, Unauthorized, from_wire
@@ -23,14 +24,14 @@ T = TypeVar("T")
 
 
 def plain(value: Any) -> Any:
-    """Request values as JSON: models dumped (unset fields left out), the rest as given."""
+    """Request values as JSON: models dumped (unset fields left out), times as ISO 8601, enums as their values."""
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", exclude_unset=True)
     if isinstance(value, Mapping):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
-    return value
+    return to_jsonable_python(value)
 
 
 class InProcess(httpx.BaseTransport):

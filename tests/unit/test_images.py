@@ -149,15 +149,20 @@ def test_notebook_image_user_is_the_one_the_hub_expects() -> None:
     assert final["WORKDIR"] == "/home/jovyan"  # where KubeSpawner mounts the home volume
 
 
-def test_notebook_image_carries_every_package_cove_ships_and_imports_the_client() -> None:
-    """The wheel is built from the sources copied in: a package left out is missing from the image, and
-    ``import cove`` (the client every notebook uses) fails there."""
+@pytest.mark.parametrize("image", ["notebook", "cove"])
+def test_images_carry_every_package_cove_ships(image: str) -> None:
+    """The wheel is built from the sources copied in: a package left out is missing from the image (``import
+    cove`` — the client every notebook and the CLI use — would fail there)."""
     import tomllib
 
     packed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
-    built = stages(IMAGES / "notebook" / "Dockerfile")
+    built = stages(IMAGES / image / "Dockerfile")
     sources = [rest for stage in built for kw, rest in stage.instructions if kw == "COPY" and "--" not in rest]
     copied = {rest.split()[0].rstrip("/") for rest in sources}
     assert {p.rstrip("*") for p in packed} <= copied
+
+
+def test_the_notebook_image_checks_the_client_imports() -> None:
+    built = stages(IMAGES / "notebook" / "Dockerfile")
     checks = [rest for kw, rest in built[-1].instructions if kw == "RUN" and "python -c" in rest]
     assert any("import cove" in c for c in checks), "the image checks the client imports"
