@@ -5,6 +5,7 @@ notebook by test_notebook_client.py.)"""
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +16,19 @@ import yaml
 from studio.db import Database
 from studio.demo import PAIRS
 from studio.errors import NotFound
-from studio.models import ApiKeyCreate
-from studio.services import deployments, keys
+from studio.models import ApiKeyCreate, ModelCreate
+from studio.services import deployments, keys, models
 from studio.settings import Settings
 from studio.values import Status
 from tests.conftest import make_settings
-from tests.integration.conftest import CoveServer, add_fake_image, cove_env, register_demo, wait_until
+from tests.integration.conftest import (
+    CoveServer,
+    add_fake_image,
+    cove_env,
+    register_demo,
+    wait_until,
+    write_stub_model,
+)
 from tests.people import ADMIN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +39,7 @@ SCOPES = ["models:write", "deployments:write", "keys:write"]
 def rollout(settings: Settings, db: Database, specs: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """examples/ci/rollout.py as a pipeline runs it: COVE_API_URL and a token with the scopes its comments name,
     from a machine with no Cove of its own."""
-    token = keys.create_key(db=db, actor=ADMIN, data=ApiKeyCreate(name=f"ci-{specs.name}", scopes=SCOPES)).key
+    token = keys.create_key(db=db, actor=ADMIN, data=ApiKeyCreate(name=f"ci-{secrets.token_hex(4)}", scopes=SCOPES)).key
     runner = make_settings(settings.home.parent / "runner")
     env = cove_env(runner) | {"COVE_API_URL": settings.gateway_url, "COVE_TOKEN": token}
     return subprocess.run(
@@ -71,10 +79,6 @@ def test_the_ci_rollout_brings_up_the_example_specs_and_chats(
 
 @pytest.mark.runtime
 def test_a_rollout_whose_deployment_fails_is_rolled_back(settings: Settings, db: Database, tmp_path: Path) -> None:
-    from studio.models import ModelCreate
-    from studio.services import models
-    from tests.integration.conftest import write_stub_model
-
     models.add_model(
         db=db,
         actor=ADMIN,
