@@ -7,9 +7,13 @@ with the hub's token for the notebook's user (JUPYTERHUB_API_TOKEN); the login `
 from __future__ import annotations
 
 import asyncio
+import json
 import os
-from collections.abc import Iterator, Mapping
-from typing import Any, TypeVar
+import queue
+import threading
+from collections.abc import Generator, Iterator, Mapping
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import unquote
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
@@ -35,23 +39,96 @@ def plain(value: Any) -> Any:
 
 
 class InProcess(httpx.BaseTransport):
-    """Requests answered by an ASGI app in this process, on an event loop of the transport's own (sync callers)."""
+    """Requests answered by an ASGI app in this process: the app runs on an event loop in a thread of the
+    transport's own, and its answer streams back as the app sends it (a long call's progress arrives as it is
+    made, as over HTTP)."""
 
     def __init__(self, app: Any) -> None:
-        self.inner = httpx.ASGITransport(app=app)
+        self.app = app
         self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="cove-in-process", daemon=True)
+        self.thread.start()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        async def call() -> tuple[httpx.Response, bytes]:
-            request.stream = httpx.ByteStream(request.read())
-            response = await self.inner.handle_async_request(request)
-            return response, await response.aread()
+        body = request.read()
+        url = request.url
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": request.method,
+            "scheme": url.scheme,
+            "path": unquote(url.path),
+            "raw_path": url.raw_path.split(b"?")[0],
+            "query_string": url.query,
+            "root_path": "",
+            "headers": [(k.lower(), v) for k, v in request.headers.raw],
+            "server": (url.host, url.port or 80),
+            "client": ("127.0.0.1", 0),
+        }
+        sent: queue.Queue[dict[str, Any] | BaseException] = queue.Queue()
+        received = False
+        done = asyncio.Event()
 
-        response, body = self.loop.run_until_complete(call())
-        return httpx.Response(response.status_code, headers=response.headers, content=body, request=request)
+        async def receive() -> dict[str, Any]:
+            nonlocal received
+            if not received:
+                received = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await done.wait()  # the caller has read the answer (or gone): as a client that hangs up
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.put(message)
+
+        async def run() -> None:
+            try:
+                await self.app(scope, receive, send)
+            except BaseException as exc:  # noqa: BLE001  (handed to the caller's thread, raised there)
+                sent.put(exc)
+            finally:
+                sent.put({"type": "cove.done"})
+
+        future = asyncio.run_coroutine_threadsafe(run(), self.loop)
+        start = sent.get()
+        if isinstance(start, BaseException):
+            raise start
+        if start["type"] != "http.response.start":
+            raise RuntimeError(f"the API sent {start['type']!r} before its answer started")
+
+        def chunks() -> Generator[bytes]:
+            try:
+                while True:
+                    message = sent.get()
+                    if isinstance(message, BaseException):
+                        raise message
+                    if message["type"] == "cove.done":
+                        return
+                    if message["type"] == "http.response.body":
+                        yield message.get("body", b"")
+            finally:
+                self.loop.call_soon_threadsafe(done.set)
+                future.result()
+
+        return httpx.Response(
+            start["status"], headers=start.get("headers", []), stream=_Chunks(chunks()), request=request
+        )
 
     def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
         self.loop.close()
+
+
+class _Chunks(httpx.SyncByteStream):
+    def __init__(self, chunks: Generator[bytes]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.chunks
+
+    def close(self) -> None:
+        self.chunks.close()  # the caller stopped reading: let the app finish, and hear of it ending
 
 
 def _found(url: str | None, token: str | None) -> tuple[str, str]:
@@ -178,22 +255,46 @@ class Client:
         except httpx.TransportError as exc:
             raise BackendUnavailable(f"the Cove API at {self.url} does not answer: {exc}") from exc
         if response.is_error:
-            try:
-                payload = response.json()
-            except ValueError:
-                payload = None
-            if response.status_code == 404 and not (isinstance(payload, dict) and "error" in payload):
-                raise self._not_a_cove(f"HTTP 404 for {PREFIX}{path}")
-            raise from_wire(response.status_code, payload)
+            self._raise(response)
         if response.content and "json" not in response.headers.get("content-type", ""):
             raise self._not_a_cove(f"a {response.headers.get('content-type') or 'non-JSON'} page")
         return response
+
+    def _raise(self, response: httpx.Response) -> NoReturn:
+        """The error an error answer carries, as the server's own class."""
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if response.status_code == 404 and not (isinstance(payload, dict) and "error" in payload):
+            raise self._not_a_cove(f"HTTP 404 for {response.request.url.path}")
+        raise from_wire(response.status_code, payload)
 
     def _not_a_cove(self, what: str) -> BackendUnavailable:
         return BackendUnavailable(
             f"{self.url} answers, but not as a Cove: it gave {what}",
             hint="give the address of `cove server` (where the gateway and /api/v1 are), e.g. https://cove.example.com",
         )
+
+    def lines(
+        self, method: str, path: str, *, body: Any = None, params: Mapping[str, Any] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """An NDJSON answer, one parsed line at a time as the server sends it; an error answer is raised."""
+        query = {k: plain(v) for k, v in (params or {}).items() if v is not None}
+        request = self.http.build_request(method, path, json=plain(body) if body is not None else None, params=query)
+        try:
+            response = self.http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(f"the Cove API at {self.url} does not answer: {exc}") from exc
+        try:
+            if response.is_error:
+                response.read()
+                self._raise(response)
+            for line in response.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            response.close()
 
     def call(self, kind: Any, method: str, path: str, **kwargs: Any) -> Any:
         """``request`` with its answer read as ``kind`` (a model, ``list[Model]``, …)."""

@@ -3,19 +3,25 @@ read, list with filters, read, delete."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 
 from studio.api.auth import allowed
 from studio.api.paging import Page, Window, page, window
-from studio.errors import NotFound
+from studio.errors import CoveError, NotFound, to_wire
 from studio.models import ModelCreate, ModelPublic, ModelVersionPublic
 from studio.services import models
 from studio.values import Principal
 
 router = APIRouter(prefix="/models", tags=["models"])
 READ, WRITE = allowed("models:read"), allowed("models:write")
+NDJSON = "application/x-ndjson"
 
 
 @router.get("", response_model=Page[ModelPublic])
@@ -38,14 +44,51 @@ def list_models(
     return page(found, at)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ModelPublic)
-def add_model(request: Request, response: Response, data: ModelCreate, actor: Principal = WRITE) -> ModelPublic:
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ModelPublic,
+    responses={200: {"description": "With ?progress=true: NDJSON lines", "content": {NDJSON: {}}}},
+)
+def add_model(
+    request: Request,
+    response: Response,
+    data: ModelCreate,
+    actor: Principal = WRITE,
+    progress: Annotated[bool, Query(description="Stream progress as NDJSON while the files come.")] = False,
+) -> Any:
     """Register ``source`` (``hf:org/name[@revision]``, ``org/name``, or a folder on the server) as a new model,
-    or with ``new_version`` as the next version of an existing one. Answers once the files are in the store."""
+    or with ``new_version`` as the next version of an existing one. Answers once the files are in the store; with
+    ``progress=true`` at once, as NDJSON: ``{"progress": "…"}`` lines while the files come, then ``{"model": …}``
+    or ``{"error": …}`` (the API's error shape)."""
     app = request.app.state
-    added = models.add_model(db=app.db, actor=actor, data=data, cache_dir=app.settings.models_dir)
+
+    def add(said: Callable[[str], None] | None = None) -> ModelPublic:
+        return models.add_model(db=app.db, actor=actor, data=data, cache_dir=app.settings.models_dir, progress=said)
+
+    if progress:
+        return StreamingResponse(_progress_lines(add), media_type=NDJSON)
+    added = add()
     response.headers["Location"] = f"{request.url.path}/{added.name}"
     return added
+
+
+def _progress_lines(add: Callable[[Callable[[str], None]], ModelPublic]) -> Iterator[bytes]:
+    """``add`` run on a thread of its own, what it says as NDJSON lines as it says it, then its result."""
+    said: queue.Queue[bytes | None] = queue.Queue()
+
+    def run() -> None:
+        try:
+            added = add(lambda text: said.put(orjson.dumps({"progress": text}) + b"\n"))
+            said.put(orjson.dumps({"model": added.model_dump(mode="json")}) + b"\n")
+        except CoveError as exc:
+            said.put(orjson.dumps(to_wire(exc)) + b"\n")
+        finally:
+            said.put(None)
+
+    threading.Thread(target=run, name="model-add", daemon=True).start()
+    while (line := said.get()) is not None:
+        yield line
 
 
 @router.get("/{name}", response_model=ModelPublic)

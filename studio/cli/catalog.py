@@ -33,7 +33,7 @@ def model_add(ctx: click.Context, name: str, source: str, description: str, new_
 
     data = ModelCreate(name=name, source=source, description=description, new_version=new_version)
     fields = data.model_dump(mode="json", exclude_unset=True, exclude={"name", "source"})
-    added = client_of(ctx).models.add(data.name, data.source, **fields)
+    added = client_of(ctx).models.add(data.name, data.source, on_progress=None if as_json else click.echo, **fields)
     v = added.latest
     emit(
         added,

@@ -248,6 +248,12 @@ def test_models_keys_and_whoami(api: Cove, tmp_path: Path) -> None:
         added = admin.models.add("shared-model", str(write_stub_model(tmp_path / "m")), description="tiny")
         assert added.owner == "admin"
         assert added.versions[0].version == 1
+    with api.http() as http:  # with ?progress=true the answer is NDJSON: progress lines, then the model or the error
+        streamed = http.post("/models", params={"progress": "true"}, json={"name": "x", "source": "hf:org/absent"})
+        assert streamed.headers["content-type"] == "application/x-ndjson"
+        [*_, last] = [json.loads(line) for line in streamed.text.splitlines()]
+        assert last["error"]["type"] == "SourceUnavailable"
+        assert "org/absent" in last["error"]["message"]
     with api.client("mia") as client:
         with pytest.raises(cove.Forbidden, match="folder on the server"):
             client.models.add("mias-model", str(tmp_path / "m"))

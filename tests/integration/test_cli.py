@@ -21,7 +21,7 @@ from studio.bootstrap import open_studio
 from studio.cli import cli
 from studio.demo import PAIRS
 from studio.modelstore import inspect_folder
-from studio.services import users
+from studio.services import models, users
 from studio.settings import Settings
 from tests.integration.conftest import (
     CoveUp,
@@ -32,6 +32,7 @@ from tests.integration.conftest import (
     wait_until,
     write_stub_model,
 )
+from tests.people import ADMIN
 
 SERVICES = ("server", "ui", "playground", "hub")  # the parts of `cove up`, each with COVE_HOME/logs/<part>.log
 HUB_LINE = re.compile(r"^\[[DIWEC] |/hub/health", re.MULTILINE)  # JupyterHub's and its proxy's own log lines
@@ -234,6 +235,24 @@ def test_models_and_deployments_human_and_json(settings: Settings, tmp_path: Pat
     table = run(settings, "deploy", "list").output.splitlines()
     assert table[0].split() == ["NAME", "OWNER", "STATUS", "READY", "MODEL", "IMAGE", "POOL", "MESSAGE"]
     assert table[1].split()[:4] == ["chat", "admin", "Pending", "0/1"]
+
+
+def test_adding_a_hub_model_shows_its_progress_as_it_comes(settings: Settings, tmp_path: Path) -> None:
+    db = open_studio(settings)
+    folder = write_stub_model(tmp_path / "tiny")
+    models.register_built(
+        actor=ADMIN, db=db, name="tiny", folder=folder, repo_id="org/tiny", cache_dir=settings.models_dir
+    )
+    db.dispose()
+
+    added = run(settings, "model", "add", "again", "hf:org/tiny")  # from the local cache (offline)
+
+    assert added.exit_code == 0, added.output
+    lines = added.output.splitlines()
+    assert lines[0] == "resolving org/tiny (Hugging Face Hub or local cache)"  # streamed by the API as it came
+    assert lines[-1].startswith("model again v1: LlamaForCausalLM, ")
+    as_json = run(settings, "model", "add", "third", "hf:org/tiny", "--json")
+    assert json.loads(as_json.output)["name"] == "third"  # nothing but the JSON: no progress lines
 
 
 @pytest.mark.parametrize(
