@@ -451,11 +451,11 @@ def test_the_openapi_document_is_valid_and_lists_every_route(settings: Settings,
     }
 
 
+@pytest.mark.runtime
+@pytest.mark.parametrize("api", ["sqlite"], indirect=True)  # the CLI reaches a Cove the same way whatever its database
 def test_the_cli_drives_a_remote_cove(api: Cove, tmp_path: Path) -> None:
     """With COVE_API_URL and COVE_TOKEN the commands go to that Cove as the token's owner, not to this machine's
     (here: an empty COVE_HOME, which they never open)."""
-    if api.settings.database_url.startswith("postgresql"):
-        pytest.skip("the CLI reaches a remote Cove the same way whatever database it keeps (each command costs ~5 s)")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("COVE_")},
         "COVE_HOME": str(tmp_path / "laptop"),
