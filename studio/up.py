@@ -292,6 +292,7 @@ def _banner(
         f"  playground                   {settings.playground_url}",
         f"  notebooks (JupyterHub)       {settings.hub_url}",
         f"  gateway (OpenAI-compatible)  {base}/v1",
+        f"  API (cove.Client, CLI)       {base}/api/v1   (docs: {base}/api/v1/docs)",
         f"  health / metrics             {base}/healthz   {base}/metrics",
         f"  state                        {settings.home}",
         f"  logs                         {settings.logs_dir} (cove logs {'|'.join(services)})",

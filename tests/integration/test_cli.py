@@ -69,6 +69,9 @@ def test_up_serves_the_demo_and_ctrl_c_stops_everything(settings: Settings, demo
         db.dispose()
         assert f"studio                       {settings.ui_url}" in up.output
         assert f"playground                   {settings.playground_url}" in up.output
+        api = re.search(r"API \(cove.Client, CLI\)\s+(\S+)", up.output).group(1)  # type: ignore[union-attr]
+        assert api == f"{settings.gateway_url}/api/v1"
+        assert answers(api + "/openapi.json")  # the API answers where the banner says
         assert answers(settings.ui_url + "/_stcore/health")  # the studio UI and the playground run too
         assert answers(settings.playground_url + "/")
         assert answers(settings.hub_url + "/hub/health")
