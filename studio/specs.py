@@ -1,7 +1,7 @@
 """Declarative specs: YAML documents, one per object, that ``cove apply`` makes so.
 
     apiVersion: cove/v1
-    kind: Model | Deployment | Image | Key
+    kind: Model | Deployment | Image | Pool | Key
     metadata: {name: …, group: …}
     spec: {…}
 
@@ -33,11 +33,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.alias_generators import to_camel
 
 from studio.errors import InvalidSpec
 from studio.names import ImageRef, Name
 from studio.names import Version as Tag
-from studio.values import Autoscale, Resources, RuntimeKind
+from studio.values import CAPACITY_FIELDS, Autoscale, Purpose, Resources, RuntimeKind, Sharing
 
 API_VERSION = "cove/v1"
 
@@ -47,10 +48,11 @@ class Kind(enum.StrEnum):
     MODEL = "Model"
     KEY = "Key"
     DEPLOYMENT = "Deployment"
+    POOL = "Pool"
 
 
 # Applied in this order (what a document refers to exists before it), deleted in the reverse.
-ORDER = (Kind.IMAGE, Kind.MODEL, Kind.KEY, Kind.DEPLOYMENT)
+ORDER = (Kind.POOL, Kind.IMAGE, Kind.MODEL, Kind.KEY, Kind.DEPLOYMENT)
 
 STRICT = ConfigDict(extra="forbid")
 # The ModelHub's words (camelCase), as its model specs write them; the field names are accepted too.
@@ -235,6 +237,30 @@ class KeySpec(BaseModel):
     expires_at: datetime | None = None
 
 
+class PoolSpec(BaseModel):
+    """A pool's configured fields (as ``COVE_POOLS`` and the Helm chart's ``pools`` write them: camelCase keys, or
+    the field names). A field left out is left as it is (a new pool: its default). ``cluster`` is fixed once the
+    pool exists; a pool whose capacity a backend detects keeps the capacity found (``cpuCores``, ``memoryMib``,
+    ``gpuModel``, ``gpuCount``, ``gpuMemoryMib``)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True, extra="forbid")
+    purpose: Purpose | None = None
+    sharing: Sharing | None = None
+    gpu_model: str | None = None
+    gpu_count: int | None = Field(default=None, ge=0)
+    gpu_memory_mib: int | None = Field(default=None, ge=0)  # per GPU
+    slice_mib: int | None = Field(default=None, ge=1)
+    cpu_cores: float | None = Field(default=None, ge=0)
+    memory_mib: int | None = Field(default=None, ge=0)
+    quota_gpus: float | None = Field(default=None, ge=0)
+    quota_cpu: float | None = Field(default=None, ge=0)
+    quota_memory_mib: int | None = Field(default=None, ge=0)
+    groups: list[str] | None = None  # empty: everyone
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    cluster: str | None = Field(default=None, min_length=1)
+
+
 class _Document(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
     api_version: Literal["cove/v1"] = Field(alias="apiVersion")
@@ -267,9 +293,22 @@ class KeyDocument(_Document):
         return self
 
 
-Document = Annotated[ModelDocument | DeploymentDocument | ImageDocument | KeyDocument, Field(discriminator="kind")]
+class PoolDocument(_Document):
+    kind: Literal[Kind.POOL]
+    spec: PoolSpec = Field(default_factory=PoolSpec)
+
+    @model_validator(mode="after")
+    def _no_group(self) -> PoolDocument:
+        if self.metadata.group is not None:
+            raise ValueError("metadata.group: a pool has no group; spec.groups says who may use it")
+        return self
+
+
+Document = Annotated[
+    ModelDocument | DeploymentDocument | ImageDocument | KeyDocument | PoolDocument, Field(discriminator="kind")
+]
 DOCUMENT: TypeAdapter[Any] = TypeAdapter(Document)
-AnyDocument = ModelDocument | DeploymentDocument | ImageDocument | KeyDocument
+AnyDocument = ModelDocument | DeploymentDocument | ImageDocument | KeyDocument | PoolDocument
 
 
 def identity(doc: AnyDocument) -> str:
@@ -377,7 +416,7 @@ def parse(text: str, *, where: str = "<input>") -> list[AnyDocument]:
 
 
 def ordered(docs: list[AnyDocument], *, reverse: bool = False) -> list[AnyDocument]:
-    """In dependency order (Image, Model, Key, Deployment), stable within a kind; reversed for deleting."""
+    """In dependency order (Pool, Image, Model, Key, Deployment), stable within a kind; reversed for deleting."""
     ranked = sorted(docs, key=lambda d: ORDER.index(d.kind))
     return ranked[::-1] if reverse else ranked
 
@@ -390,7 +429,10 @@ MUTABLE: dict[Kind, frozenset[str]] = {
     Kind.DEPLOYMENT: frozenset({"spec.replicas", "spec.autoscale"}),
     Kind.IMAGE: frozenset(),
     Kind.KEY: frozenset(),
+    Kind.POOL: frozenset(f"spec.{to_camel(f)}" for f in PoolSpec.model_fields if f != "cluster"),
 }
+# A pool's fields a backend detects (studio.values.CAPACITY_FIELDS), as a document names them.
+DETECTED = frozenset(f"spec.{to_camel(f)}" for f in CAPACITY_FIELDS)
 # Directives that say how to fill a document, not what the object is: never compared.
 DIRECTIVES = frozenset({"spec.recommended"})
 
@@ -409,7 +451,7 @@ Action = Literal["created", "updated", "unchanged", "deleted", "absent", "kept",
 
 class Result(BaseModel):
     """What applying (or deleting) one document did, or with a dry run would do: ``created``, ``updated`` or
-    ``unchanged`` with the changes (apply); ``deleted``, ``absent``, ``kept`` (images) or ``refused`` with why
+    ``unchanged`` with the changes (apply); ``deleted``, ``absent``, ``kept`` (images, pools) or ``refused`` with why
     (delete)."""
 
     kind: Kind

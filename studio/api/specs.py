@@ -22,7 +22,13 @@ from studio.values import Principal
 
 router = APIRouter(tags=["specs"])
 
-NOUN = {Kind.MODEL: "models", Kind.DEPLOYMENT: "deployments", Kind.IMAGE: "images", Kind.KEY: "keys"}
+NOUN = {
+    Kind.MODEL: "models",
+    Kind.DEPLOYMENT: "deployments",
+    Kind.IMAGE: "images",
+    Kind.KEY: "keys",
+    Kind.POOL: "pools",
+}
 
 
 class Documents(BaseModel):

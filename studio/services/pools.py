@@ -7,11 +7,13 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from studio.access import check_admin
 from studio.db import Database
-from studio.errors import NotFound
-from studio.models import Deployment, Notebook, Pool, PoolPublic, PoolSpec
+from studio.errors import Conflict, InvalidSpec, NotFound
+from studio.models import Cluster, Deployment, Notebook, Pool, PoolPublic, PoolSpec
 from studio.pools import Claim, Free, free_of
-from studio.values import CAPACITY_FIELDS, PoolBase, Sharing
+from studio.services.events import NewEvent, add_events
+from studio.values import CAPACITY_FIELDS, DEFAULT_CLUSTER, PoolBase, Principal, Sharing
 
 NOTEBOOK_OWNER = "notebook "  # how a notebook server's claim is named: "notebook USER[/SERVER]"
 
@@ -69,6 +71,46 @@ def sync_configured_pools(*, db: Database, specs: list[PoolSpec]) -> None:
         session.commit()
 
 
+def apply_pool(*, db: Database, actor: Principal, spec: PoolSpec) -> tuple[PoolPublic, list[str]]:
+    """Create the pool ``spec`` names, or update it with the fields ``spec`` sets (``model_fields_set``; a new
+    pool takes the defaults for the rest); an admin's. Returns the pool and the fields that changed. Refused:
+    a change of ``cluster`` (fixed once the pool exists), a cluster that is not registered, and, for a pool whose
+    capacity a backend detects, a capacity field (``CAPACITY_FIELDS``) other than what was detected."""
+    check_admin(actor, doing="configure pools")
+    stated = {f: getattr(spec, f) for f in spec.model_fields_set if f != "name"}
+    with db.session() as session:
+        pool = session.exec(select(Pool).where(Pool.name == spec.name)).first()
+        cluster = stated.get("cluster", pool.cluster if pool is not None else DEFAULT_CLUSTER)
+        if pool is not None and cluster != pool.cluster:
+            raise Conflict(
+                f"pool {spec.name!r} is on cluster {pool.cluster!r}, fixed once the pool exists",
+                hint=f"make a pool of another name on {cluster!r} and deploy there",
+                fields=[{"path": "spec.cluster", "message": "fixed once the pool exists"}],
+            )
+        if cluster != DEFAULT_CLUSTER and session.exec(select(Cluster).where(Cluster.name == cluster)).first() is None:
+            raise NotFound(f"no cluster named {cluster!r}", hint="register it first (`cove cluster add`)")
+        if pool is not None and pool.detected:
+            differing = sorted(f for f in CAPACITY_FIELDS if f in stated and stated[f] != getattr(pool, f))
+            if differing:
+                raise InvalidSpec(
+                    f"pool {spec.name!r} has the capacity its backend detects: {', '.join(differing)} cannot be set",
+                    hint="leave them out (the backend keeps them as it finds the nodes)",
+                    fields=[{"path": f, "message": "detected by the backend"} for f in differing],
+                )
+        created = pool is None
+        pool = pool or Pool(**dict(PoolSpec(name=spec.name)))
+        changed = sorted(f for f, v in stated.items() if created or getattr(pool, f) != v)
+        if not changed and not created:
+            return PoolPublic.model_validate(pool), []
+        pool.sqlmodel_update(stated)
+        session.add(pool)
+        said = "created" if created else "updated: " + ", ".join(changed)
+        add_events(session, kind="pool", name=spec.name, actor=actor.name, events=[NewEvent("Configured", said)])
+        session.commit()
+        session.refresh(pool)
+        return PoolPublic.model_validate(pool), changed
+
+
 def claims_in(session: Session, *, pool_id: int, exclude: str | None = None) -> list[Claim]:
     """What deployments and notebook servers hold of the pool: deployments' replicas (deleting ones still hold until
     they are gone), then each running notebook (owner "notebook USER[/SERVER]"). ``exclude`` names a deployment.
@@ -95,6 +137,11 @@ def find_pool(session: Session, *, name: str) -> Pool:
         known = ", ".join(session.exec(select(Pool.name)).all()) or "none"
         raise NotFound(f"no pool named {name!r}", hint=f"known pools: {known}")
     return pool
+
+
+def get_pool(*, db: Database, name: str) -> PoolPublic:
+    with db.session() as session:
+        return PoolPublic.model_validate(find_pool(session, name=name))
 
 
 def lock_pool(session: Session, pool: Pool) -> None:

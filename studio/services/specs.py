@@ -16,11 +16,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from studio.access import check_admin
 from studio.db import Database
 from studio.errors import Conflict, CoveError, Forbidden, InvalidSpec, NotFound, invalid_fields
-from studio.models import ApiKeyCreate, DeploymentCreate, ImageCreate, ModelCreate, ModelPublic
-from studio.services import deployments, images, keys, models
+from studio.models import ApiKeyCreate, DeploymentCreate, ImageCreate, ModelCreate, ModelPublic, PoolPublic
+from studio.models import PoolSpec as PoolSettings
+from studio.services import deployments, images, keys, models, pools
 from studio.specs import (
+    DETECTED,
     Action,
     AnyDocument,
     Change,
@@ -29,6 +32,7 @@ from studio.specs import (
     KeyDocument,
     Kind,
     ModelDocument,
+    PoolDocument,
     Recommendation,
     Result,
     diff,
@@ -48,6 +52,7 @@ HOW_TO_CHANGE = {
     "that, or give the model a new name",
     Kind.IMAGE: "register a new version of the image (a new spec.version)",
     Kind.KEY: "revoke it (`cove delete -f FILE`) and apply a key of another name",
+    Kind.POOL: "apply a pool of another name on that cluster and deploy there",
 }
 
 
@@ -75,6 +80,10 @@ def _model_document(model: ModelPublic) -> AnyDocument:
     spec: dict[str, Any] = {"source": _source_of(model), "description": model.description}
     spec["deployments"] = [r.model_dump(mode="json", by_alias=True) for r in model.recommendations]
     return document(Kind.MODEL, model.name, spec, model.group)
+
+
+def _pool_document(pool: PoolPublic) -> AnyDocument:
+    return document(Kind.POOL, pool.name, pool.model_dump(mode="json", exclude={"name", "detected"}))
 
 
 def _image_documents(db: Database, name: str | None) -> list[AnyDocument]:
@@ -111,6 +120,8 @@ def current(*, db: Database, actor: Principal, kind: Kind, name: str) -> AnyDocu
             else:
                 spec["replicas"] = dep.replicas
             return document(Kind.DEPLOYMENT, dep.name, spec, dep.group)
+        if kind is Kind.POOL:
+            return _pool_document(pools.get_pool(db=db, name=name))
     except NotFound:
         return None
     if kind is Kind.IMAGE:
@@ -129,6 +140,8 @@ def listed(*, db: Database, actor: Principal, kind: Kind) -> list[AnyDocument]:
         return [_model_document(m) for m in models.list_models(db=db)]
     if kind is Kind.IMAGE:
         return _image_documents(db, None)
+    if kind is Kind.POOL:
+        return [_pool_document(usage.pool) for usage in pools.list_pools(db=db)]
     names = (
         [d.name for d in deployments.list_deployments(db=db, actor=actor)]
         if kind is Kind.DEPLOYMENT
@@ -263,6 +276,8 @@ def _creation(doc: AnyDocument) -> Any:
     if isinstance(doc, ImageDocument):
         stated = doc.spec.model_dump(exclude_none=True)
         return _validated(ImageCreate, name=name, **stated)
+    if isinstance(doc, PoolDocument):
+        return _validated(PoolSettings, name=name, **doc.spec.model_dump(exclude_none=True))
     return _validated(ApiKeyCreate, name=name, **doc.spec.model_dump(exclude_none=True))
 
 
@@ -274,6 +289,8 @@ def _refusal(doc: AnyDocument, changes: list[Change]) -> str:
 def plan(ctx: Context, docs: list[AnyDocument]) -> list[_Step]:
     """What applying ``docs`` would do, document by document; InvalidSpec naming every document that cannot be
     applied (an immutable field changed, a recommendation that cannot be met), before anything is done."""
+    if any(isinstance(d, PoolDocument) for d in docs):
+        check_admin(ctx.actor, doing="configure pools")  # Forbidden for the whole apply, as it is for one pool
     steps: list[_Step] = []
     problems: list[str] = []
     fields: list[dict[str, str]] = []
@@ -290,9 +307,15 @@ def plan(ctx: Context, docs: list[AnyDocument]) -> list[_Step]:
             if isinstance(doc, KeyDocument) and _revoked(ctx, name):
                 raise Conflict(f"key {name!r} was revoked", hint="apply a key of another name")
             fixed = refused(doc.kind, changes)
+            detected = _detected(ctx, doc, changes)
+            if detected:
+                problems.append(_detected_refusal(doc, detected))
+                fields += [{"document": identity(doc), "path": c.path, "message": "detected"} for c in detected]
             if fixed:
                 problems.append(_refusal(doc, fixed))
                 fields += [{"document": identity(doc), "path": c.path, "message": "fixed once created"} for c in fixed]
+                continue
+            if detected:
                 continue
             steps.append(_Step(wanted, now, changes, "updated" if changes else "unchanged"))
         except (InvalidSpec, NotFound, Conflict, Forbidden) as exc:
@@ -305,6 +328,23 @@ def plan(ctx: Context, docs: list[AnyDocument]) -> list[_Step]:
             fields=fields,
         )
     return steps
+
+
+def _detected(ctx: Context, doc: AnyDocument, changes: list[Change]) -> list[Change]:
+    """The changes to the capacity of a pool whose backend detects it (which keeps what it finds)."""
+    if not isinstance(doc, PoolDocument) or not any(c.path in DETECTED for c in changes):
+        return []
+    if not pools.get_pool(db=ctx.db, name=doc.metadata.name).detected:
+        return []
+    return [c for c in changes if c.path in DETECTED]
+
+
+def _detected_refusal(doc: AnyDocument, changes: list[Change]) -> str:
+    differing = "; ".join(f"{c.path} {c.before!r} → {c.after!r}" for c in changes)
+    return (
+        f"{identity(doc)}: its backend detects its capacity, so not changed: {differing}. Leave these fields out "
+        "(or state them as `cove get pool NAME -o yaml` shows them)"
+    )
 
 
 def _revoked(ctx: Context, name: str) -> bool:
@@ -324,10 +364,15 @@ def _do(ctx: Context, step: _Step) -> str | None:
             deployments.create_deployment(db=db, actor=actor, data=step.create)
         elif isinstance(doc, ImageDocument):
             images.add_image(db=db, actor=actor, data=step.create, registry=ctx.registry)
+        elif isinstance(doc, PoolDocument):
+            pools.apply_pool(db=db, actor=actor, spec=step.create)
         else:
             return keys.create_key(db=db, actor=actor, data=step.create).key
         return None
     changed = {c.path.split(".")[1] for c in step.changes}
+    if isinstance(doc, PoolDocument):
+        stated = doc.spec.model_dump(exclude_none=True)
+        pools.apply_pool(db=db, actor=actor, spec=PoolSettings(name=doc.metadata.name, **stated))
     if isinstance(doc, ModelDocument):
         models.update_model(
             db=db,
@@ -359,8 +404,9 @@ def apply(ctx: Context, docs: list[AnyDocument], *, dry_run: bool = False) -> li
 
 def delete(ctx: Context, docs: list[AnyDocument]) -> list[Result]:
     """Remove what ``docs`` name, dependents first: deployments (stopped by the controller), keys (revoked),
-    models (refused while a deployment uses one). Images stay: Cove does not remove registered images. A
-    document whose object is not there is "absent"; one that cannot be removed is "refused", with why."""
+    models (refused while a deployment uses one). Images and pools stay ("kept"): Cove does not remove registered
+    images, nor pools by a document. A document whose object is not there is "absent"; one that cannot be removed
+    is "refused", with why."""
     outcomes = []
     for doc in ordered(docs, reverse=True):
         name = doc.metadata.name
@@ -371,6 +417,10 @@ def delete(ctx: Context, docs: list[AnyDocument]) -> list[Result]:
                 keys.revoke_key(db=ctx.db, actor=ctx.actor, name=name)
             elif isinstance(doc, ModelDocument):
                 models.delete_model(db=ctx.db, actor=ctx.actor, name=name)
+            elif isinstance(doc, PoolDocument):
+                kept = "pools are kept: deployments and notebook servers may use them"
+                outcomes.append(Result(kind=doc.kind, name=name, action="kept", message=kept))
+                continue
             else:
                 kept = "registered images are kept: deployments may use them"
                 named = f"{name}:{doc.spec.version}"

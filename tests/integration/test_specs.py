@@ -17,9 +17,9 @@ from studio.api.app import build_api
 from studio.api.auth import trusting
 from studio.cli import cli
 from studio.db import Database, make_engine, migrate
-from studio.errors import InvalidSpec
+from studio.errors import Forbidden, InvalidSpec
 from studio.models import ApiKeyCreate
-from studio.services import deployments, keys, models
+from studio.services import deployments, events, keys, models, pools
 from studio.settings import Settings
 from tests.integration.conftest import CoveServer, cove_env, register_demo, write_stub_model
 from tests.integration.test_db import migrate_down
@@ -336,3 +336,131 @@ def test_apply_over_http_acts_as_the_tokens_owner_within_its_scopes(
         assert "models:write" in refused.output  # the scope the token lacks
     finally:
         server.stop()
+
+
+def pool_spec(tmp_path: Path, *, groups: str = "[research]", quota: int = 2, extra: str = "") -> Path:
+    return spec(
+        tmp_path,
+        f"""\
+        apiVersion: cove/v1
+        kind: Pool
+        metadata: {{name: serving}}
+        spec:
+          purpose: serve
+          cpuCores: 4
+          memoryMib: 8192
+          quotaCpu: {quota}
+          groups: {groups}
+          nodeSelector: {{cove.dev/pool: serving}}
+        {extra}""",
+        "pool.yaml",
+    )
+
+
+def test_an_admin_applies_a_pool_then_updates_its_groups_and_quota(
+    db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    first = cove(settings, tmp_path, "apply", "-f", str(pool_spec(tmp_path)))
+    assert first.exit_code == 0, first.output
+    assert "Pool serving: created" in first.output
+    assert "  + spec.quotaCpu: 2.0" in first.output
+    [made] = [u.pool for u in pools.list_pools(db=db) if u.pool.name == "serving"]
+    assert (made.purpose, made.cpu_cores, made.quota_cpu, made.groups) == ("serve", 4, 2, ["research"])
+    assert made.node_selector == {"cove.dev/pool": "serving"}
+    assert not made.detected
+    again = cove(settings, tmp_path, "apply", "-f", str(pool_spec(tmp_path)))
+    assert again.output.strip().endswith("1 unchanged"), again.output
+
+    updated = cove(settings, tmp_path, "apply", "-f", str(pool_spec(tmp_path, groups="[research, ops]", quota=3)))
+    assert updated.exit_code == 0, updated.output
+    assert "Pool serving: updated" in updated.output
+    assert '~ spec.groups: ["research"] → ["research", "ops"]' in updated.output
+    assert "~ spec.quotaCpu: 2.0 → 3.0" in updated.output
+    now = pools.get_pool(db=db, name="serving")
+    assert (now.groups, now.quota_cpu, now.cpu_cores) == (["research", "ops"], 3, 4)  # unstated fields kept
+    trail = [(e.name, e.message) for e in events.audit_trail(db=db, actor=ADMIN) if e.kind == "pool"]
+    assert trail == [("serving", "updated: groups, quota_cpu"), ("serving", "created")]
+
+    kept = cove(settings, tmp_path, "delete", "-f", str(pool_spec(tmp_path)))
+    assert "Pool serving: kept (pools are kept" in kept.output
+    assert kept.exit_code == 0
+    assert pools.get_pool(db=db, name="serving").name == "serving"
+
+
+def test_a_member_may_not_apply_a_pool(db: Database, settings: Settings, tmp_path: Path) -> None:
+    someone = member(db, "mia", "research")
+    client = Client.in_process(build_api(settings=settings, db=db, identify=trusting(someone)))
+    doc = yaml.safe_load(pool_spec(tmp_path).read_text())
+    with pytest.raises(Forbidden, match="only an admin may configure pools"):
+        client.specs.apply([doc])
+    with pytest.raises(Forbidden):
+        client.specs.apply([doc], dry_run=True)
+    client.close()
+    assert "serving" not in [u.pool.name for u in pools.list_pools(db=db)]
+
+
+def test_a_pools_cluster_is_fixed_and_a_detected_pool_keeps_its_capacity(
+    db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    assert cove(settings, tmp_path, "apply", "-f", str(pool_spec(tmp_path))).exit_code == 0
+    moved = cove(settings, tmp_path, "apply", "-f", str(pool_spec(tmp_path, quota=3, extra="  cluster: east\n")))
+    assert moved.exit_code == 1
+    assert "Pool serving: fixed once created, so not changed: spec.cluster 'default' → 'east'" in moved.output
+    assert "apply a pool of another name on that cluster" in moved.output
+    assert pools.get_pool(db=db, name="serving").quota_cpu == 2  # nothing of that apply was done
+
+    local = pools.get_pool(db=db, name="local")  # the machine's pool: its backend detects its capacity
+    assert local.detected
+    assert local.cpu_cores > 0
+    doc = yaml.safe_load(cove(settings, tmp_path, "get", "pool", "local").output)
+    doc["spec"] |= {"cpuCores": local.cpu_cores + 8, "groups": ["ops"]}
+    bigger = spec(tmp_path, yaml.safe_dump(doc), "local.yaml")
+    refused = cove(settings, tmp_path, "apply", "-f", str(bigger))
+    assert refused.exit_code == 1
+    said = f"Pool local: its backend detects its capacity, so not changed: spec.cpuCores {local.cpu_cores} → "
+    assert said in refused.output
+    assert "Leave these fields out" in refused.output
+    assert pools.get_pool(db=db, name="local").groups == []
+    doc["spec"]["cpuCores"] = local.cpu_cores
+    fine = cove(settings, tmp_path, "apply", "-f", str(spec(tmp_path, yaml.safe_dump(doc), "local.yaml")))
+    assert "Pool local: updated" in fine.output, fine.output
+    now = pools.get_pool(db=db, name="local")
+    assert (now.groups, now.cpu_cores, now.detected) == (["ops"], local.cpu_cores, True)
+
+
+def test_a_pool_from_get_applies_as_a_no_op_and_a_deployment_lands_in_a_new_pool(
+    db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    folder = write_stub_model(tmp_path / "weights")
+    both = spec(
+        tmp_path,
+        f"""\
+        apiVersion: cove/v1
+        kind: Deployment
+        metadata: {{name: tiny-chat}}
+        spec: {{model: tiny, image: transformers, pool: serving, resources: {{cpu: 0.5, memory_mib: 256}}}}
+        ---
+        apiVersion: cove/v1
+        kind: Model
+        metadata: {{name: tiny}}
+        spec: {{source: {folder}}}
+        ---
+        apiVersion: cove/v1
+        kind: Pool
+        metadata: {{name: serving}}
+        spec: {{cpuCores: 2, memoryMib: 2048}}
+        """,
+    )
+    made = cove(settings, tmp_path, "apply", "-f", str(both))
+    assert made.exit_code == 0, made.output
+    assert made.output.index("Pool serving: created") < made.output.index("Deployment tiny-chat: created")
+    assert deployments.get_deployment(db=db, actor=ADMIN, name="tiny-chat").pool == "serving"
+
+    got = cove(settings, tmp_path, "get", "pool", "serving", "-o", "yaml")
+    assert got.exit_code == 0, got.output
+    doc = yaml.safe_load(got.output)
+    assert (doc["kind"], doc["spec"]["cpuCores"], doc["spec"]["cluster"]) == ("Pool", 2, "default")
+    again = cove(settings, tmp_path, "apply", "-f", str(spec(tmp_path, got.output, "pool.yaml")))
+    assert again.output.strip().endswith("1 unchanged"), again.output
+    listed = yaml.safe_load_all(cove(settings, tmp_path, "get", "pools").output)
+    assert "serving" in [d["metadata"]["name"] for d in listed]

@@ -56,7 +56,7 @@ def test_every_invalid_field_is_named_with_file_document_and_path() -> None:
         {
             "document": "examples/specs/chat.yaml: document 3 (Gadget g)",
             "path": "kind",
-            "message": "'Gadget' is not a kind: use one of Image, Model, Key, Deployment",
+            "message": "'Gadget' is not a kind: use one of Image, Model, Key, Deployment, Pool",
         },
         {"document": "examples/specs/chat.yaml: document 4 (Key k)", "path": "apiVersion", "message": "Field required"},
     ]
@@ -76,6 +76,46 @@ def test_a_key_has_no_group_and_an_object_is_described_once() -> None:
         specs.parse_documents([twice, twice], where="request")
 
 
+def test_a_pool_document_takes_helm_values_words_and_names_bad_fields_by_path() -> None:
+    text = textwrap.dedent(
+        """\
+        apiVersion: cove/v1
+        kind: Pool
+        metadata: {name: gpu}
+        spec:
+          purpose: serve
+          sharing: hami
+          gpuCount: 2
+          gpu_memory_mib: 81920
+          quotaGpus: 1.5
+          groups: [research]
+          nodeSelector: {cove.dev/pool: gpu}
+          tolerations: [{key: nvidia.com/gpu, operator: Exists}]
+        """
+    )
+    [pool] = specs.parse(text)
+    assert isinstance(pool, specs.PoolDocument)
+    assert (pool.spec.gpu_count, pool.spec.gpu_memory_mib, pool.spec.quota_gpus) == (2, 81920, 1.5)
+    assert specs.dump(pool)["spec"]["nodeSelector"] == {"cove.dev/pool": "gpu"}
+    assert specs.dump(pool)["spec"]["gpuMemoryMib"] == 81920  # written back in the Helm values' words
+    broken = {
+        "apiVersion": "cove/v1",
+        "kind": "Pool",
+        "metadata": {"name": "gpu", "group": "team"},
+        "spec": {"gpuCount": -1, "sharing": "halves", "quotaGPUs": 1},
+    }
+    with pytest.raises(InvalidSpec) as caught:
+        specs.parse_documents([broken], where="pools.yaml")
+    assert [f["path"] for f in caught.value.fields] == ["spec.sharing", "spec.gpuCount", "spec.quotaGPUs"]
+    assert "Extra inputs are not permitted" in caught.value.fields[2]["message"]
+    grouped = broken | {"spec": {}}
+    with pytest.raises(InvalidSpec) as caught:
+        specs.parse_documents([grouped], where="pools.yaml")
+    assert [(f["path"], f["message"]) for f in caught.value.fields] == [
+        ("metadata.group", "a pool has no group; spec.groups says who may use it")
+    ]
+
+
 def test_yaml_that_is_not_yaml_says_where() -> None:
     with pytest.raises(InvalidSpec, match=r"a\.yaml: not YAML at line 2, column 1"):
         specs.parse("kind: Model\n- x\n", where="a.yaml")
@@ -90,6 +130,8 @@ def test_documents_are_applied_in_dependency_order_and_deleted_in_reverse() -> N
     ]
     assert [d.kind for d in specs.ordered(docs)] == [Kind.IMAGE, Kind.MODEL, Kind.KEY, Kind.DEPLOYMENT]
     assert [d.kind for d in specs.ordered(docs, reverse=True)] == [Kind.DEPLOYMENT, Kind.KEY, Kind.MODEL, Kind.IMAGE]
+    pool = specs.document(Kind.POOL, "gpu", {})
+    assert [d.kind for d in specs.ordered([deployment(), pool])] == [Kind.POOL, Kind.DEPLOYMENT]  # a deployment's pool
 
 
 def test_diff_compares_only_what_the_desired_document_states() -> None:
@@ -147,6 +189,10 @@ def test_a_hub_source_without_a_revision_matches_any_revision_and_folders_by_pat
         (Kind.MODEL, "spec.source", True),
         (Kind.IMAGE, "spec.description", True),
         (Kind.KEY, "spec.scopes", True),
+        (Kind.POOL, "spec.groups", False),
+        (Kind.POOL, "spec.quotaGpus", False),
+        (Kind.POOL, "spec.nodeSelector.zone", False),
+        (Kind.POOL, "spec.cluster", True),
     ],
 )
 def test_which_fields_are_fixed_once_created(kind: Kind, path: str, fixed: bool) -> None:
