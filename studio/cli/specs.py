@@ -107,7 +107,8 @@ def show(results: list[Result], *, dry_run: bool = False) -> None:
 @click.pass_context
 def apply_command(ctx: click.Context, paths: tuple[str, ...], dry_run: bool) -> None:
     """Make the objects that spec documents describe so: create what is missing, update what may change
-    (replicas, autoscale, a model's description and recommendations). Images, models, keys, then deployments."""
+    (replicas, autoscale, a model's description and recommendations, a pool's settings). Pools, images, models,
+    keys, then deployments."""
     show(client_of(ctx).specs.apply(read_documents(paths), dry_run=dry_run), dry_run=dry_run)
 
 
@@ -142,7 +143,7 @@ def diff_command(ctx: click.Context, paths: tuple[str, ...]) -> None:
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 @click.pass_context
 def get_command(ctx: click.Context, kind: str, name: str | None, output: str) -> None:
-    """Objects as spec documents: KIND is model, deployment, image or key; NAME one of them (an image:
+    """Objects as spec documents: KIND is pool, model, deployment, image or key; NAME one of them (an image:
     NAME or NAME:VERSION), else every one. Applying what it prints changes nothing."""
     client = client_of(ctx)
     docs = [client.specs.get(kind, name)] if name else client.specs.list(kind)
