@@ -20,7 +20,7 @@ up: $(STAMP)
 
 test: $(STAMP) services lint pytest
 
-# The loop while developing, about a minute here (72 s for 1,029 tests): the same lint (mypy rechecks only what
+# The loop while developing, about a minute here (72 s for 1,038 tests): the same lint (mypy rechecks only what
 # changed, about 5 s once its cache exists; 2.5 min to fill it) and the tests that start no model server or `cove`
 # process, no JupyterHub and no browser, train no model and need no PostgreSQL (markers in pyproject.toml), spread
 # over the cores (pytest-xdist).
