@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Pure: values in, values out; no database, no I/O, no client of anything (docs/architecture.md).
 PURE = {
     "studio.values",
+    "studio.chats",
     "studio.access",
     "studio.names",
     "studio.errors",
