@@ -20,10 +20,10 @@ up: $(STAMP)
 
 test: $(STAMP) services lint pytest
 
-# The loop while developing, about a minute here (72 s for 1,038 tests): the same lint (mypy rechecks only what
-# changed, about 5 s once its cache exists; 2.5 min to fill it) and the tests that start no model server or `cove`
-# process, no JupyterHub and no browser, train no model and need no PostgreSQL (markers in pyproject.toml), spread
-# over the cores (pytest-xdist).
+# The loop while developing, about a minute here (69–72 s for about 1,050 tests): the same lint (mypy rechecks only
+# what changed, about 5 s once its cache exists; 2.5 min to fill it) and the tests that start no model server or
+# `cove` process, no JupyterHub and no browser, train no model and need no PostgreSQL (markers in pyproject.toml),
+# spread over the cores (pytest-xdist).
 # `make test` runs them all, one at a time, as CI does.
 FAST_MARKERS := not runtime and not hub and not browser and not torch and not postgres
 test-fast: $(STAMP) lint pytest-fast
