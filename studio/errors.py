@@ -21,6 +21,9 @@ translated at the boundary with ``raise … from exc`` so the cause is kept.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from pydantic import ValidationError
 
 
@@ -96,20 +99,30 @@ class DatabaseError(CoveError):
     pass
 
 
-def invalid_fields(exc: ValidationError, *, prefix: tuple[str | int, ...] = ()) -> list[dict[str, str]]:
-    """Each invalid field of ``exc`` as ``{"path": "a.b.0", "message": "…"}``."""
+def invalid_fields(errors: Iterable[Mapping[str, Any]], *, prefix: tuple[str | int, ...] = ()) -> list[dict[str, str]]:
+    """Each invalid field of a validation's ``errors()`` as ``{"path": "a.b.0", "message": "…"}``."""
     return [
         {
             "path": ".".join(str(p) for p in (*prefix, *err["loc"])) or "value",
-            "message": err["msg"].removeprefix("Value error, "),
+            "message": str(err["msg"]).removeprefix("Value error, "),
         }
-        for err in exc.errors()
+        for err in errors
     ]
 
 
+def listed(fields: list[dict[str, str]]) -> str:
+    """Invalid fields in words: ``field: what is wrong``, several joined by '; '."""
+    return "; ".join(f"{f['path']}: {f['message']}" for f in fields)
+
+
+def invalid(fields: list[dict[str, str]], *, lead: str = "") -> InvalidSpec:
+    """InvalidSpec naming every invalid field (``fields`` from ``invalid_fields``), after ``lead``."""
+    return InvalidSpec(lead + listed(fields), hint="fix the fields named", fields=fields)
+
+
 def explain(exc: ValidationError) -> str:
-    """Invalid input in words: ``field: what is wrong``, several joined by '; ' (for the CLI and the UI)."""
-    return "; ".join(f"{f['path']}: {f['message']}" for f in invalid_fields(exc))
+    """Invalid input in words (for the CLI and the UI)."""
+    return listed(invalid_fields(exc.errors()))
 
 
 # ------------------------------------------------------------------------------------------------ on the wire

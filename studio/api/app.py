@@ -7,7 +7,7 @@ Routes are plain functions run in worker threads; the services own the transacti
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from studio.api import auth, clusters, deployments, events, images, keys, models, notebooks, pools, specs, usage, users
 from studio.api.auth import Caller
 from studio.db import Database
-from studio.errors import CoveError, InvalidSpec, NotFound, TooLarge, http_status, to_wire
+from studio.errors import CoveError, NotFound, TooLarge, http_status, invalid, invalid_fields, to_wire
 from studio.logs import LogReader
 from studio.settings import Settings
 
@@ -39,9 +39,10 @@ ROUTERS = (
 )
 
 
-def _path(loc: tuple[Any, ...]) -> str:
-    """A field's path as a user wrote it: ``resources.cpu`` for the body's, ``query.limit`` for the others."""
-    return ".".join(str(p) for p in (loc[1:] if loc[:1] == ("body",) and len(loc) > 1 else loc))
+def _as_written(err: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A field's place as a user wrote it: ``resources.cpu`` for the body's, ``query.limit`` for the others."""
+    loc = err["loc"]
+    return {**err, "loc": loc[1:]} if loc[:1] == ("body",) and len(loc) > 1 else err
 
 
 def answer(exc: CoveError) -> JSONResponse:
@@ -113,13 +114,9 @@ def build_api(
         return answer(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [
-            {"path": _path(err["loc"]), "message": str(err["msg"]).removeprefix("Value error, ")}
-            for err in exc.errors()
-        ]
-        listed = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
-        return answer(InvalidSpec(f"the request is invalid: {listed}", hint="fix the fields named", fields=fields))
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = invalid_fields(_as_written(err) for err in exc.errors())
+        return answer(invalid(fields, lead="the request is invalid: "))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

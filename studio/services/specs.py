@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from studio.access import check_admin
 from studio.db import Database
-from studio.errors import Conflict, CoveError, Forbidden, InvalidSpec, NotFound, invalid_fields
+from studio.errors import Conflict, CoveError, Forbidden, InvalidSpec, NotFound, invalid, invalid_fields
 from studio.models import ApiKeyCreate, DeploymentCreate, ImageCreate, ModelCreate, ModelPublic, PoolPublic
 from studio.models import PoolSpec as PoolSettings
 from studio.services import deployments, images, keys, models, pools
@@ -236,9 +236,7 @@ def _validated(make: Any, **data: Any) -> Any:
     try:
         return make(**data)
     except ValidationError as exc:
-        fields = invalid_fields(exc, prefix=("spec",))
-        listed_ = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
-        raise InvalidSpec(listed_, hint="fix the fields named", fields=fields) from exc
+        raise invalid(invalid_fields(exc.errors(), prefix=("spec",))) from exc
 
 
 def _creation(doc: AnyDocument) -> Any:
