@@ -247,18 +247,31 @@ class Client:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """One call; a Cove error answer is raised as the server's own error class."""
-        query = {k: plain(v) for k, v in (params or {}).items() if v is not None}
-        try:
-            response = self.http.request(
-                method, path, json=plain(body) if body is not None else None, params=query, headers=headers
-            )
-        except httpx.TransportError as exc:
-            raise BackendUnavailable(f"the Cove API at {self.url} does not answer: {exc}") from exc
+        response = self._send(method, path, body=body, params=params, headers=headers)
         if response.is_error:
             self._raise(response)
         if response.content and "json" not in response.headers.get("content-type", ""):
             raise self._not_a_cove(f"a {response.headers.get('content-type') or 'non-JSON'} page")
         return response
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+    ) -> httpx.Response:
+        """The answer to one request (unset parameters left out); BackendUnavailable when nothing answers."""
+        query = {k: plain(v) for k, v in (params or {}).items() if v is not None}
+        json_body = plain(body) if body is not None else None
+        request = self.http.build_request(method, path, json=json_body, params=query, headers=headers)
+        try:
+            return self.http.send(request, stream=stream)
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(f"the Cove API at {self.url} does not answer: {exc}") from exc
 
     def _raise(self, response: httpx.Response) -> NoReturn:
         """The error an error answer carries, as the server's own class."""
@@ -280,12 +293,7 @@ class Client:
         self, method: str, path: str, *, body: Any = None, params: Mapping[str, Any] | None = None
     ) -> Iterator[dict[str, Any]]:
         """An NDJSON answer, one parsed line at a time as the server sends it; an error answer is raised."""
-        query = {k: plain(v) for k, v in (params or {}).items() if v is not None}
-        request = self.http.build_request(method, path, json=plain(body) if body is not None else None, params=query)
-        try:
-            response = self.http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise BackendUnavailable(f"the Cove API at {self.url} does not answer: {exc}") from exc
+        response = self._send(method, path, body=body, params=params, stream=True)
         try:
             if response.is_error:
                 response.read()
