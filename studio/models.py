@@ -21,12 +21,14 @@ from sqlmodel import Field, SQLModel
 from sqlmodel.main import SQLModelConfig
 
 from studio.db import EnumText, UTCDateTime, ValueJSON, utcnow
+from studio.finetuning import TrainSettings
 from studio.names import ImageRef, Name, Version
 from studio.specs import Recommendation
 from studio.values import (
     DEFAULT_CLUSTER,
     Autoscale,
     BuildStatus,
+    JobStatus,
     PoolBase,
     Purpose,
     Resources,
@@ -140,6 +142,8 @@ class ModelVersionBase(SQLModel):
     size_bytes: int = 0
     architecture: str = ""  # from config.json "architectures"
     model_type: str = ""
+    # Where Cove made it from (``studio.finetuning.Lineage`` as JSON); None: imported, not made here.
+    lineage: dict[str, Any] | None = _json()
     created_at: datetime = _ts()
 
 
@@ -148,10 +152,12 @@ class ModelVersion(ModelVersionBase, table=True):
     __table_args__ = (sa.UniqueConstraint("model_id", "version"),)
     id: int | None = Field(default=None, primary_key=True)
     model_id: int = Field(foreign_key="models.id", ondelete="CASCADE", index=True)
+    # An adapter version is served on this version of its base (vLLM's LoRA); None: a full model folder.
+    adapter_of_id: int | None = Field(default=None, foreign_key="model_versions.id", ondelete="RESTRICT")
 
 
 class ModelVersionPublic(ModelVersionBase):
-    pass
+    adapter_of: str | None = None  # "model@version" of the base an adapter version is served on
 
 
 class ModelPublic(ModelBase, Owned):
@@ -162,6 +168,123 @@ class ModelPublic(ModelBase, Owned):
     @property
     def latest(self) -> ModelVersionPublic:
         return self.versions[-1]
+
+
+# ---------------------------------------------------------------------------------------------------- datasets
+
+
+class DatasetBase(Shared):
+    name: Name = Field(unique=True, index=True)
+    description: str = ""
+
+
+class Dataset(DatasetBase, Owned, table=True):
+    __tablename__ = "datasets"
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = _ts()
+
+
+class DatasetVersionBase(SQLModel):
+    """One immutable version of a dataset: its files, content-addressed, in the dataset store."""
+
+    version: int
+    sha256: str = Field(index=True)  # of the files' contents (names and bytes), in split order
+    source_kind: str  # upload | folder | hf
+    source: str  # the file's name, the folder, or the Hub repo id
+    revision: str | None = None  # the Hub commit it resolved to (never a branch)
+    path: str  # the version's folder in the dataset store
+    builder: str  # how ``datasets`` reads the files: json | csv | parquet
+    files: dict[str, list[str]] = _json(dict)  # split → file paths relative to ``path``
+    splits: dict[str, int] = _json(dict)  # split → rows
+    rows: int = 0
+    size_bytes: int = 0
+    format: str  # ``studio.chats.Format``
+    columns: dict[str, str] = _json(dict)  # the column map: a format part → the column it is read from
+    report: dict[str, Any] = _json(dict)  # the validation summary (problems by line, duplicates, overlap)
+    created_at: datetime = _ts()
+
+
+class DatasetVersion(DatasetVersionBase, table=True):
+    __tablename__ = "dataset_versions"
+    __table_args__ = (sa.UniqueConstraint("dataset_id", "version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="datasets.id", ondelete="CASCADE", index=True)
+
+
+class DatasetVersionPublic(DatasetVersionBase):
+    pass
+
+
+class DatasetPublic(DatasetBase, Owned):
+    created_at: datetime
+    versions: list[DatasetVersionPublic]
+
+    @property
+    def latest(self) -> DatasetVersionPublic:
+        return self.versions[-1]
+
+
+# ---------------------------------------------------------------------------------------------------- fine-tunes
+
+
+class FineTuneBase(Shared):
+    name: Name = Field(unique=True, index=True)
+    resources: Resources = Field(default_factory=Resources, sa_type=ValueJSON(Resources))  # of the training process
+
+
+class FineTuneObserved(SQLModel):
+    """How a job goes: written by the controller and by the job's own progress reports."""
+
+    status: JobStatus = _enum(JobStatus.QUEUED)
+    message: str = ""
+    progress: dict[str, Any] = _json(dict)  # the newest ``studio.finetuning.Progress``
+    history: list[dict[str, Any]] = _json(list)  # the loss curve: {step, loss, eval_loss, learning_rate}
+    metrics: dict[str, Any] = _json(dict)  # ``studio.finetuning.Metrics`` once evaluated
+    attempt: int = 1  # a resume is a new attempt from the last checkpoint
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class FineTune(FineTuneBase, Owned, FineTuneObserved, table=True):
+    __tablename__ = "finetunes"
+    id: int | None = Field(default=None, primary_key=True)
+    settings: TrainSettings = Field(default_factory=TrainSettings, sa_type=ValueJSON(TrainSettings))
+    base_version_id: int = Field(foreign_key="model_versions.id", ondelete="RESTRICT", index=True)
+    dataset_version_id: int = Field(foreign_key="dataset_versions.id", ondelete="RESTRICT", index=True)
+    pool_id: int = Field(foreign_key="pools.id", ondelete="RESTRICT", index=True)
+    target_model: str  # the model the result becomes a new version of
+    result_version_id: int | None = Field(default=None, foreign_key="model_versions.id", ondelete="SET NULL")
+    cancelling: bool = False  # its owner asked it to stop
+    report_hash: str = ""  # SHA-256 of the job's own token, which its progress reports carry
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class FineTuneCreate(FineTuneBase):
+    """One-click fine-tune: a base model version, a dataset version, settings (defaults by model size), a pool."""
+
+    model_config = CREATE
+
+    model: str = Field(min_length=1)  # the base model
+    model_version: int | None = Field(default=None, ge=1)  # None: the newest
+    dataset: str = Field(min_length=1)
+    dataset_version: int | None = Field(default=None, ge=1)  # None: the newest
+    pool: str = "local"
+    target_model: str | None = None  # None: a new version of the base model
+    settings: dict[str, Any] = {}  # ``TrainSettings`` fields, laid over ``finetuning.defaults_for`` the base
+
+
+class FineTunePublic(FineTuneBase, Owned, FineTuneObserved):
+    settings: TrainSettings
+    model: str
+    model_version: int
+    dataset: str
+    dataset_version: int
+    pool: str
+    target_model: str
+    result_version: int | None = None  # the version it registered
+    cancelling: bool = False
+    created_at: datetime
 
 
 # ---------------------------------------------------------------------------------------------------- images

@@ -59,6 +59,20 @@ class BuildStatus(enum.StrEnum):
     FAILED = "Failed"  # see the message; `cove image rebuild` tries again
 
 
+class JobStatus(enum.StrEnum):
+    """A fine-tune job's state."""
+
+    QUEUED = "Queued"  # accepted; waiting for the controller, or for room in its pool (a Kueue queue)
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"  # trained, evaluated and registered as a model version
+    FAILED = "Failed"  # see the message; `cove finetune resume` goes on from the last checkpoint
+    CANCELLED = "Cancelled"  # stopped by its owner; resumable like a failed one
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
 class SourceKind(enum.StrEnum):
     """Where a model version's files came from."""
 

@@ -111,6 +111,31 @@ class BuildState:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class TaskSpec:
+    """A run-to-completion process (a fine-tune): the program, where it runs and what it may use. Its folder
+    (``workdir``) holds what it is given and what it leaves; on Kubernetes it lies on the models claim."""
+
+    name: str
+    command: tuple[str, ...]  # the program and its arguments (run in ``image`` on backends that run images)
+    workdir: str
+    image: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    pool: str = "local"
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    queue: str = ""  # the Kueue LocalQueue a Job is submitted to, so it waits for room ("": none)
+
+
+@dataclass(frozen=True)
+class TaskState:
+    phase: Literal["pending", "running", "succeeded", "failed"]
+    message: str = ""  # why it is pending (queued), or how it ended
+    exit_code: int | None = None
+    log_tail: tuple[str, ...] = ()  # its last log lines, when it failed
+
+
 class Backend(Protocol):
     autoscales: bool  # the cluster scales autoscaled workloads itself (the controller leaves them alone)
     runs_images: bool  # replicas run the image's container (deployments wait for an image that is being built)
@@ -140,6 +165,21 @@ class Backend(Protocol):
     def build(self, spec: BuildSpec) -> BuildState:
         """Start building the image if no build of it exists; report how the build goes. Idempotent."""
         ...
+
+    def run_task(self, spec: TaskSpec) -> TaskState:
+        """Start the task if it was never started; report how it goes. Idempotent: a finished task is not run
+        again (its state is kept until ``stop_task``)."""
+        ...
+
+    def stop_task(self, name: str) -> bool:
+        """Stop the task if it runs and forget it; True once nothing of it is left."""
+        ...
+
+    def tasks(self) -> set[str]:
+        """Tasks this backend knows, running or finished."""
+        ...
+
+    def task_logs(self, name: str, *, tail: int = 100) -> list[str]: ...
 
     def close(self, *, stop_workloads: bool) -> None:
         """Release the backend; with ``stop_workloads`` also stop every replica it runs."""

@@ -32,8 +32,17 @@ from typing import IO
 import psutil
 
 from studio import machine
-from studio.backends.base import BuildSpec, BuildState, Phase, ReplicaStatus, WorkloadSpec, WorkloadStatus
-from studio.errors import CoveError
+from studio.backends.base import (
+    BuildSpec,
+    BuildState,
+    Phase,
+    ReplicaStatus,
+    TaskSpec,
+    TaskState,
+    WorkloadSpec,
+    WorkloadStatus,
+)
+from studio.errors import BackendUnavailable, CoveError
 from studio.machine import Gpu
 from studio.runtimes import Launch, local_availability, local_launch, upstream_model
 from studio.settings import Settings
@@ -217,6 +226,19 @@ class LocalBackend:
             "images are built in a Kubernetes cluster (a Kaniko Job), and this Cove runs local processes: build it "
             "with your container tool and push it, or run Cove with COVE_BACKEND=kubernetes",
         )
+
+    # Tasks (fine-tunes) are not run by this backend yet.
+    def run_task(self, spec: TaskSpec) -> TaskState:
+        raise BackendUnavailable(f"{type(self).__name__} cannot run tasks yet", hint="fine-tuning is being built")
+
+    def stop_task(self, name: str) -> bool:
+        return True
+
+    def tasks(self) -> set[str]:
+        return set()
+
+    def task_logs(self, name: str, *, tail: int = 100) -> list[str]:
+        return []
 
     def close(self, *, stop_workloads: bool) -> None:
         if not stop_workloads:  # the replicas run on; the next backend adopts them from their state files

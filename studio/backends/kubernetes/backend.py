@@ -21,10 +21,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from studio.backends.base import BuildSpec, BuildState, Connection, WorkloadSpec, WorkloadStatus
+from studio.backends.base import BuildSpec, BuildState, Connection, TaskSpec, TaskState, WorkloadSpec, WorkloadStatus
 from studio.backends.kubernetes import manifests
 from studio.backends.kubernetes.client import KubeClient
 from studio.backends.kubernetes.conditions import build_state, replica_status
+from studio.errors import BackendUnavailable
 from studio.runtimes import CONTAINER_PORT, container_launch, upstream_key
 from studio.sealing import studio_key
 from studio.settings import Settings
@@ -215,6 +216,19 @@ class KubernetesBackend:
                      gpu_count=t["gpus"], gpu_memory_mib=t["mib"], node_selector={POOL_LABEL: pool})
             for pool, t in sorted(totals.items())
         ]  # fmt: skip
+
+    # Tasks (fine-tunes) are not run by this backend yet.
+    def run_task(self, spec: TaskSpec) -> TaskState:
+        raise BackendUnavailable(f"{type(self).__name__} cannot run tasks yet", hint="fine-tuning is being built")
+
+    def stop_task(self, name: str) -> bool:
+        return True
+
+    def tasks(self) -> set[str]:
+        return set()
+
+    def task_logs(self, name: str, *, tail: int = 100) -> list[str]:
+        return []
 
     def close(self, *, stop_workloads: bool) -> None:
         """Workloads are cluster state and keep serving while the control plane restarts."""

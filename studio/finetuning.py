@@ -1,0 +1,179 @@
+"""Fine-tuning's values: the settings a user picks (with defaults per model size), the plan a training process is
+given, what it reports while it runs, and what it leaves when it ends.
+
+A job is planned by the control plane (``TrainPlan``, written as ``plan.json`` into the job's folder), run apart
+from it by ``python -m studio.trainer PLAN`` (a supervised local process, or a Kubernetes Job), which reports
+``Progress`` as it goes and writes a ``Result`` (``result.json``) beside its checkpoints when it ends. The control
+plane registers the result as a new model version with its ``Lineage``.
+
+Pure: pydantic and the standard library only.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PLAN_FILE = "plan.json"
+RESULT_FILE = "result.json"
+CHECKPOINTS_DIR = "checkpoints"  # checkpoint-<step>/ folders, as the trainer saves them
+ADAPTER_DIR = "adapter"  # the LoRA adapter (adapter_config.json, adapter_model.safetensors)
+MERGED_DIR = "model"  # the base with the adapter merged in, in the base's precision: a plain model folder
+
+
+class Schedule(enum.StrEnum):
+    LINEAR = "linear"
+    COSINE = "cosine"
+    CONSTANT = "constant"
+
+
+class Serving(enum.StrEnum):
+    """How the new version is served: merged weights (any runtime), or the adapter on its base (vLLM's LoRA)."""
+
+    MERGED = "merged"
+    ADAPTER = "adapter"
+
+
+class TrainSettings(BaseModel):
+    """What a user may set; every field has a default (``defaults_for`` picks them by model size)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rank: int = Field(default=16, ge=1, le=1024)
+    alpha: int = Field(default=32, ge=1, le=4096)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"  # or names among the model's own modules
+    learning_rate: float = Field(default=2e-4, gt=0, le=1)
+    schedule: Schedule = Schedule.COSINE
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
+    epochs: float = Field(default=3.0, gt=0, le=100)
+    max_steps: int | None = Field(default=None, ge=1)  # given: wins over epochs
+    batch_size: int = Field(default=4, ge=1, le=1024)
+    grad_accum: int = Field(default=4, ge=1, le=1024)
+    max_length: int = Field(default=1024, ge=16, le=131072)  # tokens; longer rows are truncated
+    packing: bool = False
+    eval_fraction: float = Field(default=0.1, ge=0, lt=0.5)  # held out when the dataset has no eval split
+    seed: int = 42
+    quantize: bool = False  # QLoRA: the base loaded in 4 bits (GPUs only); the merge is always in full precision
+    serving: Serving = Serving.MERGED
+    save_every: int = Field(default=50, ge=1)  # steps between checkpoints
+    log_every: int = Field(default=5, ge=1)  # steps between progress reports
+
+    @property
+    def hash(self) -> str:
+        """Names these settings in a version's lineage."""
+        body = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def defaults_for(parameters: int) -> dict[str, Any]:
+    """Defaults by model size (its parameter count): small models take a larger rank and learning rate, larger ones
+    a smaller batch. A user's own values are laid over these."""
+    if parameters < 50_000_000:  # tiny models (the demo model): few rows, many steps, high rate
+        return {"rank": 8, "alpha": 16, "learning_rate": 5e-3, "batch_size": 8, "grad_accum": 1, "max_length": 256}
+    if parameters < 2_000_000_000:
+        return {"rank": 16, "alpha": 32, "learning_rate": 2e-4, "batch_size": 8, "grad_accum": 2}
+    if parameters < 15_000_000_000:
+        return {"rank": 16, "alpha": 32, "learning_rate": 1e-4, "batch_size": 4, "grad_accum": 4}
+    return {"rank": 32, "alpha": 64, "learning_rate": 1e-4, "batch_size": 1, "grad_accum": 16}
+
+
+class DatasetFiles(BaseModel):
+    """A dataset version's files as the trainer loads them with ``datasets.load_dataset(builder, data_files=…)``."""
+
+    builder: Literal["json", "csv", "parquet"]
+    files: dict[str, list[str]]  # split ("train", "eval") → absolute paths
+    columns: dict[str, str]  # the column map (``studio.chats.ColumnMap`` as a mapping)
+    format: str  # ``studio.chats.Format``
+
+
+class Report(BaseModel):
+    """Where progress goes: ``POST {url}`` with ``Authorization: Bearer {token}`` (the job's own token)."""
+
+    url: str
+    token: str = Field(repr=False)
+
+
+class TrainPlan(BaseModel):
+    """Everything one training run needs: written by the control plane, read by ``studio.trainer``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: str
+    base_path: str  # the base model's folder
+    base_name: str  # "model@version", for lineage and messages
+    dataset: DatasetFiles
+    settings: TrainSettings
+    output_dir: str  # checkpoints/, adapter/, model/, result.json
+    report: Report | None = None  # None: progress goes to the log only
+    resume: bool = False  # go on from the newest checkpoint in output_dir/checkpoints
+    sample_prompts: list[str] = []  # asked of the base and the candidate at the end; empty: the eval split's first
+    use_cpu: bool = True
+
+
+class Progress(BaseModel):
+    """One report from a running job; every field but ``step`` may be missing from one report."""
+
+    step: int = 0
+    total_steps: int = 0
+    epoch: float | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_s: float | None = None
+    eta_s: float | None = None
+    phase: Literal["loading", "training", "evaluating", "merging", "done"] = "training"
+    checkpoint: int | None = None  # the step of the newest checkpoint saved
+    message: str = ""
+
+
+class Sample(BaseModel):
+    prompt: str
+    base: str
+    candidate: str
+
+
+class Metrics(BaseModel):
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    perplexity: float | None = None
+    steps: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    samples: list[Sample] = []
+
+
+class Outcome(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    DIVERGED = "diverged"  # loss became NaN or ran away: stopped at the last good checkpoint
+    OUT_OF_MEMORY = "out_of_memory"
+    FAILED = "failed"  # anything else: see message
+
+
+class Result(BaseModel):
+    """What a run leaves in ``result.json`` as it ends (a killed run leaves none: its job is Failed, resumable)."""
+
+    outcome: Outcome
+    message: str = ""
+    metrics: Metrics = Metrics()
+    model_dir: str | None = None  # the merged model folder (``MERGED_DIR``), when it exists
+    adapter_dir: str | None = None
+    last_checkpoint: int | None = None  # the newest good checkpoint's step, to resume from
+
+
+class Lineage(BaseModel):
+    """Where a model version came from, when Cove made it."""
+
+    base: str  # "model@version"
+    base_revision: str | None = None
+    dataset: str  # "dataset@version"
+    dataset_sha256: str
+    settings_hash: str
+    settings: dict[str, Any] = {}
+    job: str
+    metrics: Metrics = Metrics()
+    serving: Serving = Serving.MERGED
