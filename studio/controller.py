@@ -3,13 +3,13 @@ observes.
 
 Each pass reads every deployment as the ``WorkloadSpec`` its backend runs, holds back those whose image is still
 being built (on backends that run images: ``image_gate``, pure), asks its cluster's backend to converge the rest,
-derives the deployment's status from the replicas (pure), and records status changes and events. Deleted
-deployments are removed once the backend reports nothing left; workloads no deployment asks for are stopped.
-Autoscaled deployments get a replica count from the load the gateway reports (pure recommendation, with a
-scale-down stabilization window so brief lulls do not thrash), unless their cluster scales them itself (an HPA),
-in which case the count the cluster chose is recorded. Images with a Dockerfile are built on the control plane's
-cluster, and every ``capacity_refresh_s`` each cluster's capacity is read into its pools. The controller is the
-only caller of ``apply``/``delete``/``build``.
+derives the deployment's status from the replicas (pure), and records status changes and events. Deleted deployments
+are removed once the backend reports nothing left; workloads no deployment asks for are stopped. Autoscaled
+deployments get a replica count from the load the gateway reports (pure recommendation, with a scale-down
+stabilization window so brief lulls do not thrash), unless their cluster scales them itself (an HPA), in which case
+the count the cluster chose is recorded. Fine-tune jobs run as tasks (``studio.jobs``). Images with a Dockerfile are
+built on the control plane's cluster, and every ``capacity_refresh_s`` each cluster's capacity is read into its
+pools. The controller is the only caller of ``apply``/``delete``/``build``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from studio.backends.base import Backend, BuildSpec, WorkloadStatus
 from studio.backends.clusters import Clusters, connect_cluster
 from studio.db import Database
 from studio.errors import BackendUnavailable, CoveError, NotFound, QuotaExceeded
+from studio.jobs import JobRunner
 from studio.models import Observed
 from studio.sealing import studio_key
 from studio.services import clusters, deployments, images, pools
@@ -122,6 +123,7 @@ class Controller:
         self.key = studio_key(settings)
         self.load = load
         self.clock = clock
+        self.jobs = JobRunner(db=db, settings=settings)
         self._restarts: dict[tuple[str, int], int] = {}
         self._recommendations: dict[str, deque[tuple[float, int]]] = {}
         self._capacity_read_at = -math.inf
@@ -137,6 +139,7 @@ class Controller:
         on: dict[str, list[Desired]] = defaultdict(list)
         for desired in wanted:
             on[desired.cluster].append(desired)
+        reachable: dict[str, Backend] = {}
         for cluster in dict.fromkeys([*self.clusters.names(), *on]):
             try:
                 backend = self.clusters.get(cluster)
@@ -159,6 +162,8 @@ class Controller:
                     backend.delete(orphan)
             except CoveError as exc:
                 log.warning("cluster %s: %s", cluster, exc)
+            reachable[cluster] = backend
+        self._run_jobs(reachable)
         self._build_images()
         if self.clock() - self._capacity_read_at >= self.settings.capacity_refresh_s:
             self._capacity_read_at = self.clock()
@@ -175,6 +180,17 @@ class Controller:
         deployments.record_observed(
             db=self.db, name=desired.name, generation=desired.generation, observed=observed, events=events
         )
+
+    def _run_jobs(self, backends: dict[str, Backend]) -> None:
+        """Fine-tune jobs on the clusters that answered; tasks no unfinished job owns are stopped."""
+        owned = self.jobs.reconcile(backends)
+        for cluster, backend in backends.items():
+            try:
+                for orphan in sorted(backend.tasks() - owned):
+                    log.info("stopping task %s on cluster %s: no fine-tune asks for it", orphan, cluster)
+                    backend.stop_task(orphan)
+            except CoveError as exc:
+                log.warning("cluster %s: %s", cluster, exc)
 
     def _build_images(self) -> None:
         """Images with a Dockerfile are built on the control plane's own cluster."""

@@ -156,6 +156,7 @@ def local_launch(
 # In containers (Kubernetes) every runtime listens on this port and finds the model cache here (read-only).
 CONTAINER_PORT = 8000
 CONTAINER_MODELS_DIR = "/data/models"
+CONTAINER_DATASETS_DIR = "/data/datasets"  # where training pods (and notebooks) see the datasets claim
 # GPU runtimes get these unless the deployment's runtime args set them: use what the pool admitted, no more.
 GPU_MEMORY_FRACTION = {
     RuntimeKind.VLLM: ("--gpu-memory-utilization", "0.90"),

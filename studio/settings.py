@@ -95,6 +95,20 @@ class Settings(BaseSettings):
         description="How browsers reach the server's /auth, where people log in (its public URL). Empty: PUBLIC_URL, "
         "else HOST:PORT.",
     )
+    finetune_image: str = Field(
+        default="cove/studio:0.1.0",
+        description="Container image fine-tune Jobs run (Kubernetes): Cove with torch, peft and trl.",
+    )
+    kueue_queue: str = Field(
+        default="",
+        description="Kueue LocalQueue fine-tune Jobs are submitted to, so they wait for room instead of being "
+        "refused (Kubernetes). Empty: no queue; a job that does not fit its pool is refused.",
+    )
+    internal_url: str = Field(
+        default="",
+        description="How jobs (fine-tunes) reach the server's API from where they run (in a cluster: its Service, "
+        "http://cove-server.cove:8080). Empty: HOST:PORT.",
+    )
     ui_public_url: str = Field(default="", description="How browsers reach the studio UI. Empty: HOST:UI_PORT.")
     playground_public_url: str = Field(
         default="", description="How browsers reach the playground. Empty: HOST:PLAYGROUND_PORT."
@@ -197,6 +211,23 @@ class Settings(BaseSettings):
         return self.home / "runs"
 
     @property
+    def finetunes_dir(self) -> Path:
+        """Each fine-tune's folder (its plan, checkpoints, adapter, merged model, result): beside the model cache,
+        on the models claim on Kubernetes, where training pods write them."""
+        return self.models_dir / "finetunes"
+
+    @property
+    def tasks_dir(self) -> Path:
+        """Bookkeeping and logs of local run-to-completion processes (fine-tunes), so a restarted controller adopts
+        them."""
+        return self.home / "tasks"
+
+    @property
+    def report_url(self) -> str:
+        """Where jobs report progress to the API: INTERNAL_URL, or the address the server listens on."""
+        return self.internal_url.rstrip("/") or self.listen_url
+
+    @property
     def gateway_url(self) -> str:
         """Where clients reach the gateway: PUBLIC_URL, or the address it listens on."""
         return self.public_url.rstrip("/") or self.listen_url
@@ -234,5 +265,5 @@ class Settings(BaseSettings):
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def ensure_dirs(self) -> None:
-        for path in (self.home, self.models_dir, self.datasets_dir, self.logs_dir, self.runs_dir):
+        for path in (self.home, self.models_dir, self.datasets_dir, self.logs_dir, self.runs_dir, self.tasks_dir):
             path.mkdir(parents=True, exist_ok=True)

@@ -70,7 +70,11 @@ class JobStatus(enum.StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+        return self in JobStatus.finished_states()
+
+    @staticmethod
+    def finished_states() -> tuple[JobStatus, ...]:
+        return (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class SourceKind(enum.StrEnum):

@@ -5,6 +5,8 @@ stops them in order), with its own port and log file. ``apply`` is called on eve
 kubelet's work synchronously: start what is missing, probe health, restart crashed replicas with exponential
 backoff, kill replicas that never become ready, and replace replicas whose spec changed.
 
+Fine-tunes run as supervised run-to-completion tasks (``studio.backends.tasks``).
+
 Bookkeeping (pid, process start time, port) lives in ``COVE_HOME/runs/<workload>/<index>.json``; a new backend
 adopts processes whose pid and start time still match, so a restarted controller neither loses nor duplicates
 replicas. Time comes from an injected clock so tests can jump; starting a process and probing its health are
@@ -42,7 +44,9 @@ from studio.backends.base import (
     WorkloadSpec,
     WorkloadStatus,
 )
-from studio.errors import BackendUnavailable, CoveError
+from studio.backends.logfiles import tail_lines
+from studio.backends.tasks import LocalTasks
+from studio.errors import CoveError
 from studio.machine import Gpu
 from studio.runtimes import Launch, local_availability, local_launch, upstream_model
 from studio.settings import Settings
@@ -62,24 +66,6 @@ _LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
 def backoff_s(failures: int) -> float:
     """Delay before the next start after ``failures`` consecutive failures: 1, 2, 4, … capped at 60 s."""
     return float(min(60, 2 ** max(0, failures - 1)))
-
-
-def tail_lines(path: Path, n: int) -> list[str]:
-    """The last ``n`` lines of a text file, read from its end."""
-    if n <= 0:
-        return []
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size, block, data = fh.tell(), 8192, b""
-            while size > 0 and data.count(b"\n") <= n:
-                step = min(block, size)
-                size -= step
-                fh.seek(size)
-                data = fh.read(step) + data
-    except FileNotFoundError:
-        return []
-    return [line for line in data.decode("utf-8", "replace").splitlines()[-n:]]
 
 
 def last_attempt(lines: list[str]) -> list[str]:
@@ -174,6 +160,7 @@ class LocalBackend:
         self._workloads: dict[str, dict[int, _Replica]] = {}
         self._health_paths: dict[str, str] = {}
         settings.ensure_dirs()
+        self.task_runner = LocalTasks(settings, clock=clock)
         self._adopt()
 
     # ------------------------------------------------------------------------------------------- protocol verbs
@@ -227,20 +214,21 @@ class LocalBackend:
             "with your container tool and push it, or run Cove with COVE_BACKEND=kubernetes",
         )
 
-    # Tasks (fine-tunes) are not run by this backend yet.
+    # Tasks (fine-tunes): supervised processes (studio.backends.tasks).
     def run_task(self, spec: TaskSpec) -> TaskState:
-        raise BackendUnavailable(f"{type(self).__name__} cannot run tasks yet", hint="fine-tuning is being built")
+        return self.task_runner.run(spec)
 
     def stop_task(self, name: str) -> bool:
-        return True
+        return self.task_runner.stop(name)
 
     def tasks(self) -> set[str]:
-        return set()
+        return self.task_runner.names()
 
     def task_logs(self, name: str, *, tail: int = 100) -> list[str]:
-        return []
+        return self.task_runner.logs(name, tail=tail)
 
     def close(self, *, stop_workloads: bool) -> None:
+        self.task_runner.close(stop_tasks=stop_workloads)
         if not stop_workloads:  # the replicas run on; the next backend adopts them from their state files
             _LEFT_RUNNING.extend(r.proc for reps in self._workloads.values() for r in reps.values() if r.proc)
             self._workloads.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
@@ -178,12 +179,20 @@ def update_model(
 
 
 def register_built(
-    *, db: Database, actor: Principal, name: str, folder: Path, repo_id: str, cache_dir: Path, description: str = ""
+    *,
+    db: Database,
+    actor: Principal,
+    name: str,
+    folder: Path,
+    repo_id: str,
+    cache_dir: Path,
+    description: str = "",
+    lineage: dict[str, Any] | None = None,
 ) -> ModelPublic:
     """Store a folder Cove built (demo model, fine-tune output) in the cache as ``repo_id`` and register it as
-    ``actor``'s."""
+    ``actor``'s, as a new model or the next version of ``name``; ``lineage`` says where it came from."""
     snapshot = import_folder(folder, repo_id, cache_dir)
-    return add_model(
+    model = add_model(
         db=db,
         actor=actor,
         cache_dir=cache_dir,
@@ -191,6 +200,14 @@ def register_built(
             name=name, source=f"hf:{repo_id}@{snapshot.revision}", description=description, new_version=True
         ),
     )
+    if lineage is not None:
+        with db.session() as session:
+            version = find_version(session, model=name, version=model.latest.version)
+            version.lineage = lineage
+            session.add(version)
+            session.commit()
+        model = get_model(db=db, name=name)
+    return model
 
 
 def list_models(*, db: Database) -> list[ModelPublic]:

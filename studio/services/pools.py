@@ -10,12 +10,13 @@ from sqlmodel import Session, col, select
 from studio.access import check_admin
 from studio.db import Database
 from studio.errors import Conflict, InvalidSpec, NotFound
-from studio.models import Cluster, Deployment, Notebook, Pool, PoolPublic, PoolSpec
+from studio.models import Cluster, Deployment, FineTune, Notebook, Pool, PoolPublic, PoolSpec
 from studio.pools import Claim, Free, free_of
 from studio.services.events import NewEvent, add_events
-from studio.values import CAPACITY_FIELDS, DEFAULT_CLUSTER, PoolBase, Principal, Sharing
+from studio.values import CAPACITY_FIELDS, DEFAULT_CLUSTER, JobStatus, PoolBase, Principal, Sharing
 
 NOTEBOOK_OWNER = "notebook "  # how a notebook server's claim is named: "notebook USER[/SERVER]"
+JOB_OWNER = "finetune "  # how a fine-tune's claim is named: "finetune NAME"
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,10 @@ def apply_pool(*, db: Database, actor: Principal, spec: PoolSpec) -> tuple[PoolP
 
 
 def claims_in(session: Session, *, pool_id: int, exclude: str | None = None) -> list[Claim]:
-    """What deployments and notebook servers hold of the pool: deployments' replicas (deleting ones still hold until
-    they are gone), then each running notebook (owner "notebook USER[/SERVER]"). ``exclude`` names a deployment.
-    Columns, not ORM objects: admission reads every claim of a pool on each create and page view."""
+    """What deployments, notebook servers and fine-tunes hold of the pool: deployments' replicas (deleting ones still
+    hold until they are gone), then each running notebook (owner "notebook USER[/SERVER]"), then each unfinished
+    fine-tune (owner "finetune NAME"). ``exclude`` names a claim's owner. Columns, not ORM objects: admission reads
+    every claim of a pool on each create and page view."""
     deployments = session.execute(
         sa.select(col(Deployment.name), col(Deployment.resources), col(Deployment.replicas))
         .where(col(Deployment.pool_id) == pool_id)
@@ -125,10 +127,15 @@ def claims_in(session: Session, *, pool_id: int, exclude: str | None = None) -> 
         .where(col(Notebook.pool_id) == pool_id)
         .order_by(col(Notebook.id))
     ).all()
-    return [Claim(name, resources, n) for name, resources, n in deployments if name != exclude] + [
-        Claim(NOTEBOOK_OWNER + name, resources)
-        for name, resources in notebooks  # a server is one replica
-    ]
+    jobs = session.execute(
+        sa.select(col(FineTune.name), col(FineTune.resources))
+        .where(col(FineTune.pool_id) == pool_id, col(FineTune.status).not_in(JobStatus.finished_states()))
+        .order_by(col(FineTune.id))
+    ).all()
+    held = [Claim(name, resources, n) for name, resources, n in deployments]
+    held += [Claim(NOTEBOOK_OWNER + name, resources) for name, resources in notebooks]  # a server is one replica
+    held += [Claim(JOB_OWNER + name, resources) for name, resources in jobs]
+    return [claim for claim in held if claim.owner != exclude]
 
 
 def find_pool(session: Session, *, name: str) -> Pool:

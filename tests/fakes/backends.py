@@ -1,9 +1,9 @@
-"""A Backend whose replicas are ready the moment they are asked for: for controller tests about decisions
-(status, events, autoscaling) rather than processes."""
+"""A Backend whose replicas are ready the moment they are asked for, and whose tasks do what the test says: for
+controller tests about decisions (status, events, autoscaling, fine-tune jobs) rather than processes."""
 
 from __future__ import annotations
 
-from studio.backends.base import BuildSpec, BuildState, ReplicaStatus, WorkloadSpec, WorkloadStatus
+from studio.backends.base import BuildSpec, BuildState, ReplicaStatus, TaskSpec, TaskState, WorkloadSpec, WorkloadStatus
 from studio.values import PoolBase
 
 
@@ -13,6 +13,8 @@ class InstantBackend:
 
     def __init__(self) -> None:
         self.specs: dict[str, WorkloadSpec] = {}
+        self.task_specs: dict[str, TaskSpec] = {}
+        self.task_states: dict[str, TaskState] = {}  # a test sets how a task goes; "running" until it does
 
     def observe(self) -> None:
         pass
@@ -37,6 +39,21 @@ class InstantBackend:
 
     def build(self, spec: BuildSpec) -> BuildState:
         return BuildState("unavailable", "no builds here")
+
+    def run_task(self, spec: TaskSpec) -> TaskState:
+        self.task_specs.setdefault(spec.name, spec)
+        return self.task_states.get(spec.name, TaskState("running"))
+
+    def stop_task(self, name: str) -> bool:
+        self.task_specs.pop(name, None)
+        self.task_states.pop(name, None)
+        return True
+
+    def tasks(self) -> set[str]:
+        return set(self.task_specs)
+
+    def task_logs(self, name: str, *, tail: int = 100) -> list[str]:
+        return []
 
     def close(self, *, stop_workloads: bool) -> None:
         self.specs.clear()
