@@ -213,6 +213,7 @@ class Client:
         from cove.clusters import Clusters
         from cove.deployments import Deployments
         from cove.events import Events
+        from cove.finetunes import FineTunes
         from cove.images import Images
         from cove.keys import Keys
         from cove.models import Models
@@ -223,6 +224,7 @@ class Client:
         from cove.users import Groups, Users
 
         self.deployments = Deployments(self)
+        self.finetunes = FineTunes(self)
         self.models = Models(self)
         self.keys = Keys(self)
         self.images = Images(self)

@@ -32,6 +32,8 @@ from studio.values import JobStatus
 
 log = logging.getLogger(__name__)
 
+KEPT_LOG_LINES = 5000
+
 
 @dataclass(frozen=True)
 class Paths:
@@ -144,6 +146,7 @@ class JobRunner:
             if status != job.status or (state.message and status == JobStatus.QUEUED):
                 finetunes.observe(db=self.db, name=job.name, status=status, message=state.message)
             return
+        self._keep_log(backend, job, folder)
         self._end(job, state, folder)
         backend.stop_task(job.task)
 
@@ -164,6 +167,12 @@ class JobRunner:
         tmp.chmod(0o600)  # it holds the report token
         tmp.replace(folder / finetuning.PLAN_FILE)
         log.info("fine-tune %s: starting attempt %d%s", job.name, job.attempt, " (resuming)" if resume else "")
+
+    def _keep_log(self, backend: Backend, job: Active, folder: Path) -> None:
+        """The ended attempt's log, kept in the job's folder: the task (a pod, a process) is forgotten next."""
+        lines = backend.task_logs(job.task, tail=KEPT_LOG_LINES)
+        saved = finetunes.saved_log(self.settings.finetunes_dir, job.name, job.attempt)
+        saved.write_text("".join(line + "\n" for line in lines))
 
     def _end(self, job: Active, state: TaskState, folder: Path) -> None:
         result = read_result(folder)

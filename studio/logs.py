@@ -1,9 +1,12 @@
-"""A deployment's logs, read where it runs: the local log files, or its newest pod on its cluster."""
+"""Deployments' and tasks' logs, read where they run: the local log files, or the newest pod on their cluster."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from studio.backends.clusters import Clusters, connect_cluster, make_backend
 from studio.backends.local import log_tail
+from studio.backends.logfiles import tail_lines
 from studio.db import Database
 from studio.sealing import studio_key
 from studio.services import clusters, deployments
@@ -27,6 +30,16 @@ class LogReader:
         if cluster != DEFAULT_CLUSTER:
             self._clusters.update(clusters.connections(db=self.db, key=studio_key(self.settings)))
         return self._clusters.get(cluster).logs(name, tail=tail)
+
+    def read_task(self, *, task: str, cluster: str, saved: Path, tail: int = 100) -> list[str]:
+        """The last ``tail`` lines of a task's log: kept in ``saved`` once it ended, else read where it runs."""
+        if saved.exists():
+            return tail_lines(saved, tail)
+        if cluster == DEFAULT_CLUSTER and self.settings.backend == "local":
+            return tail_lines(self.settings.tasks_dir / task / "task.log", tail)  # files; nothing adopted
+        if cluster != DEFAULT_CLUSTER:
+            self._clusters.update(clusters.connections(db=self.db, key=studio_key(self.settings)))
+        return self._clusters.get(cluster).task_logs(task, tail=tail)
 
     def close(self) -> None:
         self._clusters.close(stop_workloads=False)

@@ -281,6 +281,7 @@ class FineTunePublic(FineTuneBase, Owned, FineTuneObserved):
     dataset: str
     dataset_version: int
     pool: str
+    cluster: str = DEFAULT_CLUSTER
     target_model: str
     result_version: int | None = None  # the version it registered
     cancelling: bool = False

@@ -96,7 +96,7 @@ class Settings(BaseSettings):
         "else HOST:PORT.",
     )
     finetune_image: str = Field(
-        default="cove/studio:0.1.0",
+        default="cove/fine-tune:0.1.0",
         description="Container image fine-tune Jobs run (Kubernetes): Cove with torch, peft and trl.",
     )
     kueue_queue: str = Field(

@@ -16,7 +16,21 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from studio.api import auth, clusters, deployments, events, images, keys, models, notebooks, pools, specs, usage, users
+from studio.api import (
+    auth,
+    clusters,
+    deployments,
+    events,
+    finetunes,
+    images,
+    keys,
+    models,
+    notebooks,
+    pools,
+    specs,
+    usage,
+    users,
+)
 from studio.api.auth import Caller
 from studio.db import Database
 from studio.errors import CoveError, NotFound, TooLarge, http_status, invalid, invalid_fields, to_wire
@@ -36,6 +50,7 @@ ROUTERS = (
     usage.router,
     events.router,
     specs.router,
+    finetunes.router,
 )
 
 

@@ -48,7 +48,7 @@ from studio.services.events import NewEvent, add_events
 from studio.services.models import find_version, register_built
 from studio.services.pools import JOB_OWNER as CLAIM_OWNER
 from studio.services.pools import claims_in, find_pool, lock_pool
-from studio.values import JobStatus, Principal, Purpose, Resources
+from studio.values import DEFAULT_CLUSTER, JobStatus, Principal, Purpose, Resources
 
 KIND = "finetune"
 HISTORY_POINTS = 2000  # a loss curve longer than this keeps every other point of its older half
@@ -182,6 +182,7 @@ def _public(session: Session, row: FineTune) -> FineTunePublic:
             "dataset": dataset.name if dataset else "?",
             "dataset_version": dataset_version.version if dataset_version else 0,
             "pool": pool.name if pool else "?",
+            "cluster": pool.cluster if pool else DEFAULT_CLUSTER,
             "result_version": result.version if result else None,
         }
     )
@@ -330,8 +331,17 @@ class Active:
 
     @property
     def task(self) -> str:
-        """The backend's name for this attempt (a Kubernetes Job is made once; a resume is a new one)."""
-        return f"ft-{self.name}-{self.attempt}"
+        return task_name(self.name, self.attempt)
+
+
+def task_name(name: str, attempt: int) -> str:
+    """The backend's name for an attempt's task (a Kubernetes Job is made once; a resume is a new one)."""
+    return f"ft-{name}-{attempt}"
+
+
+def saved_log(folders: Path, name: str, attempt: int) -> Path:
+    """Where an ended attempt's log is kept, in the job's folder (the task and its own log are gone by then)."""
+    return folders / name / f"{task_name(name, attempt)}.log"
 
 
 def active(*, db: Database) -> list[Active]:

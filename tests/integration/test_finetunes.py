@@ -10,20 +10,25 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 from sqlmodel import select
 
+from cove.client import Client
 from studio import finetuning
+from studio.api.app import build_api
+from studio.api.auth import trusting
 from studio.backends.base import TaskState
+from studio.cli import cli
 from studio.db import Database
-from studio.errors import Conflict, Forbidden, InvalidSpec, NotFound, QuotaExceeded
+from studio.errors import Conflict, Forbidden, InvalidSpec, NotFound, QuotaExceeded, Unauthorized
 from studio.finetuning import Metrics, Outcome, Progress, Result, Sample
 from studio.jobs import JobRunner
-from studio.models import Dataset, DatasetVersion, DeploymentCreate, FineTuneCreate, Pool
-from studio.services import deployments, finetunes, models
+from studio.models import ApiKeyCreate, Dataset, DatasetVersion, DeploymentCreate, FineTuneCreate, Pool
+from studio.services import deployments, finetunes, keys, models
 from studio.settings import Settings
 from studio.values import JobStatus, Purpose, Resources
 from tests.fakes.backends import InstantBackend
-from tests.integration.conftest import write_stub_model
+from tests.integration.conftest import cove_env, write_stub_model
 from tests.people import ADMIN, member
 
 
@@ -344,3 +349,66 @@ def test_a_dataset_version_in_use_by_a_job_cannot_vanish(db: Database, settings:
         session.delete(version)
         with pytest.raises(sa.exc.IntegrityError):
             session.commit()
+
+
+# ------------------------------------------------------------------------------------------------ API and CLI
+
+
+def test_the_api_reports_progress_only_with_the_job_s_token_and_the_client_follows_it(
+    db: Database, settings: Settings, ready: str
+) -> None:
+    with Client.in_process(build_api(settings=settings, db=db, identify=trusting(ADMIN))) as client:
+        created = client.finetunes.create("tune", "stub", "facts", settings={"max_steps": 5})
+        assert created.status == JobStatus.QUEUED
+        backend = InstantBackend()
+        runner_pass(db, settings, backend)
+        path = "/finetunes/tune/progress"
+
+        with pytest.raises(Unauthorized):
+            client.request("POST", path, body={"step": 1})
+        with pytest.raises(Forbidden):
+            client.request("POST", path, body={"step": 1}, headers={"Authorization": "Bearer guessed"})
+        token = {"Authorization": f"Bearer {token_of(settings)}"}
+        client.request("POST", path, body={"step": 3, "total_steps": 5, "loss": 1.25}, headers=token)
+
+        assert client.finetunes.get("tune").progress["step"] == 3
+        succeed(settings, backend, "ft-tune-1")
+        runner_pass(db, settings, backend)
+        seen: list[JobStatus] = []
+        done = client.finetunes.wait("tune", timeout=5, on_progress=lambda j: seen.append(j.status))
+        assert done.result_version == 2
+        assert seen == [JobStatus.SUCCEEDED]
+        assert [e.reason for e in client.finetunes.events("tune")][:2] == ["Succeeded", "Running"]
+
+
+def test_a_member_s_token_without_the_finetunes_scope_is_refused(db: Database, settings: Settings, ready: str) -> None:
+    alice = member(db, "alice")
+    key = keys.create_key(db=db, actor=alice, data=ApiKeyCreate(name="ci", scopes=["deployments:read"])).key
+    with Client.in_process(build_api(settings=settings, db=db)) as client:
+        client.http.headers["Authorization"] = f"Bearer {key}"
+        with pytest.raises(Forbidden, match="finetunes:read"):
+            list(client.finetunes.list())
+
+
+def test_the_cli_creates_follows_and_lists_a_job(db: Database, settings: Settings, ready: str) -> None:
+    env = {k: v for k, v in cove_env(settings).items() if k.startswith(("COVE_", "HF_"))}
+
+    created = CliRunner().invoke(
+        cli,
+        ["finetune", "create", "tune", "--model", "stub:1", "--dataset", "facts", "--max-steps", "40", "--lr", "0.01",
+         "--set", "warmup_ratio=0.1", "--set", "schedule=linear"],
+        env=env,
+    )  # fmt: skip
+
+    assert created.exit_code == 0, created.output
+    assert "stub v1 on facts v1 in pool local; LoRA rank 8, alpha 16, learning rate 0.01, 40 steps" in created.output
+    job_row = job(db)
+    assert (job_row.settings.warmup_ratio, job_row.settings.schedule) == (0.1, "linear")
+    listed = CliRunner().invoke(cli, ["finetune", "list"], env=env)
+    assert "tune" in listed.output
+    assert "Queued" in listed.output
+
+    wrong = CliRunner().invoke(cli, ["finetune", "create", "t2", "--model", "stub", "--dataset", "facts",
+                                     "--set", "rank=0"], env=env)  # fmt: skip
+    assert wrong.exit_code != 0
+    assert "settings.rank" in wrong.output

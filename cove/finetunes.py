@@ -1,0 +1,92 @@
+"""``client.finetunes``: fine-tune a model on a dataset, follow it to its new version, cancel, resume, read its logs
+and events."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from studio.errors import CoveError
+from studio.models import EventPublic, FineTunePublic
+from studio.values import JobStatus
+
+if TYPE_CHECKING:
+    from cove.client import Client
+
+PATH = "/finetunes"
+Events = list[EventPublic]  # (the names `list` would be the method below, inside the class)
+Lines = list[str]
+
+
+class FineTunes:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def create(self, name: str, model: str, dataset: str, **fields: Any) -> FineTunePublic:
+        """Fine-tune ``model`` (newest version unless ``model_version``) on ``dataset`` (newest unless
+        ``dataset_version``) as job ``name``; other fields as ``FineTuneCreate``: pool, resources, target_model,
+        group, and ``settings`` (rank, learning_rate, epochs, max_steps, …: see ``studio.finetuning``). Answers at
+        once; ``wait`` follows it."""
+        body = {"name": name, "model": model, "dataset": dataset, **fields}
+        job: FineTunePublic = self.client.call(FineTunePublic, "POST", PATH, body=body)
+        return job
+
+    def get(self, name: str) -> FineTunePublic:
+        job: FineTunePublic = self.client.call(FineTunePublic, "GET", f"{PATH}/{name}")
+        return job
+
+    def list(self) -> Iterator[FineTunePublic]:
+        """Every job the caller may see, newest first."""
+        return self.client.pages(FineTunePublic, PATH)
+
+    def cancel(self, name: str) -> FineTunePublic:
+        job: FineTunePublic = self.client.call(FineTunePublic, "POST", f"{PATH}/{name}/cancel")
+        return job
+
+    def resume(self, name: str) -> FineTunePublic:
+        job: FineTunePublic = self.client.call(FineTunePublic, "POST", f"{PATH}/{name}/resume")
+        return job
+
+    def delete(self, name: str) -> None:
+        self.client.request("DELETE", f"{PATH}/{name}")
+
+    def logs(self, name: str, *, tail: int = 100) -> Lines:
+        lines: Lines = self.client.request("GET", f"{PATH}/{name}/logs", params={"tail": tail}).json()["lines"]
+        return lines
+
+    def events(self, name: str, *, limit: int = 50) -> Events:
+        found: Events = self.client.call(Events, "GET", f"{PATH}/{name}/events", params={"limit": limit})
+        return found
+
+    def wait(
+        self,
+        name: str,
+        *,
+        timeout: float = 3600,
+        poll: float = 1.0,
+        on_progress: Callable[[FineTunePublic], None] | None = None,
+    ) -> FineTunePublic:
+        """Follow job ``name`` until it ends and return it: Succeeded (``result_version`` is the new version), or a
+        CoveError with its message when it failed or was cancelled, or after ``timeout`` seconds. ``on_progress``
+        sees each change of status or step."""
+        deadline, last = time.monotonic() + timeout, ""
+        while True:
+            job = self.get(name)
+            seen = f"{job.status} {job.progress.get('step')} {job.progress.get('phase')} {job.message}"
+            if seen != last and on_progress is not None:
+                on_progress(job)
+            last = seen
+            if job.status is JobStatus.SUCCEEDED:
+                return job
+            if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+                raise CoveError(
+                    f"fine-tune {name!r} {job.status.value.lower()}: {job.message or 'no message'}",
+                    hint=f"see its logs: client.finetunes.logs({name!r}); resume: client.finetunes.resume({name!r})",
+                )
+            if time.monotonic() + poll > deadline:
+                raise CoveError(
+                    f"fine-tune {name!r} is still {job.status.value} after {timeout:.0f} s",
+                    hint="wait longer, or read its logs",
+                )
+            time.sleep(poll)
