@@ -205,3 +205,10 @@ def test_each_failure_says_why() -> None:
     # the pod failed before the Job controller said so: failed already
     assert task_state(job_with({"active": 1}), pod_with(ended(reason="Error", exitCode=3))).exit_code == 3
     assert task_state(job_with(FAILED), None).message == "Job has reached the specified backoff limit"
+
+
+def test_a_job_kueue_preempted_is_queued_again_not_failed() -> None:
+    preempted = task(tune(queue="team-a"), TARGET) | {"status": {"active": 0}}
+    killed = {**pod_with(ended(reason="Error", exitCode=143)), "metadata": {
+        "name": "ft-7-abcde", "deletionTimestamp": "2026-11-23T00:00:00Z"}}  # fmt: skip
+    assert task_state(preempted, killed).message.startswith("queued in team-a")

@@ -82,14 +82,21 @@ def task_state(job: Mapping[str, Any], pod: Mapping[str, Any] | None, *, log_tai
     pod_status = (pod or {}).get("status") or {}
     if "Complete" in conditions or status.get("succeeded"):
         return TaskState("succeeded", "finished")
-    if "Failed" in conditions or status.get("failed") or pod_status.get("phase") == "Failed":
-        message, code = _failure(job, conditions.get("Failed") or {}, pod_status)
+    failed = conditions.get("Failed") or conditions.get("FailureTarget")
+    if failed is not None:
+        message, code = _failure(job, failed, pod_status)
         return TaskState("failed", message, exit_code=code, log_tail=tuple(log_tail))
+    # Suspended before a failing pod counts: Kueue suspends a Job it preempts (its pod is killed, not failed) and
+    # starts it again once the queue has room.
     if spec.get("suspend"):
         queue = ((job.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL)
         if queue:
             return TaskState("pending", f"queued in {queue}: Kueue starts it when the queue's quota has room")
         return TaskState("pending", "suspended")
+    ending = pod_status.get("phase") == "Failed" and not ((pod or {}).get("metadata") or {}).get("deletionTimestamp")
+    if status.get("failed") or ending:  # the pod ended before the Job controller said so (no retries follow)
+        message, code = _failure(job, {}, pod_status)
+        return TaskState("failed", message, exit_code=code, log_tail=tuple(log_tail))
     if pod_status.get("phase") in ("Running", "Succeeded"):  # Succeeded: the Job controller has yet to say so
         return TaskState("running", "running")
     waiting = pending_reason(pod)
