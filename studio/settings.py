@@ -154,6 +154,15 @@ class Settings(BaseSettings):
     builder_image: str = Field(
         default="gcr.io/kaniko-project/executor:v1.23.2", description="The Kaniko executor that builds images."
     )
+    trainer_image: str = Field(
+        default="cove/fine-tune:0.1.0",
+        description="Image of fine-tune Jobs (Kubernetes): Cove with CUDA torch, peft and trl (images/fine-tune).",
+    )
+    kueue_queue: str = Field(
+        default="",
+        description="Kueue LocalQueue in KUBE_NAMESPACE that fine-tune Jobs are submitted to, so they wait for quota "
+        "instead of failing. Empty: no queue (Jobs start at once).",
+    )
     pools: list[dict[str, Any]] = Field(
         default=[],
         description='Pools made or updated at start, JSON: [{"name": "a100", "purpose": "serve", "gpuCount": 8, …}].',

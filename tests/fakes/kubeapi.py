@@ -292,6 +292,10 @@ class Cluster:
                 elif how == "oom":
                     await self.kubelet.oom_killed(created)
 
+    def create(self, path: str, body: Mapping[str, Any]) -> None:
+        """An object made by someone else (the Job controller making a Job's pod, say)."""
+        self.run(self._post(path, body))
+
     def patch(self, path: str, body: Mapping[str, Any]) -> None:
         """A merge patch from someone else (a HorizontalPodAutoscaler scaling a Deployment, say)."""
         self.run(self._patch(path, body))

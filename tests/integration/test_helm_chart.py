@@ -352,6 +352,7 @@ def test_images_are_pinned(helm: Helm, values_file: str) -> None:
     images.append(env_of(docs, "hub")["COVE_NOTEBOOK_IMAGE"])  # the image of every notebook pod
     if builder := env_of(docs, "server").get("COVE_BUILDER_IMAGE"):  # the image of every build Job
         images.append(builder)
+    images.append(env_of(docs, "server")["COVE_TRAINER_IMAGE"])  # the image of every fine-tune Job
     for image in images:
         repository, _, tag = image.rpartition(":")
         assert repository, f"{image} has no tag"
@@ -643,6 +644,28 @@ def test_rbac_grants_exactly_what_the_server_and_hub_use(helm: Helm) -> None:
     assert names(no_nodes, "Role") == names(docs, "Role")
     none = helm.render("defaults.yaml", rbac__create=False)
     assert not {d["kind"] for d in none} & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+
+
+def test_fine_tune_jobs_get_their_image_and_kueue_queue_and_the_server_may_run_them(helm: Helm) -> None:
+    """finetune values reach the server only; by default they are the server's own defaults (no queue); the server's
+    Role lets it create, list and delete Jobs and read their pods' logs in the release namespace."""
+    defaults = Settings.model_fields
+    server = env_of(helm.render("defaults.yaml"), "server")
+    assert server["COVE_TRAINER_IMAGE"] == defaults["trainer_image"].default == "cove/fine-tune:0.1.0"
+    assert server["COVE_KUEUE_QUEUE"] == defaults["kueue_queue"].default == ""
+    docs = helm.render(
+        "defaults.yaml", finetune__kueueQueue="team-a",
+        finetune__image={"repository": "registry.example.com/mirror/cove-fine-tune", "tag": "0.1.0-cu13"},
+    )  # fmt: skip
+    server = env_of(docs, "server")
+    assert server["COVE_KUEUE_QUEUE"] == "team-a"
+    assert server["COVE_TRAINER_IMAGE"] == "registry.example.com/mirror/cove-fine-tune:0.1.0-cu13"
+    for component in ("ui", "playground", "hub"):
+        assert not {"COVE_KUEUE_QUEUE", "COVE_TRAINER_IMAGE"} & set(env_of(docs, component)), component
+    rules = grants(find(docs, "Role", f"{PREFIX}-server"))
+    assert {"get", "list", "create", "delete"} <= rules[("batch", "jobs")]
+    assert {"get", "list"} <= rules[("", "pods")]
+    assert rules[("", "pods/log")] == {"get"}
 
 
 def test_hpa_values_hand_scaling_to_horizontal_pod_autoscalers(helm: Helm) -> None:
@@ -1084,6 +1107,11 @@ REFUSED = {
         {"builds": {"builderImage": {"tag": "latest"}}},
         ["at '/builds/builderImage/tag'", "'latest' does not match pattern"],
     ),
+    "latest fine-tune image": (
+        {"finetune": {"image": {"repository": "cove/fine-tune", "tag": "latest"}}},
+        ["at '/finetune/image/tag'", "'latest' does not match pattern"],
+    ),
+    "a queue that cannot be a label": ({"finetune": {"kueueQueue": "Team A"}}, ["at '/finetune/kueueQueue'"]),
     "registry as a URL": ({"builds": {"registry": "https://registry.example.com"}}, ["at '/builds/registry'"]),
     "an empty network peer": (
         {"networkPolicy": {"ingressControllers": [{}]}},

@@ -77,6 +77,8 @@ def test_defaults(tmp_path: Path) -> None:
         "registry_secret": "",
         "build_namespace": "cove-builds",
         "builder_image": "gcr.io/kaniko-project/executor:v1.23.2",
+        "trainer_image": "cove/fine-tune:0.1.0",
+        "kueue_queue": "",
         "pools": [],
         "controller_interval_s": 0.5,
         "capacity_refresh_s": 30.0,

@@ -137,6 +137,11 @@ under "restricted" while Kaniko needs "baseline". */}}
 {{- printf "%s:%s" .Values.builds.builderImage.repository .Values.builds.builderImage.tag -}}
 {{- end -}}
 
+{{/* The image of fine-tune Jobs (COVE_TRAINER_IMAGE). */}}
+{{- define "cove.trainerImage" -}}
+{{- printf "%s:%s" .Values.finetune.image.repository .Values.finetune.image.tag -}}
+{{- end -}}
+
 {{/* The environment every Cove process shares: where its state is, and how it reaches the database. */}}
 {{- define "cove.databaseEnv" -}}
 - name: COVE_DATABASE_URL

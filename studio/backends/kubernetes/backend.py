@@ -9,6 +9,10 @@ pods, disruption budgets, and HPAs when the cluster scales) however many deploym
 ``apply`` reads its own objects.
 Workloads outlive the control plane: closing the backend leaves them running; only ``delete`` removes them.
 
+Tasks (fine-tunes) are Jobs in the namespace (``manifests.task``: its docstring is the contract of paths, mounts and
+environment a ``TaskSpec`` keeps), submitted to a Kueue LocalQueue when the spec names one; ``run_task`` creates the
+Job once and reports it as ``conditions.task_state`` reads it, from the same pass's view as deployments.
+
 Images registered with a Dockerfile are built by a Kaniko Job in ``COVE_BUILD_NAMESPACE`` (Kaniko needs root, so
 not next to the restricted workloads) and pushed to their reference; the controller holds deployments of such an
 image back until it is pushed (``runs_images``).
@@ -17,15 +21,16 @@ image back until it is pushed (``runs_images``).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from studio.backends.base import BuildSpec, BuildState, Connection, TaskSpec, TaskState, WorkloadSpec, WorkloadStatus
 from studio.backends.kubernetes import manifests
 from studio.backends.kubernetes.client import KubeClient
-from studio.backends.kubernetes.conditions import build_state, replica_status
-from studio.errors import BackendUnavailable
+from studio.backends.kubernetes.conditions import build_state, replica_status, task_state
+from studio.errors import Conflict, InvalidSpec, NotFound
 from studio.runtimes import CONTAINER_PORT, container_launch, upstream_key
 from studio.sealing import studio_key
 from studio.settings import Settings
@@ -39,10 +44,13 @@ GPU_COUNT = "nvidia.com/gpu.count"  # physical GPUs (allocatable nvidia.com/gpu 
 
 @dataclass
 class _Seen:
-    """One read of the namespace: Cove's objects by kind and name, and their pods by deployment."""
+    """One read of the namespace: Cove's objects by kind and name, their pods by deployment and by task, and the
+    task Jobs (read on first use in the pass: a pass without tasks does not list Jobs)."""
 
     objects: dict[str, dict[str, dict[str, Any]]]
     pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    task_pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    jobs: dict[str, dict[str, Any]] | None = None
 
 
 def connect_cluster(settings: Settings, connection: Connection) -> KubernetesBackend:
@@ -60,12 +68,14 @@ class KubernetesBackend:
         self.settings, self.kube = settings, kube
         self.builds = kube.in_namespace(settings.build_namespace)
         self.target = manifests.Target(
-            namespace=kube.namespace, models_pvc=settings.models_pvc, start_timeout_s=settings.runtime_start_timeout_s
-        )
+            namespace=kube.namespace, models_pvc=settings.models_pvc, datasets_pvc=settings.datasets_pvc,
+            start_timeout_s=settings.runtime_start_timeout_s,
+        )  # fmt: skip
         self.autoscales = settings.autoscaler == "hpa"
         self.runs_images = True
         self._upstream: dict[str, str] = {}
         self._seen: _Seen | None = None
+        self._ended: dict[str, tuple[str, TaskState]] = {}  # a finished task's state by name, with its Job's uid
 
     def observe(self) -> None:
         """Read what Cove runs in the namespace, for this pass's ``apply``/``status``/``names``."""
@@ -75,10 +85,13 @@ class KubernetesBackend:
         }
         kinds = ["Deployment", "PodDisruptionBudget"] + (["HorizontalPodAutoscaler"] if self.autoscales else [])
         objects = {kind: {o["metadata"]["name"]: o for o in self.kube.find(kind, mine)} for kind in kinds}
-        pods: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for pod in self.kube.pods(mine):
-            pods[((pod.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/instance", "")].append(pod)
-        self._seen = _Seen(objects, dict(pods))
+        by_component: dict[str, dict[str, list[dict[str, Any]]]] = {manifests.COMPONENT: {}, manifests.TASK: {}}
+        for pod in self.kube.pods({"app.kubernetes.io/managed-by": manifests.MANAGED_BY}):
+            labels = (pod.get("metadata") or {}).get("labels") or {}
+            found = by_component.get(labels.get("app.kubernetes.io/component", ""))
+            if found is not None:
+                found.setdefault(labels.get("app.kubernetes.io/instance", ""), []).append(pod)
+        self._seen = _Seen(objects, by_component[manifests.COMPONENT], by_component[manifests.TASK])
 
     def _live(self, kind: str, name: str) -> dict[str, Any] | None:
         if self._seen is not None and kind in self._seen.objects:
@@ -217,22 +230,88 @@ class KubernetesBackend:
             for pool, t in sorted(totals.items())
         ]  # fmt: skip
 
-    # Tasks (fine-tunes) are not run by this backend yet.
+    # ------------------------------------------------------------------------------------------------ tasks
+
+    def _jobs(self) -> dict[str, dict[str, Any]]:
+        """This pass's task Jobs by name (listed once a pass; every call lists them without ``observe``)."""
+        if self._seen is not None and self._seen.jobs is not None:
+            return self._seen.jobs
+        mine = {"app.kubernetes.io/managed-by": manifests.MANAGED_BY, "app.kubernetes.io/component": manifests.TASK}
+        found = self.kube.find("Job", mine)
+        jobs = {j["metadata"]["name"]: j for j in found}
+        if self._seen is not None:
+            self._seen.jobs = jobs
+        return jobs
+
+    def _task_pods(self, name: str) -> list[dict[str, Any]]:
+        if self._seen is not None:
+            return self._seen.task_pods.get(name, [])
+        return self.kube.pods(_task_selector(name))
+
     def run_task(self, spec: TaskSpec) -> TaskState:
-        raise BackendUnavailable(f"{type(self).__name__} cannot run tasks yet", hint="fine-tuning is being built")
+        """Create the task's Job unless one of that name exists (``manifests.task``; an empty ``spec.image`` is
+        COVE_TRAINER_IMAGE), then report it. A failure's state carries the last 20 lines of its pod's log; a
+        finished task's state is kept, so later passes read nothing more of it."""
+        if not _DNS_LABEL.match(spec.name):
+            raise InvalidSpec(f"task name {spec.name!r} is not a DNS label (a-z, 0-9 and -, at most 63)")
+        job = self._jobs().get(spec.name)
+        if job is None:
+            image = spec.image or self.settings.trainer_image
+            try:
+                job = self.kube.create(manifests.task(replace(spec, image=image), self.target))
+            except Conflict:  # made since this pass's read
+                job = self.kube.get("Job", spec.name)
+                if job is None:
+                    raise
+            self._jobs()[spec.name] = job
+        uid = str((job.get("metadata") or {}).get("uid", ""))
+        kept = self._ended.get(spec.name)
+        if kept is not None and kept[0] == uid:
+            return kept[1]
+        pods = self._task_pods(spec.name)
+        newest = _newest(pods)
+        state = task_state(job, newest)
+        if state.phase == "failed" and newest is not None:
+            try:
+                tail = self.kube.logs(newest["metadata"]["name"], tail=20)
+            except NotFound:  # the pod is gone (evicted, or collected): the state says why without its log
+                tail = []
+            state = task_state(job, newest, log_tail=tail)
+        if state.phase in ("succeeded", "failed"):
+            self._ended[spec.name] = (uid, state)
+        return state
 
     def stop_task(self, name: str) -> bool:
-        return True
+        """Delete the task's Job in the background (the Job at once, its pod after it); True once the Job is gone."""
+        self.kube.delete("Job", name, propagation="Background")
+        self._ended.pop(name, None)
+        if self._seen is not None and self._seen.jobs is not None:
+            self._seen.jobs.pop(name, None)
+        return self.kube.get("Job", name) is None
 
     def tasks(self) -> set[str]:
-        return set()
+        """The task Jobs in the namespace (by their component label: not image builds, not model servers)."""
+        return set(self._jobs())
 
     def task_logs(self, name: str, *, tail: int = 100) -> list[str]:
-        return []
+        """The newest pod's log; empty when the task has no pod (queued, or not started)."""
+        newest = _newest(self.kube.pods(_task_selector(name)))
+        return [] if newest is None else self.kube.logs(newest["metadata"]["name"], tail=tail)
 
     def close(self, *, stop_workloads: bool) -> None:
         """Workloads are cluster state and keep serving while the control plane restarts."""
         self.kube.api.close()
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a Job's name is its pods' label value too
+
+
+def _task_selector(name: str) -> dict[str, str]:
+    return manifests.selector(name) | {"app.kubernetes.io/component": manifests.TASK}
+
+
+def _newest(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", default=None)
 
 
 def _replicas(deployment: dict[str, Any]) -> int | None:

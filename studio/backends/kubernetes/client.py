@@ -104,10 +104,11 @@ class KubeClient:
         except Conflict:
             return self.patch(manifest)
 
-    def delete(self, kind: str, name: str) -> bool:
-        """Delete in the foreground (a Deployment's pods go before it does); True when it was there."""
+    def delete(self, kind: str, name: str, *, propagation: str = "Foreground") -> bool:
+        """Delete in the foreground (a Deployment's pods go before it does), or in the ``Background`` (the object at
+        once, its pods after it); True when it was there."""
         delete, _ = self._verb(kind, "delete")
-        options = client.V1DeleteOptions(propagation_policy="Foreground")
+        options = client.V1DeleteOptions(propagation_policy=propagation)
         try:
             with self._errors(f"delete {kind} {name}"):
                 delete(name, self.namespace, body=options, _request_timeout=self.timeout)

@@ -1,12 +1,13 @@
-"""What a model-server pod's and a build Job's status mean, in words a user can act on. Pure: reads plain dicts as
-the API returns them."""
+"""What a model-server pod's, a build Job's and a task Job's status mean, in words a user can act on. Pure: reads
+plain dicts as the API returns them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from studio.backends.base import BuildState, ReplicaStatus
+from studio.backends.base import BuildState, ReplicaStatus, TaskState
+from studio.backends.kubernetes.manifests import QUEUE_LABEL
 from studio.pods import pending_reason
 
 
@@ -69,3 +70,61 @@ def build_state(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> BuildS
     if ((pod or {}).get("status") or {}).get("phase") == "Running":
         return BuildState("building", "building")
     return BuildState("pending", "waiting for the build to start")
+
+
+def task_state(job: Mapping[str, Any], pod: Mapping[str, Any] | None, *, log_tail: Sequence[str] = ()) -> TaskState:
+    """A task's Job (and its newest pod) in words: succeeded; failed, and why (out of memory (OOMKilled), past its
+    deadline (DeadlineExceeded), evicted from its node, or its exit code), with ``log_tail`` kept for a failure;
+    running; or pending, and why (queued in its Kueue queue while suspended, the scheduler's message, an image that
+    cannot be pulled)."""
+    status, spec = job.get("status") or {}, job.get("spec") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    pod_status = (pod or {}).get("status") or {}
+    if "Complete" in conditions or status.get("succeeded"):
+        return TaskState("succeeded", "finished")
+    failed = conditions.get("Failed") or conditions.get("FailureTarget")
+    if failed is not None:
+        message, code = _failure(job, failed, pod_status)
+        return TaskState("failed", message, exit_code=code, log_tail=tuple(log_tail))
+    # Suspended before a failing pod counts: Kueue suspends a Job it preempts (its pod is killed, not failed) and
+    # starts it again once the queue has room.
+    if spec.get("suspend"):
+        queue = ((job.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL)
+        if queue:
+            return TaskState("pending", f"queued in {queue}: Kueue starts it when the queue's quota has room")
+        return TaskState("pending", "suspended")
+    ending = pod_status.get("phase") == "Failed" and not ((pod or {}).get("metadata") or {}).get("deletionTimestamp")
+    if status.get("failed") or ending:  # the pod ended before the Job controller said so (no retries follow)
+        message, code = _failure(job, {}, pod_status)
+        return TaskState("failed", message, exit_code=code, log_tail=tuple(log_tail))
+    if pod_status.get("phase") in ("Running", "Succeeded"):  # Succeeded: the Job controller has yet to say so
+        return TaskState("running", "running")
+    waiting = pending_reason(pod)
+    if waiting:
+        return TaskState("pending", waiting)
+    return TaskState("pending", "waiting for its pod to start" if pod else "waiting for the job to start")
+
+
+def _failure(
+    job: Mapping[str, Any], failed: Mapping[str, Any], pod_status: Mapping[str, Any]
+) -> tuple[str, int | None]:
+    """Why a task failed, in words, and its container's exit code when it has one."""
+    ended: Mapping[str, Any] = {}
+    for box in pod_status.get("containerStatuses") or []:
+        ended = (box.get("state") or {}).get("terminated") or (box.get("lastState") or {}).get("terminated") or ended
+    code = ended.get("exitCode")
+    code = None if code is None else int(code)
+    if ended.get("reason") == "OOMKilled":
+        boxes = (((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}]
+        limit = ((boxes[0].get("resources") or {}).get("limits") or {}).get("memory")
+        beyond = f" its memory limit ({limit})" if limit else " its memory limit"
+        return f"out of memory (OOMKilled): the process used more than{beyond}", code
+    if failed.get("reason") == "DeadlineExceeded":
+        said = f": {failed['message']}" if failed.get("message") else ""
+        return f"it ran past its time limit (DeadlineExceeded){said}", code
+    if pod_status.get("reason") == "Evicted":
+        return f"its pod was evicted: {pod_status.get('message') or 'the node ran short of resources'}", code
+    if code is not None:
+        said = f": {ended['message']}" if ended.get("message") else ""
+        return f"it exited with code {code}{said}", code
+    return failed.get("message") or failed.get("reason") or pod_status.get("message") or "the job failed", code

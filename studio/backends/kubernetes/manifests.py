@@ -7,9 +7,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePath, PurePosixPath
 from typing import Any
 
-from studio.backends.base import WorkloadSpec
+from studio.backends.base import TaskSpec, WorkloadSpec
+from studio.errors import InvalidSpec
 from studio.pods import (
     cpu_quantity,
     memory_quantity,
@@ -34,6 +36,7 @@ class Target:
 
     namespace: str
     models_pvc: str
+    datasets_pvc: str = ""
     start_timeout_s: float = 600
     image_pull_secret: str = ""
 
@@ -200,20 +203,29 @@ def disruption_budget(name: str, target: Target) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class JobSpec:
-    """A run-to-completion pod: a fine-tune, an image build."""
+    """A run-to-completion pod: a task (a fine-tune), an image build. ``queue`` submits it to a Kueue LocalQueue:
+    it is created suspended with the queue's label, as Kueue asks, and Kueue unsuspends it once the queue's quota
+    admits it. ``scratch`` gives it a read-only root filesystem with a writable /tmp and a memory-backed /dev/shm."""
 
     name: str
     image: str
     args: tuple[str, ...]
     command: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    workdir: str = ""
     resources: Resources = field(default_factory=Resources)
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Mapping[str, Any], ...] = ()
     volumes: tuple[tuple[str, str, str, bool], ...] = ()  # (volume name, claim, mount path, read-only)
+    annotations: tuple[tuple[str, str], ...] = ()
     component: str = "job"
+    queue: str = ""
+    scratch: bool = False
     retries: int = 0
     keep_finished_s: int = 24 * 3600
+
+
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
 def job(spec: JobSpec, target: Target) -> dict[str, Any]:
@@ -228,30 +240,107 @@ def job(spec: JobSpec, target: Target) -> dict[str, Any]:
     }
     if spec.command:
         container["command"] = list(spec.command)
-    metadata = {"name": spec.name, "namespace": target.namespace, "labels": labels(spec.name, spec.component)}
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": metadata,
-        "spec": {
-            "backoffLimit": spec.retries,
-            "ttlSecondsAfterFinished": spec.keep_finished_s,
-            "template": {
-                "metadata": {"labels": labels(spec.name, spec.component)},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [container],
-                    "volumes": [
-                        {"name": v, "persistentVolumeClaim": {"claimName": claim, "readOnly": ro}}
-                        for v, claim, _path, ro in spec.volumes
-                    ],
-                    "securityContext": restricted_pod_context(uid=UID, gid=GID),
-                    "automountServiceAccountToken": False,
-                    **placement(dict(spec.node_selector), spec.tolerations),
-                },
-            },
-        },
+    if spec.workdir:
+        container["workingDir"] = spec.workdir
+    volumes: list[dict[str, Any]] = [
+        {"name": v, "persistentVolumeClaim": {"claimName": claim, "readOnly": ro}}
+        for v, claim, _path, ro in spec.volumes
+    ]
+    if spec.scratch:
+        container["securityContext"] |= {"readOnlyRootFilesystem": True}
+        container["volumeMounts"] += [{"name": "tmp", "mountPath": "/tmp"}, {"name": "shm", "mountPath": "/dev/shm"}]
+        shm = memory_quantity(max(64, spec.resources.memory_mib // 4))  # data loaders share batches through it
+        volumes += [
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
+        ]
+    metadata: dict[str, Any] = {
+        "name": spec.name,
+        "namespace": target.namespace,
+        "labels": labels(spec.name, spec.component),
     }
+    if spec.queue:
+        metadata["labels"][QUEUE_LABEL] = spec.queue
+    if spec.annotations:
+        metadata["annotations"] = dict(spec.annotations)
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": volumes,
+        "securityContext": restricted_pod_context(uid=UID, gid=GID),
+        "automountServiceAccountToken": False,
+        **placement(dict(spec.node_selector), spec.tolerations),
+    }
+    if spec.scratch:
+        pod["enableServiceLinks"] = False
+    if target.image_pull_secret:
+        pod["imagePullSecrets"] = [{"name": target.image_pull_secret}]
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.retries,
+        "ttlSecondsAfterFinished": spec.keep_finished_s,
+        "template": {"metadata": {"labels": labels(spec.name, spec.component)}, "spec": pod},
+    }
+    if spec.queue:
+        job_spec["suspend"] = True  # Kueue starts it: a Job that began running would bypass the queue's quota
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+
+
+# ------------------------------------------------------------------------------------------------ tasks
+
+TASK = "task"  # the component label of task Jobs and their pods (builds are "image-build", servers "model-server")
+DATASETS_DIR = "/data/datasets"  # where a task's pod finds the datasets claim (read-only)
+TASK_ENV = (
+    ("HF_HUB_CACHE", CONTAINER_MODELS_DIR),  # base models resolve in the model cache, as the runtimes load them
+    ("HF_HUB_OFFLINE", "1"),
+    ("HOME", "/tmp"),  # caches (torch, triton, datasets) on the writable scratch volume
+)
+
+
+def task(spec: TaskSpec, target: Target) -> dict[str, Any]:
+    """The Job of one task (a fine-tune), from its ``TaskSpec``. The contract the control plane keeps:
+
+    - every path it gives (``workdir``, paths in ``command``, ``env`` and in the files it writes there, such as
+      plan.json) is a path *in the pod*: the models claim ``target.models_pvc`` is mounted read-write at
+      ``/data/models`` (``runtimes.CONTAINER_MODELS_DIR``, where model servers find it read-only), the datasets claim
+      ``target.datasets_pvc`` read-only at ``/data/datasets`` (``DATASETS_DIR``); ``pod_path`` translates the
+      control plane's own paths;
+    - ``workdir`` lies inside the models mount: it holds what the task is given and what it leaves (plan.json,
+      checkpoints, result.json), and is the container's working directory;
+    - the container runs ``command`` in ``image`` as uid/gid 1000 under Pod Security *restricted*, with
+      ``HF_HUB_CACHE=/data/models``, ``HF_HUB_OFFLINE=1`` and ``HOME=/tmp`` (a read-only root filesystem; /tmp
+      and /dev/shm are scratch) overridden by ``env``;
+    - no retries (``backoffLimit: 0``): a resume is a new task the control plane starts, from checkpoints;
+      the finished Job is removed after a week, so the control plane records how it ended before then;
+    - the pool's resources (whole GPUs or a HAMi slice) and placement; with ``queue``, Kueue's queue label and
+      created suspended.
+    """
+    env = dict(TASK_ENV) | dict(spec.env)
+    volumes = [("models", target.models_pvc, CONTAINER_MODELS_DIR, False)]
+    if target.datasets_pvc:
+        volumes.append(("datasets", target.datasets_pvc, DATASETS_DIR, True))
+    return job(
+        JobSpec(
+            name=spec.name, image=spec.image, args=spec.command[1:], command=spec.command[:1], env=tuple(env.items()),
+            workdir=spec.workdir, resources=spec.resources, node_selector=spec.node_selector,
+            tolerations=spec.tolerations, volumes=tuple(volumes), annotations=(("cove.dev/workdir", spec.workdir),),
+            component=TASK, queue=spec.queue, scratch=True, retries=0, keep_finished_s=7 * 24 * 3600,
+        ),
+        target,
+    )  # fmt: skip
+
+
+def pod_path(path: str | PurePath, *, models_dir: str | PurePath, datasets_dir: str | PurePath) -> str:
+    """Where a task's pod sees a file of the control plane's claims: ``models_dir/…`` (the control plane's mount of
+    the models claim, ``Settings.models_dir``) is ``/data/models/…``, ``datasets_dir/…`` is ``/data/datasets/…``.
+    Raises ``InvalidSpec`` for a path on neither claim (a task's pod cannot see it)."""
+    wanted = PurePosixPath(path)
+    for mine, theirs in ((models_dir, CONTAINER_MODELS_DIR), (datasets_dir, DATASETS_DIR)):
+        if wanted == PurePosixPath(mine) or PurePosixPath(mine) in wanted.parents:
+            return str(PurePosixPath(theirs) / wanted.relative_to(PurePosixPath(mine)))
+    raise InvalidSpec(
+        f"{path} is on neither the models claim ({models_dir}) nor the datasets claim ({datasets_dir})",
+        hint="a task on Kubernetes can only read and write files on those claims",
+    )
 
 
 def claim(name: str, target: Target, *, size: str, storage_class: str = "", shared: bool = False) -> dict[str, Any]:
