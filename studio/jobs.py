@@ -21,10 +21,11 @@ import pydantic
 
 from studio import finetuning
 from studio.backends.base import Backend, TaskSpec, TaskState
+from studio.backends.kubernetes.manifests import pod_path
 from studio.db import Database
 from studio.errors import CoveError
 from studio.finetuning import DatasetFiles, Report, Result, TrainPlan
-from studio.runtimes import CONTAINER_DATASETS_DIR, CONTAINER_MODELS_DIR
+from studio.runtimes import CONTAINER_MODELS_DIR
 from studio.services import finetunes
 from studio.services.finetunes import Active
 from studio.settings import Settings
@@ -37,23 +38,25 @@ KEPT_LOG_LINES = 5000
 
 @dataclass(frozen=True)
 class Paths:
-    """Where a task finds the model cache and the datasets: the control plane's own folders, or a container's."""
+    """Where a task finds the model cache and the datasets: the control plane's own folders (local processes), or
+    a container's mounts of the same claims (``manifests.pod_path``)."""
 
-    models: str
-    datasets: str
+    settings: Settings
+    in_container: bool
 
-    def of(self, settings: Settings, path: str | Path) -> str:
+    @property
+    def models(self) -> str:
+        return CONTAINER_MODELS_DIR if self.in_container else str(self.settings.models_dir)
+
+    def of(self, path: str | Path) -> str:
         """``path`` (the control plane's) as the task sees it."""
-        for mine, theirs in ((settings.models_dir, self.models), (settings.datasets_dir, self.datasets)):
-            if Path(path).is_relative_to(mine):
-                return str(Path(theirs) / Path(path).relative_to(mine))
-        return str(path)
+        if not self.in_container:
+            return str(path)
+        return pod_path(path, models_dir=self.settings.models_dir, datasets_dir=self.settings.datasets_dir)
 
 
 def paths_for(settings: Settings, backend: Backend) -> Paths:
-    if backend.runs_images:
-        return Paths(CONTAINER_MODELS_DIR, CONTAINER_DATASETS_DIR)
-    return Paths(str(settings.models_dir), str(settings.datasets_dir))
+    return Paths(settings, in_container=backend.runs_images)
 
 
 def plan_of(job: Active, *, settings: Settings, paths: Paths, token: str, resume: bool) -> TrainPlan:
@@ -62,16 +65,16 @@ def plan_of(job: Active, *, settings: Settings, paths: Paths, token: str, resume
     root = Path(job.dataset.path)
     return TrainPlan(
         job=job.name,
-        base_path=paths.of(settings, job.base_path),
+        base_path=paths.of(job.base_path),
         base_name=job.base_name,
         dataset=DatasetFiles(
             builder=job.dataset.builder,  # type: ignore[arg-type]  # json | csv | parquet, as the store wrote it
-            files={split: [paths.of(settings, root / f) for f in files] for split, files in job.dataset.files.items()},
+            files={split: [paths.of(root / f) for f in files] for split, files in job.dataset.files.items()},
             columns=job.dataset.columns,
             format=job.dataset.format,
         ),
         settings=job.settings,
-        output_dir=paths.of(settings, folder),
+        output_dir=paths.of(folder),
         report=Report(url=f"{settings.report_url}/api/v1/finetunes/{job.name}/progress", token=token),
         resume=resume,
         use_cpu=not job.resources.gpu_devices,
@@ -80,7 +83,7 @@ def plan_of(job: Active, *, settings: Settings, paths: Paths, token: str, resume
 
 def task_of(job: Active, *, settings: Settings, paths: Paths, python: str, image: str) -> TaskSpec:
     """The attempt's task. Pure."""
-    folder = paths.of(settings, settings.finetunes_dir / job.name)
+    folder = paths.of(settings.finetunes_dir / job.name)
     return TaskSpec(
         name=job.task,
         command=(python, "-m", "studio.trainer", f"{folder}/{finetuning.PLAN_FILE}"),
@@ -153,7 +156,7 @@ class JobRunner:
     def _task(self, backend: Backend, job: Active) -> TaskSpec:
         paths = paths_for(self.settings, backend)
         python = "python" if backend.runs_images else self.python
-        return task_of(job, settings=self.settings, paths=paths, python=python, image=self.settings.finetune_image)
+        return task_of(job, settings=self.settings, paths=paths, python=python, image=self.settings.trainer_image)
 
     def _launch(self, backend: Backend, job: Active, folder: Path) -> None:
         token = finetunes.new_report_token(db=self.db, name=job.name)

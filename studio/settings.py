@@ -95,15 +95,6 @@ class Settings(BaseSettings):
         description="How browsers reach the server's /auth, where people log in (its public URL). Empty: PUBLIC_URL, "
         "else HOST:PORT.",
     )
-    finetune_image: str = Field(
-        default="cove/fine-tune:0.1.0",
-        description="Container image fine-tune Jobs run (Kubernetes): Cove with torch, peft and trl.",
-    )
-    kueue_queue: str = Field(
-        default="",
-        description="Kueue LocalQueue fine-tune Jobs are submitted to, so they wait for room instead of being "
-        "refused (Kubernetes). Empty: no queue; a job that does not fit its pool is refused.",
-    )
     internal_url: str = Field(
         default="",
         description="How jobs (fine-tunes) reach the server's API from where they run (in a cluster: its Service, "
@@ -161,7 +152,7 @@ class Settings(BaseSettings):
     kueue_queue: str = Field(
         default="",
         description="Kueue LocalQueue in KUBE_NAMESPACE that fine-tune Jobs are submitted to, so they wait for quota "
-        "instead of failing. Empty: no queue (Jobs start at once).",
+        "instead of being refused. Empty: no queue (a job that does not fit its pool is refused).",
     )
     pools: list[dict[str, Any]] = Field(
         default=[],

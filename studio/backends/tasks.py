@@ -193,6 +193,8 @@ class LocalTasks:
     def _running(self, task: _Task) -> bool:
         if task.proc is not None:
             return task.proc.poll() is None
+        for proc in _LEFT_RUNNING:  # an adopted task may be this process's own child: reap it once it ends
+            proc.poll()
         return self._process(task) is not None
 
     def _process(self, task: _Task) -> psutil.Process | None:

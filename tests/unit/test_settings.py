@@ -56,8 +56,6 @@ def test_defaults(tmp_path: Path) -> None:
         "session_hours": 12,
         "session_domain": "",
         "auth_url": "",
-        "finetune_image": "cove/fine-tune:0.1.0",
-        "kueue_queue": "",
         "internal_url": "",
         "ui_public_url": "",
         "playground_public_url": "",

@@ -20,7 +20,7 @@ from studio.pods import (
     restricted_container_context,
     restricted_pod_context,
 )
-from studio.runtimes import CONTAINER_MODELS_DIR, CONTAINER_PORT, UPSTREAM_KEY_ENV, Launch
+from studio.runtimes import CONTAINER_DATASETS_DIR, CONTAINER_MODELS_DIR, CONTAINER_PORT, UPSTREAM_KEY_ENV, Launch
 from studio.values import Resources
 
 # ------------------------------------------------------------------------------------------------ model servers
@@ -288,7 +288,7 @@ def job(spec: JobSpec, target: Target) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ tasks
 
 TASK = "task"  # the component label of task Jobs and their pods (builds are "image-build", servers "model-server")
-DATASETS_DIR = "/data/datasets"  # where a task's pod finds the datasets claim (read-only)
+DATASETS_DIR = CONTAINER_DATASETS_DIR  # where a task's pod finds the datasets claim (read-only)
 TASK_ENV = (
     ("HF_HUB_CACHE", CONTAINER_MODELS_DIR),  # base models resolve in the model cache, as the runtimes load them
     ("HF_HUB_OFFLINE", "1"),
