@@ -18,6 +18,8 @@ from studio import finetuning
 from studio.api.app import build_api
 from studio.api.auth import trusting
 from studio.backends.base import TaskState
+from studio.backends.kubernetes.backend import KubernetesBackend
+from studio.backends.kubernetes.client import KubeClient, connect
 from studio.cli import cli
 from studio.db import Database
 from studio.errors import Conflict, Forbidden, InvalidSpec, NotFound, QuotaExceeded, Unauthorized
@@ -28,8 +30,10 @@ from studio.services import deployments, finetunes, keys, models
 from studio.settings import Settings
 from studio.values import JobStatus, Purpose, Resources
 from tests.fakes.backends import InstantBackend
+from tests.fakes.kubeapi import Cluster
 from tests.integration.conftest import cove_env, write_stub_model
 from tests.people import ADMIN, member
+from tests.schemas import assert_valid
 
 
 def add_dataset(db: Database, settings: Settings, name: str = "facts", owner: str = "admin") -> DatasetVersion:
@@ -412,3 +416,57 @@ def test_the_cli_creates_follows_and_lists_a_job(db: Database, settings: Setting
                                      "--set", "rank=0"], env=env)  # fmt: skip
     assert wrong.exit_code != 0
     assert "settings.rank" in wrong.output
+
+
+# ------------------------------------------------------------------------------------------------ on Kubernetes
+
+
+def test_on_kubernetes_a_job_runs_as_a_job_that_sees_the_claims_and_its_success_is_registered(
+    db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """The JobRunner with the Kubernetes backend on the API emulator, the test playing the Job controller: the plan
+    and the Job speak the pod's paths; the control plane reads what the pod wrote on the claim it mounts too."""
+    models.register_built(
+        db=db, actor=ADMIN, name="base", folder=write_stub_model(tmp_path / "base"), repo_id="team/base",
+        cache_dir=settings.models_dir,
+    )  # fmt: skip
+    add_dataset(db, settings)
+    create(db, model="base")
+    with Cluster() as cluster:
+        backend = KubernetesBackend(
+            settings.model_copy(update={"kueue_queue": "team-a"}), KubeClient(connect(host=cluster.url), "cove")
+        )
+        try:
+            runner = JobRunner(db=db, settings=settings.model_copy(update={"kueue_queue": "team-a"}))
+            backend.observe()
+            runner.reconcile({"default": backend})
+
+            assert cluster.api is not None
+            (sent,) = cluster.api.sent("POST", "jobs")
+            assert_valid(sent)
+            assert sent["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+            box = sent["spec"]["template"]["spec"]["containers"][0]
+            assert [*box["command"], *box["args"]] == [
+                "python",
+                "-m",
+                "studio.trainer",
+                "/data/models/finetunes/tune/plan.json",
+            ]
+            plan = finetuning.TrainPlan.model_validate_json((settings.finetunes_dir / "tune" / "plan.json").read_text())
+            assert plan.base_path.startswith("/data/models/models--team--base/snapshots/")
+            assert plan.dataset.files == {"train": ["/data/datasets/facts-sha/train/train.jsonl"]}
+            assert plan.output_dir == "/data/models/finetunes/tune"
+            assert job(db).status == JobStatus.QUEUED  # suspended until Kueue admits it
+
+            succeed(settings, InstantBackend(), "ft-tune-1")  # what the pod leaves on the models claim
+            cluster.patch(
+                "/apis/batch/v1/namespaces/cove/jobs/ft-tune-1/status",
+                {"status": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}},
+            )
+            backend.observe()
+            runner.reconcile({"default": backend})
+        finally:
+            backend.close(stop_workloads=False)
+
+    assert job(db).status == JobStatus.SUCCEEDED
+    assert [v.version for v in models.get_model(db=db, name="base").versions] == [1, 2]
