@@ -146,7 +146,8 @@ class Metrics(BaseModel):
     perplexity: float | None = None
     steps: int = 0
     tokens: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole run: loading, training, evaluation, samples, merge
+    train_seconds: float = 0.0  # the training loop alone (throughput = tokens / train_seconds)
     samples: list[Sample] = []
 
 

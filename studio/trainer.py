@@ -236,7 +236,7 @@ def load_model(plan: TrainPlan, say: Any) -> Any:
         extra["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
         )
-    model = AutoModelForCausalLM.from_pretrained(plan.base_path, dtype=dtype, **extra)
+    model: Any = AutoModelForCausalLM.from_pretrained(plan.base_path, dtype=dtype, **extra)
     if device == "cuda" and not settings.quantize:
         model = model.to(device)
     if settings.quantize:
@@ -304,7 +304,7 @@ def make_callback(report: Reporter) -> Any:
     import torch
     from transformers import TrainerCallback
 
-    class Watch(TrainerCallback):  # type: ignore[misc]
+    class Watch(TrainerCallback):
         """Reports progress, vetoes checkpoints of a diverged run, and stops on SIGTERM."""
 
         def __init__(self) -> None:
@@ -459,6 +459,7 @@ def run(plan: TrainPlan, report: Reporter) -> Result:
         train_loss=trained.training_loss,
         steps=steps_done,
         tokens=int(trainer.state.num_input_tokens_seen),
+        train_seconds=round(float(trained.metrics.get("train_runtime", 0.0)), 3),
     )
     if evaluation is not None:
         report(Progress(step=steps_done, total_steps=steps_done, phase="evaluating"))
@@ -466,7 +467,7 @@ def run(plan: TrainPlan, report: Reporter) -> Result:
         metrics.eval_loss = eval_loss
         metrics.perplexity = math.exp(eval_loss) if eval_loss < 700 else math.inf
         report(Progress(step=steps_done, total_steps=steps_done, phase="evaluating", eval_loss=eval_loss))
-    peft_model = trainer.model
+    peft_model: Any = trainer.model
     metrics.samples = samples(peft_model, tokenizer, plan, evaluation if evaluation is not None else train)
     report(Progress(step=steps_done, total_steps=steps_done, phase="merging", message="saving the adapter"))
     adapter_dir = out / ADAPTER_DIR
