@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from studio.errors import CoveError
-from studio.models import EventPublic, FineTunePublic
+from studio.models import EventPublic, FineTunePreview, FineTunePublic
 from studio.values import JobStatus
 
 if TYPE_CHECKING:
@@ -31,6 +31,13 @@ class FineTunes:
         body = {"name": name, "model": model, "dataset": dataset, **fields}
         job: FineTunePublic = self.client.call(FineTunePublic, "POST", PATH, body=body)
         return job
+
+    def preview(self, name: str, model: str, dataset: str, **fields: Any) -> FineTunePreview:
+        """What ``create`` with the same arguments would make, without making it: settings with the defaults,
+        the modules LoRA may target, estimated memory and time, whether it fits its pool now."""
+        body = {"name": name, "model": model, "dataset": dataset, **fields}
+        found: FineTunePreview = self.client.call(FineTunePreview, "POST", f"{PATH}/preview", body=body)
+        return found
 
     def get(self, name: str) -> FineTunePublic:
         job: FineTunePublic = self.client.call(FineTunePublic, "GET", f"{PATH}/{name}")

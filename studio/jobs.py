@@ -13,6 +13,7 @@ or fails the job with the cause; then the task is forgotten.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,8 @@ def task_of(job: Active, *, settings: Settings, paths: Paths, python: str, image
             ("HF_DATASETS_CACHE", f"{folder}/cache"),
             ("TOKENIZERS_PARALLELISM", "false"),
             ("PYTHONUNBUFFERED", "1"),
+            # as many threads as cores admitted: more than that only contend (on a busy machine, badly)
+            ("OMP_NUM_THREADS", str(max(1, math.floor(job.resources.cpu)))),
         ),
         resources=job.resources,
         pool=job.pool,
@@ -137,9 +140,15 @@ class JobRunner:
 
     def _one(self, backend: Backend, job: Active) -> None:
         folder = self.settings.finetunes_dir / job.name
-        if job.cancelling:
+        if job.cancelling:  # SIGTERM first: the trainer saves a checkpoint and says where it stopped
+            if job.task in backend.tasks():
+                self._keep_log(backend, job, folder)
             if backend.stop_task(job.task):
-                finetunes.observe(db=self.db, name=job.name, status=JobStatus.CANCELLED, message="cancelled")
+                result = read_result(folder)
+                said = "cancelled"
+                if result is not None and result.last_checkpoint:
+                    said += f" at step {result.last_checkpoint}: `cove finetune resume {job.name}` goes on from there"
+                finetunes.observe(db=self.db, name=job.name, status=JobStatus.CANCELLED, message=said)
             return
         if job.task not in backend.tasks():
             self._launch(backend, job, folder)

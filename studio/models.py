@@ -274,6 +274,22 @@ class FineTuneCreate(FineTuneBase):
     settings: dict[str, Any] = {}  # ``TrainSettings`` fields, laid over ``finetuning.defaults_for`` the base
 
 
+class FineTunePreview(BaseModel):
+    """What a job would be, before it is created: its settings with the defaults filled in, what LoRA may target in
+    the base, and a rough estimate of its memory and time; whether it fits its pool now."""
+
+    settings: TrainSettings
+    parameters: int  # the base's
+    targets: list[str]  # the base's linear modules LoRA may target
+    rows: int  # the dataset version's training rows
+    steps: int
+    memory_mib: int  # estimated peak memory of the training process
+    seconds: float  # estimated training time (rough: see ``finetuning.estimate``)
+    fits: bool
+    free: str  # what the pool has free, in words
+    warnings: list[str] = []  # what would likely go wrong (too little memory asked for)
+
+
 class FineTunePublic(FineTuneBase, Owned, FineTuneObserved):
     settings: TrainSettings
     model: str

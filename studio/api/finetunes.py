@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from studio.api.auth import allowed, bearer
 from studio.api.paging import Page, Window, read_page, window
 from studio.finetuning import Progress
-from studio.models import EventPublic, FineTuneCreate, FineTunePublic
+from studio.models import EventPublic, FineTuneCreate, FineTunePreview, FineTunePublic
 from studio.services import events, finetunes
 from studio.values import Principal
 
@@ -44,6 +44,13 @@ def create_finetune(
     job = finetunes.create_finetune(db=request.app.state.db, actor=actor, data=data, queued=bool(settings.kueue_queue))
     response.headers["Location"] = f"{request.url.path}/{job.name}"
     return job
+
+
+@router.post("/preview", response_model=FineTunePreview)
+def preview_finetune(request: Request, data: FineTuneCreate, actor: Principal = READ) -> FineTunePreview:
+    """What creating ``data`` would make, without making it: the settings with the defaults for the base's size,
+    the modules LoRA may target, estimated memory and time, and whether it fits its pool now."""
+    return finetunes.preview_finetune(db=request.app.state.db, actor=actor, data=data)
 
 
 @router.get("/{name}", response_model=FineTunePublic)

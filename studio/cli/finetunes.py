@@ -12,7 +12,7 @@ import click
 from studio.cli.base import cli, client_of, emit, json_option, remote, server_running, settings_of, table
 from studio.cli.deploy import _model_ref
 from studio.errors import CoveError, InvalidSpec
-from studio.models import FineTunePublic
+from studio.models import FineTunePreview, FineTunePublic
 from studio.values import JobStatus
 
 
@@ -79,6 +79,7 @@ def describe(job: FineTunePublic) -> str:
 @click.option("--memory-mib", default=4096, show_default=True, help="Memory of the training process.")
 @click.option("--gpus", default=0, show_default=True, help="Whole GPUs.")
 @click.option("--gpu-memory-mib", default=0, show_default=True, help="A GPU memory slice (HAMi).")
+@click.option("--dry-run", is_flag=True, help="Say what it would be (settings, estimates, room), start nothing.")
 @click.option("--wait/--no-wait", default=False, help="Follow it until it ends, printing its progress.")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait with --wait.")
 @json_option
@@ -96,6 +97,7 @@ def finetune_create(
     memory_mib: int,
     gpus: int,
     gpu_memory_mib: int,
+    dry_run: bool,
     wait: bool,
     timeout: float,
     as_json: bool,
@@ -122,6 +124,10 @@ def finetune_create(
         settings=_settings(pairs, target_modules=modules, **options),
     )
     fields = data.model_dump(mode="json", exclude_unset=True, exclude={"name", "model", "dataset"})
+    if dry_run:
+        preview = client_of(ctx).finetunes.preview(data.name, data.model, data.dataset, **fields)
+        emit(preview, as_json, lambda: _show_preview(preview))
+        return
     job = client_of(ctx).finetunes.create(data.name, data.model, data.dataset, **fields)
     if not as_json:
         s = job.settings
@@ -138,6 +144,19 @@ def finetune_create(
     elif job.status == JobStatus.SUCCEEDED:
         click.echo(f"registered {job.target_model} v{job.result_version}: deploy it with")
         click.echo(f"  cove deploy create NAME --model {job.target_model}:{job.result_version}")
+
+
+def _show_preview(preview: FineTunePreview) -> None:
+    s = preview.settings
+    click.echo(f"base: {preview.parameters:,} parameters; LoRA may target {', '.join(preview.targets) or '?'}")
+    click.echo(f"settings: {s.model_dump(mode='json')}")
+    click.echo(
+        f"about {preview.steps} steps over {preview.rows} rows: roughly {preview.memory_mib} MiB and "
+        f"{preview.seconds:.0f} s (an estimate, good to a factor of two)"
+    )
+    click.echo(("fits: " if preview.fits else "does not fit now: ") + preview.free)
+    for warning in preview.warnings:
+        click.secho(f"warning: {warning}", fg="yellow")
 
 
 def _follow(ctx: click.Context, name: str, timeout: float) -> FineTunePublic:

@@ -30,12 +30,13 @@ from sqlmodel import Session, col, select
 from studio import access, finetuning
 from studio.db import Database, utcnow
 from studio.errors import Conflict, Forbidden, InvalidSpec, NotFound, QuotaExceeded, invalid, invalid_fields
-from studio.finetuning import Lineage, Progress, Result, TrainSettings
+from studio.finetuning import Lineage, ModelShape, Progress, Result, TrainSettings
 from studio.models import (
     Dataset,
     DatasetVersion,
     FineTune,
     FineTuneCreate,
+    FineTunePreview,
     FineTunePublic,
     Model,
     ModelVersion,
@@ -54,6 +55,7 @@ KIND = "finetune"
 HISTORY_POINTS = 2000  # a loss curve longer than this keeps every other point of its older half
 BYTES_PER_PARAMETER = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int8": 1}
 FINISHED = JobStatus.finished_states()
+CHARS_PER_TOKEN = 4  # English text, roughly: for estimates before the dataset is tokenized
 
 
 def _find(session: Session, name: str, actor: Principal | None = None) -> FineTune:
@@ -113,6 +115,88 @@ def _admit(session: Session, pool: Pool, *, name: str, resources: Resources, que
     raise QuotaExceeded(verdict.reason, hint=f"free in pool {pool.name!r}: {verdict.free.describe()}")
 
 
+@dataclass(frozen=True)
+class _Resolved:
+    base: ModelVersion
+    dataset: DatasetVersion
+    pool: Pool
+    settings: TrainSettings
+    shape: ModelShape
+
+
+def _resolve(session: Session, actor: Principal, data: FineTuneCreate) -> _Resolved:
+    """The base, dataset and pool a request names, checked, and its settings over the base's defaults; target
+    modules the base does not have are refused naming those it has."""
+    base = find_version(session, model=data.model, version=data.model_version)
+    if base.adapter_of_id is not None:
+        raise InvalidSpec(
+            f"{data.model} v{base.version} is an adapter, not a full model",
+            hint="fine-tune its base, or a merged version",
+        )
+    dataset = find_dataset_version(session, dataset=data.dataset, version=data.dataset_version)
+    shape = shape_of(Path(base.path))
+    settings = settings_for(shape.parameters, data.settings)
+    if isinstance(settings.target_modules, list):
+        unknown = [m for m in settings.target_modules if m not in shape.targets]
+        if unknown:
+            raise InvalidSpec(
+                f"{data.model} v{base.version} has no module {', '.join(map(repr, unknown))} LoRA can target",
+                hint=f"it can target: {', '.join(shape.targets)} (or all-linear)",
+                fields=[{"path": "settings.target_modules", "message": f"unknown: {', '.join(unknown)}"}],
+            )
+    pool = find_pool(session, name=data.pool)
+    access.check_pool(actor, pool=pool.name, groups=pool.groups)
+    if pool.purpose not in (Purpose.TRAIN, Purpose.ANY):
+        training = session.exec(select(Pool.name).where(col(Pool.purpose).in_((Purpose.TRAIN, Purpose.ANY)))).all()
+        raise InvalidSpec(
+            f"pool {pool.name!r} is for {pool.purpose.value}, not training",
+            hint=f"pick a training pool: {', '.join(training) or 'none is configured'}",
+        )
+    return _Resolved(base, dataset, pool, settings, shape)
+
+
+def shape_of(folder: Path) -> ModelShape:
+    """The base's parameter count and LoRA targets, from its config (no weights read); near enough from its size
+    when the config cannot be built here."""
+    from studio.trainer import model_shape
+
+    try:
+        return model_shape(folder)
+    except (OSError, ValueError, KeyError, ImportError):
+        size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) if folder.is_dir() else 0
+        return ModelShape(parameters=parameters_of(folder, size), targets=[])
+
+
+def preview_finetune(*, db: Database, actor: Principal, data: FineTuneCreate) -> FineTunePreview:
+    """What ``create_finetune`` would make of ``data``, without making it: the settings, the targets, estimates,
+    and whether it fits its pool now. Raises what create would for a bad request."""
+    with db.session() as session:
+        got = _resolve(session, actor, data)
+        held = claims_in(session, pool_id=got.pool.id or 0, exclude=CLAIM_OWNER + data.name)
+        verdict = admit(got.pool, held, Claim(CLAIM_OWNER + data.name, data.resources))
+    rows = got.dataset.splits.get("train", got.dataset.rows)
+    mean_tokens = got.dataset.size_bytes / max(got.dataset.rows, 1) / CHARS_PER_TOKEN
+    guess = finetuning.estimate(got.shape.parameters, got.settings, rows, mean_tokens)
+    warnings = []
+    if guess.memory_mib > data.resources.memory_mib:
+        warnings.append(
+            f"it may need about {guess.memory_mib} MiB, more than the {data.resources.memory_mib} MiB asked for: ask "
+            "for more memory, or lower batch_size or max_length"
+        )
+    return FineTunePreview(
+        settings=got.settings,
+        parameters=got.shape.parameters,
+        targets=got.shape.targets,
+        rows=rows,
+        steps=finetuning.total_steps(got.settings, rows),
+        memory_mib=guess.memory_mib,
+        seconds=guess.seconds,
+        fits=verdict.fits,
+        free=verdict.free.describe() if verdict.fits else f"{verdict.reason}; free: {verdict.free.describe()}",
+        warnings=warnings,
+    )
+
+
 def create_finetune(*, db: Database, actor: Principal, data: FineTuneCreate, queued: bool = False) -> FineTunePublic:
     """Admit and record a job, owned by ``actor``; the controller starts it. ``queued``: the pool's cluster queues
     jobs that do not fit yet (Kueue) instead of refusing them."""
@@ -120,26 +204,12 @@ def create_finetune(*, db: Database, actor: Principal, data: FineTuneCreate, que
     with db.session() as session:
         if session.exec(select(FineTune.id).where(FineTune.name == data.name)).first() is not None:
             raise Conflict(f"fine-tune {data.name!r} exists", hint="pick another name")
-        base = find_version(session, model=data.model, version=data.model_version)
-        if base.adapter_of_id is not None:
-            raise InvalidSpec(
-                f"{data.model} v{base.version} is an adapter, not a full model",
-                hint="fine-tune its base, or a merged version",
-            )
-        dataset = find_dataset_version(session, dataset=data.dataset, version=data.dataset_version)
-        settings = settings_for(parameters_of(Path(base.path), base.size_bytes), data.settings)
+        got = _resolve(session, actor, data)
+        base, dataset, pool, settings = got.base, got.dataset, got.pool, got.settings
         target = data.target_model or data.model
         existing = session.exec(select(Model).where(Model.name == target)).first()
         if existing is not None:
             owned.check(actor, existing, kind="model")
-        pool = find_pool(session, name=data.pool)
-        access.check_pool(actor, pool=pool.name, groups=pool.groups)
-        if pool.purpose not in (Purpose.TRAIN, Purpose.ANY):
-            training = session.exec(select(Pool.name).where(col(Pool.purpose).in_((Purpose.TRAIN, Purpose.ANY)))).all()
-            raise InvalidSpec(
-                f"pool {pool.name!r} is for {pool.purpose.value}, not training",
-                hint=f"pick a training pool: {', '.join(training) or 'none is configured'}",
-            )
         waiting = _admit(session, pool, name=data.name, resources=data.resources, queued=queued)
         assert base.id is not None and dataset.id is not None and pool.id is not None  # noqa: PT018
         row = FineTune(

@@ -52,10 +52,12 @@ def wait_until(check: Callable[[], T], *, timeout: float = 60, what: str = "cond
 
 
 def write_stub_model(folder: Path) -> Path:
-    """The smallest folder Cove accepts as a model: config, an empty safetensors file, a tokenizer. For fakes,
-    which never load it."""
+    """The smallest folder Cove accepts as a model: config (of a tiny Llama, so its shape can be read), an empty
+    safetensors file, a tokenizer. For fakes, which never load it."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    tiny = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 64, **tiny}
+    (folder / "config.json").write_text(json.dumps(config))
     (folder / "model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")
     (folder / "tokenizer.json").write_text("{}")
     return folder

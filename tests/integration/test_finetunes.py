@@ -125,6 +125,34 @@ def test_every_wrong_setting_is_named(db: Database, ready: str) -> None:
     assert paths == ["settings.rank", "settings.dropout", "settings.colour"]
 
 
+def test_target_modules_the_base_lacks_are_refused_naming_those_it_has(db: Database, ready: str) -> None:
+    with pytest.raises(InvalidSpec, match="has no module 'c_attn'") as caught:
+        create(db, settings={"target_modules": ["q_proj", "c_attn"]})
+
+    assert caught.value.hint.startswith("it can target: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj")
+    assert create(db, settings={"target_modules": ["q_proj", "v_proj"]}).settings.target_modules == ["q_proj", "v_proj"]
+
+
+def test_a_preview_says_the_settings_targets_estimates_and_room_and_makes_nothing(db: Database, ready: str) -> None:
+    data = FineTuneCreate(
+        name="tune", model="stub", dataset="facts", resources=Resources(cpu=1, memory_mib=64), settings={"epochs": 2}
+    )
+
+    got = finetunes.preview_finetune(db=db, actor=ADMIN, data=data)
+
+    assert got.settings.rank == 8
+    assert "q_proj" in got.targets
+    assert got.rows == 1
+    assert got.steps == 2  # one step an epoch over one row
+    assert got.memory_mib > 64
+    assert got.fits
+    assert got.warnings == [
+        f"it may need about {got.memory_mib} MiB, more than the 64 MiB asked for: ask for more memory, or lower "
+        "batch_size or max_length"
+    ]
+    assert finetunes.list_finetunes(db=db, actor=ADMIN) == []
+
+
 def test_a_missing_dataset_says_how_to_add_one(db: Database, ready: str) -> None:
     with pytest.raises(NotFound, match="no dataset named 'nope'") as caught:
         create(db, dataset="nope")
