@@ -217,30 +217,51 @@ def _copy_hashing(src: Path, target: Path, digest: Any) -> None:
             fout.write(block)
 
 
+class Incoming:
+    """An upload being written to a file of its own under the store's incoming folder, chunk by chunk (never held
+    whole); QuotaExceeded past ``limit`` bytes, the partial file removed."""
+
+    def __init__(self, filename: str, datasets_dir: Path, *, limit: int) -> None:
+        name = Path(filename).name
+        if Path(name).suffix.lower() not in SUFFIXES:
+            raise InvalidSpec(
+                f"{filename!r} is not a dataset file", hint="upload a .jsonl, .json, .csv or .parquet file"
+            )
+        self.limit, self.written = limit, 0
+        folder = datasets_dir / INCOMING / f"upload-{uuid.uuid4().hex}"
+        folder.mkdir(parents=True)
+        self.path = folder / name
+        self.file = self.path.open("wb")
+
+    def write(self, chunk: bytes) -> None:
+        self.written += len(chunk)
+        if self.written > self.limit:
+            self.abort()
+            raise QuotaExceeded(
+                f"the upload is over the limit of {human_size(self.limit)}",
+                hint="COVE_MAX_UPLOAD_BYTES sets it; or put the file on the server and add it by path",
+            )
+        self.file.write(chunk)
+
+    def finish(self) -> Path:
+        self.file.close()
+        return self.path
+
+    def abort(self) -> None:
+        self.file.close()
+        discard(self.path)
+
+
 def receive(chunks: Iterable[bytes], filename: str, datasets_dir: Path, *, limit: int) -> Path:
-    """Write an upload's ``chunks`` to a file of its own under the store's incoming folder, never holding it whole;
-    QuotaExceeded past ``limit`` bytes (the partial file removed)."""
-    name = Path(filename).name
-    if Path(name).suffix.lower() not in SUFFIXES:
-        raise InvalidSpec(f"{filename!r} is not a dataset file", hint="upload a .jsonl, .json, .csv or .parquet file")
-    folder = datasets_dir / INCOMING / f"upload-{uuid.uuid4().hex}"
-    folder.mkdir(parents=True)
-    path = folder / name
-    written = 0
+    """``chunks`` written as an upload (``Incoming``); the file's path."""
+    incoming = Incoming(filename, datasets_dir, limit=limit)
     try:
-        with path.open("wb") as fh:
-            for chunk in chunks:
-                written += len(chunk)
-                if written > limit:
-                    raise QuotaExceeded(
-                        f"the upload is over the limit of {human_size(limit)}",
-                        hint="COVE_MAX_UPLOAD_BYTES sets it; or put the file on the server and add it by path",
-                    )
-                fh.write(chunk)
+        for chunk in chunks:
+            incoming.write(chunk)
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        incoming.abort()
         raise
-    return path
+    return incoming.finish()
 
 
 def discard(path: Path) -> None:
