@@ -15,7 +15,6 @@ base model's chat template and counts their tokens (``studio.tokens``).
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import csv
 import hashlib
@@ -27,11 +26,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studio.chats import DEFAULT_COLUMNS, OPTIONAL, Checker, ColumnMap, Format, detect, jsonl_rows
+from studio.chats import (
+    DEFAULT_COLUMNS,
+    OPTIONAL,
+    Checker,
+    ColumnMap,
+    Format,
+    RowError,
+    detect,
+    jsonl_rows,
+    problems_of,
+    to_messages,
+)
 from studio.errors import InvalidSpec, NotFound, QuotaExceeded, SourceUnavailable
 from studio.modelstore import human_size
 from studio.names import is_repo_id
-from studio.tokens import Lengths, LengthStats, Segment, segments
+from studio.tokens import Lengths, LengthStats, Segment, common_prefix, segments
 
 SUFFIXES = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 SPLITS = ("train", "eval")
@@ -502,32 +512,43 @@ class ChatRenderer:
                 f"the tokenizer in {model_folder} is not a fast tokenizer", hint="save tokenizer.json with the model"
             )
 
-    def render(self, conversations: list[list[dict[str, str]]]) -> tuple[list[str], list[str]]:
-        """Each conversation whole, and its prompt (all but the last turn, with the generation prompt)."""
-        whole = self.tokenizer.apply_chat_template(conversations, tokenize=False)
+    def render(self, conversations: list[list[dict[str, str]]]) -> tuple[list[str], list[int]]:
+        """Each conversation whole, and how many of its characters are the prompt: what its rendering without the
+        last turn, with the generation prompt, has in common with it."""
+        whole = [str(t) for t in self.tokenizer.apply_chat_template(conversations, tokenize=False)]
         prompts = self.tokenizer.apply_chat_template(
             [c[:-1] for c in conversations], tokenize=False, add_generation_prompt=True
         )
-        return [str(t) for t in whole], [str(t) for t in prompts]
+        return whole, [common_prefix_len(t, str(p)) for t, p in zip(whole, prompts, strict=True)]
 
-    def measure(self, conversations: list[list[dict[str, str]]]) -> list[tuple[str, int, list[int], list[int]]]:
-        """For each conversation: its rendering, the characters of its prompt within it, and its tokens' start and
-        end offsets."""
-        whole, prompts = self.render(conversations)
-        encoded = self.tokenizer(whole, add_special_tokens=False, return_offsets_mapping=True)
-        found = []
-        for text, prompt, offsets in zip(whole, prompts, encoded["offset_mapping"], strict=True):
-            prompt_chars = common_prefix_len(text, prompt)
-            found.append((text, prompt_chars, [o[0] for o in offsets], [o[1] for o in offsets]))
-        return found
+    def measure(self, conversations: list[list[dict[str, str]]]) -> list[tuple[int, int]]:
+        """(tokens, tokens of the prompt) for each conversation. Encoded in one batch by the Rust tokenizer, whose
+        encodings answer which token holds a character without turning every offset into a Python object."""
+        whole, prompt_chars = self.render(conversations)
+        encodings = self.tokenizer.backend_tokenizer.encode_batch(whole, add_special_tokens=False)
+        return [
+            (len(e), _tokens_before(e, chars, len(text)))
+            for e, chars, text in zip(encodings, prompt_chars, whole, strict=True)
+        ]
+
+    def offsets(self, messages: list[dict[str, str]]) -> tuple[str, int, list[tuple[int, int]]]:
+        """One conversation rendered: its text, its prompt's characters, and each token's (start, end)."""
+        (text,), (chars,) = self.render([messages])
+        encoding = self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
+        return text, chars, list(encoding.offsets)
+
+
+def _tokens_before(encoding: Any, chars: int, length: int) -> int:
+    """How many tokens lie wholly before character ``chars`` of the encoded text."""
+    for at in range(chars, length):
+        index = encoding.char_to_token(at)
+        if index is not None:
+            return int(index)
+    return len(encoding)
 
 
 def common_prefix_len(text: str, prompt: str) -> int:
-    if text.startswith(prompt):
-        return len(prompt)
-    from studio.tokens import common_prefix
-
-    return common_prefix(text, prompt)
+    return len(prompt) if text.startswith(prompt) else common_prefix(text, prompt)
 
 
 BATCH = 1000
@@ -545,27 +566,32 @@ def measure(
     bins: int = 20,
 ) -> LengthStats:
     """Token lengths of ``split``'s rows fit to train on, rendered with the base's chat template, against
-    ``max_length``; rows not fit to train on are counted as dropped."""
+    ``max_length``; rows not fit to train on are counted as dropped. Rows are rendered and encoded a batch at a
+    time, and only two integers per row are kept."""
     lengths = Lengths(max_length=max_length)
     dropped = 0
     batch: list[list[dict[str, str]]] = []
 
     def flush() -> None:
-        for _text, prompt_chars, starts, _ends in renderer.measure(batch):
-            lengths.add(len(starts), bisect.bisect_left(starts, prompt_chars))
+        for whole, prompt in renderer.measure(batch):
+            lengths.add(whole, prompt)
         batch.clear()
 
     for name in files.get(split, []):
-        checker = Checker(columns=columns, keep=0)
-        for line, row in rows_of(root / name, builder):
-            messages = checker.add(line, row)
-            if messages is None:
+        for _line, row in rows_of(root / name, builder):
+            try:
+                if not isinstance(row, Mapping):
+                    raise RowError("not a JSON object")
+                messages = to_messages(row, columns)
+            except RowError:
+                dropped += 1
+                continue
+            if problems_of(messages):
                 dropped += 1
                 continue
             batch.append(messages)
             if len(batch) >= BATCH:
                 flush()
-            checker.seen.clear()  # duplicates are the validation's business: keep memory flat
     if batch:
         flush()
     return lengths.stats(dropped=dropped, bins=bins)
@@ -574,6 +600,6 @@ def measure(
 def trained_preview(renderer: ChatRenderer, messages: list[dict[str, str]], *, max_length: int) -> list[Segment]:
     """One row rendered, as segments: the prompt (not trained on), the last assistant turn (trained on), and
     whatever ``max_length`` cuts off (``kept`` False)."""
-    ((text, prompt_chars, _starts, ends),) = renderer.measure([messages])
-    kept_chars = ends[max_length - 1] if len(ends) > max_length else len(text)
+    text, prompt_chars, offsets = renderer.offsets(messages)
+    kept_chars = offsets[max_length - 1][1] if len(offsets) > max_length else len(text)
     return segments(text, prompt_chars=prompt_chars, kept_chars=kept_chars)
