@@ -4,7 +4,7 @@ Writes a JSONL file of ``--rows`` chats in OpenAI ``messages`` (a system turn in
 exchanges, answers of 5 to ``--answer-words`` words, a bad line in a thousand), builds the demo model for its
 tokenizer and chat template (or takes ``--model FOLDER``), then in a child process of its own (so its peak memory
 is the work's, not this script's) validates the file as adding a dataset does (``datastore.check``) and measures
-its token lengths against the template (``datastore.measure``, max_length 256). Prints each step's time, the total,
+its token lengths against the template (``renderer.measure``, max_length 256). Prints each step's time, the total,
 and the child's peak RSS.
 
     .venv/bin/python benchmarks/datasets.py [--rows 100000] [--model FOLDER]
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from studio import datastore
+from studio import datastore, renderer
 from studio.chats import ColumnMap
 
 source, model = Path(sys.argv[1]), Path(sys.argv[2])
@@ -35,9 +35,9 @@ files = {"train": [source.name]}
 started = time.perf_counter()
 checked = datastore.check(source.parent, files, "json", fmt=None, columns=None)
 validated = time.perf_counter()
-renderer = datastore.ChatRenderer(model)
+chat = renderer.ChatRenderer(model)
 loaded = time.perf_counter()
-stats = datastore.measure(renderer, source.parent, files, "json", checked.columns, max_length=256)
+stats = renderer.measure(chat, source.parent, files, "json", checked.columns, max_length=256)
 measured = time.perf_counter()
 print(json.dumps({
     "validate_s": validated - started,

@@ -11,7 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
-from studio import access, datastore
+from studio import access, datastore, renderer
 from studio.chats import DEFAULT_COLUMNS, ColumnMap, Format
 from studio.db import Database
 from studio.errors import Conflict, CoveError, InvalidSpec, NotFound
@@ -278,15 +278,13 @@ def preview(
         base = models.find_version(session, model=model, version=model_version) if model else None
     root, files = _files_of(found)
     columns = ColumnMap(format=Format(found.format), columns=found.columns)
-    renderer = datastore.ChatRenderer(Path(base.path)) if base else None
+    chat = renderer.ChatRenderer(Path(base.path)) if base else None
     shown = []
     for line, raw, messages, problem in itertools.islice(
         datastore.normalized(root, files, found.builder, columns, split=_split(found, split)),
         max(1, min(rows, PREVIEW_MAX)),
     ):
-        segments = (
-            datastore.trained_preview(renderer, messages, max_length=max_length) if renderer and messages else None
-        )
+        segments = renderer.trained_preview(chat, messages, max_length=max_length) if chat and messages else None
         shown.append(PreviewRow(line=line, raw=raw, messages=messages, problem=problem, segments=segments))
     return DatasetPreview(
         dataset=name, version=found.version, split=split, format=found.format, columns=found.columns, rows=shown
@@ -315,10 +313,10 @@ def lengths(
         found = _version(session, dataset, version)
         base = models.find_version(session, model=model, version=model_version)
     root, files = _files_of(found)
-    renderer = datastore.ChatRenderer(Path(base.path))
+    chat = renderer.ChatRenderer(Path(base.path))
     columns = ColumnMap(format=Format(found.format), columns=found.columns)
-    stats = datastore.measure(
-        renderer, root, files, found.builder, columns, max_length=max_length, split=_split(found, split), bins=bins
+    stats = renderer.measure(
+        chat, root, files, found.builder, columns, max_length=max_length, split=_split(found, split), bins=bins
     )
     return DatasetLengths(
         dataset=name, version=found.version, split=split, model=model, model_version=base.version, stats=stats
