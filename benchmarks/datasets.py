@@ -28,7 +28,6 @@ CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 from studio import datastore, renderer
-from studio.chats import ColumnMap
 
 source, model = Path(sys.argv[1]), Path(sys.argv[2])
 files = {"train": [source.name]}
