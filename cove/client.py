@@ -211,6 +211,7 @@ class Client:
 
     def _nouns(self) -> None:
         from cove.clusters import Clusters
+        from cove.datasets import Datasets
         from cove.deployments import Deployments
         from cove.events import Events
         from cove.finetunes import FineTunes
@@ -236,6 +237,7 @@ class Client:
         self.usage = Usage(self)
         self.events = Events(self)
         self.specs = Specs(self)
+        self.datasets = Datasets(self)
 
     # ------------------------------------------------------------------------------------------------ plumbing
 

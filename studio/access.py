@@ -69,6 +69,7 @@ SCOPE_NOUNS = (
     "users",
     "notebooks",
     "events",
+    "datasets",
     "finetunes",
 )
 SCOPES = ("*", *(f"{noun}:{verb}" for noun in SCOPE_NOUNS for verb in ("read", "write")))

@@ -24,6 +24,7 @@ from studio.db import EnumText, UTCDateTime, ValueJSON, utcnow
 from studio.finetuning import TrainSettings
 from studio.names import ImageRef, Name, Version
 from studio.specs import Recommendation
+from studio.tokens import LengthStats, Segment
 from studio.values import (
     DEFAULT_CLUSTER,
     Autoscale,
@@ -222,6 +223,55 @@ class DatasetPublic(DatasetBase, Owned):
     @property
     def latest(self) -> DatasetVersionPublic:
         return self.versions[-1]
+
+
+class DatasetCreate(DatasetBase):
+    """Register a dataset (or, with ``new_version``, a new version of one) from a file or folder on the server or
+    ``hf:org/name[@revision]``; an uploaded file comes with the same fields. ``format`` and ``columns`` correct
+    what is detected."""
+
+    model_config = CREATE
+
+    source: str = Field(min_length=1)
+    format: str | None = None  # ``studio.chats.Format``; None: detected from the columns
+    columns: dict[str, str] = {}  # a format part → the column it is read from
+    new_version: bool = False
+
+
+class DatasetAdded(SQLModel):
+    """What adding a dataset did: the version made, or ``unchanged`` (the newest version has the same content)."""
+
+    dataset: DatasetPublic
+    version: int
+    unchanged: bool = False
+
+
+class PreviewRow(SQLModel):
+    line: int
+    raw: Any  # the row as stored (a JSONL line that is not JSON: its text)
+    messages: list[dict[str, str]] | None = None  # None: not fit to train on
+    problem: str | None = None
+    segments: list[Segment] | None = None  # with a base model: what is trained on
+
+
+class DatasetPreview(SQLModel):
+    dataset: str
+    version: int
+    split: str
+    format: str
+    columns: dict[str, str]
+    rows: list[PreviewRow]
+
+
+class DatasetLengths(SQLModel):
+    """Token lengths of a version's split rendered with a base model's chat template."""
+
+    dataset: str
+    version: int
+    split: str
+    model: str
+    model_version: int
+    stats: LengthStats
 
 
 # ---------------------------------------------------------------------------------------------------- fine-tunes

@@ -181,6 +181,12 @@ class Settings(BaseSettings):
     routes_refresh_s: float = Field(default=1.0, gt=0, description="How often the gateway re-reads endpoints.")
     usage_flush_s: float = Field(default=1.0, gt=0, description="How often metered usage is written.")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="Largest request body accepted.")
+    max_upload_bytes: int = Field(
+        default=20 * 1024**3, gt=0, description="Largest dataset file uploaded through the API (streamed to disk)."
+    )
+    dataset_quota_gib: float = Field(
+        default=200, gt=0, description="Dataset files one owner may keep in the dataset store, in GiB."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("home")

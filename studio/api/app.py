@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from studio.api import (
     auth,
     clusters,
+    datasets,
     deployments,
     events,
     finetunes,
@@ -50,6 +51,7 @@ ROUTERS = (
     usage.router,
     events.router,
     specs.router,
+    datasets.router,
     finetunes.router,
 )
 
@@ -65,14 +67,19 @@ def answer(exc: CoveError) -> JSONResponse:
 
 
 class BodyLimit:
-    """413 for a body over ``limit`` bytes, said before the route reads it (by Content-Length, or as it streams)."""
+    """413 for a body over ``limit`` bytes, said before the route reads it (by Content-Length, or as it streams).
+    The bodies of ``streamed`` paths (uploads) are passed on as they come, under their own limit, for the route to
+    write to disk: 413 by Content-Length, or raised from ``receive`` once past it."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, streamed: Mapping[str, int] | None = None) -> None:
+        self.app, self.limit, self.streamed = app, limit, dict(streamed or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["path"] in self.streamed:
+            await self._streamed(scope, receive, send, self.streamed[scope["path"]])
             return
         declared = dict(scope["headers"]).get(b"content-length")
         too_large = TooLarge(
@@ -105,6 +112,27 @@ class BodyLimit:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+    async def _streamed(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        too_large = TooLarge(
+            f"the upload is over the limit of {limit} bytes",
+            hint="COVE_MAX_UPLOAD_BYTES sets the limit; or put the file on the server and add it by path",
+        )
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await answer(too_large)(scope, receive, send)
+            return
+        size = 0
+
+        async def counted() -> Message:
+            nonlocal size
+            message = await receive()
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise too_large
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def build_api(
@@ -142,7 +170,8 @@ def build_api(
 
     for router in ROUTERS:
         app.include_router(router, prefix=PREFIX)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    uploads = {PREFIX + datasets.UPLOAD_PATH: settings.max_upload_bytes}
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, streamed=uploads)
     return app
 
 

@@ -44,7 +44,7 @@ from studio.models import (
     User,
 )
 from studio.pools import Claim, admit
-from studio.services import owned
+from studio.services import datasets, owned
 from studio.services.events import NewEvent, add_events
 from studio.services.models import find_version, register_built
 from studio.services.pools import JOB_OWNER as CLAIM_OWNER
@@ -65,23 +65,6 @@ def _find(session: Session, name: str, actor: Principal | None = None) -> FineTu
     if actor is not None:
         owned.check(actor, row, kind=KIND)
     return row
-
-
-def find_dataset_version(session: Session, *, dataset: str, version: int | None) -> DatasetVersion:
-    """The dataset's version (newest when ``version`` is None), inside the caller's transaction."""
-    row = session.exec(select(Dataset).where(Dataset.name == dataset)).first()
-    if row is None:
-        raise NotFound(f"no dataset named {dataset!r}", hint="add it with `cove dataset add NAME SOURCE`")
-    query = select(DatasetVersion).where(DatasetVersion.dataset_id == row.id)
-    query = (
-        query.where(DatasetVersion.version == version)
-        if version is not None
-        else query.order_by(col(DatasetVersion.version).desc())
-    )
-    found = session.exec(query).first()
-    if found is None:
-        raise NotFound(f"dataset {dataset!r} has no version {version}", hint=f"see `cove dataset show {dataset}`")
-    return found
 
 
 def parameters_of(folder: Path, size_bytes: int) -> int:
@@ -133,7 +116,7 @@ def _resolve(session: Session, actor: Principal, data: FineTuneCreate) -> _Resol
             f"{data.model} v{base.version} is an adapter, not a full model",
             hint="fine-tune its base, or a merged version",
         )
-    dataset = find_dataset_version(session, dataset=data.dataset, version=data.dataset_version)
+    dataset = datasets.find_version(session, dataset=data.dataset, version=data.dataset_version, actor=actor)
     shape = shape_of(Path(base.path))
     settings = settings_for(shape.parameters, data.settings)
     if isinstance(settings.target_modules, list):

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PURE = {
     "studio.values",
     "studio.chats",
+    "studio.tokens",
     "studio.access",
     "studio.names",
     "studio.errors",

@@ -89,6 +89,8 @@ def test_defaults(tmp_path: Path) -> None:
         "routes_refresh_s": 1.0,
         "usage_flush_s": 1.0,
         "max_body_bytes": 8 * 1024 * 1024,
+        "max_upload_bytes": 20 * 1024**3,
+        "dataset_quota_gib": 200.0,
         "log_level": "info",
     }
 
