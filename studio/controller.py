@@ -127,6 +127,7 @@ class Controller:
         self._restarts: dict[tuple[str, int], int] = {}
         self._recommendations: dict[str, deque[tuple[float, int]]] = {}
         self._capacity_read_at = -math.inf
+        self._tasks_swept_at = -math.inf
         self._refused_scale: dict[str, int] = {}  # deployment → the HPA's count the pool refused, said once
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -182,8 +183,12 @@ class Controller:
         )
 
     def _run_jobs(self, backends: dict[str, Backend]) -> None:
-        """Fine-tune jobs on the clusters that answered; tasks no unfinished job owns are stopped."""
+        """Fine-tune jobs on the clusters that answered; every ``capacity_refresh_s``, tasks no unfinished job owns
+        (one whose end could not be cleaned up) are stopped: listing them costs a read of each cluster."""
         owned = self.jobs.reconcile(backends)
+        if self.clock() - self._tasks_swept_at < self.settings.capacity_refresh_s:
+            return
+        self._tasks_swept_at = self.clock()
         for cluster, backend in backends.items():
             try:
                 for orphan in sorted(backend.tasks() - owned):

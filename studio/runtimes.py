@@ -67,6 +67,16 @@ def model_ref(spec: WorkloadSpec) -> str:
     return spec.model
 
 
+def adapter_flags(spec: WorkloadSpec, adapter: str) -> list[str]:
+    """vLLM's flags to serve the LoRA adapter at ``adapter`` on the base, under the deployment's name."""
+    if spec.runtime != RuntimeKind.VLLM:
+        raise RuntimeUnavailable(
+            f"runtime {spec.runtime} cannot serve a LoRA adapter", hint="deploy adapter versions with the vllm image"
+        )
+    flags = ["--enable-lora", "--lora-modules", f"{spec.name}={adapter}"]
+    return flags + (["--max-lora-rank", str(spec.adapter_rank)] if spec.adapter_rank else [])
+
+
 def upstream_model(spec: WorkloadSpec) -> str:
     if spec.runtime == RuntimeKind.TRANSFORMERS:
         return model_ref(spec)  # `transformers serve MODEL` accepts only that exact name
@@ -131,10 +141,13 @@ def local_launch(
         return Launch(tuple(argv) + args, env, upstream_model(spec))
     if kind in SERVED_NAME_RUNTIMES:
         module, model_flag = SERVED_NAME_RUNTIMES[RuntimeKind(kind)]
-        argv = [python, "-m", module, model_flag, spec.model, "--served-model-name", spec.name]
+        served = f"{spec.name}-base" if spec.adapter else spec.name  # requests naming the deployment get the adapter
+        argv = [python, "-m", module, model_flag, spec.model, "--served-model-name", served]
         argv += ["--host", host, "--port", str(port)]
         if spec.model_revision and not spec.model.startswith("/"):
             argv += ["--revision", spec.model_revision]
+        if spec.adapter:
+            argv += adapter_flags(spec, spec.adapter)
         return Launch(tuple(argv) + args, env, upstream_model(spec))
     if kind == RuntimeKind.CUSTOM and spec.local_command:
         values = {
@@ -185,7 +198,8 @@ def container_launch(spec: WorkloadSpec, *, local_models_dir: Path | None = None
         env = {"COVE_MODEL": spec.model, "COVE_SERVED_MODEL_NAME": spec.name, "PORT": str(CONTAINER_PORT)}
         return Launch((), env | {"HF_HUB_CACHE": CONTAINER_MODELS_DIR, "HF_HUB_OFFLINE": "1"}, upstream_model(spec))
     model = container_model(spec, CONTAINER_MODELS_DIR, local_models_dir)
-    inside = dataclasses.replace(spec, model=model, local_command=None)
+    adapter = container_model(dataclasses.replace(spec, model=spec.adapter), CONTAINER_MODELS_DIR, local_models_dir)
+    inside = dataclasses.replace(spec, model=model, local_command=None, adapter=adapter if spec.adapter else "")
     launch = local_launch(
         inside,
         host="0.0.0.0",  # the pod's own address: the Service and the gateway reach it there

@@ -42,6 +42,8 @@ class WorkloadSpec:
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Mapping[str, Any], ...] = ()  # the pool's, for Kubernetes
     autoscale: Autoscale | None = None  # for backends whose cluster scales (a HorizontalPodAutoscaler)
+    adapter: str = ""  # a LoRA adapter's folder served on ``model`` (its base), for runtimes that load adapters
+    adapter_rank: int = 0
 
     @property
     def fingerprint(self) -> str:

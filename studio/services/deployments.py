@@ -38,6 +38,7 @@ from studio.services.pools import claims_in, find_pool, lock_pool
 from studio.values import Autoscale, BuildStatus, Principal, Resources, Route, RuntimeKind, SourceKind, Status
 
 KIND = "deployment"
+ADAPTER_RUNTIMES = (RuntimeKind.VLLM,)  # runtimes that serve a LoRA adapter on its base (vLLM's --enable-lora)
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,12 @@ def create_deployment(*, db: Database, actor: Principal, data: DeploymentCreate)
                 hint=f"choose a pool of cluster {data.cluster!r} (see `cove pool list`)",
             )
         image = find_image(session, name=data.image or _default_image(pool), version=data.image_version)
+        if version.adapter_of_id is not None and image.runtime not in ADAPTER_RUNTIMES:
+            raise InvalidSpec(
+                f"{data.model} v{version.version} is a LoRA adapter, and the {image.runtime.value} runtime cannot "
+                "serve adapters",
+                hint="deploy it with the vllm image (on a GPU pool), or fine-tune with serving: merged for any runtime",
+            )
         _admit(session, pool, name=data.name, resources=data.resources, replicas=replicas)
         assert version.id is not None and image.id is not None and pool.id is not None  # noqa: PT018
         described = {k: v for k, v in data if k in DeploymentBase.model_fields}
@@ -376,6 +383,12 @@ def _model_to_load(version: ModelVersion) -> str:
     return version.source if version.source_kind == SourceKind.HF else version.path
 
 
+def _adapter_rank(version: ModelVersion) -> int:
+    """The LoRA rank an adapter version was trained with (its lineage's settings), for the runtime's limit."""
+    settings = (version.lineage or {}).get("settings") or {}
+    return int(settings.get("rank") or 0)
+
+
 def desired_state(*, db: Database) -> list[Desired]:
     """Every deployment as the controller reconciles it, oldest first: one query, whatever their number."""
     with db.session() as session:
@@ -386,14 +399,22 @@ def desired_state(*, db: Database) -> list[Desired]:
             .join(Pool, col(Deployment.pool_id) == Pool.id)
             .order_by(col(Deployment.id))
         ).all()
+        adapted = {v.adapter_of_id for _, v, _, _ in rows if v.adapter_of_id is not None}
+        bases = (
+            {b.id: b for b in session.exec(select(ModelVersion).where(col(ModelVersion.id).in_(adapted)))}
+            if adapted
+            else {}
+        )
         return [
             Desired(
                 spec=WorkloadSpec(
                     name=d.name,
                     runtime=image.runtime,
-                    model=_model_to_load(version),
-                    model_revision=version.revision,
-                    model_path=version.path,
+                    model=_model_to_load(loaded := bases.get(version.adapter_of_id or 0) or version),
+                    model_revision=loaded.revision,
+                    model_path=loaded.path,
+                    adapter=version.path if version.adapter_of_id is not None else "",
+                    adapter_rank=_adapter_rank(version) if version.adapter_of_id is not None else 0,
                     image=f"{image.ref}:{image.version}",
                     health_path=image.health_path,
                     local_command=tuple(image.local_command) if image.local_command else None,

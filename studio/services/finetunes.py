@@ -46,7 +46,7 @@ from studio.models import (
 from studio.pools import Claim, admit
 from studio.services import datasets, owned
 from studio.services.events import NewEvent, add_events
-from studio.services.models import find_version, register_built
+from studio.services.models import find_version, register_adapter, register_built
 from studio.services.pools import JOB_OWNER as CLAIM_OWNER
 from studio.services.pools import claims_in, find_pool, lock_pool
 from studio.values import DEFAULT_CLUSTER, JobStatus, Principal, Purpose, Resources
@@ -371,6 +371,7 @@ class Active:
     owner: str
     settings: TrainSettings
     resources: Resources
+    base_version_id: int
     base_path: str
     base_name: str
     base_revision: str | None
@@ -419,6 +420,7 @@ def active(*, db: Database) -> list[Active]:
                     owner=row.owner,
                     settings=row.settings,
                     resources=row.resources,
+                    base_version_id=row.base_version_id,
                     base_path=base.path,
                     base_name=f"{model.name}@{base.version}",
                     base_revision=base.revision,
@@ -487,16 +489,30 @@ def finish(*, db: Database, job: Active, result: Result | None, folder: Path, ca
         metrics=result.metrics,
         serving=job.settings.serving,
     )
-    model = register_built(
-        db=db,
-        actor=owner,
-        name=job.target_model,
-        folder=folder / finetuning.MERGED_DIR,
-        repo_id=f"cove-finetunes/{job.target_model}",
-        cache_dir=cache_dir,
-        description=f"fine-tuned from {job.base_name} on {job.dataset_name}",
-        lineage=lineage.model_dump(mode="json"),
-    )
+    described = f"fine-tuned from {job.base_name} on {job.dataset_name}"
+    if job.settings.serving == finetuning.Serving.ADAPTER:
+        model = register_adapter(
+            db=db,
+            actor=owner,
+            name=job.target_model,
+            folder=folder / finetuning.ADAPTER_DIR,
+            repo_id=f"cove-finetunes/{job.target_model}-adapter",
+            cache_dir=cache_dir,
+            base_version_id=job.base_version_id,
+            description=described,
+            lineage=lineage.model_dump(mode="json"),
+        )
+    else:
+        model = register_built(
+            db=db,
+            actor=owner,
+            name=job.target_model,
+            folder=folder / finetuning.MERGED_DIR,
+            repo_id=f"cove-finetunes/{job.target_model}",
+            cache_dir=cache_dir,
+            description=described,
+            lineage=lineage.model_dump(mode="json"),
+        )
     with db.session() as session:
         row = _find(session, job.name)
         version = session.exec(

@@ -55,17 +55,33 @@ def _public(session: Session, model: Model) -> ModelPublic:
     versions = session.exec(
         select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(col(ModelVersion.version))
     ).all()
-    return _described(model, versions)
+    return _described(model, versions, _bases(session, versions))
 
 
-def _described(model: Model, versions: Sequence[ModelVersion]) -> ModelPublic:
+def _bases(session: Session, versions: Sequence[ModelVersion]) -> dict[int, str]:
+    """ "model@version" of each base an adapter version among ``versions`` is served on (one query, or none)."""
+    ids = {v.adapter_of_id for v in versions if v.adapter_of_id is not None}
+    if not ids:
+        return {}
+    rows = session.exec(
+        select(ModelVersion.id, Model.name, ModelVersion.version)
+        .join(Model, col(ModelVersion.model_id) == Model.id)
+        .where(col(ModelVersion.id).in_(ids))
+    ).all()
+    return {id_: f"{name}@{version}" for id_, name, version in rows if id_ is not None}
+
+
+def _described(model: Model, versions: Sequence[ModelVersion], bases: dict[int, str]) -> ModelPublic:
     return ModelPublic(
         name=model.name,
         description=model.description,
         owner=model.owner,
         group=model.group,
         created_at=model.created_at,
-        versions=[ModelVersionPublic.model_validate(v) for v in versions],
+        versions=[
+            ModelVersionPublic.model_validate(v.model_dump() | {"adapter_of": bases.get(v.adapter_of_id or 0)})
+            for v in versions
+        ],
         recommendations=[Recommendation.model_validate(r) for r in model.recommendations or []],
     )
 
@@ -210,6 +226,61 @@ def register_built(
     return model
 
 
+def register_adapter(
+    *,
+    db: Database,
+    actor: Principal,
+    name: str,
+    folder: Path,
+    repo_id: str,
+    cache_dir: Path,
+    base_version_id: int,
+    description: str = "",
+    lineage: dict[str, Any] | None = None,
+) -> ModelPublic:
+    """Store a LoRA adapter Cove trained in the cache as ``repo_id`` and register it as the next version of
+    ``name`` (``actor``'s, made if new), served on the model version ``base_version_id``. Raises InvalidSpec when
+    ``folder`` is not an adapter."""
+    if not (folder / "adapter_config.json").is_file() or not any(folder.glob("adapter_model.*")):
+        raise InvalidSpec(
+            f"{folder} is not a LoRA adapter: it needs adapter_config.json and adapter_model.safetensors",
+            hint="fine-tune again; the trainer saves both",
+        )
+    snapshot = import_folder(folder, repo_id, cache_dir)
+    with db.session() as session:
+        base = session.get(ModelVersion, base_version_id)
+        if base is None:
+            raise NotFound(f"the base version of adapter {repo_id} is gone", hint="register the adapter's base again")
+        model = session.exec(select(Model).where(Model.name == name)).first()
+        if model is None:
+            model = Model(name=name, description=description, owner=actor.name)
+            session.add(model)
+            session.flush()
+        else:
+            owned.check(actor, model, kind=KIND)
+        assert model.id is not None
+        latest = session.exec(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)).one()
+        session.add(
+            ModelVersion(
+                model_id=model.id,
+                version=(latest or 0) + 1,
+                source_kind=SourceKind.HF,
+                source=repo_id,
+                revision=snapshot.revision,
+                path=str(snapshot.path),
+                size_bytes=sum(p.stat().st_size for p in snapshot.path.iterdir() if p.is_file()),
+                architecture=base.architecture,
+                model_type="lora",
+                lineage=lineage,
+                adapter_of_id=base.id,
+            )
+        )
+        text = f"version {(latest or 0) + 1}: a LoRA adapter on version {base.version}"
+        add_events(session, kind=KIND, name=name, actor=actor.name, events=[NewEvent("VersionAdded", text)])
+        session.commit()
+        return _public(session, model)
+
+
 def list_models(*, db: Database) -> list[ModelPublic]:
     """Every model with its versions, by name: two queries, whatever their number."""
     with db.session() as session:
@@ -217,7 +288,8 @@ def list_models(*, db: Database) -> list[ModelPublic]:
         for v in session.exec(select(ModelVersion).order_by(col(ModelVersion.model_id), col(ModelVersion.version))):
             versions.setdefault(v.model_id, []).append(v)
         models = session.exec(select(Model).order_by(col(Model.name))).all()
-        return [_described(m, versions.get(m.id or 0, [])) for m in models]
+        bases = _bases(session, [v for found in versions.values() for v in found])
+        return [_described(m, versions.get(m.id or 0, []), bases) for m in models]
 
 
 def get_model(*, db: Database, name: str) -> ModelPublic:

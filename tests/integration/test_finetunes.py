@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import stat
+import struct
 from pathlib import Path
 
 import pytest
@@ -302,6 +303,34 @@ def test_a_success_may_become_a_version_of_another_model(db: Database, settings:
 
     assert [v.version for v in models.get_model(db=db, name="stub-facts").versions] == [1]
     assert [v.version for v in models.get_model(db=db, name="stub").versions] == [1]
+
+
+def test_an_adapter_version_is_served_on_its_base_by_vllm_and_refused_by_runtimes_that_cannot(
+    db: Database, settings: Settings, ready: str
+) -> None:
+    create(db, settings={"serving": "adapter", "rank": 8})
+    backend = InstantBackend()
+    runner_pass(db, settings, backend)
+    adapter = settings.finetunes_dir / "tune" / finetuning.ADAPTER_DIR
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 8, "peft_type": "LORA"}))
+    (adapter / "adapter_model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")
+    succeed(settings, backend, "ft-tune-1")
+
+    runner_pass(db, settings, backend)
+
+    version = models.get_model(db=db, name="stub").versions[-1]
+    assert (version.version, version.model_type, version.adapter_of) == (2, "lora", "stub@1")
+    with pytest.raises(InvalidSpec, match="is a LoRA adapter, and the transformers runtime cannot serve adapters"):
+        deployments.create_deployment(
+            db=db, actor=ADMIN, data=DeploymentCreate(name="tuned", model="stub", model_version=2)
+        )
+    deployments.create_deployment(
+        db=db, actor=ADMIN, data=DeploymentCreate(name="tuned", model="stub", model_version=2, image="vllm")
+    )
+    (spec,) = [d.spec for d in deployments.desired_state(db=db)]
+    base = models.get_model(db=db, name="stub").versions[0]
+    assert (spec.model_path, spec.adapter, spec.adapter_rank) == (base.path, version.path, 8)
 
 
 def test_a_killed_task_fails_the_job_with_the_cause_and_resume_goes_on_from_the_checkpoint(

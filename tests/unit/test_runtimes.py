@@ -141,6 +141,26 @@ def test_vllm_serves_the_deployment_name_with_a_pinned_revision() -> None:
     )
 
 
+def test_vllm_serves_an_adapter_version_on_its_base_under_the_deployment_s_name() -> None:
+    adapter = "/srv/cove/models/models--cove-finetunes--chat-adapter/snapshots/abc"
+    spec = with_(TRANSFORMERS, runtime=RuntimeKind.VLLM, resources=Resources(gpus=1), adapter=adapter, adapter_rank=16)
+
+    got = launch(spec, gpu_ids=(0,))
+
+    assert got.argv[got.argv.index("--served-model-name") + 1] == "chat-base"  # the base keeps another name
+    assert got.argv[-5:] == ("--enable-lora", "--lora-modules", f"chat={adapter}", "--max-lora-rank", "16")
+    assert got.upstream_model == "chat"  # requests naming the deployment get the adapter
+    inside = runtimes.container_launch(spec, local_models_dir=MODELS)
+    assert "chat=/data/models/models--cove-finetunes--chat-adapter/snapshots/abc" in inside.argv
+
+
+def test_only_vllm_serves_adapters() -> None:
+    spec = with_(TRANSFORMERS, runtime=RuntimeKind.SGLANG, resources=Resources(gpus=1), adapter="/srv/a")
+
+    with pytest.raises(RuntimeUnavailable, match="cannot serve a LoRA adapter"):
+        launch(spec, gpu_ids=(0,))
+
+
 def test_sglang_serves_the_deployment_name_with_a_pinned_revision() -> None:
     spec = with_(TRANSFORMERS, runtime="sglang", resources=Resources(gpus=2))
 
