@@ -130,24 +130,28 @@ def load_splits(plan: TrainPlan, say: Any) -> tuple[Any, Any]:
     import datasets
 
     from studio.chats import ColumnMap, RowError, problems_of, to_messages
+    from studio.datastore import rows_of
 
     datasets.disable_progress_bars()
     columns = ColumnMap.model_validate({"format": plan.dataset.format, "columns": plan.dataset.columns})
-    loaded = datasets.load_dataset(plan.dataset.builder, data_files=plan.dataset.files)
     splits: dict[str, Any] = {}
-    for split in loaded:
+    for split, files in plan.dataset.files.items():
         rows, dropped, first = [], 0, ""
-        for index, row in enumerate(loaded[split]):
-            try:
-                messages = to_messages(row, columns)
-                wrong = problems_of(messages)
-                if wrong:
-                    raise RowError("; ".join(wrong))
-            except RowError as exc:
-                dropped += 1
-                first = first or f"row {index + 1}: {exc}"
-                continue
-            rows.append({"prompt": messages[:-1], "completion": messages[-1:]})
+        # read as validation read them (every CSV cell text, JSONL by line), so what trains is what was checked
+        for name in files:
+            for line, row in rows_of(Path(name), plan.dataset.builder):
+                try:
+                    if not isinstance(row, dict):
+                        raise RowError("not a JSON object")
+                    messages = to_messages(row, columns)
+                    wrong = problems_of(messages)
+                    if wrong:
+                        raise RowError("; ".join(wrong))
+                except RowError as exc:
+                    dropped += 1
+                    first = first or f"{Path(name).name} line {line}: {exc}"
+                    continue
+                rows.append({"prompt": messages[:-1], "completion": messages[-1:]})
         if dropped:
             say(f"{split}: {dropped} row{'s' if dropped != 1 else ''} dropped as unfit to train on (first: {first})")
         splits[split] = datasets.Dataset.from_list(rows) if rows else None

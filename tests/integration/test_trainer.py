@@ -268,3 +268,36 @@ def test_model_shape_offers_the_targets_and_size_without_loading_weights(demo_fo
     shape = model_shape(demo_folder)
     assert shape.targets == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert 300_000 < shape.parameters < 500_000
+
+
+def test_an_alpaca_csv_with_empty_inputs_trains_every_row_as_validation_read_it(tmp_path: Path) -> None:
+    from studio.finetuning import TrainPlan
+    from studio.trainer import load_splits
+
+    data = tmp_path / "train.csv"
+    data.write_text(
+        'instruction,input,output\nSay hi,,Hi!\nAdd,"2, 3",5\nName a colour,,"Blue,\nor red"\nEmpty answer,x,\n'
+    )
+    plan = TrainPlan.model_validate(
+        {
+            "job": "csv",
+            "base_path": str(tmp_path),
+            "base_name": "m@1",
+            "dataset": {
+                "builder": "csv",
+                "files": {"train": [str(data)]},
+                "columns": {"instruction": "instruction", "input": "input", "output": "output"},
+                "format": "alpaca",
+            },
+            "settings": {"eval_fraction": 0},
+            "output_dir": str(tmp_path / "out"),
+        }
+    )
+    said: list[str] = []
+
+    train, evaluation = load_splits(plan, said.append)
+
+    assert evaluation is None
+    assert [row["completion"][0]["content"] for row in train] == ["Hi!", "5", "Blue,\nor red"]
+    assert train[0]["prompt"] == [{"role": "user", "content": "Say hi"}]  # an empty input is no input, not "nan"
+    assert said[0].startswith("train: 1 row dropped as unfit to train on (first: train.csv line 6:")
