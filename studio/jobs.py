@@ -24,7 +24,7 @@ from studio import finetuning
 from studio.backends.base import Backend, TaskSpec, TaskState
 from studio.backends.kubernetes.manifests import pod_path
 from studio.db import Database
-from studio.errors import CoveError
+from studio.errors import CoveError, InvalidSpec
 from studio.finetuning import DatasetFiles, Report, Result, TrainPlan
 from studio.runtimes import CONTAINER_MODELS_DIR
 from studio.services import finetunes
@@ -133,7 +133,9 @@ class JobRunner:
             owned.add(job.task)
             try:
                 self._one(backend, job)
-            except CoveError as exc:
+            except InvalidSpec as exc:  # it can never run as it is (a base its pods cannot see): say so and stop
+                finetunes.observe(db=self.db, name=job.name, status=JobStatus.FAILED, message=str(exc))
+            except CoveError as exc:  # its cluster did not answer: said on the job, tried again next pass
                 log.warning("fine-tune %s: %s", job.name, exc)
                 finetunes.observe(db=self.db, name=job.name, status=job.status, message=str(exc))
         return owned

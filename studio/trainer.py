@@ -340,6 +340,11 @@ def make_callback(report: Reporter) -> Any:
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> Any:
             logs = logs or {}
+            if "eval_loss" in logs:  # an evaluation during training (each checkpoint): a point of the eval curve
+                value = float(logs["eval_loss"])
+                finite = value if math.isfinite(value) else None
+                report(Progress(step=state.global_step, total_steps=state.max_steps, eval_loss=finite))
+                return control
             if "loss" not in logs:
                 return control
             loss = float(logs["loss"])
@@ -423,7 +428,9 @@ def run(plan: TrainPlan, report: Reporter) -> Result:
         save_steps=settings.save_every,
         save_total_limit=KEEP_CHECKPOINTS,
         logging_steps=settings.log_every,
-        eval_strategy="no",
+        # the held-out loss at each checkpoint, beside the training loss (none without an eval split)
+        eval_strategy="steps" if evaluation is not None else "no",
+        eval_steps=settings.save_every,
         report_to="none",
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",

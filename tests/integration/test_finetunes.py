@@ -527,3 +527,20 @@ def test_on_kubernetes_a_job_runs_as_a_job_that_sees_the_claims_and_its_success_
 
     assert job(db).status == JobStatus.SUCCEEDED
     assert [v.version for v in models.get_model(db=db, name="base").versions] == [1, 2]
+
+
+def test_on_kubernetes_a_base_outside_the_models_claim_fails_the_job_saying_why(
+    db: Database, settings: Settings, ready: str
+) -> None:
+    create(db)  # the stub model is a folder on the server, which no pod can see
+    with Cluster() as cluster:
+        backend = KubernetesBackend(settings, KubeClient(connect(host=cluster.url), "cove"))
+        try:
+            backend.observe()
+            JobRunner(db=db, settings=settings).reconcile({"default": backend})
+        finally:
+            backend.close(stop_workloads=False)
+
+    failed = job(db)
+    assert failed.status == JobStatus.FAILED
+    assert "is on neither the models claim" in failed.message

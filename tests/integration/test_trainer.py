@@ -188,12 +188,14 @@ def test_the_merged_model_answers_what_the_base_could_not(trained: Trained, demo
 
 def test_progress_reaches_the_control_plane_with_the_job_token(trained: Trained, reports: Reports) -> None:
     assert {auth for auth, _ in reports.received} == {f"Bearer {TOKEN}"}
-    steps = [b["step"] for b in trained.first if b["phase"] == "training"]
+    training = [b for b in trained.first if b["phase"] == "training" and b.get("eval_loss") is None]
+    steps = [b["step"] for b in training]
     assert steps
     assert steps == sorted(steps)
     assert len(set(steps)) == len(steps)
-    training = [b for b in trained.first if b["phase"] == "training"]
     assert all(b["total_steps"] == 100 and b["loss"] is not None for b in training)
+    evaluated = [b for b in trained.first if b.get("eval_loss") is not None]  # the held-out loss at each checkpoint
+    assert [b["step"] for b in evaluated] == [20]
     assert any(b["tokens_per_s"] for b in training)
     assert reports.bodies()[-1]["phase"] == "done"
     assert "[training] step 100/100" in trained.log  # the log has one line per report
