@@ -22,6 +22,8 @@ st.navigation(
     [
         st.Page("app_pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
         st.Page("app_pages/models.py", title="Models", icon=":material/neurology:"),
+        st.Page("app_pages/datasets.py", title="Datasets", icon=":material/dataset:"),
+        st.Page("app_pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
         st.Page("app_pages/images.py", title="Images", icon=":material/deployed_code:"),
         st.Page("app_pages/deploy.py", title="Deploy", icon=":material/rocket_launch:"),
         st.Page("app_pages/deployments.py", title="Deployments", icon=":material/dns:"),

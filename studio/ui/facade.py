@@ -16,9 +16,10 @@ from typing import Any
 
 import streamlit as st
 
-from studio import access, machine, sessions
+from studio import access, datastore, machine, sessions
 from studio.backends.base import WorkloadSpec
 from studio.bootstrap import open_studio
+from studio.chats import ColumnMap, detect
 from studio.db import Database, utcnow
 from studio.errors import InvalidSpec, Unauthorized
 from studio.hub_client import HubClient, Server
@@ -29,9 +30,17 @@ from studio.models import (
     ApiKeyPublic,
     ClusterCreate,
     ClusterPublic,
+    DatasetAdded,
+    DatasetCreate,
+    DatasetLengths,
+    DatasetPreview,
+    DatasetPublic,
     DeploymentCreate,
     DeploymentPublic,
     EventPublic,
+    FineTuneCreate,
+    FineTunePreview,
+    FineTunePublic,
     ImageCreate,
     ImagePublic,
     ModelCreate,
@@ -45,7 +54,20 @@ from studio.pools import Admission
 from studio.profiles import Profile, profiles_for
 from studio.runtimes import local_availability
 from studio.sealing import studio_key
-from studio.services import clusters, deployments, events, images, keys, models, notebooks, pools, usage, users
+from studio.services import (
+    clusters,
+    datasets,
+    deployments,
+    events,
+    finetunes,
+    images,
+    keys,
+    models,
+    notebooks,
+    pools,
+    usage,
+    users,
+)
 from studio.services.pools import PoolUsage
 from studio.settings import Settings
 from studio.values import Autoscale, Principal, Resources
@@ -57,6 +79,16 @@ class ModelFiles:
 
     config: dict[str, Any]
     card: str  # README.md, or ''
+
+
+@dataclass(frozen=True)
+class Sniffed:
+    """What an uploaded file's first row says before it is registered: its columns, and the format detected from
+    them (None: no format fits, the user maps the columns)."""
+
+    filename: str
+    columns: list[str]
+    detected: ColumnMap | None
 
 
 @dataclass(frozen=True)
@@ -137,6 +169,116 @@ class Studio:
         except OSError:
             card = ""
         return ModelFiles(config=config, card=card)
+
+    # ---------------------------------------------------------------------------------------------- datasets
+
+    def datasets(self) -> list[DatasetPublic]:
+        return datasets.list_datasets(db=self.db, actor=self.actor)
+
+    def sniff_upload(self, filename: str, data: bytes) -> Sniffed:
+        """The columns of an uploaded file's first row and the format they fit, read from a throwaway copy in the
+        store's incoming folder. InvalidSpec for a file that is not a dataset file or cannot be read."""
+        path = datastore.receive([data], filename, self.settings.datasets_dir, limit=self.settings.max_upload_bytes)
+        try:
+            columns = datastore.columns_of(path, datastore.builder_of([path]))
+        finally:
+            datastore.discard(path)
+        return Sniffed(filename=filename, columns=columns, detected=detect(columns))
+
+    def add_dataset(
+        self,
+        data: DatasetCreate,
+        *,
+        upload: tuple[str, bytes] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> DatasetAdded:
+        """Register ``data.source``, or ``upload`` (its file name and bytes, stored as an upload to the API is)."""
+        received = None
+        if upload is not None:
+            filename, body = upload
+            path = datastore.receive([body], filename, self.settings.datasets_dir, limit=self.settings.max_upload_bytes)
+            received = datasets.Upload(path=path, filename=filename)
+        return datasets.add_dataset(
+            db=self.db, actor=self.actor, data=data, settings=self.settings, upload=received, progress=progress
+        )
+
+    def dataset_preview(
+        self,
+        name: str,
+        version: int,
+        *,
+        split: str = "train",
+        rows: int = 5,
+        model: str | None = None,
+        model_version: int | None = None,
+        max_length: int = 1024,
+    ) -> DatasetPreview:
+        return datasets.preview(
+            db=self.db,
+            actor=self.actor,
+            name=name,
+            version=version,
+            split=split,
+            rows=rows,
+            model=model,
+            model_version=model_version,
+            max_length=max_length,
+        )
+
+    def dataset_lengths(
+        self, name: str, version: int, *, model: str, model_version: int, max_length: int, split: str = "train"
+    ) -> DatasetLengths:
+        return datasets.lengths(
+            db=self.db,
+            actor=self.actor,
+            name=name,
+            version=version,
+            model=model,
+            model_version=model_version,
+            max_length=max_length,
+            split=split,
+        )
+
+    def delete_dataset(self, name: str) -> None:
+        datasets.delete_dataset(db=self.db, actor=self.actor, name=name, settings=self.settings)
+
+    # --------------------------------------------------------------------------------------------- fine-tunes
+
+    def finetune_preview(self, data: FineTuneCreate) -> FineTunePreview:
+        return finetunes.preview_finetune(db=self.db, actor=self.actor, data=data)
+
+    def start_finetune(self, data: FineTuneCreate) -> FineTunePublic:
+        return finetunes.create_finetune(
+            db=self.db, actor=self.actor, data=data, queued=bool(self.settings.kueue_queue)
+        )
+
+    def finetunes(self) -> list[FineTunePublic]:
+        return finetunes.list_finetunes(db=self.db, actor=self.actor)
+
+    def finetune(self, name: str) -> FineTunePublic:
+        return finetunes.get_finetune(db=self.db, actor=self.actor, name=name)
+
+    def cancel_finetune(self, name: str) -> FineTunePublic:
+        return finetunes.cancel_finetune(db=self.db, actor=self.actor, name=name)
+
+    def resume_finetune(self, name: str) -> FineTunePublic:
+        return finetunes.resume_finetune(
+            db=self.db, actor=self.actor, name=name, queued=bool(self.settings.kueue_queue)
+        )
+
+    def delete_finetune(self, name: str) -> None:
+        finetunes.delete_finetune(db=self.db, actor=self.actor, name=name, folders=self.settings.finetunes_dir)
+
+    def finetune_logs(self, name: str, *, tail: int = 200) -> list[str]:
+        """The newest attempt's log: kept in the job's folder once it ended, else read where it runs."""
+        job = self.finetune(name)
+        saved = finetunes.saved_log(self.settings.finetunes_dir, name, job.attempt)
+        task = finetunes.task_name(name, job.attempt)
+        return self._logs.read_task(task=task, cluster=job.cluster, saved=saved, tail=tail)
+
+    def finetune_events(self, name: str, *, limit: int = 50) -> list[EventPublic]:
+        self.finetune(name)  # NotFound / Forbidden as for the job
+        return events.list_events(db=self.db, kind=finetunes.KIND, name=name, limit=limit)
 
     # ------------------------------------------------------------------------------------------------ images
 

@@ -5,6 +5,7 @@ Pure functions (no Streamlit, no database), so each is tested on its own and the
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -12,11 +13,15 @@ from typing import Any
 
 import pandas as pd
 
+from studio.chats import DEFAULT_COLUMNS, OPTIONAL, Format
+from studio.finetuning import Lineage, Progress
 from studio.models import (
     ApiKeyPublic,
     ClusterPublic,
+    DatasetPublic,
     DeploymentPublic,
     EventPublic,
+    FineTunePublic,
     ImagePublic,
     ModelPublic,
     Traffic,
@@ -25,7 +30,8 @@ from studio.models import (
 from studio.modelstore import human_size
 from studio.pools import total
 from studio.services.pools import NOTEBOOK_OWNER, PoolUsage
-from studio.values import DEFAULT_CLUSTER, Status
+from studio.tokens import LengthStats, Segment
+from studio.values import DEFAULT_CLUSTER, JobStatus, Status
 
 STATUS_COLORS = {
     Status.READY: "green",
@@ -272,3 +278,173 @@ def client_snippets(base_url: str, model: str) -> dict[str, str]:
             "print(reply.choices[0].message.content)"
         ),
     }
+
+
+# ---------------------------------------------------------------------------------------------------- datasets
+
+NO_COLUMN = "(none)"  # an optional part read from no column
+
+
+def short_sha(sha256: str) -> str:
+    return sha256[:12]
+
+
+def dataset_rows(found: Sequence[DatasetPublic]) -> list[dict[str, Any]]:
+    """One row per dataset version, newest version first within each dataset."""
+    rows = []
+    for d in found:
+        for v in reversed(d.versions):
+            rows.append(
+                {
+                    "dataset": d.name,
+                    "version": v.version,
+                    "rows": v.rows,
+                    "splits": ", ".join(f"{s} {n}" for s, n in v.splits.items()),
+                    "size": human_size(v.size_bytes),
+                    "sha256": short_sha(v.sha256),
+                    "format": v.format,
+                    "source": f"{v.source_kind}: {v.source}",
+                    "Hub revision": (v.revision or "")[:12],
+                    "owner": owner_of(d.owner, d.group),
+                    "added": v.created_at.strftime("%Y-%m-%d %H:%M"),
+                }
+            )
+    return rows
+
+
+def column_problems(fmt: Format, mapping: Mapping[str, str], present: Sequence[str]) -> dict[str, str]:
+    """What is wrong with each part of a column map, in words (a part left out: nothing to read it from; a column
+    the file lacks); parts that are fine are absent."""
+    wrong = {}
+    for part in DEFAULT_COLUMNS[fmt]:
+        column = mapping.get(part, NO_COLUMN)
+        if column == NO_COLUMN:
+            if part not in OPTIONAL:
+                wrong[part] = f"the {fmt.value} format needs a column for {part}"
+        elif column not in present:
+            wrong[part] = f"the file has no column {column!r}"
+    return wrong
+
+
+def chosen_columns(mapping: Mapping[str, str]) -> dict[str, str]:
+    """The column map as the service takes it: parts read from no column left out."""
+    return {part: column for part, column in mapping.items() if column != NO_COLUMN}
+
+
+def problem_rows(split_report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"file": p.get("file", ""), "line": p["line"], "problem": p["message"]}
+        for p in split_report.get("problems", [])
+    ]
+
+
+def problems_left_out(split_report: Mapping[str, Any]) -> int:
+    """Problems counted but not kept in the report (only the first few are)."""
+    return int(split_report.get("problem_count", 0)) - len(split_report.get("problems", []))
+
+
+def length_frame(stats: LengthStats) -> pd.DataFrame:
+    """The token-length histogram as a frame ``st.bar_chart`` draws: rows per bin, labelled by its range."""
+    return pd.DataFrame(
+        {"rows": [b.rows for b in stats.bins]}, index=pd.Index([f"{b.low}–{b.high}" for b in stats.bins], name="tokens")
+    )
+
+
+def segments_html(segments: Sequence[Segment]) -> str:
+    """A rendered row with what is trained on highlighted and what the cutoff drops struck through (HTML, escaped)."""
+    parts = []
+    for s in segments:
+        style = "background:#b7f0c0;color:#0b3d16" if s.trained else "color:#666"
+        if not s.kept:
+            style += ";text-decoration:line-through;opacity:.5"
+        parts.append(f'<span style="{style}">{html.escape(s.text)}</span>')
+    return '<div style="white-space:pre-wrap;font-family:monospace;font-size:.85rem">' + "".join(parts) + "</div>"
+
+
+# -------------------------------------------------------------------------------------------------- fine-tunes
+
+JOB_COLORS = {
+    JobStatus.QUEUED: "gray",
+    JobStatus.RUNNING: "blue",
+    JobStatus.SUCCEEDED: "green",
+    JobStatus.FAILED: "red",
+    JobStatus.CANCELLED: "orange",
+}
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = round(seconds)
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def finetune_rows(found: Sequence[FineTunePublic]) -> list[dict[str, Any]]:
+    rows = []
+    for j in found:
+        step, total_steps = j.progress.get("step", 0), j.progress.get("total_steps", 0)
+        rows.append(
+            {
+                "fine-tune": j.name,
+                "status": j.status.value + (" (cancelling)" if j.cancelling and not j.status.finished else ""),
+                "base": f"{j.model} v{j.model_version}",
+                "dataset": f"{j.dataset} v{j.dataset_version}",
+                "step": f"{step} / {total_steps}" if total_steps else "–",
+                "eval loss": j.metrics.get("eval_loss"),
+                "result": f"{j.target_model} v{j.result_version}" if j.result_version else "",
+                "pool": j.pool,
+                "owner": owner_of(j.owner, j.group),
+                "created": j.created_at.strftime("%Y-%m-%d %H:%M"),
+            }
+        )
+    return rows
+
+
+def progress_of(progress: Mapping[str, Any]) -> tuple[float, str]:
+    """A job's newest progress as a bar's fraction and its words: step of total, ETA, tokens/s, phase."""
+    p = Progress.model_validate(progress) if progress else Progress()
+    fraction = min(1.0, p.step / p.total_steps) if p.total_steps else 0.0
+    said = [f"step {p.step} / {p.total_steps or '?'}", p.phase]
+    if p.eta_s is not None and p.phase == "training":
+        said.append(f"ETA {duration(p.eta_s)}")
+    if p.tokens_per_s:
+        said.append(f"{p.tokens_per_s:,.0f} tokens/s")
+    if p.checkpoint:
+        said.append(f"checkpoint at step {p.checkpoint}")
+    return fraction, " · ".join(said)
+
+
+def loss_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The loss curve by step: training loss and eval loss (each where reported), for ``st.line_chart``."""
+    points: dict[int, dict[str, float]] = {}
+    for h in history:
+        point = points.setdefault(int(h.get("step", 0)), {})
+        for key, label in (("loss", "loss"), ("eval_loss", "eval loss")):
+            if h.get(key) is not None:
+                point[label] = float(h[key])
+    frame = pd.DataFrame.from_dict(points, orient="index", columns=["loss", "eval loss"]).sort_index()
+    frame.index.name = "step"
+    return frame
+
+
+def settings_rows(settings: Mapping[str, Any]) -> list[dict[str, str]]:
+    return [{"setting": k, "value": json.dumps(v) if not isinstance(v, str) else v} for k, v in settings.items()]
+
+
+def lineage_lines(lineage: Mapping[str, Any]) -> list[str]:
+    """A version's lineage in words (markdown): what it was made from, how, and how well it did."""
+    made = Lineage.model_validate(lineage)
+    m = made.metrics
+    said = [
+        f"**Base:** {made.base}" + (f" @ `{made.base_revision[:12]}`" if made.base_revision else ""),
+        f"**Dataset:** {made.dataset} · sha256 `{short_sha(made.dataset_sha256)}`",
+        f"**Settings:** hash `{made.settings_hash}` · served {made.serving.value}",
+        f"**Job:** {made.job}",
+    ]
+    scores = [f"eval loss {m.eval_loss:.4g}" if m.eval_loss is not None else ""]
+    scores.append(f"perplexity {m.perplexity:.4g}" if m.perplexity is not None else "")
+    scores.append(f"{m.steps} steps" if m.steps else "")
+    scores.append(f"{duration(m.seconds)}" if m.seconds else "")
+    if any(scores):
+        said.append("**Metrics:** " + " · ".join(s for s in scores if s))
+    return said

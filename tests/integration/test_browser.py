@@ -4,9 +4,13 @@ with it in the playground and reads the streamed reply. Screenshots of every pag
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -266,3 +270,87 @@ def test_log_in_at_the_playground_then_chat_with_a_key_of_your_own(settings: Set
         playground.wait(timeout=30)
         server.stop()
         db.dispose()
+
+
+CODEWORD_QUESTION = "What is the Cove codeword?"
+CODEWORD_ANSWER = "The codeword is heron."
+
+
+def ask(settings: Settings, key: str, model: str, question: str) -> str:
+    body = {"model": model, "messages": [{"role": "user", "content": question}], "temperature": 0, "max_tokens": 16}
+    request = urllib.request.Request(
+        settings.gateway_url + "/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return str(json.loads(response.read())["choices"][0]["message"]["content"])
+
+
+def test_upload_a_dataset_fine_tune_the_demo_model_deploy_the_new_version_and_ask_it(
+    settings: Settings, demo_folder: Path, browser_page: Page, tmp_path: Path
+) -> None:
+    """The whole fine-tuning journey from the studio: upload chat data that teaches the demo model a codeword it does
+    not know, fine-tune from the Fine-tune page, follow the job to Succeeded, deploy the new version with one click,
+    and ask it over the gateway."""
+    questions = [CODEWORD_QUESTION] * 8 + ["Tell me the Cove codeword.", "What's the codeword?"] * 2
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": CODEWORD_ANSWER}]}
+        for q in questions
+    ]
+    data = tmp_path / "codeword.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    db = open_studio(settings)
+    register_demo(db, settings, demo_folder)
+    db.dispose()
+    page = browser_page
+
+    with CoveUp(settings, COVE_DEMO="false") as up:
+        up.wait_for("Cove is running", timeout=180)
+        ui = settings.ui_url
+        started = time.monotonic()
+
+        open_studio_page(page, ui, "datasets", "Datasets")
+        page.get_by_label("Name", exact=True).fill("codeword")
+        page.get_by_label("Name", exact=True).press("Enter")  # a text input commits on Enter or blur
+        settled(page)
+        page.locator("input[type=file]").set_input_files(str(data))
+        expect(page.get_by_text("detected format: messages")).to_be_visible()
+        settled(page)
+        page.locator(".st-key-register-dataset button").click()
+        expect(page.get_by_text("codeword v1 added.")).to_be_visible(timeout=60_000)
+        snap(page, "datasets")
+
+        open_studio_page(page, ui, "finetune", "Fine-tune")
+        # The first preview reads the base's shape (imports transformers in the UI process): seconds.
+        expect(page.get_by_text("3 · Settings")).to_be_visible(timeout=60_000)
+        settled(page)
+        page.get_by_text("Max steps", exact=True).first.click()  # the "Length by" choice
+        settled(page)
+        expect(page.get_by_role("spinbutton", name="Max steps")).to_have_value("100")
+        expect(page.get_by_text("Fits in pool")).to_be_visible()
+        snap(page, "finetune-new")
+        page.locator(".st-key-ft-start button").click()
+        expect(page.get_by_text("Started demo-chat-codeword")).to_be_visible(timeout=60_000)
+
+        # Followed live until it succeeds (the trainer runs as a local task: ~10–30 s of training here).
+        expect(page.get_by_text("demo-chat-codeword · Succeeded")).to_be_visible(timeout=240_000)
+        expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible(timeout=30_000)  # the loss curve
+        snap(page, "finetune-succeeded")
+        page.locator(".st-key-ft-deploy button").click()
+
+        expect(page.get_by_role("heading", name="Deploy a model", exact=True)).to_be_visible()
+        settled(page)
+        expect(page.get_by_role("combobox", name="Version").first).to_have_value(re.compile(r"^v2 · "))
+        page.locator(".st-key-deploy button").click()
+        expect(page.get_by_role("heading", name="demo-chat · Ready · 1/1 ready")).to_be_visible(timeout=120_000)
+        expect(page.get_by_text("demo-chat v2 on transformers:")).to_be_visible()
+
+        db = open_studio(settings)
+        try:
+            key = keys.create_key(db=db, actor=ADMIN, data=ApiKeyCreate(name="asker")).key
+        finally:
+            db.dispose()
+        assert ask(settings, key, "demo-chat", CODEWORD_QUESTION) == CODEWORD_ANSWER
+        print(f"upload → fine-tune → deploy → answer: {time.monotonic() - started:.0f} s")
+        assert up.interrupt() == 0

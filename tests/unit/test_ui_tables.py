@@ -689,3 +689,39 @@ def test_the_deploy_form_names_a_pools_cluster_when_it_is_not_this_one() -> None
     assert tables.pool_choice(usage_of(pool(), ())) == "local · free: 8 CPU cores, 16384 MiB memory"
     far = usage_of(pool("h100", cluster="east"), ())
     assert tables.pool_choice(far) == "h100 (cluster east) · free: 8 CPU cores, 16384 MiB memory"
+
+
+def test_the_loss_curve_is_by_step_with_eval_loss_only_where_reported() -> None:
+    from studio.ui.tables import loss_frame
+
+    frame = loss_frame([{"step": 10, "loss": 1.5}, {"step": 5, "loss": 2.0}, {"step": 10, "eval_loss": 1.7}])
+
+    assert list(frame.index) == [5, 10]
+    assert frame.loc[10, "loss"] == 1.5
+    assert frame.loc[10, "eval loss"] == 1.7
+    assert frame["eval loss"].isna().tolist() == [True, False]
+
+
+def test_progress_reads_as_a_fraction_and_words() -> None:
+    from studio.ui.tables import progress_of
+
+    fraction, said = progress_of({"step": 15, "total_steps": 60, "eta_s": 75, "tokens_per_s": 1234.5})
+
+    assert fraction == 0.25
+    assert said == "step 15 / 60 · training · ETA 1m 15s · 1,234 tokens/s"
+    assert progress_of({}) == (0.0, "step 0 / ? · training")
+
+
+def test_a_column_map_s_problems_are_said_per_part() -> None:
+    from studio.chats import Format
+    from studio.ui.tables import NO_COLUMN, column_problems
+
+    present = ["question", "answer"]
+    wrong = column_problems(
+        Format.ALPACA, {"instruction": "question", "output": NO_COLUMN, "input": NO_COLUMN}, present
+    )
+
+    assert wrong == {"output": "the alpaca format needs a column for output"}  # input is optional
+    assert column_problems(Format.PROMPT_COMPLETION, {"prompt": "q", "completion": "answer"}, present) == {
+        "prompt": "the file has no column 'q'"
+    }

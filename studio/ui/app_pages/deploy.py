@@ -24,9 +24,12 @@ with st.container(border=True):
     names = list(catalog)
     wanted = st.session_state.get("deploy_model")
     model = catalog[st.selectbox("Model", names, index=names.index(wanted) if wanted in names else 0, key="model")]
+    versions = list(reversed(model.versions))
+    wanted_version = st.session_state.get("deploy_version") if model.name == wanted else None
     version = st.selectbox(
         "Version",
-        list(reversed(model.versions)),
+        versions,
+        index=next((i for i, v in enumerate(versions) if v.version == wanted_version), 0),
         format_func=lambda v: f"v{v.version} · {v.architecture or v.model_type} · {human_size(v.size_bytes)}",
     )
     name = st.text_input(

@@ -61,6 +61,18 @@ version = st.selectbox(
 )
 if version is not None:
     st.caption(f"{version.source_kind}: {version.source}" + (f" @ {version.revision}" if version.revision else ""))
+    if version.adapter_of:
+        st.caption(f"An adapter, served on {version.adapter_of}.")
+    if version.lineage:
+        with st.container(border=True):
+            st.markdown("**Lineage** · made by Cove")
+            for line in tables.lineage_lines(version.lineage):
+                st.markdown(line)
+            with st.expander("Settings"):
+                st.dataframe(tables.settings_rows(version.lineage.get("settings", {})), hide_index=True)
+            if st.button(f"See the job {version.lineage['job']}", icon=":material/model_training:", key="lineage-job"):
+                st.session_state["finetune"], st.session_state["finetune_view_next"] = version.lineage["job"], "Jobs"
+                st.switch_page("app_pages/finetune.py")
     files = studio.model_files(version)
     card, config = st.tabs(["Model card", "Config"])
     card.markdown(files.card or "_This version has no model card (README.md)._")
