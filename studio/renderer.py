@@ -22,9 +22,9 @@ class ChatRenderer:
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_folder), local_files_only=True)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a missing file; a tokenizer.json cut short
             raise InvalidSpec(
-                f"the tokenizer in {model_folder} cannot be loaded: {exc}", hint="check the model's files"
+                f"the tokenizer in {model_folder} cannot be loaded: {exc!r}", hint="check the model's files"
             ) from exc
         if not getattr(self.tokenizer, "chat_template", None):
             raise InvalidSpec(

@@ -158,11 +158,12 @@ def image_rows(found: Sequence[ImagePublic], problems: dict[str, str]) -> list[d
     ]
 
 
-def event_rows(found: Sequence[EventPublic]) -> list[dict[str, Any]]:
+def event_rows(found: Sequence[EventPublic], *, noun: str = "deployment") -> list[dict[str, Any]]:
+    """Events as rows; ``noun`` heads the column naming what each happened to."""
     return [
         {
             "time": f"{e.created_at:%Y-%m-%d %H:%M:%S}",
-            "deployment": e.name,
+            noun: e.name,
             "type": e.type,
             "reason": e.reason,
             "message": e.message,

@@ -301,7 +301,8 @@ def jobs() -> None:
         st.code("\n".join(lines) if lines else "(no log lines yet)", language="log")
         st.button("Refresh logs", key="ft-refresh-logs")
     with events:
-        st.dataframe(tables.event_rows(studio.finetune_events(name)), hide_index=True, width="stretch")
+        rows = tables.event_rows(studio.finetune_events(name), noun="fine-tune")
+        st.dataframe(rows, hide_index=True, width="stretch")
     with settings:
         st.dataframe(tables.settings_rows(job.settings.model_dump(mode="json")), hide_index=True, width="stretch")
 
