@@ -21,6 +21,7 @@ PURE = {
     "studio.names",
     "studio.errors",
     "studio.pools",
+    "studio.memplan",
     "studio.runtimes",
     "studio.pods",
     "studio.profiles",
