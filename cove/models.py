@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from studio.errors import BackendUnavailable, from_wire
+from studio.memplan import Hardware, Plan
 from studio.models import ModelPublic
 
 if TYPE_CHECKING:
@@ -44,6 +45,15 @@ class Models:
     def list(self, **filters: Any) -> Iterator[ModelPublic]:
         """The catalog, filtered by owner, group or ``q`` (part of the name or description)."""
         return self.client.pages(ModelPublic, PATH, **filters)
+
+    def plan(self, name: str, *, version: int | None = None, parameters: int | None = None, **hardware: Any) -> Plan:
+        """The memory plan of ``name`` (at ``version``, default the newest) on the hardware given as
+        ``studio.memplan.Hardware``'s fields (``gpu_memory_mib`` at least; ``gpus``, ``context``, ``concurrency``,
+        ``kv_cache_dtype``, ``runtime``, ``weights``, …). A plan that does not fit says why in ``reason``."""
+        asked = Hardware.model_validate(hardware).model_dump(mode="json", exclude_unset=True)
+        params = {**asked, "version": version, "parameters": parameters}
+        found: Plan = self.client.call(Plan, "GET", f"{PATH}/{name}/plan", params=params)
+        return found
 
     def delete(self, name: str) -> None:
         self.client.request("DELETE", f"{PATH}/{name}")

@@ -35,6 +35,8 @@ BLOCK_TOKENS = 16
 DEFAULT_RESERVE_MIB = 1536
 # When no concurrency is asked, the runtime is told to batch what fits, at most vLLM's default --max-num-seqs.
 DEFAULT_MAX_SEQS = 256
+# vLLM's assumption when config.json names no maximum length ("Assuming the model's maximum length is 2048").
+UNKNOWN_MAX_CONTEXT = 2048
 PLANNED_RUNTIMES = (RuntimeKind.VLLM, RuntimeKind.SGLANG)
 
 
@@ -336,7 +338,7 @@ def plan(shape: Shape, hardware: Hardware) -> Plan:
     kv_bytes = BYTES[Precision.FP8] if hw.kv_cache_dtype == "fp8" else BYTES[shape.activation_precision]
     memory, reserve = hw.gpu_memory_mib * MIB, hw.reserve_mib * MIB
     inside = reserve if hw.runtime == RuntimeKind.VLLM else 0  # see the module's docstring
-    limit = shape.max_context or 1 << 20
+    limit = shape.max_context or UNKNOWN_MAX_CONTEXT
     context = hw.context or limit
     budget = _Budget(shape, kv_bytes=kv_bytes, tp=tp, cache_bytes=memory * fraction - weights - inside, limit=limit)
     per_token = shape.kv_bytes_per_token(kv_bytes=kv_bytes, tp=tp)

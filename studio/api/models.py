@@ -15,8 +15,9 @@ from fastapi.responses import StreamingResponse
 from studio.api.auth import allowed
 from studio.api.paging import Page, Window, page, window
 from studio.errors import CoveError, NotFound, to_wire
+from studio.memplan import Hardware, Plan
 from studio.models import ModelCreate, ModelPublic, ModelVersionPublic
-from studio.services import models
+from studio.services import models, plans
 from studio.values import Principal
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -109,6 +110,23 @@ def model_version(request: Request, name: str, version: int, _actor: Principal =
             return v
     have = ", ".join(str(v.version) for v in found)
     raise NotFound(f"model {name!r} has no version {version}", hint=f"its versions: {have}")
+
+
+@router.get("/{name}/plan", response_model=Plan)
+def model_plan(
+    request: Request,
+    name: str,
+    hardware: Annotated[Hardware, Query()],
+    _actor: Principal = READ,
+    version: Annotated[int | None, Query(description="The version (default: the newest).")] = None,
+    parameters: Annotated[int | None, Query(gt=0, description="Parameter count, if the config's is wrong.")] = None,
+) -> Plan:
+    """Will this version serve on ``gpus`` GPUs (or slices) of ``gpu_memory_mib`` each, and how: weights and KV
+    cache per GPU, concurrent requests at ``context``, the longest context at ``concurrency``, and the runtime's
+    flags (docs/memory-plan.md). A plan that does not fit says why in ``reason``; it is still a 200."""
+    return plans.plan_version(
+        db=request.app.state.db, model=name, version=version, hardware=hardware, parameters=parameters
+    )
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
