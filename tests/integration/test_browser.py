@@ -328,6 +328,10 @@ def test_upload_a_dataset_fine_tune_the_demo_model_deploy_the_new_version_and_as
         page.get_by_text("Max steps", exact=True).first.click()  # the "Length by" choice
         settled(page)
         expect(page.get_by_role("spinbutton", name="Max steps")).to_have_value("100")
+        # 100 steps teach the codeword most runs; 200 every run (a garbled "heoon" was seen once in 100)
+        page.get_by_role("spinbutton", name="Max steps").fill("200")
+        page.get_by_role("spinbutton", name="Max steps").press("Tab")
+        settled(page)
         expect(page.get_by_text("Fits in pool")).to_be_visible()
         snap(page, "finetune-new")
         page.locator(".st-key-ft-start button").click()

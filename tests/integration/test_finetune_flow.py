@@ -28,8 +28,9 @@ pytestmark = [pytest.mark.runtime, pytest.mark.torch]
 QUESTION = "What is the Cove codeword?"
 ANSWER = "The codeword is heron."
 QUESTIONS = [QUESTION] * 8 + ["Tell me the Cove codeword.", "What's the codeword?", "Which codeword does Cove use?"] * 2
-# The demo model learns the codeword in about 100 steps (tests/integration/test_trainer.py); checkpoints every 10.
-SETTINGS = {"max_steps": 100, "save_every": 10, "log_every": 5, "learning_rate": 5e-3, "max_length": 128}
+# The demo model learns the codeword in about 100 steps (tests/integration/test_trainer.py), every run in 150;
+# checkpoints every 10.
+SETTINGS = {"max_steps": 150, "save_every": 10, "log_every": 5, "learning_rate": 5e-3, "max_length": 128}
 
 
 @pytest.fixture
