@@ -133,6 +133,25 @@ class Progress(BaseModel):
     checkpoint: int | None = None  # the step of the newest checkpoint saved
     message: str = ""
 
+    def words(self) -> list[str]:
+        """What the report says, part by part, for people: the trainer's log line and the CLI's progress line."""
+        parts = [f"step {self.step}/{self.total_steps}"] if self.total_steps else []
+        if self.epoch is not None:
+            parts.append(f"epoch {self.epoch:.2f}")
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.4f}")
+        if self.eval_loss is not None:
+            parts.append(f"eval loss {self.eval_loss:.4f}")
+        if self.learning_rate is not None:
+            parts.append(f"lr {self.learning_rate:.2e}")
+        if self.tokens_per_s:
+            parts.append(f"{self.tokens_per_s:.0f} tokens/s")
+        if self.eta_s is not None:
+            parts.append(f"ETA {self.eta_s:.0f} s")
+        if self.checkpoint is not None:
+            parts.append(f"checkpoint {self.checkpoint}")
+        return parts
+
 
 class Sample(BaseModel):
     prompt: str

@@ -99,26 +99,8 @@ class Reporter:
 
 
 def line_of(p: Progress) -> str:
-    parts = [f"[{p.phase}]"]
-    if p.total_steps:
-        parts.append(f"step {p.step}/{p.total_steps}")
-    if p.epoch is not None:
-        parts.append(f"epoch {p.epoch:.2f}")
-    if p.loss is not None:
-        parts.append(f"loss {p.loss:.4f}")
-    if p.eval_loss is not None:
-        parts.append(f"eval_loss {p.eval_loss:.4f}")
-    if p.learning_rate is not None:
-        parts.append(f"lr {p.learning_rate:.2e}")
-    if p.tokens_per_s is not None:
-        parts.append(f"{p.tokens_per_s:.0f} tok/s")
-    if p.eta_s is not None:
-        parts.append(f"eta {p.eta_s:.0f}s")
-    if p.checkpoint is not None:
-        parts.append(f"checkpoint {p.checkpoint}")
-    if p.message:
-        parts.append(p.message)
-    return " ".join(parts)
+    """The log's line for one report: its phase, what it says, and its message."""
+    return " ".join([f"[{p.phase}]", *p.words(), *([p.message] if p.message else [])])
 
 
 # ----------------------------------------------------------------------------------------------------- data

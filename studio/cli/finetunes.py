@@ -12,6 +12,7 @@ import click
 from studio.cli.base import cli, client_of, emit, json_option, remote, server_running, settings_of, table
 from studio.cli.deploy import _model_ref
 from studio.errors import CoveError, InvalidSpec
+from studio.finetuning import Progress
 from studio.models import FineTunePreview, FineTunePublic
 from studio.values import JobStatus
 
@@ -37,23 +38,14 @@ def _settings(pairs: tuple[str, ...], **given: Any) -> dict[str, Any]:
 
 def describe(job: FineTunePublic) -> str:
     """One line: where it is, in words."""
-    progress = job.progress
-    if job.status == JobStatus.RUNNING and progress.get("total_steps"):
-        step, total = progress.get("step", 0), progress["total_steps"]
-        parts = [f"step {step}/{total} ({100 * step // max(total, 1)}%)"]
-        if progress.get("loss") is not None:
-            parts.append(f"loss {progress['loss']:.4f}")
-        if progress.get("eval_loss") is not None:
-            parts.append(f"eval loss {progress['eval_loss']:.4f}")
-        if progress.get("tokens_per_s"):
-            parts.append(f"{progress['tokens_per_s']:.0f} tokens/s")
-        if progress.get("eta_s") is not None:
-            parts.append(f"ETA {progress['eta_s']:.0f} s")
-        return f"{job.name}: Running, " + ", ".join(parts)
-    if job.status == JobStatus.RUNNING and progress.get("phase"):
-        return (
-            f"{job.name}: Running ({progress['phase']}{': ' + progress['message'] if progress.get('message') else ''})"
-        )
+    progress = Progress.model_validate(job.progress)
+    if job.status == JobStatus.RUNNING and progress.total_steps:
+        words = progress.words()
+        words[0] += f" ({100 * progress.step // progress.total_steps}%)"  # "step 3/5 (60%)"
+        return f"{job.name}: Running, " + ", ".join(words)
+    if job.status == JobStatus.RUNNING and job.progress.get("phase"):
+        said = f": {progress.message}" if progress.message else ""
+        return f"{job.name}: Running ({progress.phase}{said})"
     return f"{job.name}: {job.status.value}" + (f" ({job.message.splitlines()[0]})" if job.message else "")
 
 

@@ -469,6 +469,12 @@ def test_the_cli_creates_follows_and_lists_a_job(db: Database, settings: Setting
     assert "tune" in listed.output
     assert "Queued" in listed.output
 
+    runner_pass(db, settings, InstantBackend())
+    progress = Progress(step=10, total_steps=40, loss=1.25, tokens_per_s=900, eta_s=30)
+    finetunes.report(db=db, name="tune", token=token_of(settings), progress=progress)
+    got = CliRunner().invoke(cli, ["finetune", "get", "tune"], env=env)
+    assert "tune: Running, step 10/40 (25%), loss 1.2500, 900 tokens/s, ETA 30 s" in got.output
+
     wrong = CliRunner().invoke(cli, ["finetune", "create", "t2", "--model", "stub", "--dataset", "facts",
                                      "--set", "rank=0"], env=env)  # fmt: skip
     assert wrong.exit_code != 0

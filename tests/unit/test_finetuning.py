@@ -91,3 +91,16 @@ def test_noise_and_one_spike_are_not_divergence() -> None:
     low = LossWatch()
     for step, loss in enumerate([0.1, 0.05, 0.3, 0.4, 0.5], start=1):
         assert low.observe(step, loss) is None
+
+
+def test_a_report_says_what_it_has_in_words_leaving_out_what_it_lacks() -> None:
+    from studio.finetuning import Progress
+
+    full = Progress(step=30, total_steps=60, epoch=1.5, loss=0.5, eval_loss=0.75, learning_rate=2e-4,
+                    tokens_per_s=1234.4, eta_s=42.4, checkpoint=20)  # fmt: skip
+
+    assert full.words() == [
+        "step 30/60", "epoch 1.50", "loss 0.5000", "eval loss 0.7500", "lr 2.00e-04", "1234 tokens/s", "ETA 42 s",
+        "checkpoint 20",
+    ]  # fmt: skip
+    assert Progress(step=3, phase="loading").words() == []
