@@ -164,9 +164,8 @@ def parse_slo(text: str) -> Slo:
     if metric not in ("ttft", "tpot", "itl", "e2el"):
         raise InvalidSpec(f"SLO {text!r}: unknown metric {metric!r} (known: ttft, tpot, itl, e2el)", hint=hint)
     if op != "<=":
-        raise InvalidSpec(
-            f"SLO {text!r}: the comparison must be '<=' (an upper limit), not {op or 'missing'!r}", hint=hint
-        )
+        wrong = repr(op) if op else "missing"
+        raise InvalidSpec(f"SLO {text!r}: the comparison must be '<=' (an upper limit), not {wrong}", hint=hint)
     try:
         value = float(limit)
     except ValueError:
@@ -318,7 +317,7 @@ class StepSummary(BaseModel):
     request_throughput: float  # completed requests/s
     output_throughput: float  # output tokens/s
     sent_rate: float | None  # the arrivals' own rate, requests/s
-    achieved_rate: float | None  # completions' rate, requests/s
+    achieved_rate: float | None  # completions' rate past the step's first quarter, requests/s
     in_flight_growth: float | None  # mean in flight over the last third of arrivals ÷ over the middle third
     saturated: bool
     ttft: Stats
@@ -370,7 +369,9 @@ def summarize(
     sends = sorted(r.sent for r in records)
     ends = sorted(r.ended for r in done)
     sent_rate = (len(sends) - 1) / (sends[-1] - sends[0]) if len(sends) > 2 and sends[-1] > sends[0] else None
-    achieved = (len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 2 and ends[-1] > ends[0] else None
+    # completions' rate past the first quarter: the first requests of a step finish before any queue forms
+    steady = ends[len(ends) // 4 :] if len(ends) >= 8 else ends
+    achieved = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 2 and steady[-1] > steady[0] else None
     growth = None
     if len(sends) >= 9:
         third = len(sends) // 3
@@ -495,12 +496,14 @@ def _capacity(probe: Probe) -> float | None:
 
 def _estimate(low: Probe, high: Probe) -> float:
     """Where the SLO's limit is crossed: the failing end's completion rate when it was saturated (its latency
-    then depends on the step's length, not on the rate), else the measured/limit ratio interpolated linearly."""
+    then depends on the step's length, not on the rate), else where the headroom (limit ÷ measured) reaches 1,
+    interpolated linearly: exact for a latency like 1 / (capacity − rate), as a queue's."""
     if (capacity := _capacity(high)) is not None:
         return capacity
     r_low, r_high = low.summary.worst_ratio(), high.summary.worst_ratio()
-    if math.isfinite(r_high) and r_high > r_low:
-        return low.value + (1 - r_low) / (r_high - r_low) * (high.value - low.value)
+    if r_low > 0 and r_high > r_low:
+        y_low, y_high = 1 / r_low, 1 / r_high  # 0 when the failing end had no values at all (inf)
+        return low.value + (y_low - 1) / (y_low - y_high) * (high.value - low.value)
     return math.sqrt(low.value * high.value)
 
 
@@ -537,9 +540,11 @@ def next_probe(sweep: Sweep, history: Sequence[Probe]) -> float | None:
         return _snap(sweep, down)
     if _closed(sweep, low.value, high.value):
         return None
-    inside = [p for p in history if low.value <= p.value <= high.value]
-    last_two = history[-2:]
-    one_sided = len(inside) >= 4 and len(last_two) == 2 and last_two[0].passed == last_two[1].passed
+    # probes since a bracket first existed; three on the same side in a row (an estimate, then the probe that
+    # should have closed the bracket, then another): the estimate keeps missing, so halve the bracket instead
+    first = next(i for i in range(len(history) + 1) if {p.passed for p in history[:i]} == {True, False})
+    since = history[first - 1 :]
+    one_sided = len(since) >= 4 and since[-1].passed == since[-2].passed == since[-3].passed
     if high.value / low.value <= tol**2 or one_sided:
         guess = math.sqrt(low.value * high.value)  # one probe closes it either way / the estimate keeps missing
     else:

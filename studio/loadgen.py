@@ -6,8 +6,9 @@ request asks ``/v1/chat/completions`` (or ``/v1/completions``) for exactly the w
 ``time.perf_counter`` as it arrives. Output tokens come from the usage the server reports, else one per chunk.
 Failures (an HTTP error, a broken stream, a timeout) are kept apart as errors, never as latencies.
 
-A step stops sending once its SLOs can no longer be met (``benchmark.doomed``: enough requests are already past a
-percentile's limit) and cancels what is in flight, so a sweep spends little time above the server's capacity.
+A step stops sending once half of it has completed and its SLOs can no longer be met (``benchmark.doomed``: enough
+requests are already past a percentile's limit), and cancels what is in flight, so a sweep spends little time
+waiting for a queue to drain above the server's capacity.
 """
 
 from __future__ import annotations
@@ -230,7 +231,9 @@ class StepRun:
         last = time.perf_counter()
         while True:
             await asyncio.sleep(WATCH_EVERY_S)
-            if planned and self.step.slos and doomed(self.step.slos, planned, self.over_limit()):
+            # cut short only once half the step is in: a saturated step's completion rate estimates the capacity
+            half = len(self.records) >= min(planned or 0, max(10, (planned or 0) // 2))
+            if planned and half and self.step.slos and doomed(self.step.slos, planned, self.over_limit()):
                 self.cut = True
             if time.perf_counter() - last >= PROGRESS_EVERY_S:
                 last = time.perf_counter()
