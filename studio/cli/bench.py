@@ -2,6 +2,7 @@
 
 One step at a fixed concurrency or request rate, or an SLO sweep for the largest rate (or concurrency) that meets
 every ``--slo``. Progress goes to stderr; the summary (as ``vllm bench serve`` prints it) or ``--json`` to stdout.
+Exits 1 when no request succeeded.
 """
 
 from __future__ import annotations
@@ -145,3 +146,8 @@ def bench(ctx: click.Context, deployment: str, as_json: bool, **o: Any) -> None:
     if o["out"] is not None:
         o["out"].write_text(result.model_dump_json(indent=2))
     emit(result, as_json, lambda: show(result))
+    if not any(step.completed for step in result.steps):
+        first = next((e for step in result.steps for e in step.error_examples), "")
+        click.secho(f"error: no request succeeded ({first})", fg="red", err=True)
+        click.echo("  next: check --url, the deployment's name and that it is ready, and the key", err=True)
+        ctx.exit(1)

@@ -103,6 +103,10 @@ def test_cove_bench_prints_vllms_summary_and_json(knee: str, tmp_path: Path) -> 
     wrong = CliRunner().invoke(cli, ["bench", "m", "--url", knee, "--slo", "p99_latency_ms<=5"], env=env)
     assert wrong.exit_code == 1
     assert "unknown metric 'latency'" in wrong.output
+    nobody = CliRunner().invoke(cli, ["bench", "m", "--url", f"http://127.0.0.1:{free_port()}", "--concurrency", "1",
+                                      "--requests", "2"], env=env)  # fmt: skip
+    assert nobody.exit_code == 1
+    assert "error: no request succeeded (ClientConnectorError" in nobody.output
 
 
 def test_the_bench_process_writes_result_json_beside_its_plan(knee: str, tmp_path: Path) -> None:
