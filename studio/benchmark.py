@@ -6,7 +6,7 @@ Metrics follow ``vllm bench serve`` (its ``calculate_metrics``), per request tha
 - **ITL**: each gap between two consecutive content chunks of one request; the statistics are over every gap of
   every request together.
 - **TPOT**: ``(E2EL - TTFT) / (output tokens - 1)``, for requests with at least 2 output tokens.
-- **E2EL**: from sending the request to the end of its stream.
+- **E2EL**: from sending the request to the last data event of its stream (the usage event included).
 
 Each is reported in milliseconds at the mean and at P50, P90, P95 and P99, percentiles by linear interpolation
 between the closest ranks (numpy's default, which vLLM uses). **Goodput** is, as in vLLM, the requests that meet

@@ -131,6 +131,7 @@ async def send(session: aiohttp.ClientSession, target: Target, prompt: str, shap
     headers = {"authorization": f"Bearer {target.api_key}"} if target.api_key else {}
     chunks: list[float] = []
     usage: dict[str, Any] = {}
+    last = 0.0
     sent = time.perf_counter()
     try:
         async with session.post(target.address, json=target.body(prompt, shape), headers=headers) as response:
@@ -145,14 +146,15 @@ async def send(session: aiohttp.ClientSession, target: Target, prompt: str, shap
                 if data == b"[DONE]":
                     break
                 event = json.loads(data)
+                last = time.perf_counter()  # as vLLM: E2EL ends at the stream's last data event (usage included)
                 if "error" in event:
                     return Record(sent=sent, ended=time.perf_counter(), error=f"in stream: {event['error']}")
                 if _content(event):
-                    chunks.append(time.perf_counter())
+                    chunks.append(last)
                 usage = event.get("usage") or usage
     except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         return Record(sent=sent, ended=time.perf_counter(), error=f"{type(exc).__name__}: {exc}"[:200])
-    ended = time.perf_counter()
+    ended = last or time.perf_counter()
     if not chunks:
         return Record(sent=sent, ended=ended, error="the stream ended without content")
     return Record(
