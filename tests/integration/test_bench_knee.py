@@ -97,7 +97,7 @@ def test_cove_bench_prints_vllms_summary_and_json(knee: str, tmp_path: Path) -> 
     assert "Successful requests:" in shown.output
     assert re.search(r"P99 ITL \(ms\): +\d+\.\d\d\n", shown.output)
     assert re.search(r"SLO attainment \(%\): +100\.00\n", shown.output)
-    as_json = CliRunner().invoke(cli, [*args, "--json"], env=env, catch_exceptions=False)
+    as_json = CliRunner().invoke(cli, [*args, "--endpoint", "completions", "--json"], env=env, catch_exceptions=False)
     step = json.loads(as_json.stdout)["steps"][0]
     assert (step["completed"], step["output_tokens"]) == (6, 30)
     wrong = CliRunner().invoke(cli, ["bench", "m", "--url", knee, "--slo", "p99_latency_ms<=5"], env=env)
