@@ -673,12 +673,20 @@ class UsageRecord(SQLModel, table=True):
 
 
 class UsageSummary(BaseModel):
+    """One key's use of one deployment on one day. ``requests`` counts every request; ``served`` those answered
+    (status < 400), ``cancelled`` those the client left mid-answer (499), ``errors`` the rest (status >= 400). Tokens
+    are those of served and cancelled requests (the runtime did that work); tokens metered on errors are apart."""
+
     key: str | None
     deployment: str
     day: str
     requests: int
     prompt_tokens: int
     completion_tokens: int
+    served: int = 0
+    cancelled: int = 0
+    errors: int = 0
+    error_tokens: int = 0  # prompt and completion tokens of requests that ended in an error: not billed
 
 
 class Traffic(BaseModel):

@@ -173,10 +173,13 @@ CAPACITY_FIELDS = ("cpu_cores", "memory_mib", "gpu_model", "gpu_count", "gpu_mem
 
 @dataclass(frozen=True)
 class Route:
-    """A deployment the gateway may send requests to: its ready replicas' endpoints, and the model name its runtime
-    expects in requests."""
+    """A deployment the gateway may send requests to: its ready replicas' endpoints, the model name its runtime
+    expects in requests, which runtime that is (the request fields it knows), and the model version's folder (its
+    tokenizer counts what the runtime does not)."""
 
     name: str
     upstream_model: str
     endpoints: tuple[str, ...]
     created: int = 0  # epoch seconds, for /v1/models
+    runtime: RuntimeKind = RuntimeKind.CUSTOM  # unknown: requests are forwarded as they are
+    model_path: str = ""  # "": no tokenizer to count with

@@ -209,7 +209,7 @@ def token_revoke(ctx: click.Context, name: str) -> None:
 @json_option
 @click.pass_context
 def usage(ctx: click.Context, days: int, as_json: bool) -> None:
-    """Requests and tokens per API key, deployment and day (a member's: their keys')."""
+    """Requests and tokens per API key, deployment and day (a member's: their keys'); errors and cancels apart."""
     from studio.db import utcnow
 
     rows = list(client_of(ctx).usage.summary(since=utcnow() - timedelta(days=days)))
@@ -217,7 +217,30 @@ def usage(ctx: click.Context, days: int, as_json: bool) -> None:
         rows,
         as_json,
         lambda: table(
-            ["DAY", "KEY", "DEPLOYMENT", "REQUESTS", "PROMPT TOKENS", "COMPLETION TOKENS"],
-            [[r.day, r.key or "-", r.deployment, r.requests, r.prompt_tokens, r.completion_tokens] for r in rows],
+            [
+                "DAY",
+                "KEY",
+                "DEPLOYMENT",
+                "REQUESTS",
+                "SERVED",
+                "CANCELLED",
+                "ERRORS",
+                "PROMPT TOKENS",
+                "COMPLETION TOKENS",
+            ],
+            [
+                [
+                    r.day,
+                    r.key or "-",
+                    r.deployment,
+                    r.requests,
+                    r.served,
+                    r.cancelled,
+                    r.errors,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                ]
+                for r in rows
+            ],
         ),
     )

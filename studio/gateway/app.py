@@ -3,9 +3,11 @@
 ``POST /v1/chat/completions`` and ``/v1/completions`` (streamed or not) are checked, authenticated with an API
 key, routed by model name to a ready replica (least outstanding requests), metered, and measured. Clients never
 choose upstream URLs: routes come from the database, refreshed every ``routes_refresh_s`` and at once when a
-request names a model the gateway has not seen. ``GET /v1/models`` lists ready deployments; ``/healthz`` and
-``/metrics`` serve operators. Usage is buffered and written in batches off the event loop; nothing in a request's
-path waits on the database unless it carries a key or model the gateway has not seen yet.
+request names a model the gateway has not seen. ``GET /v1/models`` lists ready deployments; ``/healthz`` (a JSON
+report) and ``/metrics`` serve operators, ``/health`` (200 and no body, as vLLM's) benchmark clients' probes. Fields
+a deployment's runtime does not know are adapted (``protocol.adapt_request``) and named in response headers. Usage
+is buffered and written in batches off the event loop; nothing in a request's path waits on the database unless it
+carries a key or model the gateway has not seen yet.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from studio.db import Database, utcnow
 from studio.errors import CoveError
 from studio.gateway.metrics import GatewayMetrics
 from studio.gateway.protocol import (
+    adapt_request,
     check_request,
     error_body,
 )
@@ -94,6 +97,8 @@ class Gateway:
             await self._models(scope, send)
         elif path == b"/healthz":
             await self._health(send)
+        elif path == b"/health":  # vLLM's and SGLang's probe, which benchmark clients call: 200 and no body
+            await self._probe(send)
         elif path == b"/metrics":
             body = self.metrics.render()
             await send(
@@ -151,6 +156,8 @@ class Gateway:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.up.counting:  # records waiting for their token counts
+            await asyncio.wait(set(self.up.counting), timeout=10)
         await self.flush_usage()
         if self.up.client is not None:
             await self.up.client.close()
@@ -327,7 +334,7 @@ class Gateway:
         wants_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
         if stream:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        body["model"] = route.upstream_model
+        adapted = adapt_request(route.runtime, endpoint, {**body, "model": route.upstream_model})
         call = Proxy(
             self.up,
             route,
@@ -337,8 +344,9 @@ class Gateway:
             identity,
             started,
             body,
-            orjson.dumps(body),
+            orjson.dumps(adapted.body),
             scope["raw_path"],
+            adapted.headers(),
         )
         await call.run(receive, send)
 
@@ -351,15 +359,24 @@ class Gateway:
             await respond(send, reject.status, reject.body)
             return
         data = [
-            {"id": r.name, "object": "model", "created": r.created, "owned_by": "cove"}
+            # root: the model the runtime serves, as vLLM says it (`vllm bench serve` loads its tokenizer from it)
+            {"id": r.name, "object": "model", "created": r.created, "owned_by": "cove", "root": r.upstream_model}
             for r in sorted(self.table.routes.values(), key=lambda r: r.name)
             if self._may_call(identity, r.name)  # only what this key may call
         ]
         await respond(send, 200, orjson.dumps({"object": "list", "data": data}))
 
-    async def _health(self, send: Send) -> None:
+    def _healthy(self) -> tuple[bool, float]:
         age = time.monotonic() - self._refreshed_at
-        healthy = age < max(10.0, 5 * self.settings.routes_refresh_s)
+        return age < max(10.0, 5 * self.settings.routes_refresh_s), age
+
+    async def _probe(self, send: Send) -> None:
+        healthy, _ = self._healthy()
+        await send({"type": "http.response.start", "status": 200 if healthy else 503, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _health(self, send: Send) -> None:
+        healthy, age = self._healthy()
         body = {
             "status": "ok" if healthy else "degraded",
             "ready_models": len(self.table.routes),

@@ -7,7 +7,9 @@ hides the usage chunk from clients that did not ask for it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +59,78 @@ def check_request(body: Any, endpoint: str) -> str:
         ):
             return f"'{field}' must be a number from {lo} to {hi}"
     return ""
+
+
+# The top-level fields `transformers serve` (5.x) accepts; it answers 422 to any other (its handlers'
+# ``_valid_params_class``: OpenAI's create params plus generation_config, seed and chat_template_kwargs).
+_TRANSFORMERS_COMMON = frozenset(
+    {"model", "stream", "stream_options", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n"}
+    | {"presence_penalty", "seed", "stop", "temperature", "top_p", "user", "generation_config"}
+)
+TRANSFORMERS_FIELDS: Mapping[str, frozenset[str]] = {
+    "chat.completions": _TRANSFORMERS_COMMON
+    | {"messages", "audio", "chat_template_kwargs", "function_call", "functions", "max_completion_tokens"}
+    | {"metadata", "modalities", "moderation", "parallel_tool_calls", "prediction", "prompt_cache_key"}
+    | {"prompt_cache_options", "prompt_cache_retention", "reasoning_effort", "response_format"}
+    | {"safety_identifier", "service_tier", "store", "tool_choice", "tools", "top_logprobs", "verbosity"}
+    | {"web_search_options"},
+    "completions": _TRANSFORMERS_COMMON | {"prompt", "best_of", "echo", "suffix"},
+}
+# What vLLM and SGLang accept beyond OpenAI's fields (benchmark clients send these) has no such list: both take
+# ignore_eos, min_tokens, top_k, min_p, repetition_penalty and stream_options.continuous_usage_stats by these names.
+PASS_THROUGH = frozenset({"vllm", "sglang", "triton", "custom"})
+
+
+@dataclass(frozen=True)
+class Adapted:
+    """A request body as one runtime takes it, and what was changed on the way (named as the client named it)."""
+
+    body: dict[str, Any]
+    dropped: tuple[str, ...] = ()  # fields the runtime does not know and has no equivalent for
+    translated: tuple[str, ...] = ()  # fields sent under the runtime's own name for the same thing
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The response headers that tell the client what its runtime was not sent as asked."""
+        out = []
+        if self.dropped:
+            out.append((b"x-cove-dropped-fields", ",".join(self.dropped).encode()))
+        if self.translated:
+            out.append((b"x-cove-translated-fields", ",".join(self.translated).encode()))
+        return out
+
+
+def adapt_request(runtime: str, endpoint: str, body: dict[str, Any]) -> Adapted:
+    """The body to send to a runtime of kind ``runtime`` for ``endpoint``, never refusing: vLLM and SGLang know the
+    fields benchmark clients send (and runtimes of unknown kind get the request as it is); for `transformers serve`,
+    which refuses unknown fields with a 422, ``repetition_penalty`` r becomes ``frequency_penalty`` r - 1 (the
+    server's own mapping, inverted; unless one was given), ``stream_options.continuous_usage_stats`` is dropped (it
+    reports usage once, at the end) and every other unknown field is dropped. ``body`` is not changed."""
+    if runtime in PASS_THROUGH:
+        return Adapted(body)
+    known = TRANSFORMERS_FIELDS.get(endpoint)
+    if known is None:
+        return Adapted(body)
+    out: dict[str, Any] = {}
+    dropped: list[str] = []
+    translated: list[str] = []
+    for name, value in body.items():
+        if name in known:
+            out[name] = value
+        elif (
+            name == "repetition_penalty"
+            and "frequency_penalty" not in body
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
+            out["frequency_penalty"] = float(value) - 1.0
+            translated.append(name)
+        else:
+            dropped.append(name)
+    options = out.get("stream_options")
+    if isinstance(options, dict) and "continuous_usage_stats" in options:
+        out["stream_options"] = {k: v for k, v in options.items() if k != "continuous_usage_stats"}
+        dropped.append("stream_options.continuous_usage_stats")
+    return Adapted(out, tuple(dropped), tuple(translated))
 
 
 def _text_of(content: Any) -> str:
@@ -116,6 +190,7 @@ class StreamMeter:
     reported: bool = False  # the runtime sent usage
     content_chunks: int = 0
     done: bool = False  # [DONE] seen
+    texts: list[str] = dataclasses.field(default_factory=list)  # what was streamed: counted if usage is not reported
 
     def process(self, event: bytes) -> bytes | None:
         """The bytes to forward for this event (None: drop it)."""
@@ -138,8 +213,10 @@ class StreamMeter:
         choices = obj.get("choices") or []
         for choice in choices:
             delta = choice.get("delta") or {}
-            if delta.get("content") or delta.get("reasoning_content") or choice.get("text"):
+            text = delta.get("content") or delta.get("reasoning_content") or choice.get("text")
+            if text:
                 self.content_chunks += 1
+                self.texts.append(text)
         strip = usage is not None and not self.client_wants_usage
         if strip and not choices:
             return None

@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 
 from studio.db import utcnow
+from studio.gateway.counting import TokenCounter
 from studio.gateway.metrics import GatewayMetrics
 from studio.gateway.protocol import (
     DONE,
@@ -67,6 +68,8 @@ class Upstream:
     metered: list[Metered] = field(default_factory=list)
     streams: dict[int, set[Proxy]] = field(default_factory=dict)  # open streams by API key id, to cut on revocation
     secret: str = ""  # the studio's key: each deployment's model servers ask for a key derived from it
+    counter: TokenCounter = field(default_factory=TokenCounter)  # for what runtimes do not report
+    counting: set[asyncio.Task[None]] = field(default_factory=set)  # records waiting for their token counts
     _headers: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def headers_for(self, deployment: str) -> dict[str, str]:
@@ -106,10 +109,14 @@ class Proxy:
         body: dict[str, Any],
         payload: bytes,
         raw_path: bytes,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         self.up, self.route, self.endpoint, self.stream = up, route, endpoint, stream
         self.wants_usage, self.identity, self.started = wants_usage, identity, started
         self.body, self.payload, self.path = body, payload, raw_path.decode()
+        self.headers = headers or []  # what the client is told of fields its runtime was not sent as asked
+        self.text = ""  # the answer's text, kept only when the runtime reported no usage: to count it
+        self.itl: list[float] = []  # gaps between content chunks
         self.status = 0
         self.prompt_tokens = self.completion_tokens = 0
         self.estimated = False
@@ -194,10 +201,10 @@ class Proxy:
                 obj = orjson.loads(data)
                 counted = usage_of(obj)
                 if counted is None:
-                    text = "".join(
+                    self.text = "".join(
                         (c.get("message") or {}).get("content") or c.get("text") or "" for c in obj.get("choices") or []
                     )
-                    counted, self.estimated = (estimate_prompt_tokens(self.body), (len(text) + 3) // 4), True
+                    counted, self.estimated = (estimate_prompt_tokens(self.body), (len(self.text) + 3) // 4), True
                 self.prompt_tokens, self.completion_tokens = counted
                 rename_model(obj, self.route.name)
                 data = orjson.dumps(obj)
@@ -206,7 +213,7 @@ class Proxy:
         else:
             data = upstream_error(response.status, data)
         overhead = time.perf_counter() - self.started - self.upstream_s
-        await respond(send, response.status, data, [(b"x-cove-overhead-ms", ms(overhead))])
+        await respond(send, response.status, data, [(b"x-cove-overhead-ms", ms(overhead)), *self.headers])
         self.up.metrics.overhead.observe(overhead)
 
     async def _relay_stream(
@@ -223,6 +230,7 @@ class Proxy:
                     (b"content-type", b"text/event-stream"),
                     (b"cache-control", b"no-cache"),
                     (b"x-cove-overhead-ms", ms(overhead)),
+                    *self.headers,
                 ],
             }
         )
@@ -233,6 +241,7 @@ class Proxy:
         if key_id is not None:
             self._response = response
             self.up.streams.setdefault(key_id, set()).add(self)
+        last_at = 0.0  # when the last content chunk was relayed
         try:
             async for chunk in response.content.iter_any():
                 if gone.done():
@@ -241,14 +250,27 @@ class Proxy:
                 if self.cut_reason:
                     break
                 events, rest = split_events(rest + chunk)
+                before = meter.content_chunks
                 # one write per read from the runtime, however many events it carried
                 out = b"".join(o for o in map(meter.process, events) if o is not None)
                 if out:
-                    if self.ttft is None and meter.started:
-                        self.ttft = time.perf_counter() - self.started
+                    new = meter.content_chunks - before
+                    if new:
+                        now = time.perf_counter()
+                        if self.ttft is None:
+                            self.ttft, new = now - self.started, new - 1
+                        elif new:
+                            self.itl.append(now - last_at)
+                            new -= 1
+                        if new:  # chunks relayed in one write reach the client together
+                            self.itl.extend([0.0] * new)
+                        last_at = now
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             if self.cut_reason:
                 await self._end_stream(send, 401, self.cut_reason, "invalid_request_error")
+                return
+            if gone.done():  # the client left while the runtime finished
+                self.status = 499
                 return
             if not meter.done:
                 await send({"type": "http.response.body", "body": DONE, "more_body": True})
@@ -278,6 +300,7 @@ class Proxy:
             else:
                 self.prompt_tokens, self.completion_tokens = estimate_prompt_tokens(self.body), meter.content_chunks
                 self.estimated = True
+                self.text = "".join(meter.texts)
 
     async def _end_stream(self, send: Send, status: int, message: str, kind: str) -> None:
         """End a stream already begun (status 200 sent) with an error event, as OpenAI's streams do."""
@@ -288,19 +311,46 @@ class Proxy:
 
     async def _fail(self, send: Send, status: int, message: str, kind: str) -> None:
         self.status = status
-        await respond(send, status, error_body(message, type=kind, code=status))
+        await respond(send, status, error_body(message, type=kind, code=status), self.headers)
 
     def _record(self) -> None:
-        name, elapsed = self.route.name, time.perf_counter() - self.started
-        m = self.up.metrics
-        m.requests.labels(name, self.endpoint, str(self.status)).inc()
-        m.latency.labels(name, self.endpoint).observe(elapsed)
+        """Measure the request; meter it now, or once its tokens are counted (when the runtime did not report them
+        and the deployment's tokenizer may count them: off the request's path, on a task)."""
+        elapsed = time.perf_counter() - self.started
+        m, labels = self.up.metrics, (self.route.name,)
+        m.requests.labels(self.route.name, self.endpoint, str(self.status)).inc()
+        m.latency.observe((self.route.name, self.endpoint), elapsed)
+        if self.ttft is not None:
+            m.ttft.observe(labels, self.ttft)
+            if self.itl:
+                m.itl.observe_many(labels, self.itl)
+        if self.estimated and self.route.model_path and (self.status in (200, 499)):
+            task = asyncio.ensure_future(self._count_then_meter(elapsed))
+            self.up.counting.add(task)
+            task.add_done_callback(self.up.counting.discard)
+        else:
+            self._meter(elapsed)
+
+    async def _count_then_meter(self, elapsed: float) -> None:
+        counted = None
+        try:
+            counted = await self.up.counter.count(self.route.name, self.route.model_path, self.body, self.text)
+        except Exception:  # a tokenizer's own bug: the request is still metered, with the estimate
+            log.exception("%s: counting a request's tokens failed", self.route.name)
+        self.text = ""
+        if counted is not None:
+            self.prompt_tokens, self.completion_tokens = counted
+            self.estimated = False
+        self._meter(elapsed)
+
+    def _meter(self, elapsed: float) -> None:
+        name, m = self.route.name, self.up.metrics
         if self.prompt_tokens:
             m.tokens.labels(name, "prompt").inc(self.prompt_tokens)
         if self.completion_tokens:
             m.tokens.labels(name, "completion").inc(self.completion_tokens)
-        if self.ttft is not None:
-            m.ttft.labels(name).observe(self.ttft)
+        if self.ttft is not None and self.completion_tokens > 1 and self.status == 200:
+            m.tpot.observe((name,), (elapsed - self.ttft) / (self.completion_tokens - 1))
         self.up.metered.append(
             Metered(
                 self.identity.id if self.identity else None,

@@ -462,15 +462,23 @@ def finish_delete(*, db: Database, name: str) -> None:
 
 
 def _routes(session: Session, *where: Any) -> list[Route]:
-    """The routes the gateway may use: ready, not being deleted, with endpoints."""
-    rows = session.exec(
-        select(Deployment.name, Deployment.upstream_model, Deployment.endpoints, Deployment.created_at).where(
-            Deployment.status == Status.READY, col(Deployment.deleting).is_(False), *where
+    """The routes the gateway may use: ready, not being deleted, with endpoints, their runtime and model folder."""
+    rows = session.execute(
+        sa.select(
+            col(Deployment.name),
+            col(Deployment.upstream_model),
+            col(Deployment.endpoints),
+            col(Deployment.created_at),
+            col(Image.runtime),
+            col(ModelVersion.path),
         )
+        .join(Image, col(Deployment.image_id) == Image.id)
+        .join(ModelVersion, col(Deployment.model_version_id) == ModelVersion.id)
+        .where(col(Deployment.status) == Status.READY, col(Deployment.deleting).is_(False), *where)
     ).all()
     return [
-        Route(name, upstream, tuple(endpoints), int(created.timestamp()))
-        for name, upstream, endpoints, created in rows
+        Route(name, upstream, tuple(endpoints), int(created.timestamp()), RuntimeKind(runtime), path)
+        for name, upstream, endpoints, created, runtime, path in rows
         if endpoints
     ]
 

@@ -13,6 +13,8 @@ from studio.db import Database, utcnow
 from studio.models import ApiKey, Traffic, UsageRecord, UsageSummary
 from studio.values import Principal
 
+CANCELLED = 499  # the client went away before the answer ended (nginx's code; the gateway's too)
+
 
 def record_usage(*, db: Database, records: Sequence[Mapping[str, Any]]) -> None:
     """Write a batch of records (UsageRecord's columns as mappings) and stamp the keys' last use, in one
@@ -31,8 +33,16 @@ def usage_summary(
     *, db: Database, actor: Principal, since: datetime | None = None, until: datetime | None = None
 ) -> list[UsageSummary]:
     """Requests and tokens per key, deployment and day, of requests made from ``since`` to before ``until``: every
-    key's for an admin, a member's own keys'."""
+    key's for an admin, a member's own keys'. Errors and cancels are counted apart from served requests, and the
+    tokens of errors apart from the billed ones (``UsageSummary``)."""
     day = func.substr(sa.cast(UsageRecord.created_at, sa.String), 1, 10)
+    status, tokens = col(UsageRecord.status_code), col(UsageRecord.prompt_tokens) + col(UsageRecord.completion_tokens)
+    error = sa.and_(status >= 400, status != CANCELLED)
+    billed = sa.not_(error)
+
+    def total(condition: Any, value: Any = 1) -> Any:
+        return func.sum(sa.case((condition, value), else_=0))
+
     with db.session() as session:
         query = (
             sa.select(
@@ -40,8 +50,12 @@ def usage_summary(
                 col(UsageRecord.deployment),
                 day,
                 func.count(),
-                func.sum(col(UsageRecord.prompt_tokens)),
-                func.sum(col(UsageRecord.completion_tokens)),
+                total(billed, col(UsageRecord.prompt_tokens)),
+                total(billed, col(UsageRecord.completion_tokens)),
+                total(status < 400),
+                total(status == CANCELLED),
+                total(error),
+                total(error, tokens),
             )
             .select_from(UsageRecord)
             .join(ApiKey, col(UsageRecord.api_key_id) == ApiKey.id, isouter=True)
@@ -56,9 +70,18 @@ def usage_summary(
             query = query.where(col(ApiKey.owner) == actor.name)
         return [
             UsageSummary(
-                key=k, deployment=d, day=str(t), requests=n, prompt_tokens=int(p or 0), completion_tokens=int(c or 0)
+                key=k,
+                deployment=d,
+                day=str(t),
+                requests=n,
+                prompt_tokens=int(p or 0),
+                completion_tokens=int(c or 0),
+                served=int(ok or 0),
+                cancelled=int(gone or 0),
+                errors=int(bad or 0),
+                error_tokens=int(lost or 0),
             )
-            for k, d, t, n, p, c in session.execute(query)
+            for k, d, t, n, p, c, ok, gone, bad, lost in session.execute(query)
         ]
 
 
