@@ -22,6 +22,7 @@ PURE = {
     "studio.errors",
     "studio.pools",
     "studio.memplan",
+    "studio.gate",
     "studio.runtimes",
     "studio.pods",
     "studio.profiles",
