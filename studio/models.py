@@ -605,7 +605,6 @@ class DeploymentPublic(DeploymentBase, Owned, Observed):
     created_at: datetime
     status_at: datetime
     canary_share: int = 0  # percent of its requests its canary (the staging version) answers
-    canary_for: str | None = None  # the deployment this one is the canary of
 
 
 # ---------------------------------------------------------------------------------------------------- notebooks

@@ -180,3 +180,7 @@ class Route:
     upstream_model: str
     endpoints: tuple[str, ...]
     created: int = 0  # epoch seconds, for /v1/models
+    model_version: int = 0  # the version its replicas serve (usage and metrics are kept per version)
+    deployment: str = ""  # the deployment whose replicas these are, when not ``name`` (a canary's)
+    canary: Route | None = None  # the staging version's replicas, answering ``canary_share`` % of requests
+    canary_share: int = 0

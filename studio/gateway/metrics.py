@@ -14,8 +14,8 @@ class GatewayMetrics:
         r = self.registry
         self.requests = Counter(
             "cove_gateway_requests",
-            "Requests answered, by deployment, endpoint and status",
-            ["deployment", "endpoint", "code"],
+            "Requests answered, by deployment, endpoint, status and model version",
+            ["deployment", "endpoint", "code", "model_version"],
             registry=r,
         )
         self.tokens = Counter(
@@ -26,8 +26,8 @@ class GatewayMetrics:
         )
         self.latency = Histogram(
             "cove_gateway_request_duration_seconds",
-            "Time from request to last byte",
-            ["deployment", "endpoint"],
+            "Time from request to last byte, by deployment, endpoint and model version",
+            ["deployment", "endpoint", "model_version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

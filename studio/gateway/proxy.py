@@ -54,6 +54,7 @@ class Metered(NamedTuple):
     latency_ms: float
     ttft_ms: float | None
     created_at: datetime
+    model_version: int | None = None  # which version answered: a deployment with a canary serves two
 
 
 @dataclass
@@ -157,7 +158,7 @@ class Proxy:
         sent_at = time.perf_counter()
         try:
             response = await up.client.post(
-                target + self.path, data=self.payload, headers=up.headers_for(self.route.name)
+                target + self.path, data=self.payload, headers=up.headers_for(self.route.deployment or self.route.name)
             )
         except aiohttp.ClientConnectorError:
             up.table.mark_down(target, time.monotonic())
@@ -293,8 +294,9 @@ class Proxy:
     def _record(self) -> None:
         name, elapsed = self.route.name, time.perf_counter() - self.started
         m = self.up.metrics
-        m.requests.labels(name, self.endpoint, str(self.status)).inc()
-        m.latency.labels(name, self.endpoint).observe(elapsed)
+        version = str(self.route.model_version or "")
+        m.requests.labels(name, self.endpoint, str(self.status), version).inc()
+        m.latency.labels(name, self.endpoint, version).observe(elapsed)
         if self.prompt_tokens:
             m.tokens.labels(name, "prompt").inc(self.prompt_tokens)
         if self.completion_tokens:
@@ -314,5 +316,6 @@ class Proxy:
                 round(elapsed * 1000, 3),
                 None if self.ttft is None else round(self.ttft * 1000, 3),
                 utcnow(),
+                self.route.model_version or None,
             )
         )

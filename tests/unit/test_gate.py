@@ -12,8 +12,10 @@ GATE = GateConfig(minimums={"exact_match": 0.8}, max_drop=0.02, slo="p99_e2el_ms
 
 def test_no_gate_promotes_freely() -> None:
     verdict = evaluate(GateConfig(), Results(), None)
-    assert verdict.passed and verdict.checks == ()
-    assert GateConfig().empty and verdict.describe() == "no gate: promotes freely"
+    assert verdict.passed
+    assert verdict.checks == ()
+    assert GateConfig().empty
+    assert verdict.describe() == "no gate: promotes freely"
 
 
 def test_a_candidate_meeting_every_check_passes_with_its_numbers() -> None:
@@ -60,7 +62,7 @@ def test_unmeasured_results_fail_and_say_so() -> None:
 
 def test_the_first_production_version_has_nothing_to_drop_from() -> None:
     verdict = evaluate(GATE, Results({"exact_match": 0.9}, slo_met=True), None)
-    assert verdict.passed
+    assert verdict.passed, verdict.describe()
     assert verdict.checks[1].detail == "no production version to compare with"
 
 
