@@ -201,6 +201,29 @@ class AliasMovePublic(SQLModel):
     created_at: datetime
 
 
+class VersionResults(BaseModel):
+    """A version's results as a promotion is given them (``studio.gate.Results``): scores by metric, whether it met
+    the gate's SLO (None: not measured), and where they came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scores: dict[str, float] = {}
+    slo_met: bool | None = None
+    source: str = ""
+
+
+class PromoteRequest(BaseModel):
+    """Promote ``version`` to ``to``: the gate judges ``results`` (by version number: the candidate's and the
+    current production's); an admin may pass a refusing gate with ``override_reason``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = pydantic.Field(ge=1)
+    to: str = "production"
+    override_reason: str | None = None
+    results: dict[int, VersionResults] = {}
+
+
 class Promotion(BaseModel):
     """What a promotion did: the alias, the version it moved to and from, the gate's checks, whether an admin
     overrode a refusal, and the deployments that follow the alias (the controller rolls them)."""

@@ -3,6 +3,7 @@
 ``base`` holds the group and what every command shares; each other module adds one family of commands.
 """
 
+import studio.cli.aliases  # noqa: F401  (extends the groups of catalog and deploy)
 from studio.cli import access, catalog, datasets, deploy, finetunes, logs, people, plans, processes, remote, specs  # noqa: F401  (each registers its commands on `cli`)
 from studio.cli.base import cli
 
