@@ -515,12 +515,15 @@ def ready_routes(*, db: Database) -> list[Route]:
 
 
 def find_route(*, db: Database, name: str) -> tuple[bool, Route | None]:
-    """Whether deployment ``name`` exists, and its route if it has ready replicas."""
+    """Whether deployment ``name`` exists (for the gateway: a canary does not), and its route if it has ready
+    replicas."""
     with db.session() as session:
         found = _routes(session, Deployment.name == name)
         if found:
             return True, found[0]
-        return session.exec(select(Deployment.id).where(Deployment.name == name)).first() is not None, None
+        # a canary is reached only through the deployment it is the canary of: by its own name it does not exist
+        exists = select(Deployment.id).where(Deployment.name == name, col(Deployment.canary_of).is_(None))
+        return session.exec(exists).first() is not None, None
 
 
 def deployment_names(*, db: Database, actor: Principal) -> list[str]:

@@ -163,6 +163,7 @@ def test_a_canary_runs_staging_beside_production_and_goes_with_it(db: Database, 
     assert (route.name, route.model_version, route.canary_share) == ("svc", 1, 20)
     assert route.canary is not None
     assert (route.canary.deployment, route.canary.model_version) == ("svc-canary", 2)
+    assert deployments.find_route(db=db, name="svc-canary") == (False, None)  # reached only through svc
     aliases.set_alias(db=db, actor=ADMIN, model=three, alias="staging", version=3)  # the canary follows staging
     ctl.reconcile()
     assert deployments.get_deployment(actor=ADMIN, db=db, name="svc-canary").model_version == 3
