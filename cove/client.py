@@ -210,6 +210,7 @@ class Client:
         return cls(saved.url, saved.token, timeout=timeout)
 
     def _nouns(self) -> None:
+        from cove.aliases import Aliases
         from cove.clusters import Clusters
         from cove.datasets import Datasets
         from cove.deployments import Deployments
@@ -238,6 +239,7 @@ class Client:
         self.events = Events(self)
         self.specs = Specs(self)
         self.datasets = Datasets(self)
+        self.aliases = Aliases(self)
 
     # ------------------------------------------------------------------------------------------------ plumbing
 

@@ -9,7 +9,8 @@ translated at the boundary with ``raise … from exc`` so the cause is kept.
     ├── Forbidden           known, but not allowed: not theirs, not an admin   (403)
     ├── Conflict            it exists already, or is in use                    (409)
     │   ├── PortInUse       a port Cove must listen on is taken
-    │   └── Stale           changed since the caller read it (their ETag/generation is old)
+    │   ├── Stale           changed since the caller read it (their ETag/generation is old)
+    │   └── GateRefused     a promotion its model's gate refuses: names each failing check
     ├── InvalidSpec         the request is malformed: names, numbers, a corrupt model folder (422)
     │   └── TooLarge        the request's body is over the limit              (413)
     ├── QuotaExceeded       it does not fit the pool: says what is free        (409)
@@ -69,6 +70,13 @@ class Stale(Conflict):
     def __init__(self, message: str, *, generation: int, hint: str = "") -> None:
         super().__init__(message, hint=hint or "read it again, and make your change to what it is now")
         self.generation = generation
+
+
+class GateRefused(Conflict):
+    """A promotion the model's gate refused: ``fields`` holds each failing check (``path`` its name, ``message``
+    its numbers in words)."""
+
+    hint_default = "improve the version and evaluate it again, or (an admin) override with a reason"
 
 
 class InvalidSpec(CoveError):

@@ -22,6 +22,7 @@ from sqlmodel.main import SQLModelConfig
 
 from studio.db import EnumText, UTCDateTime, ValueJSON, utcnow
 from studio.finetuning import TrainSettings
+from studio.gate import GateConfig
 from studio.names import ImageRef, Name, Version
 from studio.specs import Recommendation
 from studio.tokens import LengthStats, Segment
@@ -121,6 +122,8 @@ class Model(ModelBase, Owned, table=True):
     id: int | None = Field(default=None, primary_key=True)
     # How to deploy it, per runtime (``studio.specs.Recommendation``), kept in the ModelHub's camelCase form.
     recommendations: list[dict[str, Any]] = _json(list)
+    # What a version must show to become production (``studio.gate.GateConfig``); empty: promotes freely.
+    gate: GateConfig = Field(default_factory=GateConfig, sa_type=ValueJSON(GateConfig))
     created_at: datetime = _ts()
 
 
@@ -165,10 +168,73 @@ class ModelPublic(ModelBase, Owned):
     created_at: datetime
     versions: list[ModelVersionPublic]
     recommendations: list[Recommendation] = []  # how to deploy it, per runtime (`recommended:` in a spec)
+    aliases: dict[str, int] = {}  # alias (production, staging) → the version it points at
+    gate: GateConfig = GateConfig()
 
     @property
     def latest(self) -> ModelVersionPublic:
         return self.versions[-1]
+
+
+class AliasMove(SQLModel, table=True):
+    """One move of a model's alias (``production``, ``staging``) onto a version: the newest per alias is where it
+    points now, and the moves before it are its history (a rollback walks back through them)."""
+
+    __tablename__ = "alias_moves"
+    __table_args__ = (sa.Index("ix_alias_moves_model_alias", "model_id", "alias", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="models.id", ondelete="CASCADE")
+    alias: str
+    version_id: int = Field(foreign_key="model_versions.id", ondelete="CASCADE")
+    actor: str | None = None  # who moved it
+    rollback: bool = False  # a rollback: undoes the move before it
+    override_reason: str | None = None  # an admin promoted past a refusing gate, and why
+    created_at: datetime = _ts()
+
+
+class AliasMovePublic(SQLModel):
+    alias: str
+    version: int
+    actor: str | None
+    rollback: bool
+    override_reason: str | None
+    created_at: datetime
+
+
+class VersionResults(BaseModel):
+    """A version's results as a promotion is given them (``studio.gate.Results``): scores by metric, whether it met
+    the gate's SLO (None: not measured), and where they came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scores: dict[str, float] = {}
+    slo_met: bool | None = None
+    source: str = ""
+
+
+class PromoteRequest(BaseModel):
+    """Promote ``version`` to ``to``: the gate judges ``results`` (by version number: the candidate's and the
+    current production's); an admin may pass a refusing gate with ``override_reason``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = pydantic.Field(ge=1)
+    to: str = "production"
+    override_reason: str | None = None
+    results: dict[int, VersionResults] = {}
+
+
+class Promotion(BaseModel):
+    """What a promotion did: the alias, the version it moved to and from, the gate's checks, whether an admin
+    overrode a refusal, and the deployments that follow the alias (the controller rolls them)."""
+
+    model: str
+    alias: str
+    version: int
+    previous: int | None
+    checks: list[dict[str, Any]] = []  # ``studio.gate.Check`` as a mapping
+    overridden: bool = False
+    deployments: list[str] = []
 
 
 # ---------------------------------------------------------------------------------------------------- datasets
@@ -506,6 +572,7 @@ class DeploymentBase(Shared):
     resources: Resources = Field(default_factory=Resources, sa_type=ValueJSON(Resources))  # of one replica
     replicas: int = 1
     autoscale: Autoscale | None = Field(default=None, sa_type=ValueJSON(Autoscale))  # None: a fixed count
+    follows: str | None = None  # an alias of its model (production, staging): it runs whatever version that is
 
 
 class Observed(SQLModel):
@@ -525,6 +592,9 @@ class Deployment(DeploymentBase, Owned, Observed, table=True):
     image_id: int = Field(foreign_key="images.id", ondelete="RESTRICT", index=True)
     pool_id: int = Field(foreign_key="pools.id", ondelete="RESTRICT", index=True)
     generation: int = 1  # bumped on every change of desired state
+    # The deployment whose canary this one is (it serves that one's share of requests, and goes with it).
+    canary_of: int | None = Field(default=None, foreign_key="deployments.id", ondelete="CASCADE")
+    canary_share: int = 0  # percent of its requests sent to its model's staging version (its canary deployment)
     deleting: bool = False
     observed_generation: int = 0
     status_at: datetime = _ts()
@@ -538,7 +608,7 @@ class DeploymentCreate(DeploymentBase):
     model_config = CREATE
 
     model: str = Field(min_length=1)
-    model_version: int | None = Field(default=None, ge=1)  # None: the newest
+    model_version: int | None = Field(default=None, ge=1)  # None: the newest (or the version ``follows`` names)
     image: str | None = None  # None: the pool's default runtime
     image_version: str | None = None  # None: the newest registered
     pool: str = "local"
@@ -557,6 +627,7 @@ class DeploymentPublic(DeploymentBase, Owned, Observed):
     cluster: str = DEFAULT_CLUSTER
     created_at: datetime
     status_at: datetime
+    canary_share: int = 0  # percent of its requests its canary (the staging version) answers
 
 
 # ---------------------------------------------------------------------------------------------------- notebooks
@@ -669,6 +740,7 @@ class UsageRecord(SQLModel, table=True):
     estimated: bool = False  # counted by the gateway because the runtime reported no usage
     latency_ms: float = 0.0
     ttft_ms: float | None = None
+    model_version: int | None = None  # which version answered (a deployment with a canary serves two)
     created_at: datetime = _ts(index=True)
 
 

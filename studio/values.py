@@ -183,3 +183,7 @@ class Route:
     created: int = 0  # epoch seconds, for /v1/models
     runtime: RuntimeKind = RuntimeKind.CUSTOM  # unknown: requests are forwarded as they are
     model_path: str = ""  # "": no tokenizer to count with
+    model_version: int = 0  # the version its replicas serve (usage and metrics are kept per version)
+    deployment: str = ""  # the deployment whose replicas these are, when not ``name`` (a canary's)
+    canary: Route | None = None  # the staging version's replicas, answering ``canary_share`` % of requests
+    canary_share: int = 0

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from studio.api import (
+    aliases,
     auth,
     clusters,
     datasets,
@@ -53,6 +54,7 @@ ROUTERS = (
     specs.router,
     datasets.router,
     finetunes.router,
+    aliases.router,
 )
 
 

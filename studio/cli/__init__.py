@@ -3,8 +3,21 @@
 ``base`` holds the group and what every command shares; each other module adds one family of commands.
 """
 
-import studio.cli.bench  # noqa: F401  (registers `cove bench`)
-from studio.cli import access, catalog, datasets, deploy, finetunes, logs, people, plans, processes, remote, specs  # noqa: F401  (each registers its commands on `cli`)
+from studio.cli import (  # noqa: F401  (each registers its commands on `cli`)
+    access,
+    aliases,
+    bench,
+    catalog,
+    datasets,
+    deploy,
+    finetunes,
+    logs,
+    people,
+    plans,
+    processes,
+    remote,
+    specs,
+)
 from studio.cli.base import cli
 
 

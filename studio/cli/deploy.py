@@ -73,7 +73,10 @@ if_match_option = click.option(
 
 @deploy.command("create", context_settings={"ignore_unknown_options": True})
 @click.argument("name")
-@click.option("--model", "model_ref", required=True, help="MODEL or MODEL:VERSION (default: newest version).")
+@click.option(
+    "--model", "model_ref", required=True, help="MODEL, MODEL:VERSION (default: newest) or MODEL@ALIAS (follows it)."
+)
+@click.option("--follow", type=click.Choice(["production", "staging"]), help="Follow this alias of the model.")
 @click.option("--image", "image_ref", help="IMAGE or IMAGE:VERSION (default: vllm on GPU pools, transformers on CPU).")
 @click.option("--pool", default="local", show_default=True)
 @click.option("--cluster", help="The cluster it must run on (default: its pool's).")
@@ -98,6 +101,7 @@ def deploy_create(
     ctx: click.Context,
     name: str,
     model_ref: str,
+    follow: str | None,
     image_ref: str | None,
     pool: str,
     cluster: str | None,
@@ -119,6 +123,7 @@ def deploy_create(
     """Deploy a model as NAME. Runtime flags go after `--`, e.g. `-- --dtype float32`."""
     from studio.models import Autoscale, DeploymentCreate, Resources, Status
 
+    model_ref, _, alias = model_ref.partition("@")
     model_name, model_version = _model_ref(model_ref)
     image_name, _, image_version = (image_ref or "").partition(":")
     autoscale = None
@@ -132,6 +137,7 @@ def deploy_create(
         name=name,
         model=model_name,
         model_version=model_version,
+        follows=follow or alias or None,
         image=image_name or None,
         image_version=image_version or None,
         pool=pool,
@@ -149,7 +155,8 @@ def deploy_create(
     dep = client_of(ctx).deployments.create(data.name, data.model, **fields)
     if not as_json:
         click.echo(
-            f"deployment {dep.name}: {dep.model} v{dep.model_version} on {dep.image}:{dep.image_version}, "
+            f"deployment {dep.name}: {dep.model} v{dep.model_version}"
+            f"{f' (following {dep.follows})' if dep.follows else ''} on {dep.image}:{dep.image_version}, "
             f"{dep.replicas} replica(s) in pool {dep.pool} (cluster {dep.cluster})"
         )
     if wait:

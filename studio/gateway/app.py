@@ -321,13 +321,13 @@ class Gateway:
             if problem:
                 raise _Reject(400, problem)
             name = body["model"]
-            route = await self._route(name, identity)
+            route = self.table.split(await self._route(name, identity))
             await self._authorize(identity, name)
         except _Reject as reject:
             if reject.status != 499:
                 await respond(send, reject.status, reject.body)
             self.metrics.requests.labels(
-                "unknown" if reject.status == 404 else name, endpoint, str(reject.status)
+                "unknown" if reject.status == 404 else name, endpoint, str(reject.status), ""
             ).inc()
             return
         stream = body.get("stream") is True

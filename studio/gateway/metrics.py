@@ -85,8 +85,8 @@ class GatewayMetrics:
         r = self.registry
         self.requests = Counter(
             "cove_gateway_requests",
-            "Requests answered, by deployment, endpoint and status",
-            ["deployment", "endpoint", "code"],
+            "Requests answered, by deployment, endpoint, status and model version",
+            ["deployment", "endpoint", "code", "model_version"],
             registry=r,
         )
         self.tokens = Counter(
@@ -97,8 +97,8 @@ class GatewayMetrics:
         )
         self.latency = FastHistogram(
             "cove_gateway_request_duration_seconds",
-            "Time from request to last byte (E2EL)",
-            ["deployment", "endpoint"],
+            "Time from request to last byte (E2EL), by deployment, endpoint and model version",
+            ["deployment", "endpoint", "model_version"],
             LATENCY_BUCKETS,
         )
         self.ttft = FastHistogram(

@@ -55,6 +55,7 @@ class Metered(NamedTuple):
     latency_ms: float
     ttft_ms: float | None
     created_at: datetime
+    model_version: int | None = None  # which version answered: a deployment with a canary serves two
 
 
 @dataclass
@@ -164,7 +165,7 @@ class Proxy:
         sent_at = time.perf_counter()
         try:
             response = await up.client.post(
-                target + self.path, data=self.payload, headers=up.headers_for(self.route.name)
+                target + self.path, data=self.payload, headers=up.headers_for(self.route.deployment or self.route.name)
             )
         except aiohttp.ClientConnectorError:
             up.table.mark_down(target, time.monotonic())
@@ -318,8 +319,9 @@ class Proxy:
         and the deployment's tokenizer may count them: off the request's path, on a task)."""
         elapsed = time.perf_counter() - self.started
         m, labels = self.up.metrics, (self.route.name,)
-        m.requests.labels(self.route.name, self.endpoint, str(self.status)).inc()
-        m.latency.observe((self.route.name, self.endpoint), elapsed)
+        version = str(self.route.model_version or "")
+        m.requests.labels(self.route.name, self.endpoint, str(self.status), version).inc()
+        m.latency.observe((self.route.name, self.endpoint, version), elapsed)
         if self.ttft is not None:
             m.ttft.observe(labels, self.ttft)
             if self.itl:
@@ -364,5 +366,6 @@ class Proxy:
                 round(elapsed * 1000, 3),
                 None if self.ttft is None else round(self.ttft * 1000, 3),
                 utcnow(),
+                self.route.model_version or None,
             )
         )

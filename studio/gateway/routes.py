@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from studio.values import Route
 
@@ -22,6 +23,15 @@ def choose_endpoint(endpoints: Sequence[str], inflight: Mapping[str, int], start
     return best
 
 
+def choose_version(route: Route, draw: float) -> Route:
+    """The route a request goes by: ``route``'s canary when ``draw`` (uniform in [0, 1)) falls in its share, else
+    ``route`` itself. The canary keeps ``route``'s name (clients, metrics and usage see the deployment they
+    called), with its own replicas, upstream model and version."""
+    if route.canary is None or draw * 100 >= route.canary_share:
+        return route
+    return replace(route.canary, name=route.name, created=route.created)
+
+
 @dataclass
 class RouteTable:
     """Routes by deployment name, with the gateway's own count of requests in flight."""
@@ -31,6 +41,7 @@ class RouteTable:
     inflight_by_deployment: dict[str, int] = field(default_factory=dict)
     down_until: dict[str, float] = field(default_factory=dict)
     turn: int = 0
+    draws: random.Random = field(default_factory=random.Random)  # seeded by tests that want one exact split
 
     def replace(self, routes: Sequence[Route]) -> None:
         self.routes = {r.name: r for r in routes}
@@ -43,6 +54,10 @@ class RouteTable:
             return None
         self.turn += 1
         return choose_endpoint(candidates, self.inflight, self.turn)
+
+    def split(self, route: Route) -> Route:
+        """Which version of ``route`` this request goes to, by its canary share."""
+        return choose_version(route, self.draws.random()) if route.canary is not None else route
 
     def mark_down(self, endpoint: str, now: float) -> None:
         self.down_until[endpoint] = now + DOWN_FOR_S

@@ -33,7 +33,7 @@ from studio.runtimes import reserved_flags_in
 from studio.services import owned
 from studio.services.events import NewEvent, add_events
 from studio.services.images import find_image
-from studio.services.models import find_version
+from studio.services.models import alias_version, find_version
 from studio.services.pools import claims_in, find_pool, lock_pool
 from studio.values import Autoscale, BuildStatus, Principal, Resources, Route, RuntimeKind, SourceKind, Status
 
@@ -133,7 +133,10 @@ def create_deployment(*, db: Database, actor: Principal, data: DeploymentCreate)
     with db.session() as session:
         if session.exec(select(Deployment.id).where(Deployment.name == data.name)).first() is not None:
             raise Conflict(f"deployment {data.name!r} exists", hint="pick another name, or scale the existing one")
-        version = find_version(session, model=data.model, version=data.model_version)
+        if data.follows is not None:
+            version = alias_version(session, model=data.model, alias=data.follows)
+        else:
+            version = find_version(session, model=data.model, version=data.model_version)
         pool = find_pool(session, name=data.pool)
         access.check_pool(actor, pool=pool.name, groups=pool.groups)
         if data.cluster is not None and data.cluster != pool.cluster:
@@ -167,7 +170,8 @@ def create_deployment(*, db: Database, actor: Principal, data: DeploymentCreate)
             events=[
                 NewEvent(
                     "Created",
-                    f"{data.model} v{version.version} on {image.name}:{image.version} in pool {pool.name} "
+                    f"{data.model} v{version.version}{f' (following {data.follows})' if data.follows else ''} "
+                    f"on {image.name}:{image.version} in pool {pool.name} "
                     f"(cluster {pool.cluster}), "
                     f"{replicas} replica{'s' if replicas != 1 else ''}",
                 )
@@ -365,14 +369,19 @@ def delete_deployment(*, db: Database, actor: Principal, name: str) -> Deploymen
     with db.session() as session:
         row = _find(session, name, actor)
         if not row.deleting:
-            row.deleting, row.generation, row.updated_at = True, row.generation + 1, utcnow()
-            row.status, row.status_at = Status.DELETING, utcnow()
-            session.add(row)
-            add_events(
-                session, kind=KIND, name=name, actor=actor.name, events=[NewEvent("Deleting", "stopping its replicas")]
-            )
+            companions = session.exec(select(Deployment).where(Deployment.canary_of == row.id)).all()
+            for each in [row, *companions]:  # a canary goes with the deployment it is the canary of
+                mark_deleting(session, each, actor=actor.name)
             session.commit()
         return _public(session, row)
+
+
+def mark_deleting(session: Session, row: Deployment, *, actor: str | None, text: str = "stopping its replicas") -> None:
+    """Mark ``row`` for deletion inside the caller's transaction; the controller stops it and removes the row."""
+    row.deleting, row.generation, row.updated_at = True, row.generation + 1, utcnow()
+    row.status, row.status_at = Status.DELETING, utcnow()
+    session.add(row)
+    add_events(session, kind=KIND, name=row.name, actor=actor, events=[NewEvent("Deleting", text)])
 
 
 # ------------------------------------------------------------------------------------------------ controller side
@@ -462,24 +471,52 @@ def finish_delete(*, db: Database, name: str) -> None:
 
 
 def _routes(session: Session, *where: Any) -> list[Route]:
-    """The routes the gateway may use: ready, not being deleted, with endpoints, their runtime and model folder."""
-    rows = session.execute(
-        sa.select(
-            col(Deployment.name),
-            col(Deployment.upstream_model),
-            col(Deployment.endpoints),
-            col(Deployment.created_at),
-            col(Image.runtime),
-            col(ModelVersion.path),
-        )
-        .join(Image, col(Deployment.image_id) == Image.id)
-        .join(ModelVersion, col(Deployment.model_version_id) == ModelVersion.id)
-        .where(col(Deployment.status) == Status.READY, col(Deployment.deleting).is_(False), *where)
-    ).all()
+    """The routes the gateway may use: ready, not being deleted, with endpoints, their runtime and model folder. A
+    canary deployment is no route of its own: it rides on the route of the deployment it is the canary of, with that
+    one's share."""
+    ready = (Deployment.status == Status.READY, col(Deployment.deleting).is_(False))
+
+    def read(*where: Any) -> list[tuple[Deployment, int, str, str]]:
+        return session.exec(  # type: ignore[return-value]
+            select(Deployment, ModelVersion.version, ModelVersion.path, Image.runtime)
+            .join(ModelVersion, col(Deployment.model_version_id) == ModelVersion.id)
+            .join(Image, col(Deployment.image_id) == Image.id)
+            .where(*ready, *where)
+        ).all()
+
+    rows = read(col(Deployment.canary_of).is_(None), *where)
+    shared = [d.id for d, *_ in rows if d.canary_share > 0 and d.endpoints]
+    canaries = (
+        {
+            c.canary_of: Route(
+                c.name,
+                c.upstream_model,
+                tuple(c.endpoints),
+                runtime=RuntimeKind(runtime),
+                model_path=path,
+                model_version=version,
+                deployment=c.name,
+            )
+            for c, version, path, runtime in read(col(Deployment.canary_of).in_(shared))
+            if c.endpoints
+        }
+        if shared
+        else {}
+    )
     return [
-        Route(name, upstream, tuple(endpoints), int(created.timestamp()), RuntimeKind(runtime), path)
-        for name, upstream, endpoints, created, runtime, path in rows
-        if endpoints
+        Route(
+            d.name,
+            d.upstream_model,
+            tuple(d.endpoints),
+            int(d.created_at.timestamp()),
+            RuntimeKind(runtime),
+            path,
+            model_version=version,
+            canary=canaries.get(d.id),
+            canary_share=d.canary_share if d.id in canaries else 0,
+        )
+        for d, version, path, runtime in rows
+        if d.endpoints
     ]
 
 
@@ -490,12 +527,15 @@ def ready_routes(*, db: Database) -> list[Route]:
 
 
 def find_route(*, db: Database, name: str) -> tuple[bool, Route | None]:
-    """Whether deployment ``name`` exists, and its route if it has ready replicas."""
+    """Whether deployment ``name`` exists (for the gateway: a canary does not), and its route if it has ready
+    replicas."""
     with db.session() as session:
         found = _routes(session, Deployment.name == name)
         if found:
             return True, found[0]
-        return session.exec(select(Deployment.id).where(Deployment.name == name)).first() is not None, None
+        # a canary is reached only through the deployment it is the canary of: by its own name it does not exist
+        exists = select(Deployment.id).where(Deployment.name == name, col(Deployment.canary_of).is_(None))
+        return session.exec(exists).first() is not None, None
 
 
 def deployment_names(*, db: Database, actor: Principal) -> list[str]:

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, func, select
 from studio import access
 from studio.db import Database
 from studio.errors import Conflict, InvalidSpec, NotFound
-from studio.models import Deployment, Model, ModelCreate, ModelPublic, ModelVersion, ModelVersionPublic
+from studio.models import AliasMove, Deployment, Model, ModelCreate, ModelPublic, ModelVersion, ModelVersionPublic
 from studio.modelstore import fetch_from_hub, import_folder, inspect_folder
 from studio.names import is_repo_id
 from studio.services import owned
@@ -51,11 +51,46 @@ def parse_source(source: str) -> Source:
     )
 
 
+ALIASES = ("production", "staging")
+
+
 def _public(session: Session, model: Model) -> ModelPublic:
     versions = session.exec(
         select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(col(ModelVersion.version))
     ).all()
-    return _described(model, versions, _bases(session, versions))
+    return _described(model, versions, _bases(session, versions), alias_versions(session).get(model.id or 0, {}))
+
+
+def alias_versions(session: Session) -> dict[int, dict[str, int]]:
+    """Model id → alias → the version number it points at now (the newest move of each alias wins)."""
+    rows = session.exec(
+        select(AliasMove.model_id, AliasMove.alias, ModelVersion.version)
+        .join(ModelVersion, col(AliasMove.version_id) == ModelVersion.id)
+        .order_by(col(AliasMove.id))
+    ).all()
+    found: dict[int, dict[str, int]] = {}
+    for model_id, alias, version in rows:
+        found.setdefault(model_id, {})[alias] = version
+    return found
+
+
+def alias_version(session: Session, *, model: str, alias: str) -> ModelVersion:
+    """The version row ``alias`` of ``model`` points at; InvalidSpec for an unknown alias, NotFound when unset."""
+    if alias not in ALIASES:
+        raise InvalidSpec(f"{alias!r} is not an alias: a model has {' and '.join(ALIASES)}", hint="name one of them")
+    row = session.exec(select(Model).where(Model.name == model)).first()
+    if row is None:
+        raise NotFound(f"no model named {model!r}", hint="see `cove model list`")
+    found = session.exec(
+        select(ModelVersion)
+        .join(AliasMove, col(AliasMove.version_id) == ModelVersion.id)
+        .where(AliasMove.model_id == row.id, AliasMove.alias == alias)
+        .order_by(col(AliasMove.id).desc())
+    ).first()
+    if found is None:
+        nxt = "promote a version: `cove model promote" if alias == "production" else "set it: `cove model alias"
+        raise NotFound(f"model {model!r} has no {alias} version yet", hint=f"{nxt} {model} VERSION`")
+    return found
 
 
 def _bases(session: Session, versions: Sequence[ModelVersion]) -> dict[int, str]:
@@ -71,7 +106,9 @@ def _bases(session: Session, versions: Sequence[ModelVersion]) -> dict[int, str]
     return {id_: f"{name}@{version}" for id_, name, version in rows if id_ is not None}
 
 
-def _described(model: Model, versions: Sequence[ModelVersion], bases: dict[int, str]) -> ModelPublic:
+def _described(
+    model: Model, versions: Sequence[ModelVersion], bases: dict[int, str], aliases: dict[str, int]
+) -> ModelPublic:
     return ModelPublic(
         name=model.name,
         description=model.description,
@@ -83,6 +120,8 @@ def _described(model: Model, versions: Sequence[ModelVersion], bases: dict[int, 
             for v in versions
         ],
         recommendations=[Recommendation.model_validate(r) for r in model.recommendations or []],
+        aliases=aliases,
+        gate=model.gate,
     )
 
 
@@ -289,7 +328,8 @@ def list_models(*, db: Database) -> list[ModelPublic]:
             versions.setdefault(v.model_id, []).append(v)
         models = session.exec(select(Model).order_by(col(Model.name))).all()
         bases = _bases(session, [v for found in versions.values() for v in found])
-        return [_described(m, versions.get(m.id or 0, []), bases) for m in models]
+        aliases = alias_versions(session)
+        return [_described(m, versions.get(m.id or 0, []), bases, aliases.get(m.id or 0, {})) for m in models]
 
 
 def get_model(*, db: Database, name: str) -> ModelPublic:

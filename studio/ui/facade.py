@@ -22,9 +22,11 @@ from studio.bootstrap import open_studio
 from studio.chats import ColumnMap, detect
 from studio.db import Database, utcnow
 from studio.errors import InvalidSpec, Unauthorized
+from studio.gate import Results, Verdict
 from studio.hub_client import HubClient, Server
 from studio.logs import LogReader
 from studio.models import (
+    AliasMovePublic,
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyPublic,
@@ -47,6 +49,7 @@ from studio.models import (
     ModelPublic,
     ModelVersionPublic,
     NotebookPublic,
+    Promotion,
     Traffic,
     UsageSummary,
 )
@@ -55,6 +58,7 @@ from studio.profiles import Profile, profiles_for
 from studio.runtimes import local_availability
 from studio.sealing import studio_key
 from studio.services import (
+    aliases,
     clusters,
     datasets,
     deployments,
@@ -155,6 +159,29 @@ class Studio:
 
     def delete_model(self, name: str) -> None:
         models.delete_model(db=self.db, actor=self.actor, name=name)
+
+    # ---------------------------------------------------------------------------------------------- aliases
+
+    def judge(self, model: str, version: int, results: dict[int, Results]) -> tuple[Verdict, int | None]:
+        """What the gate says of promoting ``version`` with ``results``, and the production version compared."""
+        return aliases.judge(db=self.db, model=model, version=version, results=results)
+
+    def promote(
+        self, model: str, version: int, results: dict[int, Results], override_reason: str | None = None
+    ) -> Promotion:
+        return aliases.promote(
+            db=self.db, actor=self.actor, model=model, version=version, results=results,
+            override_reason=override_reason,
+        )  # fmt: skip
+
+    def set_staging(self, model: str, version: int) -> Promotion:
+        return aliases.set_alias(db=self.db, actor=self.actor, model=model, alias="staging", version=version)
+
+    def rollback(self, model: str) -> Promotion:
+        return aliases.rollback(db=self.db, actor=self.actor, model=model)
+
+    def alias_history(self, model: str) -> list[AliasMovePublic]:
+        return aliases.history(db=self.db, model=model)
 
     @staticmethod
     def model_files(version: ModelVersionPublic) -> ModelFiles:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from studio.chats import DEFAULT_COLUMNS, OPTIONAL, Format
 from studio.finetuning import Lineage, Progress
+from studio.gate import Check
 from studio.models import (
     ApiKeyPublic,
     ClusterPublic,
@@ -111,6 +112,8 @@ def deployment_rows(found: Sequence[DeploymentPublic]) -> list[dict[str, Any]]:
             "status": d.status,
             "ready": f"{d.ready_replicas}/{d.replicas}",
             "model": f"{d.model} v{d.model_version}",
+            "follows": d.follows or "",
+            "canary": f"{d.canary_share}% to staging" if d.canary_share else "",
             "image": f"{d.image}:{d.image_version}",
             "pool": d.pool,
             "cluster": d.cluster,
@@ -119,6 +122,16 @@ def deployment_rows(found: Sequence[DeploymentPublic]) -> list[dict[str, Any]]:
         }
         for d in found
     ]
+
+
+def alias_words(aliases: dict[str, int]) -> str:
+    """``production v2 · staging v3`` (production first), or '' when none is set."""
+    return " · ".join(f"{a} v{aliases[a]}" for a in ("production", "staging") if a in aliases)
+
+
+def check_rows(checks: Sequence[Check]) -> list[dict[str, Any]]:
+    """The promotion gate's checks, one row each."""
+    return [{"check": c.name, "passed": c.passed, "numbers": c.detail} for c in checks]
 
 
 def model_rows(found: Sequence[ModelPublic]) -> list[dict[str, Any]]:
@@ -132,6 +145,7 @@ def model_rows(found: Sequence[ModelPublic]) -> list[dict[str, Any]]:
                 "owner": owner_of(m.owner, m.group),
                 "versions": len(m.versions),
                 "newest": f"v{newest.version}" if newest else "",
+                "aliases": alias_words(m.aliases),
                 "architecture": newest.architecture if newest else "",
                 "size": human_size(newest.size_bytes) if newest else "",
                 "source": f"{newest.source_kind}: {newest.source}" if newest else "",

@@ -184,9 +184,15 @@ def test_models_health_and_metrics(
     health = httpx.get(gateway.url + "/healthz").json()
     assert (health["status"], health["ready_models"]) == ("ok", 1)
     metrics = httpx.get(gateway.url + "/metrics").text
-    assert 'cove_gateway_requests_total{code="200",deployment="chat",endpoint="chat.completions"} 1.0' in metrics
+    assert (
+        'cove_gateway_requests_total{code="200",deployment="chat",endpoint="chat.completions",model_version="1"} 1.0'
+        in metrics
+    )
     assert 'cove_gateway_tokens_total{deployment="chat",kind="completion"} 3.0' in metrics
-    assert 'cove_gateway_request_duration_seconds_count{deployment="chat",endpoint="chat.completions"} 1.0' in metrics
+    assert (
+        "cove_gateway_request_duration_seconds_count"
+        '{deployment="chat",endpoint="chat.completions",model_version="1"} 1.0' in metrics
+    )
     assert "cove_gateway_overhead_seconds_count 1.0" in metrics
 
 

@@ -183,7 +183,7 @@ def test_tpot_and_itl_histograms_fill_after_a_stream(
             in (text := httpx.get(gateway.url + "/metrics").text)
             and text
         ),
-        timeout=10,
+        timeout=60,
         what="the stream's TPOT observed",
     )
     assert 'cove_gateway_time_to_first_token_seconds_count{deployment="gpu"} 1.0' in metrics
@@ -192,7 +192,8 @@ def test_tpot_and_itl_histograms_fill_after_a_stream(
     )
     assert 1 <= float(itl.rsplit(" ", 1)[1]) <= len(WORDS) - 1  # one gap per chunk after the first
     assert (
-        'cove_gateway_request_duration_seconds_bucket{deployment="gpu",endpoint="chat.completions",le="0.00625"}'
+        'cove_gateway_request_duration_seconds_bucket{deployment="gpu",endpoint="chat.completions",le="0.00625",'
+        'model_version="1"}'
         in (metrics)
     )
 

@@ -23,6 +23,7 @@ PURE = {
     "studio.pools",
     "studio.memplan",
     "studio.benchmark",
+    "studio.gate",
     "studio.runtimes",
     "studio.pods",
     "studio.profiles",

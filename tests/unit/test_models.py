@@ -138,6 +138,7 @@ def test_a_deployment_with_defaults() -> None:
         "resources": Resources().model_dump(),
         "replicas": 1,
         "autoscale": None,
+        "follows": None,  # pinned to its version, not following an alias
         "group": None,  # not shared: only its owner (and admins) see it
     }
 

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from studio.gate import Results
 from studio.modelstore import human_size
 from studio.ui import tables
 from studio.ui.facade import current
@@ -77,6 +78,58 @@ if version is not None:
     card, config = st.tabs(["Model card", "Config"])
     card.markdown(files.card or "_This version has no model card (README.md)._")
     config.json(files.config or {"note": f"no readable config.json in {version.path}"})
+
+st.subheader("Aliases and promotion")
+st.markdown(f"**{chosen.name}**: {tables.alias_words(chosen.aliases) or 'no alias set yet'}")
+st.caption(f"Gate: {chosen.gate.describe()}")
+candidate = st.selectbox(
+    "Version to promote",
+    [v.version for v in reversed(chosen.versions)],
+    format_func=lambda v: f"v{v}",
+    key="promote-version",
+)
+production = chosen.aliases.get("production")
+metrics = sorted(chosen.gate.minimums)
+scores = {m: st.number_input(f"v{candidate} {m}", value=None, key=f"score-{m}") for m in metrics}
+base = {}
+if production is not None and production != candidate and chosen.gate.max_drop is not None:
+    base = {m: st.number_input(f"production v{production} {m}", value=None, key=f"base-{m}") for m in metrics}
+slo_met = st.checkbox(f"v{candidate} met {chosen.gate.slo}", key="slo-met") if chosen.gate.slo else None
+results = {candidate: Results({m: s for m, s in scores.items() if s is not None}, slo_met, "entered in the studio")}
+if base and production is not None:
+    results[production] = Results({m: s for m, s in base.items() if s is not None}, None, "entered in the studio")
+verdict, _ = studio.judge(chosen.name, candidate, results)
+if verdict.checks:
+    st.dataframe(tables.check_rows(verdict.checks), hide_index=True, width="stretch")
+st.caption(f"The gate: {verdict.describe()}")
+promote_col, staging_col, rollback_col = st.columns(3)
+with promote_col:
+    if st.button(f"Promote v{candidate} to production", type="primary", key="promote", disabled=not verdict.passed):
+        with guarded(f"promote {chosen.name} v{candidate}"):
+            done = studio.promote(chosen.name, candidate, results)
+            st.toast(f"{chosen.name}@production → v{done.version}")
+            st.rerun()
+    if not verdict.passed and studio.actor.is_admin:
+        reason = st.text_input("Override reason (admins)", key="override-reason")
+        if st.button("Promote past the gate", key="override", disabled=not reason.strip()):
+            with guarded(f"promote {chosen.name} v{candidate}"):
+                studio.promote(chosen.name, candidate, results, override_reason=reason)
+                st.rerun()
+with staging_col:
+    if st.button(f"Set staging to v{candidate}", key="set-staging"):
+        with guarded(f"move {chosen.name}@staging"):
+            studio.set_staging(chosen.name, candidate)
+            st.rerun()
+with rollback_col:
+    if st.button("Roll back production", key="rollback", disabled=production is None):
+        with guarded(f"roll back {chosen.name}"):
+            done = studio.rollback(chosen.name)
+            st.toast(f"{chosen.name}@production → v{done.version} (rolled back from v{done.previous})")
+            st.rerun()
+with st.expander("Alias history"):
+    st.dataframe(
+        [m.model_dump(mode="json") for m in studio.alias_history(chosen.name)], hide_index=True, width="stretch"
+    )
 
 left, right = st.columns(2)
 with left:
