@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from studio.errors import InvalidSpec
 
@@ -259,3 +259,77 @@ def aggregate(scores: Iterable[Mapping[str, Score]]) -> dict[str, ScorerSummary]
             summary[name].ties = values.count(0.5)
             summary[name].losses = values.count(0.0)
     return summary
+
+
+# ------------------------------------------------------------------------------------- a run's plan and result
+
+PLAN_FILE = "plan.json"
+RESULT_FILE = "result.json"
+PROGRESS_FILE = "progress.json"
+
+
+class Endpoint(BaseModel):
+    """An OpenAI-compatible server and the model name to ask it for (the gateway and a deployment's name)."""
+
+    base_url: str  # ending in /v1
+    model: str
+    key: str = Field(default="", repr=False)
+
+
+class HeldOut(BaseModel):
+    """The rows a fine-tune held out of its training split (``TrainSettings.eval_fraction`` with its seed), as the
+    trainer carved them."""
+
+    fraction: float
+    seed: int
+
+
+class EvalPlan(BaseModel):
+    """Everything one evaluation run needs: written by the control plane, read by ``studio.evaluator``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    evaluation: int
+    builder: str  # how the dataset's files are read: json | csv | parquet
+    files: list[str]  # the split's files, absolute paths
+    format: str  # ``studio.chats.Format``
+    columns: dict[str, str]  # the column map
+    held_out: HeldOut | None = None  # carve the fine-tune's held-out rows from ``files`` instead of reading all
+    limit: int | None = None  # the first N rows only
+    candidate: Endpoint
+    scorers: list[ScorerSpec]
+    judge: Endpoint | None = None  # with ``against``: pairwise judgement
+    against: Endpoint | None = None  # the production version's deployment
+    max_tokens: int = 256
+    concurrency: int = 4
+    timeout_s: float = 120.0
+    output_dir: str  # result.json and progress.json
+
+
+class Example(BaseModel):
+    """One evaluated row: what was asked, what was expected, what came back and how it scored."""
+
+    index: int  # the row's place in the split
+    prompt: list[dict[str, str]]  # the turns before the last assistant turn
+    reference: str  # the last assistant turn
+    prediction: str | None = None  # None: the candidate gave no answer (see ``error``)
+    production: str | None = None  # the production deployment's answer, when judged
+    verdicts: list[str] = []  # the judge's verdicts: candidate first, then production first
+    scores: dict[str, Score] = {}
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+
+
+class EvalResult(BaseModel):
+    """What a run leaves in ``result.json``: per-scorer aggregates, every example, and how long it took."""
+
+    summary: dict[str, ScorerSummary]
+    examples: list[Example]
+    errors: int  # examples the candidate did not answer (scored by nothing)
+    timings: dict[str, float]  # seconds: total, candidate, judge
+    failure: str = ""  # the run could not go on (no rows, the gateway refused the key): why

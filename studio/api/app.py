@@ -21,6 +21,7 @@ from studio.api import (
     clusters,
     datasets,
     deployments,
+    evaluations,
     events,
     finetunes,
     images,
@@ -53,6 +54,7 @@ ROUTERS = (
     specs.router,
     datasets.router,
     finetunes.router,
+    evaluations.router,
 )
 
 
