@@ -4,6 +4,7 @@
 """
 
 from studio.cli import access, catalog, datasets, deploy, finetunes, logs, people, plans, processes, remote, specs  # noqa: F401  (each registers its commands on `cli`)
+from studio.cli import evaluations  # noqa: F401  (registers `cove eval`)
 from studio.cli.base import cli
 
 
