@@ -3,8 +3,7 @@
 ``base`` holds the group and what every command shares; each other module adds one family of commands.
 """
 
-from studio.cli import access, catalog, datasets, deploy, finetunes, logs, people, plans, processes, remote, specs  # noqa: F401  (each registers its commands on `cli`)
-from studio.cli import evaluations  # noqa: F401  (registers `cove eval`)
+from studio.cli import access, catalog, datasets, deploy, evaluations, finetunes, logs, people, plans, processes, remote, specs  # noqa: F401  (each registers its commands on `cli`)
 from studio.cli.base import cli
 
 
