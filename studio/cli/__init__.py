@@ -3,7 +3,20 @@
 ``base`` holds the group and what every command shares; each other module adds one family of commands.
 """
 
-from studio.cli import access, catalog, datasets, deploy, evaluations, finetunes, logs, people, plans, processes, remote, specs  # noqa: F401  (each registers its commands on `cli`)
+from studio.cli import (  # noqa: F401  (each registers its commands on `cli`)
+    access,
+    catalog,
+    datasets,
+    deploy,
+    evaluations,
+    finetunes,
+    logs,
+    people,
+    plans,
+    processes,
+    remote,
+    specs,
+)
 from studio.cli.base import cli
 
 
