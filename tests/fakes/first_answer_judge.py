@@ -25,7 +25,9 @@ class Handler(BaseHTTPRequestHandler):
                 "id": "fake",
                 "object": "chat.completion",
                 "model": request.get("model", ""),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                ],
             }
         ).encode()
         self.send_response(200)
