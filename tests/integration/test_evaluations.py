@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from streamlit.testing.v1 import AppTest
 
 from cove.client import Client
 from studio.cli import cli
@@ -23,6 +24,7 @@ from studio.settings import Settings
 from studio.values import JobStatus, Resources
 from tests.integration.conftest import CoveServer, register_demo
 from tests.integration.test_finetunes import add_dataset
+from tests.integration.test_studio_ui import page, table, texts, ui  # noqa: F401  (ui: the fixture)
 from tests.people import ADMIN, member
 
 
@@ -196,3 +198,30 @@ def test_the_demo_model_is_evaluated_through_its_deployment_and_listed(
     assert "qa:1" in listed.output
     assert "Succeeded" in listed.output
     assert not [k for k in client.keys.list() if k.name.startswith("eval-") and k.revoked_at is None]
+
+
+def test_the_models_page_shows_a_versions_evaluations_and_their_examples(ready: Database, ui: AppTest) -> None:  # noqa: F811
+    at = page(ui, "models")
+    assert "None yet: `cove eval run stub:1" in texts(at.caption)
+
+    created = ask(ready)
+    example = Example(
+        index=0,
+        prompt=[{"role": "user", "content": "Q"}],
+        reference="A",
+        prediction="a.",
+        scores={"exact_match": Score(score=1.0)},
+    )
+    result = EvalResult(summary=aggregate([example.scores]), examples=[example], errors=0, timings={})
+    evaluations.finish(db=ready, evaluation_id=created.id, result=result, failure="")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    (row,) = table(at, 1)
+    assert (row["id"], row["status"], row["exact_match"], row["dataset"]) == (
+        created.id,
+        "Succeeded",
+        1.0,
+        "facts v1 (eval)",
+    )
+    assert table(at, 2) == [{"#": 0, "prompt": "Q", "reference": "A", "prediction": "a.", "exact_match": 1.0}]
