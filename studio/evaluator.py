@@ -131,8 +131,18 @@ def _one(
         try:
             example.production = chat(client, plan.against, example.prompt, plan.max_tokens)
             question = _question(example.prompt)
-            first = chat(client, plan.judge, judge_prompt(question, example.prediction, example.production), 64)
-            second = chat(client, plan.judge, judge_prompt(question, example.production, example.prediction), 64)
+            first = chat(
+                client,
+                plan.judge,
+                judge_prompt(question, example.prediction, example.production),
+                plan.judge_max_tokens,
+            )
+            second = chat(
+                client,
+                plan.judge,
+                judge_prompt(question, example.production, example.prediction),
+                plan.judge_max_tokens,
+            )
         except EndpointError as exc:
             example.error = f"judging: {exc}"
         else:

@@ -300,7 +300,8 @@ class EvalPlan(BaseModel):
     scorers: list[ScorerSpec]
     judge: Endpoint | None = None  # with ``against``: pairwise judgement
     against: Endpoint | None = None  # the production version's deployment
-    max_tokens: int = 256
+    max_tokens: int = 256  # per answer
+    judge_max_tokens: int = 512  # room for a judge that reasons before its verdict line
     concurrency: int = 4
     timeout_s: float = 120.0
     output_dir: str  # result.json and progress.json

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from studio.evaluator import evaluate, main
-from studio.scoring import Endpoint, EvalPlan, EvalResult, ScorerKind, ScorerSpec
+from studio.evaluator import evaluate, examples_of, main
+from studio.scoring import Endpoint, EvalPlan, EvalResult, HeldOut, ScorerKind, ScorerSpec
 from tests.fakes.first_answer_judge import server
 
 ROWS = [
@@ -107,3 +107,20 @@ def test_the_process_writes_its_result(tmp_path: Path, fake: str) -> None:
     result = EvalResult.model_validate_json((tmp_path / "out" / "result.json").read_text())
     assert [e.prediction for e in result.examples] == ["Paris", "The Moon"]
     assert json.loads((tmp_path / "out" / "progress.json").read_text()) == {"done": 2, "total": 2}
+
+
+def test_the_held_out_split_is_the_rows_the_trainer_held_out(tmp_path: Path) -> None:
+    import datasets
+
+    data = tmp_path / "train.jsonl"
+    rows = [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+        for i in range(20)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plan = plan_for(tmp_path, "http://unused/v1", files=[str(data)], held_out=HeldOut(fraction=0.2, seed=7))
+    # as studio.trainer.load_splits carves them: prompt/completion rows, the same split and seed
+    trained = datasets.Dataset.from_list(
+        [{"prompt": r["messages"][:1], "completion": r["messages"][1:]} for r in rows]
+    ).train_test_split(test_size=4, seed=7)["test"]
+    assert [e.reference for e in examples_of(plan)] == [c[0]["content"] for c in trained["completion"]]
