@@ -214,6 +214,7 @@ class Client:
         from cove.clusters import Clusters
         from cove.datasets import Datasets
         from cove.deployments import Deployments
+        from cove.evaluations import Evaluations
         from cove.events import Events
         from cove.finetunes import FineTunes
         from cove.images import Images
@@ -227,6 +228,7 @@ class Client:
 
         self.deployments = Deployments(self)
         self.finetunes = FineTunes(self)
+        self.evaluations = Evaluations(self)
         self.models = Models(self)
         self.keys = Keys(self)
         self.images = Images(self)

@@ -71,6 +71,7 @@ SCOPE_NOUNS = (
     "events",
     "datasets",
     "finetunes",
+    "evaluations",
 )
 SCOPES = ("*", *(f"{noun}:{verb}" for noun in SCOPE_NOUNS for verb in ("read", "write")))
 

@@ -25,6 +25,7 @@ from studio.backends.base import Backend, BuildSpec, WorkloadStatus
 from studio.backends.clusters import Clusters, connect_cluster
 from studio.db import Database
 from studio.errors import BackendUnavailable, CoveError, NotFound, QuotaExceeded
+from studio.evaluation_runs import EvaluationRunner
 from studio.jobs import JobRunner
 from studio.models import Observed
 from studio.sealing import studio_key
@@ -124,6 +125,7 @@ class Controller:
         self.load = load
         self.clock = clock
         self.jobs = JobRunner(db=db, settings=settings)
+        self.evaluations = EvaluationRunner(db=db, settings=settings)
         self._restarts: dict[tuple[str, int], int] = {}
         self._recommendations: dict[str, deque[tuple[float, int]]] = {}
         self._capacity_read_at = -math.inf
@@ -183,9 +185,10 @@ class Controller:
         )
 
     def _run_jobs(self, backends: dict[str, Backend]) -> None:
-        """Fine-tune jobs on the clusters that answered; every ``capacity_refresh_s``, tasks no unfinished job owns
-        (one whose end could not be cleaned up) are stopped: listing them costs a read of each cluster."""
-        owned = self.jobs.reconcile(backends)
+        """Fine-tune jobs and evaluations on the clusters that answered; every ``capacity_refresh_s``, tasks no
+        unfinished job owns (one whose end could not be cleaned up) are stopped: listing them costs a read of each
+        cluster."""
+        owned = self.jobs.reconcile(backends) | self.evaluations.reconcile(backends)
         if self.clock() - self._tasks_swept_at < self.settings.capacity_refresh_s:
             return
         self._tasks_swept_at = self.clock()

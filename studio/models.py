@@ -24,6 +24,7 @@ from studio.db import EnumText, UTCDateTime, ValueJSON, utcnow
 from studio.finetuning import TrainSettings
 from studio.gate import GateConfig
 from studio.names import ImageRef, Name, Version
+from studio.scoring import Example, ScorerSpec
 from studio.specs import Recommendation
 from studio.tokens import LengthStats, Segment
 from studio.values import (
@@ -418,6 +419,70 @@ class FineTunePublic(FineTuneBase, Owned, FineTuneObserved):
     result_version: int | None = None  # the version it registered
     cancelling: bool = False
     created_at: datetime
+
+
+# ---------------------------------------------------------------------------------------------------- evaluations
+
+
+class EvaluationBase(Shared):
+    """An evaluation of a model version, served by ``deployment``, on a dataset version's split."""
+
+    split: str = "eval"  # a split of the dataset version, or "held_out": the rows a fine-tune held out of train
+    deployment: str = Field(min_length=1)  # the candidate's deployment, asked through the gateway
+    judge: str | None = None  # with ``against``: the judge's deployment for pairwise judgement
+    against: str | None = None  # the production version's deployment the candidate is compared with
+    limit: int | None = Field(default=None, ge=1)  # the first N rows only
+
+
+class EvaluationObserved(SQLModel):
+    """How a run goes and what it found: written by the controller from the run's progress and result."""
+
+    status: JobStatus = _enum(JobStatus.QUEUED)
+    message: str = ""
+    done: int = 0
+    total: int = 0
+    summary: dict[str, Any] = _json(dict)  # scorer → ``studio.scoring.ScorerSummary``
+    errors: int = 0  # examples the candidate did not answer
+    timings: dict[str, float] = _json(dict)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class Evaluation(EvaluationBase, Owned, EvaluationObserved, table=True):
+    """One evaluation run. Its examples are a JSON column read only when one evaluation is shown (lists leave it
+    out: ``services.evaluations``), so the database stays the one thing every part reads results from."""
+
+    __tablename__ = "evaluations"
+    id: int | None = Field(default=None, primary_key=True)
+    model_version_id: int = Field(foreign_key="model_versions.id", ondelete="CASCADE", index=True)
+    dataset_version_id: int = Field(foreign_key="dataset_versions.id", ondelete="CASCADE", index=True)
+    scorers: list[dict[str, Any]] = _json(list)  # ``studio.scoring.ScorerSpec``s
+    examples: list[dict[str, Any]] = _json(list)  # ``studio.scoring.Example``s
+    key_name: str = ""  # the gateway key the run asks with, revoked when it ends
+    created_at: datetime = _ts()
+
+
+class EvaluationCreate(EvaluationBase):
+    """Evaluate a model version (served by ``deployment``) on a dataset version's split with ``scorers``."""
+
+    model_config = CREATE
+
+    model: str = Field(min_length=1)
+    model_version: int | None = Field(default=None, ge=1)  # None: the newest
+    dataset: str = Field(min_length=1)
+    dataset_version: int | None = Field(default=None, ge=1)  # None: the newest
+    scorers: list[ScorerSpec] = Field(min_length=1)
+
+
+class EvaluationPublic(EvaluationBase, Owned, EvaluationObserved):
+    id: int
+    model: str
+    model_version: int
+    dataset: str
+    dataset_version: int
+    scorers: list[ScorerSpec]
+    created_at: datetime
+    examples: list[Example] = []  # only when one evaluation is asked for
 
 
 # ---------------------------------------------------------------------------------------------------- images

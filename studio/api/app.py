@@ -22,6 +22,7 @@ from studio.api import (
     clusters,
     datasets,
     deployments,
+    evaluations,
     events,
     finetunes,
     images,
@@ -55,6 +56,7 @@ ROUTERS = (
     datasets.router,
     finetunes.router,
     aliases.router,
+    evaluations.router,
 )
 
 

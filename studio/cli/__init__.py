@@ -10,6 +10,7 @@ from studio.cli import (  # noqa: F401  (each registers its commands on `cli`)
     catalog,
     datasets,
     deploy,
+    evaluations,
     finetunes,
     logs,
     people,

@@ -39,6 +39,7 @@ from studio.models import (
     DatasetPublic,
     DeploymentCreate,
     DeploymentPublic,
+    EvaluationPublic,
     EventPublic,
     FineTuneCreate,
     FineTunePreview,
@@ -62,6 +63,7 @@ from studio.services import (
     clusters,
     datasets,
     deployments,
+    evaluations,
     events,
     finetunes,
     images,
@@ -278,6 +280,13 @@ class Studio:
         return finetunes.create_finetune(
             db=self.db, actor=self.actor, data=data, queued=bool(self.settings.kueue_queue)
         )
+
+    def evaluations_of(self, model: str, version: int) -> list[EvaluationPublic]:
+        """A model version's evaluations, newest first, without their examples."""
+        return evaluations.list_evaluations(db=self.db, actor=self.actor, model=model, version=version)
+
+    def evaluation(self, evaluation_id: int) -> EvaluationPublic:
+        return evaluations.get_evaluation(db=self.db, actor=self.actor, evaluation_id=evaluation_id)
 
     def finetunes(self) -> list[FineTunePublic]:
         return finetunes.list_finetunes(db=self.db, actor=self.actor)

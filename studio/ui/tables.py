@@ -21,6 +21,7 @@ from studio.models import (
     ClusterPublic,
     DatasetPublic,
     DeploymentPublic,
+    EvaluationPublic,
     EventPublic,
     FineTunePublic,
     ImagePublic,
@@ -463,3 +464,35 @@ def lineage_lines(lineage: Mapping[str, Any]) -> list[str]:
     if any(scores):
         said.append("**Metrics:** " + " · ".join(s for s in scores if s))
     return said
+
+
+def evaluation_rows(found: Iterable[EvaluationPublic]) -> list[dict[str, Any]]:
+    """A version's evaluations: one row each, a column per scorer (its mean), newest first."""
+    rows = []
+    for e in found:
+        row: dict[str, Any] = {
+            "id": e.id,
+            "status": e.status.value,
+            "dataset": f"{e.dataset} v{e.dataset_version} ({e.split})",
+            "deployment": e.deployment,
+        }
+        row |= {name: round(float(s["mean"]), 4) for name, s in e.summary.items()}
+        row["examples"] = e.total
+        row["errors"] = e.errors
+        row["finished"] = e.finished_at.strftime("%Y-%m-%d %H:%M") if e.finished_at else ""
+        rows.append(row)
+    return rows
+
+
+def example_rows(evaluation: EvaluationPublic) -> list[dict[str, Any]]:
+    """An evaluation's examples: the question (the last prompt turn), the reference, the answer and each score."""
+    return [
+        {
+            "#": ex.index,
+            "prompt": ex.prompt[-1]["content"] if ex.prompt else "",
+            "reference": ex.reference,
+            "prediction": ex.prediction if ex.prediction is not None else f"(error: {ex.error})",
+        }
+        | {name: score.score for name, score in ex.scores.items()}
+        for ex in evaluation.examples
+    ]

@@ -193,8 +193,7 @@ def test_tpot_and_itl_histograms_fill_after_a_stream(
     assert 1 <= float(itl.rsplit(" ", 1)[1]) <= len(WORDS) - 1  # one gap per chunk after the first
     assert (
         'cove_gateway_request_duration_seconds_bucket{deployment="gpu",endpoint="chat.completions",le="0.00625",'
-        'model_version="1"}'
-        in (metrics)
+        'model_version="1"}' in (metrics)
     )
 
 

@@ -24,6 +24,7 @@ PURE = {
     "studio.memplan",
     "studio.benchmark",
     "studio.gate",
+    "studio.scoring",
     "studio.runtimes",
     "studio.pods",
     "studio.profiles",
@@ -34,7 +35,7 @@ PURE = {
     "studio.gateway.routes",
 }
 # What a pure module may import besides other pure modules.
-PURE_MAY_USE = {"pydantic", "orjson"}
+PURE_MAY_USE = {"pydantic", "orjson", "jsonschema"}  # jsonschema: the evaluation scorer that checks answers
 # What the client (`cove`, installed where no control plane runs) may import of studio: the pure modules and the
 # API's typed shapes.
 CLIENT_MAY_USE = PURE | {"studio", "studio.models", "studio.specs"}  # specs: the documents `cove apply` reads

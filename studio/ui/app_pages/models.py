@@ -74,6 +74,22 @@ if version is not None:
             if st.button(f"See the job {version.lineage['job']}", icon=":material/model_training:", key="lineage-job"):
                 st.session_state["finetune"], st.session_state["finetune_view_next"] = version.lineage["job"], "Jobs"
                 st.switch_page("app_pages/finetune.py")
+    evaluated = studio.evaluations_of(chosen.name, version.version)
+    with st.expander(f"Evaluations ({len(evaluated)})", expanded=bool(evaluated)):
+        if not evaluated:
+            st.caption(
+                f"None yet: `cove eval run {chosen.name}:{version.version} --dataset D --deployment DEP "
+                "--scorer exact_match`"
+            )
+        else:
+            st.dataframe(tables.evaluation_rows(evaluated), hide_index=True, width="stretch")
+            picked = st.selectbox(
+                "Examples of", [e.id for e in evaluated], key="evaluation", format_func=lambda i: f"evaluation {i}"
+            )
+            shown = studio.evaluation(picked)
+            if shown.message and shown.status.finished and not shown.summary:
+                st.error(shown.message)
+            st.dataframe(tables.example_rows(shown), hide_index=True, width="stretch")
     files = studio.model_files(version)
     card, config = st.tabs(["Model card", "Config"])
     card.markdown(files.card or "_This version has no model card (README.md)._")
