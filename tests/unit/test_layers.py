@@ -22,6 +22,8 @@ PURE = {
     "studio.errors",
     "studio.pools",
     "studio.memplan",
+    "studio.sizing",
+    "studio.kvlog",
     "studio.runtimes",
     "studio.pods",
     "studio.profiles",
