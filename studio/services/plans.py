@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from studio import memplan, sizing
 from studio.db import Database
 from studio.errors import InvalidSpec, SourceUnavailable
 from studio.kvlog import KvFigures
-from studio.models import ModelVersion
-from studio.services.events import NewEvent
+from studio.models import Deployment, ModelVersion
+from studio.services.events import NewEvent, add_events
 from studio.services.models import find_version
 from studio.values import PoolBase, Resources, RuntimeKind
 
@@ -112,3 +112,19 @@ def plan_version(
     with db.session() as session:
         folder = _planned_folder(session, find_version(session, model=model, version=version))
     return memplan.plan(memplan.shape_of(config_of(folder), parameters=parameters), hardware)
+
+
+def record_kv_observed(*, db: Database, name: str, figures: KvFigures) -> None:
+    """Keep what deployment ``name``'s runtime reported of its KV cache, beside the plan's prediction, with an event
+    (the controller calls it once a replica is ready). Nothing when the deployment is gone."""
+    with db.session() as session:
+        row = session.exec(select(Deployment).where(Deployment.name == name)).first()
+        if row is None or row.kv_observed == figures:
+            return
+        row.kv_observed = figures
+        session.add(row)
+        said = f"the runtime reports {figures.describe()}"
+        if row.kv_planned is not None:
+            said += f" (planned: {row.kv_planned.describe()})"
+        add_events(session, kind="deployment", name=name, events=[NewEvent("Measured", said)])
+        session.commit()

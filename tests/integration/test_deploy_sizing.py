@@ -8,13 +8,17 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from studio.cli import cli
 from studio.db import Database
 from studio.errors import InvalidSpec
+from studio.kvlog import KvFigures
 from studio.models import DeploymentCreate, ModelCreate, PoolSpec
-from studio.services import deployments, events, models, pools
+from studio.services import deployments, events, models, plans, pools
+from studio.settings import Settings
 from studio.values import Resources, Sharing
-from tests.integration.conftest import write_stub_model
+from tests.integration.conftest import cove_env, write_stub_model
 from tests.people import ADMIN
 from tests.unit.test_memplan import LLAMA3_8B
 
@@ -112,3 +116,20 @@ def test_cpu_runtimes_and_cpu_replicas_are_not_planned(db: Database, llama: Path
     cpu = _deploy(db, "cpu", pool="t4", resources=Resources(cpu=2, memory_mib=8192), image="transformers")
     assert cpu.planned_args == []
     assert not [e for e in events.list_events(db=db, kind="deployment", name="cpu") if e.reason == "Planned"]
+
+
+def test_cove_deploy_get_shows_the_plan_beside_what_the_runtime_reported(
+    db: Database, llama: Path, settings: Settings
+) -> None:
+    _deploy(db, "chat", pool="t4", resources=Resources(cpu=2, memory_mib=8192, gpus=2))
+    env = {k: v for k, v in cove_env(settings).items() if k.startswith(("COVE_", "HF_"))}
+    before = CliRunner().invoke(cli, ["deploy", "get", "chat"], env=env)
+    assert before.exit_code == 0, before.output
+    assert "memory plan adds  --max-model-len 8192" in before.output
+    assert "runtime: not reported yet" in before.output
+
+    plans.record_kv_observed(db=db, name="chat", figures=KvFigures(kv_cache_tokens=41_000, max_concurrency=5.0,
+                                                                   context=8192))  # fmt: skip
+    after = CliRunner().invoke(cli, ["deploy", "get", "chat"], env=env)
+    assert "runtime: 41,000 KV tokens, 5 requests of 8,192 tokens" in after.output
+    assert "Measured" in after.output
