@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from studio.pools import Claim, admit  # noqa: E402
-from studio.values import PoolBase, Resources, Sharing  # noqa: E402
+from studio.pools import Claim, admit
+from studio.values import PoolBase, Resources, Sharing
 
 GPU_MIB = 81920
 SLICE_MIB = 1024
@@ -97,11 +97,7 @@ def trace(seed: int, *, gpus: int, arrivals: int, load: float) -> list[tuple[flo
     now, out = 0.0, []
     for _ in range(arrivals):
         now += rng.expovariate(rate)
-        pick = rng.random()
-        for share, res in MIX:
-            pick -= share
-            if pick <= 0:
-                break
+        res = rng.choices([r for _, r in MIX], weights=[share for share, _ in MIX])[0]
         out.append((now, rng.expovariate(1 / lifetime), res))
     return out
 
@@ -116,7 +112,9 @@ def fluid_fits(held: list[Resources], res: Resources, gpus: int) -> bool:
     return used + memory_of(res) <= gpus * GPU_MIB
 
 
-def replay(requests: list[tuple[float, float, Resources]], *, gpus: int, fluid: bool, best_fit: bool) -> Run:
+def replay(
+    requests: list[tuple[float, float, Resources]], *, gpus: int, fluid: bool, best_fit: bool, repack: bool = False
+) -> Run:
     pool = PoolBase(name="hami", sharing=Sharing.HAMI, gpu_count=gpus, gpu_memory_mib=GPU_MIB, slice_mib=SLICE_MIB,
                     cpu_cores=10_000, memory_mib=10_000_000)  # fmt: skip
     run, held, leaving = Run(), {}, []  # held: request index → resources, in arrival order
@@ -137,7 +135,7 @@ def replay(requests: list[tuple[float, float, Resources]], *, gpus: int, fluid: 
         else:
             claims = [Claim(f"r{i}", r) for i, r in held.items()]
             fits = admit(pool, claims, Claim(f"r{index}", res)).fits
-        if fits and not fluid and not devices.place(index, res):
+        if fits and not fluid and not repack and not devices.place(index, res):
             run.stranded += 1  # the request is dropped, as a pod that never schedules would be given up on
             fits = False
         if fits:
@@ -155,6 +153,7 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--arrivals", type=int, default=4000)
     parser.add_argument("--load", type=float, default=1.3, help="offered memory ÷ the pool's")
+    parser.add_argument("--repack", action="store_true", help="as admit sees it: slices move (no stranding)")
     parser.add_argument(
         "--best-fit", action="store_true", help="the device plugin puts a slice on the fullest GPU that takes it"
     )
@@ -166,7 +165,7 @@ def main() -> None:
     for seed in args.seeds:
         requests = trace(seed, gpus=args.gpus, arrivals=args.arrivals, load=args.load)
         span = requests[-1][0] * args.gpus * GPU_MIB
-        cove = replay(requests, gpus=args.gpus, fluid=False, best_fit=args.best_fit)
+        cove = replay(requests, gpus=args.gpus, fluid=False, best_fit=args.best_fit, repack=args.repack)
         bound = replay(requests, gpus=args.gpus, fluid=True, best_fit=args.best_fit)
         ratio = cove.allocated_time / bound.allocated_time
         ratios.append(ratio)
