@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from studio.memplan import PLANNED_RUNTIMES, Hardware, Plan, Shape, plan
+from studio.memplan import PLANNED_RUNTIMES, UNKNOWN_MAX_CONTEXT, Hardware, Plan, Shape, plan
 from studio.runtimes import GPU_MEMORY_FRACTION
 from studio.values import PoolBase, Resources, RuntimeKind, Sharing
 
@@ -36,7 +36,8 @@ def planned(runtime: RuntimeKind | str, resources: Resources) -> bool:
 
 
 def default_context(shape: Shape) -> int:
-    return min(shape.max_context or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
+    """The model's maximum context (vLLM's 2048 when config.json names none), at most ``DEFAULT_CONTEXT_CAP``."""
+    return min(shape.max_context or UNKNOWN_MAX_CONTEXT, DEFAULT_CONTEXT_CAP)
 
 
 def hardware_for(

@@ -103,6 +103,17 @@ def size_deployment(
     return Sizing(added, predicted, [event])
 
 
+def shape_of(*, db: Database, model: str, version: int | None) -> tuple[memplan.Shape | None, str]:
+    """``model`` at ``version`` as the plan sees it, or None and why it cannot be planned (for forms that plan as
+    the user chooses). NotFound for an unknown model or version."""
+    with db.session() as session:
+        row = find_version(session, model=model, version=version)
+        try:
+            return shape_of_version(session, row), ""
+        except (SourceUnavailable, InvalidSpec) as exc:
+            return None, str(exc)
+
+
 def plan_version(
     *, db: Database, model: str, version: int | None, hardware: memplan.Hardware, parameters: int | None = None
 ) -> memplan.Plan:
