@@ -9,13 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 from streamlit.testing.v1 import AppTest
 
 from studio.db import Database
 from studio.errors import Forbidden
+from studio.kvlog import KvFigures
 from studio.logs import LogReader
-from studio.models import ImageCreate, ModelCreate, Pool
-from studio.services import clusters, deployments, images, keys, models, usage
+from studio.models import Deployment, ImageCreate, ModelCreate, Pool
+from studio.services import clusters, deployments, images, keys, models, plans, usage
 from studio.settings import Settings
 from studio.ui import facade
 from studio.values import BuildStatus, Resources, Sharing
@@ -535,3 +537,23 @@ def test_the_deploy_form_plans_gpu_memory_and_blocks_what_cannot_hold_one_reques
     at.selectbox(key="gpus").set_value(1).run()  # a shorter context does not help: the weights alone fill one T4
     assert at.selectbox(key="gpus").options[0] == "1 — cannot hold one request of 4,096 tokens"
     assert "It needs 2 GPUs of 16 GiB at 4k context." in texts(at.caption)
+
+
+def test_the_deployments_page_shows_the_planned_kv_cache_beside_the_runtime_s(
+    ui: AppTest, db: Database, stub_model: str
+) -> None:
+    deploy(db, "chat", stub_model)
+    with db.session() as session:  # as admission and the controller leave a planned GPU deployment
+        row = session.exec(select(Deployment).where(Deployment.name == "chat")).one()
+        row.kv_planned = KvFigures(kv_cache_tokens=42_112, max_concurrency=5, context=8192)
+        session.add(row)
+        session.commit()
+    at = page(ui, "deployments")
+    assert "KV cache · planned: 42,112 KV tokens, 5 requests of 8,192 tokens · runtime: not reported yet" in texts(
+        at.caption
+    )
+
+    plans.record_kv_observed(db=db, name="chat", figures=KvFigures(kv_cache_tokens=41_000, max_concurrency=5.0,
+                                                                   context=8192))  # fmt: skip
+    at.run()
+    assert "runtime: 41,000 KV tokens, 5 requests of 8,192 tokens" in texts(at.caption)
