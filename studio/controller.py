@@ -21,6 +21,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 
+from studio import kvlog
 from studio.backends.base import Backend, BuildSpec, WorkloadStatus
 from studio.backends.clusters import Clusters, connect_cluster
 from studio.db import Database
@@ -29,7 +30,7 @@ from studio.evaluation_runs import EvaluationRunner
 from studio.jobs import JobRunner
 from studio.models import Observed
 from studio.sealing import studio_key
-from studio.services import clusters, deployments, images, pools
+from studio.services import clusters, deployments, images, plans, pools
 from studio.services.deployments import Desired
 from studio.services.events import NewEvent, prune_events, record_events
 from studio.settings import Settings
@@ -38,6 +39,8 @@ from studio.values import DEFAULT_CLUSTER, BuildStatus, Status
 log = logging.getLogger(__name__)
 
 SCALE_DOWN_WINDOW_S = 30.0
+# Log lines read for a ready replica's KV figures: a runtime logs them before it listens, a few hundred lines in.
+FIGURES_LOG_LINES = 2000
 
 
 def image_gate(desired: Desired) -> WorkloadStatus | None:
@@ -131,6 +134,7 @@ class Controller:
         self._capacity_read_at = -math.inf
         self._tasks_swept_at = -math.inf
         self._refused_scale: dict[str, int] = {}  # deployment → the HPA's count the pool refused, said once
+        self._measured: set[tuple[str, int]] = set()  # (deployment, generation) whose log was read for KV figures
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -248,10 +252,21 @@ class Controller:
             )
         if events:  # a replica in a crash loop adds an event per restart: keep the newest few hundred
             prune_events(db=self.db, kind=deployments.KIND, name=desired.name)
+        if observed.status == Status.READY and (desired.name, desired.generation) not in self._measured:
+            self._measure(backend, desired)
         if spec.autoscale and backend.autoscales:
             self._record_scale(desired, workload.scaled_to)
         elif spec.autoscale and self.load is not None:
             self._autoscale(desired)
+
+    def _measure(self, backend: Backend, desired: Desired) -> None:
+        """Once per generation, when it turns ready: what its runtime logged of its KV cache (``studio.kvlog``),
+        kept on the deployment beside the plan's prediction. A log that says nothing (not vLLM or SGLang) is not
+        read again until the deployment changes."""
+        self._measured.add((desired.name, desired.generation))
+        figures = kvlog.read_figures(backend.logs(desired.name, tail=FIGURES_LOG_LINES))
+        if figures is not None:
+            plans.record_kv_observed(db=self.db, name=desired.name, figures=figures)
 
     def _events(self, desired: Desired, observed: Observed, workload: WorkloadStatus) -> list[NewEvent]:
         events = []
@@ -332,6 +347,7 @@ class Controller:
     def _forget(self, name: str) -> None:
         self._recommendations.pop(name, None)
         self._refused_scale.pop(name, None)
+        self._measured = {m for m in self._measured if m[0] != name}
         for key in [k for k in self._restarts if k[0] == name]:
             del self._restarts[key]
 

@@ -23,6 +23,7 @@ from sqlmodel.main import SQLModelConfig
 from studio.db import EnumText, UTCDateTime, ValueJSON, utcnow
 from studio.finetuning import TrainSettings
 from studio.gate import GateConfig
+from studio.kvlog import KvFigures
 from studio.names import ImageRef, Name, Version
 from studio.scoring import Example, ScorerSpec
 from studio.specs import Recommendation
@@ -650,7 +651,17 @@ class Observed(SQLModel):
     upstream_model: str = ""  # the model name the runtime expects in requests
 
 
-class Deployment(DeploymentBase, Owned, Observed, table=True):
+class Sized(SQLModel):
+    """What a deployment's memory plan added (``services.plans.size_deployment``) and what its runtime reported:
+    the plan's flags its runtime args left out (run after them), the KV figures the plan predicted, and those the
+    runtime logged once a replica was ready (``studio.kvlog``; written by the controller)."""
+
+    planned_args: list[str] = _json(list)
+    kv_planned: KvFigures | None = Field(default=None, sa_type=ValueJSON(KvFigures))
+    kv_observed: KvFigures | None = Field(default=None, sa_type=ValueJSON(KvFigures))
+
+
+class Deployment(DeploymentBase, Owned, Observed, Sized, table=True):
     __tablename__ = "deployments"
     id: int | None = Field(default=None, primary_key=True)
     model_version_id: int = Field(foreign_key="model_versions.id", ondelete="RESTRICT", index=True)
@@ -681,7 +692,7 @@ class DeploymentCreate(DeploymentBase):
     replicas: int = Field(default=1, ge=0, le=64)
 
 
-class DeploymentPublic(DeploymentBase, Owned, Observed):
+class DeploymentPublic(DeploymentBase, Owned, Observed, Sized):
     generation: int = 1  # bumped on every change of desired state: the API's ETag
     model: str
     model_version: int

@@ -216,6 +216,12 @@ def deploy_get(ctx: click.Context, name: str, as_json: bool) -> None:
         if dep.autoscale:
             a = dep.autoscale
             click.echo(f"  autoscale {a.min_replicas}–{a.max_replicas} at {a.target_inflight:g} in flight each")
+        if dep.planned_args:
+            click.echo(f"  memory plan adds  {' '.join(dep.planned_args)}")
+        if dep.kv_planned or dep.kv_observed:
+            planned = dep.kv_planned.describe() if dep.kv_planned else "not planned"
+            click.echo(f"  KV cache  planned: {planned}")
+            click.echo(f"            runtime: {dep.kv_observed.describe() if dep.kv_observed else 'not reported yet'}")
         if dep.message:
             click.echo("  " + dep.message.replace("\n", "\n  "))
         click.echo("events (newest first):")

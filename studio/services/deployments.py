@@ -30,7 +30,7 @@ from studio.models import (
 )
 from studio.pools import Admission, Claim, admit
 from studio.runtimes import reserved_flags_in
-from studio.services import owned
+from studio.services import owned, plans
 from studio.services.events import NewEvent, add_events
 from studio.services.images import find_image
 from studio.services.models import alias_version, find_version
@@ -151,6 +151,11 @@ def create_deployment(*, db: Database, actor: Principal, data: DeploymentCreate)
                 "serve adapters",
                 hint="deploy it with the vllm image (on a GPU pool), or fine-tune with serving: merged for any runtime",
             )
+        # sized before the pool's lock is taken: it reads the model's config.json
+        sized = plans.size_deployment(
+            session, version=version, runtime=image.runtime, pool=pool, resources=data.resources,
+            args=data.runtime_args,
+        )  # fmt: skip
         _admit(session, pool, name=data.name, resources=data.resources, replicas=replicas)
         assert version.id is not None and image.id is not None and pool.id is not None  # noqa: PT018
         described = {k: v for k, v in data if k in DeploymentBase.model_fields}
@@ -160,6 +165,8 @@ def create_deployment(*, db: Database, actor: Principal, data: DeploymentCreate)
             model_version_id=version.id,
             image_id=image.id,
             pool_id=pool.id,
+            planned_args=sized.flags,
+            kv_planned=sized.predicted,
         )
         session.add(row)
         add_events(
@@ -174,7 +181,8 @@ def create_deployment(*, db: Database, actor: Principal, data: DeploymentCreate)
                     f"on {image.name}:{image.version} in pool {pool.name} "
                     f"(cluster {pool.cluster}), "
                     f"{replicas} replica{'s' if replicas != 1 else ''}",
-                )
+                ),
+                *sized.events,
             ],
         )
         try:
@@ -427,7 +435,7 @@ def desired_state(*, db: Database) -> list[Desired]:
                     image=f"{image.ref}:{image.version}",
                     health_path=image.health_path,
                     local_command=tuple(image.local_command) if image.local_command else None,
-                    args=tuple(d.runtime_args),
+                    args=(*d.runtime_args, *d.planned_args),  # the user's flags, then the plan's they left out
                     resources=d.resources,
                     replicas=d.replicas,
                     pool=pool.name,

@@ -25,6 +25,7 @@ from studio.errors import InvalidSpec, Unauthorized
 from studio.gate import Results, Verdict
 from studio.hub_client import HubClient, Server
 from studio.logs import LogReader
+from studio.memplan import Shape
 from studio.models import (
     AliasMovePublic,
     ApiKeyCreate,
@@ -70,6 +71,7 @@ from studio.services import (
     keys,
     models,
     notebooks,
+    plans,
     pools,
     usage,
     users,
@@ -350,6 +352,10 @@ class Studio:
         return local_availability(spec, gpus_on_machine=len(machine.gpus()))
 
     # ----------------------------------------------------------------------------------------------- deploy
+
+    def model_shape(self, model: str, version: int) -> tuple[Shape | None, str]:
+        """The memory plan's view of a catalog version, or None and why it cannot be planned."""
+        return plans.shape_of(db=self.db, model=model, version=version)
 
     def fit(self, *, pool: str, resources: Resources, replicas: int, name: str | None = None) -> Admission:
         return deployments.preview_admission(db=self.db, pool=pool, resources=resources, replicas=replicas, name=name)

@@ -8,6 +8,7 @@ import pytest
 from studio.backends.local import LocalBackend
 from studio.controller import Controller
 from studio.db import Database
+from studio.kvlog import KvFigures
 from studio.services import deployments, events
 from studio.settings import Settings
 from tests.conftest import make_settings
@@ -114,3 +115,19 @@ def test_a_new_backend_adopts_running_replicas_instead_of_starting_more(
     assert runtime_pids(settings.home) not in (set(), {pid})
     third.close(stop_workloads=True)
     assert runtime_pids(settings.home) == set()
+
+
+@pytest.mark.runtime
+def test_a_ready_replica_s_kv_figures_are_read_from_its_log_once(
+    db: Database, settings: Settings, stub_model: str, controller: Controller
+) -> None:
+    deploy(db, "kv", stub_model, add_fake_image(db, "kv_logging_runtime.py"))
+    dep = wait_until(
+        lambda: (d := deployments.get_deployment(actor=ADMIN, db=db, name="kv")).kv_observed and d,
+        timeout=30,
+        what="the runtime's KV figures",
+    )
+    assert dep.status == "Ready"
+    assert dep.kv_observed == KvFigures(kv_cache_tokens=2_042_016, max_concurrency=997.08, context=2048)
+    measured = [e for e in events.list_events(db=db, kind="deployment", name="kv") if e.reason == "Measured"]
+    assert [e.message for e in measured] == ["the runtime reports 2,042,016 KV tokens, 997.08 requests of 2,048 tokens"]

@@ -9,18 +9,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 from streamlit.testing.v1 import AppTest
 
 from studio.db import Database
 from studio.errors import Forbidden
+from studio.kvlog import KvFigures
 from studio.logs import LogReader
-from studio.models import ImageCreate, Pool
-from studio.services import clusters, deployments, images, keys, models, usage
+from studio.models import Deployment, ImageCreate, ModelCreate, Pool
+from studio.services import clusters, deployments, images, keys, models, plans, usage
 from studio.settings import Settings
 from studio.ui import facade
 from studio.values import BuildStatus, Resources, Sharing
 from tests.integration.conftest import cove_env, deploy, write_stub_model
 from tests.people import ADMIN, member
+from tests.unit.test_memplan import LLAMA3_8B
 
 APP = Path(__file__).resolve().parents[2] / "studio" / "ui" / "app.py"
 
@@ -496,3 +499,61 @@ def test_a_member_starts_and_stops_only_their_own_notebook_server(settings: Sett
         studio.start_notebook("bo", "lab-cpu-1")
     with pytest.raises(Forbidden, match="only an admin may stop another person's notebook server"):
         studio.stop_notebook("bo")
+
+
+def test_the_deploy_form_plans_gpu_memory_and_blocks_what_cannot_hold_one_request(
+    ui: AppTest, db: Database, tmp_path: Path
+) -> None:
+    folder = write_stub_model(tmp_path / "llama")
+    (folder / "config.json").write_text(json.dumps(LLAMA3_8B | {"architectures": ["LlamaForCausalLM"]}))
+    models.add_model(actor=ADMIN, db=db, data=ModelCreate(name="llama", source=str(folder)), cache_dir=tmp_path / "c")
+    with db.session() as session:
+        session.add(Pool(name="t4", sharing=Sharing.HAMI.value, gpu_count=4, gpu_memory_mib=16384, slice_mib=1024,
+                         cpu_cores=32, memory_mib=256_000))  # fmt: skip
+        session.commit()
+    at = page(ui, "deploy")
+    at.selectbox(key="model").set_value("llama").run()
+    at.selectbox(key="pool").set_value("t4").run()
+    at.selectbox(key="image").set_value("vllm").run()  # (vLLM is not installed here: that blocks too, and says so)
+
+    gpus = at.selectbox(key="gpus")  # Llama-3-8B's 15 GiB of weights do not leave room for 8k tokens on one T4
+    assert gpus.options[:2] == ["1 — cannot hold one request of 8,192 tokens", "2"]
+    assert "The model does not fit: the weights take 15,317 MiB per GPU" in texts(at.warning)
+    assert at.button(key="deploy").disabled
+    assert "It needs 2 GPUs of 16 GiB at 8k context." in texts(at.caption)
+
+    gpus.set_value(2).run()
+    assert "does not fit" not in texts(at.warning)
+    assert "Runtime flags: --max-model-len 8192 --max-num-seqs 10 --gpu-memory-utilization 0.9" in texts(at.caption)
+    labels = ["Weights per GPU", "KV cache per GPU", "KV tokens", "Requests of 8,192 tokens"]
+    assert [m.label for m in at.metric] == labels
+
+    at.number_input(key="conc").set_value(500).run()  # more than fits: said, not blocked (one request fits)
+    assert "Target concurrency out of reach: 500 requests of 8192 tokens" in texts(at.caption)
+    assert "does not fit" not in texts(at.warning)
+
+    at.number_input(key="context-llama-1").set_value(4096).run()
+    at.number_input(key="conc").set_value(0).run()
+    at.selectbox(key="gpus").set_value(1).run()  # a shorter context does not help: the weights alone fill one T4
+    assert at.selectbox(key="gpus").options[0] == "1 — cannot hold one request of 4,096 tokens"
+    assert "It needs 2 GPUs of 16 GiB at 4k context." in texts(at.caption)
+
+
+def test_the_deployments_page_shows_the_planned_kv_cache_beside_the_runtime_s(
+    ui: AppTest, db: Database, stub_model: str
+) -> None:
+    deploy(db, "chat", stub_model)
+    with db.session() as session:  # as admission and the controller leave a planned GPU deployment
+        row = session.exec(select(Deployment).where(Deployment.name == "chat")).one()
+        row.kv_planned = KvFigures(kv_cache_tokens=42_112, max_concurrency=5, context=8192)
+        session.add(row)
+        session.commit()
+    at = page(ui, "deployments")
+    assert "KV cache · planned: 42,112 KV tokens, 5 requests of 8,192 tokens · runtime: not reported yet" in texts(
+        at.caption
+    )
+
+    plans.record_kv_observed(db=db, name="chat", figures=KvFigures(kv_cache_tokens=41_000, max_concurrency=5.0,
+                                                                   context=8192))  # fmt: skip
+    at.run()
+    assert "runtime: 41,000 KV tokens, 5 requests of 8,192 tokens" in texts(at.caption)

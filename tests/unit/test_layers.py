@@ -25,6 +25,8 @@ PURE = {
     "studio.benchmark",
     "studio.gate",
     "studio.scoring",
+    "studio.sizing",
+    "studio.kvlog",
     "studio.runtimes",
     "studio.pods",
     "studio.profiles",

@@ -45,6 +45,10 @@ def live(name: str) -> None:
     )
     if dep.message:
         (st.error if dep.status == Status.FAILED else st.info)(dep.message)
+    if dep.kv_planned or dep.kv_observed:  # the memory plan's prediction beside what the runtime reported
+        planned = dep.kv_planned.describe() if dep.kv_planned else "not planned"
+        reported = dep.kv_observed.describe() if dep.kv_observed else "not reported yet"
+        st.caption(f"KV cache · planned: {planned} · runtime: {reported}")
     base = studio.settings.gateway_url
     st.markdown(f'Endpoint: `{base}/v1` with `model="{dep.name}"` and an API key.')
 
