@@ -26,6 +26,7 @@ from studio.values import JobStatus, Resources
 from studio.webhooks import Notifier
 from tests.fakes.backends import InstantBackend
 from tests.integration.conftest import wait_until, write_stub_model
+from tests.integration.test_cli import run
 from tests.integration.test_evaluations import ready  # noqa: F401  (the fixture)
 from tests.people import ADMIN
 
@@ -121,6 +122,23 @@ def test_a_gate_that_asks_starts_the_missing_evaluations_and_says_so(two: Databa
         aliases.promote(db=db, actor=ADMIN, model="stub", version=1)
     assert f"evaluation {started.id} is queued: promote when it ends" in refused.value.message
     assert len(evaluations.list_evaluations(db=db, actor=ADMIN, model="stub")) == 1
+
+
+def test_cove_model_gate_set_names_the_evaluation_set_and_the_schedule(two: Database, settings: Settings) -> None:
+    said = run(
+        settings, "model", "gate", "set", "stub", "--min", "exact_match=0.8", "--eval-set", "facts:1",
+        "--scorer", "exact_match", "--every-h", "12", "--webhook", "http://hooks.example/cove",
+    )  # fmt: skip
+    assert said.exit_code == 0, said.output
+    assert (
+        "gate of stub: exact_match ≥ 0.8; scored on facts v1 (eval) with exact_match; "
+        "production re-evaluated every 12 h"
+    ) in said.output
+    gate = models.get_model(db=two, name="stub").gate
+    assert (gate.evaluation, gate.every_h, gate.webhook) == (EVALSET, 12.0, "http://hooks.example/cove")
+    refused = run(settings, "model", "gate", "set", "stub", "--every-h", "12")
+    assert refused.exit_code == 1
+    assert "need an evaluation set" in refused.output
 
 
 # ------------------------------------------------------------------------------------------- re-evaluation
@@ -252,6 +270,9 @@ def test_a_failing_re_evaluation_marks_the_model_and_calls_the_webhook(
             "link": f"{settings.ui_url}/models",
         }
         assert model_events(two, "WebhookSent") == [f"POST {receiver.url}: 200 after 1 try"]
+        shown = run(settings, "model", "get", "stub")
+        assert f"GATE FAILING since {clock.now:%Y-%m-%d %H:%M}: production v1, evaluation {failing}" in shown.output
+        assert f"FAIL  min:exact_match: 0.5 < 0.8 — evaluation {failing}, 10 examples" in shown.output
 
         clock.now += timedelta(hours=2)  # the next re-evaluation passes: the mark goes
         controller.reconcile()
