@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from studio.controller import Controller
 from studio.db import Database, utcnow
@@ -20,7 +21,7 @@ from studio.errors import GateRefused, InvalidSpec
 from studio.gate import EvalSet, GateConfig, Results
 from studio.models import DeploymentCreate, EvaluationCreate, ModelCreate
 from studio.scoring import EvalResult, Example, Score, ScorerSpec, aggregate
-from studio.services import aliases, deployments, evaluations, events, models
+from studio.services import aliases, deployments, evaluations, events, models, reevaluations
 from studio.settings import Settings
 from studio.values import JobStatus, Resources
 from studio.webhooks import Notifier
@@ -28,6 +29,8 @@ from tests.fakes.backends import InstantBackend
 from tests.integration.conftest import wait_until, write_stub_model
 from tests.integration.test_cli import run
 from tests.integration.test_evaluations import ready  # noqa: F401  (the fixture)
+from tests.integration.test_studio_aliases_ui import ui  # noqa: F401  (the fixture)
+from tests.integration.test_studio_ui import page, table, texts
 from tests.people import ADMIN
 
 EVALSET = EvalSet(dataset="facts", dataset_version=1, scorers=(ScorerSpec(kind="exact_match"),))
@@ -323,3 +326,30 @@ def scored_as(db: Database, evaluation_id: int, score: float, n: int = 10) -> in
     result = EvalResult(summary=aggregate(e.scores for e in examples), examples=examples, errors=0, timings={})
     evaluations.finish(db=db, evaluation_id=evaluation_id, result=result, failure="")
     return evaluation_id
+
+
+def test_the_models_page_judges_from_stored_evaluations_and_shows_production_failing(
+    two: Database,
+    ui: AppTest,  # noqa: F811
+) -> None:
+    scored(two, 1, "chat", 0.9)
+    aliases.set_gate(db=two, actor=ADMIN, model="stub", gate=GATE.model_copy(update={"every_h": 24.0}))
+    aliases.promote(db=two, actor=ADMIN, model="stub", version=1)
+    again = scored(two, 1, "chat", 0.5)
+    (alert,) = reevaluations.judge_production(db=two, now=utcnow())
+    assert (alert.model, alert.version, alert.evaluation, alert.webhook) == ("stub", 1, again, None)
+    candidate = scored(two, 2, "chat2", 0.9)
+
+    at = page(ui, "models")
+    assert not at.exception, [e.value for e in at.exception]
+    (shown,) = [e.value for e in at.error]
+    assert "Production v1 fails its gate since" in shown
+    assert f"min:exact_match: 0.5 < 0.8 — evaluation {again}, 10 examples" in shown
+    assert "Scores are read from each version's newest evaluation on facts v1 (eval) with exact_match." in texts(
+        at.caption
+    )
+    assert not at.number_input  # nothing to type in: the numbers come from the evaluations
+    assert at.selectbox(key="promote-version").value == 2
+    (checks,) = [t for t in (table(at, i) for i in range(len(at.dataframe))) if t and "numbers" in t[0]]
+    assert checks[0]["numbers"] == f"0.9 ≥ 0.8 — evaluation {candidate}, 10 examples"
+    assert not at.button(key="promote").disabled
