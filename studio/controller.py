@@ -9,7 +9,8 @@ deployments get a replica count from the load the gateway reports (pure recommen
 stabilization window so brief lulls do not thrash), unless their cluster scales them itself (an HPA), in which case
 the count the cluster chose is recorded. Fine-tune jobs run as tasks (``studio.jobs``). Images with a Dockerfile are
 built on the control plane's cluster, and every ``capacity_refresh_s`` each cluster's capacity is read into its
-pools. The controller is the only caller of ``apply``/``delete``/``build``.
+pools. Every ``gate_watch_s`` production versions due for re-evaluation are evaluated again and judged
+(``studio.gate_watch``). The controller is the only caller of ``apply``/``delete``/``build``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
+from datetime import datetime
 
 from studio import kvlog
 from studio.backends.base import Backend, BuildSpec, WorkloadStatus
 from studio.backends.clusters import Clusters, connect_cluster
-from studio.db import Database
+from studio.db import Database, utcnow
 from studio.errors import BackendUnavailable, CoveError, NotFound, QuotaExceeded
 from studio.evaluation_runs import EvaluationRunner
+from studio.gate_watch import GateWatch
 from studio.jobs import JobRunner
 from studio.models import Observed
 from studio.sealing import studio_key
@@ -35,6 +38,7 @@ from studio.services.deployments import Desired
 from studio.services.events import NewEvent, prune_events, record_events
 from studio.settings import Settings
 from studio.values import DEFAULT_CLUSTER, BuildStatus, Status
+from studio.webhooks import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +125,8 @@ class Controller:
         load: Callable[[str], float] | None = None,
         clock: Callable[[], float] = time.monotonic,
         clusters: Clusters | None = None,
+        wall: Callable[[], datetime] = utcnow,
+        notifier: Notifier | None = None,
     ) -> None:
         self.db, self.backend, self.settings = db, backend, settings
         self.clusters = clusters or Clusters(lambda: backend, connect=connect_cluster(settings))
@@ -129,10 +135,12 @@ class Controller:
         self.clock = clock
         self.jobs = JobRunner(db=db, settings=settings)
         self.evaluations = EvaluationRunner(db=db, settings=settings)
+        self.gate_watch = GateWatch(db=db, settings=settings, notifier=notifier or Notifier(), wall=wall)
         self._restarts: dict[tuple[str, int], int] = {}
         self._recommendations: dict[str, deque[tuple[float, int]]] = {}
         self._capacity_read_at = -math.inf
         self._tasks_swept_at = -math.inf
+        self._gate_watched_at = -math.inf
         self._refused_scale: dict[str, int] = {}  # deployment → the HPA's count the pool refused, said once
         self._measured: set[tuple[str, int]] = set()  # (deployment, generation) whose log was read for KV figures
         self._stop = threading.Event()
@@ -175,6 +183,9 @@ class Controller:
         if self.clock() - self._capacity_read_at >= self.settings.capacity_refresh_s:
             self._capacity_read_at = self.clock()
             self._read_capacity()
+        if self.clock() - self._gate_watched_at >= self.settings.gate_watch_s:
+            self._gate_watched_at = self.clock()
+            self.gate_watch.run()
 
     def _unreachable(self, desired: Desired, exc: CoveError) -> None:
         """Its cluster cannot be used: say so on the deployment, keeping the status last seen."""
@@ -361,6 +372,7 @@ class Controller:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        self.gate_watch.close()
         self.clusters.close(stop_workloads=stop_workloads)
 
     def _loop(self) -> None:

@@ -10,7 +10,12 @@ Checks, in order:
   own units), for each metric with a minimum, or every metric production has a score for when none is set; passes
   when there is no production version yet;
 - ``slo``: the candidate met the configured SLO at the target rate.
-A result that is missing fails its check and says so: an unmeasured version is not promoted by default.
+A result that is missing fails its check and says so: an unmeasured version is not promoted by default. Each check
+names where its numbers came from (``Results.source``: "evaluation 7, 120 examples"), in ``source`` and its words.
+
+The configuration also names the evaluation set the scores are read from (``EvalSet``: a dataset version's split
+and its scorers) and, optionally, how often production is evaluated on it again (``every_h``) and whom to tell when
+it fails (``webhook``); ``watch`` is the part of the gate a production version is held to after promotion.
 """
 
 from __future__ import annotations
@@ -19,6 +24,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from studio.scoring import ScorerSpec
+
+
+class EvalSet(BaseModel):
+    """The evaluation set the gate's scores come from: a dataset version's split, scored with ``scorers``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = Field(min_length=1)
+    dataset_version: int = Field(ge=1)  # pinned: scores on different rows are not comparable
+    split: str = "eval"
+    scorers: tuple[ScorerSpec, ...] = Field(min_length=1)
+    limit: int | None = Field(default=None, ge=1)  # the first N rows only
+
+    def describe(self) -> str:
+        scorers = ", ".join(s.label for s in self.scorers)
+        return f"{self.dataset} v{self.dataset_version} ({self.split}) with {scorers}"
 
 
 class GateConfig(BaseModel):
@@ -30,6 +53,10 @@ class GateConfig(BaseModel):
     max_drop: float | None = Field(default=None, ge=0)  # how much worse than production a metric may be
     slo: str | None = None  # e.g. "p99_e2el_ms<=2000", met at ``slo_rate``
     slo_rate: float | None = Field(default=None, gt=0)  # requests per second the SLO must hold at
+    evaluation: EvalSet | None = None  # where scores are read from; None: they are given with the promotion
+    start_missing: bool = False  # a promotion starts the evaluations it lacks (and is refused until they end)
+    every_h: float | None = Field(default=None, gt=0)  # production is evaluated again on ``evaluation`` this often
+    webhook: str | None = None  # POSTed to when production fails ``watch``; None: the settings' default
 
     @property
     def empty(self) -> bool:
@@ -44,6 +71,10 @@ class GateConfig(BaseModel):
             parts.append(f"at most {self.max_drop:g} below production")
         if self.slo:
             parts.append(f"SLO {self.slo}" + (f" at {self.slo_rate:g} req/s" if self.slo_rate else ""))
+        if self.evaluation is not None:
+            parts.append(f"scored on {self.evaluation.describe()}")
+        if self.every_h is not None:
+            parts.append(f"production re-evaluated every {self.every_h:g} h")
         return "; ".join(parts)
 
 
@@ -67,6 +98,7 @@ class Check:
     observed: float | None
     required: float | None
     detail: str
+    source: str = ""  # where the numbers came from ("evaluation 7, 120 examples")
 
 
 @dataclass(frozen=True)
@@ -88,16 +120,29 @@ class Verdict:
         return "; ".join(f"{c.name}: {c.detail}" for c in self.failing)
 
 
+def _sourced(check: Check, source: str) -> Check:
+    """``check`` with where its numbers came from, in its words too (a refusal is read as words)."""
+    if not source:
+        return check
+    return Check(check.name, check.passed, check.observed, check.required, f"{check.detail} — {source}", source)
+
+
 def _minimum(metric: str, floor: float, candidate: Results) -> Check:
     name = f"min:{metric}"
     score = candidate.scores.get(metric)
     if score is None:
-        return Check(name, False, None, floor, f"not measured (needs ≥ {floor:g})")
+        return _sourced(Check(name, False, None, floor, f"not measured (needs ≥ {floor:g})"), candidate.source)
     ok = score >= floor
-    return Check(name, ok, score, floor, f"{score:g} {'≥' if ok else '<'} {floor:g}")
+    return _sourced(Check(name, ok, score, floor, f"{score:g} {'≥' if ok else '<'} {floor:g}"), candidate.source)
 
 
 def _drop(metric: str, margin: float, candidate: Results, production: Results | None) -> Check:
+    pairs = (("candidate", candidate), ("production", production))
+    sources = [f"{who}: {r.source}" for who, r in pairs if r is not None and r.source]
+    return _sourced(_dropped(metric, margin, candidate, production), "; ".join(sources))
+
+
+def _dropped(metric: str, margin: float, candidate: Results, production: Results | None) -> Check:
     name = f"drop:{metric}"
     if production is None:
         return Check(name, True, candidate.scores.get(metric), None, "no production version to compare with")
@@ -131,3 +176,9 @@ def evaluate(config: GateConfig, candidate: Results, production: Results | None)
     if config.slo:
         checks.append(_slo(config, candidate))
     return Verdict(tuple(checks))
+
+
+def watch(config: GateConfig, production: Results) -> Verdict:
+    """What production is held to after its promotion, when it is evaluated again: the minimums (the margin is
+    against production itself, so it has nothing to compare with)."""
+    return Verdict(tuple(_minimum(m, floor, production) for m, floor in sorted(config.minimums.items())))

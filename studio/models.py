@@ -119,6 +119,16 @@ class ModelBase(Shared):
     description: str = ""
 
 
+class GateFailing(BaseModel):
+    """Production failed its gate when it was evaluated again (``studio.gate.watch``): the version, the
+    evaluation, the failing checks (``studio.gate.Check`` as mappings) and since when."""
+
+    version: int
+    evaluation: int
+    checks: list[dict[str, Any]]
+    since: datetime
+
+
 class Model(ModelBase, Owned, table=True):
     __tablename__ = "models"
     id: int | None = Field(default=None, primary_key=True)
@@ -126,6 +136,8 @@ class Model(ModelBase, Owned, table=True):
     recommendations: list[dict[str, Any]] = _json(list)
     # What a version must show to become production (``studio.gate.GateConfig``); empty: promotes freely.
     gate: GateConfig = Field(default_factory=GateConfig, sa_type=ValueJSON(GateConfig))
+    # Set by the controller while the production version fails its re-evaluation; None: passing, or not watched.
+    gate_failing: GateFailing | None = Field(default=None, sa_type=ValueJSON(GateFailing))
     created_at: datetime = _ts()
 
 
@@ -172,6 +184,7 @@ class ModelPublic(ModelBase, Owned):
     recommendations: list[Recommendation] = []  # how to deploy it, per runtime (`recommended:` in a spec)
     aliases: dict[str, int] = {}  # alias (production, staging) → the version it points at
     gate: GateConfig = GateConfig()
+    gate_failing: GateFailing | None = None  # the production version failed its scheduled re-evaluation
 
     @property
     def latest(self) -> ModelVersionPublic:

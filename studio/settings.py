@@ -163,6 +163,12 @@ class Settings(BaseSettings):
     capacity_refresh_s: float = Field(
         default=30, gt=0, description="How often each cluster's capacity (its labelled nodes) is read into pools."
     )
+    gate_watch_s: float = Field(
+        default=30, gt=0, description="How often due re-evaluations of production are started and finished ones judged."
+    )
+    gate_webhook_url: str = Field(
+        default="", description="Where production failing its gate is POSTed, for models that name no webhook."
+    )
     runtime_host: str = Field(default="127.0.0.1", description="Address local model servers bind to.")
     runtime_start_timeout_s: float = Field(
         default=600, gt=0, description="A replica not ready after this long is restarted."

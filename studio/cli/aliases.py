@@ -105,6 +105,7 @@ def model_aliases(ctx: click.Context, name: str, as_json: bool) -> None:
     def human() -> None:
         now = ", ".join(f"{a} → v{v}" for a, v in sorted(found.aliases.items())) or "none set"
         click.echo(f"aliases: {now}\ngate: {found.gate.describe()}")
+        _failing(found)
         table(
             ["WHEN", "ALIAS", "VERSION", "BY", "NOTE"],
             [
@@ -122,6 +123,37 @@ def model_aliases(ctx: click.Context, name: str, as_json: bool) -> None:
     emit(moves, as_json, human)
 
 
+def _failing(found: Any) -> None:
+    """The gate_failing mark, when production failed its re-evaluation."""
+    marked = found.gate_failing
+    if marked is None:
+        return
+    click.echo(
+        f"GATE FAILING since {marked.since:%Y-%m-%d %H:%M}: "
+        f"production v{marked.version}, evaluation {marked.evaluation}"
+    )
+    for check in marked.checks:
+        click.echo(f"  FAIL  {check['name']}: {check['detail']}")
+
+
+@model.command("get")
+@click.argument("name")
+@json_option
+@click.pass_context
+def model_get(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Model NAME: its versions, where its aliases point, its gate, and whether production fails it."""
+    found = client_of(ctx).models.get(name)
+
+    def human() -> None:
+        click.echo(f"{found.name} (owner {found.owner}){': ' + found.description if found.description else ''}")
+        now = ", ".join(f"{a} → v{v}" for a, v in sorted(found.aliases.items())) or "none set"
+        click.echo(f"versions: {', '.join(f'v{v.version}' for v in found.versions)}\naliases: {now}")
+        click.echo(f"gate: {found.gate.describe()}")
+        _failing(found)
+
+    emit(found, as_json, human)
+
+
 @model.group("gate")
 def gate() -> None:
     """What a version must show to become production."""
@@ -133,6 +165,13 @@ def gate() -> None:
 @click.option("--max-drop", type=float, help="How much worse than production a metric may be.")
 @click.option("--slo", help="The SLO the candidate must meet, e.g. 'p99_e2el_ms<=2000'.")
 @click.option("--slo-rate", type=float, help="Requests per second the SLO must hold at.")
+@click.option("--eval-set", "eval_set", metavar="DATASET:VERSION", help="Read scores from evaluations on this set.")
+@click.option("--split", default="eval", show_default=True, help="The evaluation set's split.")
+@click.option("--scorer", "scorers", multiple=True, help="The set's scorers: exact_match, regex=…, json_schema=FILE.")
+@click.option("--limit", type=int, help="The set's first N rows only.")
+@click.option("--start-missing", is_flag=True, help="A promotion starts the evaluations it lacks.")
+@click.option("--every-h", type=float, help="Evaluate production on the set again every N hours.")
+@click.option("--webhook", help="POSTed to when production fails its gate (default: COVE_GATE_WEBHOOK_URL).")
 @json_option
 @click.pass_context
 def gate_set(
@@ -142,12 +181,40 @@ def gate_set(
     max_drop: float | None,
     slo: str | None,
     slo_rate: float | None,
+    eval_set: str | None,
+    split: str,
+    scorers: tuple[str, ...],
+    limit: int | None,
+    start_missing: bool,
+    every_h: float | None,
+    webhook: str | None,
     as_json: bool,
 ) -> None:
     """Set NAME's gate (no options: none, so versions promote freely)."""
-    from studio.gate import GateConfig
+    from studio.cli.evaluations import scorer_of
+    from studio.gate import EvalSet, GateConfig
 
-    config = GateConfig(minimums=_scores(minimums, "--min"), max_drop=max_drop, slo=slo, slo_rate=slo_rate)
+    evaluation = None
+    if eval_set is not None:
+        dataset, _, number = eval_set.partition(":")
+        if not number.isdigit():
+            raise InvalidSpec(f"--eval-set {eval_set!r}: name a dataset version", hint="e.g. --eval-set facts:3")
+        specs = [scorer_of(s) for s in scorers] or [{"kind": "exact_match"}]
+        evaluation = EvalSet.model_validate(
+            {"dataset": dataset, "dataset_version": int(number), "split": split, "scorers": specs, "limit": limit}
+        )
+    elif start_missing or every_h is not None:
+        raise InvalidSpec("--start-missing and --every-h need an evaluation set", hint="add --eval-set DATASET:VERSION")
+    config = GateConfig(
+        minimums=_scores(minimums, "--min"),
+        max_drop=max_drop,
+        slo=slo,
+        slo_rate=slo_rate,
+        evaluation=evaluation,
+        start_missing=start_missing,
+        every_h=every_h,
+        webhook=webhook,
+    )
     found = client_of(ctx).aliases.set_gate(name, config)
     emit(found, as_json, lambda: click.echo(f"gate of {name}: {found.gate.describe()}"))
 

@@ -21,7 +21,7 @@ from studio.db import Database, utcnow
 from studio.errors import GateRefused, InvalidSpec, NotFound
 from studio.gate import GateConfig, Results, Verdict, evaluate
 from studio.models import AliasMove, AliasMovePublic, Deployment, Model, ModelPublic, ModelVersion, Promotion
-from studio.services import owned
+from studio.services import owned, quality
 from studio.services.events import NewEvent, add_events
 from studio.services.models import ALIASES, KIND, find_version, get_model
 from studio.values import Principal
@@ -133,10 +133,11 @@ def judge(
         row = session.exec(select(Model).where(Model.name == model)).first()
         if row is None:
             raise NotFound(f"no model named {model!r}", hint="see `cove model list`")
-        find_version(session, model=model, version=version)
+        target = find_version(session, model=model, version=version)
         stack = _stack(_moves(session, row, PRODUCTION))
         current = session.get(ModelVersion, stack[-1]) if stack else None
         gate = row.gate
+        results = quality.gate_results(session, model=row, versions=[v for v in (target, current) if v], given=results)
     production = results.get(current.version, Results()) if current else None
     return evaluate(gate, results.get(version, Results()), production), current.version if current else None
 
@@ -164,8 +165,11 @@ def promote(
     overridden = not verdict.passed
     if overridden:
         if reason is None:
+            unmeasured = [version] if current is None else [version, current]
+            started = quality.start_missing(db=db, actor=actor, model=model, versions=unmeasured)
             raise GateRefused(
-                f"the gate refuses {model} v{version} for production: {verdict.describe()}",
+                f"the gate refuses {model} v{version} for production: {verdict.describe()}"
+                + "".join(f"; {s}" for s in started),
                 fields=[{"path": c.name, "message": c.detail} for c in verdict.failing],
             )
         access.check_admin(actor, doing="override the promotion gate")

@@ -122,6 +122,10 @@ def _described(
         recommendations=[Recommendation.model_validate(r) for r in model.recommendations or []],
         aliases=aliases,
         gate=model.gate,
+        # a mark on a version production has moved away from says nothing about production now
+        gate_failing=model.gate_failing
+        if model.gate_failing and model.gate_failing.version == aliases.get("production")
+        else None,
     )
 
 

@@ -57,7 +57,7 @@ def test_promote_shows_the_gate_and_an_admin_overrides_then_rolls_back(ui: AppTe
     assert "min:exact_match: not measured (needs ≥ 0.8)" in texts(at.caption)
 
     at.number_input(key="score-exact_match").set_value(0.7).run()
-    assert [r["numbers"] for r in table(at, 1)] == ["0.7 < 0.8"]
+    assert [r["numbers"] for r in table(at, 1)] == ["0.7 < 0.8 — entered in the studio"]
     assert at.button(key="promote").disabled
 
     at.text_input(key="override-reason").input("the demo needs it today").run()

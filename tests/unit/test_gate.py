@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from studio.gate import GateConfig, Results, evaluate
+from studio.gate import GateConfig, Results, evaluate, watch
 
 GATE = GateConfig(minimums={"exact_match": 0.8}, max_drop=0.02, slo="p99_e2el_ms<=2000", slo_rate=5)
 
@@ -72,3 +72,19 @@ def test_config_is_validated_and_described() -> None:
     with pytest.raises(ValidationError):
         GateConfig.model_validate({"minimum": {"a": 1}})
     assert GATE.describe() == "exact_match ≥ 0.8; at most 0.02 below production; SLO p99_e2el_ms<=2000 at 5 req/s"
+
+
+def test_each_check_names_where_its_numbers_came_from() -> None:
+    candidate, production = (
+        Results({"exact_match": 0.75}, source="evaluation 7, 120 examples"),
+        Results({"exact_match": 0.9}, source="evaluation 5, 120 examples"),
+    )
+    minimum, drop = evaluate(GateConfig(minimums={"exact_match": 0.8}, max_drop=0.02), candidate, production).checks
+    assert (minimum.source, minimum.detail) == ("evaluation 7, 120 examples", "0.75 < 0.8 — evaluation 7, 120 examples")
+    assert drop.source == "candidate: evaluation 7, 120 examples; production: evaluation 5, 120 examples"
+
+
+def test_production_is_watched_against_the_minimums_only() -> None:
+    verdict = watch(GATE, Results({"exact_match": 0.7}))
+    assert [(c.name, c.passed) for c in verdict.checks] == [("min:exact_match", False)]
+    assert watch(GATE, Results({"exact_match": 0.9})).passed

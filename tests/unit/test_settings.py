@@ -80,6 +80,8 @@ def test_defaults(tmp_path: Path) -> None:
         "pools": [],
         "controller_interval_s": 0.5,
         "capacity_refresh_s": 30.0,
+        "gate_watch_s": 30.0,
+        "gate_webhook_url": "",
         "runtime_host": "127.0.0.1",
         "runtime_start_timeout_s": 600,
         "runtime_stop_grace_s": 10,

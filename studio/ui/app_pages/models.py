@@ -98,6 +98,13 @@ if version is not None:
 st.subheader("Aliases and promotion")
 st.markdown(f"**{chosen.name}**: {tables.alias_words(chosen.aliases) or 'no alias set yet'}")
 st.caption(f"Gate: {chosen.gate.describe()}")
+if chosen.gate_failing is not None:
+    marked = chosen.gate_failing
+    st.error(
+        f"Production v{marked.version} fails its gate since {marked.since:%Y-%m-%d %H:%M} (evaluation "
+        f"{marked.evaluation}): " + "; ".join(f"{c['name']}: {c['detail']}" for c in marked.checks),
+        icon=":material/warning:",
+    )
 candidate = st.selectbox(
     "Version to promote",
     [v.version for v in reversed(chosen.versions)],
@@ -105,15 +112,21 @@ candidate = st.selectbox(
     key="promote-version",
 )
 production = chosen.aliases.get("production")
-metrics = sorted(chosen.gate.minimums)
-scores = {m: st.number_input(f"v{candidate} {m}", value=None, key=f"score-{m}") for m in metrics}
-base = {}
-if production is not None and production != candidate and chosen.gate.max_drop is not None:
-    base = {m: st.number_input(f"production v{production} {m}", value=None, key=f"base-{m}") for m in metrics}
+results: dict[int, Results] = {}
+if chosen.gate.evaluation is None:  # no evaluation set: the scores are typed in
+    metrics = sorted(chosen.gate.minimums)
+    scores = {m: st.number_input(f"v{candidate} {m}", value=None, key=f"score-{m}") for m in metrics}
+    base = {}
+    if production is not None and production != candidate and chosen.gate.max_drop is not None:
+        base = {m: st.number_input(f"production v{production} {m}", value=None, key=f"base-{m}") for m in metrics}
+    results[candidate] = Results({m: v for m, v in scores.items() if v is not None}, None, "entered in the studio")
+    if base and production is not None:
+        results[production] = Results({m: v for m, v in base.items() if v is not None}, None, "entered in the studio")
+else:
+    st.caption(f"Scores are read from each version's newest evaluation on {chosen.gate.evaluation.describe()}.")
 slo_met = st.checkbox(f"v{candidate} met {chosen.gate.slo}", key="slo-met") if chosen.gate.slo else None
-results = {candidate: Results({m: s for m, s in scores.items() if s is not None}, slo_met, "entered in the studio")}
-if base and production is not None:
-    results[production] = Results({m: s for m, s in base.items() if s is not None}, None, "entered in the studio")
+if slo_met is not None:
+    results[candidate] = Results(results.get(candidate, Results()).scores, slo_met, "entered in the studio")
 verdict, _ = studio.judge(chosen.name, candidate, results)
 if verdict.checks:
     st.dataframe(tables.check_rows(verdict.checks), hide_index=True, width="stretch")
