@@ -14,7 +14,7 @@ from sqlmodel import select
 from studio.db import Database, utcnow
 from studio.errors import Conflict, InvalidSpec
 from studio.models import Deployment, DeploymentPublic, Model, ModelVersion, Pool
-from studio.services.deployments import KIND, _admit, _find, _public, mark_deleting
+from studio.services.deployments import KIND, admit_claim, find_row, mark_deleting, public_of
 from studio.services.events import NewEvent, add_events
 from studio.services.models import alias_version
 from studio.values import Principal
@@ -33,7 +33,7 @@ def set_canary(*, db: Database, actor: Principal, name: str, share: int) -> Depl
     if not 0 <= share < 100:
         raise InvalidSpec(f"a canary's share is a percentage from 0 to 99, not {share}", hint="0 turns it off")
     with db.session() as session:
-        row = _find(session, name, actor)
+        row = find_row(session, name, actor)
         if row.canary_of is not None:
             raise InvalidSpec(f"{name!r} is itself a canary", hint="set the share on the deployment it serves")
         if row.deleting:
@@ -60,7 +60,7 @@ def set_canary(*, db: Database, actor: Principal, name: str, share: int) -> Depl
                     )
                 pool = session.get(Pool, row.pool_id)
                 assert pool is not None and staging.id is not None  # noqa: PT018
-                _admit(session, pool, name=canary_name(name), resources=row.resources, replicas=1)
+                admit_claim(session, pool, name=canary_name(name), resources=row.resources, replicas=1)
                 companion = Deployment(
                     name=canary_name(name),
                     runtime_args=row.runtime_args,
@@ -85,4 +85,4 @@ def set_canary(*, db: Database, actor: Principal, name: str, share: int) -> Depl
             text = f"canary share {before}% → {share}%" + (f" ({canary_name(name)})" if share else "")
             add_events(session, kind=KIND, name=name, actor=actor.name, events=[NewEvent("Canary", text)])
         session.commit()
-        return _public(session, row)
+        return public_of(session, row)

@@ -59,7 +59,7 @@ class Desired:
         return self.spec.name
 
 
-def _public(session: Session, d: Deployment) -> DeploymentPublic:
+def public_of(session: Session, d: Deployment) -> DeploymentPublic:
     version = session.get(ModelVersion, d.model_version_id)
     model = session.get(Model, version.model_id) if version else None
     image = session.get(Image, d.image_id)
@@ -84,7 +84,7 @@ def _described(d: Deployment, version: ModelVersion, model: Model, image: Image,
     )
 
 
-def _find(session: Session, name: str, actor: Principal | None = None) -> Deployment:
+def find_row(session: Session, name: str, actor: Principal | None = None) -> Deployment:
     """The row named ``name``; checked against ``actor`` when given (None: Cove itself, the controller)."""
     row = session.exec(select(Deployment).where(Deployment.name == name)).first()
     if row is None:
@@ -94,7 +94,7 @@ def _find(session: Session, name: str, actor: Principal | None = None) -> Deploy
     return row
 
 
-def _admit(session: Session, pool: Pool, *, name: str, resources: Resources, replicas: int) -> None:
+def admit_claim(session: Session, pool: Pool, *, name: str, resources: Resources, replicas: int) -> None:
     lock_pool(session, pool)
     held = claims_in(session, pool_id=pool.id or 0, exclude=name)
     verdict = admit(pool, held, Claim(owner=name, resources=resources, replicas=replicas))
@@ -156,7 +156,7 @@ def create_deployment(*, db: Database, actor: Principal, data: DeploymentCreate)
             session, version=version, runtime=image.runtime, pool=pool, resources=data.resources,
             args=data.runtime_args,
         )  # fmt: skip
-        _admit(session, pool, name=data.name, resources=data.resources, replicas=replicas)
+        admit_claim(session, pool, name=data.name, resources=data.resources, replicas=replicas)
         assert version.id is not None and image.id is not None and pool.id is not None  # noqa: PT018
         described = {k: v for k, v in data if k in DeploymentBase.model_fields}
         row = Deployment(
@@ -189,7 +189,7 @@ def create_deployment(*, db: Database, actor: Principal, data: DeploymentCreate)
             session.commit()
         except sa.exc.IntegrityError as exc:
             raise Conflict(f"deployment {data.name!r} exists", hint="pick another name") from exc
-        return _public(session, row)
+        return public_of(session, row)
 
 
 @dataclass(frozen=True)
@@ -268,7 +268,7 @@ def count_by_status(*, db: Database, actor: Principal) -> dict[str, int]:
 
 def get_deployment(*, db: Database, actor: Principal, name: str) -> DeploymentPublic:
     with db.session() as session:
-        return _public(session, _find(session, name, actor))
+        return public_of(session, find_row(session, name, actor))
 
 
 def _check_generation(session: Session, row: Deployment, generation: int | None) -> None:
@@ -315,7 +315,7 @@ def _scale(
     if replicas < 0:
         raise InvalidSpec(f"replicas must be 0 or more, not {replicas}", hint="0 stops the deployment")
     with db.session() as session:
-        row = _find(session, name, actor)
+        row = find_row(session, name, actor)
         _check_generation(session, row, generation)
         if row.deleting:
             raise Conflict(f"deployment {name!r} is being deleted", hint="create it again once it is gone")
@@ -325,11 +325,11 @@ def _scale(
                 hint="change the bounds with `cove deploy autoscale`, or turn autoscaling off",
             )
         if replicas == row.replicas:
-            return _public(session, row)
+            return public_of(session, row)
         pool = session.get(Pool, row.pool_id)
         assert pool is not None
         if replicas > row.replicas:
-            _admit(session, pool, name=name, resources=row.resources, replicas=replicas)
+            admit_claim(session, pool, name=name, resources=row.resources, replicas=replicas)
         before = row.replicas
         row.replicas, row.generation, row.updated_at = replicas, row.generation + 1, utcnow()
         session.add(row)
@@ -341,14 +341,14 @@ def _scale(
             events=[NewEvent("Scaled", f"replicas {before} → {replicas}{': ' + reason if reason else ''}")],
         )
         session.commit()
-        return _public(session, row)
+        return public_of(session, row)
 
 
 def set_autoscale(
     *, db: Database, actor: Principal, name: str, autoscale: Autoscale | None, generation: int | None = None
 ) -> DeploymentPublic:
     with db.session() as session:
-        row = _find(session, name, actor)
+        row = find_row(session, name, actor)
         _check_generation(session, row, generation)
         if autoscale is None:
             text = "autoscaling off"
@@ -357,7 +357,7 @@ def set_autoscale(
             if clamped > row.replicas:
                 pool = session.get(Pool, row.pool_id)
                 assert pool is not None
-                _admit(session, pool, name=name, resources=row.resources, replicas=clamped)
+                admit_claim(session, pool, name=name, resources=row.resources, replicas=clamped)
             row.replicas = clamped
             text = (
                 f"autoscaling {autoscale.min_replicas}–{autoscale.max_replicas} replicas at "
@@ -369,19 +369,19 @@ def set_autoscale(
         session.add(row)
         add_events(session, kind=KIND, name=name, actor=actor.name, events=[NewEvent("Autoscale", text)])
         session.commit()
-        return _public(session, row)
+        return public_of(session, row)
 
 
 def delete_deployment(*, db: Database, actor: Principal, name: str) -> DeploymentPublic:
     """Mark for deletion; the controller stops the replicas and then removes the row."""
     with db.session() as session:
-        row = _find(session, name, actor)
+        row = find_row(session, name, actor)
         if not row.deleting:
             companions = session.exec(select(Deployment).where(Deployment.canary_of == row.id)).all()
             for each in [row, *companions]:  # a canary goes with the deployment it is the canary of
                 mark_deleting(session, each, actor=actor.name)
             session.commit()
-        return _public(session, row)
+        return public_of(session, row)
 
 
 def mark_deleting(session: Session, row: Deployment, *, actor: str | None, text: str = "stopping its replicas") -> None:
