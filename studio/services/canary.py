@@ -13,7 +13,8 @@ from sqlmodel import select
 
 from studio.db import Database, utcnow
 from studio.errors import Conflict, InvalidSpec
-from studio.models import Deployment, DeploymentPublic, Model, ModelVersion, Pool
+from studio.models import Deployment, DeploymentPublic, Image, Model, ModelVersion, Pool
+from studio.services import plans
 from studio.services.deployments import KIND, admit_claim, find_row, mark_deleting, public_of
 from studio.services.events import NewEvent, add_events
 from studio.services.models import alias_version
@@ -60,6 +61,12 @@ def set_canary(*, db: Database, actor: Principal, name: str, share: int) -> Depl
                     )
                 pool = session.get(Pool, row.pool_id)
                 assert pool is not None and staging.id is not None  # noqa: PT018
+                image = session.get(Image, row.image_id)
+                assert image is not None
+                sized = plans.size_deployment(  # the staging version may need more memory than production
+                    session, version=staging, runtime=image.runtime, pool=pool, resources=row.resources,
+                    args=row.runtime_args,
+                )  # fmt: skip
                 admit_claim(session, pool, name=canary_name(name), resources=row.resources, replicas=1)
                 companion = Deployment(
                     name=canary_name(name),
@@ -73,11 +80,17 @@ def set_canary(*, db: Database, actor: Principal, name: str, share: int) -> Depl
                     image_id=row.image_id,
                     pool_id=row.pool_id,
                     canary_of=row.id,
+                    planned_args=sized.flags,
+                    kv_planned=sized.predicted,
                 )
                 session.add(companion)
                 text = f"canary of {name}: {model.name} v{staging.version} (staging), 1 replica"
                 add_events(
-                    session, kind=KIND, name=companion.name, actor=actor.name, events=[NewEvent("Created", text)]
+                    session,
+                    kind=KIND,
+                    name=companion.name,
+                    actor=actor.name,
+                    events=[NewEvent("Created", text), *sized.events],
                 )
         if share != before:
             row.canary_share, row.generation, row.updated_at = share, row.generation + 1, utcnow()
