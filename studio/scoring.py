@@ -28,7 +28,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
 from pydantic import BaseModel, ConfigDict, Field
 
 from studio.errors import InvalidSpec
@@ -99,6 +98,8 @@ def checked_schema(schema: Any) -> dict[str, Any]:
     """The schema, checked against its own draft's metaschema; InvalidSpec with where it is wrong."""
     if not isinstance(schema, dict):
         raise InvalidSpec("the json_schema scorer's schema is not a JSON object", hint="give a JSON Schema document")
+    import jsonschema  # here, not at the top: importing it costs a second (its format checkers build grammars)
+
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
@@ -117,6 +118,8 @@ def json_schema_valid(prediction: str, schema: Mapping[str, Any]) -> Score:
         value = json.loads(text)
     except ValueError as exc:
         return Score(score=0.0, reason=f"not JSON: {exc}")
+    import jsonschema
+
     validator = jsonschema.validators.validator_for(schema)(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if error is not None:

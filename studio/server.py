@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import signal
 import socket
+import threading
 from typing import Any
 
 import uvicorn
@@ -89,8 +90,12 @@ def serve(settings: Settings) -> None:
     db = open_studio(settings)
     gateway = Gateway(settings=settings, db=db)
     controller = Controller(db=db, backend=make_backend(settings), settings=settings, load=gateway.load)
+    api = build_api(settings=settings, db=db)
+    # FastAPI builds the OpenAPI document on its first request, a second or more of CPU for 50-odd routes: build it
+    # now, beside start-up, so the first client (cove.Client, /api/v1/docs) is not the one that waits.
+    threading.Thread(target=api.openapi, name="openapi", daemon=True).start()
     config = uvicorn.Config(
-        Server(gateway, Login(settings=settings, db=db), build_api(settings=settings, db=db)),
+        Server(gateway, Login(settings=settings, db=db), api),
         loop="uvloop",
         http="httptools",
         lifespan="on",
