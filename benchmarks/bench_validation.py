@@ -163,9 +163,12 @@ def guidellm_reported(benchmark: dict[str, Any]) -> dict[str, dict[int, float]]:
 
 
 def cove(plan: BenchPlan, key: str) -> BenchResult:
-    lines: list[str] = []
+    def say(line: str) -> None:  # a sweep's probes and verdicts as they come; a step's progress lines are left out
+        if line.startswith(("probe", "  pass", "  FAIL")):
+            print(f"  {line.strip()}", flush=True)
+
     began = time.perf_counter()
-    result = asyncio.run(run_plan(plan, api_key=key, say=lines.append))
+    result = asyncio.run(run_plan(plan, api_key=key, say=say))
     print(f"  cove bench ran {time.perf_counter() - began:.0f} s")
     return result
 
@@ -212,6 +215,21 @@ def goodput_answer(report: dict[str, Any]) -> tuple[int | None, list[int]]:
         probes = [int(b["config"]["strategy"]["streams"]) for b in report["benchmarks"]]
         return None, probes
     return search.get("best_passing_streams"), [p["streams"] for p in search.get("probes", [])]
+
+
+def cove_sweeps(args: argparse.Namespace, base: dict[str, Any], key: str, slo: str, service_ms: float) -> None:
+    """Cove's sweep over concurrency (from 4, as GuideLLM's goodput) and over request rate (from a quarter of the
+    designed capacity), printing each one's answer and statement."""
+    for over, start in (("concurrency", 4.0), ("rate", args.slots / service_ms * 1000 / 4)):
+        began = time.perf_counter()
+        sweep = Sweep(slos=[slo], over=over, start=start, min_samples=args.probe_requests, arrival=Arrival.CONSTANT)  # type: ignore[arg-type]
+        answer = cove(BenchPlan(**base, sweep=sweep), key).sweep
+        assert answer is not None
+        print(
+            f"Cove sweep over {over}: {answer.value} ({len(answer.probes)} probes: {answer.probes}; "
+            f"{time.perf_counter() - began:.0f} s; confident: {answer.confident})"
+        )
+        print(f"  {answer.statement}")
 
 
 # ------------------------------------------------------------------------------------------------ compatibility
@@ -277,6 +295,7 @@ def main() -> None:
     parser.add_argument(
         "--compat", action="store_true", help="only run GuideLLM and AIPerf against the demo model behind the gateway"
     )
+    parser.add_argument("--sweeps-only", action="store_true", help="only Cove's two sweeps (no GuideLLM)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary COVE_HOME and GuideLLM's reports")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -312,6 +331,9 @@ def main() -> None:
             worst = 0.0
             out = Path(tempfile.mkdtemp(prefix="guidellm-", dir=home))
 
+            if args.sweeps_only:
+                cove_sweeps(args, base, key, f"p95_e2el_ms<={limit_ms:g}", service_ms)
+                return
             print(f"\n== concurrency {args.concurrency}, {args.requests} requests each")
             ours = cove(BenchPlan(**base, load=Load(concurrency=args.concurrency), requests=args.requests), key)
             theirs = guidellm(
@@ -345,19 +367,7 @@ def main() -> None:
                 f"GuideLLM goodput: concurrency {found} ({len(probes)} probes: {probes}; "
                 f"{time.perf_counter() - began:.0f} s)"
             )
-            slo = f"p95_e2el_ms<={limit_ms:g}"
-            for over, start in (("concurrency", 4.0), ("rate", args.slots / service_ms * 1000 / 4)):
-                began = time.perf_counter()
-                sweep = Sweep(
-                    slos=[slo], over=over, start=start, min_samples=args.probe_requests, arrival=Arrival.CONSTANT
-                )  # type: ignore[arg-type]
-                answer = cove(BenchPlan(**base, sweep=sweep), key).sweep
-                assert answer is not None
-                print(
-                    f"Cove sweep over {over}: {answer.value} ({len(answer.probes)} probes: {answer.probes}; "
-                    f"{time.perf_counter() - began:.0f} s; confident: {answer.confident})"
-                )
-                print(f"  {answer.statement}")
+            cove_sweeps(args, base, key, f"p95_e2el_ms<={limit_ms:g}", service_ms)
             print(f"designed rate limit: {args.slots / service_ms * 1000:g} req/s; concurrency: above {args.slots}")
         finally:
             leftovers = server.stop()
