@@ -31,6 +31,8 @@ async def complete(request: web.Request) -> web.StreamResponse:
     tokens = int(body.get("max_tokens") or 16)
     chat = "messages" in body
     prompt = body["messages"][-1]["content"] if chat else body["prompt"]
+    if isinstance(prompt, list):  # content parts, as GuideLLM and AIPerf send them
+        prompt = " ".join(part.get("text", "") for part in prompt)
     usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": tokens}
     usage["total_tokens"] = usage["prompt_tokens"] + tokens
     slots: asyncio.Semaphore = request.app["slots"]
