@@ -21,7 +21,7 @@ from studio.db import Database, utcnow
 from studio.errors import GateRefused, InvalidSpec, NotFound
 from studio.gate import GateConfig, Results, Verdict, evaluate
 from studio.models import AliasMove, AliasMovePublic, Deployment, Model, ModelPublic, ModelVersion, Promotion
-from studio.services import owned
+from studio.services import benchmarks, owned
 from studio.services.events import NewEvent, add_events
 from studio.services.models import ALIASES, KIND, find_version, get_model
 from studio.values import Principal
@@ -160,6 +160,7 @@ def promote(
     reason = (override_reason or "").strip() or None
     if override_reason is not None and reason is None:
         raise InvalidSpec("an override needs a reason", hint="say why the gate is overridden: the audit trail keeps it")
+    results = benchmarks.with_stored_slo(db=db, model=model, version=version, results=results)  # SLO not typed in
     verdict, current = judge(db=db, model=model, version=version, results=results)
     overridden = not verdict.passed
     if overridden:

@@ -12,7 +12,7 @@ owner's limited to the deployment, records its progress, and stores its result (
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from studio.bench_results import Difference
 from studio.benchmark import BenchProgress, BenchResult, BenchSpec
 from studio.db import Database, utcnow
 from studio.errors import Conflict, InvalidSpec, NotFound
-from studio.gate import GateConfig
+from studio.gate import GateConfig, Results
 from studio.models import (
     BenchmarkRun,
     BenchmarkRunCreate,
@@ -35,6 +35,7 @@ from studio.models import (
 )
 from studio.services import datasets, owned
 from studio.services.events import NewEvent, add_events
+from studio.services.models import find_version
 from studio.values import JobStatus, Principal
 
 KIND = "benchmark"
@@ -221,6 +222,28 @@ def slo_of(session: Session, version_id: int, gate: GateConfig) -> tuple[bool | 
         if met is not None:
             return met, f"benchmark run {row.id}"
     return None, ""
+
+
+def with_stored_slo(
+    *, db: Database, model: str, version: int, results: Mapping[int, Results] | None
+) -> dict[int, Results]:
+    """``results`` (by version number) with the candidate ``version``'s ``slo_met`` read from its stored runs
+    (``slo_of``) when the caller did not give it and the model's gate has an SLO; the source says which run."""
+    given = dict(results or {})
+    mine = given.get(version, Results())
+    if mine.slo_met is not None:
+        return given
+    with db.session() as session:
+        row = session.exec(select(Model).where(Model.name == model)).first()
+        if row is None or not row.gate.slo:
+            return given
+        found = find_version(session, model=model, version=version)
+        met, source = slo_of(session, found.id or 0, row.gate)
+    if met is None:
+        return given
+    sources = ", ".join(s for s in (mine.source, source) if s)
+    given[version] = replace(mine, slo_met=met, source=sources)
+    return given
 
 
 # ------------------------------------------------------------------------------------------- the controller's
