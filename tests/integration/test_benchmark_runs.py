@@ -1,0 +1,214 @@
+"""Benchmark runs stored on the server: created through the API, run by the controller as a task through the
+gateway against a deployment whose replica is the knee server (tests/fakes/knee_server.py: 4 slots, 10 tokens at
+20 ms, so 20 requests/s at most), listed per deployment and model version, compared, deleted; the promotion gate's
+SLO check read from them."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from cove.client import Client
+from studio.api.app import build_api
+from studio.bench_results import headline, meets
+from studio.benchmark import (
+    Arrival,
+    BenchPlan,
+    BenchResult,
+    BenchSpec,
+    Load,
+    Record,
+    Sweep,
+    Workload,
+    parse_slos,
+    summarize,
+)
+from studio.cli import cli
+from studio.controller import Controller
+from studio.db import Database
+from studio.errors import Conflict, Forbidden, GateRefused
+from studio.gate import GateConfig, Results
+from studio.login import Login
+from studio.models import ApiKeyCreate, BenchmarkRunCreate
+from studio.server import Server
+from studio.services import aliases, benchmarks, keys
+from studio.settings import Settings
+from studio.values import JobStatus
+from tests.integration.conftest import GatewayServer, add_fake_image, deploy, status_of, wait_until
+from tests.people import ADMIN, member
+
+SLOTS, TOKEN_MS, TOKENS = 4, 20.0, 10
+CAPACITY = SLOTS / (TOKENS * TOKEN_MS / 1000)  # 20 requests/s
+SLO = f"p99_e2el_ms<={1.5 * TOKENS * TOKEN_MS:g}"
+SWEEP = BenchSpec(
+    workload=Workload(input_len=32, output_len=TOKENS),
+    sweep=Sweep(slos=[SLO], start=10, min_samples=60, min_duration_s=2, arrival=Arrival.CONSTANT),
+)
+
+
+def fixed_result(rate: float, e2el_s: float, requests: int = 40) -> BenchResult:
+    """What a fixed-rate step at ``rate`` would store, each request taking ``e2el_s`` (constant arrivals)."""
+    records = [
+        Record(sent=i / rate, chunks=(i / rate + 0.01, i / rate + e2el_s), ended=i / rate + e2el_s, output_tokens=2)
+        for i in range(requests)
+    ]
+    load = Load(rate=rate, arrival=Arrival.CONSTANT)
+    step = summarize(records, load=load, slos=parse_slos([SLO]))
+    plan = BenchPlan(url="http://x", model="m", load=load, requests=requests, slos=[SLO])
+    return BenchResult(plan=plan, steps=[step], duration_s=1)
+
+
+@pytest.fixture
+def knee_deployed(db: Database, stub_model: str) -> str:
+    image = add_fake_image(db, "knee_server.py", "--slots", str(SLOTS), "--token-ms", f"{TOKEN_MS:g}")
+    deploy(db, "knee", stub_model, image)
+    return "knee"
+
+
+def test_the_gate_reads_the_slo_from_the_newest_run_that_bears_on_it(db: Database, knee_deployed: str) -> None:
+    gate = GateConfig(slo=SLO, slo_rate=15)
+    aliases.set_gate(db=db, actor=ADMIN, model="stub", gate=gate)
+    with pytest.raises(GateRefused, match="not measured"):
+        aliases.promote(db=db, actor=ADMIN, model="stub", version=1)
+
+    def stored(result: BenchResult) -> int:
+        spec = BenchSpec.model_validate(result.plan.model_dump(include=set(BenchSpec.model_fields)))
+        run = benchmarks.create_benchmark(
+            db=db, actor=ADMIN, data=BenchmarkRunCreate(deployment=knee_deployed, spec=spec, tokenizer=False)
+        )
+        benchmarks.finish(db=db, run_id=run.id, result=result, failure="")
+        return run.id
+
+    slow = stored(fixed_result(rate=16, e2el_s=0.5))  # at the rate, but past the limit
+    assert meets(fixed_result(rate=16, e2el_s=0.5), SLO, 15) is False
+    with pytest.raises(GateRefused, match="slo: p99_e2el_ms<=300 at 15 req/s missed") as refused:
+        aliases.promote(db=db, actor=ADMIN, model="stub", version=1)
+    assert refused.value.fields == [{"path": "slo", "message": "p99_e2el_ms<=300 at 15 req/s missed"}]
+    stored(fixed_result(rate=10, e2el_s=0.2))  # meets the SLO, but below the gate's rate: does not bear on it
+    with db.session() as session:
+        assert benchmarks.slo_of(session, 1, gate) == (False, f"benchmark run {slow}")
+
+    fast = stored(fixed_result(rate=20, e2el_s=0.2))
+    with db.session() as session:
+        assert benchmarks.slo_of(session, 1, gate) == (True, f"benchmark run {fast}")
+    typed = aliases.promote(  # a result typed in wins over the stored one
+        db=db,
+        actor=ADMIN,
+        model="stub",
+        version=1,
+        results={1: Results(slo_met=False, source="me")},
+        override_reason="x",
+    )
+    assert typed.overridden
+    promoted = aliases.promote(db=db, actor=ADMIN, model="stub", version=1)
+    assert not promoted.overridden
+    assert promoted.checks == [
+        {
+            "name": "slo",
+            "passed": True,
+            "observed": None,
+            "required": 15.0,
+            "detail": "p99_e2el_ms<=300 at 15 req/s met",
+        }
+    ]
+
+    listed = benchmarks.list_benchmarks(db=db, actor=ADMIN, deployment="knee", model="stub", version=1)
+    assert [r.id for r in listed] == [fast, fast - 1, slow]
+    assert headline(listed[0].result) is not None  # type: ignore[arg-type]
+    mia = member(db, "mia")
+    with pytest.raises(Forbidden, match="owned by admin"):
+        benchmarks.get_benchmark(db=db, actor=mia, run_id=fast)
+    assert benchmarks.list_benchmarks(db=db, actor=mia) == []
+    queued = benchmarks.create_benchmark(
+        db=db, actor=ADMIN, data=BenchmarkRunCreate(deployment="knee", spec=SWEEP, tokenizer=False)
+    )
+    with pytest.raises(Conflict, match="is queued"):
+        benchmarks.delete_benchmark(db=db, actor=ADMIN, run_id=queued.id)
+    with pytest.raises(Conflict, match="has no result"):
+        benchmarks.compare_benchmarks(db=db, actor=ADMIN, a=fast, b=queued.id)
+
+
+class ServerOnThread(GatewayServer):
+    """The server's one app (the API beside the gateway), on a thread as `cove server` serves it."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        super().__init__(settings, db)
+        self.server.config.app = Server(self.app, Login(settings=settings, db=db), build_api(settings=settings, db=db))
+
+
+@pytest.fixture
+def api(
+    settings: Settings, db: Database, knee_deployed: str, controller: Controller
+) -> Iterator[tuple[Client, dict[str, str]]]:
+    """The API and the gateway on a thread, the controller (which starts the knee deployment and the runs), a token
+    of the admin's for the API, and the environment `cove` needs to call it; the deployment is Ready."""
+    token = keys.create_key(db=db, actor=ADMIN, data=ApiKeyCreate(name="bench", scopes=["*"])).key
+    with ServerOnThread(settings, db), Client(settings.gateway_url, token) as client:
+        wait_until(lambda: status_of(db, "knee", "Ready"), timeout=30, what="the knee server to be ready")
+        yield client, {"COVE_API_URL": settings.gateway_url, "COVE_TOKEN": token, "COVE_HOME": str(settings.home)}
+
+
+@pytest.mark.runtime
+def test_a_stored_sweep_finds_the_designed_capacity_and_is_listed_compared_and_gated(
+    db: Database, api: tuple[Client, dict[str, str]]
+) -> None:
+    client, env = api
+
+    created = client.benchmarks.create("knee", SWEEP, tokenizer=False)
+    assert (created.status, created.model, created.model_version) == (JobStatus.QUEUED, "stub", 1)
+    done = client.benchmarks.wait(created.id, timeout=90)
+    assert done.result is not None
+    assert done.result.sweep is not None, done.message
+    found = done.result.sweep.value
+    assert found is not None
+    assert abs(found - CAPACITY) / CAPACITY <= 0.05, done.message
+    assert done.max_rate == found
+    assert done.steps_done == len(done.result.steps)
+    assert done.result.plan.api_key is None  # the key stays in the plan file
+    assert not [k for k in client.keys.list() if k.name.startswith("bench-") and k.revoked_at is None]
+
+    fixed = client.benchmarks.create(
+        "knee", BenchSpec(workload=SWEEP.workload, load=Load(concurrency=2), requests=10), tokenizer=False
+    )
+    client.benchmarks.wait(fixed.id, timeout=60)
+    differences = {d.name: d for d in client.benchmarks.compare(created.id, fixed.id)}
+    assert (differences["max rate"].a, differences["max rate"].b) == (found, None)
+    assert differences["p99 e2el ms"].delta == pytest.approx(
+        differences["p99 e2el ms"].b - differences["p99 e2el ms"].a  # type: ignore[operator]
+    )
+
+    listed = CliRunner().invoke(cli, ["bench", "list", "--deployment", "knee"], env=env, catch_exceptions=False)
+    assert re.search(rf"{created.id} +Succeeded +knee +stub:1 +gateway .*max {found:g} req/s", listed.output)
+    compared = CliRunner().invoke(cli, ["bench", "compare", str(created.id), str(fixed.id), "--json"], env=env)
+    assert json.loads(compared.stdout)[0]["name"] == "max rate"
+
+    aliases.set_gate(db=db, actor=ADMIN, model="stub", gate=GateConfig(slo=SLO, slo_rate=15))
+    promoted = aliases.promote(db=db, actor=ADMIN, model="stub", version=1)
+    assert promoted.checks[0]["passed"]
+    aliases.set_gate(db=db, actor=ADMIN, model="stub", gate=GateConfig(slo=SLO, slo_rate=2 * CAPACITY))
+    with pytest.raises(GateRefused, match=f"at {2 * CAPACITY:g} req/s missed"):
+        aliases.promote(db=db, actor=ADMIN, model="stub", version=1)
+
+    deleted = CliRunner().invoke(cli, ["bench", "delete", str(fixed.id)], env=env, catch_exceptions=False)
+    assert deleted.exit_code == 0
+    assert [r.id for r in client.benchmarks.list(deployment="knee")] == [created.id]
+
+
+@pytest.mark.runtime
+def test_cove_bench_creates_a_run_on_the_server_and_follows_it(
+    api: tuple[Client, dict[str, str]],
+) -> None:
+    _, env = api
+    args = ["bench", "knee", "--concurrency", "2", "--requests", "6", "--output-len", "5", "--words"]
+    ran = CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
+    assert ran.exit_code == 0, ran.output
+    assert re.search(r"benchmark run \d+: knee \(stub v1\), concurrency 2, 6 requests", ran.output)
+    assert re.search(r"Successful requests: +6\n", ran.output)
+    replica = CliRunner().invoke(cli, [*args, "--replica", "0", "--json"], env=env, catch_exceptions=False)
+    run = json.loads(replica.stdout)
+    assert (run["target"], run["result"]["steps"][0]["completed"]) == ("replica", 6)
+    assert run["result"]["plan"]["url"].startswith("http://127.0.0.1:")
