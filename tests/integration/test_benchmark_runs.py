@@ -6,11 +6,13 @@ SLO check read from them."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
+from streamlit.testing.v1 import AppTest
 
 from cove.client import Client
 from studio.api.app import build_api
@@ -21,9 +23,11 @@ from studio.benchmark import (
     BenchResult,
     BenchSpec,
     Load,
+    Probe,
     Record,
     Sweep,
     Workload,
+    answer,
     parse_slos,
     summarize,
 )
@@ -39,6 +43,7 @@ from studio.services import aliases, benchmarks, keys
 from studio.settings import Settings
 from studio.values import JobStatus
 from tests.integration.conftest import GatewayServer, add_fake_image, deploy, status_of, wait_until
+from tests.integration.test_studio_ui import page, table, texts, ui  # noqa: F401  (ui: the fixture)
 from tests.people import ADMIN, member
 
 SLOTS, TOKEN_MS, TOKENS = 4, 20.0, 10
@@ -60,6 +65,23 @@ def fixed_result(rate: float, e2el_s: float, requests: int = 40) -> BenchResult:
     step = summarize(records, load=load, slos=parse_slos([SLO]))
     plan = BenchPlan(url="http://x", model="m", load=load, requests=requests, slos=[SLO])
     return BenchResult(plan=plan, steps=[step], duration_s=1)
+
+
+def sweep_result() -> BenchResult:
+    """What a rate sweep of the knee server stores, made up: 0.2 s per request up to 20 req/s; past it a queue that
+    grows by 50 ms a request. Probes 10, 20, 40, 21: the answer is 20 req/s."""
+    sweep = SWEEP.sweep
+    assert sweep is not None
+    history = []
+    for rate in (10.0, 20.0, 40.0, 21.0):
+        extra = 0.0 if rate <= CAPACITY else 0.05
+        records = [
+            Record(sent=i / rate, chunks=(i / rate + 0.02, end), ended=end, output_tokens=TOKENS)
+            for i, end in ((i, i / rate + 0.2 + i * extra) for i in range(60))
+        ]  # fmt: skip
+        history.append(Probe.of(sweep, rate, summarize(records, load=sweep.load(rate), slos=sweep.slos)))
+    plan = BenchPlan(url="http://x", model="knee", **SWEEP.model_dump())
+    return BenchResult(plan=plan, steps=[p.summary for p in history], sweep=answer(sweep, history), duration_s=9)
 
 
 @pytest.fixture
@@ -212,3 +234,42 @@ def test_cove_bench_creates_a_run_on_the_server_and_follows_it(
     run = json.loads(replica.stdout)
     assert (run["target"], run["result"]["steps"][0]["completed"]) == ("replica", 6)
     assert run["result"]["plan"]["url"].startswith("http://127.0.0.1:")
+
+
+def test_the_benchmarks_page_charts_a_sweep_and_compares_two_runs(
+    db: Database,
+    knee_deployed: str,
+    ui: AppTest,  # noqa: F811
+) -> None:
+    at = page(ui, "benchmarks")
+    assert "No benchmark runs yet" in texts(at.info)
+
+    def stored(result: BenchResult) -> int:
+        spec = BenchSpec.model_validate(result.plan.model_dump(include=set(BenchSpec.model_fields)))
+        run = benchmarks.create_benchmark(
+            db=db, actor=ADMIN, data=BenchmarkRunCreate(deployment=knee_deployed, spec=spec, tokenizer=False)
+        )
+        benchmarks.finish(db=db, run_id=run.id, result=result, failure="")
+        return run.id
+
+    swept = stored(sweep_result())
+    fixed = stored(fixed_result(rate=10, e2el_s=0.2))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    runs = table(at, 0)
+    assert [(r["id"], r["status"], r["version"], r["run"]) for r in runs] == [
+        (fixed, "Succeeded", "stub v1", "10 req/s constant, 40 requests"),
+        (swept, "Succeeded", "stub v1", "sweep over rate for p99_e2el_ms<=300"),
+    ]
+    assert runs[1]["max rate"] == 20.0
+    at.selectbox(key="bench-run").set_value(swept).run()
+    assert "SLO limit 300 ms · knee at 20 req/s · max sustainable rate 20 req/s" in texts(at.caption)
+    assert "largest rate meeting p99_e2el_ms<=300: 20 req/s" in texts(at.success) + texts(at.warning)
+    chart = at.get("vega_lite_chart")[0].proto.spec
+    assert chart.count('"type": "rule"') == 2  # the SLO's limit; the knee and the max rate
+    assert [r["load"] for r in table(at, 1)] == [f"{r:g} req/s constant" for r in (10, 20, 40, 21)]
+
+    compared = {r["figure"]: r for r in table(at, 2)}
+    assert compared["max rate"]["A"] == 20.0  # A: the older run, the sweep
+    assert math.isnan(compared["max rate"]["B"])  # a fixed-rate run has none
+    assert compared["p50 e2el ms"]["B − A"] == pytest.approx(0.0, abs=1)
