@@ -9,6 +9,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -34,15 +35,22 @@ from studio.benchmark import (
 from studio.cli import cli
 from studio.controller import Controller
 from studio.db import Database
-from studio.errors import Conflict, Forbidden, GateRefused
+from studio.errors import Conflict, Forbidden, GateRefused, NotFound
 from studio.gate import GateConfig, Results
 from studio.login import Login
-from studio.models import ApiKeyCreate, BenchmarkRunCreate
+from studio.models import ApiKeyCreate, BenchmarkRunCreate, DatasetCreate
 from studio.server import Server
-from studio.services import aliases, benchmarks, keys
+from studio.services import aliases, benchmarks, datasets, keys, models
 from studio.settings import Settings
 from studio.values import JobStatus
-from tests.integration.conftest import GatewayServer, add_fake_image, deploy, status_of, wait_until
+from tests.integration.conftest import (
+    GatewayServer,
+    add_fake_image,
+    deploy,
+    register_demo,
+    status_of,
+    wait_until,
+)
 from tests.integration.test_studio_ui import page, table, texts, ui  # noqa: F401  (ui: the fixture)
 from tests.people import ADMIN, member
 
@@ -152,6 +160,34 @@ def test_the_gate_reads_the_slo_from_the_newest_run_that_bears_on_it(db: Databas
         benchmarks.delete_benchmark(db=db, actor=ADMIN, run_id=queued.id)
     with pytest.raises(Conflict, match="has no result"):
         benchmarks.compare_benchmarks(db=db, actor=ADMIN, a=fast, b=queued.id)
+
+
+def test_a_datasets_rows_give_the_workloads_lengths_under_the_deployments_tokenizer(
+    db: Database, settings: Settings, demo_folder: Path, tmp_path: Path
+) -> None:
+    register_demo(db, settings, demo_folder)
+    deploy(db, "demo", "demo-chat")
+    rows = [
+        {"messages": [{"role": "user", "content": "word " * n}, {"role": "assistant", "content": "ok " * m}]}
+        for n, m in ((5, 2), (60, 20))
+    ]
+    source = tmp_path / "chats.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    datasets.add_dataset(db=db, actor=ADMIN, data=DatasetCreate(name="chats", source=str(source)), settings=settings)
+    spec = BenchSpec(load=Load(concurrency=1), requests=4)
+    run = benchmarks.create_benchmark(
+        db=db, actor=ADMIN, data=BenchmarkRunCreate(deployment="demo", spec=spec, dataset="chats")
+    )
+    (short_in, short_out), (long_in, long_out) = run.spec.workload.lengths or []
+    assert long_in - short_in >= 55  # 55 more words of prompt: at least as many more tokens
+    assert short_out >= 2
+    assert long_out - short_out >= 18
+    version = models.get_model(db=db, name="demo-chat").versions[0]
+    assert run.tokenizer == version.path  # prompts sized with the deployment's own tokenizer
+    with pytest.raises(NotFound, match="no dataset named 'nope'"):
+        benchmarks.create_benchmark(
+            db=db, actor=ADMIN, data=BenchmarkRunCreate(deployment="demo", spec=spec, dataset="nope")
+        )
 
 
 class ServerOnThread(GatewayServer):
