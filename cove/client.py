@@ -211,6 +211,7 @@ class Client:
 
     def _nouns(self) -> None:
         from cove.aliases import Aliases
+        from cove.benchmarks import Benchmarks
         from cove.clusters import Clusters
         from cove.datasets import Datasets
         from cove.deployments import Deployments
@@ -229,6 +230,7 @@ class Client:
         self.deployments = Deployments(self)
         self.finetunes = FineTunes(self)
         self.evaluations = Evaluations(self)
+        self.benchmarks = Benchmarks(self)
         self.models = Models(self)
         self.keys = Keys(self)
         self.images = Images(self)

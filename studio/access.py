@@ -72,6 +72,7 @@ SCOPE_NOUNS = (
     "datasets",
     "finetunes",
     "evaluations",
+    "benchmarks",
 )
 SCOPES = ("*", *(f"{noun}:{verb}" for noun in SCOPE_NOUNS for verb in ("read", "write")))
 

@@ -1,8 +1,10 @@
 """The benchmark process: ``python -m studio.bench PLAN_JSON`` runs one ``BenchPlan`` and writes ``result.json``.
 
 It runs apart from the control plane (as ``studio.trainer`` does) and needs only the plan, the server it names and
-the key in the environment variable ``plan.api_key_env``. Progress goes to stdout a line at a time; the result (a
-``BenchResult``: every step's summary and the sweep's answer) is written beside the plan. Exit status: 0 when the
+the key in the environment variable ``plan.api_key_env`` (else the plan's ``api_key``). Progress goes to stdout a
+line at a time, and to ``progress.json`` (a ``BenchProgress``: the steps finished, the last line); the result (a
+``BenchResult``: every step's summary and the sweep's answer, the plan without its key) is written whole beside the
+plan. Exit status: 0 when the
 run ended (whatever it measured), 1 when the plan could not be run, 2 on a usage error.
 """
 
@@ -15,10 +17,17 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from studio.benchmark import BenchPlan
+from studio.benchmark import BenchPlan, BenchProgress
 from studio.errors import CoveError, explain
 
-RESULT_FILE = "result.json"
+PLAN_FILE, RESULT_FILE, PROGRESS_FILE = "plan.json", "result.json", "progress.json"
+
+
+def _write(path: Path, text: str) -> None:
+    """Whole or not at all: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +44,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from studio.loadgen import run_plan
 
-    result = asyncio.run(run_plan(plan, api_key=os.environ.get(plan.api_key_env), say=lambda s: print(s, flush=True)))
-    (path.parent / RESULT_FILE).write_text(result.model_dump_json(indent=2))
+    steps = 0
+
+    def say(line: str) -> None:
+        nonlocal steps
+        print(line, flush=True)
+        steps += line.startswith(("  pass", "  FAIL"))  # a sweep's probe ended
+        _write(path.parent / PROGRESS_FILE, BenchProgress(steps=steps, line=line.strip()).model_dump_json())
+
+    key = os.environ.get(plan.api_key_env) or plan.api_key
+    result = asyncio.run(run_plan(plan, api_key=key, say=say))
+    result = result.model_copy(update={"plan": plan.model_copy(update={"api_key": None})})
+    _write(path.parent / RESULT_FILE, result.model_dump_json(indent=2))
     print(f"wrote {path.parent / RESULT_FILE}", flush=True)
     return 0
 

@@ -609,16 +609,11 @@ def answer(sweep: Sweep, history: Sequence[Probe]) -> SweepAnswer:
 # ------------------------------------------------------------------------------------------------ a run
 
 
-class BenchPlan(BaseModel):
-    """A benchmark run, as ``python -m studio.bench PLAN.json`` reads it: where (``url``, an OpenAI-compatible base,
-    and the ``model`` name to ask for; the key from the environment variable ``api_key_env``), what (``workload``),
-    and either one step (``load`` for ``requests`` and/or ``duration_s``) or a ``sweep``."""
+class BenchSpec(BaseModel):
+    """What a benchmark run sends, wherever it is sent: the ``workload``, and either one step (``load`` for
+    ``requests`` and/or ``duration_s``, judged against ``slos``) or a ``sweep``. A stored run keeps this."""
 
-    url: str
-    model: str
     endpoint: Literal["chat", "completions"] = "chat"
-    api_key_env: str = "COVE_API_KEY"
-    tokenizer: str | None = None  # a model folder whose tokenizer sizes the prompts; else one word ≈ one token
     workload: Workload = Workload()
     load: Load | None = None
     requests: int | None = Field(default=None, ge=1)
@@ -628,12 +623,39 @@ class BenchPlan(BaseModel):
     request_timeout_s: float = Field(default=600.0, gt=0)
 
     @model_validator(mode="after")
-    def _one_kind(self) -> BenchPlan:
+    def _one_kind(self) -> BenchSpec:
         if (self.load is None) == (self.sweep is None):
             raise ValueError("give either a load (one step) or a sweep")
         if self.load is not None and self.requests is None and self.duration_s is None:
             raise ValueError("a step needs a number of requests or a duration")
         return self
+
+    def words(self) -> str:
+        """The run in a few words: ``sweep over rate for p99_e2el_ms<=2000`` or ``4 req/s poisson, 100 requests``."""
+        if self.sweep is not None:
+            return f"sweep over {self.sweep.over} for " + ", ".join(s.text for s in self.sweep.slos)
+        assert self.load is not None
+        amount = f"{self.requests} requests" if self.requests else f"{self.duration_s:g} s"
+        return f"{self.load.words()}, {amount}"
+
+
+class BenchPlan(BenchSpec):
+    """A benchmark run, as ``python -m studio.bench PLAN.json`` reads it: where (``url``, an OpenAI-compatible base,
+    and the ``model`` name to ask for; the key from the environment variable ``api_key_env``, else ``api_key``) and
+    what (the ``BenchSpec``)."""
+
+    url: str
+    model: str
+    api_key_env: str = "COVE_API_KEY"
+    api_key: str | None = None  # a stored run's key, in its plan file only (0600); never in its result
+    tokenizer: str | None = None  # a model folder whose tokenizer sizes the prompts; else one word ≈ one token
+
+
+class BenchProgress(BaseModel):
+    """``progress.json`` while a run goes: the steps finished and the last line said."""
+
+    steps: int = 0
+    line: str = ""
 
 
 class BenchResult(BaseModel):

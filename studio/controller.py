@@ -26,6 +26,7 @@ from datetime import datetime
 from studio import kvlog
 from studio.backends.base import Backend, BuildSpec, WorkloadStatus
 from studio.backends.clusters import Clusters, connect_cluster
+from studio.bench_runs import BenchmarkRunner
 from studio.db import Database, utcnow
 from studio.errors import BackendUnavailable, CoveError, NotFound, QuotaExceeded
 from studio.evaluation_runs import EvaluationRunner
@@ -136,6 +137,7 @@ class Controller:
         self.jobs = JobRunner(db=db, settings=settings)
         self.evaluations = EvaluationRunner(db=db, settings=settings)
         self.gate_watch = GateWatch(db=db, settings=settings, notifier=notifier or Notifier(), wall=wall)
+        self.benchmarks = BenchmarkRunner(db=db, settings=settings)
         self._restarts: dict[tuple[str, int], int] = {}
         self._recommendations: dict[str, deque[tuple[float, int]]] = {}
         self._capacity_read_at = -math.inf
@@ -200,10 +202,11 @@ class Controller:
         )
 
     def _run_jobs(self, backends: dict[str, Backend]) -> None:
-        """Fine-tune jobs and evaluations on the clusters that answered; every ``capacity_refresh_s``, tasks no
-        unfinished job owns (one whose end could not be cleaned up) are stopped: listing them costs a read of each
-        cluster."""
+        """Fine-tune jobs, evaluations and benchmark runs on the clusters that answered; every
+        ``capacity_refresh_s``, tasks no unfinished job owns (one whose end could not be cleaned up) are stopped:
+        listing them costs a read of each cluster."""
         owned = self.jobs.reconcile(backends) | self.evaluations.reconcile(backends)
+        owned |= self.benchmarks.reconcile(backends)
         if self.clock() - self._tasks_swept_at < self.settings.capacity_refresh_s:
             return
         self._tasks_swept_at = self.clock()

@@ -13,34 +13,21 @@ from __future__ import annotations
 import logging
 import secrets
 import sys
-from datetime import timedelta
 from pathlib import Path
-
-import pydantic
-from sqlmodel import select
 
 from studio import scoring
 from studio.backends.base import Backend, TaskSpec
-from studio.db import Database, utcnow
+from studio.db import Database
 from studio.errors import CoveError
 from studio.jobs import Paths, paths_for
-from studio.models import ApiKeyCreate, User
 from studio.scoring import Endpoint, EvalPlan, EvalResult, HeldOut, Progress
-from studio.services import evaluations, keys
+from studio.services import evaluations
 from studio.services.evaluations import Active
 from studio.settings import Settings
-from studio.values import DEFAULT_CLUSTER, JobStatus, Principal, Resources
+from studio.task_runs import owner_key, read, revoke_owner_key, task_spec, write_plan
+from studio.values import DEFAULT_CLUSTER, JobStatus
 
 log = logging.getLogger(__name__)
-
-KEY_LIFETIME = timedelta(days=1)
-
-
-def _principal(db: Database, name: str) -> Principal:
-    """The owner, as the run acts: their key is made as them."""
-    with db.session() as session:
-        user = session.exec(select(User).where(User.name == name)).one()
-        return Principal(name=user.name, role=user.role, groups=frozenset(user.groups))
 
 
 def folder_of(settings: Settings, evaluation_id: int) -> Path:
@@ -74,13 +61,6 @@ def plan_of(run: Active, *, settings: Settings, paths: Paths, key: str) -> EvalP
     )
 
 
-def read(path: Path, model: type[pydantic.BaseModel]) -> pydantic.BaseModel | None:
-    try:
-        return model.model_validate_json(path.read_bytes())
-    except (OSError, pydantic.ValidationError):
-        return None
-
-
 class EvaluationRunner:
     """Runs evaluations on the controller's behalf (see the module docstring)."""
 
@@ -111,64 +91,42 @@ class EvaluationRunner:
         state = backend.run_task(self._task(backend, run))
         if state.phase in ("pending", "running"):
             progress = read(folder / scoring.PROGRESS_FILE, Progress)
-            if isinstance(progress, Progress):
+            if progress is not None:
                 evaluations.progressed(db=self.db, evaluation_id=run.id, progress=progress)
             return
         result = read(folder / scoring.RESULT_FILE, EvalResult)
         failure = state.message or "the evaluation process ended without a result"
         if state.log_tail and result is None:
             failure += ": " + " / ".join(line for line in state.log_tail[-3:] if line.strip())
-        self._end(run, result if isinstance(result, EvalResult) else None, failure)
+        self._end(run, result, failure)
         backend.stop_task(run.task)
 
     def _task(self, backend: Backend, run: Active) -> TaskSpec:
-        paths = paths_for(self.settings, backend)
-        folder = paths.of(folder_of(self.settings, run.id))
-        return TaskSpec(
+        folder = folder_of(self.settings, run.id)
+        return task_spec(
+            self.settings,
+            backend,
             name=run.task,
-            command=(
-                "python" if backend.runs_images else self.python,
-                "-m",
-                "studio.evaluator",
-                f"{folder}/{scoring.PLAN_FILE}",
-            ),
-            workdir=folder,
-            image=self.settings.trainer_image,
-            env=(("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("PYTHONUNBUFFERED", "1")),
-            resources=Resources(cpu=1, memory_mib=1024),
+            module="studio.evaluator",
+            folder=folder,
+            plan_file=scoring.PLAN_FILE,
+            python=self.python,
         )
 
     def _launch(self, backend: Backend, run: Active, folder: Path) -> None:
         if run.key_name:  # a previous launch's
             self._revoke(run)
-        owner = _principal(self.db, run.owner)
         name = f"eval-{run.id}-{secrets.token_hex(4)}"
-        deployments = sorted({d for d in (run.deployment, run.judge, run.against) if d})
-        key = keys.create_key(
-            db=self.db,
-            actor=owner,
-            data=ApiKeyCreate(name=name, deployments=deployments, expires_at=utcnow() + KEY_LIFETIME),
-        )
-        plan = plan_of(run, settings=self.settings, paths=paths_for(self.settings, backend), key=key.key)
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in (scoring.RESULT_FILE, scoring.PROGRESS_FILE):
-            (folder / stale).unlink(missing_ok=True)
-        tmp = folder / f".{scoring.PLAN_FILE}.tmp"
-        tmp.write_text(plan.model_dump_json(indent=2))
-        tmp.chmod(0o600)  # it holds the key
-        tmp.replace(folder / scoring.PLAN_FILE)
+        deployments = [d for d in (run.deployment, run.judge, run.against) if d]
+        key = owner_key(self.db, owner=run.owner, name=name, deployments=deployments)
+        plan = plan_of(run, settings=self.settings, paths=paths_for(self.settings, backend), key=key)
+        write_plan(folder, scoring.PLAN_FILE, plan, stale=(scoring.RESULT_FILE, scoring.PROGRESS_FILE))
         evaluations.started(db=self.db, evaluation_id=run.id, key_name=name)
         log.info("evaluation %d: started", run.id)
 
     def _revoke(self, run: Active) -> None:
         """The key the run asked with (named at its launch) stops working."""
-        name = evaluations.key_of(db=self.db, evaluation_id=run.id)
-        if not name:
-            return
-        try:
-            keys.revoke_key(db=self.db, actor=_principal(self.db, run.owner), name=name)
-        except CoveError as exc:  # already gone: nothing to revoke
-            log.info("evaluation %d: key %s: %s", run.id, name, exc)
+        revoke_owner_key(self.db, owner=run.owner, name=evaluations.key_of(db=self.db, evaluation_id=run.id))
 
     def _end(self, run: Active, result: EvalResult | None, failure: str) -> None:
         evaluations.finish(db=self.db, evaluation_id=run.id, result=result, failure=failure)

@@ -85,7 +85,8 @@ class Results:
 
     scores: Mapping[str, float] = field(default_factory=dict)
     slo_met: bool | None = None
-    source: str = ""
+    source: str = ""  # of the scores
+    slo_source: str = ""  # of slo_met ("benchmark run 12"): the scores and the SLO come from different runs
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,8 @@ def _slo(config: GateConfig, candidate: Results) -> Check:
     if candidate.slo_met is None:
         return Check("slo", False, None, config.slo_rate, f"{config.slo}{at} not measured")
     met = "met" if candidate.slo_met else "missed"
-    return Check("slo", candidate.slo_met, None, config.slo_rate, f"{config.slo}{at} {met}")
+    check = Check("slo", candidate.slo_met, None, config.slo_rate, f"{config.slo}{at} {met}")
+    return _sourced(check, candidate.slo_source)
 
 
 def evaluate(config: GateConfig, candidate: Results, production: Results | None) -> Verdict:

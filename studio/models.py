@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 from sqlmodel import Field, SQLModel
 from sqlmodel.main import SQLModelConfig
 
+from studio.benchmark import BenchResult, BenchSpec
 from studio.db import EnumText, UTCDateTime, ValueJSON, utcnow
 from studio.finetuning import TrainSettings
 from studio.gate import GateConfig
@@ -497,6 +498,65 @@ class EvaluationPublic(EvaluationBase, Owned, EvaluationObserved):
     scorers: list[ScorerSpec]
     created_at: datetime
     examples: list[Example] = []  # only when one evaluation is asked for
+
+
+# ---------------------------------------------------------------------------------------------------- benchmark runs
+
+
+class BenchmarkRunBase(Shared):
+    """A serving benchmark of a deployment, through the gateway or straight to one of its replicas."""
+
+    deployment: str = Field(min_length=1)
+    target: str = Field(default="gateway", regex="^(gateway|replica)$")  # where requests are sent
+    replica: int = Field(default=0, ge=0)  # which replica (its index among the ready ones), for target replica
+
+
+class BenchmarkRunObserved(SQLModel):
+    """How a run goes and what it found: written by the controller from the run's progress and result."""
+
+    status: JobStatus = _enum(JobStatus.QUEUED)
+    message: str = ""
+    steps_done: int = 0
+    progress: str = ""  # the last line the run said
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class BenchmarkRun(BenchmarkRunBase, Owned, BenchmarkRunObserved, table=True):
+    """One benchmark run, of the model version its deployment served when it was asked for."""
+
+    __tablename__ = "benchmark_runs"
+    id: int | None = Field(default=None, primary_key=True)
+    model_version_id: int = Field(foreign_key="model_versions.id", ondelete="CASCADE", index=True)
+    spec: dict[str, Any] = _json(dict)  # ``studio.benchmark.BenchSpec``
+    tokenizer: str | None = None  # the model folder whose tokenizer sizes the prompts
+    result: dict[str, Any] | None = _json()  # ``studio.benchmark.BenchResult``
+    max_rate: float | None = None  # the sweep's answer (its largest passing rate or concurrency), for lists
+    key_name: str = ""  # the gateway key the run asks with, revoked when it ends
+    created_at: datetime = _ts()
+
+
+class BenchmarkRunCreate(BenchmarkRunBase):
+    """Benchmark ``deployment`` with ``spec``; its workload's lengths from a dataset version's rows when
+    ``dataset`` is given; prompts sized with the deployment's tokenizer unless ``tokenizer`` is false."""
+
+    model_config = CREATE
+
+    spec: BenchSpec
+    dataset: str | None = None
+    dataset_version: int | None = Field(default=None, ge=1)  # None: the newest
+    tokenizer: bool = True
+
+
+class BenchmarkRunPublic(BenchmarkRunBase, Owned, BenchmarkRunObserved):
+    id: int
+    model: str
+    model_version: int
+    spec: BenchSpec
+    tokenizer: str | None = None
+    result: BenchResult | None = None
+    max_rate: float | None = None
+    created_at: datetime
 
 
 # ---------------------------------------------------------------------------------------------------- images

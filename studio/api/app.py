@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from studio.api import (
     aliases,
     auth,
+    benchmarks,
     clusters,
     datasets,
     deployments,
@@ -57,6 +58,7 @@ ROUTERS = (
     finetunes.router,
     aliases.router,
     evaluations.router,
+    benchmarks.router,
 )
 
 

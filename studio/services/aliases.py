@@ -21,7 +21,7 @@ from studio.db import Database, utcnow
 from studio.errors import GateRefused, InvalidSpec, NotFound
 from studio.gate import GateConfig, Results, Verdict, evaluate
 from studio.models import AliasMove, AliasMovePublic, Deployment, Model, ModelPublic, ModelVersion, Promotion
-from studio.services import owned, quality
+from studio.services import benchmarks, owned, quality
 from studio.services.events import NewEvent, add_events
 from studio.services.models import ALIASES, KIND, find_version, get_model
 from studio.values import Principal
@@ -127,8 +127,10 @@ def judge(
     *, db: Database, model: str, version: int, results: Mapping[int, Results] | None = None
 ) -> tuple[Verdict, int | None]:
     """What the gate says of promoting ``version`` now, and the production version it is compared with (None: none
-    yet). ``results`` by version number; a version without any is unmeasured."""
-    results = results or {}
+    yet). ``results`` by version number; a version without any is unmeasured. Scores come from the gate's
+    evaluation set when it names one; whether the candidate met the SLO, when not given, from its stored benchmark
+    runs."""
+    results = benchmarks.with_stored_slo(db=db, model=model, version=version, results=results)
     with db.session() as session:
         row = session.exec(select(Model).where(Model.name == model)).first()
         if row is None:

@@ -27,6 +27,7 @@ st.navigation(
         st.Page("app_pages/images.py", title="Images", icon=":material/deployed_code:"),
         st.Page("app_pages/deploy.py", title="Deploy", icon=":material/rocket_launch:"),
         st.Page("app_pages/deployments.py", title="Deployments", icon=":material/dns:"),
+        st.Page("app_pages/benchmarks.py", title="Benchmarks", icon=":material/speed:"),
         st.Page("app_pages/notebooks.py", title="Notebooks", icon=":material/edit_note:"),
         st.Page("app_pages/keys.py", title="API keys & usage", icon=":material/key:"),
         st.Page("app_pages/audit.py", title="Audit trail", icon=":material/history:"),

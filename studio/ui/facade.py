@@ -18,6 +18,7 @@ import streamlit as st
 
 from studio import access, datastore, machine, sessions
 from studio.backends.base import WorkloadSpec
+from studio.bench_results import Difference
 from studio.bootstrap import open_studio
 from studio.chats import ColumnMap, detect
 from studio.db import Database, utcnow
@@ -31,6 +32,7 @@ from studio.models import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyPublic,
+    BenchmarkRunPublic,
     ClusterCreate,
     ClusterPublic,
     DatasetAdded,
@@ -61,6 +63,7 @@ from studio.runtimes import local_availability
 from studio.sealing import studio_key
 from studio.services import (
     aliases,
+    benchmarks,
     clusters,
     datasets,
     deployments,
@@ -282,6 +285,13 @@ class Studio:
         return finetunes.create_finetune(
             db=self.db, actor=self.actor, data=data, queued=bool(self.settings.kueue_queue)
         )
+
+    def benchmarks(self, deployment: str | None = None) -> list[BenchmarkRunPublic]:
+        """Benchmark runs (of ``deployment``), newest first."""
+        return benchmarks.list_benchmarks(db=self.db, actor=self.actor, deployment=deployment)
+
+    def compare_benchmarks(self, a: int, b: int) -> list[Difference]:
+        return benchmarks.compare_benchmarks(db=self.db, actor=self.actor, a=a, b=b)
 
     def evaluations_of(self, model: str, version: int) -> list[EvaluationPublic]:
         """A model version's evaluations, newest first, without their examples."""

@@ -23,6 +23,7 @@ PURE = {
     "studio.pools",
     "studio.memplan",
     "studio.benchmark",
+    "studio.bench_results",
     "studio.gate",
     "studio.scoring",
     "studio.sizing",

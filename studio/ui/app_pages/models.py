@@ -124,9 +124,15 @@ if chosen.gate.evaluation is None:  # no evaluation set: the scores are typed in
         results[production] = Results({m: v for m, v in base.items() if v is not None}, None, "entered in the studio")
 else:
     st.caption(f"Scores are read from each version's newest evaluation on {chosen.gate.evaluation.describe()}.")
-slo_met = st.checkbox(f"v{candidate} met {chosen.gate.slo}", key="slo-met") if chosen.gate.slo else None
-if slo_met is not None:
-    results[candidate] = Results(results.get(candidate, Results()).scores, slo_met, "entered in the studio")
+SLO_FROM = {"from its benchmark runs": None, "met": True, "missed": False}
+said = (
+    st.radio(f"v{candidate} and {chosen.gate.slo}", list(SLO_FROM), horizontal=True, key="slo-met")
+    if chosen.gate.slo
+    else None
+)
+if said is not None and SLO_FROM[said] is not None:
+    scored = results.get(candidate, Results())
+    results[candidate] = Results(scored.scores, SLO_FROM[said], scored.source, "entered in the studio")
 verdict, _ = studio.judge(chosen.name, candidate, results)
 if verdict.checks:
     st.dataframe(tables.check_rows(verdict.checks), hide_index=True, width="stretch")
