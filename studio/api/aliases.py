@@ -42,7 +42,7 @@ def promote(request: Request, name: str, data: PromoteRequest, actor: Principal 
     """Move production (or ``to``) onto ``version`` if the model's gate passes the results given; a refusal is a
     409 ``GateRefused`` whose ``fields`` name each failing check with its numbers. An admin may override with
     ``override_reason`` (kept in the audit trail)."""
-    results = {v: Results(r.scores, r.slo_met, r.source) for v, r in data.results.items()}
+    results = {v: Results(r.scores, r.slo_met, r.source, r.source) for v, r in data.results.items()}  # as typed in
     return aliases.promote(
         db=request.app.state.db,
         actor=actor,
