@@ -296,6 +296,7 @@ def main() -> None:
         "--compat", action="store_true", help="only run GuideLLM and AIPerf against the demo model behind the gateway"
     )
     parser.add_argument("--sweeps-only", action="store_true", help="only Cove's two sweeps (no GuideLLM)")
+    parser.add_argument("--percentiles-only", action="store_true", help="only the two compared steps (no limit search)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary COVE_HOME and GuideLLM's reports")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -353,6 +354,8 @@ def main() -> None:
             )  # fmt: skip
             worst = max(worst, compare(f"constant {args.rate:g} req/s", ours.steps[0], theirs))
             print(f"\nlargest relative difference of a percentile: {worst:.1f} %")
+            if args.percentiles_only:
+                return
 
             print(f"\n== the limit: e2el <= {limit_ms:g} ms for 95 % of requests")
             began = time.perf_counter()
