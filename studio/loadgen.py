@@ -272,6 +272,17 @@ class StepRun:
         return summarize(self.records, load=load, slos=step.slos, cut_short=self.cut)
 
 
+async def warm_up(session: aiohttp.ClientSession, target: Target, prompter: Prompter, say: Say) -> None:
+    """One request before any is measured, as `vllm bench serve` sends its initial test prompt: connections, the
+    gateway's route and the runtime's first-request work are not billed to the first step's tail."""
+    shape = prompter.workload.shape(0)
+    record = await send(session, target, prompter.prompt(0, shape), shape)
+    if record.error:
+        say(f"warm-up request failed: {record.error}")
+    else:
+        say(f"warm-up request answered in {(record.ended - record.sent) * 1000:.0f} ms (not counted)")
+
+
 async def run_plan(plan: BenchPlan, *, api_key: str | None, say: Say = print) -> BenchResult:
     """Runs the plan's step, or its sweep to the end, saying progress as it goes."""
     began = time.perf_counter()
@@ -281,6 +292,7 @@ async def run_plan(plan: BenchPlan, *, api_key: str | None, say: Say = print) ->
     timeout = aiohttp.ClientTimeout(total=plan.request_timeout_s)
     steps: list[StepSummary] = []
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await warm_up(session, target, prompter, say)
         if plan.sweep is None:
             assert plan.load is not None
             step = Step(load=plan.load, requests=plan.requests, duration_s=plan.duration_s, slos=tuple(plan.slos))
