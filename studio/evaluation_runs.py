@@ -10,28 +10,23 @@ result.json) lie in ``settings.evaluations_dir/<id>``, beside the model cache (t
 
 from __future__ import annotations
 
-import logging
 import secrets
-import sys
 from pathlib import Path
 
 from studio import scoring
-from studio.backends.base import Backend, TaskSpec
-from studio.db import Database
-from studio.errors import CoveError
+from studio.backends.base import Backend
 from studio.jobs import Paths, paths_for
 from studio.scoring import Endpoint, EvalPlan, EvalResult, HeldOut, Progress
 from studio.services import evaluations
 from studio.services.evaluations import Active
 from studio.settings import Settings
-from studio.task_runs import owner_key, read, revoke_owner_key, task_spec, write_plan
-from studio.values import DEFAULT_CLUSTER, JobStatus
+from studio.task_runs import TaskRunner
 
-log = logging.getLogger(__name__)
+FOLDER = "evaluations"  # under settings.models_dir, a folder per run
 
 
 def folder_of(settings: Settings, evaluation_id: int) -> Path:
-    return settings.models_dir / "evaluations" / str(evaluation_id)
+    return settings.models_dir / FOLDER / str(evaluation_id)
 
 
 def plan_of(run: Active, *, settings: Settings, paths: Paths, key: str) -> EvalPlan:
@@ -61,73 +56,31 @@ def plan_of(run: Active, *, settings: Settings, paths: Paths, key: str) -> EvalP
     )
 
 
-class EvaluationRunner:
+class EvaluationRunner(TaskRunner[Active, EvalResult, Progress]):
     """Runs evaluations on the controller's behalf (see the module docstring)."""
 
-    def __init__(self, *, db: Database, settings: Settings, python: str = sys.executable) -> None:
-        self.db, self.settings, self.python = db, settings, python
+    noun, process, module, folder_name = "evaluation", "evaluation", "studio.evaluator", FOLDER
+    plan_file, progress_file, result_file = scoring.PLAN_FILE, scoring.PROGRESS_FILE, scoring.RESULT_FILE
+    progress_type, result_type = Progress, EvalResult
 
-    def reconcile(self, backend_of: dict[str, Backend]) -> set[str]:
-        """One pass over the unfinished evaluations; returns the tasks that belong to one."""
-        backend = backend_of.get(DEFAULT_CLUSTER)
-        if backend is None:
-            return set()
-        owned = set()
-        for run in evaluations.active(db=self.db):
-            owned.add(run.task)
-            try:
-                self._one(backend, run)
-            except CoveError as exc:
-                log.warning("evaluation %d: %s", run.id, exc)
-                self._end(run, None, f"it could not run: {exc}")
-        return owned
+    def active(self) -> list[Active]:
+        return evaluations.active(db=self.db)
 
-    def _one(self, backend: Backend, run: Active) -> None:
-        folder = folder_of(self.settings, run.id)
-        if run.status == JobStatus.QUEUED or run.task not in backend.tasks():
-            if run.status == JobStatus.RUNNING:  # its task is gone (a restart lost it): try again, afresh
-                log.info("evaluation %d: its task is gone; starting it again", run.id)
-            self._launch(backend, run, folder)
-        state = backend.run_task(self._task(backend, run))
-        if state.phase in ("pending", "running"):
-            progress = read(folder / scoring.PROGRESS_FILE, Progress)
-            if progress is not None:
-                evaluations.progressed(db=self.db, evaluation_id=run.id, progress=progress)
-            return
-        result = read(folder / scoring.RESULT_FILE, EvalResult)
-        failure = state.message or "the evaluation process ended without a result"
-        if state.log_tail and result is None:
-            failure += ": " + " / ".join(line for line in state.log_tail[-3:] if line.strip())
-        self._end(run, result, failure)
-        backend.stop_task(run.task)
+    def key_for(self, run: Active) -> tuple[str, list[str]]:
+        return f"eval-{run.id}-{secrets.token_hex(4)}", [d for d in (run.deployment, run.judge, run.against) if d]
 
-    def _task(self, backend: Backend, run: Active) -> TaskSpec:
-        folder = folder_of(self.settings, run.id)
-        return task_spec(
-            self.settings,
-            backend,
-            name=run.task,
-            module="studio.evaluator",
-            folder=folder,
-            plan_file=scoring.PLAN_FILE,
-            python=self.python,
-        )
+    def plan(self, run: Active, backend: Backend, key: str | None) -> EvalPlan:
+        assert key is not None  # an evaluation always asks through the gateway
+        return plan_of(run, settings=self.settings, paths=paths_for(self.settings, backend), key=key)
 
-    def _launch(self, backend: Backend, run: Active, folder: Path) -> None:
-        if run.key_name:  # a previous launch's
-            self._revoke(run)
-        name = f"eval-{run.id}-{secrets.token_hex(4)}"
-        deployments = [d for d in (run.deployment, run.judge, run.against) if d]
-        key = owner_key(self.db, owner=run.owner, name=name, deployments=deployments)
-        plan = plan_of(run, settings=self.settings, paths=paths_for(self.settings, backend), key=key)
-        write_plan(folder, scoring.PLAN_FILE, plan, stale=(scoring.RESULT_FILE, scoring.PROGRESS_FILE))
-        evaluations.started(db=self.db, evaluation_id=run.id, key_name=name)
-        log.info("evaluation %d: started", run.id)
+    def started(self, run: Active, key_name: str) -> None:
+        evaluations.started(db=self.db, evaluation_id=run.id, key_name=key_name)
 
-    def _revoke(self, run: Active) -> None:
-        """The key the run asked with (named at its launch) stops working."""
-        revoke_owner_key(self.db, owner=run.owner, name=evaluations.key_of(db=self.db, evaluation_id=run.id))
+    def key_of(self, run: Active) -> str:
+        return evaluations.key_of(db=self.db, evaluation_id=run.id)
 
-    def _end(self, run: Active, result: EvalResult | None, failure: str) -> None:
+    def progressed(self, run: Active, progress: Progress) -> None:
+        evaluations.progressed(db=self.db, evaluation_id=run.id, progress=progress)
+
+    def finish(self, run: Active, result: EvalResult | None, failure: str) -> None:
         evaluations.finish(db=self.db, evaluation_id=run.id, result=result, failure=failure)
-        self._revoke(run)
