@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from cove.jobs import follow
 from studio.bench_results import Difference
 from studio.benchmark import BenchSpec
-from studio.errors import CoveError
 from studio.models import BenchmarkRunPublic
-from studio.values import JobStatus
 
 if TYPE_CHECKING:
     from cove.client import Client
@@ -64,23 +62,13 @@ class Benchmarks:
     ) -> BenchmarkRunPublic:
         """Follow a run until it ends and return it; CoveError with its message when it failed, or after
         ``timeout`` seconds. ``on_progress`` sees each change of status or progress line."""
-        deadline, last = time.monotonic() + timeout, ""
-        while True:
-            found = self.get(run_id)
-            seen = f"{found.status} {found.progress}"
-            if seen != last and on_progress is not None:
-                on_progress(found)
-            last = seen
-            if found.status is JobStatus.SUCCEEDED:
-                return found
-            if found.status.finished:
-                raise CoveError(
-                    f"benchmark run {run_id} {found.status.value.lower()}: {found.message or 'no message'}",
-                    hint="check the deployment is ready and answers through the gateway, then run it again",
-                )
-            if time.monotonic() + poll > deadline:
-                raise CoveError(
-                    f"benchmark run {run_id} is still {found.status.value} after {timeout:.0f} s",
-                    hint="wait longer: `cove bench show ID` shows it; is the server running (`cove up`)?",
-                )
-            time.sleep(poll)
+        return follow(
+            lambda: self.get(run_id),
+            what=f"benchmark run {run_id}",
+            seen=lambda found: f"{found.status} {found.progress}",
+            failed_hint="check the deployment is ready and answers through the gateway, then run it again",
+            late_hint="wait longer: `cove bench show ID` shows it; is the server running (`cove up`)?",
+            timeout=timeout,
+            poll=poll,
+            on_progress=on_progress,
+        )

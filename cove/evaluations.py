@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from studio.errors import CoveError
+from cove.jobs import follow
 from studio.models import EvaluationPublic
-from studio.values import JobStatus
 
 if TYPE_CHECKING:
     from cove.client import Client
@@ -54,23 +52,13 @@ class Evaluations:
     ) -> EvaluationPublic:
         """Follow an evaluation until it ends and return it with its examples; CoveError with its message when it
         failed, or after ``timeout`` seconds. ``on_progress`` sees each change of status or count."""
-        deadline, last = time.monotonic() + timeout, ""
-        while True:
-            found = self.get(evaluation_id)
-            seen = f"{found.status} {found.done}/{found.total}"
-            if seen != last and on_progress is not None:
-                on_progress(found)
-            last = seen
-            if found.status is JobStatus.SUCCEEDED:
-                return found
-            if found.status.finished:
-                raise CoveError(
-                    f"evaluation {evaluation_id} {found.status.value.lower()}: {found.message or 'no message'}",
-                    hint="check the deployments answer through the gateway, then run it again",
-                )
-            if time.monotonic() + poll > deadline:
-                raise CoveError(
-                    f"evaluation {evaluation_id} is still {found.status.value} after {timeout:.0f} s",
-                    hint="wait longer: `cove eval show ID` follows it; is the server running (`cove up`)?",
-                )
-            time.sleep(poll)
+        return follow(
+            lambda: self.get(evaluation_id),
+            what=f"evaluation {evaluation_id}",
+            seen=lambda found: f"{found.status} {found.done}/{found.total}",
+            failed_hint="check the deployments answer through the gateway, then run it again",
+            late_hint="wait longer: `cove eval show ID` follows it; is the server running (`cove up`)?",
+            timeout=timeout,
+            poll=poll,
+            on_progress=on_progress,
+        )

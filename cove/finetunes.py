@@ -3,13 +3,11 @@ and events."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from studio.errors import CoveError
+from cove.jobs import follow
 from studio.models import EventPublic, FineTunePreview, FineTunePublic
-from studio.values import JobStatus
 
 if TYPE_CHECKING:
     from cove.client import Client
@@ -77,23 +75,13 @@ class FineTunes:
         """Follow job ``name`` until it ends and return it: Succeeded (``result_version`` is the new version), or a
         CoveError with its message when it failed or was cancelled, or after ``timeout`` seconds. ``on_progress``
         sees each change of status or step."""
-        deadline, last = time.monotonic() + timeout, ""
-        while True:
-            job = self.get(name)
-            seen = f"{job.status} {job.progress.get('step')} {job.progress.get('phase')} {job.message}"
-            if seen != last and on_progress is not None:
-                on_progress(job)
-            last = seen
-            if job.status is JobStatus.SUCCEEDED:
-                return job
-            if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
-                raise CoveError(
-                    f"fine-tune {name!r} {job.status.value.lower()}: {job.message or 'no message'}",
-                    hint=f"see its logs: client.finetunes.logs({name!r}); resume: client.finetunes.resume({name!r})",
-                )
-            if time.monotonic() + poll > deadline:
-                raise CoveError(
-                    f"fine-tune {name!r} is still {job.status.value} after {timeout:.0f} s",
-                    hint="wait longer, or read its logs",
-                )
-            time.sleep(poll)
+        return follow(
+            lambda: self.get(name),
+            what=f"fine-tune {name!r}",
+            seen=lambda job: f"{job.status} {job.progress.get('step')} {job.progress.get('phase')} {job.message}",
+            failed_hint=f"see its logs: client.finetunes.logs({name!r}); resume: client.finetunes.resume({name!r})",
+            late_hint="wait longer, or read its logs",
+            timeout=timeout,
+            poll=poll,
+            on_progress=on_progress,
+        )
