@@ -90,10 +90,15 @@ class Target:
 class Prompter:
     """Prompts of a wanted length in tokens: random token ids decoded by the model's tokenizer when a folder is
     given (as vLLM's random dataset), else random common words (one word ≈ one token). The shared prefix is the
-    same text for every request; the rest depends on the request's index and the workload's seed only."""
+    same text for every request; the rest depends on the request's index and the workload's seed only.
+
+    Making a prompt with a tokenizer takes milliseconds of the event loop, which would delay reading the streams in
+    flight and add to their latencies: ``prepare`` makes a step's prompts before its clock starts (as vLLM's and
+    GuideLLM's benchmarks build their requests up front), and each is kept for the steps that follow."""
 
     def __init__(self, workload: Workload, tokenizer: str | None = None) -> None:
         self.workload = workload
+        self.made: dict[int, str] = {}
         self.tokenizer: Any = None
         if tokenizer is not None:
             from transformers import AutoTokenizer
@@ -111,8 +116,16 @@ class Prompter:
         return str(self.tokenizer.decode(again))
 
     def prompt(self, index: int, shape: Shape) -> str:
+        if (made := self.made.get(index)) is not None:
+            return made
         own = self.text(shape.input, random.Random(self.workload.seed * 7919 + index + 1))
-        return f"{self.prefix} {own}" if self.prefix else own
+        self.made[index] = made = f"{self.prefix} {own}" if self.prefix else own
+        return made
+
+    def prepare(self, count: int) -> None:
+        """Makes the prompts of requests 0 … count − 1 now (those already made are kept)."""
+        for index in range(count):
+            self.prompt(index, self.workload.shape(index))
 
 
 def _content(event: dict[str, Any]) -> str:
@@ -244,6 +257,7 @@ class StepRun:
     async def run(self, say: Say) -> StepSummary:
         load, step = self.step.load, self.step
         gaps = random.Random(self.prompter.workload.seed + 1)
+        self.prompter.prepare(step.planned or 0)  # a duration step without a rate makes the rest as it goes
         watcher = asyncio.create_task(self.watch(say))
         tasks: set[asyncio.Task[None]] = set()
         start = time.perf_counter()

@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from click.testing import CliRunner
 
 from studio.benchmark import Arrival, BenchPlan, Load, Sweep, Workload
 from studio.cli import cli
-from studio.loadgen import run_plan
+from studio.loadgen import Prompter, Step, StepRun, Target, run_plan
 from tests.conftest import free_port
 from tests.fakes import FAKES
 from tests.integration.conftest import answers, wait_until
@@ -86,6 +89,27 @@ def test_fixed_concurrency_measures_the_designed_service_time(knee: str) -> None
     assert queued.e2el.p50 == pytest.approx(2 * SERVICE_MS, rel=0.15)
     assert queued.tpot.p50 == pytest.approx(TOKEN_MS, rel=0.1)  # streaming itself is no slower
     assert queued.request_throughput == pytest.approx(CAPACITY, rel=0.2)  # the capacity, not the concurrency
+
+
+def test_a_steps_prompts_are_made_before_its_clock_starts(knee: str) -> None:
+    """Making a prompt blocks the event loop (a tokenizer takes milliseconds): made between requests, it would be
+    billed to the latencies of the streams in flight."""
+    made: list[float] = []
+
+    class Timed(Prompter):
+        def text(self, tokens: int, rng: random.Random) -> str:
+            made.append(time.perf_counter())
+            return super().text(tokens, rng)
+
+    async def go() -> StepRun:
+        async with aiohttp.ClientSession() as session:
+            run = StepRun(session, Target(url=knee, model="m"), Timed(WORKLOAD), Step(Load(concurrency=2), requests=12))
+            await run.run(lambda _: None)
+            return run
+
+    run = asyncio.run(go())
+    assert (len(run.records), len(made)) == (12, 12)
+    assert max(made) < min(r.sent for r in run.records)
 
 
 def test_cove_bench_prints_vllms_summary_and_json(knee: str, tmp_path: Path) -> None:
