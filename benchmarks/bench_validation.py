@@ -71,8 +71,32 @@ QUANTILES = (50, 90, 99)
 # ------------------------------------------------------------------------------------------------ set-up
 
 
+class ServerTimes:
+    """The knee server's own record of the requests it answered (``--timings``): what happened, beside what each
+    tool measured. A client's TTFT also holds the gateway's and the loopback's share (about a millisecond here)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def mark(self) -> None:
+        """From now on: the requests of the next step only."""
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+
+    def since_mark(self, skip: int = 0) -> dict[str, list[float]]:
+        """TTFT and E2EL (ms) of the requests answered since ``mark``, the first ``skip`` left out (a warm-up)."""
+        with self.path.open() as f:
+            f.seek(self.offset)
+            rows = [json.loads(line) for line in f if line.strip()][skip:]
+        return {
+            "ttft": [1000 * (r["first"] - r["arrived"]) for r in rows],
+            "e2el": [1000 * (r["ended"] - r["arrived"]) for r in rows],
+        }
+
+
 def set_up(db: Database, home: Path, admin: Principal, slots: int, token_ms: float) -> str:
-    """The knee server as a custom image, deployed as ``knee`` by the admin; returns an API key's secret."""
+    """The knee server as a custom image, deployed as ``knee`` by the admin, writing its own timings to
+    ``home/knee-timings.jsonl``; returns an API key's secret."""
     models.add_model(
         db=db,
         actor=admin,
@@ -80,6 +104,7 @@ def set_up(db: Database, home: Path, admin: Principal, slots: int, token_ms: flo
         cache_dir=home / "models",
     )
     command = [PYTHON, str(KNEE), "--port", "{port}", "--slots", str(slots), "--token-ms", str(token_ms)]
+    command += ["--timings", str(home / "knee-timings.jsonl")]
     images.add_image(
         db=db,
         actor=admin,
@@ -182,24 +207,31 @@ def cove_stats(step: StepSummary) -> dict[str, dict[int, float]]:
 # ------------------------------------------------------------------------------------------------ reporting
 
 
-def compare(title: str, ours: StepSummary, report: dict[str, Any]) -> float:
-    """Prints one step's table; returns the largest relative difference (Cove vs GuideLLM recomputed)."""
+def compare(
+    title: str, ours: StepSummary, report: dict[str, Any], seen: tuple[dict[str, list[float]], dict[str, list[float]]]
+) -> float:
+    """Prints one step's table; returns the largest relative difference (Cove vs GuideLLM recomputed). ``seen``: the
+    server's own TTFT and E2EL during Cove's step and during GuideLLM's."""
     bench = report["benchmarks"][0]
     recomputed = {m: {q: percentile(v, q) for q in QUANTILES} for m, v in guidellm_values(bench).items()}
     reported = guidellm_reported(bench)
     mine = cove_stats(ours)
+    server = [{m: {q: percentile(v, q) for q in QUANTILES} for m, v in s.items() if v} for s in seen]
     done = len(bench["requests"]["successful"])
     failed = len(bench["requests"]["errored"])
     print(f"\n{title}: cove {ours.completed} done / {ours.errors} errors; guidellm {done} done / {failed} errors")
-    print(f"{'metric':<10}{'cove ms':>10}{'guidellm ms':>13}{'(reported)':>12}{'diff':>9}")
+    print("server: the knee server's own record of the same requests (arrival to first token / to the end)")
+    head = f"{'metric':<10}{'cove':>8}{'server':>8}{'guidellm':>10}{'(reported)':>11}{'server':>8}{'cove/guidellm':>15}"
+    print(head + "   ms")
     worst = 0.0
     for metric in ("ttft", "tpot", "e2el"):
         for q in QUANTILES:
             a, b, shown = mine[metric][q], recomputed[metric][q], reported[metric][q]
+            at_a, at_b = (f"{s[metric][q]:.1f}" if metric in s else "" for s in server)
             diff = (a - b) / b * 100 if b else 0.0
             worst = max(worst, abs(diff))
             label = f"P{q} {metric.upper()}" + (" (GuideLLM ITL)" if metric == "tpot" else "")
-            print(f"{label:<10}{a:>10.1f}{b:>13.1f}{shown:>12.1f}{diff:>+8.1f}%")
+            print(f"{label:<10}{a:>8.1f}{at_a:>8}{b:>10.1f}{shown:>11.1f}{at_b:>8}{diff:>+14.1f}%")
     itl = mine["itl"]
     print(f"cove's per-gap ITL (no GuideLLM equivalent): P50 {itl[50]:.1f}, P90 {itl[90]:.1f}, P99 {itl[99]:.1f} ms")
     return worst
@@ -335,24 +367,33 @@ def main() -> None:
             if args.sweeps_only:
                 cove_sweeps(args, base, key, f"p95_e2el_ms<={limit_ms:g}", service_ms)
                 return
+            times = ServerTimes(home / "knee-timings.jsonl")
             print(f"\n== concurrency {args.concurrency}, {args.requests} requests each")
+            times.mark()
             ours = cove(BenchPlan(**base, load=Load(concurrency=args.concurrency), requests=args.requests), key)
+            seen_ours = times.since_mark(skip=1)  # cove bench's warm-up request
+            times.mark()
             theirs = guidellm(
                 args, url, key, out / "concurrent.json",
                 "--profile", f"kind=concurrent,streams={args.concurrency}",
                 "--constraint", f"kind=max_requests,count={args.requests}",
             )  # fmt: skip
-            worst = max(worst, compare(f"concurrency {args.concurrency}", ours.steps[0], theirs))
+            seen = (seen_ours, times.since_mark())
+            worst = max(worst, compare(f"concurrency {args.concurrency}", ours.steps[0], theirs, seen))
 
             print(f"\n== constant {args.rate:g} req/s, {args.requests} requests each")
             load = Load(rate=args.rate, arrival=Arrival.CONSTANT)
+            times.mark()
             ours = cove(BenchPlan(**base, load=load, requests=args.requests), key)
+            seen_ours = times.since_mark(skip=1)  # cove bench's warm-up request
+            times.mark()
             theirs = guidellm(
                 args, url, key, out / "constant.json",
                 "--profile", f"kind=constant,rate={args.rate:g}",
                 "--constraint", f"kind=max_requests,count={args.requests}",
             )  # fmt: skip
-            worst = max(worst, compare(f"constant {args.rate:g} req/s", ours.steps[0], theirs))
+            seen = (seen_ours, times.since_mark())
+            worst = max(worst, compare(f"constant {args.rate:g} req/s", ours.steps[0], theirs, seen))
             print(f"\nlargest relative difference of a percentile: {worst:.1f} %")
             if args.percentiles_only:
                 return

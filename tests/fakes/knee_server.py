@@ -5,7 +5,12 @@ every ``--token-ms`` D (the first D after it got its slot), and frees the slot. 
 S = max_tokens × D; TTFT = D, ITL = TPOT = D when it does not wait; and the server completes at most K / S requests
 per second: past that rate the queue, and every latency, grows without bound (the knee).
 
-    python tests/fakes/knee_server.py --port P --slots 4 --token-ms 20
+With ``--timings FILE`` it appends, for each request it answers, the server's own view as a JSON line: when the
+request arrived, got its slot, wrote its first token and its end (``time.perf_counter``, which on Linux is one
+monotonic clock for every process, so a client's times can be set beside these): what a benchmark client measured
+can be checked against what happened.
+
+    python tests/fakes/knee_server.py --port P --slots 4 --token-ms 20 [--timings FILE]
 """
 
 import argparse
@@ -19,7 +24,9 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, required=True)
 parser.add_argument("--slots", type=int, required=True)
 parser.add_argument("--token-ms", type=float, required=True)
+parser.add_argument("--timings", help="append each request's server-side times to this file (JSON lines)")
 args = parser.parse_args()
+timings = open(args.timings, "a", buffering=1) if args.timings else None  # noqa: SIM115 (open for the server's life)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -27,6 +34,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def complete(request: web.Request) -> web.StreamResponse:
+    arrived = time.perf_counter()
     body = await request.json()
     tokens = int(body.get("max_tokens") or 16)
     chat = "messages" in body
@@ -44,16 +52,20 @@ async def complete(request: web.Request) -> web.StreamResponse:
 
     try:
         async with slots:  # asyncio's semaphore wakes its waiters first come, first served
-            began = time.perf_counter()
+            began = first = time.perf_counter()
             for i in range(tokens):
                 # each token on a fixed schedule from the start, so small delays do not add up
                 await asyncio.sleep(max(0.0, began + (i + 1) * args.token_ms / 1000 - time.perf_counter()))
                 choice = {"index": 0, "delta": {"content": " tok"}} if chat else {"index": 0, "text": " tok"}
                 await event({"id": "k", "object": "chunk", "model": body["model"], "choices": [choice]})
+                first = first if i else time.perf_counter()
         if (body.get("stream_options") or {}).get("include_usage"):
             await event({"id": "k", "object": "chunk", "model": body["model"], "choices": [], "usage": usage})
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
+        if timings is not None:
+            times = {"arrived": arrived, "slot": began, "first": first, "ended": time.perf_counter()}
+            timings.write(json.dumps(times) + "\n")
     except ConnectionResetError:
         pass  # the client hung up (a benchmark step cut short): its slot is free again, as in a real server
     return response
