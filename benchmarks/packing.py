@@ -140,7 +140,9 @@ def replay(
     is not told; the device plugin puts the request first fit), "repack" (admit's own picture, nothing is checked)."""
     pool = PoolBase(name="hami", sharing=Sharing.HAMI, gpu_count=gpus, gpu_memory_mib=GPU_MIB, slice_mib=SLICE_MIB,
                     cpu_cores=10_000, memory_mib=10_000_000)  # fmt: skip
-    run, held, leaving = Run(), {}, []  # held: request index → resources, in arrival order
+    run = Run()
+    held: dict[int, Resources] = {}  # request index → resources, in arrival order
+    leaving: list[tuple[float, int]] = []
     devices = Devices(gpus)
     last = 0.0
     for index, (at, lifetime, res) in enumerate(requests):
@@ -169,7 +171,7 @@ def replay(
             heapq.heappush(leaving, (at + lifetime, index))
         else:
             run.refused += 1
-            run.refused_fragmented += bound
+            run.refused_fragmented += int(bound)
     return run
 
 

@@ -125,8 +125,8 @@ def _place(pool: PoolBase, held: Sequence[Claim], request: Claim | None = None, 
     full, count = pool.gpu_memory_mib, pool.gpu_count
     placed = _Placed([full] * count, [False] * count)
     for claim in held:
-        for gpus in (claim.on or ())[: claim.replicas]:
-            for i in (i for i in gpus if 0 <= i < count):
+        for known in (claim.on or ())[: claim.replicas]:
+            for i in (i for i in known if 0 <= i < count):
                 if claim.resources.gpus:
                     placed.whole[i], placed.memory[i] = True, 0
                 else:
@@ -134,8 +134,8 @@ def _place(pool: PoolBase, held: Sequence[Claim], request: Claim | None = None, 
     unknown = [(c, c.replicas - len(c.on or ())) for c in held] + ([(request, request.replicas)] if request else [])
     for claim, replicas in unknown:
         for _ in range(max(replicas, 0)):
-            gpus = _place_one(placed, claim.resources, full, policy)
-            if gpus is None:
+            went = _place_one(placed, claim.resources, full, policy)
+            if went is None:
                 res = claim.resources
                 placed.misfit = (
                     f"{res.gpus} whole GPU{'s' if res.gpus > 1 else ''} for {claim.owner}"
@@ -144,7 +144,7 @@ def _place(pool: PoolBase, held: Sequence[Claim], request: Claim | None = None, 
                 )
                 return placed
             if claim is request:
-                placed.request.append(gpus)
+                placed.request.append(went)
     return placed
 
 
@@ -166,6 +166,16 @@ def _place_one(placed: _Placed, res: Resources, full: int, policy: SlicePolicy) 
         memory[chosen] -= res.gpu_memory_mib
         return (chosen,)
     return ()
+
+
+def place(
+    pool: PoolBase, held: Sequence[Claim], request: Claim, *, policy: SlicePolicy = best_fit
+) -> tuple[tuple[int, ...], ...] | None:
+    """GPU room only (no CPU, memory, quota or shape check): the GPUs (0 … ``pool.gpu_count`` − 1) each replica of
+    ``request`` would get beside ``held``, or None when one finds no room. What a backend that picks devices itself
+    uses, so that it places as admission does."""
+    placed = _place(pool, held, Claim(request.owner, request.resources, request.replicas), policy=policy)
+    return None if placed.misfit else tuple(placed.request)
 
 
 def total(claims: Iterable[Claim]) -> Resources:
