@@ -29,7 +29,7 @@ from traitlets.config import LoggingConfigurable
 from hub.database import studio_database
 from studio.db import Database
 from studio.errors import CoveError, Unauthorized
-from studio.pods import gpu_limits, pending_reason
+from studio.pods import gpu_annotations, gpu_limits, pending_reason
 from studio.profiles import Profile, profiles_for
 from studio.services import notebooks, pools, users
 from studio.settings import Settings
@@ -41,7 +41,9 @@ def kubespawner_traits(profile: Profile) -> dict[str, Any]:
     capped alike, whole GPUs or a HAMi slice) and where the pool's nodes are."""
     resources = profile.resources
     memory = f"{resources.memory_mib}M"  # JupyterHub's byte units are binary: M is MiB
+    annotations = gpu_annotations(resources)  # a slice asks HAMi to bin-pack it, as admission places it
     return {
+        **({"extra_annotations": annotations} if annotations else {}),
         "cpu_guarantee": resources.cpu,
         "cpu_limit": resources.cpu,
         "mem_guarantee": memory,

@@ -5,6 +5,8 @@ what a pending pod's status means. Pure: plain values in, plain dicts out.
 GPUs: whole devices are the NVIDIA device plugin's ``nvidia.com/gpu``; a memory slice is HAMi's
 ``nvidia.com/gpumem`` (MiB) on one device, with ``nvidia.com/gpucores`` (percent of its cores) when a share of
 compute is asked for too. Extended resources are set as limits only: Kubernetes then requests the same amount.
+A slice pod asks HAMi's scheduler to bin-pack it onto the fullest GPU that takes it, as admission places slices
+(``pools.best_fit``), so that GPUs stay whole-free for whole-GPU pods.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from studio.values import Resources
 GPU = "nvidia.com/gpu"
 GPU_MEMORY = "nvidia.com/gpumem"
 GPU_CORES = "nvidia.com/gpucores"
+# HAMi's per-pod GPU policy, "binpack" (onto the same card) or "spread" (its scheduler's default): the pod
+# annotations in Project-HAMi/HAMi docs/config.md ("hami.io/gpu-scheduler-policy").
+GPU_POLICY = "hami.io/gpu-scheduler-policy"
 
 
 def cpu_quantity(cores: float) -> str:
@@ -40,6 +45,11 @@ def gpu_limits(resources: Resources) -> dict[str, str]:
             limits[GPU_CORES] = str(resources.gpu_cores)
         return limits
     return {}
+
+
+def gpu_annotations(resources: Resources) -> dict[str, str]:
+    """The pod annotations a HAMi slice needs (bin-packing onto cards); none for whole GPUs or CPU only."""
+    return {GPU_POLICY: "binpack"} if resources.gpu_memory_mib else {}
 
 
 def resource_requirements(resources: Resources) -> dict[str, dict[str, str]]:

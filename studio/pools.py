@@ -2,13 +2,18 @@
 
 One pure function, ``admit``, is used by deploy, fine-tune and the hub. It knows the pool (``values.PoolBase``: its
 capacity and quota) and the claims already held; it performs no I/O. GPUs are placed the way the device plugins
-place them: whole GPUs take a GPU each; HAMi memory slices are packed first-fit onto GPUs no whole claim holds.
+place them: whole GPUs take GPUs nothing touches; a HAMi memory slice goes onto a GPU no whole claim holds, chosen by
+a slice policy (best fit by default: the fullest GPU that takes it, so slices gather and GPUs stay whole-free).
+
+A running slice never moves, so a held claim may say where its replicas are (``Claim.on``): those are kept where they
+are, and only claims whose place is unknown are placed, then the request. ``admit`` says where the request would go
+(``Admission.gpus``) so a backend can put it exactly there.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +22,16 @@ from studio.values import PoolBase, Resources, Sharing
 
 @dataclass(frozen=True)
 class Claim:
-    """``replicas`` × ``resources`` held (or asked for) by ``owner``."""
+    """``replicas`` × ``resources`` held (or asked for) by ``owner``.
+
+    ``on``: the GPU indices each placed replica really holds, in replica order (a replica beyond them, e.g. one still
+    pending, is placed by admission); None: unknown, every replica is placed by admission. Indices outside the pool
+    (a GPU gone since) are ignored."""
 
     owner: str
     resources: Resources
     replicas: int = 1
+    on: tuple[tuple[int, ...], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class Admission:
     free: Free
     reason: str = ""  # why it does not fit, in words a user can act on
     holders: tuple[str, ...] = field(default=())
+    gpus: tuple[tuple[int, ...], ...] = ()  # where each replica of the request goes, when it fits and uses GPUs
 
 
 def _num(value: float) -> str:
@@ -86,25 +97,85 @@ def _check_shape(pool: PoolBase, resources: Resources) -> str:
     return ""
 
 
-def _place(pool: PoolBase, claims: Iterable[Claim]) -> tuple[list[int], list[bool], str]:
-    """Place claims' GPUs; returns free memory per GPU, which GPUs are whole-held, and the first misfit."""
-    memory = [pool.gpu_memory_mib] * pool.gpu_count
-    whole = [False] * pool.gpu_count
-    for claim in claims:
-        for _ in range(claim.replicas):
-            res = claim.resources
-            if res.gpus:
-                idle = [i for i in range(pool.gpu_count) if not whole[i] and memory[i] == pool.gpu_memory_mib]
-                if len(idle) < res.gpus:
-                    return memory, whole, f"{res.gpus} whole GPU{'s' if res.gpus > 1 else ''} for {claim.owner}"
-                for i in idle[: res.gpus]:
-                    whole[i], memory[i] = True, 0
-            elif res.gpu_memory_mib:
-                fits = [i for i in range(pool.gpu_count) if not whole[i] and memory[i] >= res.gpu_memory_mib]
-                if not fits:
-                    return memory, whole, f"a {res.gpu_memory_mib} MiB GPU slice for {claim.owner}"
-                memory[fits[0]] -= res.gpu_memory_mib
-    return memory, whole, ""
+SlicePolicy = Callable[[Sequence[tuple[int, int]], int], int]
+"""``policy(candidates, need)``: which GPU a ``need`` MiB slice goes on, from ``candidates`` — (GPU index, free
+MiB) of every GPU that takes it, in index order, never empty."""
+
+
+def first_fit(candidates: Sequence[tuple[int, int]], need: int) -> int:
+    """The lowest-numbered GPU that takes the slice."""
+    return candidates[0][0]
+
+
+def best_fit(candidates: Sequence[tuple[int, int]], need: int) -> int:
+    """The fullest GPU that takes the slice (lowest index on a tie): slices gather on few GPUs, the rest stay whole."""
+    return min(candidates, key=lambda c: (c[1], c[0]))[0]
+
+
+@dataclass
+class _Placed:
+    memory: list[int]  # free MiB per GPU
+    whole: list[bool]  # held whole
+    misfit: str = ""  # the first replica that found no room, in words
+    request: list[tuple[int, ...]] = field(default_factory=list)  # where the request's replicas went
+
+
+def _place(pool: PoolBase, held: Sequence[Claim], request: Claim | None = None, *, policy: SlicePolicy) -> _Placed:
+    """Keep held replicas whose GPUs are known where they are; place the others, then ``request``'s, in order."""
+    full, count = pool.gpu_memory_mib, pool.gpu_count
+    placed = _Placed([full] * count, [False] * count)
+    for claim in held:
+        for known in (claim.on or ())[: claim.replicas]:
+            for i in (i for i in known if 0 <= i < count):
+                if claim.resources.gpus:
+                    placed.whole[i], placed.memory[i] = True, 0
+                else:
+                    placed.memory[i] -= claim.resources.gpu_memory_mib
+    unknown = [(c, c.replicas - len(c.on or ())) for c in held] + ([(request, request.replicas)] if request else [])
+    for claim, replicas in unknown:
+        for _ in range(max(replicas, 0)):
+            went = _place_one(placed, claim.resources, full, policy)
+            if went is None:
+                res = claim.resources
+                placed.misfit = (
+                    f"{res.gpus} whole GPU{'s' if res.gpus > 1 else ''} for {claim.owner}"
+                    if res.gpus
+                    else f"a {res.gpu_memory_mib} MiB GPU slice for {claim.owner}"
+                )
+                return placed
+            if claim is request:
+                placed.request.append(went)
+    return placed
+
+
+def _place_one(placed: _Placed, res: Resources, full: int, policy: SlicePolicy) -> tuple[int, ...] | None:
+    """Take one replica's GPUs out of ``placed``: where it went, () when it needs none, None when it finds no room."""
+    memory, whole = placed.memory, placed.whole
+    if res.gpus:
+        idle = [i for i in range(len(memory)) if not whole[i] and memory[i] == full][: res.gpus]
+        if len(idle) < res.gpus:
+            return None
+        for i in idle:
+            whole[i], memory[i] = True, 0
+        return tuple(idle)
+    if res.gpu_memory_mib:
+        candidates = [(i, m) for i, m in enumerate(memory) if not whole[i] and m >= res.gpu_memory_mib]
+        if not candidates:
+            return None
+        chosen = policy(candidates, res.gpu_memory_mib)
+        memory[chosen] -= res.gpu_memory_mib
+        return (chosen,)
+    return ()
+
+
+def place(
+    pool: PoolBase, held: Sequence[Claim], request: Claim, *, policy: SlicePolicy = best_fit
+) -> tuple[tuple[int, ...], ...] | None:
+    """GPU room only (no CPU, memory, quota or shape check): the GPUs (0 … ``pool.gpu_count`` − 1) each replica of
+    ``request`` would get beside ``held``, or None when one finds no room. What a backend that picks devices itself
+    uses, so that it places as admission does."""
+    placed = _place(pool, held, Claim(request.owner, request.resources, request.replicas), policy=policy)
+    return None if placed.misfit else tuple(placed.request)
 
 
 def total(claims: Iterable[Claim]) -> Resources:
@@ -117,26 +188,30 @@ def total(claims: Iterable[Claim]) -> Resources:
     return Resources.model_construct(**sums)
 
 
-def free_of(pool: PoolBase, held: Sequence[Claim]) -> Free:
+def free_of(pool: PoolBase, held: Sequence[Claim], *, policy: SlicePolicy = best_fit) -> Free:
     """What is left of the pool (within its quota) after ``held``."""
     cpu_cap = min(pool.cpu_cores, pool.quota_cpu if pool.quota_cpu is not None else math.inf)
     mem_cap = min(pool.memory_mib, pool.quota_memory_mib if pool.quota_memory_mib is not None else pool.memory_mib)
     cpu = cpu_cap - sum(c.resources.cpu * c.replicas for c in held)
     mem = mem_cap - sum(c.resources.memory_mib * c.replicas for c in held)
-    memory, whole, _ = _place(pool, held)
+    placed = _place(pool, held, policy=policy)
+    memory, whole = placed.memory, placed.whole
     idle = sum(1 for i in range(pool.gpu_count) if not whole[i] and memory[i] == pool.gpu_memory_mib)
     if pool.quota_gpus is not None:
         left = pool.quota_gpus - sum(_gpu_demand(c.resources, pool) * c.replicas for c in held)
         idle = min(idle, max(0, math.floor(left + 1e-9)))
-    slices = tuple(m for m, w in zip(memory, whole, strict=True) if not w) if pool.sharing == Sharing.HAMI else ()
+    slices = (
+        tuple(max(m, 0) for m, w in zip(memory, whole, strict=True) if not w) if pool.sharing == Sharing.HAMI else ()
+    )
     return Free(
         cpu=round(max(cpu, 0.0), 3), memory_mib=max(mem, 0), gpus=idle, gpu_memory_mib=slices, gpu_total=pool.gpu_count
     )
 
 
-def admit(pool: PoolBase, held: Sequence[Claim], request: Claim) -> Admission:
-    """Whether ``request`` fits beside ``held`` in the pool, and if not, why and what is free."""
-    free = free_of(pool, held)
+def admit(pool: PoolBase, held: Sequence[Claim], request: Claim, *, policy: SlicePolicy = best_fit) -> Admission:
+    """Whether ``request`` fits beside ``held`` in the pool, and if not, why and what is free; when it fits and uses
+    GPUs, ``gpus`` says which each replica gets (its place is ignored: ``request.on`` is not read)."""
+    free = free_of(pool, held, policy=policy)
     holders = tuple(sorted({c.owner for c in held if c.replicas}))
     res, n = request.resources, request.replicas
     if n == 0:
@@ -172,12 +247,12 @@ def admit(pool: PoolBase, held: Sequence[Claim], request: Claim) -> Admission:
                 f"{_num(round(pool.quota_gpus - used, 3))} of {_num(pool.quota_gpus)} left{held_by}",
                 holders,
             )
-    _, _, misfit = _place(pool, [*held, request])
-    if misfit:
+    placed = _place(pool, held, Claim(request.owner, res, n), policy=policy)
+    if placed.misfit:
         return Admission(
             False,
             free,
-            f"no room for {misfit} in pool {pool.name!r}: free are {free.describe()}{held_by}",
+            f"no room for {placed.misfit} in pool {pool.name!r}: free are {free.describe()}{held_by}",
             holders,
         )
-    return Admission(True, free, holders=holders)
+    return Admission(True, free, holders=holders, gpus=tuple(placed.request) if res.gpu_devices else ())

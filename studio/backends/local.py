@@ -48,9 +48,10 @@ from studio.backends.logfiles import tail_lines
 from studio.backends.tasks import LocalTasks
 from studio.errors import CoveError
 from studio.machine import Gpu
+from studio.pools import Claim, place
 from studio.runtimes import Launch, local_availability, local_launch, upstream_model
 from studio.settings import Settings
-from studio.values import PoolBase
+from studio.values import PoolBase, Resources
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class _Replica:
     proc: subprocess.Popen[bytes] | None = None  # None for adopted processes
     gpu_ids: tuple[int, ...] = ()
     whole_gpus: bool = True  # it holds its GPUs whole (a memory slice shares its one GPU with other slices)
+    gpu_memory_mib: int = 0  # its memory slice, when not whole
     started_at: float = 0.0
     next_start: float = 0.0
     stop_deadline: float = 0.0
@@ -322,6 +324,7 @@ class LocalBackend:
                 return
         replica.proc, replica.pid, replica.port, replica.gpu_ids = proc, proc.pid, port, gpu_ids
         replica.whole_gpus = not spec.resources.gpu_memory_mib
+        replica.gpu_memory_mib = spec.resources.gpu_memory_mib
         replica.host = host
         replica.create_time = _create_time(proc.pid)
         replica.phase, replica.started_at, replica.probe_failures, replica.adopted = "starting", now, 0, False
@@ -384,17 +387,24 @@ class LocalBackend:
         replica.stop_deadline = self.clock() + self.settings.runtime_stop_grace_s
 
     def _assign_gpus(self, spec: WorkloadSpec, replica: _Replica) -> tuple[int, ...] | None:
-        wanted = spec.resources.gpu_devices
-        if not wanted or not self.gpus:
+        """The GPUs (their indices) this replica gets, placed by ``pools.place`` beside the running replicas, which
+        stay where they are: admission's own placement (best fit for slices), so the two pictures match. None: no
+        GPU has room now."""
+        if not spec.resources.gpu_devices or not self.gpus:
             return ()
-        running = [r for reps in self._workloads.values() for r in reps.values() if r is not replica and r.pid]
-        if spec.resources.gpu_memory_mib:  # slices share a GPU no whole-GPU replica holds; admission checked memory
-            held_whole = {i for r in running if r.whole_gpus for i in r.gpu_ids}
-            shared = [g.index for g in self.gpus if g.index not in held_whole]
-            return (shared[replica.index % len(shared)],) if shared else None
-        taken = {i for r in running for i in r.gpu_ids}
-        free = [g.index for g in self.gpus if g.index not in taken]
-        return tuple(free[:wanted]) if len(free) >= wanted else None
+        slot = {g.index: i for i, g in enumerate(self.gpus)}  # GPU index → its place in the pool
+        running = [
+            Claim(
+                f"{r.workload}/{r.index}",
+                Resources(gpus=len(r.gpu_ids)) if r.whole_gpus else Resources(gpu_memory_mib=r.gpu_memory_mib),
+                on=(tuple(slot[i] for i in r.gpu_ids if i in slot),),
+            )
+            for reps in self._workloads.values()
+            for r in reps.values()
+            if r is not replica and r.pid and r.gpu_ids
+        ]
+        went = place(machine.capacity(self.gpus), running, Claim(replica.workload, spec.resources))
+        return None if went is None else tuple(self.gpus[i].index for i in went[0])
 
     # ------------------------------------------------------------------------------------------- processes
 
@@ -439,6 +449,7 @@ class LocalBackend:
             "host": replica.host,
             "gpu_ids": list(replica.gpu_ids),
             "whole_gpus": replica.whole_gpus,
+            "gpu_memory_mib": replica.gpu_memory_mib,
             "restarts": replica.restarts,
         }
         tmp = replica.state_path.with_suffix(".tmp")
@@ -463,6 +474,7 @@ class LocalBackend:
                     create_time=state["create_time"],
                     gpu_ids=tuple(state.get("gpu_ids", ())),
                     whole_gpus=bool(state.get("whole_gpus", True)),
+                    gpu_memory_mib=int(state.get("gpu_memory_mib", 0)),
                     restarts=int(state.get("restarts", 0)),
                     started_at=self.clock(),
                     adopted=True,

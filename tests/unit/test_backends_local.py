@@ -206,17 +206,23 @@ def test_whole_gpus_go_to_free_devices_and_a_replica_waits_when_none_is_free(tmp
     assert runtimes.started[-1].gpus == "0"
 
 
-def test_memory_slices_share_a_gpu_beside_whole_gpu_replicas_on_other_devices(tmp_path: Path) -> None:
-    backend, runtimes, _ = backend_with(tmp_path, HealthyProcess, gpus=GPUS)
+def test_memory_slices_gather_on_the_fullest_gpu_with_room_and_whole_gpus_go_where_no_slice_is(tmp_path: Path) -> None:
+    backend, runtimes, _ = backend_with(tmp_path, HealthyProcess, gpus=GPUS)  # 4 × 23034 MiB
     backend.apply(workload("small", replicas=2, gpu_memory_mib=4096))
     backend.apply(workload("tiny", gpu_memory_mib=2048))
     backend.apply(workload("big", gpus=2))
+    backend.apply(workload("wide", gpu_memory_mib=16384))
     assert [p.gpus for p in runtimes.started] == [
         "0",  # small/0
-        "1",  # small/1
-        "0",  # tiny/0, beside small/0
-        "2,3",  # big/0: whole GPUs, where no slice is
+        "0",  # small/1, beside small/0: the fullest GPU that takes it
+        "0",  # tiny/0
+        "1,2",  # big/0: whole GPUs, where no slice is
+        "3",  # wide/0: GPU 0 has 12794 MiB left, too little
     ]
+
+    (waiting,) = backend.apply(workload("wider", gpu_memory_mib=16384)).replicas
+    assert waiting.message == "waiting for a free GPU on this machine"  # 12794 and 6650 MiB left: no GPU has room
+    assert len(runtimes.started) == 5
 
 
 def test_a_memory_slice_never_lands_on_a_gpu_a_whole_gpu_replica_holds(tmp_path: Path) -> None:

@@ -89,6 +89,7 @@ def test_kubespawner_traits_carry_the_profiles_size_gpus_and_its_pools_placement
     }  # fmt: skip
     sliced = kubespawner_traits(by_slug["a100-slice-16g"])
     assert sliced["extra_resource_limits"] == {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "16384"}
+    assert sliced["extra_annotations"] == {"hami.io/gpu-scheduler-policy": "binpack"}
     assert sliced["cpu_limit"] == 2.0
     assert sliced["mem_limit"] == "8192M"
 

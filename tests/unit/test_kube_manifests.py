@@ -268,10 +268,23 @@ def test_a_hami_slice_and_a_folder_in_the_model_cache() -> None:
         "cpu": "2", "memory": "8192Mi",
         "nvidia.com/gpu": "1", "nvidia.com/gpumem": "12288", "nvidia.com/gpucores": "30",
     }  # fmt: skip
+    assert got["spec"]["template"]["metadata"]["annotations"] == {
+        "cove.dev/spec": spec.fingerprint,
+        "hami.io/gpu-scheduler-policy": "binpack",  # HAMi packs slices onto the fullest card, as admission does
+    }
     assert box["args"][box["args"].index("--model") + 1] == "/data/models/models--org--m/snapshots/r1"
     assert "--tensor-parallel-size" not in box["args"]
     assert "replicas" not in got["spec"]  # left to an autoscaler
     assert_valid(got)
+
+
+def test_a_job_on_a_hami_slice_asks_for_bin_packing_and_one_on_a_whole_gpu_does_not() -> None:
+    sliced = job(JobSpec(name="ft", image="img", args=(), resources=Resources(gpu_memory_mib=8192)), TARGET)
+    whole = job(JobSpec(name="ft", image="img", args=(), resources=Resources(gpus=1)), TARGET)
+
+    assert sliced["spec"]["template"]["metadata"]["annotations"] == {"hami.io/gpu-scheduler-policy": "binpack"}
+    assert "annotations" not in whole["spec"]["template"]["metadata"]
+    assert "annotations" not in sliced["metadata"]  # on the pod, where HAMi's scheduler reads it
 
 
 def test_service_autoscaler_budget_claim_and_secret() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from studio.pools import Admission, Claim, Free, admit, free_of
+from studio.pools import Admission, Claim, Free, admit, first_fit, free_of
 from studio.values import PoolBase, Resources, Sharing
 
 LOCAL = PoolBase(name="local", cpu_cores=8, memory_mib=16384)
@@ -158,7 +158,7 @@ def test_whole_gpus_fit_until_every_gpu_is_taken() -> None:
     held = [Claim("chat", gpus(1))]
 
     assert admit(WHOLE, held, Claim("new", gpus(1))) == Admission(
-        True, Free(cpu=31.0, memory_mib=130048, gpus=1, gpu_total=2), holders=("chat",)
+        True, Free(cpu=31.0, memory_mib=130048, gpus=1, gpu_total=2), holders=("chat",), gpus=((1,),)
     )
     assert admit(WHOLE, held, Claim("new", gpus(1), replicas=2)).fits is False
 
@@ -177,7 +177,7 @@ def test_no_whole_gpu_left_says_how_many_gpus_are_free() -> None:
     assert "0 of 2 GPUs" in got.reason
 
 
-def test_slices_pack_first_fit_so_a_whole_gpu_stays_idle() -> None:
+def test_slices_pack_together_so_a_whole_gpu_stays_idle() -> None:
     held = [Claim("a", gpu_slice(8192)), Claim("b", gpu_slice(8192))]
 
     assert free_of(HAMI, held) == Free(cpu=14.0, memory_mib=63488, gpus=1, gpu_memory_mib=(0, 16384), gpu_total=2)
@@ -215,6 +215,56 @@ def test_every_replica_of_a_request_is_placed() -> None:
 
     assert got.fits is False
     assert got.reason.startswith("no room for a 12288 MiB GPU slice for chat in pool 'shared'")
+
+
+def test_a_slice_that_fits_by_total_memory_but_on_no_real_gpu_is_refused_naming_the_largest_free_piece() -> None:
+    held = [Claim("a", gpu_slice(8192), on=((0,),)), Claim("b", gpu_slice(8192), on=((1,),))]
+    unplaced = [Claim("a", gpu_slice(8192)), Claim("b", gpu_slice(8192))]
+
+    assert admit(HAMI, unplaced, Claim("c", gpu_slice(12288))).fits is True  # as if b could move beside a
+    got = admit(HAMI, held, Claim("c", gpu_slice(12288)))
+
+    assert got.fits is False
+    assert got.free.gpu_memory_mib == (8192, 8192)
+    assert got.reason == (
+        "no room for a 12288 MiB GPU slice for c in pool 'shared': free are 14 CPU cores, 63488 MiB memory, "
+        "0 of 2 GPUs, largest GPU memory slice 8192 MiB (held by a, b)"
+    )
+
+
+def test_a_slice_goes_onto_the_fullest_gpu_that_takes_it() -> None:
+    held = [Claim("a", gpu_slice(4096), on=((0,),)), Claim("b", gpu_slice(8192), on=((1,),))]
+
+    assert admit(HAMI, held, Claim("c", gpu_slice(4096))).gpus == ((1,),)  # GPU 1 has 8192 free, GPU 0 12288
+    assert admit(HAMI, held, Claim("c", gpu_slice(12288))).gpus == ((0,),)  # only GPU 0 takes it
+    assert admit(HAMI, held, Claim("c", gpu_slice(8192), replicas=2)).gpus == ((1,), (0,))
+
+
+def test_first_fit_is_a_policy_too() -> None:
+    held = [Claim("a", gpu_slice(4096), on=((0,),)), Claim("b", gpu_slice(8192), on=((1,),))]
+
+    assert admit(HAMI, held, Claim("c", gpu_slice(4096)), policy=first_fit).gpus == ((0,),)
+
+
+def test_whole_gpus_go_where_no_placed_slice_is_and_cpu_requests_get_no_gpus() -> None:
+    held = [Claim("a", gpu_slice(4096), on=((0,),))]
+
+    assert admit(HAMI, held, Claim("train", gpus(1))).gpus == ((1,),)
+    assert admit(HAMI, held, Claim("train", gpus(2))).fits is False
+    assert admit(HAMI, held, Claim("web", cpu(1))).gpus == ()
+
+
+def test_replicas_without_a_known_place_are_placed_beside_the_known_ones() -> None:
+    pending = Claim("a", gpu_slice(12288), replicas=2, on=((1,),))  # replica 0 sits on GPU 1, replica 1 is pending
+
+    assert free_of(HAMI, [pending]).gpu_memory_mib == (4096, 4096)
+    assert admit(HAMI, [pending], Claim("b", gpu_slice(8192))).fits is False
+
+
+def test_a_known_place_outside_the_pool_is_ignored() -> None:
+    gone = Claim("a", gpu_slice(8192), on=((5,),))  # the GPU left the pool since
+
+    assert free_of(HAMI, [gone]).gpu_memory_mib == (16384, 16384)
 
 
 # ------------------------------------------------------------------------------------------------ GPU quota

@@ -14,6 +14,7 @@ from studio.backends.base import TaskSpec, WorkloadSpec
 from studio.errors import InvalidSpec
 from studio.pods import (
     cpu_quantity,
+    gpu_annotations,
     memory_quantity,
     placement,
     resource_requirements,
@@ -122,7 +123,10 @@ def model_server(spec: WorkloadSpec, launch: Launch, target: Target, *, replicas
         "selector": {"matchLabels": selector(spec.name)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
         "template": {
-            "metadata": {"labels": labels(spec.name), "annotations": {"cove.dev/spec": spec.fingerprint}},
+            "metadata": {
+                "labels": labels(spec.name),
+                "annotations": {"cove.dev/spec": spec.fingerprint} | gpu_annotations(spec.resources),
+            },
             "spec": pod,
         },
     }
@@ -228,6 +232,11 @@ class JobSpec:
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
+def _pod_metadata(pod_labels: dict[str, str], resources: Resources) -> dict[str, Any]:
+    annotations = gpu_annotations(resources)
+    return {"labels": pod_labels} | ({"annotations": annotations} if annotations else {})
+
+
 def job(spec: JobSpec, target: Target) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": spec.component,
@@ -278,7 +287,7 @@ def job(spec: JobSpec, target: Target) -> dict[str, Any]:
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.retries,
         "ttlSecondsAfterFinished": spec.keep_finished_s,
-        "template": {"metadata": {"labels": labels(spec.name, spec.component)}, "spec": pod},
+        "template": {"metadata": _pod_metadata(labels(spec.name, spec.component), spec.resources), "spec": pod},
     }
     if spec.queue:
         job_spec["suspend"] = True  # Kueue starts it: a Job that began running would bypass the queue's quota
