@@ -1,14 +1,16 @@
-"""`cove bench` next to GuideLLM on one server and one workload: the same percentiles, and the same SLO limit.
+"""`cove bench` next to `vllm bench serve` and GuideLLM on one server and one workload: the same percentiles, and the
+same SLO limit.
 
 Sets up a throwaway COVE_HOME whose one deployment runs ``tests/fakes/knee_server.py`` (K slots, one token every
 D ms, so a request alone takes S = output × D and the server completes at most K / S requests/s), starts the real
 ``cove server`` and sends everything through its gateway with an API key. Then, in this one run:
 
 1. **Percentiles.** The same steps (a fixed concurrency, then a constant request rate; the same input and output
-   lengths and request count) with GuideLLM's CLI and with ``studio.loadgen`` (what ``cove bench`` runs). Prints
-   TTFT, TPOT, E2EL (and Cove's per-gap ITL) at P50/P90/P99 for each tool and their relative difference. GuideLLM's
-   numbers are read from its JSON: as it reports them, and recomputed from its per-request timings with Cove's
-   percentile (numpy's linear interpolation), which separates a difference of measurement from one of method.
+   lengths and request count) with ``studio.loadgen`` (what ``cove bench`` runs), `vllm bench serve` (when
+   installed, ``--vllm``) and GuideLLM's CLI. Prints TTFT, TPOT, ITL and E2EL at P50/P90/P99 for each tool and
+   Cove's relative difference from each, all with Cove's percentile (numpy's linear interpolation) over each
+   tool's per-request timings, and beside each the knee server's own record of the same requests (``--timings``):
+   the truth the clients' numbers can be held against.
 2. **The limit.** GuideLLM's ``goodput`` profile (doubling then bisecting concurrency until the share of requests
    meeting ``e2el <= 1.5 × S`` reaches 95 %) next to Cove's sweep over concurrency and over request rate against
    ``p95_e2el_ms <= 1.5 × S`` (the same criterion): the limit each finds, how many probes it took, and Cove's
@@ -19,7 +21,8 @@ Definitions where the tools differ (see benchmarks/RESULTS.md): GuideLLM's "ITL"
 ``(last token - first token) / (output - 1)``, which is vLLM's TPOT ended at the last token instead of the stream's
 end; vLLM's (and Cove's) ITL is every gap of every request. So GuideLLM's ITL is set beside Cove's TPOT.
 
-    .venv/bin/python benchmarks/bench_validation.py [--guidellm /tmp/gllm/bin/guidellm] [--tokenizer DEMO_FOLDER]
+    .venv/bin/python benchmarks/bench_validation.py [--vllm /tmp/vllm-venv/bin/vllm]
+        [--guidellm /tmp/gllm/bin/guidellm] [--tokenizer DEMO_FOLDER]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +164,11 @@ def guidellm(
     return dict(json.loads(out.read_text()))
 
 
+def guidellm_load(load: Load, requests: int) -> list[str]:
+    profile = f"kind=concurrent,streams={load.concurrency}" if load.concurrency else f"kind=constant,rate={load.rate:g}"
+    return ["--profile", profile, "--constraint", f"kind=max_requests,count={requests}"]
+
+
 def guidellm_values(benchmark: dict[str, Any]) -> dict[str, list[float]]:
     """Per successful request, in ms, from GuideLLM's timings: TTFT, its ITL (a request's mean gap), E2EL."""
     values: dict[str, list[float]] = {"ttft": [], "tpot": [], "e2el": []}
@@ -172,16 +181,33 @@ def guidellm_values(benchmark: dict[str, Any]) -> dict[str, list[float]]:
     return values
 
 
-def guidellm_reported(benchmark: dict[str, Any]) -> dict[str, dict[int, float]]:
-    """GuideLLM's own percentiles (ms) of TTFT, its ITL (set beside TPOT) and request latency."""
-    metrics = benchmark["metrics"]
-    named = {"ttft": "time_to_first_token_ms", "tpot": "inter_token_latency_ms", "e2el": "request_latency"}
-    reported = {}
-    for ours, theirs in named.items():
-        pct = metrics[theirs]["successful"]["percentiles"]
-        scale = 1000 if ours == "e2el" else 1  # request latency is in seconds
-        reported[ours] = {q: pct[f"p{q:02d}"] * scale for q in QUANTILES}
-    return reported
+# ------------------------------------------------------------------------------------------------ vLLM
+
+
+def vllm_bench(args: argparse.Namespace, url: str, key: str, out: Path, load: Load) -> dict[str, Any]:
+    """Runs `vllm bench serve` unmodified against ``url`` (its random dataset, exactly the output length with
+    ``--ignore-eos``) and returns its detailed result. A constant rate is its gamma arrivals with a burstiness so
+    high that the gaps are even (coefficient of variation 1 %)."""
+    shape = ["--max-concurrency", str(load.concurrency)] if load.concurrency else []
+    if load.rate is not None:
+        shape = ["--request-rate", f"{load.rate:g}", "--burstiness", "10000"]
+    command = [
+        args.vllm, "bench", "serve", "--backend", "openai-chat", "--base-url", url,
+        "--endpoint", "/v1/chat/completions", "--model", DEPLOYMENT, "--tokenizer", args.tokenizer,
+        "--dataset-name", "random", "--random-input-len", str(args.input_len),
+        "--random-output-len", str(args.output_len), "--num-prompts", str(args.requests), "--ignore-eos",
+        "--save-result", "--save-detailed", "--result-dir", str(out.parent), "--result-filename", out.name, *shape,
+    ]  # fmt: skip
+    log = out.with_suffix(".log")
+    began = time.perf_counter()
+    with log.open("wb") as sink:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OPENAI_API_KEY": key}
+        done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    if done.returncode != 0 or not out.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        raise SystemExit(f"vllm bench serve exited with {done.returncode}:\n{tail}")
+    print(f"  vllm bench serve ran {time.perf_counter() - began:.0f} s (its log: {log})")
+    return dict(json.loads(out.read_text()))
 
 
 # ------------------------------------------------------------------------------------------------ Cove
@@ -198,42 +224,94 @@ def cove(plan: BenchPlan, key: str) -> BenchResult:
     return result
 
 
-def cove_stats(step: StepSummary) -> dict[str, dict[int, float]]:
-    return {
+# ------------------------------------------------------------------------------------------------ measurements
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One tool's run of a compared step: its percentiles (ms) of each metric it measures, and the knee server's own
+    record of the same requests."""
+
+    tool: str
+    stats: dict[str, dict[int, float]]  # ttft, tpot, itl (per gap), e2el → quantile → ms
+    server: dict[str, dict[int, float]]  # ttft, e2el as the server saw them
+    done: int
+    errors: int
+
+
+def quantiles(values: dict[str, list[float]]) -> dict[str, dict[int, float]]:
+    return {m: {q: percentile(v, q) for q in QUANTILES} for m, v in values.items() if v}
+
+
+def cove_measured(step: StepSummary, seen: dict[str, list[float]]) -> Measured:
+    stats = {
         m: {q: getattr(getattr(step, m), f"p{q}") or 0.0 for q in QUANTILES} for m in ("ttft", "tpot", "itl", "e2el")
     }
+    return Measured("cove", stats, quantiles(seen), step.completed, step.errors)
+
+
+def guidellm_measured(report: dict[str, Any], seen: dict[str, list[float]]) -> Measured:
+    """GuideLLM's per-request timings with Cove's percentile (its own reported percentiles agree to a few tenths);
+    its "ITL" (a request's mean gap) stands in the TPOT row."""
+    bench = report["benchmarks"][0]
+    requests = bench["requests"]
+    return Measured(
+        "guidellm",
+        quantiles(guidellm_values(bench)),
+        quantiles(seen),
+        len(requests["successful"]),
+        len(requests["errored"]),
+    )
+
+
+def vllm_measured(result: dict[str, Any], seen: dict[str, list[float]]) -> Measured:
+    """`vllm bench serve`'s detailed result (``--save-detailed``: per-request TTFT, gaps and latency, in seconds),
+    with its own definitions: TPOT = (latency − TTFT) / (output tokens − 1), ITL = every gap."""
+    ok = [i for i, error in enumerate(result["errors"]) if not error]
+    ttft = [1000 * result["ttfts"][i] for i in ok]
+    e2el = [1000 * result["latencies"][i] for i in ok]
+    tpot = [
+        1000 * (result["latencies"][i] - result["ttfts"][i]) / (result["output_lens"][i] - 1)
+        for i in ok
+        if result["output_lens"][i] > 1
+    ]
+    itl = [1000 * gap for i in ok for gap in result["itls"][i]]
+    values = {"ttft": ttft, "tpot": tpot, "itl": itl, "e2el": e2el}
+    return Measured("vllm", quantiles(values), quantiles(seen), len(ok), len(result["errors"]) - len(ok))
 
 
 # ------------------------------------------------------------------------------------------------ reporting
 
 
-def compare(
-    title: str, ours: StepSummary, report: dict[str, Any], seen: tuple[dict[str, list[float]], dict[str, list[float]]]
-) -> float:
-    """Prints one step's table; returns the largest relative difference (Cove vs GuideLLM recomputed). ``seen``: the
-    server's own TTFT and E2EL during Cove's step and during GuideLLM's."""
-    bench = report["benchmarks"][0]
-    recomputed = {m: {q: percentile(v, q) for q in QUANTILES} for m, v in guidellm_values(bench).items()}
-    reported = guidellm_reported(bench)
-    mine = cove_stats(ours)
-    server = [{m: {q: percentile(v, q) for q in QUANTILES} for m, v in s.items() if v} for s in seen]
-    done = len(bench["requests"]["successful"])
-    failed = len(bench["requests"]["errored"])
-    print(f"\n{title}: cove {ours.completed} done / {ours.errors} errors; guidellm {done} done / {failed} errors")
-    print("server: the knee server's own record of the same requests (arrival to first token / to the end)")
-    head = f"{'metric':<10}{'cove':>8}{'server':>8}{'guidellm':>10}{'(reported)':>11}{'server':>8}{'cove/guidellm':>15}"
+def cell(m: Measured, metric: str, q: int) -> str:
+    """A tool's value, and the server's record of the same requests in brackets."""
+    value = m.stats.get(metric, {}).get(q)
+    seen = m.server.get(metric, {}).get(q)
+    shown = "–" if value is None else f"{value:.1f}"
+    return f"{shown} ({seen:.1f})" if seen is not None else shown
+
+
+def compare(title: str, ours: Measured, others: list[Measured]) -> dict[str, float]:
+    """Prints one step's table: each metric's percentiles by Cove and by each other tool (the server's own record
+    of the same requests in brackets), and Cove's difference from each; returns each tool's largest difference."""
+    runs = ", ".join(f"{m.tool} {m.done} done / {m.errors} errors" for m in (ours, *others))
+    print(f"\n{title}: {runs}")
+    print("(in brackets: the knee server's own record of the same requests, arrival to first token / to the end)")
+    head = f"{'metric':<10}{ours.tool:>16}" + "".join(f"{m.tool:>16}{'diff':>8}" for m in others)
     print(head + "   ms")
-    worst = 0.0
-    for metric in ("ttft", "tpot", "e2el"):
+    worst = dict.fromkeys((m.tool for m in others), 0.0)
+    for metric in ("ttft", "tpot", "itl", "e2el"):
         for q in QUANTILES:
-            a, b, shown = mine[metric][q], recomputed[metric][q], reported[metric][q]
-            at_a, at_b = (f"{s[metric][q]:.1f}" if metric in s else "" for s in server)
-            diff = (a - b) / b * 100 if b else 0.0
-            worst = max(worst, abs(diff))
-            label = f"P{q} {metric.upper()}" + (" (GuideLLM ITL)" if metric == "tpot" else "")
-            print(f"{label:<10}{a:>8.1f}{at_a:>8}{b:>10.1f}{shown:>11.1f}{at_b:>8}{diff:>+14.1f}%")
-    itl = mine["itl"]
-    print(f"cove's per-gap ITL (no GuideLLM equivalent): P50 {itl[50]:.1f}, P90 {itl[90]:.1f}, P99 {itl[99]:.1f} ms")
+            mine = ours.stats[metric][q]
+            line = f"P{q} {metric.upper():<6}{cell(ours, metric, q):>16}"
+            for m in others:
+                theirs = m.stats.get(metric, {}).get(q)
+                diff = (mine - theirs) / theirs * 100 if theirs else None
+                if diff is not None:
+                    worst[m.tool] = max(worst[m.tool], abs(diff))
+                line += f"{cell(m, metric, q):>16}{'' if diff is None else f'{diff:+.1f}%':>8}"
+            print(line)
+    print("GuideLLM's TPOT row is its \"ITL\" (a request's mean gap); it has no per-gap ITL.")
     return worst
 
 
@@ -314,6 +392,9 @@ def compat(args: argparse.Namespace, db: Database, admin: Principal, url: str, k
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--guidellm", default="/tmp/gllm/bin/guidellm", help="GuideLLM's CLI (its own venv)")
+    parser.add_argument(
+        "--vllm", default="/tmp/vllm-venv/bin/vllm", help="vLLM's CLI (its own venv), for vllm bench serve"
+    )
     parser.add_argument("--tokenizer", help="a model folder whose tokenizer both tools use (default: build the demo)")
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--token-ms", type=float, default=25.0)
@@ -361,40 +442,42 @@ def main() -> None:
             )
             workload = Workload(input_len=args.input_len, output_len=args.output_len)
             base = {"url": url, "model": DEPLOYMENT, "tokenizer": args.tokenizer, "workload": workload}
-            worst = 0.0
-            out = Path(tempfile.mkdtemp(prefix="guidellm-", dir=home))
+            out = Path(tempfile.mkdtemp(prefix="reports-", dir=home))
 
             if args.sweeps_only:
                 cove_sweeps(args, base, key, f"p95_e2el_ms<={limit_ms:g}", service_ms)
                 return
             times = ServerTimes(home / "knee-timings.jsonl")
-            print(f"\n== concurrency {args.concurrency}, {args.requests} requests each")
-            times.mark()
-            ours = cove(BenchPlan(**base, load=Load(concurrency=args.concurrency), requests=args.requests), key)
-            seen_ours = times.since_mark(skip=1)  # cove bench's warm-up request
-            times.mark()
-            theirs = guidellm(
-                args, url, key, out / "concurrent.json",
-                "--profile", f"kind=concurrent,streams={args.concurrency}",
-                "--constraint", f"kind=max_requests,count={args.requests}",
-            )  # fmt: skip
-            seen = (seen_ours, times.since_mark())
-            worst = max(worst, compare(f"concurrency {args.concurrency}", ours.steps[0], theirs, seen))
-
-            print(f"\n== constant {args.rate:g} req/s, {args.requests} requests each")
-            load = Load(rate=args.rate, arrival=Arrival.CONSTANT)
-            times.mark()
-            ours = cove(BenchPlan(**base, load=load, requests=args.requests), key)
-            seen_ours = times.since_mark(skip=1)  # cove bench's warm-up request
-            times.mark()
-            theirs = guidellm(
-                args, url, key, out / "constant.json",
-                "--profile", f"kind=constant,rate={args.rate:g}",
-                "--constraint", f"kind=max_requests,count={args.requests}",
-            )  # fmt: skip
-            seen = (seen_ours, times.since_mark())
-            worst = max(worst, compare(f"constant {args.rate:g} req/s", ours.steps[0], theirs, seen))
-            print(f"\nlargest relative difference of a percentile: {worst:.1f} %")
+            steps = (
+                (f"concurrency {args.concurrency}", Load(concurrency=args.concurrency)),
+                (f"constant {args.rate:g} req/s", Load(rate=args.rate, arrival=Arrival.CONSTANT)),
+            )
+            worst: dict[str, float] = {}
+            for title, load in steps:
+                print(f"\n== {title}, {args.requests} requests each")
+                times.mark()
+                ours = cove(BenchPlan(**base, load=load, requests=args.requests), key)
+                mine = cove_measured(ours.steps[0], times.since_mark(skip=1))  # skip cove bench's warm-up request
+                others = []
+                if Path(args.vllm).exists():
+                    times.mark()
+                    result = vllm_bench(args, url, key, out / f"vllm-{load.concurrency or 'rate'}.json", load)
+                    others.append(vllm_measured(result, times.since_mark(skip=1)))  # its initial test prompt
+                times.mark()
+                report = guidellm(
+                    args,
+                    url,
+                    key,
+                    out / f"guidellm-{load.concurrency or 'rate'}.json",
+                    *guidellm_load(load, args.requests),
+                )
+                others.append(guidellm_measured(report, times.since_mark()))
+                for tool, diff in compare(title, mine, others).items():
+                    worst[tool] = max(worst.get(tool, 0.0), diff)
+            for tool, diff in worst.items():
+                print(f"largest relative difference of a percentile, cove vs {tool}: {diff:.1f} %")
+            if not Path(args.vllm).exists():
+                print(f"vllm bench serve: not installed at {args.vllm} (--vllm), left out")
             if args.percentiles_only:
                 return
 
