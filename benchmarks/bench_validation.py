@@ -20,6 +20,10 @@ Definitions where the tools differ (see benchmarks/RESULTS.md): GuideLLM's "ITL"
 end; vLLM's (and Cove's) ITL is every gap of every request. So GuideLLM's ITL is set beside Cove's TPOT.
 
     .venv/bin/python benchmarks/bench_validation.py [--guidellm /tmp/gllm/bin/guidellm] [--tokenizer DEMO_FOLDER]
+
+``--compat`` instead runs the three real clients (`vllm bench serve`, GuideLLM, AIPerf; each from its own venv,
+``--vllm``/``--guidellm``/``--aiperf``) against the demo model behind the gateway, and sets what each reported beside
+what the gateway metered (``benchmarks/client_compat.py``). A client that is not installed is listed with the reason.
 """
 
 from __future__ import annotations
