@@ -23,6 +23,10 @@ end; vLLM's (and Cove's) ITL is every gap of every request. So GuideLLM's ITL is
 
     .venv/bin/python benchmarks/bench_validation.py [--vllm /tmp/vllm-venv/bin/vllm]
         [--guidellm /tmp/gllm/bin/guidellm] [--tokenizer DEMO_FOLDER]
+
+``--compat`` instead runs the three real clients (`vllm bench serve`, GuideLLM, AIPerf; each from its own venv,
+``--vllm``/``--guidellm``/``--aiperf``) against the demo model behind the gateway, and sets what each reported beside
+what the gateway metered (``benchmarks/client_compat.py``). A client that is not installed is listed with the reason.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import client_compat  # noqa: E402
 from benchmarks.gateway_overhead import (  # noqa: E402
     PYTHON,
     CoveServer,
@@ -346,8 +351,9 @@ def cove_sweeps(args: argparse.Namespace, base: dict[str, Any], key: str, slo: s
 
 
 def compat(args: argparse.Namespace, db: Database, admin: Principal, url: str, key: str, home: Path) -> None:
-    """GuideLLM and AIPerf, unmodified, against the gateway in front of the demo model on ``transformers serve``:
-    each must complete every request without an error."""
+    """`vllm bench serve`, GuideLLM and AIPerf, unmodified, against the gateway in front of the demo model on
+    ``transformers serve``: a fixed concurrency and a request rate each, with what each client reported and what the
+    gateway metered (``benchmarks/client_compat.py``)."""
     models.register_built(
         db=db, actor=admin, name="demo-chat", folder=Path(args.tokenizer), repo_id="cove/demo-chat",
         cache_dir=home / "models",
@@ -359,31 +365,18 @@ def compat(args: argparse.Namespace, db: Database, admin: Principal, url: str, k
     )
     wait_ready(db, admin, "demo", 300, home / "server.log")
     out = Path(tempfile.mkdtemp(prefix="compat-", dir=home))
-    print(f"\n== compatibility: the demo model on transformers serve behind {url}")
-    report = guidellm(
-        args, url, key, out / "guidellm.json", "--profile", "kind=concurrent,streams=2",
-        "--constraint", "kind=max_requests,count=8", model="demo", input_len=16, output_len=8,
+    target = client_compat.Target(
+        url=url, key=key, model="demo", tokenizer=str(Path(args.tokenizer).resolve()),
+        input_len=args.compat_input_len, output_len=args.compat_output_len, requests=args.compat_requests,
     )  # fmt: skip
-    requests = report["benchmarks"][0]["requests"]
-    errors = [r.get("info", {}).get("error") or r.get("error") for r in requests["errored"]]
-    print(f"GuideLLM {args.guidellm}: {len(requests['successful'])} done, {len(errors)} errors {errors[:2]}")
-    if args.aiperf and Path(args.aiperf).exists():
-        command = [
-            args.aiperf, "profile", "--model", "demo", "--url", url, "--endpoint-type", "chat", "--streaming",
-            "--api-key", key, "--concurrency", "2", "--request-count", "8", "--isl", "16", "--osl", "8",
-            "--tokenizer", args.tokenizer, "--artifact-dir", str(out / "aiperf"), "--ui-type", "none",
-        ]  # fmt: skip
-        log = out / "aiperf.log"
-        with log.open("wb") as sink:
-            done = subprocess.run(
-                command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-            )
-        found = sorted((out / "aiperf").rglob("*aiperf*.json"))
-        summary = json.loads(found[0].read_text()) if found else {}
-        counts = {k: v for k, v in summary.items() if "request_count" in k or "error" in k}
-        print(f"AIPerf {args.aiperf}: exit {done.returncode}; {json.dumps(counts)[:300]} (log: {log})")
-    else:
-        print("AIPerf: not installed (--aiperf), skipped")
+    loads = [client_compat.Load(concurrency=args.compat_concurrency), client_compat.Load(rate=args.compat_rate)]
+    clis = {"vllm": args.vllm, "guidellm": args.guidellm, "aiperf": args.aiperf}
+    print(
+        f"\n== compatibility: the demo model on transformers serve behind {url}; {target.requests} requests of "
+        f"{target.input_len} in / {target.output_len} out tokens (ignore_eos asked) per run; "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
+    )
+    client_compat.run_all(db=db, target=target, clis=clis, loads=loads, out=out)
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -406,14 +399,19 @@ def main() -> None:
     parser.add_argument("--probe-requests", type=int, default=80, help="requests in each limit-search probe")
     parser.add_argument("--aiperf", default="/tmp/aiperf-venv/bin/aiperf", help="AIPerf's CLI (its own venv)")
     parser.add_argument(
-        "--compat", action="store_true", help="only run GuideLLM and AIPerf against the demo model behind the gateway"
+        "--compat", action="store_true", help="only run vllm bench serve, GuideLLM and AIPerf against the demo model"
     )
+    parser.add_argument("--compat-requests", type=int, default=100, help="requests in each --compat run")
+    parser.add_argument("--compat-input-len", type=int, default=128)
+    parser.add_argument("--compat-output-len", type=int, default=16)
+    parser.add_argument("--compat-concurrency", type=int, default=8)
+    parser.add_argument("--compat-rate", type=float, default=4.0, help="Poisson requests/s of the second --compat run")
     parser.add_argument("--sweeps-only", action="store_true", help="only Cove's two sweeps (no GuideLLM)")
     parser.add_argument("--percentiles-only", action="store_true", help="only the two compared steps (no limit search)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary COVE_HOME and GuideLLM's reports")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not Path(args.guidellm).exists():
+    if not args.compat and not Path(args.guidellm).exists():
         raise SystemExit(f"no GuideLLM at {args.guidellm}: python3 -m venv /tmp/gllm && pip install guidellm==0.8.1")
     service_ms = args.output_len * args.token_ms
     limit_ms = 1.5 * service_ms
