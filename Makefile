@@ -38,9 +38,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# --durations: the slowest tests are named in every CI log, so a test that turns slow is seen.
+# The tests that start nothing spread over the cores; those that start servers, hubs and browsers run one at a
+# time, as their timings assume. --durations: the slowest are named in every CI log, so a test that turns slow is seen.
 pytest: $(STAMP)
-	$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=25 -m "not ($(FAST_MARKERS))" $(PYTEST_ARGS)
 
 pytest-fast: $(STAMP)
 	$(PY) -m pytest -n auto -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
