@@ -192,7 +192,10 @@ class Settings(BaseSettings):
         "(redis://host:6379/0). Empty: counted in this process (one gateway).",
     )
     redis_timeout_s: float = Field(
-        default=0.25, gt=0, description="How long a request waits for the rate-limit store before it counts as down."
+        default=1.0,
+        gt=0,
+        description="How long a request waits for the rate-limit store (to connect, or to answer) before it counts as "
+        "down; then for a second every request is admitted or refused at once, by LIMITS_ON_STORE_FAILURE.",
     )
     limits_on_store_failure: Literal["open", "closed"] = Field(
         default="open",

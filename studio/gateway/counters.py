@@ -197,12 +197,18 @@ class RedisCounters:
 
     kind = "redis"
 
-    def __init__(self, url: str, *, timeout_s: float = 0.25, lease_s: float = 3600.0, backoff_s: float = 1.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 1.0, lease_s: float = 3600.0, backoff_s: float = 1.0) -> None:
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         self.url, self.lease_s, self.backoff_s = url, lease_s, backoff_s
         self.redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=0
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),  # no retries: a request must not wait for a store that went away
+            health_check_interval=0,
         )
         self._reserve = self.redis.register_script(RESERVE)
         self._settle = self.redis.register_script(SETTLE)

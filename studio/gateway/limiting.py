@@ -54,6 +54,9 @@ class Limiter:
         self._ids = itertools.count()
         self._me = secrets.token_hex(6)  # leases of different replicas never collide
 
+    def replace(self, rules: list[Rule]) -> None:
+        self.rules = RuleBook(rules)
+
     def applying(self, identity: KeyIdentity | None, deployment: str) -> tuple[Rule, ...]:
         if not self.rules:
             return ()

@@ -4,11 +4,13 @@ store, with an injected clock."""
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 import orjson
 import pytest
 
-from studio.gateway.counters import Lease, MemoryCounters
+from studio.gateway.counters import Lease, MemoryCounters, StoreUnavailable
+from studio.gateway.limiting import Limiter, Refused
 from studio.limits import (
     Dimension,
     LimitScope,
@@ -161,5 +163,68 @@ def test_memory_counters_free_a_concurrency_slot_when_the_request_ends_or_its_le
         assert (await store.reserve((GROUP,), 0, "c"))[0].admitted
         clock.now += 31  # the gateway holding "c" died: its lease ends
         assert (await store.reserve((GROUP,), 0, "d"))[0].admitted
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------------------------------------ the gateway's side
+
+
+class DownStore(MemoryCounters):
+    """A counter store that never answers (Redis stopped)."""
+
+    kind = "redis"
+
+    async def reserve(self, rules: object, tokens: int, lease: str) -> tuple[Verdict, int]:
+        raise StoreUnavailable("the rate-limit store at redis://nowhere failed to reserve: refused")
+
+    async def reachable(self) -> bool:
+        return False
+
+
+BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+
+
+def test_the_limiter_admits_refuses_and_settles() -> None:
+    async def scenario() -> None:
+        limiter = Limiter(MemoryCounters(clock=Clock()))
+        limiter.replace([Rule(LimitScope.DEPLOYMENT, "chat", rpm=5, tpm=13)])
+        rules = limiter.applying(None, "chat")
+        lease, extra = await limiter.admit(rules, BODY)  # reserves 1 (the prompt's estimate) + 10
+        assert lease is not None
+        assert dict(extra)[b"x-ratelimit-remaining-tokens"] == b"2"
+        with pytest.raises(Refused) as refused:
+            await limiter.admit(rules, BODY)
+        assert refused.value.status == 429
+        limiter.settle(lease, 2)  # it used 2 tokens
+        await asyncio.gather(*limiter.settling)
+        lease, _ = await limiter.admit(rules, BODY)
+        assert lease is not None
+        assert limiter.applying(None, "other") == ()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+def test_an_unreachable_store_admits_or_refuses_by_setting(mode: Literal["open", "closed"]) -> None:
+    async def scenario() -> None:
+        limiter = Limiter(DownStore(), on_store_failure=mode)
+        limiter.replace([Rule(LimitScope.DEPLOYMENT, "chat", rpm=1)])
+        if mode == "open":
+            assert await limiter.admit(limiter.applying(None, "chat"), BODY) == (None, [])
+            assert await limiter.admit(limiter.applying(None, "chat"), BODY) == (None, [])  # beyond the limit
+        else:
+            with pytest.raises(Refused) as refused:
+                await limiter.admit(limiter.applying(None, "chat"), BODY)
+            assert refused.value.status == 503
+            assert dict(refused.value.headers)[b"retry-after"] == b"1"
+        health = await limiter.health()
+        assert health == {
+            "store": "redis",
+            "reachable": False,
+            "on_store_failure": mode,
+            "limits": 1,
+            "admitted_unchecked": 2 if mode == "open" else 0,
+        }
 
     asyncio.run(scenario())
