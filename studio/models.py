@@ -875,7 +875,7 @@ class LimitBase(SQLModel):
     """A rate limit on a key, a user, a group or a deployment (``studio.limits``); a field left empty limits nothing."""
 
     scope: LimitScope = Field(sa_type=EnumText(LimitScope))
-    subject: str  # the key's, user's, group's or deployment's name
+    subject: str = Field(min_length=1, max_length=200)  # the key's, user's, group's or deployment's name
     rpm: int | None = Field(default=None, ge=1)  # requests per minute
     tpm: int | None = Field(default=None, ge=1)  # tokens per minute (prompt and answer)
     concurrency: int | None = Field(default=None, ge=1)  # requests at once

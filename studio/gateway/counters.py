@@ -15,6 +15,7 @@ is read from the store's clock (Redis ``TIME``), never from the replicas', whose
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -157,11 +158,11 @@ if out[1] == 0 then
   for i = 1, n do
     local b = 4 + (i - 1) * 4
     local c = prefix .. ARGV[b + 1]
-    if tonumber(ARGV[b + 2]) >= 0 then
-      redis.call('INCR', c .. ':r:' .. window); redis.call('EXPIRE', c .. ':r:' .. window, 150)
+    if tonumber(ARGV[b + 2]) >= 0 and redis.call('INCR', c .. ':r:' .. window) == 1 then
+      redis.call('EXPIRE', c .. ':r:' .. window, 150)  -- a window's counters outlive it by a settlement's time
     end
-    if tonumber(ARGV[b + 3]) >= 0 then
-      redis.call('INCRBY', c .. ':t:' .. window, tokens); redis.call('EXPIRE', c .. ':t:' .. window, 150)
+    if tonumber(ARGV[b + 3]) >= 0 and redis.call('INCRBY', c .. ':t:' .. window, tokens) == tokens then
+      redis.call('EXPIRE', c .. ':t:' .. window, 150)
     end
     if tonumber(ARGV[b + 4]) >= 0 then
       redis.call('ZADD', c .. ':c', tostring(now + lease_s), lease); redis.call('EXPIRE', c .. ':c', lease_s + 60)
@@ -202,10 +203,10 @@ class RedisCounters:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        self.url, self.lease_s, self.backoff_s = url, lease_s, backoff_s
+        self.url, self.lease_s, self.backoff_s, self.timeout_s = url, lease_s, backoff_s, timeout_s
         self.redis = aioredis.Redis.from_url(
             url,
-            socket_timeout=timeout_s,
+            socket_timeout=None,  # one deadline per call (in _call) costs less than one per socket read
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),  # no retries: a request must not wait for a store that went away
             health_check_interval=0,
@@ -220,7 +221,8 @@ class RedisCounters:
         if time.monotonic() < self._down_until:
             raise StoreUnavailable(f"the rate-limit store at {self.url} did not answer a moment ago")
         try:
-            return await run()  # type: ignore[misc]
+            async with asyncio.timeout(self.timeout_s):  # redis-py drops a connection whose command is cancelled
+                return await run()  # type: ignore[misc]
         except (TimeoutError, RedisError, OSError) as exc:
             self._down_until = time.monotonic() + self.backoff_s
             raise StoreUnavailable(
@@ -254,7 +256,8 @@ class RedisCounters:
         from redis.exceptions import RedisError
 
         try:
-            return bool(await self.redis.ping())
+            async with asyncio.timeout(self.timeout_s):
+                return bool(await self.redis.ping())
         except (TimeoutError, RedisError, OSError):
             return False
 

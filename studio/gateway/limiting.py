@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import logging
 import secrets
-from collections.abc import Mapping
 from typing import Any, Literal
 
 from studio.gateway.counters import CounterStore, Lease, MemoryCounters, RedisCounters, StoreUnavailable
@@ -67,11 +66,11 @@ class Limiter:
         )
 
     async def admit(
-        self, rules: tuple[Rule, ...], body: Mapping[str, Any]
+        self, rules: tuple[Rule, ...], body: dict[str, Any]
     ) -> tuple[Lease | None, list[tuple[bytes, bytes]]]:
         """Count a request against ``rules`` (not empty): its lease and the ``x-ratelimit-*`` headers; raises
         Refused. The lease is None when the store was down and the gateway failed open."""
-        tokens = reservation(body, prompt_tokens=estimate_prompt_tokens(dict(body)), max_tokens_cap=self.max_tokens_cap)
+        tokens = reservation(body, prompt_tokens=estimate_prompt_tokens(body), max_tokens_cap=self.max_tokens_cap)
         lease_id = f"{self._me}-{next(self._ids)}"
         try:
             verdict, window = await self.store.reserve(rules, tokens, lease_id)
