@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -45,16 +45,16 @@ class Rule:
     rpm: int | None = None
     tpm: int | None = None
     concurrency: int | None = None
+    # The name its counters are kept under, the same in every replica (made once: every request reads it).
+    counter: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def counter(self) -> str:
-        """The name its counters are kept under, the same in every replica."""
-        return f"{self.scope.value}:{self.subject}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "counter", f"{self.scope.value}:{self.subject}")
 
     def of(self, dimension: Dimension) -> int | None:
-        return {Dimension.REQUESTS: self.rpm, Dimension.TOKENS: self.tpm, Dimension.CONCURRENCY: self.concurrency}[
-            dimension
-        ]
+        if dimension is Dimension.REQUESTS:
+            return self.rpm
+        return self.tpm if dimension is Dimension.TOKENS else self.concurrency
 
     def describe(self) -> str:
         return f"{self.scope.value} {self.subject!r}"

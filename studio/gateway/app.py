@@ -1,9 +1,10 @@
 """The gateway: an OpenAI-compatible ASGI app in front of every deployed model.
 
 ``POST /v1/chat/completions`` and ``/v1/completions`` (streamed or not) are checked, authenticated with an API
-key, routed by model name to a ready replica (least outstanding requests), metered, and measured. Clients never
-choose upstream URLs: routes come from the database, refreshed every ``routes_refresh_s`` and at once when a
-request names a model the gateway has not seen. ``GET /v1/models`` lists ready deployments; ``/healthz`` (a JSON
+key, admitted against the rate limits that apply to it (``limiting``: 429 in OpenAI's shape), routed by model name
+to a ready replica (least outstanding requests), metered, and measured. Clients never choose upstream URLs: routes
+(and limits) come from the database, refreshed every ``routes_refresh_s`` and at once when a request names a model the
+gateway has not seen. ``GET /v1/models`` lists ready deployments; ``/healthz`` (a JSON
 report) and ``/metrics`` serve operators, ``/health`` (200 and no body, as vLLM's) benchmark clients' probes. Fields
 a deployment's runtime does not know are adapted (``protocol.adapt_request``) and named in response headers. Usage
 is buffered and written in batches off the event loop; nothing in a request's path waits on the database unless it

@@ -87,26 +87,24 @@ class MemoryCounters:
         self._roll(window)
         standings = []
         for rule in rules:
-            leases = self._active.get(rule.counter, {})
-            for held in [h for h, deadline in leases.items() if deadline <= now]:
-                del leases[held]
+            leases = self._active.get(rule.counter)
+            if leases:
+                for held in [h for h, deadline in leases.items() if deadline <= now]:
+                    del leases[held]
+            key = (rule.counter, window)
             standings.append(
-                Standing(
-                    rule,
-                    self._requests.get((rule.counter, window), 0),
-                    self._tokens.get((rule.counter, window), 0),
-                    len(leases),
-                )
+                Standing(rule, self._requests.get(key, 0), self._tokens.get(key, 0), len(leases) if leases else 0)
             )
         refused = decide(standings, tokens)
         reset = (window + 1) * WINDOW_S - now
         if refused is not None:
             return Verdict(tuple(standings), reset, tokens, *refused), window
         for rule in rules:
+            key = (rule.counter, window)
             if rule.rpm is not None:
-                self._requests[(rule.counter, window)] = self._requests.get((rule.counter, window), 0) + 1
+                self._requests[key] = self._requests.get(key, 0) + 1
             if rule.tpm is not None:
-                self._tokens[(rule.counter, window)] = self._tokens.get((rule.counter, window), 0) + tokens
+                self._tokens[key] = self._tokens.get(key, 0) + tokens
             if rule.concurrency is not None:
                 self._active.setdefault(rule.counter, {})[lease] = now + self.lease_s
         return Verdict(tuple(standings), reset, tokens), window
