@@ -25,7 +25,7 @@ test: $(STAMP) services lint pytest
 # `cove` process, no JupyterHub and no browser, train no model and need no PostgreSQL (markers in pyproject.toml),
 # spread over the cores (pytest-xdist).
 # `make test` runs them all, one at a time, as CI does.
-FAST_MARKERS := not runtime and not hub and not browser and not torch and not postgres
+FAST_MARKERS := not runtime and not hub and not browser and not torch and not postgres and not redis
 test-fast: $(STAMP) lint pytest-fast
 
 # Services the tests use that the machine may lack (PostgreSQL binaries), installed with apt.

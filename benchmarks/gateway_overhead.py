@@ -6,11 +6,15 @@ member's, limited to that deployment), starts the real ``cove server`` as a subp
 has the mock runtime Ready. Then, with one keep-alive aiohttp connection per target and sequential requests, it
 calls the runtime directly and through the gateway with each key in turn (every order in rotation, so background noise
 hits all alike) and prints p50/p99 for non-streaming and streaming chat, the latency each key kind adds, and the
-median of the gateway's own ``x-cove-overhead-ms`` header. Last, throughput through the gateway (the admin's key) at
-concurrency 32 against the CPU seconds the gateway process spent. Stops the server with SIGTERM and checks that no
-process is left behind.
+median of the gateway's own ``x-cove-overhead-ms`` header. With ``--limits memory`` or ``--limits redis`` a third key
+joins them, limited (requests and tokens per minute and requests at once, far above what the run sends, so every
+request is counted and none refused) in process or through a throwaway ``redis-server`` on loopback: its row beside
+the unlimited keys' is the cost of rate limits, side by side in one run. Last, throughput through the gateway (the
+admin's key) at concurrency 32 against the CPU seconds the gateway process spent. Stops the server with SIGTERM and
+checks that no process is left behind.
 
-    .venv/bin/python benchmarks/gateway_overhead.py [--requests 2000] [--keep] [--cprofile FILE]
+    .venv/bin/python benchmarks/gateway_overhead.py [--requests 2000] [--limits off|memory|redis] [--keep]
+        [--cprofile FILE]
 """
 
 from __future__ import annotations
@@ -42,8 +46,17 @@ import psutil
 
 from studio.bootstrap import open_studio
 from studio.db import Database
-from studio.models import ApiKeyCreate, DeploymentCreate, DeploymentPublic, ImageCreate, ModelCreate, UserCreate
-from studio.services import deployments, images, keys, models, usage, users
+from studio.limits import LimitScope
+from studio.models import (
+    ApiKeyCreate,
+    DeploymentCreate,
+    DeploymentPublic,
+    ImageCreate,
+    LimitSet,
+    ModelCreate,
+    UserCreate,
+)
+from studio.services import deployments, images, keys, limits, models, usage, users
 from studio.settings import Settings
 from studio.values import Principal, Resources
 
@@ -54,6 +67,7 @@ MOCK = Path(__file__).resolve().with_name("mock_upstream.py")
 DEPLOYMENT = "bench"
 MEMBER = "bench-member"
 ADMIN_KEY, MEMBER_KEY = "admin's key, unscoped", "member's key, scoped"
+LIMITED_KEY = "admin's key, rate-limited"
 QUESTION = [{"role": "user", "content": "What is Cove?"}]
 
 
@@ -77,8 +91,8 @@ class CoveServer:
     """``cove server`` as a subprocess in its own session; ``stop`` sends SIGTERM and then checks that the server
     and every process it started (its replicas) are gone, killing leftovers by pid and reporting them."""
 
-    def __init__(self, settings: Settings, *, cprofile: Path | None = None) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, *, cprofile: Path | None = None, env: dict[str, str] | None = None) -> None:
+        self.settings, self.env = settings, env or {}
         self.log_path = settings.home / "server.log"
         self.cprofile = cprofile
         self.proc: subprocess.Popen[bytes] | None = None
@@ -94,6 +108,7 @@ class CoveServer:
             "COVE_HOME": str(self.settings.home),
             "COVE_PORT": str(self.settings.port),
             "HF_HUB_OFFLINE": "1",
+            **self.env,
         }
         profile = ["-m", "cProfile", "-o", str(self.cprofile)] if self.cprofile else []
         with self.log_path.open("ab") as log:
@@ -209,9 +224,10 @@ def write_fake_model(folder: Path) -> Path:
     return folder
 
 
-def set_up(db: Database, settings: Settings, admin: Principal, chunks: int) -> dict[str, str]:
+def set_up(db: Database, settings: Settings, admin: Principal, chunks: int, limited: bool) -> dict[str, str]:
     """Model and image (the admin's), a member and their deployment, and two keys; returns each key kind's secret:
-    the admin's key reaches every deployment, the member's only theirs, and it is limited to that one."""
+    the admin's key reaches every deployment, the member's only theirs, and it is limited to that one. ``limited``:
+    a third key of the admin's, with a rate limit no run reaches (every request is counted, none refused)."""
     models.add_model(
         db=db,
         actor=admin,
@@ -235,12 +251,43 @@ def set_up(db: Database, settings: Settings, admin: Principal, chunks: int) -> d
             name=DEPLOYMENT, model="tiny", image="mock-upstream", resources=Resources(cpu=0.5, memory_mib=256)
         ),
     )
-    return {
+    secrets = {
         ADMIN_KEY: keys.create_key(db=db, actor=admin, data=ApiKeyCreate(name="bench")).key,
         MEMBER_KEY: keys.create_key(
             db=db, actor=member, data=ApiKeyCreate(name="bench-scoped", deployments=[DEPLOYMENT])
         ).key,
     }
+    if limited:
+        secrets[LIMITED_KEY] = keys.create_key(db=db, actor=admin, data=ApiKeyCreate(name="bench-limited")).key
+        values = LimitSet(scope=LimitScope.KEY, subject="bench-limited", rpm=10**9, tpm=10**12, concurrency=10**6)
+        limits.set_limit(db=db, actor=admin, data=values)
+    return secrets
+
+
+@contextlib.contextmanager
+def redis_server(home: Path) -> Iterator[str]:
+    """A throwaway redis-server on loopback (apt's; scripts/test-services installs it); yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("--limits redis needs redis-server (scripts/test-services installs it)")
+    port = free_port()
+    options = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(home)]
+    with (home / "redis.log").open("ab") as log:
+        proc = subprocess.Popen([binary, *options], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"redis-server did not start:\n{tail(home / 'redis.log')}")
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 # ------------------------------------------------------------------------------------------------ measuring
@@ -541,6 +588,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each throughput run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary COVE_HOME (logs, database)")
     parser.add_argument(
+        "--limits",
+        choices=("off", "memory", "redis"),
+        default="off",
+        help="add a rate-limited key, counted in the gateway's process or in a redis-server started here",
+    )
+    parser.add_argument(
         "--cprofile", type=Path, help="run the server under cProfile, write the stats here (inflates every number)"
     )
     args = parser.parse_args()
@@ -548,12 +601,15 @@ def main() -> None:
         parser.error("--requests and --warmup must be at least 1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the Hub
 
-    with cove_home(args.keep, "cove-bench-overhead-") as home:
+    with cove_home(args.keep, "cove-bench-overhead-") as home, contextlib.ExitStack() as services:
         settings = bench_settings(home)
         db = open_studio(settings)
         admin = users.first_admin(db=db)
-        secrets = set_up(db, settings, admin, args.chunks)
-        server = CoveServer(settings, cprofile=args.cprofile.resolve() if args.cprofile else None)
+        secrets = set_up(db, settings, admin, args.chunks, limited=args.limits != "off")
+        env = {"COVE_REDIS_URL": services.enter_context(redis_server(home))} if args.limits == "redis" else {}
+        if args.limits != "off":
+            print(f"rate limits counted {'in a redis-server on loopback' if env else 'in the gateway process'}")
+        server = CoveServer(settings, cprofile=args.cprofile.resolve() if args.cprofile else None, env=env)
         leftovers: list[str] = []
         try:
             started = time.perf_counter()

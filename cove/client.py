@@ -220,6 +220,7 @@ class Client:
         from cove.finetunes import FineTunes
         from cove.images import Images
         from cove.keys import Keys
+        from cove.limits import Limits
         from cove.models import Models
         from cove.notebooks import Notebooks
         from cove.pools import Pools
@@ -233,6 +234,7 @@ class Client:
         self.benchmarks = Benchmarks(self)
         self.models = Models(self)
         self.keys = Keys(self)
+        self.limits = Limits(self)
         self.images = Images(self)
         self.pools = Pools(self)
         self.clusters = Clusters(self)

@@ -25,6 +25,7 @@ from studio.db import EnumText, UTCDateTime, ValueJSON, utcnow
 from studio.finetuning import TrainSettings
 from studio.gate import GateConfig
 from studio.kvlog import KvFigures
+from studio.limits import LimitScope
 from studio.names import ImageRef, Name, Version
 from studio.scoring import Example, ScorerSpec
 from studio.specs import Recommendation
@@ -868,6 +869,33 @@ class ApiKeyPublic(ApiKeyBase):
 
 class ApiKeyCreated(ApiKeyPublic):
     key: str  # the secret; shown this once
+
+
+class LimitBase(SQLModel):
+    """A rate limit on a key, a user, a group or a deployment (``studio.limits``); a field left empty limits nothing."""
+
+    scope: LimitScope = Field(sa_type=EnumText(LimitScope))
+    subject: str = Field(min_length=1, max_length=200)  # the key's, user's, group's or deployment's name
+    rpm: int | None = Field(default=None, ge=1)  # requests per minute
+    tpm: int | None = Field(default=None, ge=1)  # tokens per minute (prompt and answer)
+    concurrency: int | None = Field(default=None, ge=1)  # requests at once
+
+
+class Limit(LimitBase, table=True):
+    __tablename__ = "limits"
+    __table_args__ = (sa.UniqueConstraint("scope", "subject"),)
+    id: int | None = Field(default=None, primary_key=True)
+    set_by: str
+    updated_at: datetime = _ts()
+
+
+class LimitSet(LimitBase):
+    model_config = CREATE
+
+
+class LimitPublic(LimitBase):
+    set_by: str
+    updated_at: datetime
 
 
 class UsageRecord(SQLModel, table=True):

@@ -186,6 +186,28 @@ class Settings(BaseSettings):
     )
     routes_refresh_s: float = Field(default=1.0, gt=0, description="How often the gateway re-reads endpoints.")
     usage_flush_s: float = Field(default=1.0, gt=0, description="How often metered usage is written.")
+    redis_url: str = Field(
+        default="",
+        description="Redis (or Valkey) holding the rate-limit counters every gateway replica shares "
+        "(redis://host:6379/0). Empty: counted in this process (one gateway).",
+    )
+    redis_timeout_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How long a request waits for the rate-limit store (to connect, or to answer) before it counts as "
+        "down; then for a second every request is admitted or refused at once, by LIMITS_ON_STORE_FAILURE.",
+    )
+    limits_on_store_failure: Literal["open", "closed"] = Field(
+        default="open",
+        description="When the rate-limit store does not answer: admit requests unchecked (open) or refuse those a "
+        "limit applies to with 503 (closed). Logged, and shown in /healthz.",
+    )
+    limits_max_tokens: int = Field(
+        default=4096, ge=1, description="The answer's tokens a request reserves when it names no max_tokens (or more)."
+    )
+    limits_lease_s: float = Field(
+        default=3600.0, gt=0, description="A concurrency slot held by a gateway that died is freed after this long."
+    )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="Largest request body accepted.")
     max_upload_bytes: int = Field(
         default=20 * 1024**3, gt=0, description="Largest dataset file uploaded through the API (streamed to disk)."

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -155,6 +156,59 @@ def new_postgres_database(base_url: str, *, template: str | None = None) -> str:
     return f"{base_url}/{name}"
 
 
+# ------------------------------------------------------------------------------------------------ Redis
+
+
+class RedisServer:
+    """A throwaway redis-server on loopback, without persistence; ``stop`` and ``start`` again on the same port (a
+    store that goes away and comes back)."""
+
+    def __init__(self, root: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is missing: run `make services` (scripts/test-services) first")
+        self.binary, self.root, self.port = binary, root, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        options = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        with (self.root / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen([self.binary, *options, "--dir", str(self.root)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while not self.answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"redis-server did not start: {(self.root / 'redis.log').read_text()}")
+            time.sleep(0.01)  # redis-server starts in a few milliseconds
+        return self
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own (every test using it is marked ``redis``)."""
+    root = tmp_path / "redis"
+    root.mkdir()
+    server = RedisServer(root).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 # ------------------------------------------------------------------------------------------------ databases
 # Migrating an empty database costs more than most tests that use one, so each kind is migrated once per session (a
 # template) and every test gets a copy: a file copy for SQLite, CREATE DATABASE … TEMPLATE for PostgreSQL. Tests of
@@ -219,10 +273,12 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Training the demo model is the costliest setup in the suite: every test that asks for it is marked ``torch``,
-    so a quick run can leave them out by marker."""
+    so a quick run can leave them out by marker; every test with a Redis server of its own, ``redis``."""
     for item in items:
         if "demo_folder" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.torch)
+        if "redis_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.redis)
 
 
 @pytest.fixture(scope="session")

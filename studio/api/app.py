@@ -28,6 +28,7 @@ from studio.api import (
     finetunes,
     images,
     keys,
+    limits,
     models,
     notebooks,
     pools,
@@ -59,6 +60,7 @@ ROUTERS = (
     aliases.router,
     evaluations.router,
     benchmarks.router,
+    limits.router,
 )
 
 

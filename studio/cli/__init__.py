@@ -12,6 +12,7 @@ from studio.cli import (  # noqa: F401  (each registers its commands on `cli`)
     deploy,
     evaluations,
     finetunes,
+    limits,
     logs,
     people,
     plans,

@@ -82,6 +82,9 @@ def _names(names: tuple[str, ...]) -> list[str] | None:
 )
 @scope_option
 @expires_option
+@click.option("--rpm", type=click.IntRange(min=1), metavar="N", help="At most N requests a minute with this key.")
+@click.option("--tpm", type=click.IntRange(min=1), metavar="N", help="At most N tokens a minute with this key.")
+@click.option("--concurrency", type=click.IntRange(min=1), metavar="N", help="At most N requests at once.")
 @json_option
 @click.pass_context
 def key_create(
@@ -90,10 +93,17 @@ def key_create(
     deployments: tuple[str, ...],
     scopes: tuple[str, ...],
     expires: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    concurrency: int | None,
     as_json: bool,
 ) -> None:
-    """Create a key of yours; it is printed once and never again."""
+    """Create a key of yours; it is printed once and never again. --rpm, --tpm and --concurrency limit it (see
+    `cove limit`)."""
     created = _create(ctx, name, deployments, scopes, expires)
+    values = {k: v for k, v in {"rpm": rpm, "tpm": tpm, "concurrency": concurrency}.items() if v is not None}
+    if values:
+        client_of(ctx).limits.set("key", name, **values)
     kind = "token" if created.scopes is not None else "API key"
     emit(
         created,

@@ -1,9 +1,10 @@
 """The gateway: an OpenAI-compatible ASGI app in front of every deployed model.
 
 ``POST /v1/chat/completions`` and ``/v1/completions`` (streamed or not) are checked, authenticated with an API
-key, routed by model name to a ready replica (least outstanding requests), metered, and measured. Clients never
-choose upstream URLs: routes come from the database, refreshed every ``routes_refresh_s`` and at once when a
-request names a model the gateway has not seen. ``GET /v1/models`` lists ready deployments; ``/healthz`` (a JSON
+key, admitted against the rate limits that apply to it (``limiting``: 429 in OpenAI's shape), routed by model name
+to a ready replica (least outstanding requests), metered, and measured. Clients never choose upstream URLs: routes
+(and limits) come from the database, refreshed every ``routes_refresh_s`` and at once when a request names a model the
+gateway has not seen. ``GET /v1/models`` lists ready deployments; ``/healthz`` (a JSON
 report) and ``/metrics`` serve operators, ``/health`` (200 and no body, as vLLM's) benchmark clients' probes. Fields
 a deployment's runtime does not know are adapted (``protocol.adapt_request``) and named in response headers. Usage
 is buffered and written in batches off the event loop; nothing in a request's path waits on the database unless it
@@ -23,6 +24,8 @@ import orjson
 
 from studio.db import Database, utcnow
 from studio.errors import CoveError
+from studio.gateway.counters import Lease
+from studio.gateway.limiting import Limiter, Refused, store_of
 from studio.gateway.metrics import GatewayMetrics
 from studio.gateway.protocol import (
     adapt_request,
@@ -31,8 +34,9 @@ from studio.gateway.protocol import (
 )
 from studio.gateway.proxy import Metered, Proxy, Receive, Scope, Send, Upstream, respond
 from studio.gateway.routes import RouteTable
+from studio.limits import Rule
 from studio.sealing import studio_key
-from studio.services import deployments, keys, usage
+from studio.services import deployments, keys, limits, usage
 from studio.services.keys import KeyIdentity
 from studio.settings import Settings
 from studio.values import Route
@@ -65,7 +69,12 @@ class Gateway:
         self.settings, self.db = settings, db
         self.table = RouteTable()
         self.metrics = GatewayMetrics()
-        self.up = Upstream(self.table, self.metrics, secret=studio_key(settings))
+        self.limiter = Limiter(
+            store_of(settings),
+            on_store_failure=settings.limits_on_store_failure,
+            max_tokens_cap=settings.limits_max_tokens,
+        )
+        self.up = Upstream(self.table, self.metrics, secret=studio_key(settings), limiter=self.limiter)
         self.keys: dict[str, KeyIdentity] = {}
         # Misses looked up in the DB, remembered until the next refresh: a wrong key or a model that is not ready
         # costs one indexed lookup per refresh interval, however often it is asked for.
@@ -145,6 +154,8 @@ class Gateway:
             skip_auto_headers=("User-Agent",),
         )
         await self.refresh()
+        if not await self.limiter.store.reachable():  # also opens its first connection before any request needs it
+            log.warning("the rate-limit store (%s) does not answer yet", self.limiter.store.kind)
         self._tasks = [
             asyncio.create_task(self._every(self.settings.routes_refresh_s, self.refresh)),
             asyncio.create_task(self._every(self.settings.usage_flush_s, self.flush_usage)),
@@ -158,6 +169,9 @@ class Gateway:
                 await task
         if self.up.counting:  # records waiting for their token counts
             await asyncio.wait(set(self.up.counting), timeout=10)
+        if self.limiter.settling:
+            await asyncio.wait(set(self.limiter.settling), timeout=5)
+        await self.limiter.store.close()
         await self.flush_usage()
         if self.up.client is not None:
             await self.up.client.close()
@@ -173,8 +187,9 @@ class Gateway:
     # ------------------------------------------------------------------------------------------- state from the DB
 
     async def refresh(self) -> None:
-        routes, active = await asyncio.to_thread(self._read_state)
+        routes, active, rules = await asyncio.to_thread(self._read_state)
         self.table.replace(routes)
+        self.limiter.replace(rules)
         self._route_misses.clear()
         self._unknown_keys.clear()
         self._rechecked_keys.clear()
@@ -199,8 +214,8 @@ class Gateway:
             for call in list(calls):
                 call.cut(reason)
 
-    def _read_state(self) -> tuple[list[Route], dict[str, KeyIdentity]]:
-        return deployments.ready_routes(db=self.db), keys.active_keys(db=self.db)
+    def _read_state(self) -> tuple[list[Route], dict[str, KeyIdentity], list[Rule]]:
+        return deployments.ready_routes(db=self.db), keys.active_keys(db=self.db), limits.rules(db=self.db)
 
     async def flush_usage(self) -> None:
         if not self.up.metered:
@@ -323,12 +338,21 @@ class Gateway:
             name = body["model"]
             route = self.table.split(await self._route(name, identity))
             await self._authorize(identity, name)
+            lease: Lease | None = None
+            limit_headers: list[tuple[bytes, bytes]] = []
+            applying = self.limiter.applying(identity, name)
+            if applying:  # no store call for a request no limit applies to
+                lease, limit_headers = await self.limiter.admit(applying, body)
         except _Reject as reject:
             if reject.status != 499:
                 await respond(send, reject.status, reject.body)
             self.metrics.requests.labels(
                 "unknown" if reject.status == 404 else name, endpoint, str(reject.status), ""
             ).inc()
+            return
+        except Refused as refused:
+            await respond(send, refused.status, refused.body, refused.headers)
+            self.metrics.requests.labels(name, endpoint, str(refused.status), "").inc()
             return
         stream = body.get("stream") is True
         wants_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
@@ -346,7 +370,8 @@ class Gateway:
             body,
             orjson.dumps(adapted.body),
             scope["raw_path"],
-            adapted.headers(),
+            adapted.headers() + limit_headers,
+            lease,
         )
         await call.run(receive, send)
 
@@ -377,11 +402,12 @@ class Gateway:
 
     async def _health(self, send: Send) -> None:
         healthy, age = self._healthy()
-        body = {
+        body: dict[str, object] = {
             "status": "ok" if healthy else "degraded",
             "ready_models": len(self.table.routes),
             "state_age_s": round(age, 3),
         }
         if not healthy:
             body["problem"] = "the database has not answered recently; routes may be stale"
+        body["limits"] = await self.limiter.health()
         await respond(send, 200 if healthy else 503, orjson.dumps(body))

@@ -9,12 +9,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
 import orjson
 
 from studio.db import utcnow
+from studio.gateway.counters import Lease
 from studio.gateway.counting import TokenCounter
 from studio.gateway.metrics import GatewayMetrics
 from studio.gateway.protocol import (
@@ -31,6 +32,9 @@ from studio.gateway.routes import RouteTable
 from studio.runtimes import upstream_key
 from studio.services.keys import KeyIdentity
 from studio.values import Route
+
+if TYPE_CHECKING:
+    from studio.gateway.limiting import Limiter
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,7 @@ class Upstream:
     secret: str = ""  # the studio's key: each deployment's model servers ask for a key derived from it
     counter: TokenCounter = field(default_factory=TokenCounter)  # for what runtimes do not report
     counting: set[asyncio.Task[None]] = field(default_factory=set)  # records waiting for their token counts
+    limiter: Limiter | None = None  # settles each admitted request's rate-limit reservation when it ends
     _headers: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def headers_for(self, deployment: str) -> dict[str, str]:
@@ -111,11 +116,13 @@ class Proxy:
         payload: bytes,
         raw_path: bytes,
         headers: list[tuple[bytes, bytes]] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.up, self.route, self.endpoint, self.stream = up, route, endpoint, stream
         self.wants_usage, self.identity, self.started = wants_usage, identity, started
         self.body, self.payload, self.path = body, payload, raw_path.decode()
         self.headers = headers or []  # what the client is told of fields its runtime was not sent as asked
+        self.lease = lease  # its hold on the rate limits that apply, settled when it ends
         self.text = ""  # the answer's text, kept only when the runtime reported no usage: to count it
         self.itl: list[float] = []  # gaps between content chunks
         self.status = 0
@@ -237,6 +244,9 @@ class Proxy:
         )
         self.up.metrics.overhead.observe(overhead)
         gone = asyncio.ensure_future(receive())  # completes with http.disconnect if the client leaves
+        # A client that leaves ends the runtime's answer too, even one that sends nothing more: the request's tokens
+        # and its rate-limit slot are settled now, not when the runtime next writes.
+        gone.add_done_callback(lambda f: None if f.cancelled() else response.close())
         rest = b""
         key_id = self.identity.id if self.identity else None
         if key_id is not None:
@@ -277,6 +287,9 @@ class Proxy:
                 await send({"type": "http.response.body", "body": DONE, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         except (aiohttp.ClientError, TimeoutError) as exc:
+            if gone.done() and not gone.cancelled():  # the client left: there is nobody to tell
+                self.status = 499
+                return
             if self.cut_reason:
                 await self._end_stream(send, 401, self.cut_reason, "invalid_request_error")
                 return
@@ -318,6 +331,8 @@ class Proxy:
         """Measure the request; meter it now, or once its tokens are counted (when the runtime did not report them
         and the deployment's tokenizer may count them: off the request's path, on a task)."""
         elapsed = time.perf_counter() - self.started
+        if self.lease is not None and self.up.limiter is not None:  # estimates, when the runtime reported none
+            self.up.limiter.settle(self.lease, self.prompt_tokens + self.completion_tokens)
         m, labels = self.up.metrics, (self.route.name,)
         version = str(self.route.model_version or "")
         m.requests.labels(self.route.name, self.endpoint, str(self.status), version).inc()

@@ -39,6 +39,7 @@ class KeyIdentity:
     reach: frozenset[str] | None = None  # the deployments it may call now; None: every one (an admin's, unscoped)
     expires_at: datetime | None = None
     scopes: frozenset[str] | None = None  # what it may do through the API; None: nothing (a gateway key)
+    groups: frozenset[str] = frozenset()  # its owner's groups, whose rate limits it counts against
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -148,7 +149,7 @@ def _identities(session: Session, *where: sa.ColumnElement[bool]) -> dict[str, K
             reach = usable[user.name] if scope is None else usable[user.name] & scope
         scopes = frozenset(key.scopes) if key.scopes is not None else None
         found[key.key_hash] = KeyIdentity(
-            key.id or 0, key.name, key.key_hash, key.owner, scope, reach, key.expires_at, scopes
+            key.id or 0, key.name, key.key_hash, key.owner, scope, reach, key.expires_at, scopes, frozenset(user.groups)
         )
     return found
 

@@ -275,6 +275,30 @@ def test_models_keys_and_whoami(api: Cove, tmp_path: Path) -> None:
         error_of(http.get("/models/shared-model"), 404, "NotFound")
 
 
+def test_limits_are_set_by_whom_they_concern_over_http(api: Cove) -> None:
+    with api.client("mia") as mia:
+        limited = mia.limits.set("key", "mia-gateway", rpm=30, tpm=5000)
+        assert (limited.rpm, limited.tpm, limited.concurrency, limited.set_by) == (30, 5000, None, "mia")
+        assert mia.limits.set("key", "mia-gateway", tpm=None).tpm is None  # null removes, absent keeps
+        with pytest.raises(cove.Forbidden, match="only an admin may limit a group"):
+            mia.limits.set("group", "team", rpm=1)
+    with api.client("bob") as bob, pytest.raises(cove.Forbidden, match="'mia-gateway' is not yours"):
+        bob.limits.set("key", "mia-gateway", rpm=1)
+    with api.http() as http:
+        error_of(http.put("/limits/planet/earth", json={"rpm": 1}), 422, "InvalidSpec")
+        error_of(http.put("/limits/user/mia", json={"rpm": 0}), 422, "InvalidSpec")
+        assert http.put("/limits/group/team", json={"concurrency": 8}).status_code == 200
+        assert [(x["scope"], x["subject"]) for x in http.get("/limits").json()["items"]] == [
+            ("group", "team"),
+            ("key", "mia-gateway"),
+        ]
+    with api.client("bob") as bob:
+        assert list(bob.limits.list()) == []  # neither his key nor his group
+    with api.client() as admin:
+        assert admin.limits.delete("group", "team").concurrency == 8
+        assert admin.limits.delete("key", "mia-gateway").rpm == 30
+
+
 def test_images_are_listed_read_added_and_rebuilt(api: Cove) -> None:
     with api.http() as http:
         made = http.post("/images", json={"name": "tool", "version": "2", "ref": "example.com/tool"})

@@ -1,0 +1,40 @@
+"""``python -m studio.gateway``: the gateway alone, as one of several replicas behind a load balancer.
+
+Replicas share the database (``COVE_DATABASE_URL``: routes, keys, limits, usage) and the rate-limit counters
+(``COVE_REDIS_URL``); without the latter each replica would count alone, and a limit would hold once per replica.
+The controller and the API run elsewhere (``cove server``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from studio.db import open_database
+from studio.gateway.app import Gateway
+from studio.settings import Settings
+
+
+def main() -> None:
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.redis_url:
+        logging.getLogger(__name__).warning(
+            "COVE_REDIS_URL is not set: this replica counts rate limits alone (each replica admits the whole limit)"
+        )
+    db = open_database(settings.db_url)
+    uvicorn.run(
+        Gateway(settings=settings, db=db),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+    )
+
+
+if __name__ == "__main__":
+    main()
