@@ -28,6 +28,7 @@ from studio.gateway.protocol import (
     adapt_request,
     check_request,
     error_body,
+    model_object,
 )
 from studio.gateway.proxy import Metered, Proxy, Receive, Scope, Send, Upstream, respond
 from studio.gateway.routes import RouteTable
@@ -95,6 +96,8 @@ class Gateway:
             await self._proxy(scope, receive, send, endpoint)
         elif path == b"/v1/models" and method == "GET":
             await self._models(scope, send)
+        elif path.startswith(b"/v1/models/") and method == "GET":
+            await self._model(scope, send, path[len(b"/v1/models/") :].decode(errors="replace"))
         elif path == b"/healthz":
             await self._health(send)
         elif path == b"/health":  # vLLM's and SGLang's probe, which benchmark clients call: 200 and no body
@@ -359,12 +362,29 @@ class Gateway:
             await respond(send, reject.status, reject.body)
             return
         data = [
-            # root: the model the runtime serves, as vLLM says it (`vllm bench serve` loads its tokenizer from it)
-            {"id": r.name, "object": "model", "created": r.created, "owned_by": "cove", "root": r.upstream_model}
+            model_object(r)
             for r in sorted(self.table.routes.values(), key=lambda r: r.name)
             if self._may_call(identity, r.name)  # only what this key may call
         ]
         await respond(send, 200, orjson.dumps({"object": "list", "data": data}))
+
+    async def _model(self, scope: Scope, send: Send, name: str) -> None:
+        """One model as ``/v1/models`` lists it; 404 alike for a model that is not ready and one the key may not
+        call (a limited key learns nothing of the others)."""
+        try:
+            identity = await self._authenticate(scope)
+        except _Reject as reject:
+            await respond(send, reject.status, reject.body)
+            return
+        try:
+            route: Route | None = await self._route(name, identity)  # one made ready a moment ago is found too
+        except _Reject:
+            route = None
+        if route is None or not self._may_call(identity, name):
+            message = f"the model {name!r} does not exist or is not ready (see GET /v1/models)"
+            await respond(send, 404, error_body(message, code="model_not_found", param="model"))
+            return
+        await respond(send, 200, orjson.dumps(model_object(route)))
 
     def _healthy(self) -> tuple[bool, float]:
         age = time.monotonic() - self._refreshed_at

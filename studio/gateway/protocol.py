@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from studio.values import Route
+
 DONE = b"data: [DONE]\n\n"
 
 
@@ -22,6 +24,18 @@ def error_body(
     message: str, *, type: str = "invalid_request_error", code: str | int | None = None, param: str | None = None
 ) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
+
+
+def model_object(route: Route) -> dict[str, Any]:
+    """A deployment as OpenAI's model object. ``root`` is the model the runtime serves, as vLLM says it (`vllm bench
+    serve` loads its tokenizer from it)."""
+    return {
+        "id": route.name,
+        "object": "model",
+        "created": route.created,
+        "owned_by": "cove",
+        "root": route.upstream_model,
+    }
 
 
 def check_request(body: Any, endpoint: str) -> str:

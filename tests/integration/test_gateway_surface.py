@@ -1,0 +1,214 @@
+"""The OpenAI surface beyond chat, over real HTTP with the `openai` SDK: models.retrieve, parameters a runtime does
+not honour (fanned out at the gateway, or refused by name), the Responses API (passed through or translated onto chat
+completions) and embeddings. Each deployment is Ready (written as the controller would) at a fake runtime started
+here that plays one runtime kind: one choice per request whatever ``n`` says, ``/v1/responses`` and
+``/v1/embeddings`` as the test asks, and every body it received kept."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from studio.db import Database
+from studio.models import ApiKeyCreate, ImageCreate
+from studio.services import images, keys
+from studio.values import RuntimeKind
+from tests.integration.conftest import GatewayServer, deploy
+from tests.integration.test_gateway import play_ready
+from tests.people import ADMIN
+
+
+class Runtime(ThreadingHTTPServer):
+    """A model server that honours no ``n``: each chat answer is one choice, "answer N" for its Nth request."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.bodies: list[tuple[str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Runtime
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _json(self, status: int, obj: Any) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _events(self, events: list[Any]) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.end_headers()
+        for event in events:
+            self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            self.wfile.flush()
+        self.close_connection = True
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        with self.server.lock:
+            self.server.bodies.append((self.path, body))
+            nth = len(self.server.bodies)
+        if self.path == "/v1/embeddings":
+            inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            data = [
+                {"object": "embedding", "index": i, "embedding": [float(len(t)), 0.5]} for i, t in enumerate(inputs)
+            ]
+            tokens = {"prompt_tokens": 2 * len(inputs), "total_tokens": 2 * len(inputs)}
+            self._json(200, {"object": "list", "model": body["model"], "data": data, "usage": tokens})
+        elif self.path == "/v1/responses":
+            self._responses(body)
+        elif self.path == "/v1/chat/completions":
+            self._chat(body, f"answer {nth}")
+        else:
+            self._json(404, {"detail": "Not Found"})
+
+    def _chat(self, body: dict[str, Any], text: str) -> None:
+        tokens = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+        base = {"id": "c", "created": 1, "model": body["model"]}
+        if not body.get("stream"):
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            self._json(200, {**base, "object": "chat.completion", "choices": [choice], "usage": tokens})
+            return
+        words = text.split(" ")
+        chunks: list[Any] = [
+            {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"content": w if i == 0 else " " + w}, "finish_reason": None}],
+            }
+            for i, w in enumerate(words)
+        ]
+        chunks.append(
+            {**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        )
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append({**base, "object": "chat.completion.chunk", "choices": [], "usage": tokens})
+        self._events(chunks)
+
+    def _responses(self, body: dict[str, Any]) -> None:
+        tokens = {"input_tokens": 4, "output_tokens": 2, "total_tokens": 6}
+        response = {
+            "id": "resp_1",
+            "object": "response",
+            "created_at": 1,
+            "model": body["model"],
+            "status": "completed",
+            "output": [
+                {
+                    "id": "msg_1",
+                    "type": "message",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": "native hello", "annotations": []}],
+                }
+            ],
+            "parallel_tool_calls": False,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": tokens,
+        }
+        if not body.get("stream"):
+            self._json(200, response)
+            return
+        started = {**response, "status": "in_progress", "output": [], "usage": None}
+        self._events(
+            [
+                {"type": "response.created", "sequence_number": 0, "response": started},
+                {
+                    "type": "response.output_text.delta",
+                    "sequence_number": 1,
+                    "item_id": "msg_1",
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": "native",
+                    "logprobs": [],
+                },
+                {
+                    "type": "response.output_text.delta",
+                    "sequence_number": 2,
+                    "item_id": "msg_1",
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": " hello",
+                    "logprobs": [],
+                },
+                {"type": "response.completed", "sequence_number": 3, "response": response},
+            ]
+        )
+
+
+@pytest.fixture
+def runtime() -> Iterator[Runtime]:
+    server = Runtime()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def key(db: Database) -> str:
+    return keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="surface")).key
+
+
+def ready_on(db: Database, runtime: Runtime, name: str, model: str, kind: RuntimeKind) -> None:
+    image = f"{kind.value}-image"
+    if not any(i.name == image for i in images.list_images(db=db)):
+        images.add_image(
+            actor=ADMIN,
+            db=db,
+            data=ImageCreate(
+                name=image, version="1", ref=f"example.com/{image}", runtime=kind, local_command=["x", "{port}"]
+            ),
+        )
+    deploy(db, name, model, image)
+    play_ready(db, name, [runtime.url])
+
+
+def sdk(gateway: GatewayServer, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
+
+
+@pytest.mark.runtime
+def test_models_retrieve_answers_what_the_key_may_call_and_404_otherwise(
+    db: Database, stub_model: str, gateway: GatewayServer, runtime: Runtime, key: str
+) -> None:
+    ready_on(db, runtime, "a", stub_model, RuntimeKind.VLLM)
+    ready_on(db, runtime, "b", stub_model, RuntimeKind.VLLM)
+    only_a = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="only-a", deployments=["a"])).key
+    with sdk(gateway, key) as client:
+        listed = {m.id: m for m in client.models.list()}
+        assert client.models.retrieve("b") == listed["b"]
+        with pytest.raises(openai.NotFoundError, match="'nope' does not exist"):
+            client.models.retrieve("nope")
+    with sdk(gateway, only_a) as client:
+        assert client.models.retrieve("a").id == "a"
+        with pytest.raises(openai.NotFoundError) as refused:
+            client.models.retrieve("b")  # as if it did not exist: a limited key learns nothing of the others
+    assert refused.value.body == {
+        "message": "the model 'b' does not exist or is not ready (see GET /v1/models)",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
+    assert httpx.get(gateway.url + "/v1/models/a").status_code == 401
