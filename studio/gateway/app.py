@@ -338,6 +338,10 @@ class Gateway:
         if stream:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         adapted = adapt_request(route.runtime, endpoint, {**body, "model": route.upstream_model})
+        if adapted.refusal:
+            await respond(send, 400, error_body(adapted.refusal, param=adapted.param, code="unsupported_parameter"))
+            self.metrics.requests.labels(name, endpoint, "400", "").inc()
+            return
         call = Proxy(
             self.up,
             route,
@@ -347,7 +351,7 @@ class Gateway:
             identity,
             started,
             body,
-            orjson.dumps(adapted.body),
+            [orjson.dumps(copy) for copy in adapted.copies()],
             scope["raw_path"],
             adapted.headers(),
         )

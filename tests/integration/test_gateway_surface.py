@@ -18,9 +18,9 @@ import pytest
 
 from studio.db import Database
 from studio.models import ApiKeyCreate, ImageCreate
-from studio.services import images, keys
+from studio.services import images, keys, usage
 from studio.values import RuntimeKind
-from tests.integration.conftest import GatewayServer, deploy
+from tests.integration.conftest import GatewayServer, deploy, wait_until
 from tests.integration.test_gateway import play_ready
 from tests.people import ADMIN
 
@@ -212,3 +212,70 @@ def test_models_retrieve_answers_what_the_key_may_call_and_404_otherwise(
         "code": "model_not_found",
     }
     assert httpx.get(gateway.url + "/v1/models/a").status_code == 401
+
+
+def ask(client: openai.OpenAI, model: str, **fields: Any) -> Any:
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], **fields)
+
+
+@pytest.mark.runtime
+def test_n_is_fanned_out_for_a_runtime_that_ignores_it_and_sent_to_one_that_honours_it(
+    db: Database, stub_model: str, gateway: GatewayServer, runtime: Runtime, key: str
+) -> None:
+    ready_on(db, runtime, "cpu", stub_model, RuntimeKind.TRANSFORMERS)
+    ready_on(db, runtime, "gpu", stub_model, RuntimeKind.VLLM)
+    with sdk(gateway, key) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="cpu", messages=[{"role": "user", "content": "hi"}], n=2, seed=3
+        )
+        reply = raw.parse()
+        assert raw.headers["x-cove-emulated-fields"] == "n"
+        assert [c.index for c in reply.choices] == [0, 1]
+        assert {c.message.content for c in reply.choices} == {"answer 1", "answer 2"}  # two requests, two answers
+        assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (10, 4)
+        sent = [body for _, body in runtime.bodies]
+        assert sorted(b["seed"] for b in sent) == [3, 4]
+        assert not any("n" in b for b in sent)
+
+        texts: dict[int, str] = {}
+        counted = None
+        for chunk in ask(client, "cpu", n=2, stream=True, stream_options={"include_usage": True}):
+            for choice in chunk.choices:
+                texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+            counted = chunk.usage or counted
+        assert sorted(texts) == [0, 1]
+        assert sorted(texts.values()) == ["answer 3", "answer 4"]
+        assert counted is not None
+        assert (counted.prompt_tokens, counted.completion_tokens) == (10, 4)
+
+        runtime.bodies.clear()
+        assert len(ask(client, "gpu", n=2).choices) == 1  # vLLM honours n: sent once, as asked (this fake does not)
+        assert [b["n"] for _, b in runtime.bodies] == [2]
+    wait_until(lambda: len(usage.usage_records(db=db, deployment="cpu")) >= 2, what="cpu's usage rows")
+    rows = usage.usage_records(db=db, deployment="cpu")
+    assert [(r.prompt_tokens, r.completion_tokens) for r in rows] == [(10, 4), (10, 4)]  # once per client request
+
+
+@pytest.mark.runtime
+def test_parameters_a_runtime_would_ignore_are_refused_by_name_or_sent_where_honoured(
+    db: Database, stub_model: str, gateway: GatewayServer, runtime: Runtime, key: str
+) -> None:
+    ready_on(db, runtime, "cpu", stub_model, RuntimeKind.TRANSFORMERS)
+    ready_on(db, runtime, "gpu", stub_model, RuntimeKind.VLLM)
+    asks: list[dict[str, Any]] = [
+        {"logprobs": True, "top_logprobs": 2},
+        {"response_format": {"type": "json_object"}},
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
+    ]
+    with sdk(gateway, key) as client:
+        for fields in asks:
+            with pytest.raises(openai.BadRequestError) as refused:
+                ask(client, "cpu", **fields)
+            param = next(iter(fields))
+            assert refused.value.body["param"] == param  # type: ignore[index]
+            assert f"'{param}' is not supported by this deployment's runtime (transformers)" in refused.value.message
+            ask(client, "gpu", **fields)
+            assert {k: runtime.bodies[-1][1][k] for k in fields} == fields
+        assert not [b for _, b in runtime.bodies if b["model"] != "gpu"]  # nothing refused reached the runtime
+        # values that ask for nothing are answered as asked
+        assert ask(client, "cpu", n=1, logprobs=False, response_format={"type": "text"}).choices[0].index == 0
