@@ -17,12 +17,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import orjson
 
 from studio.db import Database, utcnow
 from studio.errors import CoveError
+from studio.gateway import responses
 from studio.gateway.metrics import GatewayMetrics
 from studio.gateway.protocol import (
     adapt_request,
@@ -40,7 +42,14 @@ from studio.values import Route
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = {b"/v1/chat/completions": "chat.completions", b"/v1/completions": "completions"}
+ENDPOINTS = {
+    b"/v1/chat/completions": "chat.completions",
+    b"/v1/completions": "completions",
+    b"/v1/responses": "responses",
+    b"/v1/embeddings": "embeddings",
+}
+# Runtimes that serve no /v1/embeddings: asked for it, the gateway says so instead of relaying their 404.
+NO_EMBEDDINGS = frozenset({"transformers", "triton"})
 MAX_REMEMBERED_MISSES = 10_000
 MAX_BUFFERED_USAGE = 100_000
 
@@ -53,10 +62,16 @@ class _Reject(Exception):
     """A request answered with an OpenAI-shaped error before reaching a runtime."""
 
     def __init__(
-        self, status: int, message: str, *, type: str = "invalid_request_error", code: str | int | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | int | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.status, self.body = status, error_body(message, type=type, code=code)
+        self.status, self.body = status, error_body(message, type=type, code=code, param=param)
 
 
 class Gateway:
@@ -120,7 +135,7 @@ class Gateway:
                 404,
                 error_body(
                     f"no route {path.decode(errors='replace')}: the gateway serves "
-                    "/v1/chat/completions, /v1/completions and /v1/models",
+                    "/v1/chat/completions, /v1/completions, /v1/responses, /v1/embeddings and /v1/models",
                     code="not_found",
                 ),
             )
@@ -320,9 +335,9 @@ class Gateway:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 raise _Reject(400, f"the request body is not valid JSON: {exc}") from exc
-            problem = check_request(body, endpoint)
+            problem, param = responses.check(body) if endpoint == "responses" else (check_request(body, endpoint), "")
             if problem:
-                raise _Reject(400, problem)
+                raise _Reject(400, problem, param=param or None)
             name = body["model"]
             route = self.table.split(await self._route(name, identity))
             await self._authorize(identity, name)
@@ -334,10 +349,30 @@ class Gateway:
             ).inc()
             return
         stream = body.get("stream") is True
-        wants_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
-        if stream:
+        path, answer_as_response = scope["raw_path"], None
+        if endpoint == "embeddings" and route.runtime in NO_EMBEDDINGS:
+            message = (
+                f"deployment {name!r} cannot answer embeddings: its runtime ({route.runtime}) serves none; deploy "
+                "an embedding model on vllm, sglang or a custom image that serves /v1/embeddings"
+            )
+            await respond(send, 400, error_body(message, code="unsupported_endpoint", param="model"))
+            self.metrics.requests.labels(name, endpoint, "400", "").inc()
+            return
+        if endpoint == "responses":
+            try:
+                path, body, answer_as_response = self._responses_plan(route, body)
+            except _Reject as reject:
+                await respond(send, reject.status, reject.body)
+                self.metrics.requests.labels(name, endpoint, str(reject.status), "").inc()
+                return
+        if endpoint == "responses":  # a Response carries its usage (in response.completed): never stripped
+            wants_usage = True
+        else:
+            wants_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
+        if stream and (endpoint != "responses" or answer_as_response is not None):
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        adapted = adapt_request(route.runtime, endpoint, {**body, "model": route.upstream_model})
+        upstream_endpoint = "chat.completions" if answer_as_response is not None else endpoint
+        adapted = adapt_request(route.runtime, upstream_endpoint, {**body, "model": route.upstream_model})
         if adapted.refusal:
             await respond(send, 400, error_body(adapted.refusal, param=adapted.param, code="unsupported_parameter"))
             self.metrics.requests.labels(name, endpoint, "400", "").inc()
@@ -350,12 +385,37 @@ class Gateway:
             wants_usage,
             identity,
             started,
-            body,
+            # what the request's tokens are counted from when the runtime reports none: chat messages
+            responses.to_chat(body) if endpoint == "responses" and answer_as_response is None else body,
             [orjson.dumps(copy) for copy in adapted.copies()],
-            scope["raw_path"],
+            path,
             adapted.headers(),
+            answer_as_response,
         )
         await call.run(receive, send)
+
+    @staticmethod
+    def _responses_plan(route: Route, body: dict[str, Any]) -> tuple[bytes, dict[str, Any], dict[str, Any] | None]:
+        """How a Responses API request goes to ``route``'s runtime: (upstream path, body, the request to answer as
+        a Response or None). Runtimes that serve /v1/responses get it as sent (400 for a field they would ignore);
+        the others get it translated onto chat completions (400 for a field that does not translate)."""
+        if route.runtime in responses.NATIVE:
+            ignored = responses.ignored_natively(route.runtime, body)
+            if ignored:
+                message = (
+                    f"'{ignored}' is not supported by this deployment's runtime ({route.runtime}), which would "
+                    "ignore it; send the request without it (see docs/api.md)"
+                )
+                raise _Reject(400, message, code="unsupported_parameter", param=ignored)
+            return b"/v1/responses", body, None
+        field = responses.untranslatable(body)
+        if field:
+            message = (
+                f"'{field}' is not supported for deployment {route.name!r}: its runtime ({route.runtime}) serves no "
+                "Responses API, and the gateway's translation onto chat completions does not carry it"
+            )
+            raise _Reject(400, message, code="unsupported_parameter", param=field)
+        return b"/v1/chat/completions", responses.to_chat(body), {**body, "model": route.name}
 
     # ------------------------------------------------------------------------------------------- other endpoints
 

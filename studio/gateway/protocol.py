@@ -56,6 +56,10 @@ def check_request(body: Any, endpoint: str) -> str:
             content = message.get("content")
             if content is not None and not isinstance(content, str | list):
                 return f"messages[{i}].content must be a string or a list of parts"
+    elif endpoint == "embeddings":
+        given = body.get("input")
+        if not isinstance(given, str | list) or not given:
+            return "'input' is required: a string, or a list of strings (or of token ids)"
     else:
         prompt = body.get("prompt")
         if not isinstance(prompt, str | list) or not prompt:
@@ -302,15 +306,21 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     if "messages" in body:
         text = " ".join(_text_of(m.get("content")) for m in body["messages"] if isinstance(m, dict))
     else:
-        prompt = body.get("prompt", "")
+        prompt = body.get("prompt", body.get("input", ""))  # completions' prompt, embeddings' input
         text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
     return math.ceil(len(text) / 4)
 
 
 def usage_of(obj: Any) -> tuple[int, int] | None:
+    """(prompt, completion) tokens an answer reports: chat's and completions' usage, or the Responses API's
+    (``input_tokens``/``output_tokens``, also inside a stream event's ``response``)."""
+    if isinstance(obj, dict) and isinstance(obj.get("response"), dict):
+        obj = obj["response"]
     usage = obj.get("usage") if isinstance(obj, dict) else None
     if not isinstance(usage, dict):
         return None
+    if "input_tokens" in usage:
+        return int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
     return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
 
 
@@ -331,6 +341,8 @@ def upstream_error(status: int, body: bytes) -> bytes:
 
 
 def rename_model(obj: Any, name: str) -> None:
+    if isinstance(obj, dict) and isinstance(obj.get("response"), dict):  # a Responses stream event
+        obj = obj["response"]
     if isinstance(obj, dict) and "model" in obj:
         obj["model"] = name
 
@@ -367,6 +379,9 @@ class StreamMeter:
             self.prompt_tokens, self.completion_tokens = usage
             self.reported = True
         choices = obj.get("choices") or []
+        if obj.get("type") == "response.output_text.delta" and obj.get("delta"):  # the Responses API's stream
+            self.content_chunks += 1
+            self.texts.append(str(obj["delta"]))
         for choice in choices:
             delta = choice.get("delta") or {}
             text = delta.get("content") or delta.get("reasoning_content") or choice.get("text")
@@ -376,7 +391,8 @@ class StreamMeter:
         strip = usage is not None and not self.client_wants_usage
         if strip and not choices:
             return None
-        if not strip and obj.get("model", self.deployment) == self.deployment:
+        model = obj["response"].get("model") if isinstance(obj.get("response"), dict) else obj.get("model")
+        if not strip and (model or self.deployment) == self.deployment:
             return event + b"\n\n"  # nothing to change: forward the runtime's bytes as they are
         if strip:
             obj.pop("usage", None)

@@ -29,6 +29,7 @@ from studio.gateway.protocol import (
     upstream_error,
     usage_of,
 )
+from studio.gateway.responses import ResponseStream, from_chat
 from studio.gateway.routes import RouteTable
 from studio.runtimes import upstream_key
 from studio.services.keys import KeyIdentity
@@ -148,12 +149,15 @@ class Proxy:
         payload: bytes | list[bytes],
         raw_path: bytes,
         headers: list[tuple[bytes, bytes]] | None = None,
+        answer_as_response: dict[str, Any] | None = None,
     ) -> None:
         self.up, self.route, self.endpoint, self.stream = up, route, endpoint, stream
         self.wants_usage, self.identity, self.started = wants_usage, identity, started
         # several payloads: copies of one request whose answers are merged (``n`` fanned out for the runtime)
         self.payloads = payload if isinstance(payload, list) else [payload]
         self.body, self.path = body, raw_path.decode()
+        # a Responses API request sent to the runtime as a chat completion: its answer is turned back into a Response
+        self.answer_as_response = answer_as_response
         self.headers = headers or []  # what the client is told of fields its runtime was not sent as asked
         self.text = ""  # the answer's text, kept only when the runtime reported no usage: to count it
         self.itl: list[float] = []  # gaps between content chunks
@@ -267,6 +271,8 @@ class Proxy:
                     counted, self.estimated = (estimate_prompt_tokens(self.body), (len(self.text) + 3) // 4), True
                 self.prompt_tokens, self.completion_tokens = counted
                 rename_model(obj, self.route.name)
+                if self.answer_as_response is not None:
+                    obj = from_chat(obj, self.answer_as_response)
                 data = orjson.dumps(obj)
             except (orjson.JSONDecodeError, AttributeError, TypeError):
                 pass  # not JSON we understand: relay as it is
@@ -280,6 +286,7 @@ class Proxy:
         self, responses: list[aiohttp.ClientResponse], sent_at: float, receive: Receive, send: Send
     ) -> None:
         meter = StreamMeter(self.route.name, self.wants_usage)
+        reshape = None if self.answer_as_response is None else ResponseStream(self.answer_as_response)
         overhead = sent_at - self.started  # what the gateway did before the runtime was asked
         self.status = 200
         await send(
@@ -295,6 +302,8 @@ class Proxy:
             }
         )
         self.up.metrics.overhead.observe(overhead)
+        if reshape is not None:
+            await send({"type": "http.response.body", "body": reshape.start(), "more_body": True})
         gone = asyncio.ensure_future(receive())  # completes with http.disconnect if the client leaves
         rest = b""
         key_id = self.identity.id if self.identity else None
@@ -313,6 +322,8 @@ class Proxy:
                 before = meter.content_chunks
                 # one write per read from the runtime, however many events it carried
                 out = b"".join(o for o in map(meter.process, events) if o is not None)
+                if reshape is not None and out:
+                    out = b"".join(map(reshape.feed, split_events(out)[0]))
                 if out:
                     new = meter.content_chunks - before
                     if new:
@@ -332,7 +343,9 @@ class Proxy:
             if gone.done():  # the client left while the runtime finished
                 self.status = 499
                 return
-            if not meter.done:
+            if reshape is not None:
+                await send({"type": "http.response.body", "body": reshape.finish(), "more_body": True})
+            elif not meter.done and self.endpoint != "responses":  # Responses streams end without [DONE]
                 await send({"type": "http.response.body", "body": DONE, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         except (aiohttp.ClientError, TimeoutError) as exc:

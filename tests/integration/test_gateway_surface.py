@@ -197,8 +197,8 @@ def test_models_retrieve_answers_what_the_key_may_call_and_404_otherwise(
     ready_on(db, runtime, "b", stub_model, RuntimeKind.VLLM)
     only_a = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="only-a", deployments=["a"])).key
     with sdk(gateway, key) as client:
-        listed = {m.id: m for m in client.models.list()}
-        assert client.models.retrieve("b") == listed["b"]
+        retrieved = client.models.retrieve("b")  # ready a moment ago: found before the gateway's next refresh
+        assert retrieved == next(m for m in client.models.list() if m.id == "b")
         with pytest.raises(openai.NotFoundError, match="'nope' does not exist"):
             client.models.retrieve("nope")
     with sdk(gateway, only_a) as client:
@@ -279,3 +279,70 @@ def test_parameters_a_runtime_would_ignore_are_refused_by_name_or_sent_where_hon
         assert not [b for _, b in runtime.bodies if b["model"] != "gpu"]  # nothing refused reached the runtime
         # values that ask for nothing are answered as asked
         assert ask(client, "cpu", n=1, logprobs=False, response_format={"type": "text"}).choices[0].index == 0
+
+
+@pytest.mark.runtime
+def test_responses_go_to_a_runtime_that_serves_them_and_are_translated_onto_chat_for_one_that_does_not(
+    db: Database, stub_model: str, gateway: GatewayServer, runtime: Runtime, key: str
+) -> None:
+    ready_on(db, runtime, "native", stub_model, RuntimeKind.TRANSFORMERS)
+    ready_on(db, runtime, "chatonly", stub_model, RuntimeKind.TRITON)
+    with sdk(gateway, key) as client:
+        reply = client.responses.create(model="native", input="hi")
+        assert (reply.output_text, reply.model) == ("native hello", "native")
+        assert runtime.bodies[-1][0] == "/v1/responses"
+        events = list(client.responses.create(model="native", input="hi", stream=True))
+        assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "native hello"
+        assert events[-1].type == "response.completed"
+        assert events[-1].response.model == "native"
+
+        reply = client.responses.create(
+            model="chatonly", instructions="be brief", input="hi", max_output_tokens=9, metadata={"k": "v"}
+        )
+        path, sent = runtime.bodies[-1]
+        assert path == "/v1/chat/completions"
+        assert sent["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+        assert sent["max_tokens"] == 9
+        assert reply.output_text.startswith("answer ")
+        assert (reply.model, reply.status, reply.metadata) == ("chatonly", "completed", {"k": "v"})
+        assert (reply.usage.input_tokens, reply.usage.output_tokens) == (5, 2)
+        events = list(client.responses.create(model="chatonly", input=[{"role": "user", "content": "hi"}], stream=True))
+        kinds = [e.type for e in events]
+        assert kinds[:2] == ["response.created", "response.in_progress"]
+        assert kinds[-1] == "response.completed"
+        text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        assert text.startswith("answer ")
+        assert events[-1].response.output_text == text
+        assert (events[-1].response.usage.input_tokens, events[-1].response.usage.output_tokens) == (5, 2)
+
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.responses.create(model="native", input="hi", text={"format": {"type": "json_object"}})
+        assert "'text.format' is not supported by this deployment's runtime (transformers)" in refused.value.message
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.responses.create(model="chatonly", input="hi", previous_response_id="resp_1")
+        assert refused.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    wait_until(lambda: len(usage.usage_records(db=db, deployment="native")) >= 2, what="native's usage rows")
+    wait_until(lambda: len(usage.usage_records(db=db, deployment="chatonly")) >= 2, what="chatonly's usage rows")
+    rows = usage.usage_records(db=db, deployment="native") + usage.usage_records(db=db, deployment="chatonly")
+    assert {(r.deployment, r.endpoint, r.stream, r.prompt_tokens, r.completion_tokens, r.estimated) for r in rows} == {
+        ("native", "responses", False, 4, 2, False),
+        ("native", "responses", True, 4, 2, False),
+        ("chatonly", "responses", False, 5, 2, False),
+        ("chatonly", "responses", True, 5, 2, False),
+    }
+
+
+@pytest.mark.runtime
+def test_embeddings_are_routed_to_a_runtime_that_serves_them_and_refused_for_one_that_does_not(
+    db: Database, stub_model: str, gateway: GatewayServer, runtime: Runtime, key: str
+) -> None:
+    ready_on(db, runtime, "embed", stub_model, RuntimeKind.VLLM)
+    ready_on(db, runtime, "cpu", stub_model, RuntimeKind.TRANSFORMERS)
+    with sdk(gateway, key) as client:
+        reply = client.embeddings.create(model="embed", input=["a", "bcd"])
+        assert [(d.index, d.embedding) for d in reply.data] == [(0, [1.0, 0.5]), (1, [3.0, 0.5])]
+        assert (reply.model, reply.usage.prompt_tokens) == ("embed", 4)
+        with pytest.raises(openai.BadRequestError, match=r"its runtime \(transformers\) serves none"):
+            client.embeddings.create(model="cpu", input="a")
+    row = wait_until(lambda: usage.usage_records(db=db, deployment="embed"), what="the embedding's usage row")[0]
+    assert (row.endpoint, row.prompt_tokens, row.completion_tokens) == ("embeddings", 4, 0)
