@@ -407,7 +407,8 @@ class Gateway:
                     "ignore it; send the request without it (see docs/api.md)"
                 )
                 raise _Reject(400, message, code="unsupported_parameter", param=ignored)
-            return b"/v1/responses", body, None
+            # `transformers serve` streams a Response unless told not to (OpenAI's default is not to)
+            return b"/v1/responses", {**body, "stream": body.get("stream") is True}, None
         field = responses.untranslatable(body)
         if field:
             message = (

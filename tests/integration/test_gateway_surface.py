@@ -291,6 +291,7 @@ def test_responses_go_to_a_runtime_that_serves_them_and_are_translated_onto_chat
         reply = client.responses.create(model="native", input="hi")
         assert (reply.output_text, reply.model) == ("native hello", "native")
         assert runtime.bodies[-1][0] == "/v1/responses"
+        assert runtime.bodies[-1][1]["stream"] is False  # `transformers serve` streams unless told not to
         events = list(client.responses.create(model="native", input="hi", stream=True))
         assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "native hello"
         assert events[-1].type == "response.completed"
