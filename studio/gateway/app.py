@@ -1,13 +1,15 @@
 """The gateway: an OpenAI-compatible ASGI app in front of every deployed model.
 
-``POST /v1/chat/completions`` and ``/v1/completions`` (streamed or not) are checked, authenticated with an API
-key, routed by model name to a ready replica (least outstanding requests), metered, and measured. Clients never
-choose upstream URLs: routes come from the database, refreshed every ``routes_refresh_s`` and at once when a
-request names a model the gateway has not seen. ``GET /v1/models`` lists ready deployments; ``/healthz`` (a JSON
-report) and ``/metrics`` serve operators, ``/health`` (200 and no body, as vLLM's) benchmark clients' probes. Fields
-a deployment's runtime does not know are adapted (``protocol.adapt_request``) and named in response headers. Usage
-is buffered and written in batches off the event loop; nothing in a request's path waits on the database unless it
-carries a key or model the gateway has not seen yet.
+``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/responses`` and ``/v1/embeddings`` (streamed or not) are
+checked, authenticated with an API key, routed by model name to a ready replica (least outstanding requests),
+metered, and measured. Clients never choose upstream URLs: routes come from the database, refreshed every
+``routes_refresh_s`` and at once when a request names a model the gateway has not seen. ``GET /v1/models`` lists
+ready deployments (``/v1/models/{id}`` answers one); ``/healthz`` (a JSON report) and ``/metrics`` serve operators,
+``/health`` (200 and no body, as vLLM's) benchmark clients' probes. Fields a deployment's runtime does not know are
+adapted (``protocol.adapt_request``) and named in response headers; parameters it would ignore are done here (``n``:
+fanned out) or refused by name; a Responses request goes to a runtime that serves it, else is translated onto chat
+completions (``responses``). Usage is buffered and written in batches off the event loop; nothing in a request's path
+waits on the database unless it carries a key or model the gateway has not seen yet.
 """
 
 from __future__ import annotations
