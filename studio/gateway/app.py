@@ -1,14 +1,16 @@
 """The gateway: an OpenAI-compatible ASGI app in front of every deployed model.
 
-``POST /v1/chat/completions`` and ``/v1/completions`` (streamed or not) are checked, authenticated with an API
-key, admitted against the rate limits that apply to it (``limiting``: 429 in OpenAI's shape), routed by model name
-to a ready replica (least outstanding requests), metered, and measured. Clients never choose upstream URLs: routes
-(and limits) come from the database, refreshed every ``routes_refresh_s`` and at once when a request names a model the
-gateway has not seen. ``GET /v1/models`` lists ready deployments; ``/healthz`` (a JSON
-report) and ``/metrics`` serve operators, ``/health`` (200 and no body, as vLLM's) benchmark clients' probes. Fields
-a deployment's runtime does not know are adapted (``protocol.adapt_request``) and named in response headers. Usage
-is buffered and written in batches off the event loop; nothing in a request's path waits on the database unless it
-carries a key or model the gateway has not seen yet.
+``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/responses`` and ``/v1/embeddings`` (streamed or not) are
+checked, authenticated with an API key, admitted against the rate limits that apply to it (``limiting``: 429 in
+OpenAI's shape), routed by model name to a ready replica (least outstanding requests), metered, and measured. Clients
+never choose upstream URLs: routes (and limits) come from the database, refreshed every ``routes_refresh_s`` and at
+once when a request names a model the gateway has not seen. ``GET /v1/models`` lists ready deployments
+(``/v1/models/{id}`` answers one); ``/healthz`` (a JSON report) and ``/metrics`` serve operators, ``/health`` (200
+and no body, as vLLM's) benchmark clients' probes. Fields a deployment's runtime does not know are adapted
+(``protocol.adapt_request``) and named in response headers; parameters it would ignore are done here (``n``: fanned
+out) or refused by name; a Responses request goes to a runtime that serves it, else is translated onto chat
+completions (``responses``). Usage is buffered and written in batches off the event loop; nothing in a request's path
+waits on the database unless it carries a key or model the gateway has not seen yet.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import orjson
 
 from studio.db import Database, utcnow
 from studio.errors import CoveError
+from studio.gateway import responses
 from studio.gateway.counters import Lease
 from studio.gateway.limiting import Limiter, Refused, store_of
 from studio.gateway.metrics import GatewayMetrics
@@ -31,6 +35,7 @@ from studio.gateway.protocol import (
     adapt_request,
     check_request,
     error_body,
+    model_object,
 )
 from studio.gateway.proxy import Metered, Proxy, Receive, Scope, Send, Upstream, respond
 from studio.gateway.routes import RouteTable
@@ -43,7 +48,14 @@ from studio.values import Route
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = {b"/v1/chat/completions": "chat.completions", b"/v1/completions": "completions"}
+ENDPOINTS = {
+    b"/v1/chat/completions": "chat.completions",
+    b"/v1/completions": "completions",
+    b"/v1/responses": "responses",
+    b"/v1/embeddings": "embeddings",
+}
+# Runtimes that serve no /v1/embeddings: asked for it, the gateway says so instead of relaying their 404.
+NO_EMBEDDINGS = frozenset({"transformers", "triton"})
 MAX_REMEMBERED_MISSES = 10_000
 MAX_BUFFERED_USAGE = 100_000
 
@@ -56,10 +68,16 @@ class _Reject(Exception):
     """A request answered with an OpenAI-shaped error before reaching a runtime."""
 
     def __init__(
-        self, status: int, message: str, *, type: str = "invalid_request_error", code: str | int | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | int | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.status, self.body = status, error_body(message, type=type, code=code)
+        self.status, self.body = status, error_body(message, type=type, code=code, param=param)
 
 
 class Gateway:
@@ -104,6 +122,8 @@ class Gateway:
             await self._proxy(scope, receive, send, endpoint)
         elif path == b"/v1/models" and method == "GET":
             await self._models(scope, send)
+        elif path.startswith(b"/v1/models/") and method == "GET":
+            await self._model(scope, send, path[len(b"/v1/models/") :].decode(errors="replace"))
         elif path == b"/healthz":
             await self._health(send)
         elif path == b"/health":  # vLLM's and SGLang's probe, which benchmark clients call: 200 and no body
@@ -126,7 +146,7 @@ class Gateway:
                 404,
                 error_body(
                     f"no route {path.decode(errors='replace')}: the gateway serves "
-                    "/v1/chat/completions, /v1/completions and /v1/models",
+                    "/v1/chat/completions, /v1/completions, /v1/responses, /v1/embeddings and /v1/models",
                     code="not_found",
                 ),
             )
@@ -332,17 +352,12 @@ class Gateway:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 raise _Reject(400, f"the request body is not valid JSON: {exc}") from exc
-            problem = check_request(body, endpoint)
+            problem, param = responses.check(body) if endpoint == "responses" else (check_request(body, endpoint), "")
             if problem:
-                raise _Reject(400, problem)
+                raise _Reject(400, problem, param=param or None)
             name = body["model"]
             route = self.table.split(await self._route(name, identity))
             await self._authorize(identity, name)
-            lease: Lease | None = None
-            limit_headers: list[tuple[bytes, bytes]] = []
-            applying = self.limiter.applying(identity, name)
-            if applying:  # no store call for a request no limit applies to
-                lease, limit_headers = await self.limiter.admit(applying, body)
         except _Reject as reject:
             if reject.status != 499:
                 await respond(send, reject.status, reject.body)
@@ -350,15 +365,45 @@ class Gateway:
                 "unknown" if reject.status == 404 else name, endpoint, str(reject.status), ""
             ).inc()
             return
-        except Refused as refused:
-            await respond(send, refused.status, refused.body, refused.headers)
-            self.metrics.requests.labels(name, endpoint, str(refused.status), "").inc()
-            return
         stream = body.get("stream") is True
-        wants_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
-        if stream:
+        path, answer_as_response = scope["raw_path"], None
+        if endpoint == "embeddings" and route.runtime in NO_EMBEDDINGS:
+            message = (
+                f"deployment {name!r} cannot answer embeddings: its runtime ({route.runtime}) serves none; deploy "
+                "an embedding model on vllm, sglang or a custom image that serves /v1/embeddings"
+            )
+            await respond(send, 400, error_body(message, code="unsupported_endpoint", param="model"))
+            self.metrics.requests.labels(name, endpoint, "400", "").inc()
+            return
+        if endpoint == "responses":
+            try:
+                path, body, answer_as_response = self._responses_plan(route, body)
+            except _Reject as reject:
+                await respond(send, reject.status, reject.body)
+                self.metrics.requests.labels(name, endpoint, str(reject.status), "").inc()
+                return
+        if endpoint == "responses":  # a Response carries its usage (in response.completed): never stripped
+            wants_usage = True
+        else:
+            wants_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
+        if stream and (endpoint != "responses" or answer_as_response is not None):
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        adapted = adapt_request(route.runtime, endpoint, {**body, "model": route.upstream_model})
+        upstream_endpoint = "chat.completions" if answer_as_response is not None else endpoint
+        adapted = adapt_request(route.runtime, upstream_endpoint, {**body, "model": route.upstream_model})
+        if adapted.refusal:
+            await respond(send, 400, error_body(adapted.refusal, param=adapted.param, code="unsupported_parameter"))
+            self.metrics.requests.labels(name, endpoint, "400", "").inc()
+            return
+        # admitted against the rate limits last, once nothing else can refuse it: a refusal holds no reservation
+        lease: Lease | None = None
+        limit_headers: list[tuple[bytes, bytes]] = []
+        if applying := self.limiter.applying(identity, name):  # no store call for a request no limit applies to
+            try:
+                lease, limit_headers = await self.limiter.admit(applying, body)
+            except Refused as refused:
+                await respond(send, refused.status, refused.body, refused.headers)
+                self.metrics.requests.labels(name, endpoint, str(refused.status), "").inc()
+                return
         call = Proxy(
             self.up,
             route,
@@ -367,13 +412,39 @@ class Gateway:
             wants_usage,
             identity,
             started,
-            body,
-            orjson.dumps(adapted.body),
-            scope["raw_path"],
+            # what the request's tokens are counted from when the runtime reports none: chat messages
+            responses.to_chat(body) if endpoint == "responses" and answer_as_response is None else body,
+            [orjson.dumps(copy) for copy in adapted.copies()],
+            path,
             adapted.headers() + limit_headers,
-            lease,
+            lease=lease,
+            answer_as_response=answer_as_response,
         )
         await call.run(receive, send)
+
+    @staticmethod
+    def _responses_plan(route: Route, body: dict[str, Any]) -> tuple[bytes, dict[str, Any], dict[str, Any] | None]:
+        """How a Responses API request goes to ``route``'s runtime: (upstream path, body, the request to answer as
+        a Response or None). Runtimes that serve /v1/responses get it as sent (400 for a field they would ignore);
+        the others get it translated onto chat completions (400 for a field that does not translate)."""
+        if route.runtime in responses.NATIVE:
+            ignored = responses.ignored_natively(route.runtime, body)
+            if ignored:
+                message = (
+                    f"'{ignored}' is not supported by this deployment's runtime ({route.runtime}), which would "
+                    "ignore it; send the request without it (see docs/api.md)"
+                )
+                raise _Reject(400, message, code="unsupported_parameter", param=ignored)
+            # `transformers serve` streams a Response unless told not to (OpenAI's default is not to)
+            return b"/v1/responses", {**body, "stream": body.get("stream") is True}, None
+        field = responses.untranslatable(body)
+        if field:
+            message = (
+                f"'{field}' is not supported for deployment {route.name!r}: its runtime ({route.runtime}) serves no "
+                "Responses API, and the gateway's translation onto chat completions does not carry it"
+            )
+            raise _Reject(400, message, code="unsupported_parameter", param=field)
+        return b"/v1/chat/completions", responses.to_chat(body), {**body, "model": route.name}
 
     # ------------------------------------------------------------------------------------------- other endpoints
 
@@ -384,12 +455,29 @@ class Gateway:
             await respond(send, reject.status, reject.body)
             return
         data = [
-            # root: the model the runtime serves, as vLLM says it (`vllm bench serve` loads its tokenizer from it)
-            {"id": r.name, "object": "model", "created": r.created, "owned_by": "cove", "root": r.upstream_model}
+            model_object(r)
             for r in sorted(self.table.routes.values(), key=lambda r: r.name)
             if self._may_call(identity, r.name)  # only what this key may call
         ]
         await respond(send, 200, orjson.dumps({"object": "list", "data": data}))
+
+    async def _model(self, scope: Scope, send: Send, name: str) -> None:
+        """One model as ``/v1/models`` lists it; 404 alike for a model that is not ready and one the key may not
+        call (a limited key learns nothing of the others)."""
+        try:
+            identity = await self._authenticate(scope)
+        except _Reject as reject:
+            await respond(send, reject.status, reject.body)
+            return
+        try:
+            route: Route | None = await self._route(name, identity)  # one made ready a moment ago is found too
+        except _Reject:
+            route = None
+        if route is None or not self._may_call(identity, name):
+            message = f"the model {name!r} does not exist or is not ready (see GET /v1/models)"
+            await respond(send, 404, error_body(message, code="model_not_found", param="model"))
+            return
+        await respond(send, 200, orjson.dumps(model_object(route)))
 
     def _healthy(self) -> tuple[bool, float]:
         age = time.monotonic() - self._refreshed_at

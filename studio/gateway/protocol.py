@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from studio.values import Route
+
 DONE = b"data: [DONE]\n\n"
 
 
@@ -22,6 +24,18 @@ def error_body(
     message: str, *, type: str = "invalid_request_error", code: str | int | None = None, param: str | None = None
 ) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
+
+
+def model_object(route: Route) -> dict[str, Any]:
+    """A deployment as OpenAI's model object. ``root`` is the model the runtime serves, as vLLM says it (`vllm bench
+    serve` loads its tokenizer from it)."""
+    return {
+        "id": route.name,
+        "object": "model",
+        "created": route.created,
+        "owned_by": "cove",
+        "root": route.upstream_model,
+    }
 
 
 def check_request(body: Any, endpoint: str) -> str:
@@ -42,6 +56,10 @@ def check_request(body: Any, endpoint: str) -> str:
             content = message.get("content")
             if content is not None and not isinstance(content, str | list):
                 return f"messages[{i}].content must be a string or a list of parts"
+    elif endpoint == "embeddings":
+        given = body.get("input")
+        if not isinstance(given, str | list) or not given:
+            return "'input' is required: a string, or a list of strings (or of token ids)"
     else:
         prompt = body.get("prompt")
         if not isinstance(prompt, str | list) or not prompt:
@@ -80,14 +98,45 @@ TRANSFORMERS_FIELDS: Mapping[str, frozenset[str]] = {
 # ignore_eos, min_tokens, top_k, min_p, repetition_penalty and stream_options.continuous_usage_stats by these names.
 PASS_THROUGH = frozenset({"vllm", "sglang", "triton", "custom"})
 
+# OpenAI's parameters that change the answer and that some runtime accepts but ignores, each with the values that
+# ask for nothing (the answer is the same whether it is honoured or not).
+GUARDED: Mapping[str, tuple[Any, ...]] = {
+    "n": (None, 1),
+    "logprobs": (None, False),  # chat: a bool; completions: an int, where 0 still asks for the sampled token's
+    "top_logprobs": (None, 0),
+    "response_format": (None, {"type": "text"}),
+    "presence_penalty": (None, 0, 0.0),
+    "best_of": (None, 1),
+    "echo": (None, False),
+}
+# Of those, what each runtime kind honours. `transformers serve` 5.x takes them all and ignores each with a logged
+# warning (its UNUSED_*_FIELDS). Triton's OpenAI frontend refuses n, logprobs and response_format itself. A custom
+# image is not known: its requests are forwarded as sent and it answers for them.
+HONOURED: Mapping[str, frozenset[str]] = {
+    "transformers": frozenset(),
+    "vllm": frozenset(GUARDED),
+    "sglang": frozenset(GUARDED) - {"best_of"},
+    "triton": frozenset({"presence_penalty"}),
+    "custom": frozenset(GUARDED),
+}
+# What the gateway does itself for a runtime that ignores it: ``n`` copies of the request, their choices merged.
+EMULATED = frozenset({"n"})
+MAX_FAN_OUT = 16
+
 
 @dataclass(frozen=True)
 class Adapted:
-    """A request body as one runtime takes it, and what was changed on the way (named as the client named it)."""
+    """A request body as one runtime takes it, and what was changed on the way (named as the client named it).
+    ``refusal`` (with ``param``), when set, is why the request must be answered 400 rather than sent: a parameter the
+    runtime would ignore and the gateway cannot do for it."""
 
     body: dict[str, Any]
     dropped: tuple[str, ...] = ()  # fields the runtime does not know and has no equivalent for
     translated: tuple[str, ...] = ()  # fields sent under the runtime's own name for the same thing
+    emulated: tuple[str, ...] = ()  # fields the gateway honours for the runtime (``n``: ``fan_out`` requests)
+    fan_out: int = 1
+    refusal: str = ""
+    param: str = ""
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """The response headers that tell the client what its runtime was not sent as asked."""
@@ -96,20 +145,67 @@ class Adapted:
             out.append((b"x-cove-dropped-fields", ",".join(self.dropped).encode()))
         if self.translated:
             out.append((b"x-cove-translated-fields", ",".join(self.translated).encode()))
+        if self.emulated:
+            out.append((b"x-cove-emulated-fields", ",".join(self.emulated).encode()))
         return out
+
+    def copies(self) -> list[dict[str, Any]]:
+        """The bodies to send: one, or ``fan_out`` without ``n``, each with its own ``seed`` (seed + i) when one was
+        given, so that the choices are drawn apart as one request's n choices are."""
+        if self.fan_out == 1:
+            return [self.body]
+        base = {k: v for k, v in self.body.items() if k != "n"}
+        seed = base.get("seed")
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            return [{**base, "seed": seed + i} for i in range(self.fan_out)]
+        return [base] * self.fan_out
+
+
+def _asks(name: str, value: Any) -> bool:
+    """Whether ``value`` of parameter ``name`` asks for something (not one of the values that ask for nothing)."""
+    return not any(value == quiet and type(value) is type(quiet) for quiet in GUARDED[name] if quiet is not None) and (
+        value is not None
+    )
+
+
+def guard(runtime: str, endpoint: str, body: dict[str, Any]) -> Adapted:
+    """Which of ``body``'s guarded parameters the runtime would ignore, and what becomes of each: ``n`` is fanned
+    out (at most MAX_FAN_OUT), every other one refused by name. The body is returned unchanged (``adapt_request``
+    shapes it)."""
+    honoured = HONOURED.get(runtime, frozenset(GUARDED))
+    emulated: list[str] = []
+    fan_out = 1
+    for name in GUARDED:
+        if name not in body or name in honoured or not _asks(name, body[name]):
+            continue
+        if name in EMULATED and isinstance(body[name], int) and not isinstance(body[name], bool):
+            if body[name] > MAX_FAN_OUT:
+                message = f"'n' may be at most {MAX_FAN_OUT} on runtime {runtime} (the gateway sends n requests)"
+                return Adapted(body, refusal=message, param=name)
+            emulated.append(name)
+            fan_out = body[name]
+            continue
+        message = (
+            f"'{name}' is not supported by this deployment's runtime ({runtime}), which would ignore it; "
+            f"send the request without it, or deploy the model on a runtime that honours it (see docs/api.md)"
+        )
+        return Adapted(body, refusal=message, param=name)
+    return Adapted(body, emulated=tuple(emulated), fan_out=fan_out)
 
 
 def adapt_request(runtime: str, endpoint: str, body: dict[str, Any]) -> Adapted:
-    """The body to send to a runtime of kind ``runtime`` for ``endpoint``, never refusing: vLLM and SGLang know the
-    fields benchmark clients send (and runtimes of unknown kind get the request as it is); for `transformers serve`,
+    """The body to send to a runtime of kind ``runtime`` for ``endpoint``. Parameters the runtime would ignore are
+    ``guard``ed first: fanned out (``n``) or refused (the result's ``refusal``). Then vLLM and SGLang know the fields
+    benchmark clients send (and runtimes of unknown kind get the request as it is); for `transformers serve`,
     which refuses unknown fields with a 422, ``repetition_penalty`` r becomes ``frequency_penalty`` r - 1 (the
     server's own mapping, inverted; unless one was given), ``stream_options.continuous_usage_stats`` is dropped (it
     reports usage once, at the end) and every other unknown field is dropped. ``body`` is not changed."""
-    if runtime in PASS_THROUGH:
-        return Adapted(body)
+    guarded = guard(runtime, endpoint, body) if endpoint in ("chat.completions", "completions") else Adapted(body)
+    if guarded.refusal:
+        return guarded
     known = TRANSFORMERS_FIELDS.get(endpoint)
-    if known is None:
-        return Adapted(body)
+    if runtime in PASS_THROUGH or known is None:
+        return guarded
     out: dict[str, Any] = {}
     dropped: list[str] = []
     translated: list[str] = []
@@ -130,7 +226,71 @@ def adapt_request(runtime: str, endpoint: str, body: dict[str, Any]) -> Adapted:
     if isinstance(options, dict) and "continuous_usage_stats" in options:
         out["stream_options"] = {k: v for k, v in options.items() if k != "continuous_usage_stats"}
         dropped.append("stream_options.continuous_usage_stats")
-    return Adapted(out, tuple(dropped), tuple(translated))
+    return dataclasses.replace(guarded, body=out, dropped=tuple(dropped), translated=tuple(translated))
+
+
+def merge_choices(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """One answer from the answers to ``n`` copies of a request: the first's fields, every copy's choices with
+    indexes 0..n-1 in copy order, and their usage summed (each copy's prompt was computed: it is counted n times)."""
+    merged = dict(answers[0])
+    merged["choices"] = [
+        {**choice, "index": i} for i, answer in enumerate(answers) for choice in (answer.get("choices") or [])[:1]
+    ]
+    usages = [a["usage"] for a in answers if isinstance(a.get("usage"), dict)]
+    if usages:
+        merged["usage"] = sum_usage(usages)
+    return merged
+
+
+def sum_usage(usages: list[dict[str, Any]]) -> dict[str, int]:
+    prompt = sum(int(u.get("prompt_tokens") or 0) for u in usages)
+    completion = sum(int(u.get("completion_tokens") or 0) for u in usages)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+@dataclass
+class FanIn:
+    """Interleaves the SSE events of ``n`` copies of one streamed request into one stream (pure: ``feed`` one copy's
+    events as they come, ``finish`` when every copy has ended): each chunk's choice gets its copy's index, usage is
+    held back and sent summed in one last chunk (when any copy reported it), and one ``[DONE]`` ends it."""
+
+    usages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    template: dict[str, Any] = dataclasses.field(default_factory=dict)  # id, model, created of the first chunk
+
+    def feed(self, copy: int, events: list[bytes]) -> bytes:
+        out = []
+        for event in events:
+            if not event.startswith(b"data:"):
+                continue  # comments of one copy say nothing of the merged stream
+            payload = event[5:].strip()
+            if payload == b"[DONE]":
+                continue
+            try:
+                obj = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            if "error" in obj:  # a copy failed mid-stream: the client is told as the runtime said it
+                out.append(b"data: " + payload + b"\n\n")
+                continue
+            if not self.template:
+                self.template = {k: obj[k] for k in ("id", "object", "created", "model") if k in obj}
+            if isinstance(obj.get("usage"), dict):
+                self.usages.append(obj.pop("usage"))
+            choices = obj.get("choices") or []
+            if not choices:
+                continue
+            obj["choices"] = [{**c, "index": copy} for c in choices]
+            out.append(b"data: " + orjson.dumps(obj) + b"\n\n")
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        tail = b""
+        if self.usages:
+            chunk = {**self.template, "choices": [], "usage": sum_usage(self.usages)}
+            tail = b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return tail + DONE
 
 
 def _text_of(content: Any) -> str:
@@ -146,15 +306,21 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     if "messages" in body:
         text = " ".join(_text_of(m.get("content")) for m in body["messages"] if isinstance(m, dict))
     else:
-        prompt = body.get("prompt", "")
+        prompt = body.get("prompt", body.get("input", ""))  # completions' prompt, embeddings' input
         text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
     return math.ceil(len(text) / 4)
 
 
 def usage_of(obj: Any) -> tuple[int, int] | None:
+    """(prompt, completion) tokens an answer reports: chat's and completions' usage, or the Responses API's
+    (``input_tokens``/``output_tokens``, also inside a stream event's ``response``)."""
+    if isinstance(obj, dict) and isinstance(obj.get("response"), dict):
+        obj = obj["response"]
     usage = obj.get("usage") if isinstance(obj, dict) else None
     if not isinstance(usage, dict):
         return None
+    if "input_tokens" in usage:
+        return int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
     return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
 
 
@@ -175,6 +341,8 @@ def upstream_error(status: int, body: bytes) -> bytes:
 
 
 def rename_model(obj: Any, name: str) -> None:
+    if isinstance(obj, dict) and isinstance(obj.get("response"), dict):  # a Responses stream event
+        obj = obj["response"]
     if isinstance(obj, dict) and "model" in obj:
         obj["model"] = name
 
@@ -211,6 +379,9 @@ class StreamMeter:
             self.prompt_tokens, self.completion_tokens = usage
             self.reported = True
         choices = obj.get("choices") or []
+        if obj.get("type") == "response.output_text.delta" and obj.get("delta"):  # the Responses API's stream
+            self.content_chunks += 1
+            self.texts.append(str(obj["delta"]))
         for choice in choices:
             delta = choice.get("delta") or {}
             text = delta.get("content") or delta.get("reasoning_content") or choice.get("text")
@@ -220,7 +391,8 @@ class StreamMeter:
         strip = usage is not None and not self.client_wants_usage
         if strip and not choices:
             return None
-        if not strip and obj.get("model", self.deployment) == self.deployment:
+        model = obj["response"].get("model") if isinstance(obj.get("response"), dict) else obj.get("model")
+        if not strip and (model or self.deployment) == self.deployment:
             return event + b"\n\n"  # nothing to change: forward the runtime's bytes as they are
         if strip:
             obj.pop("usage", None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -20,14 +20,17 @@ from studio.gateway.counting import TokenCounter
 from studio.gateway.metrics import GatewayMetrics
 from studio.gateway.protocol import (
     DONE,
+    FanIn,
     StreamMeter,
     error_body,
     estimate_prompt_tokens,
+    merge_choices,
     rename_model,
     split_events,
     upstream_error,
     usage_of,
 )
+from studio.gateway.responses import ResponseStream, from_chat
 from studio.gateway.routes import RouteTable
 from studio.runtimes import upstream_key
 from studio.services.keys import KeyIdentity
@@ -95,6 +98,41 @@ async def respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes,
     await send({"type": "http.response.body", "body": body})
 
 
+async def fan_in(responses: list[aiohttp.ClientResponse]) -> AsyncIterator[bytes]:
+    """The streams of copies of one request as one stream (``FanIn``), in the order their bytes arrive. A copy that
+    breaks off raises here, as one stream would."""
+    merger = FanIn()
+    queue: asyncio.Queue[tuple[int, bytes | BaseException | None]] = asyncio.Queue()
+
+    async def pump(copy: int, response: aiohttp.ClientResponse) -> None:
+        try:
+            async for chunk in response.content.iter_any():
+                await queue.put((copy, chunk))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            await queue.put((copy, exc))
+        await queue.put((copy, None))
+
+    pumps = [asyncio.ensure_future(pump(i, r)) for i, r in enumerate(responses)]
+    rests = [b""] * len(responses)
+    open_copies = len(responses)
+    try:
+        while open_copies:
+            copy, item = await queue.get()
+            if item is None:
+                open_copies -= 1
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            events, rests[copy] = split_events(rests[copy] + item)
+            out = merger.feed(copy, events)
+            if out:
+                yield out
+        yield merger.finish()
+    finally:
+        for task in pumps:
+            task.cancel()
+
+
 def ms(seconds: float) -> bytes:
     return f"{seconds * 1000:.3f}".encode()
 
@@ -113,14 +151,19 @@ class Proxy:
         identity: KeyIdentity | None,
         started: float,
         body: dict[str, Any],
-        payload: bytes,
+        payload: bytes | list[bytes],
         raw_path: bytes,
         headers: list[tuple[bytes, bytes]] | None = None,
         lease: Lease | None = None,
+        answer_as_response: dict[str, Any] | None = None,
     ) -> None:
         self.up, self.route, self.endpoint, self.stream = up, route, endpoint, stream
         self.wants_usage, self.identity, self.started = wants_usage, identity, started
-        self.body, self.payload, self.path = body, payload, raw_path.decode()
+        # several payloads: copies of one request whose answers are merged (``n`` fanned out for the runtime)
+        self.payloads = payload if isinstance(payload, list) else [payload]
+        self.body, self.path = body, raw_path.decode()
+        # a Responses API request sent to the runtime as a chat completion: its answer is turned back into a Response
+        self.answer_as_response = answer_as_response
         self.headers = headers or []  # what the client is told of fields its runtime was not sent as asked
         self.lease = lease  # its hold on the rate limits that apply, settled when it ends
         self.text = ""  # the answer's text, kept only when the runtime reported no usage: to count it
@@ -131,13 +174,13 @@ class Proxy:
         self.ttft: float | None = None
         self.upstream_s = 0.0  # time spent waiting on the runtime
         self.cut_reason = ""  # why the gateway ended this stream (its key was revoked or expired)
-        self._response: aiohttp.ClientResponse | None = None
+        self._responses: list[aiohttp.ClientResponse] = []
 
     def cut(self, reason: str) -> None:
         """End this stream now: the client gets an error event saying ``reason``, the runtime a closed connection."""
         self.cut_reason = reason
-        if self._response is not None:
-            self._response.close()
+        for response in self._responses:
+            response.close()
 
     async def run(self, receive: Receive, send: Send) -> None:
         up, name = self.up, self.route.name
@@ -170,43 +213,63 @@ class Proxy:
         up = self.up
         assert up.client is not None
         sent_at = time.perf_counter()
+        headers = up.headers_for(self.route.deployment or self.route.name)
+        posts = [
+            asyncio.ensure_future(up.client.post(target + self.path, data=p, headers=headers)) for p in self.payloads
+        ]
         try:
-            response = await up.client.post(
-                target + self.path, data=self.payload, headers=up.headers_for(self.route.deployment or self.route.name)
-            )
+            responses = list(await asyncio.gather(*posts))
         except aiohttp.ClientConnectorError:
+            self._let_go(posts)
             up.table.mark_down(target, time.monotonic())
             up.metrics.upstream_errors.labels(self.route.name, "connect").inc()
             return False
         except TimeoutError:
+            self._let_go(posts)
             up.metrics.upstream_errors.labels(self.route.name, "timeout").inc()
             await self._fail(send, 504, "the model server did not answer in time", "timeout")
             return True
         except aiohttp.ClientError as exc:
+            self._let_go(posts)
             up.metrics.upstream_errors.labels(self.route.name, "connect").inc()
             await self._fail(send, 502, f"the model server failed: {exc}", "upstream_error")
             return True
         try:
-            if self.stream and response.status == 200:
-                await self._relay_stream(response, sent_at, receive, send)
+            failed = next((r for r in responses if r.status != 200), None)
+            if failed is not None:  # one copy's error is the answer; the other copies are let go
+                await self._relay_body([failed], sent_at, send)
+            elif self.stream:
+                await self._relay_stream(responses, sent_at, receive, send)
             else:
-                await self._relay_body(response, sent_at, send)
+                await self._relay_body(responses, sent_at, send)
         finally:
-            response.release()
+            for response in responses:
+                response.release()
         return True
 
-    async def _relay_body(self, response: aiohttp.ClientResponse, sent_at: float, send: Send) -> None:
+    @staticmethod
+    def _let_go(posts: Sequence[asyncio.Future[aiohttp.ClientResponse]]) -> None:
+        """Release the copies that were answered when another failed, and stop those still waiting."""
+        for post in posts:
+            if not post.done():
+                post.cancel()
+            elif not post.cancelled() and post.exception() is None:
+                post.result().release()
+
+    async def _relay_body(self, responses: list[aiohttp.ClientResponse], sent_at: float, send: Send) -> None:
+        response = responses[0]
         try:
-            data = await response.read()
+            bodies = [await r.read() for r in responses]
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.up.metrics.upstream_errors.labels(self.route.name, "broken_stream").inc()
             await self._fail(send, 502, f"the model server stopped answering: {exc}", "upstream_error")
             return
         self.upstream_s = time.perf_counter() - sent_at
         self.status = response.status
+        data = bodies[0]
         if response.status == 200:
             try:
-                obj = orjson.loads(data)
+                obj = orjson.loads(data) if len(bodies) == 1 else merge_choices([orjson.loads(b) for b in bodies])
                 counted = usage_of(obj)
                 if counted is None:
                     self.text = "".join(
@@ -215,6 +278,8 @@ class Proxy:
                     counted, self.estimated = (estimate_prompt_tokens(self.body), (len(self.text) + 3) // 4), True
                 self.prompt_tokens, self.completion_tokens = counted
                 rename_model(obj, self.route.name)
+                if self.answer_as_response is not None:
+                    obj = from_chat(obj, self.answer_as_response)
                 data = orjson.dumps(obj)
             except (orjson.JSONDecodeError, AttributeError, TypeError):
                 pass  # not JSON we understand: relay as it is
@@ -225,9 +290,10 @@ class Proxy:
         self.up.metrics.overhead.observe(overhead)
 
     async def _relay_stream(
-        self, response: aiohttp.ClientResponse, sent_at: float, receive: Receive, send: Send
+        self, responses: list[aiohttp.ClientResponse], sent_at: float, receive: Receive, send: Send
     ) -> None:
         meter = StreamMeter(self.route.name, self.wants_usage)
+        reshape = None if self.answer_as_response is None else ResponseStream(self.answer_as_response)
         overhead = sent_at - self.started  # what the gateway did before the runtime was asked
         self.status = 200
         await send(
@@ -243,18 +309,26 @@ class Proxy:
             }
         )
         self.up.metrics.overhead.observe(overhead)
+        if reshape is not None:
+            await send({"type": "http.response.body", "body": reshape.start(), "more_body": True})
         gone = asyncio.ensure_future(receive())  # completes with http.disconnect if the client leaves
+
         # A client that leaves ends the runtime's answer too, even one that sends nothing more: the request's tokens
         # and its rate-limit slot are settled now, not when the runtime next writes.
-        gone.add_done_callback(lambda f: None if f.cancelled() else response.close())
+        def hang_up(left: asyncio.Future[Any]) -> None:
+            if not left.cancelled():
+                for response in responses:
+                    response.close()
+
+        gone.add_done_callback(hang_up)
         rest = b""
         key_id = self.identity.id if self.identity else None
         if key_id is not None:
-            self._response = response
+            self._responses = responses
             self.up.streams.setdefault(key_id, set()).add(self)
         last_at = 0.0  # when the last content chunk was relayed
         try:
-            async for chunk in response.content.iter_any():
+            async for chunk in responses[0].content.iter_any() if len(responses) == 1 else fan_in(responses):
                 if gone.done():
                     self.status = 499
                     return
@@ -264,6 +338,8 @@ class Proxy:
                 before = meter.content_chunks
                 # one write per read from the runtime, however many events it carried
                 out = b"".join(o for o in map(meter.process, events) if o is not None)
+                if reshape is not None and out:
+                    out = b"".join(map(reshape.feed, split_events(out)[0]))
                 if out:
                     new = meter.content_chunks - before
                     if new:
@@ -283,7 +359,9 @@ class Proxy:
             if gone.done():  # the client left while the runtime finished
                 self.status = 499
                 return
-            if not meter.done:
+            if reshape is not None:
+                await send({"type": "http.response.body", "body": reshape.finish(), "more_body": True})
+            elif not meter.done and self.endpoint != "responses":  # Responses streams end without [DONE]
                 await send({"type": "http.response.body", "body": DONE, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -9,9 +9,13 @@ import pytest
 
 from studio.gateway.protocol import (
     DONE,
+    Adapted,
+    FanIn,
     StreamMeter,
+    adapt_request,
     check_request,
     estimate_prompt_tokens,
+    merge_choices,
     split_events,
     upstream_error,
     usage_of,
@@ -354,3 +358,68 @@ def test_prompt_tokens_are_estimated_at_four_characters_a_token(body: dict[str, 
 )
 def test_usage_of_reads_prompt_and_completion_tokens(obj: Any, usage: tuple[int, int] | None) -> None:
     assert usage_of(obj) == usage
+
+
+# ------------------------------------------------------------------------------------------------ ignored parameters
+
+
+def test_parameters_a_runtime_would_ignore_are_fanned_out_or_refused_by_name() -> None:
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    fanned = adapt_request("transformers", "chat.completions", {**chat, "n": 3, "seed": 7})
+    assert (fanned.fan_out, fanned.emulated, fanned.refusal) == (3, ("n",), "")
+    assert [c["seed"] for c in fanned.copies()] == [7, 8, 9]  # drawn apart, as one request's n choices are
+    assert all("n" not in c for c in fanned.copies())
+    assert (b"x-cove-emulated-fields", b"n") in fanned.headers()
+    for field, value in (("logprobs", True), ("top_logprobs", 2), ("response_format", {"type": "json_object"})):
+        refused = adapt_request("transformers", "chat.completions", {**chat, field: value})
+        assert refused.param == field
+        assert refused.refusal.startswith(f"'{field}' is not supported by this deployment's runtime (transformers)")
+    # values that ask for nothing are the same answer honoured or not: sent as they are
+    quiet = {**chat, "n": 1, "logprobs": False, "response_format": {"type": "text"}, "presence_penalty": 0}
+    assert adapt_request("transformers", "chat.completions", quiet) == Adapted(quiet)
+    # a completions request's logprobs=0 still asks for the sampled token's logprob
+    assert (
+        adapt_request("transformers", "completions", {"model": "m", "prompt": "a", "logprobs": 0}).param == "logprobs"
+    )
+    asked = {**chat, "n": 2, "logprobs": True, "top_logprobs": 2, "response_format": {"type": "json_object"}}
+    assert adapt_request("vllm", "chat.completions", asked) == Adapted(asked)  # vLLM honours them all
+    triton = adapt_request("triton", "chat.completions", {**chat, "n": 2})
+    assert triton.fan_out == 2
+    assert adapt_request("transformers", "chat.completions", {**chat, "n": 17}).param == "n"
+
+
+def test_answers_to_copies_merge_into_n_choices_with_usage_summed() -> None:
+    def answer(text: str) -> dict[str, Any]:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        return {"id": text, "model": "m", "choices": [choice], "usage": {"prompt_tokens": 5, "completion_tokens": 2}}
+
+    merged = merge_choices([answer("a"), answer("b")])
+    assert merged["id"] == "a"
+    assert [(c["index"], c["message"]["content"]) for c in merged["choices"]] == [(0, "a"), (1, "b")]
+    assert merged["usage"] == {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}
+
+
+def test_streams_of_copies_interleave_with_their_choice_index_and_one_usage() -> None:
+    def event(obj: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(obj)
+
+    def chunk(text: str, **extra: Any) -> bytes:
+        return event({"id": "x", "model": "m", "choices": [{"index": 0, "delta": {"content": text}}], **extra})
+
+    usage = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+    fan = FanIn()
+    out = fan.feed(1, [chunk("b")]) + fan.feed(0, [chunk("a", usage=usage), b"data: [DONE]"])
+    out += fan.feed(1, [event({"id": "x", "model": "m", "choices": [], "usage": usage}), b": keep-alive"])
+    out += fan.finish()
+    events, rest = split_events(out)
+    assert rest == b""
+    assert events[-1] == b"data: [DONE]"
+    objs = [orjson.loads(e[6:]) for e in events[:-1]]
+    assert [(o["choices"][0]["index"], o["choices"][0]["delta"]["content"]) for o in objs[:2]] == [(1, "b"), (0, "a")]
+    assert "usage" not in objs[1]
+    assert objs[2] == {
+        "id": "x",
+        "model": "m",
+        "choices": [],
+        "usage": {**usage, "prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
+    }
