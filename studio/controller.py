@@ -79,7 +79,7 @@ def derive_status(*, replicas: int, workload: WorkloadStatus, failure_threshold:
         count = len(ready) if status == Status.READY else 0
         return Observed(
             status=status, ready_replicas=count, endpoints=endpoints, message=message,
-            upstream_model=workload.upstream_model,
+            upstream_model=workload.upstream_model, placed=[list(r.gpus) for r in workload.replicas if r.gpus],
         )  # fmt: skip
 
     if workload.unavailable:

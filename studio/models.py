@@ -723,6 +723,8 @@ class Observed(SQLModel):
     endpoints: list[str] = _json(list)  # of the ready replicas
     message: str = ""
     upstream_model: str = ""  # the model name the runtime expects in requests
+    # The pool's GPUs each running replica holds, where the backend placed it (local): admission keeps them there.
+    placed: list[list[int]] = _json(list)
 
 
 class Sized(SQLModel):

@@ -65,6 +65,7 @@ class ReplicaStatus:
     failures: int = 0  # consecutive failed starts (crashes before ready); reset once ready
     message: str = ""  # the last exit or probe failure, in words
     log_tail: tuple[str, ...] = ()  # last lines of the replica's log when it last failed
+    gpus: tuple[int, ...] = ()  # the pool's GPUs (0 … count − 1) it holds, where the backend placed it itself
 
 
 @dataclass(frozen=True)

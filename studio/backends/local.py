@@ -493,6 +493,7 @@ class LocalBackend:
             self._workloads.setdefault(replica.workload, {})[replica.index] = replica
 
     def _status(self, name: str, upstream: str, unavailable: str) -> WorkloadStatus:
+        slot = {g.index: i for i, g in enumerate(self.gpus)}  # GPU index → its place in the pool
         replicas = tuple(
             ReplicaStatus(
                 index=r.index,
@@ -502,6 +503,7 @@ class LocalBackend:
                 failures=r.failures,
                 message=r.message,
                 log_tail=r.log_tail,
+                gpus=tuple(slot[i] for i in r.gpu_ids if i in slot),
             )
             for _, r in sorted(self._workloads.get(name, {}).items())
         )

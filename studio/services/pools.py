@@ -118,7 +118,7 @@ def claims_in(session: Session, *, pool_id: int, exclude: str | None = None) -> 
     fine-tune (owner "finetune NAME"). ``exclude`` names a claim's owner. Columns, not ORM objects: admission reads
     every claim of a pool on each create and page view."""
     deployments = session.execute(
-        sa.select(col(Deployment.name), col(Deployment.resources), col(Deployment.replicas))
+        sa.select(col(Deployment.name), col(Deployment.resources), col(Deployment.replicas), col(Deployment.placed))
         .where(col(Deployment.pool_id) == pool_id)
         .order_by(col(Deployment.id))
     ).all()
@@ -132,7 +132,8 @@ def claims_in(session: Session, *, pool_id: int, exclude: str | None = None) -> 
         .where(col(FineTune.pool_id) == pool_id, col(FineTune.status).not_in(JobStatus.finished_states()))
         .order_by(col(FineTune.id))
     ).all()
-    held = [Claim(name, resources, n) for name, resources, n in deployments]
+    # a deployment's replicas stay on the GPUs its backend reported them on (local); the rest are placed by admission
+    held = [Claim(name, res, n, on=tuple(map(tuple, placed)) or None) for name, res, n, placed in deployments]
     held += [Claim(NOTEBOOK_OWNER + name, resources) for name, resources in notebooks]  # a server is one replica
     held += [Claim(JOB_OWNER + name, resources) for name, resources in jobs]
     return [claim for claim in held if claim.owner != exclude]

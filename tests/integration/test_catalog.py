@@ -19,7 +19,7 @@ from studio.models import ApiKeyCreate, DeploymentCreate, ImageCreate, ModelCrea
 from studio.modelstore import import_folder
 from studio.services import deployments, images, keys, models, pools, usage
 from studio.services.events import KEEP_PER_OBJECT, NewEvent, add_events, list_events, prune_events
-from studio.values import Autoscale, BuildStatus, PoolBase, Purpose, Resources, RuntimeKind, Sharing
+from studio.values import Autoscale, BuildStatus, PoolBase, Purpose, Resources, RuntimeKind, Sharing, Status
 from tests.integration.conftest import write_stub_model
 from tests.people import ADMIN
 
@@ -222,6 +222,32 @@ def test_admission_refuses_what_does_not_fit_and_says_what_is_free(
     assert deployments.get_deployment(actor=ADMIN, db=catalog, name="big").replicas == 1  # unchanged
     deployments.scale_deployment(actor=ADMIN, db=catalog, name="big", replicas=0)  # scaling down always fits
     deployments.create_deployment(actor=ADMIN, db=catalog, data=DeploymentCreate(name="more", model="m", replicas=2))
+
+
+def test_slices_are_admitted_against_the_gpus_their_replicas_really_hold(
+    catalog: Database, stub: Path, tmp_path: Path
+) -> None:
+    """Two 8 GiB slices that the backend put on different GPUs leave 8 GiB free on each: a 12 GiB slice fits the
+    pool's total but no real GPU, and is refused, although re-packing the two onto one GPU would have made room."""
+    hami = PoolSpec(name="hami", sharing=Sharing.HAMI, gpu_count=2, gpu_memory_mib=16384, slice_mib=1024,
+                    cpu_cores=8, memory_mib=8192)  # fmt: skip
+    pools.sync_configured_pools(db=catalog, specs=[hami])
+    _add(catalog, "m", stub, tmp_path)
+    slice_of = lambda mib: Resources(cpu=1, memory_mib=256, gpu_memory_mib=mib)  # noqa: E731
+    create = DeploymentCreate(name="a", model="m", pool="hami", replicas=2, resources=slice_of(8192))
+    deployments.create_deployment(actor=ADMIN, db=catalog, data=create)
+    bigger = DeploymentCreate(name="b", model="m", pool="hami", resources=slice_of(12288))
+    before = deployments.preview_admission(db=catalog, pool="hami", resources=slice_of(12288), replicas=1)
+    assert before.fits  # not yet placed: admission places the two slices together, leaving a GPU whole
+    spread = Observed(status=Status.READY, ready_replicas=2, placed=[[0], [1]])
+    deployments.record_observed(db=catalog, name="a", generation=1, observed=spread, events=[])
+    (usage_row,) = [u for u in pools.list_pools(db=catalog) if u.pool.name == "hami"]
+    assert usage_row.free.gpu_memory_mib == (8192, 8192)
+    assert usage_row.held[0].on == ((0,), (1,))
+    with pytest.raises(QuotaExceeded, match=r"no room for a 12288 MiB GPU slice .* largest GPU memory slice 8192 MiB"):
+        deployments.create_deployment(actor=ADMIN, db=catalog, data=bigger)
+    fits = DeploymentCreate(name="c", model="m", pool="hami", resources=slice_of(8192))
+    deployments.create_deployment(actor=ADMIN, db=catalog, data=fits)
 
 
 def test_two_concurrent_creates_of_one_name_exactly_one_wins(catalog: Database, stub: Path, tmp_path: Path) -> None:

@@ -223,6 +223,10 @@ def test_memory_slices_gather_on_the_fullest_gpu_with_room_and_whole_gpus_go_whe
     (waiting,) = backend.apply(workload("wider", gpu_memory_mib=16384)).replicas
     assert waiting.message == "waiting for a free GPU on this machine"  # 12794 and 6650 MiB left: no GPU has room
     assert len(runtimes.started) == 5
+    # each replica's status says where it is, so admission keeps it there (``Observed.placed``)
+    assert [r.gpus for r in backend.apply(workload("small", replicas=2, gpu_memory_mib=4096)).replicas] == [(0,), (0,)]
+    assert [r.gpus for r in backend.apply(workload("big", gpus=2)).replicas] == [(1, 2)]
+    assert waiting.gpus == ()
 
 
 def test_a_memory_slice_never_lands_on_a_gpu_a_whole_gpu_replica_holds(tmp_path: Path) -> None:

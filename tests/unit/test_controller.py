@@ -58,6 +58,13 @@ def test_all_replicas_ready_is_ready_with_every_endpoint_and_no_message() -> Non
     assert got == seen(Status.READY, 2, (E0, E1), "", UPSTREAM)
 
 
+def test_where_each_running_replica_holds_its_gpus_is_kept_whatever_its_phase() -> None:
+    got = status(2, workload(ReplicaStatus(0, "ready", E0, gpus=(1,)), ReplicaStatus(1, "starting", gpus=(0,))))
+
+    assert got.placed == [[1], [0]]  # admission keeps both where they are, the starting one too
+    assert status(1, workload(ReplicaStatus(0, "pending"))).placed == []  # not placed yet
+
+
 def test_one_ready_of_two_is_ready_and_says_so() -> None:
     got = status(2, workload(ReplicaStatus(0, "ready", E0), ReplicaStatus(1, "starting")))
 
