@@ -735,7 +735,19 @@ class Sized(SQLModel):
     kv_observed: KvFigures | None = Field(default=None, sa_type=ValueJSON(KvFigures))
 
 
-class Deployment(DeploymentBase, Owned, Observed, Sized, table=True):
+class Waking(SQLModel):
+    """When a deployment was last asked for and woken (scale to zero): the gateway writes ``last_request_at`` in its
+    batched flush, ``wake_requested_at`` when it holds a request for a sleeping deployment, and ``cold_start_s``
+    (held request to first token) after a wake; the controller writes ``wake_refused`` when the pool has no room
+    to wake it (empty once it could)."""
+
+    last_request_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    wake_requested_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    wake_refused: str = ""
+    cold_start_s: float | None = None
+
+
+class Deployment(DeploymentBase, Owned, Observed, Sized, Waking, table=True):
     __tablename__ = "deployments"
     id: int | None = Field(default=None, primary_key=True)
     model_version_id: int = Field(foreign_key="model_versions.id", ondelete="RESTRICT", index=True)
@@ -766,7 +778,7 @@ class DeploymentCreate(DeploymentBase):
     replicas: int = Field(default=1, ge=0, le=64)
 
 
-class DeploymentPublic(DeploymentBase, Owned, Observed, Sized):
+class DeploymentPublic(DeploymentBase, Owned, Observed, Sized, Waking):
     generation: int = 1  # bumped on every change of desired state: the API's ETag
     model: str
     model_version: int
