@@ -791,6 +791,25 @@ class DeploymentPublic(DeploymentBase, Owned, Observed, Sized, Waking):
     status_at: datetime
     canary_share: int = 0  # percent of its requests its canary (the staging version) answers
 
+    @property
+    def sleeping(self) -> bool:
+        """Scaled to zero by its autoscaler (minimum 0): the next request wakes it."""
+        return self.replicas == 0 and self.autoscale is not None and self.autoscale.min_replicas == 0
+
+    @property
+    def shown_status(self) -> str:
+        """The status as the faces show it: "Sleeping" for a deployment scaled to zero that a request wakes."""
+        return "Sleeping" if self.sleeping and self.status == Status.STOPPED else str(self.status)
+
+    @property
+    def sleep_words(self) -> str:
+        """For a sleeping deployment, what waking it costs ('' for any other)."""
+        if not self.sleeping:
+            return ""
+        if self.cold_start_s is None:
+            return "sleeping: the next request wakes it"
+        return f"sleeping: the next request wakes it; last cold start {self.cold_start_s:.1f} s"
+
 
 # ---------------------------------------------------------------------------------------------------- notebooks
 
