@@ -288,7 +288,8 @@ class Controller:
         if observed.status == Status.READY and (desired.name, desired.generation) not in self._measured:
             self._measure(backend, desired)
         if spec.autoscale and backend.autoscales:
-            self._record_scale(desired, workload.scaled_to)
+            if not self._zero_step(desired):  # the cluster's HPA scales from 1 up; 0 ↔ 1 is the controller's
+                self._record_scale(desired, workload.scaled_to)
         elif spec.autoscale and self.load is not None:
             self._autoscale(desired)
 
@@ -366,6 +367,20 @@ class Controller:
                 log.warning("autoscaling %s to %d: %s", desired.name, count, exc)
                 return
         log.warning("autoscaling %s: no room for another replica: %s", desired.name, refused)
+
+    def _zero_step(self, desired: Desired) -> bool:
+        """For a deployment its cluster autoscales: put it to sleep or wake it when ``sleep_or_wake`` says so;
+        whether it did (or it sleeps on), so the HPA's count is not recorded over it."""
+        auto = desired.spec.autoscale
+        assert auto is not None
+        zero = sleep_or_wake(
+            auto=auto, replicas=desired.spec.replicas, inflight=self.load(desired.name) if self.load else 0.0,
+            last_active=desired.last_active, wake_wanted=desired.wake_wanted, now=self.wall(),
+        )  # fmt: skip
+        if zero is None:
+            return False
+        self._sleep_or_wake(desired, zero)
+        return True
 
     def _sleep_or_wake(self, desired: Desired, count: int) -> None:
         """Put a minimum-0 deployment to sleep (its claim on the pool is given back with its replicas) or wake it
