@@ -6,13 +6,20 @@ starts the real ``cove server``. Each run then creates the deployment ``demo`` (
 is Ready and the gateway with a streamed chat request until the first content chunk arrives. Between runs the
 deployment is deleted and the script waits until it is gone. Prints each run and the medians.
 
-    .venv/bin/python benchmarks/deploy_first_token.py [--runs 3] [--keep]
+With ``--from-zero`` it times a cold start instead: the deployment is made once, autoscaled with a minimum of 0 (so
+it is created asleep), and each run sends one streamed request to the sleeping deployment, which the gateway holds
+while the controller wakes it; the time is from that request to its first content chunk (what
+``cove_gateway_cold_start_seconds`` measures), with when the first ``: waking`` comment arrived. Between runs it is put
+back to sleep as the controller does after its idle window.
+
+    .venv/bin/python benchmarks/deploy_first_token.py [--runs 3] [--keep] [--from-zero]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import statistics
 import time
@@ -27,13 +34,20 @@ from studio.bootstrap import open_studio
 from studio.db import Database
 from studio.errors import NotFound
 from studio.models import ApiKeyCreate, DeploymentCreate
-from studio.services import deployments, keys, models
+from studio.services import deployments, keys, models, users
 from studio.settings import Settings
+from studio.values import Autoscale, Principal
 
 DEPLOYMENT = "demo"
 MODEL = "demo-chat"
 DB_POLL_S = 0.02
 GATEWAY_POLL_S = 0.05
+
+
+@functools.cache
+def admin_of(db: Database) -> Principal:
+    """Who the benchmark acts as: the studio's first admin (read once)."""
+    return users.first_admin(db=db)
 
 
 @dataclass
@@ -52,7 +66,7 @@ class Run:
 
 async def wait_ready(db: Database, started: float, log: Path, timeout: float) -> float:
     while True:
-        dep = await asyncio.to_thread(deployments.get_deployment, db=db, name=DEPLOYMENT)
+        dep = await asyncio.to_thread(deployments.get_deployment, actor=admin_of(db), db=db, name=DEPLOYMENT)
         now = time.perf_counter()
         if dep.status == "Ready":
             return now - started
@@ -108,7 +122,9 @@ async def first_token(settings: Settings, key: str, started: float, timeout: flo
 
 async def one_run(db: Database, settings: Settings, key: str, log: Path, timeout: float) -> Run:
     started = time.perf_counter()
-    await asyncio.to_thread(deployments.create_deployment, db=db, data=DeploymentCreate(name=DEPLOYMENT, model=MODEL))
+    await asyncio.to_thread(
+        deployments.create_deployment, actor=admin_of(db), db=db, data=DeploymentCreate(name=DEPLOYMENT, model=MODEL)
+    )
     created = time.perf_counter() - started
     ready, (routed, first, attempts, reply) = await asyncio.gather(
         wait_ready(db, started, log, timeout), first_token(settings, key, started, timeout)
@@ -118,10 +134,10 @@ async def one_run(db: Database, settings: Settings, key: str, log: Path, timeout
 
 def delete_and_wait(db: Database, settings: Settings, timeout: float = 120) -> float:
     started = time.perf_counter()
-    deployments.delete_deployment(db=db, name=DEPLOYMENT)
+    deployments.delete_deployment(actor=admin_of(db), db=db, name=DEPLOYMENT)
     while time.perf_counter() - started < timeout:
         try:
-            deployments.get_deployment(db=db, name=DEPLOYMENT)
+            deployments.get_deployment(actor=admin_of(db), db=db, name=DEPLOYMENT)
         except NotFound:
             gone = time.perf_counter() - started
             time.sleep(settings.routes_refresh_s + 0.2)  # the gateway forgets the old route too
@@ -130,11 +146,78 @@ def delete_and_wait(db: Database, settings: Settings, timeout: float = 120) -> f
     raise SystemExit(f"deployment {DEPLOYMENT} was not gone {timeout:.0f} s after delete")
 
 
+async def held_to_first_token(settings: Settings, key: str, timeout: float) -> tuple[float, float, str]:
+    """One streamed request to the sleeping deployment: when its first waking comment came, when its first content
+    chunk came (seconds from sending it), and the reply."""
+    body = {"model": DEPLOYMENT, "messages": [{"role": "user", "content": "What is Cove?"}], "stream": True}
+    headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
+    started = time.perf_counter()
+    told: float | None = None
+    first: float | None = None
+    parts = []
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+        session.post(
+            settings.gateway_url + "/v1/chat/completions",
+            data=orjson.dumps({**body, "max_tokens": 32}),
+            headers=headers,
+        ) as response,
+    ):
+        if response.status != 200:
+            raise SystemExit(f"the gateway answered {response.status}: {await response.text()}")
+        async for line in response.content:
+            if line.startswith(b": waking") and told is None:
+                told = time.perf_counter() - started
+            if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
+                continue
+            event = orjson.loads(line[6:])
+            if "error" in event:
+                raise SystemExit(f"the stream failed: {event['error']}")
+            for choice in event.get("choices") or []:
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    first = first if first is not None else time.perf_counter() - started
+                    parts.append(content)
+    if told is None or first is None:
+        raise SystemExit(f"expected a waking comment and content, got told={told} first={first}")
+    return told, first, "".join(parts)
+
+
+def put_to_sleep(db: Database, settings: Settings, timeout: float = 120) -> None:
+    """Scale the deployment to 0 as its idle window would, and wait until it and the gateway's route are gone."""
+    deployments.autoscale_to(db=db, name=DEPLOYMENT, replicas=0, reason="benchmark: asleep for the next run")
+    started = time.perf_counter()
+    while deployments.get_deployment(actor=admin_of(db), db=db, name=DEPLOYMENT).status != "Stopped":
+        if time.perf_counter() - started > timeout:
+            raise SystemExit(f"deployment {DEPLOYMENT} did not stop within {timeout:.0f} s")
+        time.sleep(0.05)
+    time.sleep(settings.routes_refresh_s + 0.2)  # the gateway forgets the old route too
+
+
+def from_zero(db: Database, settings: Settings, key: str, runs: int, timeout: float) -> None:
+    sleeps = Autoscale(min_replicas=0, max_replicas=1, idle_s=3600)
+    deployments.create_deployment(
+        actor=admin_of(db), db=db, data=DeploymentCreate(name=DEPLOYMENT, model=MODEL, autoscale=sleeps)
+    )
+    time.sleep(settings.routes_refresh_s + 0.2)  # the gateway learns it sleeps (rather than does not exist)
+    print(f"{'run':>3}  {'first waking comment':>20}  {'held request → first token':>26}")
+    colds = []
+    for i in range(runs):
+        told, first, reply = asyncio.run(held_to_first_token(settings, key, timeout))
+        colds.append(first)
+        print(f"{i + 1:>3}  {told:>19.3f}s  {first:>25.2f}s   reply: {reply[:60]!r}")
+        put_to_sleep(db, settings)
+    print(f"median of {runs}: held request → first token {statistics.median(colds):.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=300, help="seconds one run may take")
     parser.add_argument("--keep", action="store_true", help="keep the temporary COVE_HOME (logs, database)")
+    parser.add_argument(
+        "--from-zero", action="store_true", help="time a wake from zero replicas: held request to first token"
+    )
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -148,39 +231,47 @@ def main() -> None:
         db = open_studio(settings)
         started = time.perf_counter()
         folder = build_demo_model(home / "build" / MODEL)
-        models.register_built(db=db, name=MODEL, folder=folder, repo_id="cove/demo-chat", cache_dir=settings.models_dir)
-        key = keys.create_key(db=db, data=ApiKeyCreate(name="bench")).key
+        admin = admin_of(db)
+        models.register_built(
+            actor=admin, db=db, name=MODEL, folder=folder, repo_id="cove/demo-chat", cache_dir=settings.models_dir
+        )
+        key = keys.create_key(actor=admin, db=db, data=ApiKeyCreate(name="bench")).key
         print(f"demo model built and registered in {time.perf_counter() - started:.1f} s (not timed below)")
         server = CoveServer(settings)
         runs: list[Run] = []
         leftovers: list[str] = []
         try:
             server.start()
-            print(f"cove server pid {server.pid} on {settings.gateway_url}; seconds from create_deployment:")
-            print(
-                f"{'run':>3}  {'create':>7}  {'Ready in DB':>11}  {'gateway 200':>11}  {'first token':>11}"
-                f"  {'Ready→token':>11}  tries"
-            )
-            for i in range(args.runs):
-                run = asyncio.run(one_run(db, settings, key, server.log_path, args.timeout))
-                runs.append(run)
+            if args.from_zero:
+                print(f"cove server pid {server.pid} on {settings.gateway_url}; a cold start per run:")
+                from_zero(db, settings, key, args.runs, args.timeout)
+            else:
+                print(f"cove server pid {server.pid} on {settings.gateway_url}; seconds from create_deployment:")
                 print(
-                    f"{i + 1:>3}  {run.create_s:>6.3f}s  {run.ready_s:>10.2f}s  {run.routed_s:>10.2f}s"
-                    f"  {run.first_token_s:>10.2f}s"
-                    f"  {run.after_ready_s:>10.2f}s  {run.attempts:>5}   reply: {run.reply[:60]!r}"
+                    f"{'run':>3}  {'create':>7}  {'Ready in DB':>11}  {'gateway 200':>11}  {'first token':>11}"
+                    f"  {'Ready→token':>11}  tries"
                 )
-                if i < args.runs - 1:
-                    gone = delete_and_wait(db, settings)
-                    print(f"     (deleted; gone after {gone:.2f} s)")
+                for i in range(args.runs):
+                    run = asyncio.run(one_run(db, settings, key, server.log_path, args.timeout))
+                    runs.append(run)
+                    print(
+                        f"{i + 1:>3}  {run.create_s:>6.3f}s  {run.ready_s:>10.2f}s  {run.routed_s:>10.2f}s"
+                        f"  {run.first_token_s:>10.2f}s"
+                        f"  {run.after_ready_s:>10.2f}s  {run.attempts:>5}   reply: {run.reply[:60]!r}"
+                    )
+                    if i < args.runs - 1:
+                        gone = delete_and_wait(db, settings)
+                        print(f"     (deleted; gone after {gone:.2f} s)")
         finally:
             leftovers = server.stop()
         db.dispose()
-        print(
-            f"median of {len(runs)}: Ready in DB {statistics.median(r.ready_s for r in runs):.2f} s, "
-            f"gateway 200 {statistics.median(r.routed_s for r in runs):.2f} s, "
-            f"first token {statistics.median(r.first_token_s for r in runs):.2f} s "
-            f"(Ready→token {statistics.median(r.after_ready_s for r in runs):.2f} s)"
-        )
+        if runs:
+            print(
+                f"median of {len(runs)}: Ready in DB {statistics.median(r.ready_s for r in runs):.2f} s, "
+                f"gateway 200 {statistics.median(r.routed_s for r in runs):.2f} s, "
+                f"first token {statistics.median(r.first_token_s for r in runs):.2f} s "
+                f"(Ready→token {statistics.median(r.after_ready_s for r in runs):.2f} s)"
+            )
         if leftovers:
             print("LEFT BEHIND (killed now): " + "; ".join(leftovers))
             raise SystemExit(1)

@@ -38,7 +38,7 @@ from studio.services import clusters, deployments, images, plans, pools
 from studio.services.deployments import Desired
 from studio.services.events import NewEvent, prune_events, record_events
 from studio.settings import Settings
-from studio.values import DEFAULT_CLUSTER, BuildStatus, Status
+from studio.values import DEFAULT_CLUSTER, Autoscale, BuildStatus, Status
 from studio.webhooks import Notifier
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,24 @@ def derive_status(*, replicas: int, workload: WorkloadStatus, failure_threshold:
     return seen(Status.PENDING, troubled[0].message if troubled else "")
 
 
+def sleep_or_wake(
+    *, auto: Autoscale, replicas: int, inflight: float, last_active: datetime | None, wake_wanted: bool, now: datetime
+) -> int | None:
+    """Scale to zero for a deployment whose minimum is 0: 0 to put it to sleep (awake, nothing in flight, and no
+    request, wake or change for ``auto.idle_s``) or keep it asleep; 1 to wake it (asleep, and the gateway asked, or
+    holds requests for it); None to leave the count to ``recommend_replicas`` (floored at 1 while awake). Deployments
+    with a minimum above 0 always get None."""
+    if auto.min_replicas > 0:
+        return None
+    if replicas == 0:
+        return 1 if wake_wanted or inflight > 0 else 0
+    if inflight > 0:
+        return None
+    if last_active is None or (now - last_active).total_seconds() >= auto.idle_s:
+        return 0
+    return None
+
+
 def recommend_replicas(*, inflight: float, target: float, lo: int, hi: int) -> int:
     """HPA's rule on requests in flight: enough replicas that each carries at most ``target``."""
     return min(hi, max(lo, math.ceil(inflight / target - 1e-9)))
@@ -134,6 +152,7 @@ class Controller:
         self.key = studio_key(settings)
         self.load = load
         self.clock = clock
+        self.wall = wall
         self.jobs = JobRunner(db=db, settings=settings)
         self.evaluations = EvaluationRunner(db=db, settings=settings)
         self.gate_watch = GateWatch(db=db, settings=settings, notifier=notifier or Notifier(), wall=wall)
@@ -269,7 +288,8 @@ class Controller:
         if observed.status == Status.READY and (desired.name, desired.generation) not in self._measured:
             self._measure(backend, desired)
         if spec.autoscale and backend.autoscales:
-            self._record_scale(desired, workload.scaled_to)
+            if not self._zero_step(desired):  # the cluster's HPA scales from 1 up; 0 ↔ 1 is the controller's
+                self._record_scale(desired, workload.scaled_to)
         elif spec.autoscale and self.load is not None:
             self._autoscale(desired)
 
@@ -307,13 +327,20 @@ class Controller:
         assert auto is not None
         assert self.load is not None
         inflight = self.load(desired.name)
+        zero = sleep_or_wake(
+            auto=auto, replicas=current, inflight=inflight, last_active=desired.last_active,
+            wake_wanted=desired.wake_wanted, now=self.wall(),
+        )  # fmt: skip
+        if zero is not None:
+            self._sleep_or_wake(desired, zero)
+            return
         now = self.clock()
         history = self._recommendations.setdefault(desired.name, deque())
         history.append(
             (
                 now,
                 recommend_replicas(
-                    inflight=inflight, target=auto.target_inflight, lo=auto.min_replicas, hi=auto.max_replicas
+                    inflight=inflight, target=auto.target_inflight, lo=max(auto.min_replicas, 1), hi=auto.max_replicas
                 ),
             )
         )
@@ -340,6 +367,44 @@ class Controller:
                 log.warning("autoscaling %s to %d: %s", desired.name, count, exc)
                 return
         log.warning("autoscaling %s: no room for another replica: %s", desired.name, refused)
+
+    def _zero_step(self, desired: Desired) -> bool:
+        """For a deployment its cluster autoscales: put it to sleep or wake it when ``sleep_or_wake`` says so;
+        whether it did (or it sleeps on), so the HPA's count is not recorded over it."""
+        auto = desired.spec.autoscale
+        assert auto is not None
+        zero = sleep_or_wake(
+            auto=auto, replicas=desired.spec.replicas, inflight=self.load(desired.name) if self.load else 0.0,
+            last_active=desired.last_active, wake_wanted=desired.wake_wanted, now=self.wall(),
+        )  # fmt: skip
+        if zero is None:
+            return False
+        self._sleep_or_wake(desired, zero)
+        return True
+
+    def _sleep_or_wake(self, desired: Desired, count: int) -> None:
+        """Put a minimum-0 deployment to sleep (its claim on the pool is given back with its replicas) or wake it
+        (admitted like any scale-up; a refusal is written for the gateway, which answers its held requests with it)."""
+        if count == desired.spec.replicas:
+            return
+        assert desired.spec.autoscale is not None
+        self._recommendations.pop(desired.name, None)  # awake again, it starts from a clean window
+        reason = f"no request for {desired.spec.autoscale.idle_s:g} s: sleeping" if count == 0 else "a request woke it"
+        try:
+            deployments.autoscale_to(db=self.db, name=desired.name, replicas=count, reason=reason)
+        except QuotaExceeded as exc:
+            text = f"no room in pool {desired.spec.pool!r} to wake it: {exc}"
+            if desired.wake_refused != text:  # said once, not on every pass
+                log.warning("%s: %s", desired.name, text)
+                deployments.refuse_wake(db=self.db, name=desired.name, reason=text)
+                record_events(
+                    db=self.db,
+                    kind=deployments.KIND,
+                    name=desired.name,
+                    events=[NewEvent("WakeRefused", text, "Warning")],
+                )
+        except CoveError as exc:
+            log.warning("scaling %s to %d: %s", desired.name, count, exc)
 
     def _record_scale(self, desired: Desired, scaled_to: int | None) -> None:
         """The cluster's autoscaler chose a replica count: record it, so the pool's admission counts it."""

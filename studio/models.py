@@ -737,7 +737,19 @@ class Sized(SQLModel):
     kv_observed: KvFigures | None = Field(default=None, sa_type=ValueJSON(KvFigures))
 
 
-class Deployment(DeploymentBase, Owned, Observed, Sized, table=True):
+class Waking(SQLModel):
+    """When a deployment was last asked for and woken (scale to zero): the gateway writes ``last_request_at`` in its
+    batched flush, ``wake_requested_at`` when it holds a request for a sleeping deployment, and ``cold_start_s``
+    (held request to first token) after a wake; the controller writes ``wake_refused`` when the pool has no room
+    to wake it (empty once it could)."""
+
+    last_request_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    wake_requested_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    wake_refused: str = ""
+    cold_start_s: float | None = None
+
+
+class Deployment(DeploymentBase, Owned, Observed, Sized, Waking, table=True):
     __tablename__ = "deployments"
     id: int | None = Field(default=None, primary_key=True)
     model_version_id: int = Field(foreign_key="model_versions.id", ondelete="RESTRICT", index=True)
@@ -768,7 +780,7 @@ class DeploymentCreate(DeploymentBase):
     replicas: int = Field(default=1, ge=0, le=64)
 
 
-class DeploymentPublic(DeploymentBase, Owned, Observed, Sized):
+class DeploymentPublic(DeploymentBase, Owned, Observed, Sized, Waking):
     generation: int = 1  # bumped on every change of desired state: the API's ETag
     model: str
     model_version: int
@@ -780,6 +792,25 @@ class DeploymentPublic(DeploymentBase, Owned, Observed, Sized):
     created_at: datetime
     status_at: datetime
     canary_share: int = 0  # percent of its requests its canary (the staging version) answers
+
+    @property
+    def sleeping(self) -> bool:
+        """Scaled to zero by its autoscaler (minimum 0): the next request wakes it."""
+        return self.replicas == 0 and self.autoscale is not None and self.autoscale.min_replicas == 0
+
+    @property
+    def shown_status(self) -> str:
+        """The status as the faces show it: "Sleeping" for a deployment scaled to zero that a request wakes."""
+        return "Sleeping" if self.sleeping and self.status == Status.STOPPED else str(self.status)
+
+    @property
+    def sleep_words(self) -> str:
+        """For a sleeping deployment, what waking it costs ('' for any other)."""
+        if not self.sleeping:
+            return ""
+        if self.cold_start_s is None:
+            return "sleeping: the next request wakes it"
+        return f"sleeping: the next request wakes it; last cold start {self.cold_start_s:.1f} s"
 
 
 # ---------------------------------------------------------------------------------------------------- notebooks

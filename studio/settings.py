@@ -208,6 +208,12 @@ class Settings(BaseSettings):
     limits_lease_s: float = Field(
         default=3600.0, gt=0, description="A concurrency slot held by a gateway that died is freed after this long."
     )
+    wake_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long the gateway holds a request for a deployment waking from zero replicas before it answers "
+        "503 with Retry-After (streams end with an error event).",
+    )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="Largest request body accepted.")
     max_upload_bytes: int = Field(
         default=20 * 1024**3, gt=0, description="Largest dataset file uploaded through the API (streamed to disk)."

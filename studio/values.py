@@ -130,12 +130,15 @@ class Resources(BaseModel):
 
 
 class Autoscale(BaseModel):
-    """Replicas between ``min_replicas`` and ``max_replicas``, enough that each carries ``target_inflight``."""
+    """Replicas between ``min_replicas`` and ``max_replicas``, enough that each carries ``target_inflight``. With
+    ``min_replicas`` 0 the deployment sleeps (0 replicas, its claim on the pool given back) once no request reached
+    it for ``idle_s``, and the gateway wakes it when one does."""
 
     model_config = ConfigDict(frozen=True)
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=1, ge=1, le=64)
     target_inflight: float = Field(default=4.0, gt=0)  # requests in flight per replica
+    idle_s: float = Field(default=300.0, gt=0)  # without a request this long, a minimum-0 deployment sleeps
 
     @model_validator(mode="after")
     def _ordered(self) -> Autoscale:

@@ -184,7 +184,7 @@ def deploy_list(ctx: click.Context, as_json: bool) -> None:
                 [
                     d.name,
                     f"{d.owner}/{d.group}" if d.group else d.owner,
-                    d.status,
+                    d.shown_status,
                     f"{d.ready_replicas}/{d.replicas}",
                     f"{d.model}:{d.model_version}",
                     f"{d.image}:{d.image_version}",
@@ -208,14 +208,19 @@ def deploy_get(ctx: click.Context, name: str, as_json: bool) -> None:
     recent = client.deployments.events(name, limit=15)
 
     def human() -> None:
-        click.echo(f"{dep.name}: {dep.status}, {dep.ready_replicas}/{dep.replicas} ready")
+        click.echo(f"{dep.name}: {dep.shown_status}, {dep.ready_replicas}/{dep.replicas} ready")
         click.echo(
             f"  model {dep.model} v{dep.model_version}, image {dep.image}:{dep.image_version}, "
             f"pool {dep.pool}, {dep.resources.cpu:g} CPU / {dep.resources.memory_mib} MiB per replica"
         )
         if dep.autoscale:
             a = dep.autoscale
-            click.echo(f"  autoscale {a.min_replicas}–{a.max_replicas} at {a.target_inflight:g} in flight each")
+            click.echo(
+                f"  autoscale {a.min_replicas}–{a.max_replicas} at {a.target_inflight:g} in flight each"
+                + (f", sleeps after {a.idle_s:g} s idle" if a.min_replicas == 0 else "")
+            )
+            if a.min_replicas == 0 and dep.cold_start_s is not None:
+                click.echo(f"  last cold start {dep.cold_start_s:.1f} s (held request to first token)")
         if dep.planned_args:
             click.echo(f"  memory plan adds  {' '.join(dep.planned_args)}")
         if dep.kv_planned or dep.kv_observed:
@@ -258,6 +263,14 @@ def deploy_scale(
 @click.option("--min", "lo", type=int, default=1, show_default=True)
 @click.option("--max", "hi", type=int, required=False)
 @click.option("--target-inflight", type=float, default=4.0, show_default=True)
+@click.option(
+    "--idle-s",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="With --min 0: sleep (0 replicas, the pool's room given back) after this long without a request; the "
+    "gateway wakes it when one comes.",
+)
 @click.option("--off", is_flag=True, help="Turn autoscaling off (the replica count stays).")
 @if_match_option
 @json_option
@@ -268,16 +281,22 @@ def deploy_autoscale(
     lo: int,
     hi: int | None,
     target_inflight: float,
+    idle_s: float,
     off: bool,
     if_match: int | None,
     as_json: bool,
 ) -> None:
-    """Scale NAME by requests in flight, between --min and --max replicas."""
+    """Scale NAME by requests in flight, between --min and --max replicas. With --min 0 it sleeps once idle for
+    --idle-s and wakes on the next request (held by the gateway meanwhile)."""
     from studio.models import Autoscale
 
     if not off and hi is None:
         raise InvalidSpec("--max is required", hint="e.g. --min 1 --max 4, or --off")
-    bounds = None if off else Autoscale(min_replicas=lo, max_replicas=hi or lo, target_inflight=target_inflight)
+    bounds = (
+        None
+        if off
+        else Autoscale(min_replicas=lo, max_replicas=hi or lo, target_inflight=target_inflight, idle_s=idle_s)
+    )
     dep = client_of(ctx).deployments.autoscale(name, bounds, if_match=if_match)
     emit(
         dep,
@@ -285,6 +304,7 @@ def deploy_autoscale(
         lambda: click.echo(
             f"deployment {name}: "
             + ("autoscaling off" if off else f"autoscaling {lo}–{hi} at {target_inflight:g} in flight per replica")
+            + (f", sleeping after {idle_s:g} s idle" if not off and lo == 0 else "")
         ),
     )
 

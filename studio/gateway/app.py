@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -39,6 +40,7 @@ from studio.gateway.protocol import (
 )
 from studio.gateway.proxy import Metered, Proxy, Receive, Scope, Send, Upstream, respond
 from studio.gateway.routes import RouteTable
+from studio.gateway.waking import Wake, WakeFailed, Waker
 from studio.limits import Rule
 from studio.sealing import studio_key
 from studio.services import deployments, keys, limits, usage
@@ -80,6 +82,10 @@ class _Reject(Exception):
         self.status, self.body = status, error_body(message, type=type, code=code, param=param)
 
 
+class _Asleep(Exception):
+    """The deployment asked for scales to zero and has no ready replica: the request is held while it wakes."""
+
+
 class Gateway:
     """The ASGI app. ``load(name)`` reports requests in flight per deployment (for the autoscaler)."""
 
@@ -99,6 +105,9 @@ class Gateway:
         self._unknown_keys: set[str] = set()
         self._rechecked_keys: set[str] = set()  # keys refused a deployment and read again since the last refresh
         self._route_misses: dict[str, bool] = {}  # name → whether the deployment exists
+        self.sleepers: frozenset[str] = frozenset()  # deployments that scale to zero: a request for one wakes it
+        self.waker = Waker(db=db, timeout_s=settings.wake_timeout_s, poll_s=min(0.25, settings.routes_refresh_s))
+        self.asked: dict[str, datetime] = {}  # deployment → when it was last asked for, written with the usage
         self._tasks: list[asyncio.Task[None]] = []
         self._refreshed_at = 0.0
         self._timeout = aiohttp.ClientTimeout(
@@ -192,6 +201,7 @@ class Gateway:
         if self.limiter.settling:
             await asyncio.wait(set(self.limiter.settling), timeout=5)
         await self.limiter.store.close()
+        await self.waker.close()
         await self.flush_usage()
         if self.up.client is not None:
             await self.up.client.close()
@@ -207,7 +217,8 @@ class Gateway:
     # ------------------------------------------------------------------------------------------- state from the DB
 
     async def refresh(self) -> None:
-        routes, active, rules = await asyncio.to_thread(self._read_state)
+        routes, active, rules, sleepers = await asyncio.to_thread(self._read_state)
+        self.sleepers = sleepers
         self.table.replace(routes)
         self.limiter.replace(rules)
         self._route_misses.clear()
@@ -234,10 +245,18 @@ class Gateway:
             for call in list(calls):
                 call.cut(reason)
 
-    def _read_state(self) -> tuple[list[Route], dict[str, KeyIdentity], list[Rule]]:
-        return deployments.ready_routes(db=self.db), keys.active_keys(db=self.db), limits.rules(db=self.db)
+    def _read_state(self) -> tuple[list[Route], dict[str, KeyIdentity], list[Rule], frozenset[str]]:
+        return (
+            deployments.ready_routes(db=self.db),
+            keys.active_keys(db=self.db),
+            limits.rules(db=self.db),
+            deployments.sleeper_names(db=self.db),
+        )
 
     async def flush_usage(self) -> None:
+        if self.asked:  # when each deployment was last asked for: the controller's idle clock for scale to zero
+            asked, self.asked = self.asked, {}
+            await asyncio.to_thread(deployments.record_requests, db=self.db, seen=asked)
         if not self.up.metered:
             return
         batch, self.up.metered = self.up.metered, []
@@ -306,6 +325,9 @@ class Gateway:
         """The route to ``name``; else 503 when it exists without a ready replica (403 first, for a key that may not
         call it) or 404, whose list of ready models names only those the key may call."""
         route = self.table.routes.get(name)
+        if route is None and name in self.sleepers:  # asleep (or waking): held, not refused
+            await self._authorize(identity, name)
+            raise _Asleep(name)
         if route is None:  # maybe it became ready since the last refresh
             if name in self._route_misses:
                 exists = self._route_misses[name]
@@ -356,7 +378,10 @@ class Gateway:
             if problem:
                 raise _Reject(400, problem, param=param or None)
             name = body["model"]
-            route = self.table.split(await self._route(name, identity))
+            try:
+                found: Route | None = await self._route(name, identity)
+            except _Asleep:
+                found = None
             await self._authorize(identity, name)
         except _Reject as reject:
             if reject.status != 499:
@@ -366,6 +391,13 @@ class Gateway:
             ).inc()
             return
         stream = body.get("stream") is True
+        self.asked[name] = utcnow()
+        if found is None:
+            woken = await self._wake(name, endpoint, stream, send)
+            if woken is None:
+                return
+            found, send = woken
+        route = self.table.split(found)
         path, answer_as_response = scope["raw_path"], None
         if endpoint == "embeddings" and route.runtime in NO_EMBEDDINGS:
             message = (
@@ -421,6 +453,41 @@ class Gateway:
             answer_as_response=answer_as_response,
         )
         await call.run(receive, send)
+
+    async def _wake(self, name: str, endpoint: str, stream: bool, send: Send) -> tuple[Route, Send] | None:
+        """Hold a request for sleeping deployment ``name`` until a replica is ready: its route and the ``send`` to
+        answer through (a stream has begun already, with a comment per phase), or None once answered with 503."""
+        if stream:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+                }
+            )
+
+        async def progress(phase: str) -> None:
+            line = f": waking {name} — {phase}\n\n".encode()
+            await send({"type": "http.response.body", "body": line, "more_body": True})
+
+        held_at = time.perf_counter()
+        try:
+            route, wake = await self.waker.hold(name, progress if stream else None)
+        except WakeFailed as failed:
+            body = error_body(str(failed), type="service_unavailable", code=failed.code)
+            if stream:
+                await send({"type": "http.response.body", "body": b"data: " + body + b"\n\n"})
+            else:
+                await respond(send, 503, body, [(b"retry-after", str(failed.retry_after).encode())])
+            self.metrics.requests.labels(name, endpoint, "503", "").inc()
+            return None
+        self.table.routes.setdefault(name, route)
+        return route, _AfterWake(send, streamed=stream, first=lambda: self._woke(name, wake, held_at))
+
+    def _woke(self, name: str, wake: Wake, held_at: float) -> None:
+        """A held request's first token: its cold start, in ``/metrics`` and (the wake's first) on the deployment."""
+        self.metrics.cold_start.observe((name,), time.perf_counter() - held_at)
+        self.waker.record_cold_start(wake)
 
     @staticmethod
     def _responses_plan(route: Route, body: dict[str, Any]) -> tuple[bytes, dict[str, Any], dict[str, Any] | None]:
@@ -499,3 +566,27 @@ class Gateway:
             body["problem"] = "the database has not answered recently; routes may be stale"
         body["limits"] = await self.limiter.health()
         await respond(send, 200 if healthy else 503, orjson.dumps(body))
+
+
+class _AfterWake:
+    """The ``send`` of a request that was held while its deployment woke: marks its first token, and for a stream
+    whose response began before the wake, drops the second start and turns an error body into an SSE event."""
+
+    def __init__(self, send: Send, *, streamed: bool, first: Callable[[], None]) -> None:
+        self.send, self.streamed, self.first = send, streamed, first
+        self.status = 200
+        self.seen = False
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            if self.streamed:
+                return
+        elif message["type"] == "http.response.body":
+            body = message.get("body", b"")
+            if body and not self.seen:
+                self.seen = True
+                self.first()
+            if self.streamed and self.status != 200 and body:
+                message = {**message, "body": b"data: " + body + b"\n\n"}
+        await self.send(message)

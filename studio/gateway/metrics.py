@@ -33,6 +33,7 @@ def geometric(start: float, factor: float, stop: float) -> tuple[float, ...]:
 LATENCY_BUCKETS = (*geometric(0.005, 1.25, 60.0), 120.0, 300.0)
 TOKEN_BUCKETS = (*geometric(0.0005, 1.25, 10.0), 30.0)  # TPOT and ITL: per token, not per request
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+COLD_START_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)  # a replica starting: seconds
 
 
 class FastHistogram(Collector):
@@ -119,7 +120,13 @@ class GatewayMetrics:
             ["deployment"],
             TOKEN_BUCKETS,
         )
-        for histogram in (self.latency, self.ttft, self.tpot, self.itl):
+        self.cold_start = FastHistogram(
+            "cove_gateway_cold_start_seconds",
+            "Requests held while their deployment woke from zero replicas: from arrival to first token",
+            ["deployment"],
+            COLD_START_BUCKETS,
+        )
+        for histogram in (self.latency, self.ttft, self.tpot, self.itl, self.cold_start):
             r.register(histogram)
         self.overhead = Histogram(
             "cove_gateway_overhead_seconds",

@@ -8,6 +8,7 @@ pool's lock. The controller reads ``desired_state`` and writes back with ``recor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -53,6 +54,11 @@ class Desired:
     observed: Observed
     image_build: BuildStatus = BuildStatus.NONE
     image_build_message: str = ""
+    # scale to zero: the newest of its last request, last wake request and last change of desired state; and
+    # whether the gateway asked to wake it since that change (a deployment put to sleep is changed at that moment)
+    last_active: datetime | None = None
+    wake_wanted: bool = False
+    wake_refused: str = ""
 
     @property
     def name(self) -> str:
@@ -330,6 +336,7 @@ def _scale(
         assert pool is not None
         if replicas > row.replicas:
             admit_claim(session, pool, name=name, resources=row.resources, replicas=replicas)
+            row.wake_refused = ""
         before = row.replicas
         row.replicas, row.generation, row.updated_at = replicas, row.generation + 1, utcnow()
         session.add(row)
@@ -449,6 +456,9 @@ def desired_state(*, db: Database) -> list[Desired]:
                 observed=Observed.model_validate(d),
                 image_build=image.build_status,
                 image_build_message=image.build_message,
+                last_active=max(t for t in (d.last_request_at, d.wake_requested_at, d.updated_at) if t is not None),
+                wake_wanted=d.wake_requested_at is not None and d.wake_requested_at > d.updated_at,
+                wake_refused=d.wake_refused,
             )
             for d, version, image, pool in rows
         ]
@@ -550,3 +560,88 @@ def deployment_names(*, db: Database, actor: Principal) -> list[str]:
     with db.session() as session:
         query = select(Deployment.name).where(owned.visible(Deployment, actor))
         return list(session.exec(query.order_by(col(Deployment.name))).all())
+
+
+# ------------------------------------------------------------------------------------------------ scale to zero
+
+
+@dataclass(frozen=True)
+class WakeView:
+    """A deployment as the gateway sees it while holding requests for it: whether it can sleep (autoscaled with a
+    minimum of 0), its replica count and status, why the pool refused to wake it (empty: not refused), and its
+    route once a replica is ready."""
+
+    sleeps: bool
+    replicas: int
+    status: Status
+    message: str
+    wake_refused: str
+    route: Route | None
+
+
+def wake_view(*, db: Database, name: str) -> WakeView | None:
+    """None when no deployment of that name exists (or it is a canary, reached only through its main one)."""
+    with db.session() as session:
+        row = session.exec(
+            select(Deployment).where(Deployment.name == name, col(Deployment.canary_of).is_(None))
+        ).first()
+        if row is None:
+            return None
+        found = _routes(session, Deployment.name == name)
+        return WakeView(
+            sleeps=row.autoscale is not None and row.autoscale.min_replicas == 0 and not row.deleting,
+            replicas=row.replicas,
+            status=row.status,
+            message=row.message,
+            wake_refused=row.wake_refused,
+            route=found[0] if found else None,
+        )
+
+
+def sleeper_names(*, db: Database) -> frozenset[str]:
+    """The deployments that scale to zero (autoscaled with a minimum of 0): the gateway holds requests for these
+    while they have no ready replica, instead of refusing them."""
+    with db.session() as session:
+        rows = session.exec(
+            select(Deployment).where(col(Deployment.autoscale).is_not(None), col(Deployment.deleting).is_(False))
+        ).all()
+        return frozenset(d.name for d in rows if d.autoscale is not None and d.autoscale.min_replicas == 0)
+
+
+def request_wake(*, db: Database, name: str, at: datetime) -> None:
+    """The gateway holds a request for ``name``: the controller wakes it on its next pass (a refusal is cleared, so
+    the pool is asked again)."""
+    with db.session() as session:
+        session.execute(
+            sa.update(Deployment).where(col(Deployment.name) == name).values(wake_requested_at=at, wake_refused="")
+        )
+        session.commit()
+
+
+def refuse_wake(*, db: Database, name: str, reason: str) -> None:
+    """The controller could not wake ``name`` (the pool has no room): the gateway answers its held requests so."""
+    with db.session() as session:
+        session.execute(sa.update(Deployment).where(col(Deployment.name) == name).values(wake_refused=reason))
+        session.commit()
+
+
+def record_requests(*, db: Database, seen: dict[str, datetime]) -> None:
+    """When each deployment was last asked for (the gateway's batched flush; only ever moves forward)."""
+    with db.session() as session:
+        for name, at in seen.items():
+            session.execute(
+                sa.update(Deployment)
+                .where(
+                    col(Deployment.name) == name,
+                    sa.or_(col(Deployment.last_request_at).is_(None), col(Deployment.last_request_at) < at),
+                )
+                .values(last_request_at=at)
+            )
+        session.commit()
+
+
+def record_cold_start(*, db: Database, name: str, seconds: float) -> None:
+    """How long the last wake took, from the first held request to its first token."""
+    with db.session() as session:
+        session.execute(sa.update(Deployment).where(col(Deployment.name) == name).values(cold_start_s=seconds))
+        session.commit()

@@ -110,7 +110,7 @@ def deployment_rows(found: Sequence[DeploymentPublic]) -> list[dict[str, Any]]:
         {
             "name": d.name,
             "owner": owner_of(d.owner, d.group),
-            "status": d.status,
+            "status": d.shown_status,
             "ready": f"{d.ready_replicas}/{d.replicas}",
             "model": f"{d.model} v{d.model_version}",
             "follows": d.follows or "",
@@ -119,7 +119,7 @@ def deployment_rows(found: Sequence[DeploymentPublic]) -> list[dict[str, Any]]:
             "pool": d.pool,
             "cluster": d.cluster,
             "autoscale": f"{d.autoscale.min_replicas}–{d.autoscale.max_replicas}" if d.autoscale else "",
-            "message": (d.message.splitlines() or [""])[0],
+            "message": d.sleep_words or (d.message.splitlines() or [""])[0],
         }
         for d in found
     ]

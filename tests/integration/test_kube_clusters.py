@@ -6,6 +6,7 @@ deployments), image builds from a Dockerfile (a Kaniko Job; deployments wait for
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from studio.backends.kubernetes.backend import KubernetesBackend
 from studio.backends.kubernetes.client import KubeClient, connect
 from studio.bootstrap import open_studio
 from studio.controller import Controller
-from studio.db import Database
+from studio.db import Database, utcnow
 from studio.errors import Conflict, InvalidSpec
 from studio.logs import LogReader, deployment_logs
 from studio.models import Cluster as ClusterRow
@@ -394,6 +395,48 @@ def test_with_hpa_the_cluster_scales_and_the_studio_records_it(home: Cluster, tm
         deployments.set_autoscale(actor=ADMIN, db=studio.db, name="chat", autoscale=None)
         studio.reconcile()
         assert names_in(home, "horizontalpodautoscalers") == []
+    finally:
+        studio.controller.stop(stop_workloads=False)
+        studio.db.dispose()
+
+
+def test_with_hpa_the_controller_owns_the_step_between_zero_and_one(home: Cluster, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "cove", backend="kubernetes", pools=[GPU], kube_namespace=NS, autoscaler="hpa")
+    studio = Studio(settings, home, tmp_path)
+    assert home.api is not None
+
+    def cluster_replicas() -> int:
+        (live,) = home.api.stored("deployments") if home.api else []
+        return int(live["spec"]["replicas"])
+
+    def replicas() -> int:
+        return deployments.get_deployment(actor=ADMIN, db=studio.db, name="nap").replicas
+
+    try:
+        studio.deploy("nap", autoscale=Autoscale(min_replicas=0, max_replicas=4, target_inflight=2, idle_s=60))
+        studio.reconcile()
+        (hpa,) = home.api.stored("horizontalpodautoscalers")
+        assert hpa["spec"]["minReplicas"] == 1  # an HPA cannot go to 0 (without a feature gate): Cove does that step
+        assert (replicas(), cluster_replicas()) == (0, 0)  # created asleep
+
+        deployments.request_wake(db=studio.db, name="nap", at=utcnow())  # what the gateway does for a held request
+        studio.reconcile(passes=2)
+        assert (replicas(), cluster_replicas()) == (1, 1)
+        home.patch(f"/apis/apps/v1/namespaces/{NS}/deployments/nap", {"spec": {"replicas": 3}})  # the HPA acts
+        studio.reconcile()
+        assert replicas() == 3  # from 1 up, the HPA's count is recorded as before
+
+        studio.controller.wall = lambda: utcnow() + timedelta(seconds=61)  # a minute without a request
+        studio.reconcile(passes=3)
+        assert (replicas(), cluster_replicas()) == (0, 0)  # asleep, and the HPA's 3 is not recorded over it
+        reasons = [
+            e.message for e in list_events(db=studio.db, kind=deployments.KIND, name="nap") if e.reason == "Scaled"
+        ]
+        assert reasons == [
+            "replicas 3 → 0: no request for 60 s: sleeping",
+            "replicas 1 → 3: by its HorizontalPodAutoscaler",
+            "replicas 0 → 1: a request woke it",
+        ]
     finally:
         studio.controller.stop(stop_workloads=False)
         studio.db.dispose()

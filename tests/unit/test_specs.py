@@ -150,7 +150,9 @@ def test_diff_of_a_mapping_is_leaf_by_leaf_and_a_count_turns_autoscaling_off() -
         Change(path="spec.replicas", before=None, after=2),
         Change(path="spec.resources.cpu", before=1.0, after=2.0),
         Change(
-            path="spec.autoscale", before={"min_replicas": 1, "max_replicas": 3, "target_inflight": 4.0}, after=None
+            path="spec.autoscale",
+            before={"min_replicas": 1, "max_replicas": 3, "target_inflight": 4.0, "idle_s": 300.0},
+            after=None,
         ),
     ]
     assert [c.path for c in specs.refused(Kind.DEPLOYMENT, changes)] == ["spec.resources.cpu"]

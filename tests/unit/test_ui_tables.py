@@ -731,3 +731,17 @@ def test_a_column_map_s_problems_are_said_per_part() -> None:
     assert column_problems(Format.PROMPT_COMPLETION, {"prompt": "q", "completion": "answer"}, present) == {
         "prompt": "the file has no column 'q'"
     }
+
+
+def test_a_deployment_scaled_to_zero_by_its_autoscaler_shows_as_sleeping_with_its_last_cold_start() -> None:
+    naps = Autoscale(min_replicas=0, max_replicas=2, idle_s=60)
+    found = [
+        deployment("woken-before", replicas=0, status="Stopped", autoscale=naps, cold_start_s=12.34),
+        deployment("never-woken", replicas=0, status="Stopped", autoscale=naps),
+        deployment("stopped", replicas=0, status="Stopped", message="scaled to zero"),  # stopped by hand: no sleep
+    ]
+    assert [(r["status"], r["message"]) for r in tables.deployment_rows(found)] == [
+        ("Sleeping", "sleeping: the next request wakes it; last cold start 12.3 s"),
+        ("Sleeping", "sleeping: the next request wakes it"),
+        ("Stopped", "scaled to zero"),
+    ]

@@ -110,8 +110,11 @@ class KubernetesBackend:
         launch = container_launch(spec, local_models_dir=self.settings.models_dir)
         hpa = spec.autoscale if self.autoscales else None
         live = self._live("Deployment", spec.name)
-        # with an HPA the replica count is the HPA's: set once, at creation, and never patched back
-        replicas = None if hpa and live is not None else spec.replicas
+        # with an HPA the replica count is the HPA's: set once, at creation, and never patched back; except the step
+        # between 0 and 1 of a deployment that scales to zero, which the controller owns (an HPA cannot go below 1
+        # without a feature gate, and leaves a Deployment at 0 replicas alone)
+        asleep = spec.replicas == 0 or (live is not None and _replicas(live) == 0)
+        replicas = None if hpa and live is not None and not asleep else spec.replicas
         wanted = manifests.model_server(spec, launch, self.target, replicas=replicas)
         if live is None:
             key = upstream_key(studio_key(self.settings), spec.name)  # the gateway derives the same
@@ -127,7 +130,8 @@ class KubernetesBackend:
         self._upstream[spec.name] = launch.upstream_model
         status = self.status(spec.name)
         if hpa and live is not None:
-            status = WorkloadStatus(status.name, status.replicas, status.upstream_model, scaled_to=_replicas(live))
+            scaled_to = spec.replicas if asleep else _replicas(live)  # a count set this pass is the one to record
+            status = WorkloadStatus(status.name, status.replicas, status.upstream_model, scaled_to=scaled_to)
         return status
 
     def _autoscaler(self, spec: WorkloadSpec) -> None:
@@ -143,7 +147,7 @@ class KubernetesBackend:
                 self._wrote("HorizontalPodAutoscaler", None, spec.name)
             return
         wanted = manifests.autoscaler(
-            spec.name, self.target, lo=auto.min_replicas, hi=auto.max_replicas,
+            spec.name, self.target, lo=max(auto.min_replicas, 1), hi=auto.max_replicas,
             inflight_per_replica=auto.target_inflight,
         )  # fmt: skip
         if live is None:

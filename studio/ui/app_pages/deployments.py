@@ -37,13 +37,15 @@ def live(name: str) -> None:
         st.info(f"{name} is gone.")
         return
     color = tables.STATUS_COLORS.get(Status(dep.status), "gray")
-    st.markdown(f"### {dep.name} · :{color}[{dep.status}] · {dep.ready_replicas}/{dep.replicas} ready")
+    st.markdown(f"### {dep.name} · :{color}[{dep.shown_status}] · {dep.ready_replicas}/{dep.replicas} ready")
     st.caption(
         f"{dep.model} v{dep.model_version} on {dep.image}:{dep.image_version} in pool {dep.pool} · "
         f"{dep.resources.cpu:g} CPU / {dep.resources.memory_mib} MiB per replica"
         + (f" · autoscale {dep.autoscale.min_replicas}–{dep.autoscale.max_replicas}" if dep.autoscale else "")
     )
-    if dep.message:
+    if dep.sleeping:
+        st.info(dep.sleep_words)
+    elif dep.message:
         (st.error if dep.status == Status.FAILED else st.info)(dep.message)
     if dep.kv_planned or dep.kv_observed:  # the memory plan's prediction beside what the runtime reported
         planned = dep.kv_planned.describe() if dep.kv_planned else "not planned"
