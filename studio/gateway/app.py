@@ -28,6 +28,8 @@ import orjson
 from studio.db import Database, utcnow
 from studio.errors import CoveError
 from studio.gateway import responses
+from studio.gateway.budgeting import BudgetBook, BudgetExceeded
+from studio.gateway.budgeting import Key as BudgetKey
 from studio.gateway.counters import Lease
 from studio.gateway.limiting import Limiter, Refused, store_of
 from studio.gateway.metrics import GatewayMetrics
@@ -40,8 +42,10 @@ from studio.gateway.protocol import (
 from studio.gateway.proxy import Metered, Proxy, Receive, Scope, Send, Upstream, respond
 from studio.gateway.routes import RouteTable
 from studio.limits import Rule
+from studio.prices import Budget, Position, Price
 from studio.sealing import studio_key
-from studio.services import deployments, keys, limits, usage
+from studio.services import budgets, deployments, events, keys, limits, prices, usage
+from studio.services.events import NewEvent
 from studio.services.keys import KeyIdentity
 from studio.settings import Settings
 from studio.values import Route
@@ -92,7 +96,15 @@ class Gateway:
             on_store_failure=settings.limits_on_store_failure,
             max_tokens_cap=settings.limits_max_tokens,
         )
-        self.up = Upstream(self.table, self.metrics, secret=studio_key(settings), limiter=self.limiter)
+        self.budgets = BudgetBook(currency=settings.currency)
+        self.up = Upstream(
+            self.table,
+            self.metrics,
+            secret=studio_key(settings),
+            limiter=self.limiter,
+            currency=settings.currency,
+            budgets=self.budgets,
+        )
         self.keys: dict[str, KeyIdentity] = {}
         # Misses looked up in the DB, remembered until the next refresh: a wrong key or a model that is not ready
         # costs one indexed lookup per refresh interval, however often it is asked for.
@@ -100,6 +112,7 @@ class Gateway:
         self._rechecked_keys: set[str] = set()  # keys refused a deployment and read again since the last refresh
         self._route_misses: dict[str, bool] = {}  # name → whether the deployment exists
         self._tasks: list[asyncio.Task[None]] = []
+        self._notices: set[asyncio.Future[None]] = set()  # budget warnings being recorded
         self._refreshed_at = 0.0
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.upstream_connect_timeout_s, sock_read=settings.upstream_read_timeout_s
@@ -179,6 +192,7 @@ class Gateway:
         self._tasks = [
             asyncio.create_task(self._every(self.settings.routes_refresh_s, self.refresh)),
             asyncio.create_task(self._every(self.settings.usage_flush_s, self.flush_usage)),
+            asyncio.create_task(self._every(self.settings.budgets_refresh_s, self.refresh_spend)),
         ]
 
     async def shutdown(self) -> None:
@@ -207,9 +221,14 @@ class Gateway:
     # ------------------------------------------------------------------------------------------- state from the DB
 
     async def refresh(self) -> None:
-        routes, active, rules = await asyncio.to_thread(self._read_state)
+        routes, active, rules, priced, budgeted = await asyncio.to_thread(self._read_state)
         self.table.replace(routes)
         self.limiter.replace(rules)
+        self.up.prices = priced
+        had_budgets = bool(self.budgets)
+        self.budgets.replace(budgeted)
+        if budgeted and not had_budgets:  # the first budget: read this month's spend before enforcing it
+            await self.refresh_spend()
         self._route_misses.clear()
         self._unknown_keys.clear()
         self._rechecked_keys.clear()
@@ -234,8 +253,25 @@ class Gateway:
             for call in list(calls):
                 call.cut(reason)
 
-    def _read_state(self) -> tuple[list[Route], dict[str, KeyIdentity], list[Rule]]:
-        return deployments.ready_routes(db=self.db), keys.active_keys(db=self.db), limits.rules(db=self.db)
+    def _read_state(
+        self,
+    ) -> tuple[list[Route], dict[str, KeyIdentity], list[Rule], dict[str, Price], dict[BudgetKey, Budget]]:
+        return (
+            deployments.ready_routes(db=self.db),
+            keys.active_keys(db=self.db),
+            limits.rules(db=self.db),
+            prices.price_book(db=self.db),
+            budgets.rules(db=self.db),
+        )
+
+    async def refresh_spend(self) -> None:
+        """Re-read this month's spend per user and group (budgets; see ``budgeting``). No budget, no read."""
+        if not self.budgets:
+            return
+        self.budgets.begin_read()
+        now = utcnow()
+        spend = await asyncio.to_thread(budgets.month_spend, db=self.db, now=now)
+        self.budgets.read(spend, now)
 
     async def flush_usage(self) -> None:
         if not self.up.metered:
@@ -397,9 +433,20 @@ class Gateway:
         # admitted against the rate limits last, once nothing else can refuse it: a refusal holds no reservation
         lease: Lease | None = None
         limit_headers: list[tuple[bytes, bytes]] = []
+        if identity is not None and self.budgets:
+            try:
+                limit_headers, warned = self.budgets.check(identity.owner, identity.groups, utcnow())
+            except BudgetExceeded as spent:
+                await respond(send, spent.status, spent.body, spent.headers)
+                self.metrics.requests.labels(name, endpoint, str(spent.status), "").inc()
+                self.metrics.budget_refusals.labels(name).inc()
+                return
+            if warned is not None:
+                self._warn(warned)
         if applying := self.limiter.applying(identity, name):  # no store call for a request no limit applies to
             try:
-                lease, limit_headers = await self.limiter.admit(applying, body)
+                lease, rate_headers = await self.limiter.admit(applying, body)
+                limit_headers += rate_headers
             except Refused as refused:
                 await respond(send, refused.status, refused.body, refused.headers)
                 self.metrics.requests.labels(name, endpoint, str(refused.status), "").inc()
@@ -421,6 +468,27 @@ class Gateway:
             answer_as_response=answer_as_response,
         )
         await call.run(receive, send)
+
+    def _warn(self, position: Position) -> None:
+        """Record, off the request's path, that a budget passed its warning threshold (once a month per gateway)."""
+        budget = position.budget
+        message = (
+            f"{budget.describe()} passed {budget.warn_at}%: {budget.show(position.spent, self.settings.currency)} "
+            f"of {budget.show(budget.amount, self.settings.currency)} spent this month"
+        )
+        log.warning("%s", message)
+        event = NewEvent(reason="BudgetWarning", message=message, type="Warning")
+        task = asyncio.ensure_future(
+            asyncio.to_thread(
+                events.record_events,
+                db=self.db,
+                kind="budget",
+                name=f"{budget.scope.value}/{budget.subject}",
+                events=[event],
+            )
+        )
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
 
     @staticmethod
     def _responses_plan(route: Route, body: dict[str, Any]) -> tuple[bytes, dict[str, Any], dict[str, Any] | None]:
