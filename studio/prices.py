@@ -68,9 +68,12 @@ class Price:
     hourly: int = 0
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> int:
-        """A request's cost in micros, rounded half-even once."""
-        exact = Decimal(prompt_tokens * self.input_per_m + completion_tokens * self.output_per_m) / PER_TOKENS
-        return int(exact.to_integral_value(rounding=ROUND_HALF_EVEN))
+        """A request's cost in micros, rounded half-even once. Integer arithmetic: the gateway calls this for every
+        request it meters."""
+        whole, rest = divmod(prompt_tokens * self.input_per_m + completion_tokens * self.output_per_m, PER_TOKENS)
+        if rest * 2 > PER_TOKENS or (rest * 2 == PER_TOKENS and whole % 2 == 1):
+            whole += 1
+        return whole
 
     def instance_cost(self, replica_seconds: float) -> int:
         """The cost of ``replica_seconds`` of dedicated replicas, in micros."""

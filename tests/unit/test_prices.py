@@ -118,3 +118,13 @@ def test_a_read_of_the_usage_table_replaces_what_was_counted_here_before_it() ->
     book.read({(BudgetScope.GROUP, "lab"): Spend(tokens=40 + 30)}, NOV)  # 30 served by another replica
     assert book.spend((BudgetScope.GROUP, "lab")) == Spend(tokens=75)
     assert dict(book.check("cy", frozenset({"lab"}), NOV)[0])[b"x-cove-budget-remaining"] == b"25 tokens"
+
+
+def test_the_integer_cost_agrees_with_decimal_half_even_rounding() -> None:
+    from decimal import ROUND_HALF_EVEN
+
+    for input_per_m, output_per_m in ((1, 3), (150_000, 600_000), (2_000_250_000, 7), (999_999, 1_000_001)):
+        price = Price(input_per_m, output_per_m)
+        for prompt, completion in ((0, 0), (1, 1), (7, 3), (500_000, 0), (1_500_000, 2_500_000), (123_457, 98_765)):
+            exact = Decimal(prompt * input_per_m + completion * output_per_m) / 1_000_000
+            assert price.cost(prompt, completion) == int(exact.to_integral_value(rounding=ROUND_HALF_EVEN))
