@@ -18,7 +18,7 @@ import pytest
 from sqlmodel import select
 
 from studio.controller import Controller
-from studio.db import Database, utcnow
+from studio.db import Database, open_database, utcnow
 from studio.models import ApiKey, ApiKeyCreate, EventPublic
 from studio.prices import BudgetScope, BudgetUnit, Price, parse_money
 from studio.services import budgets, events, keys, prices, usage
@@ -117,6 +117,24 @@ def test_prices_budgets_and_bills_through_the_cli(db: Database, settings: Settin
     last_month = (utcnow().replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
     empty = json.loads(run(settings, "statement", "--user", "ana", "--month", last_month, "--json").output)
     assert (empty["cost_micros"], empty["lines"]) == (0, [])
+
+
+def test_bills_and_the_months_spend_sum_the_same_rows_on_each_database(database_url: str) -> None:
+    db = open_database(database_url)
+    try:
+        ana = member(db, "ana", "lab", "ops")
+        keys.create_key(actor=ana, db=db, data=ApiKeyCreate(name="anas"))
+        for cost in (3_000_000_000_001, 2):  # past 32 bits: kept as big integers
+            record(db, _id_of(db, "anas"), "chat", cost)
+        record(db, _id_of(db, "anas"), "chat", 5, status=499)  # cancelled mid-answer: billed
+        bill = prices.statement(db=db, actor=ana, scope="group", subject="ops", month=f"{utcnow():%Y-%m}")
+        assert (bill.requests, bill.prompt_tokens, bill.cost_micros) == (3, 21, 3_000_000_000_008)
+        spend = budgets.month_spend(db=db)
+        assert spend[(BudgetScope.GROUP, "lab")] == spend[(BudgetScope.USER, "ana")]
+        assert spend[(BudgetScope.USER, "ana")].cost == 3_000_000_000_008
+        assert [x.cost_micros for x in prices.usage_by(db=db, actor=ana, by="key")] == [3_000_000_000_008]
+    finally:
+        db.dispose()
 
 
 # ------------------------------------------------------------------------------------------------ the gateway
