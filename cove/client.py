@@ -212,6 +212,7 @@ class Client:
     def _nouns(self) -> None:
         from cove.aliases import Aliases
         from cove.benchmarks import Benchmarks
+        from cove.budgets import Budgets
         from cove.clusters import Clusters
         from cove.datasets import Datasets
         from cove.deployments import Deployments
@@ -224,6 +225,7 @@ class Client:
         from cove.models import Models
         from cove.notebooks import Notebooks
         from cove.pools import Pools
+        from cove.prices import Prices
         from cove.specs import Specs
         from cove.usage import Usage
         from cove.users import Groups, Users
@@ -235,6 +237,8 @@ class Client:
         self.models = Models(self)
         self.keys = Keys(self)
         self.limits = Limits(self)
+        self.prices = Prices(self)
+        self.budgets = Budgets(self)
         self.images = Images(self)
         self.pools = Pools(self)
         self.clusters = Clusters(self)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from studio.models import Traffic, UsageSummary
+from studio.models import Statement, Traffic, UsageLine, UsageSummary
 
 if TYPE_CHECKING:
     from cove.client import Client
@@ -40,4 +40,17 @@ class Usage:
         """``deployment``'s traffic per minute since ``since`` (default: an hour ago), oldest first."""
         path, params = f"{PATH}/traffic/{deployment}", {"since": _iso(since)}
         found: Minutes = self.client.call(Minutes, "GET", path, params=params)
+        return found
+
+    def by(self, by: str, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageLine]:
+        """Billed requests, tokens and cost per ``by`` (user, group, deployment, key) from ``since`` (default: the
+        month's start) to before ``until``."""
+        params = {k: v for k, v in {"since": _iso(since), "until": _iso(until)}.items() if v is not None}
+        found: list[UsageLine] = self.client.call(list[UsageLine], "GET", f"{PATH}/by/{by}", params=params)
+        return found
+
+    def statement(self, scope: str, subject: str, *, month: str | None = None) -> Statement:
+        """``scope`` (user, group) ``subject``'s bill for ``month`` (YYYY-MM; default: this one)."""
+        params = {"month": month} if month else {}
+        found: Statement = self.client.call(Statement, "GET", f"/statements/{scope}/{subject}", params=params)
         return found

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import pydantic
@@ -27,6 +28,7 @@ from studio.gate import GateConfig
 from studio.kvlog import KvFigures
 from studio.limits import LimitScope
 from studio.names import ImageRef, Name, Version
+from studio.prices import BudgetScope, BudgetUnit
 from studio.scoring import Example, ScorerSpec
 from studio.specs import Recommendation
 from studio.tokens import LengthStats, Segment
@@ -931,6 +933,57 @@ class LimitPublic(LimitBase):
     updated_at: datetime
 
 
+class PriceBase(SQLModel):
+    """What using a deployment costs (``studio.prices``), in micro-units of the studio's currency: per million input
+    and output tokens, and per replica-hour of its dedicated instances."""
+
+    deployment: str = Field(min_length=1, max_length=200)
+    input_per_m: int = Field(default=0, ge=0, sa_type=sa.BigInteger)
+    output_per_m: int = Field(default=0, ge=0, sa_type=sa.BigInteger)
+    hourly: int = Field(default=0, ge=0, sa_type=sa.BigInteger)  # per replica-hour
+
+
+class Price(PriceBase, table=True):
+    __tablename__ = "prices"
+    __table_args__ = (sa.UniqueConstraint("deployment"),)
+    id: int | None = Field(default=None, primary_key=True)
+    set_by: str
+    updated_at: datetime = _ts()
+
+
+class PricePublic(PriceBase):
+    currency: str = "USD"
+    gpu: str | None = None  # the GPU type of the deployment's pool, when it states one: what `hourly` is for
+    set_by: str
+    updated_at: datetime
+
+
+class BudgetBase(SQLModel):
+    """A monthly allowance of tokens or money (micros) for a user or a group, with a warning threshold (percent)."""
+
+    scope: BudgetScope = Field(sa_type=EnumText(BudgetScope))
+    subject: str = Field(min_length=1, max_length=200)
+    unit: BudgetUnit = Field(sa_type=EnumText(BudgetUnit))
+    amount: int = Field(ge=1, sa_type=sa.BigInteger)
+    warn_at: int = Field(default=80, ge=1, le=100)
+
+
+class Budget(BudgetBase, table=True):
+    __tablename__ = "budgets"
+    __table_args__ = (sa.UniqueConstraint("scope", "subject"),)
+    id: int | None = Field(default=None, primary_key=True)
+    set_by: str
+    updated_at: datetime = _ts()
+
+
+class BudgetPublic(BudgetBase):
+    spent: int = 0  # this month, in the budget's unit
+    standing: str = "ok"
+    currency: str = "USD"
+    set_by: str
+    updated_at: datetime
+
+
 class UsageRecord(SQLModel, table=True):
     """One gateway request: who asked which deployment for how many tokens, and how long it took."""
 
@@ -951,6 +1004,7 @@ class UsageRecord(SQLModel, table=True):
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     model_version: int | None = None  # which version answered (a deployment with a canary serves two)
+    cost_micros: int = Field(default=0, sa_type=sa.BigInteger)  # at the price in force when served (prices.py)
     created_at: datetime = _ts(index=True)
 
 
@@ -969,6 +1023,37 @@ class UsageSummary(BaseModel):
     cancelled: int = 0
     errors: int = 0
     error_tokens: int = 0  # prompt and completion tokens of requests that ended in an error: not billed
+    cost_micros: int = 0  # of the billed requests, at the prices in force when each was served
+
+
+class UsageLine(BaseModel):
+    """Use summed by one user, group, deployment or key (``by``) over a period; cost in micros of ``currency``."""
+
+    by: str
+    name: str | None
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micros: int
+    currency: str = "USD"
+
+    @property
+    def cost(self) -> Decimal:
+        return Decimal(self.cost_micros).scaleb(-6)
+
+
+class Statement(BaseModel):
+    """A month's bill for one user or group: a line per deployment and the total, which is the lines' sum exactly."""
+
+    scope: str  # user | group
+    subject: str
+    month: str  # YYYY-MM
+    currency: str = "USD"
+    lines: list[UsageLine] = []
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_micros: int = 0
 
 
 class Traffic(BaseModel):

@@ -214,6 +214,15 @@ class Settings(BaseSettings):
         description="How long the gateway holds a request for a deployment waking from zero replicas before it answers "
         "503 with Retry-After (streams end with an error event).",
     )
+    currency: str = Field(
+        default="USD", min_length=1, max_length=8, description="The currency prices, costs and money budgets are in."
+    )
+    budgets_refresh_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often each gateway re-reads this month's spend per user and group from the usage table "
+        "(budgets); between reads it adds what it serves itself.",
+    )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="Largest request body accepted.")
     max_upload_bytes: int = Field(
         default=20 * 1024**3, gt=0, description="Largest dataset file uploaded through the API (streamed to disk)."

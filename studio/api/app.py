@@ -20,6 +20,7 @@ from studio.api import (
     aliases,
     auth,
     benchmarks,
+    budgets,
     clusters,
     datasets,
     deployments,
@@ -32,6 +33,7 @@ from studio.api import (
     models,
     notebooks,
     pools,
+    prices,
     specs,
     usage,
     users,
@@ -61,6 +63,8 @@ ROUTERS = (
     evaluations.router,
     benchmarks.router,
     limits.router,
+    prices.router,
+    budgets.router,
 )
 
 

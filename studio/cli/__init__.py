@@ -16,6 +16,7 @@ from studio.cli import (  # noqa: F401  (each registers its commands on `cli`)
     logs,
     people,
     plans,
+    prices,
     processes,
     remote,
     specs,

@@ -215,13 +215,34 @@ def token_revoke(ctx: click.Context, name: str) -> None:
 
 
 @cli.command()
-@click.option("--days", default=7, show_default=True, help="How many days back.")
+@click.option("--days", default=7, show_default=True, help="How many days back (without --by).")
+@click.option(
+    "--by", type=click.Choice(["user", "group", "deployment", "key"]), help="Sum requests, tokens and cost per this."
+)
+@click.option("--since", type=click.DateTime(), help="With --by: from then (UTC; default: the month's start).")
+@click.option("--until", type=click.DateTime(), help="With --by: before then (UTC; default: now).")
+@click.option("--csv", "as_csv", is_flag=True, help="With --by: as CSV.")
 @json_option
 @click.pass_context
-def usage(ctx: click.Context, days: int, as_json: bool) -> None:
-    """Requests and tokens per API key, deployment and day (a member's: their keys'); errors and cancels apart."""
+def usage(
+    ctx: click.Context,
+    days: int,
+    by: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    as_csv: bool,
+    as_json: bool,
+) -> None:
+    """Requests, tokens and cost per API key, deployment and day (a member's: their keys'); errors and cancels
+    apart. With --by: summed per user, group, deployment or key over a period."""
+    from studio.cli.prices import usage_by
     from studio.db import utcnow
+    from studio.prices import money
 
+    if by is not None:
+        aware = [t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t for t in (since, until)]
+        usage_by(ctx, by, aware[0], aware[1], as_csv, as_json)
+        return
     rows = list(client_of(ctx).usage.summary(since=utcnow() - timedelta(days=days)))
     emit(
         rows,
@@ -237,6 +258,7 @@ def usage(ctx: click.Context, days: int, as_json: bool) -> None:
                 "ERRORS",
                 "PROMPT TOKENS",
                 "COMPLETION TOKENS",
+                "COST",
             ],
             [
                 [
@@ -249,6 +271,7 @@ def usage(ctx: click.Context, days: int, as_json: bool) -> None:
                     r.errors,
                     r.prompt_tokens,
                     r.completion_tokens,
+                    str(money(r.cost_micros)),
                 ]
                 for r in rows
             ],

@@ -29,6 +29,8 @@ import orjson
 from studio.db import Database, utcnow
 from studio.errors import CoveError
 from studio.gateway import responses
+from studio.gateway.budgeting import BudgetBook, BudgetExceeded
+from studio.gateway.budgeting import Key as BudgetKey
 from studio.gateway.counters import Lease
 from studio.gateway.limiting import Limiter, Refused, store_of
 from studio.gateway.metrics import GatewayMetrics
@@ -42,8 +44,10 @@ from studio.gateway.proxy import Metered, Proxy, Receive, Scope, Send, Upstream,
 from studio.gateway.routes import RouteTable
 from studio.gateway.waking import Wake, WakeFailed, Waker
 from studio.limits import Rule
+from studio.prices import Budget, Position, Price
 from studio.sealing import studio_key
-from studio.services import deployments, keys, limits, usage
+from studio.services import budgets, deployments, events, keys, limits, prices, usage
+from studio.services.events import NewEvent
 from studio.services.keys import KeyIdentity
 from studio.settings import Settings
 from studio.values import Route
@@ -98,7 +102,15 @@ class Gateway:
             on_store_failure=settings.limits_on_store_failure,
             max_tokens_cap=settings.limits_max_tokens,
         )
-        self.up = Upstream(self.table, self.metrics, secret=studio_key(settings), limiter=self.limiter)
+        self.budgets = BudgetBook(currency=settings.currency)
+        self.up = Upstream(
+            self.table,
+            self.metrics,
+            secret=studio_key(settings),
+            limiter=self.limiter,
+            currency=settings.currency,
+            budgets=self.budgets,
+        )
         self.keys: dict[str, KeyIdentity] = {}
         # Misses looked up in the DB, remembered until the next refresh: a wrong key or a model that is not ready
         # costs one indexed lookup per refresh interval, however often it is asked for.
@@ -109,6 +121,7 @@ class Gateway:
         self.waker = Waker(db=db, timeout_s=settings.wake_timeout_s, poll_s=min(0.25, settings.routes_refresh_s))
         self.asked: dict[str, datetime] = {}  # deployment → when it was last asked for, written with the usage
         self._tasks: list[asyncio.Task[None]] = []
+        self._notices: set[asyncio.Future[None]] = set()  # budget warnings being recorded
         self._refreshed_at = 0.0
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.upstream_connect_timeout_s, sock_read=settings.upstream_read_timeout_s
@@ -188,6 +201,7 @@ class Gateway:
         self._tasks = [
             asyncio.create_task(self._every(self.settings.routes_refresh_s, self.refresh)),
             asyncio.create_task(self._every(self.settings.usage_flush_s, self.flush_usage)),
+            asyncio.create_task(self._every(self.settings.budgets_refresh_s, self.refresh_spend)),
         ]
 
     async def shutdown(self) -> None:
@@ -217,10 +231,15 @@ class Gateway:
     # ------------------------------------------------------------------------------------------- state from the DB
 
     async def refresh(self) -> None:
-        routes, active, rules, sleepers = await asyncio.to_thread(self._read_state)
+        routes, active, rules, sleepers, priced, budgeted = await asyncio.to_thread(self._read_state)
         self.sleepers = sleepers
         self.table.replace(routes)
         self.limiter.replace(rules)
+        self.up.prices = priced
+        had_budgets = bool(self.budgets)
+        self.budgets.replace(budgeted)
+        if budgeted and not had_budgets:  # the first budget: read this month's spend before enforcing it
+            await self.refresh_spend()
         self._route_misses.clear()
         self._unknown_keys.clear()
         self._rechecked_keys.clear()
@@ -245,13 +264,28 @@ class Gateway:
             for call in list(calls):
                 call.cut(reason)
 
-    def _read_state(self) -> tuple[list[Route], dict[str, KeyIdentity], list[Rule], frozenset[str]]:
+    def _read_state(
+        self,
+    ) -> tuple[
+        list[Route], dict[str, KeyIdentity], list[Rule], frozenset[str], dict[str, Price], dict[BudgetKey, Budget]
+    ]:
         return (
             deployments.ready_routes(db=self.db),
             keys.active_keys(db=self.db),
             limits.rules(db=self.db),
             deployments.sleeper_names(db=self.db),
+            prices.price_book(db=self.db),
+            budgets.rules(db=self.db),
         )
+
+    async def refresh_spend(self) -> None:
+        """Re-read this month's spend per user and group (budgets; see ``budgeting``). No budget, no read."""
+        if not self.budgets:
+            return
+        self.budgets.begin_read()
+        now = utcnow()
+        spend = await asyncio.to_thread(budgets.month_spend, db=self.db, now=now)
+        self.budgets.read(spend, now)
 
     async def flush_usage(self) -> None:
         if self.asked:  # when each deployment was last asked for: the controller's idle clock for scale to zero
@@ -391,6 +425,18 @@ class Gateway:
             ).inc()
             return
         stream = body.get("stream") is True
+        # a spent budget is refused before anything else, so it never wakes a sleeping deployment (no reservation)
+        limit_headers: list[tuple[bytes, bytes]] = []
+        if identity is not None and self.budgets:
+            try:
+                limit_headers, warned = self.budgets.check(identity.owner, identity.groups, utcnow())
+            except BudgetExceeded as spent:
+                await respond(send, spent.status, spent.body, spent.headers)
+                self.metrics.requests.labels(name, endpoint, str(spent.status), "").inc()
+                self.metrics.budget_refusals.labels(name).inc()
+                return
+            if warned is not None:
+                self._warn(warned)
         self.asked[name] = utcnow()
         if found is None:
             woken = await self._wake(name, endpoint, stream, send)
@@ -428,10 +474,10 @@ class Gateway:
             return
         # admitted against the rate limits last, once nothing else can refuse it: a refusal holds no reservation
         lease: Lease | None = None
-        limit_headers: list[tuple[bytes, bytes]] = []
         if applying := self.limiter.applying(identity, name):  # no store call for a request no limit applies to
             try:
-                lease, limit_headers = await self.limiter.admit(applying, body)
+                lease, rate_headers = await self.limiter.admit(applying, body)
+                limit_headers += rate_headers
             except Refused as refused:
                 await respond(send, refused.status, refused.body, refused.headers)
                 self.metrics.requests.labels(name, endpoint, str(refused.status), "").inc()
@@ -488,6 +534,27 @@ class Gateway:
         """A held request's first token: its cold start, in ``/metrics`` and (the wake's first) on the deployment."""
         self.metrics.cold_start.observe((name,), time.perf_counter() - held_at)
         self.waker.record_cold_start(wake)
+
+    def _warn(self, position: Position) -> None:
+        """Record, off the request's path, that a budget passed its warning threshold (once a month per gateway)."""
+        budget = position.budget
+        message = (
+            f"{budget.describe()} passed {budget.warn_at}%: {budget.show(position.spent, self.settings.currency)} "
+            f"of {budget.show(budget.amount, self.settings.currency)} spent this month"
+        )
+        log.warning("%s", message)
+        event = NewEvent(reason="BudgetWarning", message=message, type="Warning")
+        task = asyncio.ensure_future(
+            asyncio.to_thread(
+                events.record_events,
+                db=self.db,
+                kind="budget",
+                name=f"{budget.scope.value}/{budget.subject}",
+                events=[event],
+            )
+        )
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
 
     @staticmethod
     def _responses_plan(route: Route, body: dict[str, Any]) -> tuple[bytes, dict[str, Any], dict[str, Any] | None]:

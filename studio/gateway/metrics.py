@@ -96,6 +96,18 @@ class GatewayMetrics:
             ["deployment", "kind"],
             registry=r,
         )
+        self.cost = Counter(
+            "cove_gateway_cost",
+            "What billed requests cost at the deployment's price, by deployment and currency (in units of it)",
+            ["deployment", "currency"],
+            registry=r,
+        )
+        self.budget_refusals = Counter(
+            "cove_gateway_budget_refusals",
+            "Requests refused because a monthly budget was spent, by deployment",
+            ["deployment"],
+            registry=r,
+        )
         self.latency = FastHistogram(
             "cove_gateway_request_duration_seconds",
             "Time from request to last byte (E2EL), by deployment, endpoint and model version",

@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 
 from studio.db import utcnow
+from studio.gateway.budgeting import BudgetBook
 from studio.gateway.counters import Lease
 from studio.gateway.counting import TokenCounter
 from studio.gateway.metrics import GatewayMetrics
@@ -32,6 +33,7 @@ from studio.gateway.protocol import (
 )
 from studio.gateway.responses import ResponseStream, from_chat
 from studio.gateway.routes import RouteTable
+from studio.prices import FREE, MICROS, Price
 from studio.runtimes import upstream_key
 from studio.services.keys import KeyIdentity
 from studio.values import Route
@@ -63,6 +65,7 @@ class Metered(NamedTuple):
     ttft_ms: float | None
     created_at: datetime
     model_version: int | None = None  # which version answered: a deployment with a canary serves two
+    cost_micros: int = 0  # at the price the gateway held when it served the request (0 when not billed)
 
 
 @dataclass
@@ -79,6 +82,9 @@ class Upstream:
     counter: TokenCounter = field(default_factory=TokenCounter)  # for what runtimes do not report
     counting: set[asyncio.Task[None]] = field(default_factory=set)  # records waiting for their token counts
     limiter: Limiter | None = None  # settles each admitted request's rate-limit reservation when it ends
+    prices: dict[str, Price] = field(default_factory=dict)  # deployment → price, refreshed with the routes
+    currency: str = "USD"
+    budgets: BudgetBook | None = None  # adds each billed request's spend to its owner's and groups' budgets
     _headers: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def headers_for(self, deployment: str) -> dict[str, str]:
@@ -446,6 +452,14 @@ class Proxy:
             m.tokens.labels(name, "completion").inc(self.completion_tokens)
         if self.ttft is not None and self.completion_tokens > 1 and self.status == 200:
             m.tpot.observe((name,), (elapsed - self.ttft) / (self.completion_tokens - 1))
+        cost = 0
+        if self.status < 400 or self.status == 499:  # billed as usage counts them: served, or cut by the client
+            cost = self.up.prices.get(name, FREE).cost(self.prompt_tokens, self.completion_tokens)
+            if cost:
+                m.cost.labels(name, self.up.currency).inc(cost / MICROS)
+            if self.identity is not None and self.up.budgets is not None:
+                tokens = self.prompt_tokens + self.completion_tokens
+                self.up.budgets.add(self.identity.owner, self.identity.groups, tokens, cost)
         self.up.metered.append(
             Metered(
                 self.identity.id if self.identity else None,
@@ -460,5 +474,6 @@ class Proxy:
                 None if self.ttft is None else round(self.ttft * 1000, 3),
                 utcnow(),
                 self.route.model_version or None,
+                cost,
             )
         )

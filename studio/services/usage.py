@@ -56,6 +56,7 @@ def usage_summary(
                 total(status == CANCELLED),
                 total(error),
                 total(error, tokens),
+                total(billed, col(UsageRecord.cost_micros)),
             )
             .select_from(UsageRecord)
             .join(ApiKey, col(UsageRecord.api_key_id) == ApiKey.id, isouter=True)
@@ -80,8 +81,9 @@ def usage_summary(
                 cancelled=int(gone or 0),
                 errors=int(bad or 0),
                 error_tokens=int(lost or 0),
+                cost_micros=int(cost or 0),
             )
-            for k, d, t, n, p, c, ok, gone, bad, lost in session.execute(query)
+            for k, d, t, n, p, c, ok, gone, bad, lost, cost in session.execute(query)
         ]
 
 

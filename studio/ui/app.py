@@ -29,6 +29,7 @@ st.navigation(
         st.Page("app_pages/deployments.py", title="Deployments", icon=":material/dns:"),
         st.Page("app_pages/benchmarks.py", title="Benchmarks", icon=":material/speed:"),
         st.Page("app_pages/notebooks.py", title="Notebooks", icon=":material/edit_note:"),
+        st.Page("app_pages/square.py", title="Model square", icon=":material/storefront:"),
         st.Page("app_pages/keys.py", title="API keys & usage", icon=":material/key:"),
         st.Page("app_pages/audit.py", title="Audit trail", icon=":material/history:"),
     ]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import streamlit as st
 
@@ -22,7 +22,7 @@ from studio.bench_results import Difference
 from studio.bootstrap import open_studio
 from studio.chats import ColumnMap, detect
 from studio.db import Database, utcnow
-from studio.errors import InvalidSpec, Unauthorized
+from studio.errors import InvalidSpec, NotFound, Unauthorized
 from studio.gate import Results, Verdict
 from studio.hub_client import HubClient, Server
 from studio.logs import LogReader
@@ -33,6 +33,7 @@ from studio.models import (
     ApiKeyCreated,
     ApiKeyPublic,
     BenchmarkRunPublic,
+    BudgetPublic,
     ClusterCreate,
     ClusterPublic,
     DatasetAdded,
@@ -54,6 +55,7 @@ from studio.models import (
     ModelVersionPublic,
     NotebookPublic,
     Promotion,
+    Statement,
     Traffic,
     UsageSummary,
 )
@@ -64,6 +66,7 @@ from studio.sealing import studio_key
 from studio.services import (
     aliases,
     benchmarks,
+    budgets,
     clusters,
     datasets,
     deployments,
@@ -72,15 +75,18 @@ from studio.services import (
     finetunes,
     images,
     keys,
+    limits,
     models,
     notebooks,
     plans,
     pools,
+    prices,
     usage,
     users,
 )
 from studio.services.pools import PoolUsage
 from studio.settings import Settings
+from studio.ui.square import Offer, context_length, key_hint, offers, snippet
 from studio.values import Autoscale, Principal, Resources
 
 
@@ -481,6 +487,47 @@ class Studio:
         return usage.usage_summary(
             db=self.db, actor=self.actor, since=since.replace(hour=0, minute=0, second=0, microsecond=0)
         )
+
+    # ------------------------------------------------------------------------------- prices, bills, square
+
+    def statement(self, scope: Literal["user", "group"], subject: str, month: str) -> Statement:
+        return prices.statement(
+            db=self.db, actor=self.actor, scope=scope, subject=subject, month=month, currency=self.settings.currency
+        )
+
+    def budgets(self) -> list[BudgetPublic]:
+        return budgets.list_budgets(db=self.db, actor=self.actor, currency=self.settings.currency)
+
+    def square(self) -> list[Offer]:
+        """The deployments this member may call, with their prices, the limits that apply to them there and their
+        context length (the model square)."""
+        found = deployments.list_deployments(db=self.db, actor=self.actor)
+        contexts: dict[str, int | None] = {}
+        for d in found:
+            try:
+                model = models.get_model(db=self.db, name=d.model)
+            except NotFound:  # deleted since: shown without a context length
+                contexts[d.name] = None
+                continue
+            version = next((v for v in model.versions if v.version == d.model_version), None)
+            config = self.model_files(version).config if version is not None else {}
+            contexts[d.name] = context_length(d.planned_args, config)
+        return offers(
+            found,
+            prices.list_prices(db=self.db, currency=self.settings.currency),
+            limits.list_limits(db=self.db, actor=self.actor),
+            contexts,
+            user=self.actor.name,
+            groups=self.actor.groups,
+            currency=self.settings.currency,
+        )
+
+    def snippet(self, deployment: str) -> str:
+        return snippet(self.settings.gateway_url, deployment, key_hint(self.keys(), deployment))
+
+    @property
+    def playground_url(self) -> str:
+        return self.settings.playground_url
 
     @property
     def now(self) -> datetime:

@@ -36,6 +36,7 @@ PURE = {
     "studio.backends.kubernetes.conditions",
     "studio.gateway.protocol",
     "studio.gateway.routes",
+    "studio.prices",
 }
 # What a pure module may import besides other pure modules.
 PURE_MAY_USE = {"pydantic", "orjson", "jsonschema"}  # jsonschema: the evaluation scorer that checks answers

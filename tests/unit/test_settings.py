@@ -96,6 +96,8 @@ def test_defaults(tmp_path: Path) -> None:
         "limits_max_tokens": 4096,
         "wake_timeout_s": 120.0,
         "limits_lease_s": 3600.0,
+        "currency": "USD",
+        "budgets_refresh_s": 10.0,
         "max_body_bytes": 8 * 1024 * 1024,
         "max_upload_bytes": 20 * 1024**3,
         "dataset_quota_gib": 200.0,

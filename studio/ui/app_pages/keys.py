@@ -1,9 +1,11 @@
 """API keys and usage: create a key (its secret is shown once) — with API scopes, a personal access token for the
-Cove API — revoke one, tokens per key per day."""
+Cove API — revoke one, tokens per key per day, and a month's statement (and budgets) of the user or one of their
+groups."""
 
 import streamlit as st
 
 from studio.access import SCOPES
+from studio.prices import show_money
 from studio.ui import tables
 from studio.ui.facade import current
 from studio.ui.feedback import flash, guarded
@@ -57,6 +59,52 @@ else:
     st.bar_chart(frame)
     st.dataframe(
         [s.model_dump() for s in reversed(summary)],
+        hide_index=True,
+        width="stretch",
+    )
+
+st.subheader("Statement")
+left, middle, right = st.columns(3)
+whose = left.selectbox(
+    "Of",
+    [f"user {studio.actor.name}", *(f"group {g}" for g in sorted(studio.actor.groups))],
+    key="statement-of",
+)
+month = middle.text_input("Month (YYYY-MM)", value=f"{studio.now:%Y-%m}", key="statement-month")
+with guarded("read the statement"):
+    kind, subject = whose.split(" ", 1)
+    bill = studio.statement("user" if kind == "user" else "group", subject, month.strip())
+    right.metric("Total", show_money(bill.cost_micros, bill.currency))
+    if bill.lines:
+        st.dataframe(
+            [
+                {
+                    "deployment": x.name,
+                    "requests": x.requests,
+                    "prompt tokens": x.prompt_tokens,
+                    "completion tokens": x.completion_tokens,
+                    "cost": show_money(x.cost_micros, x.currency),
+                }
+                for x in bill.lines
+            ],
+            hide_index=True,
+            width="stretch",
+        )
+    else:
+        st.caption(f"Nothing billed to {whose} in {bill.month}.")
+mine = studio.budgets()
+if mine:
+    st.dataframe(
+        [
+            {
+                "budget of": f"{b.scope.value} {b.subject}",
+                "a month": f"{b.amount} tokens" if b.unit.value == "tokens" else show_money(b.amount, b.currency),
+                "spent": f"{b.spent} tokens" if b.unit.value == "tokens" else show_money(b.spent, b.currency),
+                "warns at": f"{b.warn_at}%",
+                "standing": b.standing,
+            }
+            for b in mine
+        ],
         hide_index=True,
         width="stretch",
     )
