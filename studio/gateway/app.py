@@ -122,6 +122,8 @@ class Gateway:
         self.asked: dict[str, datetime] = {}  # deployment → when it was last asked for, written with the usage
         self._tasks: list[asyncio.Task[None]] = []
         self._notices: set[asyncio.Future[None]] = set()  # budget warnings being recorded
+        self._flushing = asyncio.Lock()
+        self._reading = asyncio.Lock()
         self._refreshed_at = 0.0
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.upstream_connect_timeout_s, sock_read=settings.upstream_read_timeout_s
@@ -279,27 +281,36 @@ class Gateway:
         )
 
     async def refresh_spend(self) -> None:
-        """Re-read this month's spend per user and group (budgets; see ``budgeting``). No budget, no read."""
+        """Re-read this month's spend per user and group (budgets; see ``budgeting``). No budget, no read. One read
+        at a time (an older read finishing last would put back a smaller spend), and what was counted here before
+        it is written to the table first, in the same step that starts the read: each request is counted once,
+        in the table or here."""
         if not self.budgets:
             return
-        self.budgets.begin_read()
-        now = utcnow()
-        spend = await asyncio.to_thread(budgets.month_spend, db=self.db, now=now)
-        self.budgets.read(spend, now)
+        async with self._reading:
+            await self.flush_usage(begin_read=True)
+            now = utcnow()
+            spend = await asyncio.to_thread(budgets.month_spend, db=self.db, now=now)
+            self.budgets.read(spend, now)
 
-    async def flush_usage(self) -> None:
-        if self.asked:  # when each deployment was last asked for: the controller's idle clock for scale to zero
-            asked, self.asked = self.asked, {}
-            await asyncio.to_thread(deployments.record_requests, db=self.db, seen=asked)
-        if not self.up.metered:
-            return
-        batch, self.up.metered = self.up.metered, []
-        try:
-            await asyncio.to_thread(_write_usage, self.db, batch)
-        except Exception:
-            if len(self.up.metered) + len(batch) <= MAX_BUFFERED_USAGE:
-                self.up.metered[:0] = batch  # keep them for the next flush rather than lose them
-            raise
+    async def flush_usage(self, *, begin_read: bool = False) -> None:
+        """Write the usage records waiting (one flush at a time). ``begin_read``: the budgets' spend is about to be
+        read from the table; their local count restarts as this batch is taken, with nothing awaited between."""
+        async with self._flushing:
+            if self.asked:  # when each deployment was last asked for: the controller's idle clock for scale to zero
+                asked, self.asked = self.asked, {}
+                await asyncio.to_thread(deployments.record_requests, db=self.db, seen=asked)
+            if begin_read:
+                self.budgets.begin_read()
+            if not self.up.metered:
+                return
+            batch, self.up.metered = self.up.metered, []
+            try:
+                await asyncio.to_thread(_write_usage, self.db, batch)
+            except Exception:
+                if len(self.up.metered) + len(batch) <= MAX_BUFFERED_USAGE:
+                    self.up.metered[:0] = batch  # keep them for the next flush rather than lose them
+                raise
 
     # ------------------------------------------------------------------------------------------- requests
 
