@@ -563,6 +563,25 @@ def test_external_database_replaces_the_bundled_one(helm: Helm) -> None:
         assert ref == {"secretKeyRef": {"name": "cove-db-credentials", "key": "database-url"}}
 
 
+def test_server_replicas_share_the_rate_limit_store_the_values_name(helm: Helm) -> None:
+    server = env_of(helm.render("defaults.yaml"), "server")
+    assert "COVE_REDIS_URL" not in server  # one process counts alone
+    assert server["COVE_LIMITS_ON_STORE_FAILURE"] == "open"
+    docs = helm.render(
+        "defaults.yaml", limits__redis__url="redis://:pw@redis.cache:6379/0", limits__onStoreFailure="closed"
+    )
+    server = env_of(docs, "server")
+    assert server["COVE_REDIS_URL"] == {"secretKeyRef": {"name": f"{PREFIX}-server", "key": "redis-url"}}
+    assert secret_value(docs, f"{PREFIX}-server", "redis-url") == "redis://:pw@redis.cache:6379/0"  # not in a ConfigMap
+    assert server["COVE_LIMITS_ON_STORE_FAILURE"] == "closed"
+    docs = helm.render("defaults.yaml", limits__redis__existingSecret="cache", limits__redis__key="redis")
+    assert env_of(docs, "server")["COVE_REDIS_URL"] == {"secretKeyRef": {"name": "cache", "key": "redis"}}
+    assert "redis-url" not in find(docs, "Secret", f"{PREFIX}-server")["data"]
+    refused = helm.template("defaults.yaml", values={"limits.redis.url": "http://redis:6379"})
+    assert refused.returncode != 0
+    assert "rediss?://" in refused.stderr
+
+
 def test_shared_claims_are_made_kept_and_mounted(helm: Helm) -> None:
     docs = helm.render("defaults.yaml")
     for kind, size in (("models", "100Gi"), ("datasets", "20Gi")):
