@@ -188,7 +188,11 @@ def test_unknown_model_image_and_pool_are_named(catalog: Database, stub: Path, t
         (DeploymentCreate(name="a", model="m", image="nope"), NotFound, "no image 'nope'"),
         (DeploymentCreate(name="a", model="m", image="vllm", image_version="v0"), NotFound, "no image 'vllm:v0'"),
         (DeploymentCreate(name="a", model="m", pool="gpu"), NotFound, "no pool named 'gpu'"),
-        (DeploymentCreate(name="a", model="m", runtime_args=["--port", "9"]), InvalidSpec, "--port: Cove sets it itself"),
+        (
+            DeploymentCreate(name="a", model="m", runtime_args=["--port", "9"]),
+            InvalidSpec,
+            "--port: Cove sets it itself",
+        ),
     ]
     for data, error, message in cases:
         with pytest.raises(error, match=message):
