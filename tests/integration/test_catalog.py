@@ -450,3 +450,22 @@ def test_pools_found_on_a_cluster_get_its_capacity_and_keep_what_was_configured(
     by_name = {u.pool.name: u.pool for u in pools.list_pools(db=catalog)}
     assert (by_name["l4"].gpu_count, by_name["l4"].cpu_cores) == (0, 0)  # kept for what it holds, with no room
     assert by_name["a100"].gpu_count == 16
+
+
+def test_an_image_built_by_cove_is_pushed_under_the_registry_only(catalog: Database) -> None:
+    registry = "registry.example.com/team"
+    outside = ImageCreate(name="srv", version="1", ref="registry.example.com/other/srv", dockerfile="FROM python:3\n")
+
+    with pytest.raises(InvalidSpec) as raised:
+        images.add_image(actor=ADMIN, db=catalog, data=outside, registry=registry)
+
+    assert raised.value.message == (
+        "registry.example.com/other/srv is not under COVE_REGISTRY registry.example.com/team: Cove pushes the "
+        "images it builds there and nowhere else"
+    )
+    assert raised.value.hint == "leave the reference out (it is then registry.example.com/team/srv)"
+    inside = ImageCreate(name="srv", version="1", dockerfile="FROM python:3\n")
+    assert images.add_image(actor=ADMIN, db=catalog, data=inside, registry=registry).ref == f"{registry}/srv"
+    # an image Cove does not build may live anywhere
+    pulled = ImageCreate(name="other", version="1", ref="docker.io/vllm/vllm-openai")
+    assert images.add_image(actor=ADMIN, db=catalog, data=pulled, registry=registry).ref == "docker.io/vllm/vllm-openai"
