@@ -54,3 +54,18 @@ def is_repo_id(value: str) -> bool:
 Name = Annotated[str, AfterValidator(check_name)]
 ImageRef = Annotated[str, AfterValidator(check_image_ref)]
 Version = Annotated[str, AfterValidator(check_version)]
+
+
+def outside_registry(ref: str, registry: str) -> str:
+    """Why an image built by Cove may not be pushed to ``ref`` (a reference, with or without its tag) under
+    ``registry`` (COVE_REGISTRY: a host with an optional path), or '' if it may. A reference lies under the
+    registry when it is the registry's host and path followed by ``/`` and more path: a sibling path that only
+    starts with the same characters (``team-b`` beside ``team``) is outside. No registry set: nothing to confine
+    to, so ''."""
+    base = registry.strip().rstrip("/")
+    if not base:
+        return ""
+    path = ref.split("@", 1)[0]
+    if path.startswith(base + "/") and path[len(base) + 1 :] and ".." not in path.split("/"):
+        return ""
+    return f"{ref} is not under COVE_REGISTRY {base}: Cove pushes the images it builds there and nowhere else"

@@ -1,7 +1,8 @@
 """How each runtime kind is started: pure builders from a ``WorkloadSpec`` to a command line.
 
 The local backend runs these commands as processes; the Kubernetes backend puts the same arguments in containers.
-Cove assigns ``--host`` and ``--port``; users add any other runtime flag through the deployment's runtime args.
+Cove assigns ``--host`` and ``--port``; users add other runtime flags through the deployment's runtime args, as far
+as ``studio.runtime_flags`` allows them.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from studio.backends.base import WorkloadSpec
 from studio.errors import RuntimeUnavailable
 from studio.values import RuntimeKind
 
-# Cove sets these itself: where the runtime listens, which model it loads, and the name requests carry.
-RESERVED_FLAGS = ("--host", "--port", "--model", "--model-path", "--served-model-name", "--api-key")
 # In a cluster, a model server asks every caller for its deployment's own key, which only the gateway holds
 # (``upstream_key``), so a notebook cannot call it around the gateway's API keys and metering. The container gets it
 # in this variable (from a Secret); vLLM and SGLang are told with --api-key, a custom image may check it itself.
@@ -50,10 +49,6 @@ def upstream_key(secret: str, deployment: str) -> str:
     """The key a deployment's model servers ask for: derived from the studio's key, so the gateway (which has that
     key) and the backend (which writes it into the cluster) agree without storing it."""
     return hmac.new(secret.encode(), f"cove-upstream:{deployment}".encode(), hashlib.sha256).hexdigest()
-
-
-def reserved_flags_in(args: list[str] | tuple[str, ...]) -> list[str]:
-    return [a for a in args if a.split("=", 1)[0] in RESERVED_FLAGS]
 
 
 def _has_flag(args: tuple[str, ...], flag: str) -> bool:

@@ -8,25 +8,62 @@ kept in ``COVE_HOME/secret_key``, readable by its owner only. Any text works as 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from studio.errors import InvalidSpec
+from studio.errors import CoveError, InvalidSpec
 from studio.settings import Settings
+
+MIN_SECRET_CHARS = 32  # half of what kept_secret makes; shorter is a damaged file, or one a person wrote by hand
 
 
 def kept_secret(path: Path) -> str:
-    """A random secret (64 hex digits) made on first use and kept at ``path``, readable by its owner only."""
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_hex(32)
-    path.touch(mode=0o600)
-    path.write_text(secret)
-    return secret
+    """A random secret (64 hex digits) made on first use and kept at ``path``, readable by its owner only.
+
+    The file is written whole or not at all: into a temporary file beside it, synced, then linked into place, so a
+    full disk or a crash never leaves an empty or partial secret, and of two processes making it at once one wins
+    and both use its secret. A failed write raises CoveError and leaves nothing at ``path``. An existing file
+    holding fewer than ``MIN_SECRET_CHARS`` characters (an empty key would seal everything under a value anyone can
+    guess) is refused, never used."""
+    try:
+        return _read_secret(path)
+    except FileNotFoundError:
+        pass
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+                fh.flush()
+                os.fsync(fh.fileno())
+            with contextlib.suppress(FileExistsError):  # another process kept one first: theirs is the secret
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    except OSError as exc:
+        raise CoveError(
+            f"cannot keep a secret at {path}: {exc.strerror or exc}",
+            hint="free space on that disk (or make it writable) and start again; nothing was kept",
+        ) from exc
+    return _read_secret(path)
+
+
+def _read_secret(path: Path) -> str:
+    kept = path.read_text().strip()
+    if len(kept) < MIN_SECRET_CHARS:
+        raise CoveError(
+            f"the secret at {path} is {'empty' if not kept else 'too short'}, so it is not used",
+            hint="a write failed part way (a full disk?): restore the file from a backup, or remove it to make a new "
+            "one (what was sealed under the old one must then be registered again)",
+        )
+    return kept
 
 
 def studio_key(settings: Settings) -> str:

@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -62,6 +62,29 @@ HEADER = "--- cove "  # starts the line the backend writes to a replica's log at
 # Children deliberately left running by close(stop_workloads=False): kept referenced so that Python does not
 # report them as leaked when their Popen objects would otherwise be collected.
 _LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
+
+
+# What a replica's process inherits from Cove's environment: where programs and libraries are, the locale, the
+# model caches and the GPU and runtime tuning variables. Cove's own settings (COVE_*: the database URL, the studio's
+# key) and anything else set for Cove stay out: a model server runs users' models and flags, and needs none of it.
+# The Hub token too: replicas load offline from the cache (HF_HUB_OFFLINE=1).
+REPLICA_ENV = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "PYTHONPATH"}
+    | {"VIRTUAL_ENV", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "XDG_CACHE_HOME"}
+)
+REPLICA_ENV_PREFIXES = ("LC_", "HF_", "CUDA_", "NVIDIA_", "NCCL_", "TORCH", "VLLM_", "SGLANG_", "TRANSFORMERS_", "OMP_")
+REPLICA_ENV_WITHHELD = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
+
+
+def replica_env(parent: Mapping[str, str], launch: Mapping[str, str]) -> dict[str, str]:
+    """A replica's environment: the allowed part of ``parent`` (``REPLICA_ENV``, ``REPLICA_ENV_PREFIXES``, less
+    ``REPLICA_ENV_WITHHELD``), then what the runtime's launch sets."""
+    kept = {
+        k: v
+        for k, v in parent.items()
+        if (k in REPLICA_ENV or k.startswith(REPLICA_ENV_PREFIXES)) and k not in REPLICA_ENV_WITHHELD
+    }
+    return kept | dict(launch)
 
 
 def backoff_s(failures: int) -> float:
@@ -304,18 +327,19 @@ class LocalBackend:
         except (OSError, CoveError) as exc:
             self._fail_start(replica, f"cannot start: {exc}")
             return
-        replica.log_path.parent.mkdir(parents=True, exist_ok=True)
-        if replica.log_path.exists() and replica.log_path.stat().st_size > MAX_LOG_BYTES:
-            replica.log_path.replace(replica.log_path.with_suffix(".log.1"))
-        with replica.log_path.open("ab") as log_file:
-            self._write_header(log_file, replica, launch)
+        try:
+            log_file = self._open_log(replica, launch)
+        except OSError as exc:  # a full disk fails this replica's start, not the reconcile pass
+            self._fail_start(replica, f"cannot write its log {replica.log_path}: {exc.strerror or exc}")
+            return
+        with log_file:
             try:
                 proc = self.spawn(
                     launch.argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
-                    env={**os.environ, **launch.env},
+                    env=replica_env(os.environ, launch.env),
                     start_new_session=True,
                     cwd=self.settings.home,
                 )
@@ -330,6 +354,19 @@ class LocalBackend:
         replica.phase, replica.started_at, replica.probe_failures, replica.adopted = "starting", now, 0, False
         self._save(replica)
         log.info("%s/%d: started pid %d on port %d", replica.workload, replica.index, proc.pid, port)
+
+    def _open_log(self, replica: _Replica, launch: Launch) -> IO[bytes]:
+        """The replica's log, rotated when large, opened for appending with this start's header written."""
+        replica.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if replica.log_path.exists() and replica.log_path.stat().st_size > MAX_LOG_BYTES:
+            replica.log_path.replace(replica.log_path.with_suffix(".log.1"))
+        log_file = replica.log_path.open("ab")
+        try:
+            self._write_header(log_file, replica, launch)
+        except OSError:
+            log_file.close()
+            raise
+        return log_file
 
     def _write_header(self, log_file: IO[bytes], replica: _Replica, launch: Launch) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -453,8 +490,11 @@ class LocalBackend:
             "restarts": replica.restarts,
         }
         tmp = replica.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        tmp.replace(replica.state_path)
+        try:
+            tmp.write_text(json.dumps(state))
+            tmp.replace(replica.state_path)
+        except OSError as exc:  # the replica runs on; only a restarted backend would not adopt it
+            log.warning("%s/%d: cannot record its state: %s", replica.workload, replica.index, exc)
 
     def _adopt(self) -> None:
         """Take over replicas a previous backend left running; forget the ones that are gone."""

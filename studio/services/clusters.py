@@ -76,6 +76,13 @@ def read_kubeconfig(text: str, context: str = "") -> tuple[str, str]:
     for name, cluster in _entries(config, "clusters", "cluster"):
         if cluster.get("server"):
             _check_server(name, str(cluster["server"]))
+        if cluster.get("insecure-skip-tls-verify") is True and not _is_loopback(_host(str(cluster.get("server")))):
+            raise InvalidSpec(
+                f"the kubeconfig's cluster {name!r} has insecure-skip-tls-verify, so Cove would send its credentials "
+                "to whoever answers at its address",
+                hint="give the cluster's CA as certificate-authority-data instead (taken without it on the loopback "
+                "only)",
+            )
     return chosen, str(server)
 
 
@@ -121,6 +128,13 @@ def _check_server(name: str, server: str) -> None:
         hint="Cove sends the cluster's credentials there: give its https URL (plain http is taken on the loopback "
         "only: a local emulator or `kubectl proxy`)",
     )
+
+
+def _host(server: str) -> str:
+    try:
+        return urlsplit(server).hostname or ""
+    except ValueError:
+        return ""
 
 
 def _is_loopback(host: str) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
-from studio import access
+from studio import access, runtime_flags
 from studio.backends.base import WorkloadSpec
 from studio.db import Database, utcnow
 from studio.errors import Conflict, InvalidSpec, NotFound, QuotaExceeded, Stale
@@ -30,7 +30,6 @@ from studio.models import (
     Pool,
 )
 from studio.pools import Admission, Claim, admit
-from studio.runtimes import reserved_flags_in
 from studio.services import owned, plans
 from studio.services.events import NewEvent, add_events
 from studio.services.images import find_image
@@ -128,13 +127,6 @@ def create_deployment(*, db: Database, actor: Principal, data: DeploymentCreate)
     one of the actor's groups. Exactly one of two concurrent creates of the same name wins; the other gets
     Conflict."""
     access.check_group(actor, data.group)
-    reserved = reserved_flags_in(data.runtime_args)
-    if reserved:
-        raise InvalidSpec(
-            f"runtime args may not set {', '.join(reserved)}: Cove sets where the runtime listens, the model it "
-            "loads and the name it serves",
-            hint="remove them; the gateway routes to whatever port the replica gets",
-        )
     replicas = data.autoscale.min_replicas if data.autoscale else data.replicas
     with db.session() as session:
         if session.exec(select(Deployment.id).where(Deployment.name == data.name)).first() is not None:
@@ -151,6 +143,10 @@ def create_deployment(*, db: Database, actor: Principal, data: DeploymentCreate)
                 hint=f"choose a pool of cluster {data.cluster!r} (see `cove pool list`)",
             )
         image = find_image(session, name=data.image or _default_image(pool), version=data.image_version)
+        # stored as written (a spec applied again finds no change); sized as the runtime will read them
+        args = runtime_flags.checked_args(
+            image.runtime, data.runtime_args, local_command=image.local_command, may_trust_remote_code=actor.is_admin
+        )
         if version.adapter_of_id is not None and image.runtime not in ADAPTER_RUNTIMES:
             raise InvalidSpec(
                 f"{data.model} v{version.version} is a LoRA adapter, and the {image.runtime.value} runtime cannot "
@@ -160,7 +156,7 @@ def create_deployment(*, db: Database, actor: Principal, data: DeploymentCreate)
         # sized before the pool's lock is taken: it reads the model's config.json
         sized = plans.size_deployment(
             session, version=version, runtime=image.runtime, pool=pool, resources=data.resources,
-            args=data.runtime_args,
+            args=list(args),
         )  # fmt: skip
         admit_claim(session, pool, name=data.name, resources=data.resources, replicas=replicas)
         assert version.id is not None and image.id is not None and pool.id is not None  # noqa: PT018

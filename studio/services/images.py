@@ -16,7 +16,7 @@ from studio import __version__, access
 from studio.db import Database
 from studio.errors import Conflict, InvalidSpec, NotFound
 from studio.models import Image, ImageCreate, ImagePublic
-from studio.names import check_image_ref
+from studio.names import check_image_ref, outside_registry
 from studio.services.events import NewEvent, add_events
 from studio.values import BuildStatus, Principal, RuntimeKind
 
@@ -103,6 +103,8 @@ def add_image(*, db: Database, actor: Principal, data: ImageCreate, registry: st
     if data.local_command:
         access.check_admin(actor, doing="register an image with a local command (it runs as Cove's OS user)")
     ref = _destination_ref(data, registry)
+    if data.dockerfile is not None and (outside := outside_registry(ref, registry)):
+        raise InvalidSpec(outside, hint=f"leave the reference out (it is then {registry.rstrip('/')}/{data.name})")
     with db.session() as session:
         row = Image(**dict(data) | {"ref": ref})
         if data.dockerfile is not None:

@@ -188,7 +188,11 @@ def test_unknown_model_image_and_pool_are_named(catalog: Database, stub: Path, t
         (DeploymentCreate(name="a", model="m", image="nope"), NotFound, "no image 'nope'"),
         (DeploymentCreate(name="a", model="m", image="vllm", image_version="v0"), NotFound, "no image 'vllm:v0'"),
         (DeploymentCreate(name="a", model="m", pool="gpu"), NotFound, "no pool named 'gpu'"),
-        (DeploymentCreate(name="a", model="m", runtime_args=["--port", "9"]), InvalidSpec, "may not set --port"),
+        (
+            DeploymentCreate(name="a", model="m", runtime_args=["--port", "9"]),
+            InvalidSpec,
+            "--port: Cove sets it itself",
+        ),
     ]
     for data, error, message in cases:
         with pytest.raises(error, match=message):
@@ -261,7 +265,7 @@ def test_two_concurrent_creates_of_one_name_exactly_one_wins(catalog: Database, 
                 actor=ADMIN,
                 db=catalog,
                 data=DeploymentCreate(
-                    name="same", model="m", runtime_args=[f"--seed={i}"], resources=Resources(cpu=0.5)
+                    name="same", model="m", runtime_args=[f"--default-seed={i}"], resources=Resources(cpu=0.5)
                 ),
             )
             results.append("won")
@@ -446,3 +450,22 @@ def test_pools_found_on_a_cluster_get_its_capacity_and_keep_what_was_configured(
     by_name = {u.pool.name: u.pool for u in pools.list_pools(db=catalog)}
     assert (by_name["l4"].gpu_count, by_name["l4"].cpu_cores) == (0, 0)  # kept for what it holds, with no room
     assert by_name["a100"].gpu_count == 16
+
+
+def test_an_image_built_by_cove_is_pushed_under_the_registry_only(catalog: Database) -> None:
+    registry = "registry.example.com/team"
+    outside = ImageCreate(name="srv", version="1", ref="registry.example.com/other/srv", dockerfile="FROM python:3\n")
+
+    with pytest.raises(InvalidSpec) as raised:
+        images.add_image(actor=ADMIN, db=catalog, data=outside, registry=registry)
+
+    assert raised.value.message == (
+        "registry.example.com/other/srv is not under COVE_REGISTRY registry.example.com/team: Cove pushes the "
+        "images it builds there and nowhere else"
+    )
+    assert raised.value.hint == "leave the reference out (it is then registry.example.com/team/srv)"
+    inside = ImageCreate(name="srv", version="1", dockerfile="FROM python:3\n")
+    assert images.add_image(actor=ADMIN, db=catalog, data=inside, registry=registry).ref == f"{registry}/srv"
+    # an image Cove does not build may live anywhere
+    pulled = ImageCreate(name="other", version="1", ref="docker.io/vllm/vllm-openai")
+    assert images.add_image(actor=ADMIN, db=catalog, data=pulled, registry=registry).ref == "docker.io/vllm/vllm-openai"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import psutil
 import pytest
 
@@ -131,3 +134,26 @@ def test_a_ready_replica_s_kv_figures_are_read_from_its_log_once(
     assert dep.kv_observed == KvFigures(kv_cache_tokens=2_042_016, max_concurrency=997.08, context=2048)
     measured = [e for e in events.list_events(db=db, kind="deployment", name="kv") if e.reason == "Measured"]
     assert [e.message for e in measured] == ["the runtime reports 2,042,016 KV tokens, 997.08 requests of 2,048 tokens"]
+
+
+@pytest.mark.runtime
+def test_a_replica_sees_none_of_cove_s_own_settings(
+    db: Database, stub_model: str, controller: Controller, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real replica (a custom command that writes its environment to a file) is started without the database
+    URL, the studio's key or the Hub token of the process that starts it, and with what it needs."""
+    monkeypatch.setenv("COVE_DATABASE_URL", "postgresql://cove:hunter2@db/cove")
+    monkeypatch.setenv("COVE_SECRET_KEY", "the-studio-key")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    image = add_fake_image(db, "env_printing_runtime.py")
+    deploy(db, "envy", stub_model, image)
+
+    wait_until(lambda: list(settings.home.glob("env-*.json")), timeout=30, what="the replica to write its env")
+    (written,) = settings.home.glob("env-*.json")
+    seen = json.loads(written.read_text())
+
+    assert not {"COVE_DATABASE_URL", "COVE_SECRET_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY"} & set(seen)
+    assert not [name for name in seen if name.startswith("COVE_")]
+    assert seen["PATH"] == os.environ["PATH"]
+    assert (seen["HF_HUB_OFFLINE"], seen["HF_HUB_CACHE"]) == ("1", str(settings.models_dir))

@@ -261,13 +261,13 @@ def test_deploy_names_the_next_free_name_and_passes_runtime_args(ui: AppTest, db
     at = page(ui, "deploy")
 
     assert at.text_input(key="name-stub").value == "stub-2"
-    at.text_input(key="runtime-args").input("--dtype float32 --note 'two words'")
+    at.text_input(key="runtime-args").input("--dtype float32 --chat-template-kwargs '{\"a\": 1}'")
     at.toggle(key="autoscale").set_value(True).run()
     at.number_input(key="max-replicas").set_value(2).run()
     at.button(key="deploy").click().run()
 
     dep = deployments.get_deployment(actor=ADMIN, db=db, name="stub-2")
-    assert dep.runtime_args == ["--dtype", "float32", "--note", "two words"]
+    assert dep.runtime_args == ["--dtype", "float32", "--chat-template-kwargs", '{"a": 1}']
     assert dep.autoscale is not None
     assert (dep.autoscale.min_replicas, dep.autoscale.max_replicas) == (1, 2)
 

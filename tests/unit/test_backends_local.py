@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from studio.backends.base import WorkloadSpec
-from studio.backends.local import LocalBackend, backoff_s, tail_lines
+from studio.backends.local import LocalBackend, backoff_s, replica_env, tail_lines
 from studio.controller import derive_status
 from studio.machine import Gpu
 from studio.values import Resources, RuntimeKind, Status
@@ -239,3 +239,28 @@ def test_a_memory_slice_never_lands_on_a_gpu_a_whole_gpu_replica_holds(tmp_path:
     (waiting,) = backend.apply(workload("bigger", gpus=1)).replicas
     assert waiting.message == "waiting for a free GPU on this machine"  # GPU 1 holds slices: not whole any more
     assert len(runtimes.started) == 3
+
+
+def test_a_replica_s_environment_is_an_allowlist_of_cove_s_then_the_runtime_s() -> None:
+    parent = {
+        "PATH": "/usr/bin",
+        "HOME": "/home/cove",
+        "LC_ALL": "C.UTF-8",
+        "HF_HOME": "/cache",
+        "HF_TOKEN": "hf_secret",
+        "CUDA_HOME": "/usr/local/cuda",
+        "COVE_DATABASE_URL": "postgresql://cove:pw@db/cove",
+        "COVE_SECRET_KEY": "key",
+        "AWS_SECRET_ACCESS_KEY": "aws",
+        "HF_HUB_OFFLINE": "0",
+    }
+
+    assert replica_env(parent, {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}) == {
+        "PATH": "/usr/bin",
+        "HOME": "/home/cove",
+        "LC_ALL": "C.UTF-8",
+        "HF_HOME": "/cache",
+        "CUDA_HOME": "/usr/local/cuda",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "2",
+    }

@@ -132,6 +132,17 @@ UNSAFE = {  # (what the kubeconfig holds) -> (the message, the hint)
         "the kubeconfig's cluster 'east' has proxy-ca-file, a file path Cove's controller would read",
         "kubectl config view --raw --minify --flatten",
     ),
+    "insecure-skip-tls-verify": (
+        {"cluster": {"server": "https://east.example.com:6443", "insecure-skip-tls-verify": True}},
+        "the kubeconfig's cluster 'east' has insecure-skip-tls-verify, so Cove would send its credentials to "
+        "whoever answers at its address",
+        "certificate-authority-data",
+    ),
+    "insecure-skip-tls-verify in a cluster no context uses": (
+        {"cluster_lab": {"server": "https://10.0.0.9", "insecure-skip-tls-verify": True}},
+        "the kubeconfig's cluster 'lab' has insecure-skip-tls-verify",
+        "certificate-authority-data",
+    ),
     "exec in a user no context uses": (
         {"user_ci": {"exec": EXEC}},
         "the kubeconfig's user 'ci' has exec, which runs a command in Cove's controller",
@@ -193,3 +204,9 @@ def test_an_http_server_in_a_cluster_no_context_uses_is_refused_too() -> None:
     assert refused.value.message.startswith(
         "the kubeconfig's cluster 'lab' has the server URL 'http://lab.example.com'"
     )
+
+
+def test_a_cluster_on_the_loopback_may_skip_tls_verification() -> None:
+    """A local emulator or an SSH tunnel to the API: nothing leaves the host."""
+    cluster = {"server": "https://127.0.0.1:6443", "insecure-skip-tls-verify": True}
+    assert read_kubeconfig(kubeconfig(cluster=cluster)) == ("east", "https://127.0.0.1:6443")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from studio.names import check_image_ref, check_name, check_version, is_repo_id
+from studio.names import check_image_ref, check_name, check_version, is_repo_id, outside_registry
 
 
 def refusal(check: Callable[[str], str], value: str) -> str:
@@ -99,3 +99,36 @@ def test_a_tag_or_bad_reference_is_refused_with_an_example(ref: str) -> None:
 )
 def test_is_repo_id_recognises_hub_repository_ids(value: str, expected: bool) -> None:
     assert is_repo_id(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("ref", "registry"),
+    [
+        ("registry.example.com/team/server:1.2", "registry.example.com/team"),
+        ("registry.example.com/team/server", "registry.example.com/team/"),
+        ("registry.example.com/team/sub/server:1", "registry.example.com/team"),
+        ("registry.example.com:5000/server:1", "registry.example.com:5000"),
+        ("anywhere.example.com/x:1", ""),  # no registry set: nothing to confine to
+    ],
+)
+def test_a_build_may_push_under_the_registry(ref: str, registry: str) -> None:
+    assert outside_registry(ref, registry) == ""
+
+
+@pytest.mark.parametrize(
+    ("ref", "registry"),
+    [
+        ("registry.example.com/team-b/server:1", "registry.example.com/team"),  # a sibling, not a child
+        ("registry.example.com/other/server:1", "registry.example.com/team"),
+        ("docker.io/team/server:1", "registry.example.com/team"),
+        ("registry.example.com.evil.io/team/server:1", "registry.example.com"),
+        ("registry.example.com/team", "registry.example.com/team"),  # the registry path itself names no image
+        ("registry.example.com/team/../admin/server:1", "registry.example.com/team"),
+        ("registry.example.com:5001/server:1", "registry.example.com:5000"),
+    ],
+)
+def test_a_build_may_not_push_outside_the_registry(ref: str, registry: str) -> None:
+    assert outside_registry(ref, registry) == (
+        f"{ref} is not under COVE_REGISTRY {registry.rstrip('/')}: Cove pushes the images it builds there and "
+        "nowhere else"
+    )

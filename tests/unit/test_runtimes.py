@@ -11,7 +11,7 @@ import pytest
 from studio import runtimes
 from studio.backends.base import WorkloadSpec
 from studio.errors import RuntimeUnavailable
-from studio.runtimes import Launch, local_availability, local_launch, reserved_flags_in, upstream_key, upstream_model
+from studio.runtimes import Launch, local_availability, local_launch, upstream_key, upstream_model
 from studio.values import Resources, RuntimeKind
 
 PY = "/srv/cove/.venv/bin/python"
@@ -307,23 +307,6 @@ def test_transformers_runs_here_and_triton_does_not() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ small helpers
-
-
-@pytest.mark.parametrize(
-    ("args", "reserved"),
-    [
-        ([], []),
-        (["--max-model-len", "8192"], []),
-        (["--host", "0.0.0.0", "--port=9000", "--hostname", "x", "--portable"], ["--host", "--port=9000"]),
-        (("--port", "1"), ["--port"]),
-        (
-            ["--served-model-name", "x", "--model=/m", "--model-path", "/m"],
-            ["--served-model-name", "--model=/m", "--model-path"],
-        ),
-    ],
-)
-def test_reserved_flags_in_finds_what_cove_sets_itself(args: list[str], reserved: list[str]) -> None:
-    assert reserved_flags_in(args) == reserved
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from studio.backends.kubernetes import manifests
 from studio.backends.kubernetes.client import KubeClient
 from studio.backends.kubernetes.conditions import build_state, replica_status, task_state
 from studio.errors import Conflict, InvalidSpec, NotFound
+from studio.names import outside_registry
 from studio.runtimes import CONTAINER_PORT, container_launch, upstream_key
 from studio.sealing import studio_key
 from studio.settings import Settings
@@ -167,6 +168,8 @@ class KubernetesBackend:
         """Start a Kaniko Job for the image unless one exists (its name hashes the Dockerfile, the destination and
         the attempt), then read how it goes; a finished build's Dockerfile Secret is removed (the Job stays a day,
         for its logs)."""
+        if outside := outside_registry(spec.destination, self.settings.registry):  # registered before it was set
+            return BuildState("failed", outside)
         body = f"{spec.destination}\0{spec.dockerfile}\0{spec.attempt}"
         digest = hashlib.sha256(body.encode()).hexdigest()[:10]
         name = f"build-{digest}"

@@ -1,0 +1,120 @@
+"""A full disk: clear errors, no empty secret, nothing corrupted, and the reconcile pass goes on.
+
+Two ways to fill a disk: a real 64 KiB tmpfs filled to its last byte (ENOSPC; mounting needs root, so those tests
+are skipped elsewhere), and, anywhere, a file-size limit (RLIMIT_FSIZE) in a child process, under which a write
+fails with EFBIG at the same point a full disk fails it with ENOSPC.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from studio.errors import CoveError
+from studio.sealing import kept_secret
+from tests.fakes.processes import HealthyProcess
+from tests.unit.test_backends_local import backend_with, workload
+
+
+@dataclass
+class Disk:
+    path: Path
+
+    def fill(self) -> None:
+        with (self.path / "filler").open("ab", buffering=0) as fh, contextlib.suppress(OSError):
+            while True:
+                fh.write(b"x" * 1024)
+
+    def free(self) -> None:
+        (self.path / "filler").unlink()
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Disk]:
+    """A 64 KiB tmpfs of the test's own; skipped where this user may not mount one."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield Disk(mount)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_no_secret_is_kept_on_a_full_disk_and_one_kept_before_is_intact(disk: Disk) -> None:
+    before = kept_secret(disk.path / "hub_token")
+    disk.fill()
+
+    with pytest.raises(CoveError) as raised:
+        kept_secret(disk.path / "secret_key")
+
+    assert raised.value.message == f"cannot keep a secret at {disk.path / 'secret_key'}: No space left on device"
+    assert sorted(p.name for p in disk.path.iterdir()) == ["filler", "hub_token"]  # no empty key, no temp file
+    assert kept_secret(disk.path / "hub_token") == before
+    disk.free()
+    assert len(kept_secret(disk.path / "secret_key")) == 64
+
+
+def test_a_replica_whose_log_cannot_be_written_fails_its_start_and_the_pass_goes_on(disk: Disk) -> None:
+    backend, runtimes, clock = backend_with(disk.path, HealthyProcess)
+    spec = workload()
+    disk.fill()
+
+    (replica,) = backend.apply(spec).replicas  # no exception: the pass goes on
+
+    assert replica.phase == "backoff"
+    assert replica.message.startswith("cannot write its log ")
+    assert replica.message.endswith(": No space left on device")
+    assert runtimes.started == []
+    disk.free()
+    clock.advance(1)
+    backend.apply(spec)
+    assert len(runtimes.started) == 1
+
+
+LIMITED = """
+import resource, signal, sys
+from pathlib import Path
+from studio.errors import CoveError
+from studio.sealing import kept_secret
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))
+try:
+    kept_secret(Path(sys.argv[1]))
+except CoveError as exc:
+    sys.exit(exc.message)
+"""
+
+
+def test_a_secret_whose_write_fails_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Anywhere, without root: a file-size limit makes the secret's write fail part way (EFBIG)."""
+    path = tmp_path / "secret_key"
+
+    done = subprocess.run([sys.executable, "-c", LIMITED, str(path)], capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"cannot keep a secret at {path}: File too large"
+    assert list(tmp_path.iterdir()) == []  # neither an empty key nor a temporary file
+
+
+@pytest.mark.parametrize("text", ["", "\n", "abc123"])
+def test_an_empty_or_short_secret_file_is_refused_not_used(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "secret_key"
+    path.write_text(text)
+
+    with pytest.raises(CoveError) as raised:
+        kept_secret(path)
+
+    assert raised.value.message == (
+        f"the secret at {path} is {'too short' if text.strip() else 'empty'}, so it is not used"
+    )
+    assert "remove it to make a new one" in raised.value.hint
+    assert path.read_text() == text  # left for the operator to look at
