@@ -147,6 +147,8 @@ TABLES: dict[RuntimeKind, Table] = {
     RuntimeKind.SGLANG: _table(_SGLANG_ALLOWED, _SGLANG_REFUSED),
     RuntimeKind.TRANSFORMERS: _table(_TRANSFORMERS_ALLOWED, _TRANSFORMERS_REFUSED, {"-q": "--quiet"}),
 }
+# An embedding model on the transformers runtime is served by Cove's own embedder (studio/embedder.py)
+EMBEDDER = _table("--device", {})
 PLACEHOLDER = re.compile(r"\{(model|model_id|host|port|name)\}")
 NUMBER = re.compile(r"-\d+(\.\d*)?([eE][-+]?\d+)?")  # a negative number is a value, not a flag (as in argparse)
 
@@ -198,10 +200,15 @@ def _expand(name: str, table: Table) -> tuple[str, str]:
     return name, ""
 
 
-def _checked_table(runtime: RuntimeKind | str, local_command: Sequence[str] | None) -> Table:
+def _table_of(runtime: RuntimeKind | str, embeds: bool) -> Table | None:
+    if embeds and runtime == RuntimeKind.TRANSFORMERS:
+        return EMBEDDER
+    return TABLES.get(RuntimeKind(runtime)) if runtime in set(RuntimeKind) else None
+
+
+def _checked_table(runtime: RuntimeKind | str, local_command: Sequence[str] | None, embeds: bool = False) -> Table:
     """The runtime's table, or for a runtime without one, a table that refuses only what Cove binds."""
-    table = TABLES.get(RuntimeKind(runtime)) if runtime in set(RuntimeKind) else None
-    return table or Table(frozenset(), custom_reserved(local_command), {})
+    return _table_of(runtime, embeds) or Table(frozenset(), custom_reserved(local_command), {})
 
 
 def refusals(
@@ -210,13 +217,15 @@ def refusals(
     *,
     local_command: Sequence[str] | None = None,
     may_trust_remote_code: bool = False,
+    embeds: bool = False,
 ) -> list[Refusal]:
     """Each argument of ``args`` the model server of ``runtime`` may not be given, in order, with why. Values (what
     does not start with a dash, and negative numbers) are not judged; flags are normalised and expanded first.
     Runtimes without a table (custom images, and any kind not listed in ``TABLES``) take any flag but Cove's own
-    and those ``local_command`` binds to placeholders (``custom_reserved``)."""
-    table = TABLES.get(RuntimeKind(runtime)) if runtime in set(RuntimeKind) else None
-    checked = _checked_table(runtime, local_command)
+    and those ``local_command`` binds to placeholders (``custom_reserved``). An embedding model (``embeds``) on the
+    transformers runtime is served by Cove's embedder, which takes only ``--device``."""
+    table = _table_of(runtime, embeds)
+    checked = _checked_table(runtime, local_command, embeds)
     found = []
     for arg in args:
         if arg == "--":
@@ -236,11 +245,15 @@ def refusals(
 
 
 def canonical(
-    runtime: RuntimeKind | str, args: Sequence[str], *, local_command: Sequence[str] | None = None
+    runtime: RuntimeKind | str,
+    args: Sequence[str],
+    *,
+    local_command: Sequence[str] | None = None,
+    embeds: bool = False,
 ) -> tuple[str, ...]:
     """``args`` with every flag written in full, as checked (``--served_model`` → ``--served-model-name``,
     ``--max_model_len=8`` → ``--max-model-len=8``); values and unknown flags as they were."""
-    checked = _checked_table(runtime, local_command)
+    checked = _checked_table(runtime, local_command, embeds)
     out = []
     for arg in args:
         if arg == "--" or not arg.startswith("-") or NUMBER.fullmatch(arg):
@@ -258,13 +271,16 @@ def checked_args(
     *,
     local_command: Sequence[str] | None = None,
     may_trust_remote_code: bool = False,
+    embeds: bool = False,
 ) -> tuple[str, ...]:
     """``args`` written in full (``canonical``) if the model server of ``runtime`` may be given all of them;
     InvalidSpec naming each refused flag and why otherwise (the API answers it with 422)."""
-    refused = refusals(runtime, args, local_command=local_command, may_trust_remote_code=may_trust_remote_code)
+    refused = refusals(
+        runtime, args, local_command=local_command, may_trust_remote_code=may_trust_remote_code, embeds=embeds
+    )
     if refused:
         raise InvalidSpec(
             f"runtime args refused for the {runtime} runtime: " + "; ".join(r.describe() for r in refused),
             hint=f"remove them; the flags allowed and why the others are not are in {DOCS}",
         )
-    return canonical(runtime, args, local_command=local_command)
+    return canonical(runtime, args, local_command=local_command, embeds=embeds)

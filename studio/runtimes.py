@@ -72,7 +72,16 @@ def adapter_flags(spec: WorkloadSpec, adapter: str) -> list[str]:
     return flags + (["--max-lora-rank", str(spec.adapter_rank)] if spec.adapter_rank else [])
 
 
+def is_embedding_architecture(architecture: str) -> bool:
+    """Whether a model whose config.json names ``architecture`` is an encoder without a task head (``BertModel``,
+    ``XLMRobertaModel``, ``MPNetModel``: what sentence-embedding models ship): it has no LM head to generate with,
+    and its hidden states are what embeddings are made of. Heads are named ``…For…`` or ``…LMHead…``."""
+    return architecture.endswith("Model") and "For" not in architecture and "LMHead" not in architecture
+
+
 def upstream_model(spec: WorkloadSpec) -> str:
+    if spec.runtime == RuntimeKind.TRANSFORMERS and spec.embeds:
+        return spec.name  # Cove's embedder is started with --served-model-name NAME
     if spec.runtime == RuntimeKind.TRANSFORMERS:
         return model_ref(spec)  # `transformers serve MODEL` accepts only that exact name
     return spec.name  # other runtimes are started with --served-model-name NAME
@@ -126,6 +135,10 @@ def local_launch(
         "PYTHONUNBUFFERED": "1",
     }
     kind, args, ref = spec.runtime, spec.args, model_ref(spec)
+    if kind == RuntimeKind.TRANSFORMERS and spec.embeds:  # `transformers serve` has no /v1/embeddings
+        argv = [python, "-m", "studio.embedder", ref, "--served-model-name", spec.name, "--host", host]
+        argv += ["--port", str(port), "--device", "cuda" if gpu_ids else "cpu"]
+        return Launch(tuple(argv) + args, env, upstream_model(spec))
     if kind == RuntimeKind.TRANSFORMERS:
         argv = [python, "-m", "transformers.cli.transformers", "serve", ref, "--host", host, "--port", str(port)]
         if not _has_flag(args, "--device"):

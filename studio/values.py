@@ -190,3 +190,4 @@ class Route:
     deployment: str = ""  # the deployment whose replicas these are, when not ``name`` (a canary's)
     canary: Route | None = None  # the staging version's replicas, answering ``canary_share`` % of requests
     canary_share: int = 0
+    embeds: bool = False  # an embedding model: it answers /v1/embeddings, and no chat or completions

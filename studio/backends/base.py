@@ -44,6 +44,7 @@ class WorkloadSpec:
     autoscale: Autoscale | None = None  # for backends whose cluster scales (a HorizontalPodAutoscaler)
     adapter: str = ""  # a LoRA adapter's folder served on ``model`` (its base), for runtimes that load adapters
     adapter_rank: int = 0
+    embeds: bool = False  # the model is an encoder without a generation head: it answers embeddings only
 
     @property
     def fingerprint(self) -> str:
@@ -52,6 +53,8 @@ class WorkloadSpec:
         body = asdict(self)
         for key in ("replicas", "autoscale"):
             body.pop(key)
+        if not self.embeds:
+            body.pop("embeds")  # fields added with their default keep running replicas' fingerprints as they were
         body["resources"] = self.resources.model_dump()
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -60,7 +60,8 @@ ENDPOINTS = {
     b"/v1/responses": "responses",
     b"/v1/embeddings": "embeddings",
 }
-# Runtimes that serve no /v1/embeddings: asked for it, the gateway says so instead of relaying their 404.
+# Runtimes that serve no /v1/embeddings for generative models (the transformers runtime serves embedding models with
+# studio.embedder): asked for it, the gateway says so instead of relaying their 404.
 NO_EMBEDDINGS = frozenset({"transformers", "triton"})
 MAX_REMEMBERED_MISSES = 10_000
 MAX_BUFFERED_USAGE = 100_000
@@ -456,10 +457,12 @@ class Gateway:
             found, send = woken
         route = self.table.split(found)
         path, answer_as_response = scope["raw_path"], None
-        if endpoint == "embeddings" and route.runtime in NO_EMBEDDINGS:
+        if route.embeds != (endpoint == "embeddings") and (route.embeds or route.runtime in NO_EMBEDDINGS):
             message = (
-                f"deployment {name!r} cannot answer embeddings: its runtime ({route.runtime}) serves none; deploy "
-                "an embedding model on vllm, sglang or a custom image that serves /v1/embeddings"
+                f"deployment {name!r} serves an embedding model: call /v1/embeddings"
+                if route.embeds
+                else f"deployment {name!r} cannot answer embeddings: its runtime ({route.runtime}) serves none; "
+                "deploy an embedding model (on transformers, vllm, sglang or a custom image that serves /v1/embeddings)"
             )
             await respond(send, 400, error_body(message, code="unsupported_endpoint", param="model"))
             self.metrics.requests.labels(name, endpoint, "400", "").inc()

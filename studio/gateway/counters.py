@@ -7,6 +7,13 @@ died holding them). ``reserve`` checks every applying limit and counts the reque
 step (one Redis round trip: a Lua script, which Redis runs atomically); ``settle`` replaces the reservation's tokens
 with the ones used and frees the request's concurrency slot.
 
+In Redis a settlement costs no round trip of its own while requests keep coming: it waits in the replica (at most
+``settle_delay_s``) and rides in the next reservation's script, which applies it before it checks, so this replica
+never counts against itself a request that has ended. A replica with nothing to reserve sends its waiting
+settlements together when the delay is up. Other replicas may thus see a finished request's slot and tokens up to
+``settle_delay_s`` late: they refuse more, never admit more, except where a request used more tokens than it
+reserved (its excess lands that much later).
+
 Why a fixed window: its counters are two integers per limit and minute, exact under any number of replicas, and its
 reset time is what OpenAI's headers report. Its cost is known: across a window's edge a subject may be served up to
 twice its limit within sixty seconds. A sliding log would be exact there but keeps one entry per request. The minute
@@ -124,18 +131,44 @@ class MemoryCounters:
         return None
 
 
+# Settlements as the scripts read them, from ARGV[first] to ARGV[last]: per settlement its window, tokens to add
+# (negative: a refund), lease and rule count, then per rule: counter, has tpm, has concurrency. A window already
+# expired is not brought back.
+APPLY_SETTLEMENTS = """
+local function settle(prefix, first, last)
+  local i = first
+  while i <= last do
+    local window, delta, lease, rules = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3])
+    i = i + 4
+    for _ = 1, rules do
+      local c = prefix .. ARGV[i]
+      if delta ~= 0 and ARGV[i + 1] == '1' and redis.call('EXISTS', c .. ':t:' .. window) == 1 then
+        redis.call('INCRBY', c .. ':t:' .. window, delta)
+      end
+      if ARGV[i + 2] == '1' then redis.call('ZREM', c .. ':c', lease) end
+      i = i + 3
+    end
+  end
+end
+"""
+
 # Redis runs a script atomically: no other replica's request is counted between the check and the reservation.
-# ARGV: tokens, lease, lease seconds, prefix, then per rule: counter, rpm, tpm, concurrency (-1: not limited).
+# ARGV: tokens, lease, lease seconds, prefix, the number m of settlement values that follow, those m values (applied
+# first), then per rule: counter, rpm, tpm, concurrency (-1: not limited).
 # Keys are built in the script (the window comes from the server's clock): one Redis or Valkey, not a Cluster.
-RESERVE = """
+RESERVE = (
+    APPLY_SETTLEMENTS
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local window = math.floor(now / 60)
-local tokens, lease, lease_s, prefix = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local n = (#ARGV - 4) / 4
+local tokens, lease, lease_s, prefix, m = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+settle(prefix, 6, 5 + m)
+local base = 5 + m
+local n = (#ARGV - base) / 4
 local out = {0, '', window, tostring((window + 1) * 60 - now)}
 for i = 1, n do
-  local b = 4 + (i - 1) * 4
+  local b = base + (i - 1) * 4
   local c = prefix .. ARGV[b + 1]
   local rpm, tpm, conc = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local r = tonumber(redis.call('GET', c .. ':r:' .. window) or '0')
@@ -154,7 +187,7 @@ for i = 1, n do
 end
 if out[1] == 0 then
   for i = 1, n do
-    local b = 4 + (i - 1) * 4
+    local b = base + (i - 1) * 4
     local c = prefix .. ARGV[b + 1]
     if tonumber(ARGV[b + 2]) >= 0 and redis.call('INCR', c .. ':r:' .. window) == 1 then
       redis.call('EXPIRE', c .. ':r:' .. window, 150)  -- a window's counters outlive it by a settlement's time
@@ -169,34 +202,52 @@ if out[1] == 0 then
 end
 return out
 """
+)
 
-# ARGV: prefix, window, tokens to add (negative: a refund), lease, then per rule: counter, has tpm, has concurrency.
-# A window already expired is not brought back.
-SETTLE = """
-local prefix, window, delta, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-for i = 5, #ARGV, 3 do
-  local c = prefix .. ARGV[i]
-  if delta ~= 0 and ARGV[i + 1] == '1' and redis.call('EXISTS', c .. ':t:' .. window) == 1 then
-    redis.call('INCRBY', c .. ':t:' .. window, delta)
-  end
-  if ARGV[i + 2] == '1' then redis.call('ZREM', c .. ':c', lease) end
-end
+# ARGV: prefix, then settlements (as above): those a replica sends when no reservation came to carry them.
+SETTLE = (
+    APPLY_SETTLEMENTS
+    + """
+settle(ARGV[1], 2, #ARGV)
 return 0
 """
+)
+# How long a settlement waits for a reservation to carry it, and how many may wait: a bound on how late other
+# replicas see it, and on the size of one script call.
+SETTLE_DELAY_S = 0.05
+MAX_WAITING_SETTLEMENTS = 256
 
 
 def _arg(value: int | None) -> int:
     return -1 if value is None else value
 
 
+def settlement(lease: Lease, used_tokens: int) -> list[str | int]:
+    """A settlement's values as the scripts read them (APPLY_SETTLEMENTS)."""
+    values: list[str | int] = [lease.window, used_tokens - lease.tokens, lease.id, len(lease.rules)]
+    for rule in lease.rules:
+        values += [rule.counter, int(rule.tpm is not None), int(rule.concurrency is not None)]
+    return values
+
+
 class RedisCounters:
     """Counters in Redis, shared by the gateway's replicas. A call that fails or takes longer than ``timeout_s``
     raises StoreUnavailable, and for ``backoff_s`` after that every call does at once (no request waits for a
-    store known to be down)."""
+    store known to be down). Settlements wait up to ``settle_delay_s`` for a reservation to carry them (see the
+    module's docstring); those a failed call carried are dropped, as a failed settlement is (the window expires, a
+    slot is freed when its lease ends)."""
 
     kind = "redis"
 
-    def __init__(self, url: str, *, timeout_s: float = 1.0, lease_s: float = 3600.0, backoff_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 1.0,
+        lease_s: float = 3600.0,
+        backoff_s: float = 1.0,
+        settle_delay_s: float = SETTLE_DELAY_S,
+    ) -> None:
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
@@ -212,6 +263,11 @@ class RedisCounters:
         self._reserve = self.redis.register_script(RESERVE)
         self._settle = self.redis.register_script(SETTLE)
         self._down_until = 0.0
+        self.settle_delay_s = settle_delay_s
+        self._waiting: list[str | int] = []  # settlements not yet sent, as the scripts read them
+        self._waiting_count = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def _call(self, what: str, run: Callable[[], object]) -> object:
         from redis.exceptions import RedisError
@@ -228,8 +284,13 @@ class RedisCounters:
                 hint="check COVE_REDIS_URL and that the server runs",
             ) from exc
 
+    def _take_waiting(self) -> list[str | int]:
+        waiting, self._waiting, self._waiting_count = self._waiting, [], 0
+        return waiting
+
     async def reserve(self, rules: Sequence[Rule], tokens: int, lease: str) -> tuple[Verdict, int]:
-        args: list[str | int | float] = [tokens, lease, int(self.lease_s), PREFIX]
+        carried = self._take_waiting()
+        args: list[str | int | float] = [tokens, lease, int(self.lease_s), PREFIX, len(carried), *carried]
         for rule in rules:
             args += [rule.counter, _arg(rule.rpm), _arg(rule.tpm), _arg(rule.concurrency)]
         out = await self._call("reserve", lambda: self._reserve(keys=[], args=args))
@@ -245,10 +306,30 @@ class RedisCounters:
         return Verdict(standings, reset, tokens, rules[refused - 1], dimension), window
 
     async def settle(self, lease: Lease, used_tokens: int) -> None:
-        args: list[str | int] = [PREFIX, lease.window, used_tokens - lease.tokens, lease.id]
-        for rule in lease.rules:
-            args += [rule.counter, int(rule.tpm is not None), int(rule.concurrency is not None)]
-        await self._call("settle", lambda: self._settle(keys=[], args=args))
+        """Queue the settlement for the next reservation to carry; sent alone once ``settle_delay_s`` is up (or
+        at once when many wait). Never raises: a failed send is logged and dropped."""
+        self._waiting += settlement(lease, used_tokens)
+        self._waiting_count += 1
+        if self._waiting_count >= MAX_WAITING_SETTLEMENTS or self.settle_delay_s <= 0:
+            self._send_waiting()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.settle_delay_s, self._send_waiting)
+
+    def _send_waiting(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._waiting:
+            count = self._waiting_count
+            task = asyncio.ensure_future(self._send(self._take_waiting(), count))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, settlements: list[str | int], count: int) -> None:
+        try:
+            await self._call("settle", lambda: self._settle(keys=[], args=[PREFIX, *settlements]))
+        except StoreUnavailable as exc:  # the next reservation says the store is down; this one is dropped
+            log.warning("%s; %d settlements dropped", exc, count)
 
     async def reachable(self) -> bool:
         from redis.exceptions import RedisError
@@ -260,4 +341,8 @@ class RedisCounters:
             return False
 
     async def close(self) -> None:
+        """Send the settlements still waiting, then close the connections."""
+        self._send_waiting()
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=self.timeout_s * 2)
         await self.redis.aclose()

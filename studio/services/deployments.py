@@ -30,6 +30,7 @@ from studio.models import (
     Pool,
 )
 from studio.pools import Admission, Claim, admit
+from studio.runtimes import is_embedding_architecture
 from studio.services import owned, plans
 from studio.services.events import NewEvent, add_events
 from studio.services.images import find_image
@@ -145,7 +146,11 @@ def create_deployment(*, db: Database, actor: Principal, data: DeploymentCreate)
         image = find_image(session, name=data.image or _default_image(pool), version=data.image_version)
         # stored as written (a spec applied again finds no change); sized as the runtime will read them
         args = runtime_flags.checked_args(
-            image.runtime, data.runtime_args, local_command=image.local_command, may_trust_remote_code=actor.is_admin
+            image.runtime,
+            data.runtime_args,
+            local_command=image.local_command,
+            may_trust_remote_code=actor.is_admin,
+            embeds=is_embedding_architecture(version.architecture),
         )
         if version.adapter_of_id is not None and image.runtime not in ADAPTER_RUNTIMES:
             raise InvalidSpec(
@@ -435,6 +440,7 @@ def desired_state(*, db: Database) -> list[Desired]:
                     model_path=loaded.path,
                     adapter=version.path if version.adapter_of_id is not None else "",
                     adapter_rank=_adapter_rank(version) if version.adapter_of_id is not None else 0,
+                    embeds=is_embedding_architecture(loaded.architecture),
                     image=f"{image.ref}:{image.version}",
                     health_path=image.health_path,
                     local_command=tuple(image.local_command) if image.local_command else None,
@@ -488,11 +494,17 @@ def _routes(session: Session, *where: Any) -> list[Route]:
     """The routes the gateway may use: ready, not being deleted, with endpoints, their runtime and model folder. A
     canary deployment is no route of its own: it rides on the route of the deployment it is the canary of, with that
     one's share."""
-    ready = (Deployment.status == Status.READY, col(Deployment.deleting).is_(False))
+    ready = (col(Deployment.status) == Status.READY, col(Deployment.deleting).is_(False))
 
-    def read(*where: Any) -> list[tuple[Deployment, int, str, str]]:
-        return session.exec(  # type: ignore[return-value]
-            select(Deployment, ModelVersion.version, ModelVersion.path, Image.runtime)
+    def read(*where: Any) -> list[tuple[Deployment, int, str, str, str]]:
+        return session.execute(  # type: ignore[return-value]
+            sa.select(
+                Deployment,
+                col(ModelVersion.version),
+                col(ModelVersion.path),
+                col(Image.runtime),
+                col(ModelVersion.architecture),
+            )
             .join(ModelVersion, col(Deployment.model_version_id) == ModelVersion.id)
             .join(Image, col(Deployment.image_id) == Image.id)
             .where(*ready, *where)
@@ -510,8 +522,9 @@ def _routes(session: Session, *where: Any) -> list[Route]:
                 model_path=path,
                 model_version=version,
                 deployment=c.name,
+                embeds=is_embedding_architecture(architecture),
             )
-            for c, version, path, runtime in read(col(Deployment.canary_of).in_(shared))
+            for c, version, path, runtime, architecture in read(col(Deployment.canary_of).in_(shared))
             if c.endpoints
         }
         if shared
@@ -528,8 +541,9 @@ def _routes(session: Session, *where: Any) -> list[Route]:
             model_version=version,
             canary=canaries.get(d.id),
             canary_share=d.canary_share if d.id in canaries else 0,
+            embeds=is_embedding_architecture(architecture),
         )
-        for d, version, path, runtime in rows
+        for d, version, path, runtime, architecture in rows
         if d.endpoints
     ]
 

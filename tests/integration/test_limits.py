@@ -21,7 +21,7 @@ import pytest
 
 from studio.controller import Controller
 from studio.db import Database
-from studio.gateway.counters import RedisCounters
+from studio.gateway.counters import Lease, RedisCounters
 from studio.limits import LimitScope, Rule
 from studio.models import ApiKeyCreate, LimitSet
 from studio.services import keys, limits, usage
@@ -74,6 +74,44 @@ def test_replicas_sharing_redis_admit_exactly_the_limit_under_concurrent_load(re
 
     clear_of_window_edge()
     assert sum(asyncio.run(scenario())) == 30
+
+
+def test_a_settlement_rides_on_the_replicas_next_reservation_or_goes_alone_after_its_delay(
+    redis_server: RedisServer,
+) -> None:
+    rule = Rule(LimitScope.KEY, "app", tpm=1000, concurrency=1)
+
+    async def scenario() -> None:
+        a = RedisCounters(redis_server.url, settle_delay_s=3600)  # only a reservation (or closing) sends its own
+        b = RedisCounters(redis_server.url, settle_delay_s=0.05)
+        try:
+            verdict, window = await a.reserve((rule,), 100, "a-1")
+            assert verdict.admitted
+            await a.settle(Lease("a-1", (rule,), window, 100), 10)  # used 10 of 100: waits in a
+            refused, _ = await b.reserve((rule,), 100, "b-1")
+            assert refused.dimension == "concurrency"  # b does not see it yet: it refuses more, never admits more
+            verdict, window = await a.reserve((rule,), 100, "a-2")  # carries a-1's settlement, applied first
+            assert verdict.admitted
+            assert (verdict.standings[0].tokens, verdict.standings[0].active) == (10, 0)
+            await a.settle(Lease("a-2", (rule,), window, 100), 20)
+            await a.close()  # sends what waits
+            verdict, window = await b.reserve((rule,), 100, "b-1")
+            assert verdict.admitted
+            assert verdict.standings[0].tokens == 30
+            await b.settle(Lease("b-1", (rule,), window, 100), 0)  # b reserves nothing more: sent after 50 ms
+            for _ in range(200):
+                verdict, _ = await a.reserve((rule,), 0, "a-3")
+                if verdict.admitted:
+                    break
+                await asyncio.sleep(0.01)
+            assert verdict.admitted
+            assert verdict.standings[0].tokens == 30
+        finally:
+            await a.close()
+            await b.close()
+
+    clear_of_window_edge()
+    asyncio.run(scenario())
 
 
 # ------------------------------------------------------------------------------------------------ two gateways

@@ -50,6 +50,7 @@ def test_the_replica_count_does_not_change_the_fingerprint() -> None:
         {"local_command": ("srv", "{port}")},
         {"pool": "gpu"},
         {"node_selector": (("cove.dev/pool", "gpu"),)},
+        {"embeds": True},
     ],
     ids=lambda c: next(iter(c)),
 )

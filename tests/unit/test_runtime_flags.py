@@ -179,3 +179,10 @@ def test_no_flag_is_both_allowed_and_refused() -> None:
         assert not table.allowed & set(table.refused), kind
         assert all(alias in table.allowed for alias in table.short.values()), kind
         assert kind in set(RuntimeKind)
+
+
+def test_an_embedding_model_on_the_transformers_runtime_takes_only_the_embedders_flags() -> None:
+    assert checked_args(RuntimeKind.TRANSFORMERS, ["--dev=cpu"], embeds=True) == ("--device=cpu",)
+    with pytest.raises(InvalidSpec, match="--cb-num-blocks"):
+        checked_args(RuntimeKind.TRANSFORMERS, ["--cb-num-blocks", "8"], embeds=True)
+    assert checked_args(RuntimeKind.TRANSFORMERS, ["--cb-num-blocks", "8"]) == ("--cb-num-blocks", "8")

@@ -11,7 +11,15 @@ import pytest
 from studio import runtimes
 from studio.backends.base import WorkloadSpec
 from studio.errors import RuntimeUnavailable
-from studio.runtimes import Launch, local_availability, local_launch, upstream_key, upstream_model
+from studio.runtimes import (
+    Launch,
+    container_launch,
+    is_embedding_architecture,
+    local_availability,
+    local_launch,
+    upstream_key,
+    upstream_model,
+)
 from studio.values import Resources, RuntimeKind
 
 PY = "/srv/cove/.venv/bin/python"
@@ -50,6 +58,38 @@ def with_(spec: WorkloadSpec, **changes: object) -> WorkloadSpec:
 
 
 # ------------------------------------------------------------------------------------------------ transformers
+
+
+@pytest.mark.parametrize(
+    ("architecture", "embeds"),
+    [
+        ("BertModel", True),
+        ("XLMRobertaModel", True),
+        ("MPNetModel", True),
+        ("NomicBertModel", True),
+        ("LlamaForCausalLM", False),
+        ("BertForSequenceClassification", False),
+        ("GPT2LMHeadModel", False),
+        ("T5ForConditionalGeneration", False),
+        ("", False),
+    ],
+)
+def test_an_encoder_without_a_head_is_an_embedding_model(architecture: str, embeds: bool) -> None:
+    assert is_embedding_architecture(architecture) is embeds
+
+
+def test_an_embedding_model_on_the_transformers_runtime_runs_coves_embedder_under_the_deployment_s_name() -> None:
+    encoder = with_(TRANSFORMERS, name="embed", embeds=True, args=("--device", "cuda"))  # the user's, last: it wins
+    ref = f"{REPO}@{REV}"
+    served = ("--served-model-name", "embed")
+
+    assert launch(encoder) == Launch(
+        (PY, "-m", "studio.embedder", ref, *served, *HOST_PORT, "--device", "cpu", "--device", "cuda"), env(), "embed"
+    )
+    assert launch(encoder, gpu_ids=(1,)).argv[10:12] == ("--device", "cuda")
+    inside = container_launch(encoder)
+    assert inside.argv[:4] == ("python3", "-m", "studio.embedder", ref)  # Cove's own image carries the embedder
+    assert inside.upstream_model == "embed"
 
 
 def test_transformers_on_cpu_pins_the_revision_and_adds_the_defaults() -> None:
