@@ -109,8 +109,9 @@ class Database:
         self.engine.dispose()
 
 
-def make_engine(url: str) -> Engine:
-    """Engine with the pragmas Cove relies on: SQLite in WAL mode with foreign keys and a busy timeout."""
+def make_engine(url: str, *, connect_timeout_s: float = 5.0) -> Engine:
+    """Engine with the pragmas Cove relies on: SQLite in WAL mode with foreign keys and a busy timeout; PostgreSQL
+    with a connect timeout (a server that does not answer is an error after ``connect_timeout_s``, not a hang)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -126,7 +127,13 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args={"connect_timeout": max(1, round(connect_timeout_s))},  # libpq takes whole seconds
+    )
 
 
 def _alembic_config(engine: Engine) -> Config:
@@ -215,8 +222,8 @@ def migrating(engine: Engine) -> Iterator[Config]:
                 conn.commit()
 
 
-def open_database(url: str) -> Database:
+def open_database(url: str, *, connect_timeout_s: float = 5.0) -> Database:
     """Engine for ``url`` with its schema migrated to the newest revision."""
-    engine = make_engine(url)
+    engine = make_engine(url, connect_timeout_s=connect_timeout_s)
     migrate(engine)
     return Database(engine)

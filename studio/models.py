@@ -991,8 +991,11 @@ class UsageRecord(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_usage_key_time", "api_key_id", "created_at"),
         sa.Index("ix_usage_deployment_time", "deployment", "created_at"),
+        sa.Index("ux_usage_request_id", "request_id", unique=True),
     )
     id: int | None = Field(default=None, primary_key=True)
+    # the gateway's id of the request (None on rows older than it): a replayed spool writes each request once
+    request_id: str | None = None
     api_key_id: int | None = Field(default=None, foreign_key="api_keys.id", ondelete="SET NULL")
     deployment: str
     endpoint: str  # chat.completions | completions

@@ -102,6 +102,7 @@ def serve(settings: Settings) -> None:
         access_log=False,
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
+        limit_concurrency=settings.max_connections,
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has shut down; with these handlers in place that

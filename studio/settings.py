@@ -186,6 +186,33 @@ class Settings(BaseSettings):
     )
     routes_refresh_s: float = Field(default=1.0, gt=0, description="How often the gateway re-reads endpoints.")
     usage_flush_s: float = Field(default=1.0, gt=0, description="How often metered usage is written.")
+    usage_spool_sync_s: float = Field(
+        default=0.1,
+        gt=0,
+        description="How often the gateway fsyncs its usage spool (COVE_HOME/spool): a power cut loses at most this "
+        "much metered usage; a killed process loses none.",
+    )
+    db_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long a connection to the database may take before it counts as down."
+    )
+    auth_failures_per_minute: int = Field(
+        default=60,
+        ge=1,
+        description="Unknown API keys one client address may send a minute; past it, unknown keys from it get 429 "
+        "(keys that work are never refused for it).",
+    )
+    keys_recheck_s: float = Field(
+        default=0.25,
+        gt=0,
+        description="An unknown API key makes the gateway read keys created since its last read at most this often; "
+        "between reads, unknown keys are refused from memory.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Longest a client may take to send a request's body (then 408)."
+    )
+    max_connections: int = Field(
+        default=10_000, ge=1, description="Connections and requests one gateway process serves at once (then 503)."
+    )
     redis_url: str = Field(
         default="",
         description="Redis (or Valkey) holding the rate-limit counters every gateway replica shares "

@@ -11,7 +11,7 @@ import logging
 
 import uvicorn
 
-from studio.db import open_database
+from studio.db import Database, make_engine
 from studio.gateway.app import Gateway
 from studio.settings import Settings
 
@@ -23,9 +23,10 @@ def main() -> None:
         logging.getLogger(__name__).warning(
             "COVE_REDIS_URL is not set: this replica counts rate limits alone (each replica admits the whole limit)"
         )
-    db = open_database(settings.db_url)
+    # migrated by the gateway at start-up, retried with backoff while the database is down (see /readyz)
+    db = Database(make_engine(settings.db_url, connect_timeout_s=settings.db_connect_timeout_s))
     uvicorn.run(
-        Gateway(settings=settings, db=db),
+        Gateway(settings=settings, db=db, migrate=True),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -33,6 +34,7 @@ def main() -> None:
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,
+        limit_concurrency=settings.max_connections,
     )
 
 

@@ -21,12 +21,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+import sqlalchemy as sa
 
-from studio.db import Database, utcnow
+from studio.db import Database, migrate, utcnow
 from studio.errors import CoveError
 from studio.gateway import responses
 from studio.gateway.budgeting import BudgetBook, BudgetExceeded
@@ -38,13 +40,15 @@ from studio.gateway.protocol import (
     adapt_request,
     check_request,
     error_body,
+    estimate_prompt_tokens,
     model_object,
 )
 from studio.gateway.proxy import Metered, Proxy, Receive, Scope, Send, Upstream, respond
 from studio.gateway.routes import RouteTable
+from studio.gateway.spool import Spool, dead, forget, new_request_id, read_lines, rows_of
 from studio.gateway.waking import Wake, WakeFailed, Waker
 from studio.limits import Rule
-from studio.prices import Budget, Position, Price
+from studio.prices import FREE, Budget, Position, Price
 from studio.sealing import studio_key
 from studio.services import budgets, deployments, events, keys, limits, prices, usage
 from studio.services.events import NewEvent
@@ -64,11 +68,10 @@ ENDPOINTS = {
 # studio.embedder): asked for it, the gateway says so instead of relaying their 404.
 NO_EMBEDDINGS = frozenset({"transformers", "triton"})
 MAX_REMEMBERED_MISSES = 10_000
-MAX_BUFFERED_USAGE = 100_000
-
-
-def _write_usage(db: Database, batch: list[Metered]) -> None:
-    usage.record_usage(db=db, records=[m._asdict() for m in batch])
+MAX_BUFFERED_USAGE = 100_000  # records held in memory only (the spool could not write them) before the oldest go
+MAX_CONNECT_BACKOFF_S = 30.0
+# what a database that is down or unreachable raises (a failed migration is a CoveError)
+DB_DOWN = (sa.exc.SQLAlchemyError, CoveError, OSError)
 
 
 class _Reject(Exception):
@@ -82,9 +85,11 @@ class _Reject(Exception):
         type: str = "invalid_request_error",
         code: str | int | None = None,
         param: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.body = status, error_body(message, type=type, code=code, param=param)
+        self.headers = headers or []
 
 
 class _Asleep(Exception):
@@ -94,8 +99,10 @@ class _Asleep(Exception):
 class Gateway:
     """The ASGI app. ``load(name)`` reports requests in flight per deployment (for the autoscaler)."""
 
-    def __init__(self, *, settings: Settings, db: Database) -> None:
-        self.settings, self.db = settings, db
+    def __init__(self, *, settings: Settings, db: Database, migrate: bool = False) -> None:
+        """``migrate``: bring the database's schema up to date at start-up, retrying with backoff while it is down
+        (the standalone gateway); otherwise the caller has opened it already (``cove server``)."""
+        self.settings, self.db, self.migrate = settings, db, migrate
         self.table = RouteTable()
         self.metrics = GatewayMetrics()
         self.limiter = Limiter(
@@ -113,9 +120,25 @@ class Gateway:
             budgets=self.budgets,
         )
         self.keys: dict[str, KeyIdentity] = {}
-        # Misses looked up in the DB, remembered until the next refresh: a wrong key or a model that is not ready
-        # costs one indexed lookup per refresh interval, however often it is asked for.
-        self._unknown_keys: set[str] = set()
+        # Every working key is in memory (read with the routes). An unknown one makes the gateway read the keys made
+        # since (``_recheck_keys``), at most once per ``keys_recheck_s`` however many arrive; the rest are refused
+        # from memory, and a client address past ``auth_failures_per_minute`` unknown keys gets 429 without waiting.
+        self._newest_key_id = 0
+        self._keys_checked_at = 0.0
+        self._recheck: asyncio.Task[None] | None = None
+        self._failures: dict[str, int] = {}  # client address → unknown keys it sent this minute
+        self._failures_minute = 0
+        # The usage spool (write-ahead, on local disk): see ``spool``. Dead gateways' spools are replayed once the
+        # database answers.
+        self.spool: Spool | None = Spool(settings.home / "spool")
+        self._replayed = False
+        self.up.keep = self._keep
+        # The database as the gateway last found it: when it last answered, and why not since
+        self._db_problem = ""
+        self._db_down_since: float | None = None
+        self._connected = False  # the state has been read once: the gateway can serve
+        self._connect_attempts = 0
+        self._next_attempt_s = 0.0
         self._rechecked_keys: set[str] = set()  # keys refused a deployment and read again since the last refresh
         self._route_misses: dict[str, bool] = {}  # name → whether the deployment exists
         self.sleepers: frozenset[str] = frozenset()  # deployments that scale to zero: a request for one wakes it
@@ -126,6 +149,7 @@ class Gateway:
         self._flushing = asyncio.Lock()
         self._reading = asyncio.Lock()
         self._refreshed_at = 0.0
+        self.metrics.database_up.set(0)
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.upstream_connect_timeout_s, sock_read=settings.upstream_read_timeout_s
         )
@@ -151,6 +175,10 @@ class Gateway:
             await self._model(scope, send, path[len(b"/v1/models/") :].decode(errors="replace"))
         elif path == b"/healthz":
             await self._health(send)
+        elif path == b"/livez":  # the process answers: nothing about the database (liveness)
+            await respond(send, 200, b'{"status":"live"}')
+        elif path == b"/readyz":
+            await self._ready(send)
         elif path == b"/health":  # vLLM's and SGLang's probe, which benchmark clients call: 200 and no body
             await self._probe(send)
         elif path == b"/metrics":
@@ -192,20 +220,114 @@ class Gateway:
                 return
 
     async def startup(self) -> None:
+        """Open the spool and read the state. A database that does not answer does not stop the gateway: it keeps
+        trying with backoff (``/readyz`` says so) and serves once it has read the state."""
         self.up.client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             timeout=self._timeout,
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
-        await self.refresh()
+        if self.spool is not None:
+            try:
+                self.spool.start()
+            except OSError as exc:
+                log.error(
+                    "the usage spool in %s cannot be written (%s): usage is kept in memory only", self.spool.folder, exc
+                )
+                self.spool = None
+        if not await self._connect():
+            log.warning("the database does not answer yet (%s); retrying with backoff", self._db_problem)
         if not await self.limiter.store.reachable():  # also opens its first connection before any request needs it
             log.warning("the rate-limit store (%s) does not answer yet", self.limiter.store.kind)
         self._tasks = [
-            asyncio.create_task(self._every(self.settings.routes_refresh_s, self.refresh)),
+            asyncio.create_task(self._every(self.settings.routes_refresh_s, self._refresh_or_connect)),
             asyncio.create_task(self._every(self.settings.usage_flush_s, self.flush_usage)),
             asyncio.create_task(self._every(self.settings.budgets_refresh_s, self.refresh_spend)),
+            asyncio.create_task(self._every(self.settings.usage_spool_sync_s, self._sync_spool)),
         ]
+
+    async def _connect(self) -> bool:
+        """Migrate (when asked) and read the state; False, with the reason kept for ``/readyz``, when the database
+        does not answer. Attempts back off exponentially up to ``MAX_CONNECT_BACKOFF_S``."""
+        self._connect_attempts += 1
+        try:
+            if self.migrate:
+                await asyncio.to_thread(migrate, self.db.engine)
+            await self.refresh()
+        except DB_DOWN as exc:  # any failure to reach or read the database: retried, reported in /readyz
+            self._db_failed(exc)
+            delay = min(MAX_CONNECT_BACKOFF_S, self.settings.routes_refresh_s * 2 ** min(self._connect_attempts, 10))
+            self._next_attempt_s = time.monotonic() + delay
+            return False
+        self._connected = True
+        return True
+
+    async def _refresh_or_connect(self) -> None:
+        if self._connected:
+            try:
+                await self.refresh()
+            except DB_DOWN as exc:  # the database is down: keep serving from memory; /readyz says degraded
+                self._db_failed(exc)
+        elif time.monotonic() >= self._next_attempt_s and await self._connect():
+            log.info("the database answers: serving")
+
+    def _db_failed(self, exc: BaseException) -> None:
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        if self._db_down_since is None:
+            self._db_down_since = time.monotonic()
+            log.error("the database does not answer (%s): serving from memory, usage kept in the spool", problem)
+        self._db_problem = problem
+        self.metrics.database_up.set(0)
+
+    def _db_answered(self) -> None:
+        if self._db_down_since is not None:
+            log.warning("the database answers again after %.1f s", time.monotonic() - self._db_down_since)
+        self._db_down_since, self._db_problem = None, ""
+        self.metrics.database_up.set(1)
+
+    async def _sync_spool(self) -> None:
+        if self.spool is not None:
+            await asyncio.to_thread(self.spool.sync)
+
+    def _keep(self, metered: Metered) -> bool:
+        """Append a finished request to the spool; False (counted, logged by the spool) when the disk refused it."""
+        if self.spool is not None and self.spool.done(metered._asdict()):
+            return True
+        self.metrics.usage_unspooled.inc()
+        return False
+
+    def _spool_open(
+        self,
+        request_id: str,
+        identity: KeyIdentity | None,
+        route: Route,
+        endpoint: str,
+        body: dict[str, Any],
+        stream: bool,
+    ) -> None:
+        """Spool an admitted request before the runtime is asked: what it is billed if this process dies before it
+        ends (its prompt tokens, priced; see ``spool``)."""
+        if self.spool is None:
+            return
+        prompt = estimate_prompt_tokens(body)
+        record = {
+            "api_key_id": identity.id if identity else None,
+            "deployment": route.name,
+            "endpoint": endpoint,
+            "stream": stream,
+            "status_code": 0,
+            "prompt_tokens": prompt,
+            "completion_tokens": 0,
+            "estimated": True,
+            "latency_ms": 0.0,
+            "ttft_ms": None,
+            "created_at": utcnow(),
+            "model_version": route.model_version or None,
+            "cost_micros": self.up.prices.get(route.name, FREE).cost(prompt, 0),
+        }
+        if not self.spool.open(request_id, record):
+            self.metrics.usage_unspooled.inc()
 
     async def shutdown(self) -> None:
         for task in self._tasks:
@@ -219,7 +341,12 @@ class Gateway:
             await asyncio.wait(set(self.limiter.settling), timeout=5)
         await self.limiter.store.close()
         await self.waker.close()
-        await self.flush_usage()
+        try:
+            await self.flush_usage()
+        except Exception:  # the database is down: what is spooled is written by the next gateway to start
+            log.exception("the last usage flush failed; the spool keeps the records for the next start")
+        if self.spool is not None:
+            self.spool.close()
         if self.up.client is not None:
             await self.up.client.close()
 
@@ -244,10 +371,11 @@ class Gateway:
         if budgeted and not had_budgets:  # the first budget: read this month's spend before enforcing it
             await self.refresh_spend()
         self._route_misses.clear()
-        self._unknown_keys.clear()
         self._rechecked_keys.clear()
         self.keys = active
+        self._newest_key_id = max([self._newest_key_id, *(i.id for i in active.values())])
         self._refreshed_at = time.monotonic()
+        self._db_answered()
         self._cut_streams(active)
 
     def _cut_streams(self, active: dict[str, KeyIdentity]) -> None:
@@ -300,18 +428,53 @@ class Gateway:
         async with self._flushing:
             if self.asked:  # when each deployment was last asked for: the controller's idle clock for scale to zero
                 asked, self.asked = self.asked, {}
-                await asyncio.to_thread(deployments.record_requests, db=self.db, seen=asked)
+                try:
+                    await asyncio.to_thread(deployments.record_requests, db=self.db, seen=asked)
+                except Exception:
+                    self.asked = {**asked, **self.asked}
+                    raise
             if begin_read:
                 self.budgets.begin_read()
-            if not self.up.metered:
+            # the batch is taken with nothing awaited in between: closed segments (and what only memory holds)
+            segments, in_flight = self.spool.rotate() if self.spool is not None else ([], frozenset[str]())
+            memory, self.up.metered = self.up.metered, []
+            if not segments and not memory and self._replayed:
                 return
-            batch, self.up.metered = self.up.metered, []
             try:
-                await asyncio.to_thread(_write_usage, self.db, batch)
+                await asyncio.to_thread(self._write_usage, segments, in_flight, memory)
             except Exception:
-                if len(self.up.metered) + len(batch) <= MAX_BUFFERED_USAGE:
-                    self.up.metered[:0] = batch  # keep them for the next flush rather than lose them
+                self._hold(memory)
                 raise
+
+    def _write_usage(self, segments: list[Path], in_flight: frozenset[str], memory: list[Metered]) -> None:
+        """Write closed spool segments and records only memory holds (one transaction), then delete the segments;
+        first, once, the spools of gateways that died. On a worker thread."""
+        if not self._replayed and self.spool is not None:
+            for lock, dead_segments in dead(self.spool.folder):
+                rows = rows_of(read_lines(dead_segments))
+                usage.record_usage(db=self.db, records=rows)
+                forget(lock, dead_segments)
+                log.warning("replayed %d usage records a stopped gateway left in %s", len(rows), lock.parent)
+        self._replayed = True
+        rows = self.spool.take(segments, in_flight) if self.spool is not None else []
+        if memory:  # a record the spool could not append: the one in memory is the request's final word
+            kept = {m.request_id for m in memory}
+            rows = [r for r in rows if r["request_id"] not in kept] + [m._asdict() for m in memory]
+        self.metrics.usage_pending.set(len(rows))
+        usage.record_usage(db=self.db, records=rows)
+        self.metrics.usage_pending.set(0)
+        if self.spool is not None:
+            self.spool.written(segments)
+
+    def _hold(self, memory: list[Metered]) -> None:
+        """Put back records only memory holds after a failed write; past ``MAX_BUFFERED_USAGE`` the oldest are
+        dropped, counted and logged (never silently)."""
+        self.up.metered[:0] = memory
+        over = len(self.up.metered) - MAX_BUFFERED_USAGE
+        if over > 0:
+            del self.up.metered[:over]
+            self.metrics.usage_lost.inc(over)
+            log.error("dropped %d usage records: the spool could not write them and the database is down", over)
 
     # ------------------------------------------------------------------------------------------- requests
 
@@ -331,16 +494,8 @@ class Gateway:
             )
         digest = keys.hash_key(token[7:].strip().decode("latin-1"))
         identity = self.keys.get(digest)
-        if identity is None and digest not in self._unknown_keys:  # a key created a moment ago works at once
-            identity = await asyncio.to_thread(keys.find_key, db=self.db, key_hash=digest)
-            if identity is not None:
-                self.keys[digest] = identity
-            elif len(self._unknown_keys) < MAX_REMEMBERED_MISSES:
-                self._unknown_keys.add(digest)
         if identity is None:
-            raise _Reject(
-                401, "invalid API key: it is unknown or was revoked, or its owner is disabled", code="invalid_api_key"
-            )
+            identity = await self._unknown_key(digest, scope)
         if identity.expires_at is not None and identity.expires_at <= utcnow():
             raise _Reject(
                 401,
@@ -348,6 +503,58 @@ class Gateway:
                 code="expired_api_key",
             )
         return identity
+
+    async def _unknown_key(self, digest: str, scope: Scope) -> KeyIdentity:
+        """A key not in memory: one made a moment ago works once the keys made since are read (at most once per
+        ``keys_recheck_s``, however many unknown keys arrive: each waits for the next read); any other
+        is refused (401), and after ``auth_failures_per_minute`` of them from one address, refused with 429 at once."""
+        address = (scope.get("client") or ("unknown", 0))[0]
+        minute = int(time.monotonic() // 60)
+        if minute != self._failures_minute:
+            self._failures_minute, self._failures = minute, {}
+        if self._failures.get(address, 0) >= self.settings.auth_failures_per_minute:
+            self.metrics.auth_refusals.labels("too_many_failures").inc()
+            wait = 60 - int(time.monotonic() % 60)
+            raise _Reject(
+                429,
+                f"too many requests with unknown API keys from {address}: wait {wait} s, and check the key you send",
+                type="rate_limit_error",
+                code="too_many_auth_failures",
+                headers=[(b"retry-after", str(wait).encode())],
+            )
+        await self._recheck_keys()
+        identity = self.keys.get(digest)
+        if identity is None:
+            if len(self._failures) < MAX_REMEMBERED_MISSES or address in self._failures:
+                self._failures[address] = self._failures.get(address, 0) + 1
+            self.metrics.auth_refusals.labels("unknown_key").inc()
+            raise _Reject(
+                401, "invalid API key: it is unknown or was revoked, or its owner is disabled", code="invalid_api_key"
+            )
+        return identity
+
+    async def _recheck_keys(self) -> None:
+        """Read the keys made since the newest one in memory; one read at a time, shared by whoever waits."""
+        if self._recheck is None:  # one read per keys_recheck_s at most: those arriving sooner wait for the next
+            wait = self._keys_checked_at + self.settings.keys_recheck_s - time.monotonic()
+            self._keys_checked_at = time.monotonic() + max(0.0, wait)
+            self._recheck = asyncio.ensure_future(self._read_new_keys(max(0.0, wait)))
+        task = self._recheck
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done() and self._recheck is task:
+                self._recheck = None
+
+    async def _read_new_keys(self, after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        try:
+            fresh = await asyncio.to_thread(keys.keys_since, db=self.db, after_id=self._newest_key_id)
+        except DB_DOWN as exc:  # the database is down: unknown keys are refused until it answers
+            self._db_failed(exc)
+            return
+        self.keys.update(fresh)
+        self._newest_key_id = max([self._newest_key_id, *(i.id for i in fresh.values())])
 
     async def _authorize(self, identity: KeyIdentity | None, name: str) -> None:
         """403 when the key may not call deployment ``name`` (read once more first: the deployment may be new)."""
@@ -396,7 +603,22 @@ class Gateway:
                 raise _Reject(404, f"the model {name!r} does not exist; ready models: {ready}", code="model_not_found")
         return route
 
-    async def _read_body(self, receive: Receive) -> bytes:
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The request's body: 413 when it says or turns out to be over ``max_body_bytes``, 408 when it is not all
+        there within ``body_timeout_s`` (a client trickling it holds nothing for long)."""
+        limit = self.settings.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise _Reject(413, f"request body exceeds {limit} bytes")
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                return await self._receive_body(receive)
+        except TimeoutError as exc:
+            raise _Reject(
+                408, f"the request body did not arrive within {self.settings.body_timeout_s:g} s", code="timeout"
+            ) from exc
+
+    async def _receive_body(self, receive: Receive) -> bytes:
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -414,8 +636,16 @@ class Gateway:
         started = time.perf_counter()
         name = "unknown"
         try:
-            raw = await self._read_body(receive)
-            identity = await self._authenticate(scope)
+            if not self._connected:  # never read the database yet: no key could be checked
+                raise _Reject(
+                    503,
+                    "the gateway is starting and has not reached its database yet; retry shortly",
+                    type="service_unavailable",
+                    code="starting",
+                    headers=[(b"retry-after", b"5")],
+                )
+            identity = await self._authenticate(scope)  # before the body: an unknown key costs no upload
+            raw = await self._read_body(scope, receive)
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
@@ -431,7 +661,7 @@ class Gateway:
             await self._authorize(identity, name)
         except _Reject as reject:
             if reject.status != 499:
-                await respond(send, reject.status, reject.body)
+                await respond(send, reject.status, reject.body, reject.headers)
             self.metrics.requests.labels(
                 "unknown" if reject.status == 404 else name, endpoint, str(reject.status), ""
             ).inc()
@@ -496,6 +726,8 @@ class Gateway:
                 await respond(send, refused.status, refused.body, refused.headers)
                 self.metrics.requests.labels(name, endpoint, str(refused.status), "").inc()
                 return
+        request_id = new_request_id()
+        self._spool_open(request_id, identity, route, endpoint, body, stream)
         call = Proxy(
             self.up,
             route,
@@ -508,9 +740,10 @@ class Gateway:
             responses.to_chat(body) if endpoint == "responses" and answer_as_response is None else body,
             [orjson.dumps(copy) for copy in adapted.copies()],
             path,
-            adapted.headers() + limit_headers,
+            [*adapted.headers(), *limit_headers, (b"x-request-id", request_id.encode())],
             lease=lease,
             answer_as_response=answer_as_response,
+            request_id=request_id,
         )
         await call.run(receive, send)
 
@@ -635,6 +868,27 @@ class Gateway:
         healthy, _ = self._healthy()
         await send({"type": "http.response.start", "status": 200 if healthy else 503, "headers": []})
         await send({"type": "http.response.body", "body": b""})
+
+    async def _ready(self, send: Send) -> None:
+        """Readiness: 503 only until the state was first read (nothing to serve with). While the database is down
+        afterwards the gateway still serves from memory, so it stays ready and says ``degraded``."""
+        body: dict[str, object] = {"status": "ok", "ready_models": len(self.table.routes), "keys": len(self.keys)}
+        if not self._connected:
+            wait = max(0.0, self._next_attempt_s - time.monotonic())
+            body |= {
+                "status": "starting",
+                "problem": f"the database does not answer ({self._db_problem}); attempt {self._connect_attempts}, "
+                f"next in {wait:.0f} s",
+            }
+        elif self._db_down_since is not None:
+            body |= {
+                "status": "degraded",
+                "problem": f"the database has not answered for {time.monotonic() - self._db_down_since:.0f} s "
+                f"({self._db_problem}): serving cached keys and routes; usage waits in the spool",
+            }
+        if self.spool is None:
+            body["spool"] = "off: the spool folder cannot be written; usage is kept in memory only"
+        await respond(send, 200 if self._connected else 503, orjson.dumps(body))
 
     async def _health(self, send: Send) -> None:
         healthy, age = self._healthy()

@@ -155,6 +155,28 @@ class GatewayMetrics:
             ["deployment", "kind"],
             registry=r,
         )
+        self.usage_unspooled = Counter(
+            "cove_gateway_usage_unspooled",
+            "Usage records the spool could not write to disk (kept in memory only: a crash would lose them)",
+            registry=r,
+        )
+        self.usage_lost = Counter(
+            "cove_gateway_usage_lost",
+            "Usage records dropped: neither on disk nor written to the database (see the gateway's log)",
+            registry=r,
+        )
+        self.usage_pending = Gauge(
+            "cove_gateway_usage_pending", "Usage records waiting for the database (spooled or in memory)", registry=r
+        )
+        self.auth_refusals = Counter(
+            "cove_gateway_auth_refusals",
+            "Requests refused before their key was looked up, by why (unknown_key, too_many_failures)",
+            ["reason"],
+            registry=r,
+        )
+        self.database_up = Gauge(
+            "cove_gateway_database_up", "1 when the gateway's last read of the database succeeded", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -66,6 +66,7 @@ class Metered(NamedTuple):
     created_at: datetime
     model_version: int | None = None  # which version answered: a deployment with a canary serves two
     cost_micros: int = 0  # at the price the gateway held when it served the request (0 when not billed)
+    request_id: str | None = None  # the gateway's id of the request: its usage row is written once (``spool``)
 
 
 @dataclass
@@ -85,6 +86,9 @@ class Upstream:
     prices: dict[str, Price] = field(default_factory=dict)  # deployment → price, refreshed with the routes
     currency: str = "USD"
     budgets: BudgetBook | None = None  # adds each billed request's spend to its owner's and groups' budgets
+    # where a metered request goes first (the gateway's usage spool): False when it could not keep it, and the
+    # record waits in ``metered`` instead
+    keep: Callable[[Metered], bool] = lambda _: False
     _headers: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def headers_for(self, deployment: str) -> dict[str, str]:
@@ -162,7 +166,9 @@ class Proxy:
         headers: list[tuple[bytes, bytes]] | None = None,
         lease: Lease | None = None,
         answer_as_response: dict[str, Any] | None = None,
+        request_id: str | None = None,
     ) -> None:
+        self.request_id = request_id
         self.up, self.route, self.endpoint, self.stream = up, route, endpoint, stream
         self.wants_usage, self.identity, self.started = wants_usage, identity, started
         # several payloads: copies of one request whose answers are merged (``n`` fanned out for the runtime)
@@ -460,20 +466,21 @@ class Proxy:
             if self.identity is not None and self.up.budgets is not None:
                 tokens = self.prompt_tokens + self.completion_tokens
                 self.up.budgets.add(self.identity.owner, self.identity.groups, tokens, cost)
-        self.up.metered.append(
-            Metered(
-                self.identity.id if self.identity else None,
-                name,
-                self.endpoint,
-                self.stream,
-                self.status,
-                self.prompt_tokens,
-                self.completion_tokens,
-                self.estimated,
-                round(elapsed * 1000, 3),
-                None if self.ttft is None else round(self.ttft * 1000, 3),
-                utcnow(),
-                self.route.model_version or None,
-                cost,
-            )
+        metered = Metered(
+            self.identity.id if self.identity else None,
+            name,
+            self.endpoint,
+            self.stream,
+            self.status,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.estimated,
+            round(elapsed * 1000, 3),
+            None if self.ttft is None else round(self.ttft * 1000, 3),
+            utcnow(),
+            self.route.model_version or None,
+            cost,
+            self.request_id,
         )
+        if not self.up.keep(metered):
+            self.up.metered.append(metered)

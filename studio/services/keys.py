@@ -159,6 +159,12 @@ def find_key(*, db: Database, key_hash: str) -> KeyIdentity | None:
         return _identities(session, col(ApiKey.key_hash) == key_hash).get(key_hash)
 
 
+def keys_since(*, db: Database, after_id: int) -> dict[str, KeyIdentity]:
+    """Hash → identity of the working keys made after key ``after_id`` (the gateway's cheap check for new keys)."""
+    with db.session() as session:
+        return _identities(session, col(ApiKey.id) > after_id)
+
+
 def active_keys(*, db: Database) -> dict[str, KeyIdentity]:
     """Hash → identity of every key that works now (expired ones included: the gateway says they expired)."""
     with db.session() as session:

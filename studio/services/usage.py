@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, func, select
 
 from studio.db import Database, utcnow
@@ -18,11 +19,14 @@ CANCELLED = 499  # the client went away before the answer ended (nginx's code; t
 
 def record_usage(*, db: Database, records: Sequence[Mapping[str, Any]]) -> None:
     """Write a batch of records (UsageRecord's columns as mappings) and stamp the keys' last use, in one
-    transaction. One executemany insert: the gateway flushes thousands a second and ORM objects cost 7× more."""
+    transaction. One executemany insert: the gateway flushes thousands a second and ORM objects cost 7× more.
+    A record whose ``request_id`` is already in the table is skipped (insert-or-ignore): the gateway's spool may
+    hand the same request over again after a crash, and it is counted once."""
     if not records:
         return
     with db.session() as session:
-        session.execute(sa.insert(UsageRecord), list(records))
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        session.execute(insert(UsageRecord).on_conflict_do_nothing(index_elements=["request_id"]), list(records))
         used = {r["api_key_id"] for r in records if r["api_key_id"] is not None}
         if used:
             session.exec(sa.update(ApiKey).where(col(ApiKey.id).in_(used)).values(last_used_at=utcnow()))

@@ -456,6 +456,11 @@ def test_each_process_gets_its_settings(helm: Helm) -> None:
     assert container(docs, "hub")["readinessProbe"]["httpGet"]["path"] == "/hub/health"
     assert container(docs, "ui")["readinessProbe"]["httpGet"]["path"] == "/_stcore/health"
     assert container(docs, "playground")["readinessProbe"]["httpGet"]["path"] == "/healthz"  # open without a login
+    server = container(docs, "server")  # a database outage makes the gateway degraded, never restarted
+    assert (server["livenessProbe"]["httpGet"]["path"], server["readinessProbe"]["httpGet"]["path"]) == (
+        "/livez",
+        "/readyz",
+    )
     assert {p["name"]: p["port"] for p in find(docs, "Service", f"{PREFIX}-hub")["spec"]["ports"]} == {
         "http": 8000,
         "api": 8081,
