@@ -625,17 +625,15 @@ def test_shared_claims_are_made_kept_and_mounted(helm: Helm) -> None:
     assert env_of(docs, "server")["COVE_MODELS_PVC"] == env_of(docs, "hub")["COVE_MODELS_PVC"] == "team-models"
 
 
-SERVER_RULES = {
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"get", "list", "create", "patch", "delete"},
+SERVER_RULES = {  # the calls of studio/backends/kubernetes/backend.py in the release namespace (server/rbac.yaml)
+    ("apps", "deployments"): {"get", "list", "create", "patch", "delete"},
+    ("", "services"): {"create", "patch", "delete"},
     ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "create", "patch", "delete"},
-    ("policy", "poddisruptionbudgets"): {"get", "list", "create", "patch", "delete"},
-    ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
-    ("", "persistentvolumeclaims"): {"get", "list"},
-    ("", "secrets"): {"get", "create", "patch", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
+    ("policy", "poddisruptionbudgets"): {"get", "list", "create", "delete"},
+    ("batch", "jobs"): {"get", "list", "create", "delete"},
+    ("", "secrets"): {"create", "patch", "delete"},
+    ("", "pods"): {"list"},
     ("", "pods/log"): {"get"},
-    ("", "events"): {"get", "list", "watch"},
 }
 HUB_RULES = {
     ("", "pods"): {"get", "list", "watch", "create", "delete"},
@@ -700,7 +698,7 @@ def test_fine_tune_jobs_get_their_image_and_kueue_queue_and_the_server_may_run_t
         assert not {"COVE_KUEUE_QUEUE", "COVE_TRAINER_IMAGE"} & set(env_of(docs, component)), component
     rules = grants(find(docs, "Role", f"{PREFIX}-server"))
     assert {"get", "list", "create", "delete"} <= rules[("batch", "jobs")]
-    assert {"get", "list"} <= rules[("", "pods")]
+    assert rules[("", "pods")] == {"list"}
     assert rules[("", "pods/log")] == {"get"}
 
 
@@ -725,10 +723,10 @@ def test_hpa_values_hand_scaling_to_horizontal_pod_autoscalers(helm: Helm) -> No
 
 
 BUILD_SETTINGS = ("COVE_REGISTRY", "COVE_REGISTRY_SECRET", "COVE_BUILD_NAMESPACE", "COVE_BUILDER_IMAGE")
-BUILD_RULES = {
-    ("", "secrets"): {"get", "create", "patch", "delete"},
-    ("batch", "jobs"): {"get", "list", "create", "delete"},
-    ("", "pods"): {"get", "list"},
+BUILD_RULES = {  # the calls of KubernetesBackend.build in the build namespace
+    ("", "secrets"): {"create", "patch", "delete"},
+    ("batch", "jobs"): {"get", "create", "patch"},
+    ("", "pods"): {"list"},
     ("", "pods/log"): {"get"},
 }
 BUILD_POD_SECURITY = {f"pod-security.kubernetes.io/{mode}": "baseline" for mode in ("enforce", "audit", "warn")}
