@@ -25,6 +25,12 @@ class Settings(BaseSettings):
         default="",
         description="SQLAlchemy URL. Empty: SQLite at HOME/cove.db. PostgreSQL: postgresql+psycopg://…",
     )
+    database_password: str = Field(
+        default="", description="PostgreSQL password put into DATABASE_URL (escaped: any character). Empty: the URL's."
+    )
+    database_sslmode: Literal["", "disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        default="", description="libpq sslmode put into a PostgreSQL DATABASE_URL, over its own. Empty: the URL's."
+    )
     host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port of the gateway (/v1, /healthz, /metrics).")
     ui_port: int = Field(default=8501, ge=1, le=65535, description="Port of the studio UI (Streamlit).")
@@ -266,7 +272,21 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.home / 'cove.db'}"
+        """DATABASE_URL with DATABASE_PASSWORD and DATABASE_SSLMODE put in (PostgreSQL only)."""
+        if not self.database_url:
+            return f"sqlite:///{self.home / 'cove.db'}"
+        if not (self.database_password or self.database_sslmode):
+            return self.database_url
+        from sqlalchemy.engine import make_url  # here: settings are read by processes that never open a database
+
+        url = make_url(self.database_url)
+        if url.get_backend_name() != "postgresql":
+            return self.database_url
+        if self.database_password:
+            url = url.set(password=self.database_password)
+        if self.database_sslmode:
+            url = url.update_query_dict({"sslmode": self.database_sslmode})
+        return url.render_as_string(hide_password=False)
 
     @property
     def models_dir(self) -> Path:

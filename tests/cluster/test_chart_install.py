@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import time
 import uuid
@@ -37,6 +38,10 @@ def release() -> Iterator[str]:
     install += ["--create-namespace", "--wait", "--timeout", "10m"]
     install += ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}"]
     install += ["--set-json", 'pools=[{"name": "cpu", "purpose": "serve", "cpuCores": 4, "memoryMib": 8192}]']
+    # the chart generates no secrets: inline throwaway ones (an operator names Secrets of their own instead)
+    made = {k: secrets.token_hex(24) for k in ("secretKey", "hub.apiToken", "postgresql.auth.password")}
+    made["postgresql.auth.postgresPassword"] = secrets.token_hex(24)
+    install += [arg for key, value in made.items() for arg in ("--set", f"{key}={value}")]
     subprocess.run(install, env=env, check=True)
     try:
         yield namespace

@@ -7,12 +7,11 @@ refused and with what message. No cluster is needed: `helm template` and `helm l
 from __future__ import annotations
 
 import base64
+import glob
 import json
 import os
 import subprocess
-import threading
 from collections.abc import Iterator, Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 import yaml
 from kubespawner import KubeSpawner
 from pydantic.alias_generators import to_camel
+from sqlalchemy.engine import make_url
 
 from studio.backends.base import WorkloadSpec
 from studio.backends.kubernetes import manifests
@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "cove"
 FIXTURES = ROOT / "tests" / "fixtures" / "helm"
 VALUES_FILES = sorted(p.name for p in FIXTURES.glob("*.yaml"))
+SECRETS = FIXTURES / "base" / "secrets.yaml"  # the Secrets every install names, given before each values file
 RELEASE, NAMESPACE = "studio", "ml"  # a release name without "cove": objects are named studio-cove-*
 PREFIX = f"{RELEASE}-cove"
 WORKLOADS = {"Deployment", "StatefulSet"}
@@ -68,8 +69,11 @@ class Helm:
             [str(self.binary), *args], capture_output=True, text=True, env=self.env, timeout=60, check=False
         )
 
-    def template(self, *files: str | Path, values: Mapping[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
-        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+    def template(
+        self, *files: str | Path, values: Mapping[str, Any] | None = None, secrets: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """``helm template`` over SECRETS (unless ``secrets`` is false) and ``files``."""
+        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE] + (["--values", str(SECRETS)] * secrets)
         for f in files:
             args += ["--values", str(FIXTURES / f if isinstance(f, str) else f)]
         for key, value in (values or {}).items():
@@ -79,7 +83,7 @@ class Helm:
     def notes(self, *files: str, **values: Any) -> str:
         """What `helm install` prints after installing (a client-side dry run: no cluster is contacted); values as
         for ``render``."""
-        args = ["install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client"]
+        args = ["install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client", "--values", str(SECRETS)]
         for f in files:
             args += ["--values", str(FIXTURES / f)]
         for key, value in values.items():
@@ -87,23 +91,6 @@ class Helm:
         done = self.run(*args)
         assert done.returncode == 0, done.stderr
         return done.stdout.partition("\nNOTES:\n")[2]
-
-    def upgrade_render(self, kubeconfig: Path, *files: str) -> list[Doc]:
-        """The objects as an upgrade would make them: `lookup` reads the cluster of ``kubeconfig``."""
-        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
-        args += ["--dry-run=server", "--disable-openapi-validation"]  # the fake cluster serves no OpenAPI
-        for f in files:
-            args += ["--values", str(FIXTURES / f)]
-        done = subprocess.run(
-            [str(self.binary), *args],
-            capture_output=True,
-            text=True,
-            env=self.env | {"KUBECONFIG": str(kubeconfig)},
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return documents(done.stdout)
 
     def render(self, *files: str, **values: Any) -> list[Doc]:
         """The objects the chart makes for these values files (and dotted --set-json overrides, as keywords with
@@ -176,120 +163,15 @@ def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-class ClusterWithRelease:
-    """A cluster where the release is installed, as far as an upgrade's `lookup` sees it: API discovery for the
-    chart's kinds, and the release's generated Secrets (with Helm's ownership marks); every other object is
-    absent. Serves HTTP on loopback while in a ``with`` block; ``kubeconfig`` points helm at it."""
-
-    KINDS = (  # (group/version, kind, plural, namespaced)
-        ("v1", "ServiceAccount", "serviceaccounts", True),
-        ("v1", "ConfigMap", "configmaps", True),
-        ("v1", "Secret", "secrets", True),
-        ("v1", "Service", "services", True),
-        ("v1", "PersistentVolumeClaim", "persistentvolumeclaims", True),
-        ("apps/v1", "Deployment", "deployments", True),
-        ("apps/v1", "StatefulSet", "statefulsets", True),
-        ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
-        ("networking.k8s.io/v1", "Ingress", "ingresses", True),
-        ("rbac.authorization.k8s.io/v1", "Role", "roles", True),
-        ("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
-        ("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", False),
-        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", False),
-    )
-
-    def __init__(self, folder: Path, secrets: Mapping[str, Mapping[str, str]]) -> None:
-        self.kubeconfig = folder / "kubeconfig"
-        self.secrets = secrets
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> ClusterWithRelease:
-        self.thread.start()
-        url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "fake", "cluster": {"server": url}}],
-                    "users": [{"name": "fake", "user": {"token": "fake"}}],
-                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-                    "current-context": "fake",
-                }
-            )
-        )
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def answer(self, path: str) -> Doc | None:
-        groups = sorted({gv for gv, *_ in self.KINDS if "/" in gv})
-        if path == "/version":
-            return {"major": "1", "minor": "33", "gitVersion": "v1.33.0"}
-        if path == "/api":
-            return {"kind": "APIVersions", "versions": ["v1"]}
-        if path == "/apis":
-            return {
-                "kind": "APIGroupList",
-                "groups": [
-                    {"name": gv.split("/")[0], "versions": [{"groupVersion": gv, "version": "v1"}]} for gv in groups
-                ],
-            }
-        for gv in ("v1", *groups):
-            if path == ("/api/v1" if gv == "v1" else f"/apis/{gv}"):
-                listed = [(k, p, ns) for g, k, p, ns in self.KINDS if g == gv]
-                return {
-                    "kind": "APIResourceList",
-                    "groupVersion": gv,
-                    "resources": [
-                        {"name": p, "singularName": k.lower(), "namespaced": ns, "kind": k, "verbs": ["get"]}
-                        for k, p, ns in listed
-                    ],
-                }
-        prefix = f"/api/v1/namespaces/{NAMESPACE}/secrets/"
-        name = path.removeprefix(prefix)
-        if path.startswith(prefix) and name in self.secrets:
-            return {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {
-                    "name": name,
-                    "namespace": NAMESPACE,
-                    "labels": {"app.kubernetes.io/managed-by": "Helm"},
-                    "annotations": {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": NAMESPACE},
-                },
-                "data": {k: base64.b64encode(v.encode()).decode() for k, v in self.secrets[name].items()},
-            }
-        return None
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        cluster = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = cluster.answer(self.path.partition("?")[0])
-                status = 404 if body is None else 200
-                data = json.dumps(body or {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data.encode())
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        return Handler
-
-
 # ------------------------------------------------------------------------------------------------ every values file
 
 
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_lint_strict_passes(helm: Helm, values_file: str) -> None:
-    done = helm.run("lint", "--strict", str(CHART), "--namespace", NAMESPACE, "--values", str(FIXTURES / values_file))
+    done = helm.run(
+        "lint", "--strict", str(CHART), "--namespace", NAMESPACE,
+        "--values", str(SECRETS), "--values", str(FIXTURES / values_file),
+    )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[WARNING]" not in done.stdout, done.stdout
     assert "[ERROR]" not in done.stdout, done.stdout
@@ -421,14 +303,14 @@ def test_each_process_gets_its_settings(helm: Helm) -> None:
     assert (
         ui["COVE_HUB_API_TOKEN"]
         == hub["COVE_HUB_API_TOKEN"]
-        == {"secretKeyRef": {"name": f"{PREFIX}-hub", "key": "api-token"}}
+        == {"secretKeyRef": {"name": "cove-hub", "key": "api-token"}}
     )
     assert playground["COVE_PUBLIC_URL"] == server_url
     assert "COVE_PLAYGROUND_API_KEY" not in playground, "no shared key: each person chats with their own"
     assert (
         playground["COVE_SECRET_KEY"]
         == ui["COVE_SECRET_KEY"]
-        == {"secretKeyRef": {"name": f"{PREFIX}-server", "key": "secret-key"}}
+        == {"secretKeyRef": {"name": "cove-studio", "key": "secret-key"}}
     ), "the playground checks the session cookie the server signs"
     assert {k: hub[k] for k in hub if k.startswith("COVE_HUB_") and k != "COVE_HUB_API_TOKEN"} == {
         "COVE_HUB_PORT": "8000",
@@ -441,11 +323,10 @@ def test_each_process_gets_its_settings(helm: Helm) -> None:
     assert hub["COVE_NOTEBOOK_IMAGE"] == "cove/notebook:0.1.0"
     assert hub["COVE_NOTEBOOK_HOME_SIZE"] == "10Gi"
     assert hub["COVE_PUBLIC_URL"] == server_url, "notebooks reach the gateway inside the cluster"
-    assert len(secret_value(docs, f"{PREFIX}-hub", "api-token")) == 64
-    studio_key = {"secretKeyRef": {"name": f"{PREFIX}-server", "key": "secret-key"}}
+    assert not names(docs, "Secret"), "the operator's Secrets, named in the values; the chart makes none"
+    studio_key = {"secretKeyRef": {"name": "cove-studio", "key": "secret-key"}}
     # one key seals and unseals, and signs the session cookie the hub checks
     assert server["COVE_SECRET_KEY"] == ui["COVE_SECRET_KEY"] == hub["COVE_SECRET_KEY"] == studio_key
-    assert len(secret_value(docs, f"{PREFIX}-server", "secret-key")) == 64
     for component, port in (("server", 8080), ("ui", 8501), ("playground", 7860), ("hub", 8000)):
         box = container(docs, component)
         assert box["args"] == [component]
@@ -508,48 +389,184 @@ def test_every_variable_the_chart_sets_is_a_cove_setting(helm: Helm, monkeypatch
 
 
 def test_bundled_database_is_wired_to_every_control_plane_process(helm: Helm) -> None:
+    """Every control-plane process connects as the role that owns Cove's database, with the password from the
+    operator's Secret and postgresql.sslMode; only the database pod gets the superuser's password."""
     docs = helm.render("defaults.yaml")
+    host = f"{PREFIX}-postgresql.{NAMESPACE}.svc"
     for component in CONTROL_PLANE:
-        ref = env_of(docs, component)["COVE_DATABASE_URL"]
-        assert ref == {"secretKeyRef": {"name": f"{PREFIX}-database", "key": "url"}}, component
-    password = secret_value(docs, f"{PREFIX}-database", "password")
-    url = secret_value(docs, f"{PREFIX}-database", "url")
-    assert len(password) == 32
-    assert password.isalnum()
-    assert url == f"postgresql+psycopg://cove:{password}@{PREFIX}-postgresql.{NAMESPACE}.svc:5432/cove"
+        env = env_of(docs, component)
+        assert env["COVE_DATABASE_URL"] == f"postgresql+psycopg://cove@{host}:5432/cove", component
+        assert env["COVE_DATABASE_PASSWORD"] == {"secretKeyRef": {"name": "cove-database", "key": "password"}}
+        assert env["COVE_DATABASE_SSLMODE"] == "prefer"
+        assert "postgres-password" not in json.dumps(env), component
     postgres = find(docs, "StatefulSet", f"{PREFIX}-postgresql")
-    (box,) = postgres["spec"]["template"]["spec"]["containers"]
+    pod = postgres["spec"]["template"]["spec"]
+    (box,) = pod["containers"]
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in box["env"]}
-    assert env["POSTGRES_PASSWORD"] == {"secretKeyRef": {"name": f"{PREFIX}-database", "key": "password"}}
+    assert env["POSTGRES_USER"] == "postgres"
+    assert env["POSTGRES_PASSWORD"] == {"secretKeyRef": {"name": "cove-database", "key": "postgres-password"}}
+    assert (env["APP_ROLE"], env["APP_DATABASE"]) == ("cove", "cove")
+    assert env["APP_PASSWORD"] == {"secretKeyRef": {"name": "cove-database", "key": "password"}}
+    init = find(docs, "ConfigMap", f"{PREFIX}-postgresql-init")
+    assert {"name": "init", "configMap": {"name": init["metadata"]["name"]}} in pod["volumes"]
+    assert {"name": "init", "mountPath": "/docker-entrypoint-initdb.d", "readOnly": True} in box["volumeMounts"]
     assert box["image"] == "docker.io/library/postgres:17.6-bookworm"
     assert box["readinessProbe"]["exec"]["command"][0] == "pg_isready"
-    assert postgres["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 999
+    assert pod["securityContext"]["runAsUser"] == 999
     (claim,) = postgres["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
     assert find(docs, "Service", f"{PREFIX}-postgresql")["spec"]["ports"][0]["port"] == 5432
 
 
-def test_an_upgrade_keeps_the_generated_password_and_token(helm: Helm, tmp_path: Path) -> None:
-    """A new password under a running database would lock Cove out of it: upgrades read the generated Secrets back
-    (`lookup`), so the password, the URL built from it, the hub token and the pods' checksums stay as they were."""
-    installed = {
-        f"{PREFIX}-database": {"password": "KeptPassword123", "url": "(the URL made with it)"},
-        f"{PREFIX}-hub": {"api-token": "kept-hub-token-0123456789"},
-        f"{PREFIX}-server": {"secret-key": "kept-studio-key-0123456789"},
-    }
-    with ClusterWithRelease(tmp_path, installed) as cluster:
-        first = helm.upgrade_render(cluster.kubeconfig, "defaults.yaml")
-        again = helm.upgrade_render(cluster.kubeconfig, "defaults.yaml")
-    assert secret_value(first, f"{PREFIX}-database", "password") == "KeptPassword123"
-    assert secret_value(first, f"{PREFIX}-database", "url") == (
-        f"postgresql+psycopg://cove:KeptPassword123@{PREFIX}-postgresql.{NAMESPACE}.svc:5432/cove"
+@pytest.mark.postgres
+def test_the_init_script_makes_a_role_that_owns_the_database_and_nothing_more(helm: Helm, postgres: str) -> None:
+    """The bundled database's init script, from the rendered ConfigMap, run against a real PostgreSQL as the image
+    runs it (as the superuser): Cove's role is no superuser and may not create roles or databases, yet owns its
+    database, so Cove's migrations run as it; and a password with quotes survives psql's quoting."""
+    import psycopg
+
+    from studio.db import open_database
+
+    docs = helm.render("defaults.yaml", postgresql__auth__username="cove_app", postgresql__auth__database="cove_init")
+    script = find(docs, "ConfigMap", f"{PREFIX}-postgresql-init")["data"]["10-cove-role.sh"]
+    server = make_url(postgres)
+    env = os.environ | {
+        "PATH": f"{glob.glob('/usr/lib/postgresql/*/bin')[-1]}:{os.environ['PATH']}",
+        "PGHOST": str(server.host), "PGPORT": str(server.port),
+        "POSTGRES_USER": "postgres", "APP_ROLE": "cove_app", "APP_DATABASE": "cove_init",
+        "APP_PASSWORD": "it's \"odd\"",
+    }  # fmt: skip
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, check=False
     )
-    assert secret_value(first, f"{PREFIX}-hub", "api-token") == "kept-hub-token-0123456789"
-    assert secret_value(first, f"{PREFIX}-server", "secret-key") == "kept-studio-key-0123456789"
-    rolled = {w: t["metadata"]["annotations"]["checksum/secret"] for w, t in pod_templates(first)}
-    assert rolled == {w: t["metadata"]["annotations"]["checksum/secret"] for w, t in pod_templates(again)}
-    fresh = helm.render("defaults.yaml")  # no cluster: a new install generates them
-    assert secret_value(fresh, f"{PREFIX}-database", "password") != "KeptPassword123"
+    assert done.returncode == 0, done.stderr
+    superuser = postgres.replace("+psycopg", "") + "/postgres"
+    with psycopg.connect(superuser) as conn:
+        role = conn.execute(
+            "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolcanlogin, rolpassword IS NOT NULL"
+            " FROM pg_authid WHERE rolname = 'cove_app'"
+        ).fetchone()
+        owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'cove_init'").fetchone()
+    assert role == (False, False, False, False, True, True)
+    assert owner == ("cove_app",)
+    db = open_database(server.set(username="cove_app", database="cove_init").render_as_string(hide_password=False))
+    try:  # migrated as the role
+        with psycopg.connect(superuser.rsplit("/", 1)[0] + "/cove_init") as conn:
+            tables = conn.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'public'").fetchall()
+        assert tables
+        assert {t for (t,) in tables} == {"cove_app"}
+    finally:
+        db.engine.dispose()
+
+
+def resolved_settings(docs: Sequence[Doc], component: str, secrets: Mapping[str, Mapping[str, str]]) -> Settings:
+    """The Settings a component's process builds in its pod: its environment, with each secretKeyRef read from
+    ``secrets`` (the operator's) or the Secrets the chart renders."""
+    env: dict[str, str] = {}
+    for key, value in env_of(docs, component).items():
+        if isinstance(value, dict):
+            ref = value["secretKeyRef"]
+            made = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+            if ref["name"] in made:
+                value = base64.b64decode(made[ref["name"]]["data"][ref["key"]]).decode()
+            else:
+                value = secrets[ref["name"]][ref["key"]]
+        env[key] = value
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [k for k in os.environ if k.startswith("COVE_")]:
+            patch.delenv(name)
+        for key, value in env.items():
+            patch.setenv(key, value)
+        return Settings()
+
+
+def test_the_database_url_the_app_gets_carries_the_password_and_sslmode(helm: Helm) -> None:
+    """What each process actually connects with, from the rendered pod: the role's password (any character, escaped
+    into the URL) and the sslmode the values set, for the bundled database and an external one."""
+    mine = {
+        "cove-database": {"password": "p@ss:w/rd?", "postgres-password": "root"},
+        "cove-studio": {"secret-key": "k"},
+    }
+    mine |= {"cove-hub": {"api-token": "t" * 32}}
+    for sslmode in ("prefer", "verify-full"):
+        docs = helm.render("defaults.yaml", postgresql__sslMode=sslmode)
+        for component in CONTROL_PLANE:
+            url = make_url(resolved_settings(docs, component, mine).db_url)
+            assert (url.username, url.password, url.database) == ("cove", "p@ss:w/rd?", "cove"), component
+            assert dict(url.query) == {"sslmode": sslmode}, component
+    external = {"cove-db-credentials": {"database-url": "postgresql+psycopg://app:pw@db.example.internal/cove"}}
+    docs = helm.render("external-db-secret.yaml", externalDatabase__sslMode="require")
+    url = make_url(resolved_settings(docs, "server", mine | external).db_url)
+    assert (url.username, url.password, url.host, dict(url.query)) == (
+        "app",
+        "pw",
+        "db.example.internal",
+        {"sslmode": "require"},
+    )
+    docs = helm.render("external-db.yaml")  # no sslMode: the URL as given
+    assert (
+        resolved_settings(docs, "server", mine).db_url
+        == "postgresql+psycopg://cove:s3cret@db.example.internal:5432/cove"
+    )
+
+
+def test_rendering_twice_gives_the_same_secrets_and_generates_none(helm: Helm) -> None:
+    """Argo CD and `helm template` render without a cluster, where `lookup` sees nothing: a generated secret would
+    change on every render and lock Cove out of its database. The chart generates none, so two renders agree to the
+    byte, with the operator's Secrets or with inline values, and no template can generate one."""
+    inline = {
+        "postgresql__auth": {"existingSecret": "", "password": "role-pw", "postgresPassword": "root-pw"},
+        "secretKeyExistingSecret": "", "secretKey": "studio-key-0123456789",
+        "hub__existingSecret": "", "hub__apiToken": "hub-token-0123456789",
+    }  # fmt: skip
+    for values in ({}, inline):
+        first, again = (
+            helm.template("defaults.yaml", values={k.replace("__", "."): v for k, v in values.items()}) for _ in "12"
+        )
+        assert first.returncode == again.returncode == 0, first.stderr
+        assert first.stdout == again.stdout
+    docs = documents(first.stdout)
+    assert secret_value(docs, f"{PREFIX}-database", "password") == "role-pw"
+    assert secret_value(docs, f"{PREFIX}-database", "postgres-password") == "root-pw"
+    assert secret_value(docs, f"{PREFIX}-server", "secret-key") == "studio-key-0123456789"
+    assert secret_value(docs, f"{PREFIX}-hub", "api-token") == "hub-token-0123456789"
+    for name in (f"{PREFIX}-database", f"{PREFIX}-server"):
+        assert find(docs, "Secret", name)["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    generators = (
+        "randAlphaNum",
+        "randAlpha",
+        "randNumeric",
+        "randAscii",
+        "randBytes",
+        "uuidv4",
+        "genPrivateKey",
+        "lookup",
+    )
+    for template in (CHART / "templates").rglob("*"):
+        if template.is_file():
+            text = template.read_text()
+            assert not [g for g in generators if g in text], template
+
+
+MISSING_SECRETS = {  # value unset → what the refusal must name
+    "secretKeyExistingSecret": ["no studio key", "secretKeyExistingSecret", "secret-key", "or secretKey"],
+    "hub.existingSecret": ["no hub API token", "hub.existingSecret", "api-token", "or hub.apiToken"],
+    "postgresql.auth.existingSecret": [
+        "no database passwords", "postgresql.auth.existingSecret", "postgres-password",
+        "postgresql.auth.password and postgresql.auth.postgresPassword", f"kubectl -n {NAMESPACE} create secret",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("value", list(MISSING_SECRETS))
+def test_a_missing_secret_is_refused_naming_the_value_to_set(helm: Helm, value: str) -> None:
+    done = helm.template("defaults.yaml", values={value: ""})
+    assert done.returncode != 0
+    for words in MISSING_SECRETS[value]:
+        assert words in done.stderr, done.stderr
+    bare = helm.template("defaults.yaml", secrets=False)  # nothing named at all: refused too
+    assert bare.returncode != 0
+    assert "The chart generates no secrets" in bare.stderr
 
 
 def test_external_database_replaces_the_bundled_one(helm: Helm) -> None:
@@ -581,7 +598,7 @@ def test_server_replicas_share_the_rate_limit_store_the_values_name(helm: Helm) 
     assert server["COVE_LIMITS_ON_STORE_FAILURE"] == "closed"
     docs = helm.render("defaults.yaml", limits__redis__existingSecret="cache", limits__redis__key="redis")
     assert env_of(docs, "server")["COVE_REDIS_URL"] == {"secretKeyRef": {"name": "cache", "key": "redis"}}
-    assert "redis-url" not in find(docs, "Secret", f"{PREFIX}-server")["data"]
+    assert f"{PREFIX}-server" not in names(docs, "Secret"), "nothing inline: the chart keeps no Secret of its own"
     refused = helm.template("defaults.yaml", values={"limits.redis.url": "http://redis:6379"})
     assert refused.returncode != 0
     assert "rediss?://" in refused.stderr
@@ -656,17 +673,15 @@ def test_shared_claims_are_made_kept_and_mounted(helm: Helm) -> None:
     assert env_of(docs, "server")["COVE_MODELS_PVC"] == env_of(docs, "hub")["COVE_MODELS_PVC"] == "team-models"
 
 
-SERVER_RULES = {
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"get", "list", "create", "patch", "delete"},
+SERVER_RULES = {  # the calls of studio/backends/kubernetes/backend.py in the release namespace (server/rbac.yaml)
+    ("apps", "deployments"): {"get", "list", "create", "patch", "delete"},
+    ("", "services"): {"create", "patch", "delete"},
     ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "create", "patch", "delete"},
-    ("policy", "poddisruptionbudgets"): {"get", "list", "create", "patch", "delete"},
-    ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
-    ("", "persistentvolumeclaims"): {"get", "list"},
-    ("", "secrets"): {"get", "create", "patch", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
+    ("policy", "poddisruptionbudgets"): {"get", "list", "create", "delete"},
+    ("batch", "jobs"): {"get", "list", "create", "delete"},
+    ("", "secrets"): {"create", "patch", "delete"},
+    ("", "pods"): {"list"},
     ("", "pods/log"): {"get"},
-    ("", "events"): {"get", "list", "watch"},
 }
 HUB_RULES = {
     ("", "pods"): {"get", "list", "watch", "create", "delete"},
@@ -731,7 +746,7 @@ def test_fine_tune_jobs_get_their_image_and_kueue_queue_and_the_server_may_run_t
         assert not {"COVE_KUEUE_QUEUE", "COVE_TRAINER_IMAGE"} & set(env_of(docs, component)), component
     rules = grants(find(docs, "Role", f"{PREFIX}-server"))
     assert {"get", "list", "create", "delete"} <= rules[("batch", "jobs")]
-    assert {"get", "list"} <= rules[("", "pods")]
+    assert rules[("", "pods")] == {"list"}
     assert rules[("", "pods/log")] == {"get"}
 
 
@@ -756,10 +771,10 @@ def test_hpa_values_hand_scaling_to_horizontal_pod_autoscalers(helm: Helm) -> No
 
 
 BUILD_SETTINGS = ("COVE_REGISTRY", "COVE_REGISTRY_SECRET", "COVE_BUILD_NAMESPACE", "COVE_BUILDER_IMAGE")
-BUILD_RULES = {
-    ("", "secrets"): {"get", "create", "patch", "delete"},
-    ("batch", "jobs"): {"get", "list", "create", "delete"},
-    ("", "pods"): {"get", "list"},
+BUILD_RULES = {  # the calls of KubernetesBackend.build in the build namespace
+    ("", "secrets"): {"create", "patch", "delete"},
+    ("batch", "jobs"): {"get", "create", "patch"},
+    ("", "pods"): {"list"},
     ("", "pods/log"): {"get"},
 }
 BUILD_POD_SECURITY = {f"pod-security.kubernetes.io/{mode}": "baseline" for mode in ("enforce", "audit", "warn")}
@@ -823,6 +838,38 @@ def test_builds_options_and_defaults(helm: Helm) -> None:
     assert names(off, "Role") == {f"{PREFIX}-server", f"{PREFIX}-hub"}
 
 
+METADATA_V4 = (  # the clouds' metadata and credential endpoints (values.yaml cites each one's documentation)
+    "169.254.169.254/32",  # AWS, GCP (metadata.google.internal), Azure, OCI, OpenStack, DigitalOcean, …
+    "169.254.170.2/32",  # AWS ECS task credentials
+    "169.254.170.23/32",  # AWS EKS Pod Identity agent
+    "100.100.100.200/32",  # Alibaba Cloud
+    "169.254.0.23/32",  # Tencent Cloud
+    "192.0.0.192/32",  # Oracle Cloud Classic
+)
+METADATA_V6 = ("fd00:ec2::254/128", "fd00:ec2::23/128")  # AWS IMDS and EKS Pod Identity over IPv6
+ANYWHERE_BUT_METADATA = [
+    {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(METADATA_V4)}},
+    {"ipBlock": {"cidr": "::/0", "except": list(METADATA_V6)}},
+]
+
+
+def test_the_common_cloud_metadata_addresses_are_denied_in_each_family(helm: Helm) -> None:
+    """Each egress policy of users' code denies every listed address, IPv4 under 0.0.0.0/0 and IPv6 under ::/0 (the
+    API refuses an except outside its cidr); an operator's own list replaces the defaults."""
+    docs = helm.render("builds.yaml")
+    egress = [d for d in docs if d["kind"] == "NetworkPolicy" and "Egress" in d["spec"]["policyTypes"]]
+    assert len(egress) == 3  # notebooks, model servers and jobs, image builds
+    for policy in egress:
+        blocks = {b["ipBlock"]["cidr"]: set(b["ipBlock"].get("except", [])) for b in policy["spec"]["egress"][0]["to"]}
+        assert blocks == {"0.0.0.0/0": set(METADATA_V4), "::/0": set(METADATA_V6)}, policy["metadata"]["name"]
+    docs = helm.render("defaults.yaml", networkPolicy__deniedEgressCidrs=["10.0.0.0/8"])
+    for policy in (d for d in docs if d["kind"] == "NetworkPolicy" and "Egress" in d["spec"]["policyTypes"]):
+        assert policy["spec"]["egress"][0]["to"] == [
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}},
+            {"ipBlock": {"cidr": "::/0"}},
+        ]
+
+
 def test_builds_cannot_reach_the_metadata_service_or_the_database(helm: Helm) -> None:
     """A Dockerfile's RUN steps are users' code, run as root: every pod of the build namespace may connect anywhere
     but the metadata service, and to DNS; nothing may connect to it; and the database's policy names pods of the
@@ -834,7 +881,7 @@ def test_builds_cannot_reach_the_metadata_service_or_the_database(helm: Helm) ->
         "podSelector": {},
         "policyTypes": ["Ingress", "Egress"],  # and no ingress rule: nothing is let in
         "egress": [
-            {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]},
+            {"to": ANYWHERE_BUT_METADATA},
             {
                 "to": [{"namespaceSelector": {}}],
                 "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
@@ -885,7 +932,7 @@ def test_user_workloads_cannot_reach_the_database_or_the_metadata_service(helm: 
         (egress,) = (p for p in egress_policies if selects(p["spec"]["podSelector"]["matchLabels"], user_pod))
         assert egress["spec"]["policyTypes"] == ["Egress"]
         blocks = [peer["ipBlock"] for r in egress["spec"]["egress"] for peer in r["to"] if "ipBlock" in peer]
-        assert blocks == [{"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}]
+        assert [{"ipBlock": b} for b in blocks] == ANYWHERE_BUT_METADATA
     (notebooks,) = (p for p in egress_policies if selects(p["spec"]["podSelector"]["matchLabels"], NOTEBOOK_POD))
     reachable = {
         (w, port["port"])
@@ -1214,7 +1261,7 @@ def test_bad_values_are_refused_with_a_reason(helm: Helm, tmp_path: Path, case: 
     for message in messages:
         assert message in done.stderr, done.stderr
     if "values don't meet the specifications of the schema" in done.stderr:  # lint only logs a template's fail
-        lint = helm.run("lint", "--strict", str(CHART), "--values", str(bad))
+        lint = helm.run("lint", "--strict", str(CHART), "--values", str(SECRETS), "--values", str(bad))
         assert lint.returncode != 0, f"helm lint let {case!r} through"
 
 

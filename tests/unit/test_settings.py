@@ -26,6 +26,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert got.model_dump() == {
         "home": tmp_path / "user" / ".cove",
         "database_url": "",
+        "database_password": "",
+        "database_sslmode": "",
         "host": "127.0.0.1",
         "port": 8080,
         "ui_port": 8501,
@@ -143,6 +145,29 @@ def test_a_database_url_from_the_environment_replaces_sqlite(monkeypatch: pytest
     monkeypatch.setenv("COVE_DATABASE_URL", "postgresql+psycopg://cove:secret@db/cove")
 
     assert Settings().db_url == "postgresql+psycopg://cove:secret@db/cove"
+
+
+def test_a_separate_password_and_sslmode_go_into_a_postgresql_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart gives the URL without its password (kept in a Secret) and the sslmode apart: any character of the
+    password survives, and the sslmode replaces the URL's own."""
+    from sqlalchemy.engine import make_url
+
+    monkeypatch.setenv("COVE_DATABASE_URL", "postgresql+psycopg://cove@db:5432/cove?sslmode=disable")
+    monkeypatch.setenv("COVE_DATABASE_PASSWORD", "p@ss/w:rd%?#")
+    monkeypatch.setenv("COVE_DATABASE_SSLMODE", "verify-full")
+    url = make_url(Settings().db_url)
+    assert (url.username, url.password, url.host, url.database) == ("cove", "p@ss/w:rd%?#", "db", "cove")
+    assert dict(url.query) == {"sslmode": "verify-full"}
+    monkeypatch.setenv("COVE_DATABASE_SSLMODE", "sometimes")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_a_sqlite_url_ignores_the_postgresql_password_and_sslmode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COVE_DATABASE_URL", "sqlite:////tmp/cove.db")
+    monkeypatch.setenv("COVE_DATABASE_PASSWORD", "x")
+    monkeypatch.setenv("COVE_DATABASE_SSLMODE", "require")
+    assert Settings().db_url == "sqlite:////tmp/cove.db"
 
 
 def test_home_is_expanded_and_made_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -83,11 +83,47 @@ helm.sh/chart: {{ include "cove.chart" .ctx }}
 {{- .Values.storage.datasets.existingClaim | default (printf "%s-datasets" (include "cove.fullname" .)) -}}
 {{- end -}}
 
-{{/* The Secret and key holding COVE_DATABASE_URL; fails when no database is configured. */}}
-{{- define "cove.databaseSecretName" -}}
-{{- if .Values.postgresql.enabled -}}
+{{/* Secrets. The chart generates none: a value made at random at render time differs on every `helm template`,
+and reading it back from the cluster sees nothing under `helm template`, `--dry-run` and Argo CD, so each
+render would hand the database a new password. Each secret is a Secret of the operator's (…existingSecret), or
+a value given in the values (the chart keeps it in a Secret of its own); with neither, rendering fails and names
+the value to set. */}}
+{{- define "cove.secretKeySecret" -}}
+{{- if .Values.secretKeyExistingSecret -}}
+{{- .Values.secretKeyExistingSecret -}}
+{{- else if .Values.secretKey -}}
+{{- printf "%s-server" (include "cove.fullname" .) -}}
+{{- else -}}
+{{- fail (printf "no studio key: set secretKeyExistingSecret to a Secret holding it under the key secret-key (kubectl -n %s create secret generic cove-studio --from-literal=secret-key=$(openssl rand -hex 32)), or secretKey. The chart generates no secrets: one made at render time would change on every helm template or Argo CD sync (see the chart's README)" .Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "cove.hubTokenSecret" -}}
+{{- if .Values.hub.existingSecret -}}
+{{- .Values.hub.existingSecret -}}
+{{- else if .Values.hub.apiToken -}}
+{{- printf "%s-hub" (include "cove.fullname" .) -}}
+{{- else -}}
+{{- fail (printf "no hub API token: set hub.existingSecret to a Secret holding it under the key api-token (kubectl -n %s create secret generic cove-hub --from-literal=api-token=$(openssl rand -hex 32)), or hub.apiToken. The chart generates no secrets: one made at render time would change on every helm template or Argo CD sync (see the chart's README)" .Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The bundled PostgreSQL's Secret: keys password (the role Cove connects as) and postgres-password (the
+superuser, for initialisation and operators only). */}}
+{{- define "cove.postgresqlSecret" -}}
+{{- $auth := .Values.postgresql.auth -}}
+{{- if $auth.existingSecret -}}
+{{- $auth.existingSecret -}}
+{{- else if and $auth.password $auth.postgresPassword -}}
 {{- printf "%s-database" (include "cove.fullname" .) -}}
-{{- else if .Values.externalDatabase.existingSecret -}}
+{{- else -}}
+{{- fail (printf "no database passwords: set postgresql.auth.existingSecret to a Secret holding the password of the role Cove connects as under the key password and the superuser's under postgres-password (kubectl -n %s create secret generic cove-database --from-literal=password=$(openssl rand -hex 24) --from-literal=postgres-password=$(openssl rand -hex 24)), or both postgresql.auth.password and postgresql.auth.postgresPassword. The chart generates no secrets: one made at render time would change on every helm template or Argo CD sync and lock Cove out of its database (see the chart's README)" .Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret and key holding an external database's COVE_DATABASE_URL; fails when no database is configured. */}}
+{{- define "cove.databaseSecretName" -}}
+{{- if .Values.externalDatabase.existingSecret -}}
 {{- .Values.externalDatabase.existingSecret -}}
 {{- else if .Values.externalDatabase.url -}}
 {{- printf "%s-database" (include "cove.fullname" .) -}}
@@ -96,7 +132,7 @@ helm.sh/chart: {{ include "cove.chart" .ctx }}
 {{- end -}}
 {{- end -}}
 {{- define "cove.databaseSecretKey" -}}
-{{- if and (not .Values.postgresql.enabled) .Values.externalDatabase.existingSecret -}}
+{{- if .Values.externalDatabase.existingSecret -}}
 {{- .Values.externalDatabase.key -}}
 {{- else -}}
 url
@@ -142,13 +178,33 @@ under "restricted" while Kaniko needs "baseline". */}}
 {{- printf "%s:%s" .Values.finetune.image.repository .Values.finetune.image.tag -}}
 {{- end -}}
 
-{{/* The environment every Cove process shares: where its state is, and how it reaches the database. */}}
+{{/* How every Cove process reaches the database. Bundled: as the role that owns Cove's database (not the
+superuser), the password apart from the URL (COVE_DATABASE_PASSWORD: the app puts it into the URL, escaped, so it
+may hold any character), with postgresql.sslMode. External: the URL from a Secret, with externalDatabase.sslMode
+when set (else what the URL says). */}}
 {{- define "cove.databaseEnv" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- $auth := .Values.postgresql.auth -}}
+- name: COVE_DATABASE_URL
+  value: {{ printf "postgresql+psycopg://%s@%s-postgresql.%s.svc:5432/%s" $auth.username (include "cove.fullname" .) .Release.Namespace $auth.database | quote }}
+- name: COVE_DATABASE_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cove.postgresqlSecret" . }}
+      key: password
+- name: COVE_DATABASE_SSLMODE
+  value: {{ .Values.postgresql.sslMode | quote }}
+{{- else -}}
 - name: COVE_DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "cove.databaseSecretName" . }}
       key: {{ include "cove.databaseSecretKey" . }}
+{{- with .Values.externalDatabase.sslMode }}
+- name: COVE_DATABASE_SSLMODE
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{/* Pod securityContext under the Pod Security Standard "restricted": the image's user (uid/gid 1000). */}}
@@ -268,4 +324,27 @@ Empty (the cookie stays on its host) when the faces share no such domain or have
       key: client-secret
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/* The egress rule "anywhere but networkPolicy.deniedEgressCidrs", as one rule with an ipBlock per address family
+(an ipBlock's except must lie inside its cidr, so IPv6 addresses go under ::/0 and IPv4 under 0.0.0.0/0). */}}
+{{- define "cove.egressAnywhereBut" -}}
+{{- $v4 := list -}}
+{{- $v6 := list -}}
+{{- range .Values.networkPolicy.deniedEgressCidrs -}}
+{{- if contains ":" . }}{{ $v6 = append $v6 . }}{{ else }}{{ $v4 = append $v4 . }}{{ end -}}
+{{- end -}}
+- to:
+    - ipBlock:
+        cidr: 0.0.0.0/0
+        {{- with $v4 }}
+        except:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+    - ipBlock:
+        cidr: ::/0
+        {{- with $v6 }}
+        except:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
 {{- end -}}
