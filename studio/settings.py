@@ -224,6 +224,9 @@ class Settings(BaseSettings):
         description="Redis (or Valkey) holding the rate-limit counters every gateway replica shares "
         "(redis://host:6379/0). Empty: counted in this process (one gateway).",
     )
+    redis_password: str = Field(
+        default="", description="Password put into REDIS_URL (any character). Empty: the URL's own, if any."
+    )
     redis_timeout_s: float = Field(
         default=1.0,
         gt=0,
@@ -287,6 +290,17 @@ class Settings(BaseSettings):
         if self.database_sslmode:
             url = url.update_query_dict({"sslmode": self.database_sslmode})
         return url.render_as_string(hide_password=False)
+
+    @property
+    def redis_dsn(self) -> str:
+        """REDIS_URL with REDIS_PASSWORD put in (escaped); empty when no store is set."""
+        if not (self.redis_url and self.redis_password):
+            return self.redis_url
+        from urllib.parse import quote, urlsplit, urlunsplit
+
+        parts = urlsplit(self.redis_url)
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f":{quote(self.redis_password, safe='')}@{host}"))
 
     @property
     def models_dir(self) -> Path:

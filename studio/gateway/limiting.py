@@ -33,7 +33,7 @@ class Refused(Exception):
 
 def store_of(settings: Settings) -> CounterStore:
     if settings.redis_url:
-        return RedisCounters(settings.redis_url, timeout_s=settings.redis_timeout_s, lease_s=settings.limits_lease_s)
+        return RedisCounters(settings.redis_dsn, timeout_s=settings.redis_timeout_s, lease_s=settings.limits_lease_s)
     return MemoryCounters(lease_s=settings.limits_lease_s)
 
 

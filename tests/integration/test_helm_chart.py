@@ -604,20 +604,20 @@ def test_server_replicas_share_the_rate_limit_store_the_values_name(helm: Helm) 
     assert "rediss?://" in refused.stderr
 
 
-def test_the_chart_can_install_the_rate_limit_store_reachable_only_by_the_server(helm: Helm, tmp_path: Path) -> None:
-    docs = helm.render("redis-install.yaml")
+def test_the_chart_can_install_the_rate_limit_store_reachable_only_by_the_server(helm: Helm) -> None:
+    docs = helm.render("redis-install.yaml")  # its password in the operator's Secret `cove-redis`
     store = f"{PREFIX}-redis"
-    assert env_of(docs, "server")["COVE_REDIS_URL"] == {"secretKeyRef": {"name": store, "key": "url"}}
-    password = secret_value(docs, store, "password")
-    assert len(password) == 32
-    assert secret_value(docs, store, "url") == f"redis://:{password}@{store}.{NAMESPACE}.svc:6379/0"
-    assert "redis-url" not in find(docs, "Secret", f"{PREFIX}-server")["data"]
+    server = env_of(docs, "server")
+    assert server["COVE_REDIS_URL"] == f"redis://{store}.{NAMESPACE}.svc:6379/0"
+    assert server["COVE_REDIS_PASSWORD"] == {"secretKeyRef": {"name": "cove-redis", "key": "password"}}
+    assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == store]
 
     pod = find(docs, "Deployment", store)["spec"]["template"]["spec"]
     box = pod["containers"][0]
     assert box["image"] == "docker.io/valkey/valkey:8.1.3"
     assert box["args"][box["args"].index("--requirepass") + 1] == "$(REDIS_PASSWORD)"  # never in the manifest
-    assert box["env"] == [{"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": store, "key": "password"}}}]
+    password = {"secretKeyRef": {"name": "cove-redis", "key": "password"}}
+    assert box["env"] == [{"name": "REDIS_PASSWORD", "valueFrom": password}]
     assert box["args"][box["args"].index("--appendonly") + 1] == "yes"
     assert box["args"][box["args"].index("--maxmemory") + 1] == "200mb"
     assert pod["volumes"][0] == {"name": "data", "persistentVolumeClaim": {"claimName": store}}
@@ -630,7 +630,11 @@ def test_the_chart_can_install_the_rate_limit_store_reachable_only_by_the_server
     assert (peers, ingress[0]["ports"]) == (["server"], [{"port": 6379, "protocol": "TCP"}])
     assert all("namespaceSelector" not in peer for rule in ingress for peer in rule["from"])
 
-    plain = helm.render("defaults.yaml", limits__redis__install__enabled=True)
+    plain = helm.render(
+        "defaults.yaml", limits__redis__install__enabled=True, limits__redis__install__password="Inline pw"
+    )
+    assert secret_value(plain, store, "password") == "Inline pw"
+    assert env_of(plain, "server")["COVE_REDIS_PASSWORD"] == {"secretKeyRef": {"name": store, "key": "password"}}
     assert find(plain, "Deployment", store)["spec"]["template"]["spec"]["volumes"][0] == {
         "name": "data",
         "emptyDir": {},
@@ -638,10 +642,9 @@ def test_the_chart_can_install_the_rate_limit_store_reachable_only_by_the_server
     assert not [d for d in plain if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == store]
     assert not [d for d in helm.render("defaults.yaml") if d["metadata"]["name"] == store]  # off by default
 
-    with ClusterWithRelease(tmp_path, {store: {"password": "KeptRedisPassword"}}) as cluster:
-        upgraded = helm.upgrade_render(cluster.kubeconfig, "redis-install.yaml")
-    assert secret_value(upgraded, store, "password") == "KeptRedisPassword"
-    assert "KeptRedisPassword@" in secret_value(upgraded, store, "url")
+    unset = helm.template("defaults.yaml", values={"limits.redis.install.enabled": True})
+    assert unset.returncode != 0
+    assert "limits.redis.install.existingSecret" in unset.stderr
     both = helm.template("redis-install.yaml", values={"limits.redis.url": "redis://elsewhere:6379/0"})
     assert both.returncode != 0
     assert "name two stores: choose one" in both.stderr

@@ -92,7 +92,14 @@ def test_defaults(tmp_path: Path) -> None:
         "upstream_read_timeout_s": 300,
         "routes_refresh_s": 1.0,
         "usage_flush_s": 1.0,
+        "usage_spool_sync_s": 0.1,
+        "db_connect_timeout_s": 5.0,
+        "auth_failures_per_minute": 60,
+        "keys_recheck_s": 0.25,
+        "body_timeout_s": 30.0,
+        "max_connections": 10_000,
         "redis_url": "",
+        "redis_password": "",
         "redis_timeout_s": 1.0,
         "limits_on_store_failure": "open",
         "limits_max_tokens": 4096,
@@ -236,3 +243,10 @@ def test_ui_urls_follow_host_and_their_ports() -> None:
     got = Settings(host="::", ui_port=9501, playground_port=9860)
 
     assert (got.ui_url, got.playground_url) == ("http://[::1]:9501", "http://[::1]:9860")
+
+
+def test_a_redis_password_goes_into_the_url_escaped() -> None:
+    assert Settings(redis_url="redis://cache:6379/0").redis_dsn == "redis://cache:6379/0"
+    got = Settings(redis_url="redis://:old@cache:6379/0", redis_password="p@ss/word").redis_dsn
+    assert got == "redis://:p%40ss%2Fword@cache:6379/0"
+    assert Settings().redis_dsn == ""

@@ -98,6 +98,17 @@ the value to set. */}}
 {{- end -}}
 {{- end -}}
 
+{{- define "cove.redisSecret" -}}
+{{- with .Values.limits.redis.install -}}
+{{- if .existingSecret -}}
+{{- .existingSecret -}}
+{{- else if .password -}}
+{{- printf "%s-redis" (include "cove.fullname" $) -}}
+{{- else -}}
+{{- fail (printf "no password for the Redis the chart installs: set limits.redis.install.existingSecret to a Secret holding it under the key password (kubectl -n %s create secret generic cove-redis --from-literal=password=$(openssl rand -hex 24)), or limits.redis.install.password. The chart generates no secrets: one made at render time would change on every helm template or Argo CD sync (see the chart's README)" $.Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- define "cove.hubTokenSecret" -}}
 {{- if .Values.hub.existingSecret -}}
 {{- .Values.hub.existingSecret -}}
