@@ -190,3 +190,5 @@ class Route:
     deployment: str = ""  # the deployment whose replicas these are, when not ``name`` (a canary's)
     canary: Route | None = None  # the staging version's replicas, answering ``canary_share`` % of requests
     canary_share: int = 0
+    max_tokens_cap: int | None = None  # the deployment's caps (None: the studio's defaults)
+    n_cap: int | None = None
