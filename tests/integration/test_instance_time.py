@@ -8,10 +8,11 @@ import json
 from datetime import timedelta
 from decimal import Decimal
 
+import sqlalchemy as sa
 from sqlmodel import select
 
 from studio.controller import Controller
-from studio.db import Database, utcnow
+from studio.db import Database, current_revision, make_engine, migrate, utcnow
 from studio.models import InstanceSpan, Pool
 from studio.prices import month_start, parse_money
 from studio.services import deployments, prices
@@ -19,6 +20,7 @@ from studio.settings import Settings
 from tests.fakes.backends import InstantBackend
 from tests.integration.conftest import deploy
 from tests.integration.test_cli import run
+from tests.integration.test_db import migrate_down
 from tests.people import ADMIN, member
 
 
@@ -110,3 +112,32 @@ def test_price_set_takes_hourly_prices_per_gpu_type(db: Database, settings: Sett
     bad = run(settings, "price", "set", "chat", "--hourly-gpu", "H100")
     assert bad.exit_code == 2
     assert "give TYPE=AMOUNT" in bad.output
+
+
+def test_migration_0019_downgrades_and_upgrades_keeping_prices(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO prices (deployment, input_per_m, output_per_m, hourly, hourly_gpu, set_by, updated_at)"
+                " VALUES ('chat', 1, 2, 3, '{\"H100\": 4}', 'admin', '2026-01-01 00:00:00')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO instance_spans (deployment, owner, gpu, replicas, hourly, started_at)"
+                " VALUES ('chat', 'admin', 'H100', 1, 4, '2026-01-01 00:00:00')"
+            )
+        )
+    migrate_down(engine, "0018")
+    assert current_revision(engine) == "0018"
+    tables = sa.inspect(engine).get_table_names()
+    assert "instance_spans" not in tables
+    assert "hourly_gpu" not in {c["name"] for c in sa.inspect(engine).get_columns("prices")}
+    assert "max_tokens_cap" not in {c["name"] for c in sa.inspect(engine).get_columns("deployments")}
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT hourly FROM prices WHERE deployment = 'chat'")).scalar_one() == 3
+        assert conn.execute(sa.text("SELECT count(*) FROM instance_spans")).scalar_one() == 0
+    engine.dispose()
