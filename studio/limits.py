@@ -124,7 +124,7 @@ class Caps:
 
     def excess(self, body: Mapping[str, Any]) -> tuple[str, str] | None:
         """(the message of OpenAI's 400, the parameter) when ``body`` asks more than a cap, else None."""
-        for name in ("max_completion_tokens", "max_tokens"):
+        for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):  # the last: the Responses API's
             value = body.get(name)
             if isinstance(value, int) and not isinstance(value, bool) and value > self.max_tokens:
                 return f"'{name}' is {value}, more than this deployment's cap of {self.max_tokens}", name

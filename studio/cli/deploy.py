@@ -226,6 +226,9 @@ def deploy_get(ctx: click.Context, name: str, as_json: bool) -> None:
             )
             if a.min_replicas == 0 and dep.cold_start_s is not None:
                 click.echo(f"  last cold start {dep.cold_start_s:.1f} s (held request to first token)")
+        if dep.max_tokens_cap or dep.n_cap:
+            caps = f"max_tokens ≤ {dep.max_tokens_cap or 'default'}, n ≤ {dep.n_cap or 'default'}"
+            click.echo(f"  caps per request  {caps}")
         if dep.planned_args:
             click.echo(f"  memory plan adds  {' '.join(dep.planned_args)}")
         if dep.kv_planned or dep.kv_observed:

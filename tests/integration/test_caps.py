@@ -30,6 +30,7 @@ def test_caps_are_set_shown_and_reset_from_the_cli(db: Database, settings: Setti
     assert kept.output.strip() == "deployment chat: max_tokens ≤ 500, n ≤ 3"
     dep = deployments.get_deployment(db=db, actor=ADMIN, name="chat")
     assert (dep.max_tokens_cap, dep.n_cap) == (500, 3)
+    assert "caps per request  max_tokens ≤ 500, n ≤ 3" in run(settings, "deploy", "get", "chat").output
     reset = run(settings, "deploy", "caps", "chat", "--default")
     assert reset.output.strip() == "deployment chat: max_tokens ≤ default, n ≤ default"
     assert "give --max-tokens, --n or --default" in run(settings, "deploy", "caps", "chat").output

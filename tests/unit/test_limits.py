@@ -239,4 +239,5 @@ def test_caps_name_the_parameter_asked_beyond_them() -> None:
     message = "'max_tokens' is 101, more than this deployment's cap of 100"
     assert caps.excess({"max_tokens": 101}) == (message, "max_tokens")
     assert caps.excess({"max_completion_tokens": 500})[1] == "max_completion_tokens"  # type: ignore[index]
+    assert caps.excess({"max_output_tokens": 500})[1] == "max_output_tokens"  # type: ignore[index]
     assert caps.excess({"n": 3}) == ("'n' is 3, more than this deployment's cap of 2", "n")
