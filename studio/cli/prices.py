@@ -101,13 +101,14 @@ def price_list(ctx: click.Context, as_json: bool) -> None:
         found,
         as_json,
         lambda: table(
-            ["DEPLOYMENT", "INPUT/1M", "OUTPUT/1M", "HOURLY", "GPU", "CURRENCY"],
+            ["DEPLOYMENT", "INPUT/1M", "OUTPUT/1M", "HOURLY", "HOURLY BY GPU", "GPU", "CURRENCY"],
             [
                 [
                     p.deployment,
                     plain(p.input_per_m),
                     plain(p.output_per_m),
                     plain(p.hourly),
+                    " ".join(f"{g}={plain(v)}" for g, v in p.hourly_gpu.items()) or "-",
                     p.gpu or "-",
                     p.currency,
                 ]

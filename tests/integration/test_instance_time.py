@@ -109,6 +109,7 @@ def test_price_set_takes_hourly_prices_per_gpu_type(db: Database, settings: Sett
     assert "2.500000 USD on H100" in done.output
     run(settings, "price", "set", "chat", "--hourly-gpu", "L4=0")  # 0 removes a type's price
     assert prices.list_prices(db=db)[0].hourly_gpu == {"H100": 2_500_000}
+    assert "H100=2.5" in run(settings, "price", "list").output
     bad = run(settings, "price", "set", "chat", "--hourly-gpu", "H100")
     assert bad.exit_code == 2
     assert "give TYPE=AMOUNT" in bad.output
