@@ -287,7 +287,8 @@ class Controller:
         spec = desired.spec
         gated = image_gate(desired) if backend.runs_images else None
         workload = gated or backend.apply(spec)
-        self._running[desired.name] = len(workload.replicas)
+        # instance time: every replica that holds its share of the pool (one waiting for a node holds none)
+        self._running[desired.name] = sum(1 for r in workload.replicas if r.phase != "pending")
         observed = derive_status(
             replicas=spec.replicas, workload=workload, failure_threshold=self.settings.failure_threshold
         )

@@ -2,7 +2,8 @@
 what that costs over a period.
 
 The controller reports, once a pass, the replicas each deployment it reconciled has (``record``): every replica its
-backend runs, starting or ready, since it holds its share of the pool either way. A change of count, of the pool's
+backend runs, starting, ready, restarting or stopping, since it holds its share of the pool in each; not one still
+waiting for a node. A change of count, of the pool's
 GPU type or of the hourly price closes the deployment's open ``InstanceSpan`` and opens the next, so a price
 changed later never rewrites time already run, and a restarted controller continues the open span (the replicas
 it adopts ran meanwhile). A deployment deleted, or asked to be, stops being billed at once.

@@ -11,6 +11,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlmodel import select
 
+from studio.backends.base import ReplicaStatus, WorkloadSpec, WorkloadStatus
 from studio.controller import Controller
 from studio.db import Database, current_revision, make_engine, migrate, utcnow
 from studio.models import InstanceSpan, Pool
@@ -142,3 +143,24 @@ def test_migration_0019_downgrades_and_upgrades_keeping_prices(empty_database_ur
         assert conn.execute(sa.text("SELECT hourly FROM prices WHERE deployment = 'chat'")).scalar_one() == 3
         assert conn.execute(sa.text("SELECT count(*) FROM instance_spans")).scalar_one() == 0
     engine.dispose()
+
+
+class NodelessBackend(InstantBackend):
+    """A cluster with no node free: every replica waits, pending, and holds no GPU."""
+
+    def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
+        self.specs[spec.name] = spec
+        waiting = tuple(ReplicaStatus(i, "pending", message="waiting for a node") for i in range(spec.replicas))
+        return WorkloadStatus(spec.name, waiting)
+
+
+def test_a_replica_waiting_for_a_node_is_not_billed(db: Database, settings: Settings, stub_model: str) -> None:
+    deploy(db, "queued", stub_model, replicas=2)
+    Controller(db=db, backend=NodelessBackend(), settings=settings).reconcile()
+    with db.session() as session:
+        assert session.exec(select(InstanceSpan)).all() == []
+    Controller(db=db, backend=InstantBackend(), settings=settings).reconcile()  # scheduled: billed from now
+    with db.session() as session:
+        assert [(s.deployment, s.replicas, s.ended_at) for s in session.exec(select(InstanceSpan))] == [
+            ("queued", 2, None)
+        ]
