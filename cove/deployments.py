@@ -56,6 +56,11 @@ class Deployments:
         """Autoscale between bounds (``Autoscale`` or its fields); None turns autoscaling off."""
         return self._update(name, {"autoscale": autoscale}, if_match)
 
+    def caps(self, name: str, *, if_match: int | None = None, **caps: int | None) -> DeploymentPublic:
+        """Set the most a request may ask: ``max_tokens_cap``, ``n_cap`` (None: the studio's default); a cap not
+        given keeps its value. Larger requests are answered 400."""
+        return self._update(name, caps, if_match)
+
     def delete(self, name: str) -> DeploymentPublic:
         dep: DeploymentPublic = self.client.call(DeploymentPublic, "DELETE", f"{PATH}/{name}")
         return dep

@@ -3,6 +3,7 @@ are given as decimal strings (or ``Decimal``), never floats: "0.15" is exactly 0
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -26,10 +27,14 @@ class Prices:
         input_per_m: Amount | None = None,
         output_per_m: Amount | None = None,
         hourly: Amount | None = None,
+        hourly_gpu: Mapping[str, Amount] | None = None,
     ) -> PricePublic:
-        """Price ``deployment`` (an admin); amounts not given keep theirs."""
+        """Price ``deployment`` (an admin); amounts not given keep theirs. ``hourly`` is per replica-hour on any GPU
+        type, ``hourly_gpu`` per replica-hour on the types it names (0 removes one)."""
         given = {"input_per_m": input_per_m, "output_per_m": output_per_m, "hourly": hourly}
-        body = {k: str(v) for k, v in given.items() if v is not None}
+        body: dict[str, object] = {k: str(v) for k, v in given.items() if v is not None}
+        if hourly_gpu:
+            body["hourly_gpu"] = {gpu: str(v) for gpu, v in hourly_gpu.items()}
         price: PricePublic = self.client.call(PricePublic, "PUT", f"{PATH}/{deployment}", body=body)
         return price
 

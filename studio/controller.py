@@ -34,7 +34,7 @@ from studio.gate_watch import GateWatch
 from studio.jobs import JobRunner
 from studio.models import Observed
 from studio.sealing import studio_key
-from studio.services import clusters, deployments, images, plans, pools
+from studio.services import clusters, deployments, images, plans, pools, uptime
 from studio.services.deployments import Desired
 from studio.services.events import NewEvent, prune_events, record_events
 from studio.settings import Settings
@@ -164,6 +164,7 @@ class Controller:
         self._gate_watched_at = -math.inf
         self._refused_scale: dict[str, int] = {}  # deployment → the HPA's count the pool refused, said once
         self._measured: set[tuple[str, int]] = set()  # (deployment, generation) whose log was read for KV figures
+        self._running: dict[str, int] = {}  # deployment → replicas its backend ran this pass (instance time)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -199,6 +200,7 @@ class Controller:
             except CoveError as exc:
                 log.warning("cluster %s: %s", cluster, exc)
             reachable[cluster] = backend
+        self._record_uptime()
         self._run_jobs(reachable)
         self._build_images()
         if self.clock() - self._capacity_read_at >= self.settings.capacity_refresh_s:
@@ -207,6 +209,15 @@ class Controller:
         if self.clock() - self._gate_watched_at >= self.settings.gate_watch_s:
             self._gate_watched_at = self.clock()
             self.gate_watch.run()
+
+    def _record_uptime(self) -> None:
+        """The replicas each deployment reconciled this pass ran, as instance time (``services.uptime``): a failure
+        to write it is logged, and the next pass writes the same spans."""
+        running, self._running = self._running, {}
+        try:
+            uptime.record(db=self.db, running=running, now=self.wall())
+        except CoveError as exc:
+            log.warning("recording instance time: %s", exc)
 
     def _unreachable(self, desired: Desired, exc: CoveError) -> None:
         """Its cluster cannot be used: say so on the deployment, keeping the status last seen."""
@@ -268,6 +279,7 @@ class Controller:
 
     def _reconcile_one(self, backend: Backend, desired: Desired) -> None:
         if desired.deleting:
+            self._running[desired.name] = 0  # asked to stop: billed no longer
             if backend.delete(desired.name):
                 deployments.finish_delete(db=self.db, name=desired.name)
                 self._forget(desired.name)
@@ -275,6 +287,8 @@ class Controller:
         spec = desired.spec
         gated = image_gate(desired) if backend.runs_images else None
         workload = gated or backend.apply(spec)
+        # instance time: every replica that holds its share of the pool (one waiting for a node holds none)
+        self._running[desired.name] = sum(1 for r in workload.replicas if r.phase != "pending")
         observed = derive_status(
             replicas=spec.replicas, workload=workload, failure_threshold=self.settings.failure_threshold
         )

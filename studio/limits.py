@@ -114,6 +114,26 @@ def reservation(body: Mapping[str, Any], *, prompt_tokens: int, max_tokens_cap: 
     return max(0, prompt_tokens) + answer * choices
 
 
+@dataclass(frozen=True)
+class Caps:
+    """The most a request may ask of a deployment: ``max_tokens`` (also what a request naming none reserves) and
+    ``n`` answers. A deployment's own caps, or the studio's defaults where it sets none."""
+
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    n: int = 16
+
+    def excess(self, body: Mapping[str, Any]) -> tuple[str, str] | None:
+        """(the message of OpenAI's 400, the parameter) when ``body`` asks more than a cap, else None."""
+        for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):  # the last: the Responses API's
+            value = body.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > self.max_tokens:
+                return f"'{name}' is {value}, more than this deployment's cap of {self.max_tokens}", name
+        n = body.get("n")
+        if isinstance(n, int) and not isinstance(n, bool) and n > self.n:
+            return f"'n' is {n}, more than this deployment's cap of {self.n}", "n"
+        return None
+
+
 # ------------------------------------------------------------------------------------------------ verdicts
 
 

@@ -715,6 +715,10 @@ class DeploymentBase(Shared):
     replicas: int = 1
     autoscale: Autoscale | None = Field(default=None, sa_type=ValueJSON(Autoscale))  # None: a fixed count
     follows: str | None = None  # an alias of its model (production, staging): it runs whatever version that is
+    # The most a request may ask of it: max_tokens (what it reserves against token limits when it names none) and n.
+    # None: the studio's defaults (COVE_LIMITS_MAX_TOKENS, COVE_LIMITS_MAX_N). The gateway refuses more with 400.
+    max_tokens_cap: int | None = Field(default=None, ge=1, le=10_000_000)
+    n_cap: int | None = Field(default=None, ge=1, le=128)
 
 
 class Observed(SQLModel):
@@ -940,7 +944,8 @@ class PriceBase(SQLModel):
     deployment: str = Field(min_length=1, max_length=200)
     input_per_m: int = Field(default=0, ge=0, sa_type=sa.BigInteger)
     output_per_m: int = Field(default=0, ge=0, sa_type=sa.BigInteger)
-    hourly: int = Field(default=0, ge=0, sa_type=sa.BigInteger)  # per replica-hour
+    hourly: int = Field(default=0, ge=0, sa_type=sa.BigInteger)  # per replica-hour, on any GPU type
+    hourly_gpu: dict[str, int] = _json(dict)  # per replica-hour on a GPU type (the pool's gpu_model): overrides hourly
 
 
 class Price(PriceBase, table=True):
@@ -1011,6 +1016,39 @@ class UsageRecord(SQLModel, table=True):
     created_at: datetime = _ts(index=True)
 
 
+class InstanceSpan(SQLModel, table=True):
+    """A stretch of time a deployment ran ``replicas`` replicas on ``gpu`` (its pool's GPU type, "" for none) at
+    ``hourly`` micros per replica-hour; open (``ended_at`` None) while it still runs so. Written by the controller
+    (``services.uptime``), read by bills. ``owner`` and ``group`` are whom it is billed to, as they were when it
+    opened; the span outlives its deployment (a bill still shows it)."""
+
+    __tablename__ = "instance_spans"
+    id: int | None = Field(default=None, primary_key=True)
+    deployment: str = Field(index=True)
+    owner: str
+    group: str | None = None
+    gpu: str = ""
+    replicas: int
+    hourly: int = Field(default=0, sa_type=sa.BigInteger)
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+
+
+class InstanceLine(BaseModel):
+    """Dedicated instance time of one deployment on one GPU type at one hourly price over a period, and its cost."""
+
+    deployment: str
+    gpu: str
+    replica_seconds: float
+    hourly_micros: int
+    cost_micros: int
+    currency: str = "USD"
+
+    @property
+    def replica_hours(self) -> float:
+        return self.replica_seconds / 3600
+
+
 class UsageSummary(BaseModel):
     """One key's use of one deployment on one day. ``requests`` counts every request; ``served`` those answered
     (status < 400), ``cancelled`` those the client left mid-answer (499), ``errors`` the rest (status >= 400). Tokens
@@ -1037,8 +1075,10 @@ class UsageLine(BaseModel):
     requests: int
     prompt_tokens: int
     completion_tokens: int
-    cost_micros: int
+    cost_micros: int  # tokens' cost plus instance_micros
     currency: str = "USD"
+    instance_seconds: float = 0.0  # replica-seconds of the dedicated instances it owns (by deployment, user, group)
+    instance_micros: int = 0  # their cost at the hourly prices
 
     @property
     def cost(self) -> Decimal:
@@ -1053,10 +1093,11 @@ class Statement(BaseModel):
     month: str  # YYYY-MM
     currency: str = "USD"
     lines: list[UsageLine] = []
+    instances: list[InstanceLine] = []  # instance hours × hourly price, for the deployments it owns
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_micros: int = 0
+    cost_micros: int = 0  # the token lines' and the instance lines' costs together
 
 
 class Traffic(BaseModel):

@@ -239,7 +239,13 @@ class Settings(BaseSettings):
         "limit applies to with 503 (closed). Logged, and shown in /healthz.",
     )
     limits_max_tokens: int = Field(
-        default=4096, ge=1, description="The answer's tokens a request reserves when it names no max_tokens (or more)."
+        default=4096,
+        ge=1,
+        description="The most max_tokens a request may ask of a deployment that sets no cap of its own (more is "
+        "refused with 400), and what a request that names none reserves against token limits.",
+    )
+    limits_max_n: int = Field(
+        default=16, ge=1, description="The most answers (n) a request may ask of a deployment that sets no cap."
     )
     limits_lease_s: float = Field(
         default=3600.0, gt=0, description="A concurrency slot held by a gateway that died is freed after this long."

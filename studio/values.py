@@ -191,3 +191,5 @@ class Route:
     canary: Route | None = None  # the staging version's replicas, answering ``canary_share`` % of requests
     canary_share: int = 0
     embeds: bool = False  # an embedding model: it answers /v1/embeddings, and no chat or completions
+    max_tokens_cap: int | None = None  # the deployment's caps (None: the studio's defaults)
+    n_cap: int | None = None

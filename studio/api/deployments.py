@@ -25,6 +25,9 @@ class DeploymentUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     replicas: int | None = Field(default=None, ge=0, le=64)
     autoscale: Autoscale | None = None
+    # the most a request may ask (null: the studio's default); given together, both are set
+    max_tokens_cap: int | None = Field(default=None, ge=1, le=10_000_000)
+    n_cap: int | None = Field(default=None, ge=1, le=128)
 
 
 class Logs(BaseModel):
@@ -97,12 +100,22 @@ def update_deployment(
     db, generation = request.app.state.db, generation_of(if_match)
     if "replicas" in data.model_fields_set and "autoscale" in data.model_fields_set:
         raise InvalidSpec("give replicas or autoscale, not both", hint="autoscaling sets the replica count itself")
-    if "autoscale" in data.model_fields_set:
+    capping = {"max_tokens_cap", "n_cap"} & data.model_fields_set
+    if capping and {"replicas", "autoscale"} & data.model_fields_set:
+        raise InvalidSpec("give caps apart from replicas or autoscale", hint="send two requests")
+    if capping:
+        current = deployments.get_deployment(db=db, actor=actor, name=name)
+        dep = deployments.set_caps(
+            db=db, actor=actor, name=name, generation=generation,
+            max_tokens_cap=data.max_tokens_cap if "max_tokens_cap" in capping else current.max_tokens_cap,
+            n_cap=data.n_cap if "n_cap" in capping else current.n_cap,
+        )  # fmt: skip
+    elif "autoscale" in data.model_fields_set:
         dep = deployments.set_autoscale(db=db, actor=actor, name=name, autoscale=data.autoscale, generation=generation)
     elif data.replicas is not None:
         dep = deployments.scale_deployment(db=db, actor=actor, name=name, replicas=data.replicas, generation=generation)
     else:
-        raise InvalidSpec("nothing to change", hint="give replicas, or autoscale")
+        raise InvalidSpec("nothing to change", hint="give replicas, autoscale, max_tokens_cap or n_cap")
     return answered(response, dep)
 
 

@@ -31,6 +31,7 @@ class PriceValues(SQLModel):
     input_per_m: Decimal | None = None
     output_per_m: Decimal | None = None
     hourly: Decimal | None = None
+    hourly_gpu: dict[str, Decimal] | None = None  # per replica-hour on a GPU type (overrides hourly); 0 removes one
 
 
 def micros(value: Decimal | str, what: str) -> int:
@@ -48,11 +49,14 @@ def list_prices(request: Request, actor: Principal = READ) -> list[PricePublic]:
 @router.put("/prices/{deployment}", response_model=PricePublic)
 def set_price(request: Request, deployment: str, data: PriceValues, actor: Principal = WRITE) -> PricePublic:
     """Price a deployment (an admin). Requests served from the gateways' next refresh on cost this."""
-    values = {k: micros(v, k) for k, v in data.model_dump(exclude_unset=True).items() if v is not None}
+    given = data.model_dump(exclude_unset=True, exclude={"hourly_gpu"})
+    values = {k: micros(v, k) for k, v in given.items() if v is not None}
+    per_gpu = {gpu: micros(v, f"hourly on {gpu}") for gpu, v in (data.hourly_gpu or {}).items()}
     settings = request.app.state.settings
     return prices.set_price(
-        db=request.app.state.db, actor=actor, deployment=deployment, currency=settings.currency, **values
-    )
+        db=request.app.state.db, actor=actor, deployment=deployment, currency=settings.currency,
+        hourly_gpu=per_gpu, **values,
+    )  # fmt: skip
 
 
 @router.delete("/prices/{deployment}", status_code=204)

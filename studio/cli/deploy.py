@@ -92,6 +92,8 @@ if_match_option = click.option(
 @click.option(
     "--target-inflight", type=float, default=4.0, show_default=True, help="Autoscale: requests in flight per replica."
 )
+@click.option("--max-tokens-cap", type=int, help="The most max_tokens a request may ask (default: the studio's).")
+@click.option("--n-cap", type=int, help="The most answers (n) a request may ask (default: the studio's).")
 @click.option("--wait/--no-wait", default=False, help="Wait until it is Ready (or Failed).")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait with --wait.")
 @click.argument("runtime_args", nargs=-1, type=click.UNPROCESSED)
@@ -115,6 +117,8 @@ def deploy_create(
     min_replicas: int | None,
     max_replicas: int | None,
     target_inflight: float,
+    max_tokens_cap: int | None,
+    n_cap: int | None,
     wait: bool,
     timeout: float,
     runtime_args: tuple[str, ...],
@@ -149,6 +153,7 @@ def deploy_create(
             cpu=cpu, memory_mib=memory_mib, gpus=gpus, gpu_memory_mib=gpu_memory_mib, gpu_cores=gpu_cores
         ),
         autoscale=autoscale,
+        **{k: v for k, v in (("max_tokens_cap", max_tokens_cap), ("n_cap", n_cap)) if v is not None},
     )
     # Built here first, so a bad field is named before anything is sent (exit 2, as for any bad option).
     fields = data.model_dump(mode="json", exclude_unset=True, exclude={"name", "model"})
@@ -221,6 +226,9 @@ def deploy_get(ctx: click.Context, name: str, as_json: bool) -> None:
             )
             if a.min_replicas == 0 and dep.cold_start_s is not None:
                 click.echo(f"  last cold start {dep.cold_start_s:.1f} s (held request to first token)")
+        if dep.max_tokens_cap or dep.n_cap:
+            caps = f"max_tokens ≤ {dep.max_tokens_cap or 'default'}, n ≤ {dep.n_cap or 'default'}"
+            click.echo(f"  caps per request  {caps}")
         if dep.planned_args:
             click.echo(f"  memory plan adds  {' '.join(dep.planned_args)}")
         if dep.kv_planned or dep.kv_observed:
@@ -305,6 +313,41 @@ def deploy_autoscale(
             f"deployment {name}: "
             + ("autoscaling off" if off else f"autoscaling {lo}–{hi} at {target_inflight:g} in flight per replica")
             + (f", sleeping after {idle_s:g} s idle" if not off and lo == 0 else "")
+        ),
+    )
+
+
+@deploy.command("caps")
+@click.argument("name")
+@click.option("--max-tokens", "max_tokens_cap", type=int, help="The most max_tokens a request may ask.")
+@click.option("--n", "n_cap", type=int, help="The most answers (n) a request may ask.")
+@click.option("--default", "reset", is_flag=True, help="Back to the studio's defaults for both.")
+@if_match_option
+@json_option
+@click.pass_context
+def deploy_caps(
+    ctx: click.Context,
+    name: str,
+    max_tokens_cap: int | None,
+    n_cap: int | None,
+    reset: bool,
+    if_match: int | None,
+    as_json: bool,
+) -> None:
+    """Cap what a request may ask of NAME: the gateway answers 400 to more max_tokens or n, and a request naming no
+    max_tokens reserves the cap against token limits."""
+    if reset:
+        caps: dict[str, int | None] = {"max_tokens_cap": None, "n_cap": None}
+    else:
+        caps = {k: v for k, v in (("max_tokens_cap", max_tokens_cap), ("n_cap", n_cap)) if v is not None}
+    if not caps:
+        raise InvalidSpec("nothing to change", hint="give --max-tokens, --n or --default")
+    dep = client_of(ctx).deployments.caps(name, if_match=if_match, **caps)
+    emit(
+        dep,
+        as_json,
+        lambda: click.echo(
+            f"deployment {name}: max_tokens ≤ {dep.max_tokens_cap or 'default'}, n ≤ {dep.n_cap or 'default'}"
         ),
     )
 

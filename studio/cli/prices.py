@@ -47,6 +47,12 @@ def price() -> None:
 @click.option("--input-per-m", callback=amount, metavar="X", help="Per million prompt tokens.")
 @click.option("--output-per-m", callback=amount, metavar="Y", help="Per million completion tokens.")
 @click.option("--hourly", callback=amount, metavar="Z", help="Per replica-hour of a dedicated deployment.")
+@click.option(
+    "--hourly-gpu",
+    multiple=True,
+    metavar="TYPE=Z",
+    help="Per replica-hour when its pool's GPU type is TYPE (overrides --hourly; 0 removes it). Repeatable.",
+)
 @json_option
 @click.pass_context
 def price_set(
@@ -55,15 +61,24 @@ def price_set(
     input_per_m: str | None,
     output_per_m: str | None,
     hourly: str | None,
+    hourly_gpu: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Price DEPLOYMENT (an admin); amounts not given keep theirs. Past usage keeps the cost it was served at."""
-    if input_per_m is None and output_per_m is None and hourly is None:
+    if input_per_m is None and output_per_m is None and hourly is None and not hourly_gpu:
         raise InvalidSpec(
-            "give --input-per-m, --output-per-m or --hourly",
+            "give --input-per-m, --output-per-m, --hourly or --hourly-gpu",
             hint=f"e.g. cove price set {deployment} --input-per-m 0.15 --output-per-m 0.60",
         )
-    done = client_of(ctx).prices.set(deployment, input_per_m=input_per_m, output_per_m=output_per_m, hourly=hourly)
+    per_gpu: dict[str, str] = {}
+    for pair in hourly_gpu:
+        gpu, sep, value = pair.partition("=")
+        if not sep or not gpu.strip():
+            raise click.BadParameter(f"{pair!r}: give TYPE=AMOUNT, e.g. H100=2.50", param_hint="--hourly-gpu")
+        per_gpu[gpu.strip()] = amount(None, None, value) or "0"
+    done = client_of(ctx).prices.set(
+        deployment, input_per_m=input_per_m, output_per_m=output_per_m, hourly=hourly, hourly_gpu=per_gpu or None
+    )
     emit(
         done,
         as_json,
@@ -72,6 +87,7 @@ def price_set(
             f"{show_money(done.output_per_m, done.currency, places=6)} per million output tokens, "
             f"{show_money(done.hourly, done.currency, places=6)} per replica-hour"
             + (f" ({done.gpu})" if done.gpu else "")
+            + "".join(f", {show_money(v, done.currency, places=6)} on {g}" for g, v in done.hourly_gpu.items())
         ),
     )
 
@@ -85,13 +101,14 @@ def price_list(ctx: click.Context, as_json: bool) -> None:
         found,
         as_json,
         lambda: table(
-            ["DEPLOYMENT", "INPUT/1M", "OUTPUT/1M", "HOURLY", "GPU", "CURRENCY"],
+            ["DEPLOYMENT", "INPUT/1M", "OUTPUT/1M", "HOURLY", "HOURLY BY GPU", "GPU", "CURRENCY"],
             [
                 [
                     p.deployment,
                     plain(p.input_per_m),
                     plain(p.output_per_m),
                     plain(p.hourly),
+                    " ".join(f"{g}={plain(v)}" for g, v in p.hourly_gpu.items()) or "-",
                     p.gpu or "-",
                     p.currency,
                 ]
@@ -246,6 +263,14 @@ def statement(ctx: click.Context, user: str | None, group: str | None, month: st
     def human() -> None:
         click.echo(f"{scope} {subject}, {found.month}")
         print_lines(found.lines, as_csv=False)
+        if found.instances:
+            table(
+                ["DEPLOYMENT", "GPU", "INSTANCE HOURS", "HOURLY", "COST"],
+                [
+                    [x.deployment, x.gpu or "-", f"{x.replica_hours:.4f}", plain(x.hourly_micros), plain(x.cost_micros)]
+                    for x in found.instances
+                ],
+            )
         click.echo(
             f"total: {found.requests} requests, {found.prompt_tokens} prompt and {found.completion_tokens} completion "
             f"tokens, {show_money(found.cost_micros, found.currency)}"

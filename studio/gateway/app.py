@@ -47,7 +47,7 @@ from studio.gateway.proxy import Metered, Proxy, Receive, Scope, Send, Upstream,
 from studio.gateway.routes import RouteTable
 from studio.gateway.spool import Spool, dead, forget, new_request_id, read_lines, rows_of
 from studio.gateway.waking import Wake, WakeFailed, Waker
-from studio.limits import Rule
+from studio.limits import Caps, Rule
 from studio.prices import FREE, Budget, Position, Price
 from studio.sealing import studio_key
 from studio.services import budgets, deployments, events, keys, limits, prices, usage
@@ -697,6 +697,11 @@ class Gateway:
             await respond(send, 400, error_body(message, code="unsupported_endpoint", param="model"))
             self.metrics.requests.labels(name, endpoint, "400", "").inc()
             return
+        caps = Caps(found.max_tokens_cap or self.settings.limits_max_tokens, found.n_cap or self.settings.limits_max_n)
+        if over := caps.excess(body):
+            await respond(send, 400, error_body(over[0], param=over[1], code="invalid_value"))
+            self.metrics.requests.labels(name, endpoint, "400", "").inc()
+            return
         if endpoint == "responses":
             try:
                 path, body, answer_as_response = self._responses_plan(route, body)
@@ -720,7 +725,7 @@ class Gateway:
         lease: Lease | None = None
         if applying := self.limiter.applying(identity, name):  # no store call for a request no limit applies to
             try:
-                lease, rate_headers = await self.limiter.admit(applying, body)
+                lease, rate_headers = await self.limiter.admit(applying, body, max_tokens_cap=caps.max_tokens)
                 limit_headers += rate_headers
             except Refused as refused:
                 await respond(send, refused.status, refused.body, refused.headers)

@@ -66,11 +66,13 @@ class Limiter:
         )
 
     async def admit(
-        self, rules: tuple[Rule, ...], body: dict[str, Any]
+        self, rules: tuple[Rule, ...], body: dict[str, Any], *, max_tokens_cap: int | None = None
     ) -> tuple[Lease | None, list[tuple[bytes, bytes]]]:
         """Count a request against ``rules`` (not empty): its lease and the ``x-ratelimit-*`` headers; raises
-        Refused. The lease is None when the store was down and the gateway failed open."""
-        tokens = reservation(body, prompt_tokens=estimate_prompt_tokens(body), max_tokens_cap=self.max_tokens_cap)
+        Refused. The lease is None when the store was down and the gateway failed open. A request naming no
+        max_tokens reserves ``max_tokens_cap`` (its deployment's cap; the limiter's default when None)."""
+        cap = max_tokens_cap or self.max_tokens_cap
+        tokens = reservation(body, prompt_tokens=estimate_prompt_tokens(body), max_tokens_cap=cap)
         lease_id = f"{self._me}-{next(self._ids)}"
         try:
             verdict, window = await self.store.reserve(rules, tokens, lease_id)

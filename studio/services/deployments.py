@@ -380,6 +380,30 @@ def set_autoscale(
         return public_of(session, row)
 
 
+def set_caps(
+    *,
+    db: Database,
+    actor: Principal,
+    name: str,
+    max_tokens_cap: int | None,
+    n_cap: int | None,
+    generation: int | None = None,
+) -> DeploymentPublic:
+    """Set the most a request may ask of ``name`` (None: the studio's default). Whoever may change the deployment
+    may; the gateways apply it from their next refresh. Replicas are not touched."""
+    with db.session() as session:
+        row = find_row(session, name, actor)
+        _check_generation(session, row, generation)
+        row.max_tokens_cap, row.n_cap = max_tokens_cap, n_cap
+        row.generation += 1
+        row.updated_at = utcnow()
+        session.add(row)
+        shown = f"max_tokens ≤ {max_tokens_cap or 'default'}, n ≤ {n_cap or 'default'}"
+        add_events(session, kind=KIND, name=name, actor=actor.name, events=[NewEvent("Caps", shown)])
+        session.commit()
+        return public_of(session, row)
+
+
 def delete_deployment(*, db: Database, actor: Principal, name: str) -> DeploymentPublic:
     """Mark for deletion; the controller stops the replicas and then removes the row."""
     with db.session() as session:
@@ -542,6 +566,8 @@ def _routes(session: Session, *where: Any) -> list[Route]:
             canary=canaries.get(d.id),
             canary_share=d.canary_share if d.id in canaries else 0,
             embeds=is_embedding_architecture(architecture),
+            max_tokens_cap=d.max_tokens_cap,
+            n_cap=d.n_cap,
         )
         for d, version, path, runtime, architecture in rows
         if d.endpoints

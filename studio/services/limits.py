@@ -1,6 +1,7 @@
 """Rate limits as desired state: set, listed and deleted here; the gateway reads them with its routes.
 
-An admin limits users, groups and deployments; a key's owner (or an admin) limits that key. Setting a limit that
+An admin limits users and groups; a key's owner limits that key, and whoever may change a deployment (its owner, its
+group's members, an admin) limits that deployment. Setting a limit that
 exists changes only the fields given. The gateway enforces a change within its refresh interval (1 s by default).
 """
 
@@ -25,12 +26,15 @@ def _check_may_set(session: Session, actor: Principal, scope: LimitScope, subjec
             raise NotFound(f"no API key named {subject!r}", hint="see `cove key list`")
         access.check_owner(actor, kind="API key", name=subject, owner=key.owner, group=None)
         return
+    if scope is LimitScope.DEPLOYMENT:
+        found = session.exec(select(Deployment).where(Deployment.name == subject)).first()
+        if found is None:
+            raise NotFound(f"no deployment named {subject!r}", hint="see `cove deploy list`")
+        access.check_owner(actor, kind="deployment", name=subject, owner=found.owner, group=found.group)
+        return
     access.check_admin(actor, doing=f"limit a {scope.value}")
     if scope is LimitScope.USER and session.exec(select(User.id).where(User.name == subject)).first() is None:
         raise NotFound(f"no user named {subject!r}", hint="see `cove user list`")
-    deployment = select(Deployment.id).where(Deployment.name == subject)
-    if scope is LimitScope.DEPLOYMENT and session.exec(deployment).first() is None:
-        raise NotFound(f"no deployment named {subject!r}", hint="see `cove deploy list`")
 
 
 def set_limit(*, db: Database, actor: Principal, data: LimitSet) -> LimitPublic:

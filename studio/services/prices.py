@@ -8,6 +8,10 @@ report here sums those stored costs, so totals agree with the rows to the micro.
 A row counts for its key's owner and for each group the owner is in now (a user in two groups counts in both).
 Requests that ended in an error (status >= 400, other than a client's cancel) are not billed: their tokens and cost
 are left out, as in ``services.usage``.
+
+Instance time (``services.uptime``: replica-seconds × the hourly price in force while they ran) is billed to the
+deployment's group, or to its owner when it is shared with none; it is added to the cost of lines by deployment,
+user and group, and is a line of its own on statements.
 """
 
 from __future__ import annotations
@@ -23,9 +27,21 @@ from sqlmodel import col, func, select
 from studio import access
 from studio.db import Database, utcnow
 from studio.errors import Forbidden, InvalidSpec, NotFound
-from studio.models import ApiKey, Deployment, Pool, Price, PricePublic, Statement, UsageLine, UsageRecord, User
+from studio.models import (
+    ApiKey,
+    Deployment,
+    InstanceLine,
+    Pool,
+    Price,
+    PricePublic,
+    Statement,
+    UsageLine,
+    UsageRecord,
+    User,
+)
 from studio.prices import MoneyError, parse_month
 from studio.prices import Price as PriceValue
+from studio.services import uptime
 from studio.services.usage import CANCELLED
 from studio.values import Principal
 
@@ -47,14 +63,24 @@ def _gpu_of(session: sa.orm.Session, deployment: str) -> str | None:
     return found[0] if found and found[0] else None
 
 
-def set_price(*, db: Database, actor: Principal, deployment: str, currency: str = "USD", **values: int) -> PricePublic:
-    """An admin prices ``deployment`` (micros: ``input_per_m``, ``output_per_m``, ``hourly``); fields not given keep
-    their value. Applies to requests the gateways serve from their next refresh on; past usage keeps its cost."""
+def set_price(
+    *,
+    db: Database,
+    actor: Principal,
+    deployment: str,
+    currency: str = "USD",
+    hourly_gpu: dict[str, int] | None = None,
+    **values: int,
+) -> PricePublic:
+    """An admin prices ``deployment`` (micros: ``input_per_m``, ``output_per_m``, ``hourly``, and ``hourly_gpu``,
+    per replica-hour on a GPU type, merged into those set before; 0 removes a type's); fields not given keep their
+    value. Applies to requests the gateways serve from their next refresh on, and to instance time from the
+    controller's next pass; past usage keeps its cost."""
     access.check_admin(actor, doing="set prices")
     unknown = set(values) - set(FIELDS)
     if unknown:
         raise InvalidSpec(f"unknown price fields: {', '.join(sorted(unknown))}", hint=f"give {', '.join(FIELDS)}")
-    if any(v < 0 for v in values.values()):
+    if any(v < 0 for v in [*values.values(), *(hourly_gpu or {}).values()]):
         raise InvalidSpec("a price cannot be negative", hint="give 0 for free")
     with db.session() as session:
         if session.exec(select(Deployment.id).where(Deployment.name == deployment)).first() is None:
@@ -66,6 +92,9 @@ def set_price(*, db: Database, actor: Principal, deployment: str, currency: str 
             for name, value in values.items():
                 setattr(row, name, value)
             row.set_by, row.updated_at = actor.name, utcnow()
+        if hourly_gpu:
+            merged = {**(row.hourly_gpu or {}), **hourly_gpu}
+            row.hourly_gpu = {gpu: v for gpu, v in sorted(merged.items()) if v > 0}
         session.add(row)
         session.commit()
         session.refresh(row)
@@ -150,6 +179,20 @@ def usage_by(
         raise InvalidSpec(f"cannot sum usage by {by!r}", hint=f"give one of {', '.join(BY)}")
     owner = col(ApiKey.owner)
     column = {"user": owner, "group": owner, "deployment": col(UsageRecord.deployment), "key": col(ApiKey.name)}[by]
+    instances: dict[str | None, list[float]] = defaultdict(lambda: [0.0, 0])
+    if by != "key":
+        for run in uptime.runs(db=db, since=since, until=until, now=utcnow()):
+            mine = run.payer == actor.name if run.payer_scope == "user" else run.payer in actor.groups
+            if not (actor.is_admin or mine):
+                continue
+            if by == "deployment":
+                name: str | None = run.deployment
+            elif by == run.payer_scope:
+                name = run.payer
+            else:
+                continue
+            instances[name][0] += run.replica_seconds
+            instances[name][1] += run.cost
     with db.session() as session:
         if by == "deployment" or by == "key":
             rows = _sums(session, [column, owner], since, until)
@@ -167,6 +210,8 @@ def usage_by(
                     visible = actor.is_admin or (name in actor.groups if by == "group" else name == actor.name)
                     if visible:
                         _add(totals[name], n, p, c, cost)
+    for name in instances:  # a line of its own for instance time alone
+        totals.setdefault(name, [0, 0, 0, 0])
     return [
         UsageLine(
             by=by,
@@ -174,8 +219,10 @@ def usage_by(
             requests=v[0],
             prompt_tokens=v[1],
             completion_tokens=v[2],
-            cost_micros=v[3],
+            cost_micros=v[3] + int(instances[name][1]) if name in instances else v[3],
             currency=currency,
+            instance_seconds=instances[name][0] if name in instances else 0.0,
+            instance_micros=int(instances[name][1]) if name in instances else 0,
         )
         for name, v in sorted(totals.items(), key=lambda item: (item[0] is None, item[0] or ""))
     ]
@@ -224,14 +271,27 @@ def statement(
         )
         for d, v in sorted(lines.items())
     ]
+    instances = [
+        InstanceLine(
+            deployment=run.deployment,
+            gpu=run.gpu,
+            replica_seconds=run.replica_seconds,
+            hourly_micros=run.hourly,
+            cost_micros=run.cost,
+            currency=currency,
+        )
+        for run in uptime.runs(db=db, since=start, until=end, now=utcnow())
+        if (run.payer_scope, run.payer) == (scope, subject)
+    ]
     return Statement(
         scope=scope,
         subject=subject,
         month=f"{start:%Y-%m}",
         currency=currency,
         lines=shown,
+        instances=instances,
         requests=sum(x.requests for x in shown),
         prompt_tokens=sum(x.prompt_tokens for x in shown),
         completion_tokens=sum(x.completion_tokens for x in shown),
-        cost_micros=sum(x.cost_micros for x in shown),
+        cost_micros=sum(x.cost_micros for x in shown) + sum(x.cost_micros for x in instances),
     )

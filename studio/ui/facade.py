@@ -25,6 +25,7 @@ from studio.db import Database, utcnow
 from studio.errors import InvalidSpec, NotFound, Unauthorized
 from studio.gate import Results, Verdict
 from studio.hub_client import HubClient, Server
+from studio.limits import LimitScope
 from studio.logs import LogReader
 from studio.memplan import Shape
 from studio.models import (
@@ -50,16 +51,20 @@ from studio.models import (
     FineTunePublic,
     ImageCreate,
     ImagePublic,
+    LimitPublic,
+    LimitSet,
     ModelCreate,
     ModelPublic,
     ModelVersionPublic,
     NotebookPublic,
+    PricePublic,
     Promotion,
     Statement,
     Traffic,
     UsageSummary,
 )
 from studio.pools import Admission
+from studio.prices import MoneyError, parse_money
 from studio.profiles import Profile, profiles_for
 from studio.runtimes import local_availability
 from studio.sealing import studio_key
@@ -466,10 +471,17 @@ class Studio:
         return keys.list_keys(db=self.db, actor=self.actor)
 
     def create_key(
-        self, name: str, *, deployments: list[str] | None = None, days: int = 0, scopes: list[str] | None = None
+        self,
+        name: str,
+        *,
+        deployments: list[str] | None = None,
+        days: int = 0,
+        scopes: list[str] | None = None,
+        limit: dict[str, int] | None = None,
     ) -> ApiKeyCreated:
         """A key of this user's, limited to ``deployments`` (none: all theirs), expiring after ``days`` (0: never);
-        with API ``scopes``, also a personal access token for the Cove API."""
+        with API ``scopes``, also a personal access token for the Cove API; rate-limited by ``limit`` (rpm, tpm,
+        concurrency; 0 or absent: no limit), as `cove key create --rpm/--tpm/--concurrency` does."""
         expires = utcnow() + timedelta(days=days) if days else None
         data = ApiKeyCreate(
             name=name,
@@ -477,7 +489,23 @@ class Studio:
             expires_at=expires,
             scopes=sorted(scopes) if scopes else None,
         )
-        return keys.create_key(db=self.db, actor=self.actor, data=data)
+        made = keys.create_key(db=self.db, actor=self.actor, data=data)
+        given = {k: v for k, v in (limit or {}).items() if v}
+        if given:
+            self.set_limit(LimitScope.KEY, name, **given)
+        return made
+
+    def limits(self) -> list[LimitPublic]:
+        """The limits this member may see: on their keys, themselves, their groups, and deployments."""
+        return limits.list_limits(db=self.db, actor=self.actor)
+
+    def set_limit(self, scope: LimitScope, subject: str, **values: int | None) -> LimitPublic:
+        """Set ``rpm``, ``tpm``, ``concurrency`` on a key, user, group or deployment (None or 0: that one removed)."""
+        data = LimitSet(scope=scope, subject=subject, **{k: v or None for k, v in values.items()})
+        return limits.set_limit(db=self.db, actor=self.actor, data=data)
+
+    def delete_limit(self, scope: LimitScope, subject: str) -> LimitPublic:
+        return limits.delete_limit(db=self.db, actor=self.actor, scope=scope, subject=subject)
 
     def revoke_key(self, name: str) -> ApiKeyPublic:
         return keys.revoke_key(db=self.db, actor=self.actor, name=name)
@@ -493,6 +521,27 @@ class Studio:
     def statement(self, scope: Literal["user", "group"], subject: str, month: str) -> Statement:
         return prices.statement(
             db=self.db, actor=self.actor, scope=scope, subject=subject, month=month, currency=self.settings.currency
+        )
+
+    def price(self, deployment: str) -> PricePublic | None:
+        found = prices.list_prices(db=self.db, currency=self.settings.currency)
+        return next((p for p in found if p.deployment == deployment), None)
+
+    def set_price(self, deployment: str, *, input_per_m: str, output_per_m: str, hourly: str) -> PricePublic:
+        """Price ``deployment`` (an admin) from decimal text, never floats ("0.15" is exactly 150 000 micros)."""
+        try:
+            given = [parse_money(v or "0") for v in (input_per_m, output_per_m, hourly)]
+        except MoneyError as exc:
+            raise InvalidSpec(str(exc), hint="e.g. 0.15") from exc
+        return prices.set_price(
+            db=self.db, actor=self.actor, deployment=deployment, currency=self.settings.currency,
+            input_per_m=given[0], output_per_m=given[1], hourly=given[2],
+        )  # fmt: skip
+
+    def set_caps(self, name: str, *, max_tokens_cap: int | None, n_cap: int | None) -> DeploymentPublic:
+        """The most a request may ask of ``name`` (None or 0: the studio's default)."""
+        return deployments.set_caps(
+            db=self.db, actor=self.actor, name=name, max_tokens_cap=max_tokens_cap or None, n_cap=n_cap or None
         )
 
     def budgets(self) -> list[BudgetPublic]:

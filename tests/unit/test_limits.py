@@ -228,3 +228,16 @@ def test_an_unreachable_store_admits_or_refuses_by_setting(mode: Literal["open",
         }
 
     asyncio.run(scenario())
+
+
+def test_caps_name_the_parameter_asked_beyond_them() -> None:
+    from studio.limits import Caps
+
+    caps = Caps(max_tokens=100, n=2)
+    assert caps.excess({"max_tokens": 100, "n": 2}) is None
+    assert caps.excess({}) is None
+    message = "'max_tokens' is 101, more than this deployment's cap of 100"
+    assert caps.excess({"max_tokens": 101}) == (message, "max_tokens")
+    assert caps.excess({"max_completion_tokens": 500})[1] == "max_completion_tokens"  # type: ignore[index]
+    assert caps.excess({"max_output_tokens": 500})[1] == "max_output_tokens"  # type: ignore[index]
+    assert caps.excess({"n": 3}) == ("'n' is 3, more than this deployment's cap of 2", "n")

@@ -140,6 +140,8 @@ def test_a_deployment_with_defaults() -> None:
         "autoscale": None,
         "follows": None,  # pinned to its version, not following an alias
         "group": None,  # not shared: only its owner (and admins) see it
+        "max_tokens_cap": None,  # the studio's caps on what one request may ask
+        "n_cap": None,
     }
 
 

@@ -103,6 +103,7 @@ def test_defaults(tmp_path: Path) -> None:
         "redis_timeout_s": 1.0,
         "limits_on_store_failure": "open",
         "limits_max_tokens": 4096,
+        "limits_max_n": 16,
         "wake_timeout_s": 120.0,
         "limits_lease_s": 3600.0,
         "currency": "USD",

@@ -1,10 +1,14 @@
-"""Deployments: live status, the endpoint with code to call it, scale / stop / delete, logs, traffic and events."""
+"""Deployments: live status, the endpoint with code to call it, scale / stop / delete, logs, traffic, events, and
+its rate limits, caps and price (changed by whoever may manage it; the price by an admin)."""
 
 from datetime import timedelta
 
 import streamlit as st
 
+from studio.access import may_change
 from studio.errors import NotFound
+from studio.limits import LimitScope
+from studio.prices import plain, show_money
 from studio.ui import tables
 from studio.ui.facade import current
 from studio.ui.feedback import flash, guarded
@@ -59,7 +63,9 @@ overview()
 name = st.selectbox("Deployment", names, key="deployment")
 live(name)
 
-use, logs, traffic, events, manage = st.tabs(["Use it", "Logs", "Traffic", "Events", "Scale / stop / delete"])
+use, logs, traffic, events, manage, charges = st.tabs(
+    ["Use it", "Logs", "Traffic", "Events", "Scale / stop / delete", "Limits & price"]
+)
 with use:
     snippets = tables.client_snippets(studio.settings.gateway_url, name)
     st.code(snippets["curl"], language="bash")
@@ -105,3 +111,78 @@ with manage:
                 studio.delete(name)
                 flash(f"Deleting {name}.")
                 st.rerun()
+
+with charges:
+    chosen = studio.deployment(name)
+    mine = may_change(studio.actor, owner=chosen.owner, group=chosen.group)
+    settings = studio.settings
+    st.markdown(
+        f"**Caps per request**: max_tokens ≤ {chosen.max_tokens_cap or settings.limits_max_tokens}, "
+        f"n ≤ {chosen.n_cap or settings.limits_max_n}"
+        + ("" if chosen.max_tokens_cap or chosen.n_cap else " (the studio's defaults)")
+    )
+    limit = next((x for x in studio.limits() if x.scope is LimitScope.DEPLOYMENT and x.subject == name), None)
+    if limit is None:
+        st.caption("No rate limit on this deployment.")
+    else:
+        st.markdown(
+            f"**Rate limit**: {limit.rpm or '-'} requests/min, {limit.tpm or '-'} tokens/min, "
+            f"{limit.concurrency or '-'} at once"
+        )
+    price = studio.price(name)
+    if price is None:
+        st.caption("Free: no price set.")
+    else:
+        st.markdown(
+            f"**Price**: {show_money(price.input_per_m, price.currency, places=6)} per million input tokens, "
+            f"{show_money(price.output_per_m, price.currency, places=6)} per million output tokens, "
+            f"{show_money(price.hourly, price.currency, places=6)} per replica-hour"
+            + (f" ({price.gpu})" if price.gpu else "")
+        )
+    if mine:
+        with st.form(f"limits-{name}"):
+            st.caption("Rate limit and caps (0: none / the studio's default)")
+            c1, c2, c3 = st.columns(3)
+            rpm = c1.number_input(
+                "Requests a minute", min_value=0, value=(limit and limit.rpm) or 0, key=f"dep-rpm-{name}"
+            )
+            tpm = c2.number_input(
+                "Tokens a minute", min_value=0, value=(limit and limit.tpm) or 0, key=f"dep-tpm-{name}"
+            )
+            at_once = c3.number_input(
+                "Requests at once", min_value=0, value=(limit and limit.concurrency) or 0, key=f"dep-concurrency-{name}"
+            )
+            c4, c5 = st.columns(2)
+            max_tokens = c4.number_input(
+                "Most max_tokens", min_value=0, value=chosen.max_tokens_cap or 0, key=f"dep-max-tokens-{name}"
+            )
+            most_n = c5.number_input("Most n", min_value=0, max_value=128, value=chosen.n_cap or 0, key=f"dep-n-{name}")
+            if st.form_submit_button("Save limits", type="primary"):
+                with guarded(f"limit {name}"):
+                    if rpm or tpm or at_once:
+                        studio.set_limit(
+                            LimitScope.DEPLOYMENT, name, rpm=int(rpm), tpm=int(tpm), concurrency=int(at_once)
+                        )
+                    elif limit is not None:
+                        studio.delete_limit(LimitScope.DEPLOYMENT, name)
+                    studio.set_caps(name, max_tokens_cap=int(max_tokens), n_cap=int(most_n))
+                    flash(f"Limits of {name} saved: the gateways apply them at their next refresh.")
+                    st.rerun()
+    if studio.actor.is_admin:
+        with st.form(f"price-{name}"):
+            st.caption("Price, in the studio's currency (0: free)")
+            p1, p2, p3 = st.columns(3)
+            per_in = p1.text_input(
+                "Per million input tokens", value=plain(price.input_per_m) if price else "0", key=f"price-in-{name}"
+            )
+            per_out = p2.text_input(
+                "Per million output tokens", value=plain(price.output_per_m) if price else "0", key=f"price-out-{name}"
+            )
+            hourly = p3.text_input(
+                "Per replica-hour", value=plain(price.hourly) if price else "0", key=f"price-hourly-{name}"
+            )
+            if st.form_submit_button("Save price", type="primary"):
+                with guarded(f"price {name}"):
+                    studio.set_price(name, input_per_m=per_in, output_per_m=per_out, hourly=hourly)
+                    flash(f"Price of {name} saved: requests served from the gateways' next refresh cost it.")
+                    st.rerun()

@@ -1,10 +1,11 @@
 """API keys and usage: create a key (its secret is shown once) — with API scopes, a personal access token for the
-Cove API — revoke one, tokens per key per day, and a month's statement (and budgets) of the user or one of their
-groups."""
+Cove API, and rate limits — revoke one, the limits that apply to the member's keys (and remove one), tokens per key
+per day, and a month's statement (and budgets) of the user or one of their groups."""
 
 import streamlit as st
 
 from studio.access import SCOPES
+from studio.limits import LimitScope
 from studio.prices import show_money
 from studio.ui import tables
 from studio.ui.facade import current
@@ -26,10 +27,24 @@ with st.form("create-key", clear_on_submit=True):
         key="key-api-scopes",
         placeholder="none: a key for the gateway only",
     )
+    rpm_col, tpm_col, at_once_col = st.columns(3)
+    limit = {
+        "rpm": rpm_col.number_input("Requests a minute (0: no limit)", min_value=0, value=0, key="key-rpm"),
+        "tpm": tpm_col.number_input("Tokens a minute (0: no limit)", min_value=0, value=0, key="key-tpm"),
+        "concurrency": at_once_col.number_input(
+            "Requests at once (0: no limit)", min_value=0, value=0, key="key-concurrency"
+        ),
+    }
     created = st.form_submit_button("Create key", type="primary")
 if created:
     with guarded("create the key"):
-        made = studio.create_key(key_name.strip(), deployments=scope, days=int(days), scopes=api_scopes)
+        made = studio.create_key(
+            key_name.strip(),
+            deployments=scope,
+            days=int(days),
+            scopes=api_scopes,
+            limit={k: int(v) for k, v in limit.items()},
+        )
         st.success(f"Key **{made.name}** created. Copy it now: it is shown only this once.")
         st.code(made.key, language=None)
 
@@ -49,6 +64,33 @@ if found:
                     st.rerun()
 else:
     st.caption("No keys yet.")
+
+st.subheader("Rate limits on your keys")
+yours = {k.name for k in found}
+key_limits = [x for x in studio.limits() if x.scope is LimitScope.KEY and x.subject in yours]
+if key_limits:
+    st.dataframe(
+        [
+            {
+                "key": x.subject,
+                "requests/min": str(x.rpm or "-"),  # text: a column of numbers and "-" alike
+                "tokens/min": str(x.tpm or "-"),
+                "at once": str(x.concurrency or "-"),
+            }
+            for x in key_limits
+        ],
+        hide_index=True,
+        width="stretch",
+    )
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    unlimited = left.selectbox("Key to unlimit", [x.subject for x in key_limits], key="unlimit-key")
+    if right.button("Remove its limits", icon=":material/remove_circle:", key="unlimit"):
+        with guarded(f"remove the limits of {unlimited}"):
+            studio.delete_limit(LimitScope.KEY, unlimited)
+            flash(f"Limits of {unlimited} removed: the gateways stop applying them at their next refresh.")
+            st.rerun()
+else:
+    st.caption("None of your keys is limited (limits on you, your groups and deployments still apply).")
 
 st.subheader("Tokens per key per day (last 30 days)")
 summary = studio.usage(days=30)
@@ -90,7 +132,22 @@ with guarded("read the statement"):
             hide_index=True,
             width="stretch",
         )
-    else:
+    if bill.instances:
+        st.dataframe(
+            [
+                {
+                    "deployment (dedicated)": x.deployment,
+                    "GPU": x.gpu or "-",
+                    "instance hours": round(x.replica_hours, 4),
+                    "hourly": show_money(x.hourly_micros, x.currency),
+                    "cost": show_money(x.cost_micros, x.currency),
+                }
+                for x in bill.instances
+            ],
+            hide_index=True,
+            width="stretch",
+        )
+    if not bill.lines and not bill.instances:
         st.caption(f"Nothing billed to {whose} in {bill.month}.")
 mine = studio.budgets()
 if mine:
