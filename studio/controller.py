@@ -32,6 +32,7 @@ from studio.errors import BackendUnavailable, CoveError, NotFound, QuotaExceeded
 from studio.evaluation_runs import EvaluationRunner
 from studio.gate_watch import GateWatch
 from studio.jobs import JobRunner
+from studio.leadership import Elector
 from studio.models import Observed
 from studio.sealing import studio_key
 from studio.services import clusters, deployments, images, plans, pools
@@ -132,23 +133,33 @@ def recommend_replicas(*, inflight: float, target: float, lo: int, hi: int) -> i
 
 
 class Controller:
-    """Runs ``reconcile`` every ``settings.controller_interval_s`` on its own thread until stopped. ``backend`` runs
-    the default cluster; ``clusters`` (made from it when not given) finds the backend of every other."""
+    """Runs ``reconcile`` every ``settings.controller_interval_s`` on its own thread until stopped, while it leads.
+    ``backend`` runs the default cluster; ``clusters`` (made from it when not given) finds the backend of every
+    other."""
 
     def __init__(
         self,
         *,
         db: Database,
-        backend: Backend,
+        backend: Backend | None = None,
         settings: Settings,
         load: Callable[[str], float] | None = None,
         clock: Callable[[], float] = time.monotonic,
         clusters: Clusters | None = None,
         wall: Callable[[], datetime] = utcnow,
         notifier: Notifier | None = None,
+        leadership: Elector | None = None,
     ) -> None:
-        self.db, self.backend, self.settings = db, backend, settings
-        self.clusters = clusters or Clusters(lambda: backend, connect=connect_cluster(settings))
+        """``backend`` or ``clusters`` (whose default backend is made when first used: on taking the lead, so a
+        follower neither adopts nor stops the leader's local replicas). With ``leadership``, passes run only while it
+        leads, and a pass stops between deployments as soon as it does not."""
+        self.db, self.settings = db, settings
+        if clusters is None:
+            assert backend is not None, "a Controller needs a backend or clusters"
+            made = backend
+            clusters = Clusters(lambda: made, connect=connect_cluster(settings))
+        self.clusters = clusters
+        self.leadership = leadership
         self.key = studio_key(settings)
         self.load = load
         self.clock = clock
@@ -185,12 +196,18 @@ class Controller:
                     self._unreachable(desired, exc)
                 continue
             for desired in on[cluster]:
+                if not self.leading:
+                    return  # another server leads now: write nothing more
                 try:
                     self._reconcile_one(backend, desired)
                 except (BackendUnavailable, NotFound) as exc:
                     self._unreachable(desired, exc)
                 except CoveError as exc:
                     log.warning("reconciling %s failed: %s", desired.name, exc)
+                except OSError as exc:  # a full disk (a log or state file unwritten) costs one deployment, not a pass
+                    log.warning("reconciling %s failed: %s", desired.name, exc)
+            if not self.leading:
+                return
             try:
                 names = {d.name for d in on[cluster]}
                 for orphan in sorted(backend.names() - names):
@@ -432,6 +449,10 @@ class Controller:
 
     # ------------------------------------------------------------------------------------------- the loop
 
+    @property
+    def leading(self) -> bool:
+        return self.leadership is None or self.leadership.leading
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="cove-controller", daemon=True)
         self._thread.start()
@@ -443,8 +464,25 @@ class Controller:
         self.gate_watch.close()
         self.clusters.close(stop_workloads=stop_workloads)
 
+    def _step_down(self) -> None:
+        """Not leading (any more): let go of the backends, leaving every workload running for the leader, and forget
+        what was learnt while leading (a later lead starts from what the database and the clusters say)."""
+        self.clusters.close(stop_workloads=False)
+        self._restarts.clear()
+        self._recommendations.clear()
+        self._refused_scale.clear()
+        self._measured.clear()
+
     def _loop(self) -> None:
+        led = False
         while not self._stop.is_set():
+            if not self.leading:
+                if led:
+                    self._step_down()
+                    led = False
+                self._stop.wait(self.settings.controller_interval_s)
+                continue
+            led = True
             try:
                 self.reconcile()
             except CoveError as exc:
