@@ -145,3 +145,48 @@ def test_two_servers_on_one_database_one_leads_and_the_other_takes_over_within_1
                 server.stop()
         db.dispose()
     assert runtime_pids(home) == set()
+
+
+def test_a_kubernetes_lease_has_one_holder_and_is_taken_over_once_its_holder_stops_renewing() -> None:
+    from kubernetes import client
+
+    from studio.backends.kubernetes.client import connect
+    from studio.leadership import LeaseLock
+    from tests.fakes.kubeapi import Cluster
+    from tests.fakes.processes import FakeClock
+
+    with Cluster() as cluster:
+        clock = FakeClock()
+
+        def lease(me: str) -> LeaseLock:
+            api = client.CoordinationV1Api(connect(host=cluster.url))
+            return LeaseLock(api, namespace="cove", name="cove-controller", me=me, duration_s=10, clock=clock)
+
+        first, second = Elector(lease("a"), me="a", retry_s=60), Elector(lease("b"), me="b", retry_s=60)
+        first.step()
+        second.step()
+        assert first.leading
+        assert not second.leading
+        assert second.leader == "a"
+        clock.advance(5)
+        first.step()  # renewed
+        second.step()
+        assert first.leading
+        assert not second.leading
+        # the leader dies: nothing renews the Lease; once it has not changed for its duration, it is taken over
+        clock.advance(9)
+        second.step()
+        assert not second.leading
+        clock.advance(2)
+        second.step()
+        assert second.leading
+        assert cluster.api is not None
+        stored = cluster.api.stored("leases", "cove")
+        assert [o["spec"]["holderIdentity"] for o in stored] == ["b"]
+        assert stored[0]["spec"]["leaseTransitions"] == 1
+        # the old leader, back, sees another holder and stops leading at once
+        first.step()
+        assert not first.leading
+        second.stop()  # gives the Lease up: the next taker need not wait out its duration
+        first.step()
+        assert first.leading

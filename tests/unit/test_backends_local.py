@@ -239,3 +239,43 @@ def test_a_memory_slice_never_lands_on_a_gpu_a_whole_gpu_replica_holds(tmp_path:
     (waiting,) = backend.apply(workload("bigger", gpus=1)).replicas
     assert waiting.message == "waiting for a free GPU on this machine"  # GPU 1 holds slices: not whole any more
     assert len(runtimes.started) == 3
+
+
+def test_hung_replicas_are_probed_at_once_and_fail_their_probe_after_the_timeout(tmp_path: Path) -> None:
+    """Three deployments' replicas stop answering (their probes never return): one ``observe`` waits one probe
+    timeout, not three, and each replica's probe counts as failed until it is taken out of rotation."""
+    import threading
+    import time
+
+    backend, runtimes, _ = backend_with(tmp_path, HealthyProcess, runtime_probe_timeout_s=0.2)
+    specs = [workload(name) for name in ("a", "b", "c")]
+    for spec in specs:
+        backend.apply(spec)
+        backend.apply(spec)
+    assert all(backend.apply(s).ready for s in specs)
+    hang = threading.Event()
+    backend.probe = lambda host, port, path: "" if hang.wait(30) else "unreachable"
+    try:
+        for _ in range(3):
+            began = time.monotonic()
+            backend.observe()
+            assert time.monotonic() - began < 1.5  # one timeout (0.2 s) and its margin, not 3 × 0.2 s per replica
+            statuses = [backend.apply(s) for s in specs]
+        assert [s.ready for s in statuses] == [(), (), ()]
+        assert all("no answer within 0.2 s" in s.replicas[0].message for s in statuses)
+    finally:
+        hang.set()
+    backend.close(stop_workloads=False)
+    assert len(runtimes.started) == 3
+
+
+def test_a_log_that_cannot_be_written_fails_that_start_not_the_pass(tmp_path: Path) -> None:
+    backend, runtimes, _ = backend_with(tmp_path, HealthyProcess)
+    blocked = tmp_path / "cove" / "logs" / "chat"
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("a file where its log folder should be")  # as a full or read-only disk refuses the write
+    (replica,) = backend.apply(workload("chat")).replicas
+    assert replica.phase == "backoff"
+    assert "cannot write its log" in replica.message
+    assert runtimes.started == []
+    assert backend.apply(workload("other")).replicas[0].phase == "starting"
