@@ -21,7 +21,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from studio import kvlog
 from studio.backends.base import Backend, BuildSpec, WorkloadStatus
@@ -45,6 +45,7 @@ from studio.webhooks import Notifier
 log = logging.getLogger(__name__)
 
 SCALE_DOWN_WINDOW_S = 30.0
+WINDOW_KEPT_S = 5.0  # how often the autoscaler's window is written as it moves on (a restart loses at most this)
 # Log lines read for a ready replica's KV figures: a runtime logs them before it listens, a few hundred lines in.
 FIGURES_LOG_LINES = 2000
 
@@ -170,6 +171,7 @@ class Controller:
         self.benchmarks = BenchmarkRunner(db=db, settings=settings)
         self._restarts: dict[tuple[str, int], int] = {}
         self._recommendations: dict[str, deque[tuple[float, int]]] = {}
+        self._kept_windows: dict[str, tuple[tuple[int, ...], float]] = {}  # what was last written, and when
         self._capacity_read_at = -math.inf
         self._tasks_swept_at = -math.inf
         self._gate_watched_at = -math.inf
@@ -352,19 +354,21 @@ class Controller:
             self._sleep_or_wake(desired, zero)
             return
         now = self.clock()
-        history = self._recommendations.setdefault(desired.name, deque())
-        history.append(
-            (
-                now,
-                recommend_replicas(
-                    inflight=inflight, target=auto.target_inflight, lo=max(auto.min_replicas, 1), hi=auto.max_replicas
-                ),
-            )
+        history = self._recommendations.get(desired.name)
+        if history is None:  # first pass since this controller started leading: the window it was left
+            history = self._recommendations[desired.name] = self._restore_window(desired)
+        recommended = recommend_replicas(
+            inflight=inflight, target=auto.target_inflight, lo=max(auto.min_replicas, 1), hi=auto.max_replicas
         )
+        # only recommendations no later one matches or beats can be a window's highest: the rest are dropped
+        while history and history[-1][1] <= recommended:
+            history.pop()
+        history.append((now, recommended))
         while history and history[0][0] < now - SCALE_DOWN_WINDOW_S:
             history.popleft()
+        self._keep_window(desired.name, history)
         # up at once; down only to the highest recommendation of the last window
-        target = max(r for _, r in history)
+        target = history[0][1]
         if target == current:
             return
         reason = f"{inflight:g} requests in flight, target {auto.target_inflight:g} per replica"
@@ -384,6 +388,27 @@ class Controller:
                 log.warning("autoscaling %s to %d: %s", desired.name, count, exc)
                 return
         log.warning("autoscaling %s: no room for another replica: %s", desired.name, refused)
+
+    def _restore_window(self, desired: Desired) -> deque[tuple[float, int]]:
+        """The window the last controller kept (``Desired.scale_window``), on this controller's clock."""
+        wall, now = self.wall(), self.clock()
+        return deque((now - (wall - at).total_seconds(), replicas) for at, replicas in desired.scale_window)
+
+    def _keep_window(self, name: str, history: deque[tuple[float, int]]) -> None:
+        """Write the window when its counts change, and every ``WINDOW_KEPT_S`` as it moves on: a restart loses at
+        most that much of it."""
+        counts = tuple(r for _, r in history)
+        kept = self._kept_windows.get(name)
+        if kept is not None and kept[0] == counts and self.clock() - kept[1] < WINDOW_KEPT_S:
+            return
+        wall, now = self.wall(), self.clock()
+        window = [(wall - timedelta(seconds=now - at), replicas) for at, replicas in history]
+        try:
+            deployments.keep_scale_window(db=self.db, name=name, window=window)
+        except CoveError as exc:  # the window is kept in memory all the same; only a restart would lose it
+            log.warning("keeping the autoscaling window of %s: %s", name, exc)
+            return
+        self._kept_windows[name] = (counts, now)
 
     def _zero_step(self, desired: Desired) -> bool:
         """For a deployment its cluster autoscales: put it to sleep or wake it when ``sleep_or_wake`` says so;
@@ -405,7 +430,8 @@ class Controller:
         if count == desired.spec.replicas:
             return
         assert desired.spec.autoscale is not None
-        self._recommendations.pop(desired.name, None)  # awake again, it starts from a clean window
+        if self._recommendations.pop(desired.name, None):  # awake again, it starts from a clean window
+            self._keep_window(desired.name, deque())
         reason = f"no request for {desired.spec.autoscale.idle_s:g} s: sleeping" if count == 0 else "a request woke it"
         try:
             deployments.autoscale_to(db=self.db, name=desired.name, replicas=count, reason=reason)
@@ -442,6 +468,7 @@ class Controller:
 
     def _forget(self, name: str) -> None:
         self._recommendations.pop(name, None)
+        self._kept_windows.pop(name, None)
         self._refused_scale.pop(name, None)
         self._measured = {m for m in self._measured if m[0] != name}
         for key in [k for k in self._restarts if k[0] == name]:
@@ -470,6 +497,7 @@ class Controller:
         self.clusters.close(stop_workloads=False)
         self._restarts.clear()
         self._recommendations.clear()
+        self._kept_windows.clear()
         self._refused_scale.clear()
         self._measured.clear()
 
