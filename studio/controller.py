@@ -477,6 +477,11 @@ class Controller:
     # ------------------------------------------------------------------------------------------- the loop
 
     @property
+    def backend(self) -> Backend:
+        """The default cluster's backend (made on first use)."""
+        return self.clusters.default
+
+    @property
     def leading(self) -> bool:
         return self.leadership is None or self.leadership.leading
 

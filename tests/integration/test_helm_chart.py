@@ -619,6 +619,7 @@ SERVER_RULES = {
     ("", "pods"): {"get", "list", "watch"},
     ("", "pods/log"): {"get"},
     ("", "events"): {"get", "list", "watch"},
+    ("coordination.k8s.io", "leases"): {"get", "create", "patch"},  # leader election (studio/leadership.py)
 }
 HUB_RULES = {
     ("", "pods"): {"get", "list", "watch", "create", "delete"},
