@@ -4,6 +4,7 @@ Real fake-runtime processes, the real controller and the gateway over HTTP."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -96,3 +97,25 @@ def test_a_stream_asked_of_a_server_that_never_answers_ends_with_504_at_the_dead
         assert time.monotonic() - began < DEADLINE_S + 2
     assert answer.status_code == 504
     assert answer.json()["error"]["code"] == 504
+
+
+@pytest.mark.runtime
+def test_a_stream_that_trickles_forever_ends_with_a_504_event_at_the_deadline(
+    db: Database, stub_model: str, controller: Controller, gateway: GatewayServer
+) -> None:
+    """The runtime answers 200, one token, then a keep-alive comment every half second: the per-read timeout never
+    fires; the deadline ends the stream, already begun, with an error event in OpenAI's shape."""
+    deploy(db, "trickle", stub_model, add_fake_image(db, "trickling_runtime.py"))
+    wait_until(lambda: status_of(db, "trickle", "Ready"), timeout=30, what="trickle to be ready")
+    key = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="app")).key
+    with httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {key}"}, timeout=30) as client:
+        began = time.monotonic()
+        answer = chat(client, "trickle", stream=True)
+        took = time.monotonic() - began
+    assert answer.status_code == 200
+    assert DEADLINE_S - 0.1 <= took < DEADLINE_S + 2
+    events = [line.removeprefix("data: ") for line in answer.text.splitlines() if line.startswith("data: ")]
+    assert '"one"' in events[0]
+    error = json.loads(events[-1])["error"]
+    assert error["code"] == 504
+    assert "did not finish within 3 s" in error["message"]
