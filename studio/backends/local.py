@@ -332,16 +332,11 @@ class LocalBackend:
         except (OSError, CoveError) as exc:
             self._fail_start(replica, f"cannot start: {exc}")
             return
-        try:
-            replica.log_path.parent.mkdir(parents=True, exist_ok=True)
-            if replica.log_path.exists() and replica.log_path.stat().st_size > MAX_LOG_BYTES:
-                replica.log_path.replace(replica.log_path.with_suffix(".log.1"))
-            log_file = replica.log_path.open("ab")
+        replica.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if replica.log_path.exists() and replica.log_path.stat().st_size > MAX_LOG_BYTES:
+            replica.log_path.replace(replica.log_path.with_suffix(".log.1"))
+        with replica.log_path.open("ab") as log_file:
             self._write_header(log_file, replica, launch)
-        except OSError as exc:  # a full disk: said on the deployment, retried with backoff, the pass goes on
-            self._fail_start(replica, f"cannot write its log {replica.log_path}: {exc.strerror or exc}")
-            return
-        with log_file:
             try:
                 proc = self.spawn(
                     launch.argv,
@@ -361,10 +356,7 @@ class LocalBackend:
         replica.host = host
         replica.create_time = _create_time(proc.pid)
         replica.phase, replica.started_at, replica.probe_failures, replica.adopted = "starting", now, 0, False
-        try:
-            self._save(replica)
-        except OSError as exc:  # it runs; only a restarted server would not find it
-            log.warning("%s/%d: cannot write its state file: %s", replica.workload, replica.index, exc)
+        self._save(replica)
         log.info("%s/%d: started pid %d on port %d", replica.workload, replica.index, proc.pid, port)
 
     def _write_header(self, log_file: IO[bytes], replica: _Replica, launch: Launch) -> None:

@@ -78,6 +78,7 @@ class Upstream:
     client: aiohttp.ClientSession | None = None
     metered: list[Metered] = field(default_factory=list)
     streams: dict[int, set[Proxy]] = field(default_factory=dict)  # open streams by API key id, to cut on revocation
+    deadline_s: float | None = None  # the longest a whole request may take (None: no limit but the per-read one)
     secret: str = ""  # the studio's key: each deployment's model servers ask for a key derived from it
     counter: TokenCounter = field(default_factory=TokenCounter)  # for what runtimes do not report
     counting: set[asyncio.Task[None]] = field(default_factory=set)  # records waiting for their token counts
@@ -85,7 +86,6 @@ class Upstream:
     prices: dict[str, Price] = field(default_factory=dict)  # deployment → price, refreshed with the routes
     currency: str = "USD"
     budgets: BudgetBook | None = None  # adds each billed request's spend to its owner's and groups' budgets
-    deadline_s: float | None = None  # the longest a whole request may take (None: no limit but the per-read one)
     _headers: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def headers_for(self, deployment: str) -> dict[str, str]:

@@ -267,15 +267,3 @@ def test_hung_replicas_are_probed_at_once_and_fail_their_probe_after_the_timeout
         hang.set()
     backend.close(stop_workloads=False)
     assert len(runtimes.started) == 3
-
-
-def test_a_log_that_cannot_be_written_fails_that_start_not_the_pass(tmp_path: Path) -> None:
-    backend, runtimes, _ = backend_with(tmp_path, HealthyProcess)
-    blocked = tmp_path / "cove" / "logs" / "chat"
-    blocked.parent.mkdir(parents=True, exist_ok=True)
-    blocked.write_text("a file where its log folder should be")  # as a full or read-only disk refuses the write
-    (replica,) = backend.apply(workload("chat")).replicas
-    assert replica.phase == "backoff"
-    assert "cannot write its log" in replica.message
-    assert runtimes.started == []
-    assert backend.apply(workload("other")).replicas[0].phase == "starting"
