@@ -12,12 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from studio.backends.base import WorkloadSpec, WorkloadStatus
 from studio.bootstrap import open_studio
-from studio.db import current_revision, head_revision, make_engine
+from studio.controller import Controller
+from studio.db import Database, current_revision, head_revision, make_engine
 from studio.leadership import AdvisoryLock, Elector, FileLock
 from studio.models import ModelCreate
 from studio.services import deployments, models
+from studio.settings import Settings
 from tests.conftest import free_port, make_settings, new_postgres_database
+from tests.fakes.backends import InstantBackend
+from tests.fakes.locks import GivenLock
 from tests.integration.conftest import CoveServer, add_fake_image, deploy, runtime_pids, wait_until, write_stub_model
 from tests.people import ADMIN
 
@@ -190,3 +195,28 @@ def test_a_kubernetes_lease_has_one_holder_and_is_taken_over_once_its_holder_sto
         second.stop()  # gives the Lease up: the next taker need not wait out its duration
         first.step()
         assert first.leading
+
+
+def test_a_controller_that_loses_the_lead_mid_pass_writes_nothing_more(
+    db: Database, settings: Settings, stub_model: str
+) -> None:
+    switch = GivenLock()
+    elector = Elector(switch, me="a", retry_s=60)
+    elector.step()
+
+    class LosesTheLead(InstantBackend):
+        """Its first apply takes as long as it takes another server to take the lock."""
+
+        def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
+            switch.free = False
+            elector.step()
+            return super().apply(spec)
+
+    backend = LosesTheLead()
+    deploy(db, "first", stub_model)
+    deploy(db, "second", stub_model)
+    ctl = Controller(db=db, backend=backend, settings=settings, leadership=elector)
+    ctl.reconcile()
+    assert set(backend.specs) == {"first"}  # "second" was left to the new leader
+    assert deployments.get_deployment(actor=ADMIN, db=db, name="first").status == "Ready"
+    assert deployments.get_deployment(actor=ADMIN, db=db, name="second").status == "Pending"
