@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
+from urllib3.exceptions import HTTPError  # what the Kubernetes client raises when the API does not answer
 
 from studio.settings import Settings
 
@@ -118,7 +119,14 @@ class Elector:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.retry_s):
-            self.step()
+            try:
+                self.step()
+            except Exception:  # the elector must outlive a bad try; a leader that cannot tell steps down
+                log.exception("leader election failed")
+                if self._leading.is_set():
+                    self._leading.clear()
+                    self.lock.release()
+                    self._changed(False)
 
     def stop(self) -> None:
         """Stop trying, and give the lock up so a follower takes over at once."""
@@ -280,7 +288,8 @@ class FileLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)  # closing frees the flock
+            with contextlib.suppress(OSError):
+                os.close(self._fd)  # closing frees the flock
             self._fd = None
 
 
@@ -352,7 +361,7 @@ class LeaseLock:
             self.api.patch_namespaced_lease(self.name, self.namespace, body)
             self._renewed_at = self.clock()
             return True
-        except (ApiException, OSError) as exc:  # a conflict (another took it first) or an API that did not answer
+        except (ApiException, OSError, HTTPError) as exc:  # a conflict (another took it first), or no answer
             log.debug("taking the Lease %s: %s", self.name, exc)
             return False
 
@@ -372,7 +381,7 @@ class LeaseLock:
             self.api.patch_namespaced_lease(self.name, self.namespace, body)
             self._renewed_at = self.clock()
             return True
-        except (ApiException, OSError) as exc:
+        except (ApiException, OSError, HTTPError) as exc:
             log.warning("renewing the Lease %s: %s", self.name, exc)
             # stop before a follower may take over: two thirds of the duration, as client-go's renew deadline
             return self.clock() - self._renewed_at < self.duration_s * 2 / 3
@@ -384,7 +393,7 @@ class LeaseLock:
         """Say the Lease is free (no holder), so a follower takes it on its next try."""
         from kubernetes.client.exceptions import ApiException
 
-        with contextlib.suppress(ApiException, OSError):
+        with contextlib.suppress(ApiException, OSError, HTTPError):
             lease = self._read()
             if lease is not None and (lease.spec.holder_identity or "") == self.me:
                 body = {"metadata": {"resourceVersion": lease.metadata.resource_version},
