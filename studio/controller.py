@@ -21,7 +21,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from studio import kvlog
 from studio.backends.base import Backend, BuildSpec, WorkloadStatus
@@ -32,6 +32,7 @@ from studio.errors import BackendUnavailable, CoveError, NotFound, QuotaExceeded
 from studio.evaluation_runs import EvaluationRunner
 from studio.gate_watch import GateWatch
 from studio.jobs import JobRunner
+from studio.leadership import Elector
 from studio.models import Observed
 from studio.sealing import studio_key
 from studio.services import clusters, deployments, images, plans, pools, uptime
@@ -44,6 +45,7 @@ from studio.webhooks import Notifier
 log = logging.getLogger(__name__)
 
 SCALE_DOWN_WINDOW_S = 30.0
+WINDOW_KEPT_S = 5.0  # how often the autoscaler's window is written as it moves on (a restart loses at most this)
 # Log lines read for a ready replica's KV figures: a runtime logs them before it listens, a few hundred lines in.
 FIGURES_LOG_LINES = 2000
 
@@ -132,23 +134,33 @@ def recommend_replicas(*, inflight: float, target: float, lo: int, hi: int) -> i
 
 
 class Controller:
-    """Runs ``reconcile`` every ``settings.controller_interval_s`` on its own thread until stopped. ``backend`` runs
-    the default cluster; ``clusters`` (made from it when not given) finds the backend of every other."""
+    """Runs ``reconcile`` every ``settings.controller_interval_s`` on its own thread until stopped, while it leads.
+    ``backend`` runs the default cluster; ``clusters`` (made from it when not given) finds the backend of every
+    other."""
 
     def __init__(
         self,
         *,
         db: Database,
-        backend: Backend,
+        backend: Backend | None = None,
         settings: Settings,
         load: Callable[[str], float] | None = None,
         clock: Callable[[], float] = time.monotonic,
         clusters: Clusters | None = None,
         wall: Callable[[], datetime] = utcnow,
         notifier: Notifier | None = None,
+        leadership: Elector | None = None,
     ) -> None:
-        self.db, self.backend, self.settings = db, backend, settings
-        self.clusters = clusters or Clusters(lambda: backend, connect=connect_cluster(settings))
+        """``backend`` or ``clusters`` (whose default backend is made when first used: on taking the lead, so a
+        follower neither adopts nor stops the leader's local replicas). With ``leadership``, passes run only while it
+        leads, and a pass stops between deployments as soon as it does not."""
+        self.db, self.settings = db, settings
+        if clusters is None:
+            assert backend is not None, "a Controller needs a backend or clusters"
+            made = backend
+            clusters = Clusters(lambda: made, connect=connect_cluster(settings))
+        self.clusters = clusters
+        self.leadership = leadership
         self.key = studio_key(settings)
         self.load = load
         self.clock = clock
@@ -159,6 +171,7 @@ class Controller:
         self.benchmarks = BenchmarkRunner(db=db, settings=settings)
         self._restarts: dict[tuple[str, int], int] = {}
         self._recommendations: dict[str, deque[tuple[float, int]]] = {}
+        self._kept_windows: dict[str, tuple[tuple[int, ...], float]] = {}  # what was last written, and when
         self._capacity_read_at = -math.inf
         self._tasks_swept_at = -math.inf
         self._gate_watched_at = -math.inf
@@ -186,12 +199,18 @@ class Controller:
                     self._unreachable(desired, exc)
                 continue
             for desired in on[cluster]:
+                if not self.leading:
+                    return  # another server leads now: write nothing more
                 try:
                     self._reconcile_one(backend, desired)
                 except (BackendUnavailable, NotFound) as exc:
                     self._unreachable(desired, exc)
                 except CoveError as exc:
                     log.warning("reconciling %s failed: %s", desired.name, exc)
+                except OSError as exc:  # a full disk (a log or state file unwritten) costs one deployment, not a pass
+                    log.warning("reconciling %s failed: %s", desired.name, exc)
+            if not self.leading:
+                return
             try:
                 names = {d.name for d in on[cluster]}
                 for orphan in sorted(backend.names() - names):
@@ -349,19 +368,21 @@ class Controller:
             self._sleep_or_wake(desired, zero)
             return
         now = self.clock()
-        history = self._recommendations.setdefault(desired.name, deque())
-        history.append(
-            (
-                now,
-                recommend_replicas(
-                    inflight=inflight, target=auto.target_inflight, lo=max(auto.min_replicas, 1), hi=auto.max_replicas
-                ),
-            )
+        history = self._recommendations.get(desired.name)
+        if history is None:  # first pass since this controller started leading: the window it was left
+            history = self._recommendations[desired.name] = self._restore_window(desired)
+        recommended = recommend_replicas(
+            inflight=inflight, target=auto.target_inflight, lo=max(auto.min_replicas, 1), hi=auto.max_replicas
         )
+        # only recommendations no later one matches or beats can be a window's highest: the rest are dropped
+        while history and history[-1][1] <= recommended:
+            history.pop()
+        history.append((now, recommended))
         while history and history[0][0] < now - SCALE_DOWN_WINDOW_S:
             history.popleft()
+        self._keep_window(desired.name, history)
         # up at once; down only to the highest recommendation of the last window
-        target = max(r for _, r in history)
+        target = history[0][1]
         if target == current:
             return
         reason = f"{inflight:g} requests in flight, target {auto.target_inflight:g} per replica"
@@ -381,6 +402,27 @@ class Controller:
                 log.warning("autoscaling %s to %d: %s", desired.name, count, exc)
                 return
         log.warning("autoscaling %s: no room for another replica: %s", desired.name, refused)
+
+    def _restore_window(self, desired: Desired) -> deque[tuple[float, int]]:
+        """The window the last controller kept (``Desired.scale_window``), on this controller's clock."""
+        wall, now = self.wall(), self.clock()
+        return deque((now - (wall - at).total_seconds(), replicas) for at, replicas in desired.scale_window)
+
+    def _keep_window(self, name: str, history: deque[tuple[float, int]]) -> None:
+        """Write the window when its counts change, and every ``WINDOW_KEPT_S`` as it moves on: a restart loses at
+        most that much of it."""
+        counts = tuple(r for _, r in history)
+        kept = self._kept_windows.get(name)
+        if kept is not None and kept[0] == counts and self.clock() - kept[1] < WINDOW_KEPT_S:
+            return
+        wall, now = self.wall(), self.clock()
+        window = [(wall - timedelta(seconds=now - at), replicas) for at, replicas in history]
+        try:
+            deployments.keep_scale_window(db=self.db, name=name, window=window)
+        except CoveError as exc:  # the window is kept in memory all the same; only a restart would lose it
+            log.warning("keeping the autoscaling window of %s: %s", name, exc)
+            return
+        self._kept_windows[name] = (counts, now)
 
     def _zero_step(self, desired: Desired) -> bool:
         """For a deployment its cluster autoscales: put it to sleep or wake it when ``sleep_or_wake`` says so;
@@ -402,7 +444,8 @@ class Controller:
         if count == desired.spec.replicas:
             return
         assert desired.spec.autoscale is not None
-        self._recommendations.pop(desired.name, None)  # awake again, it starts from a clean window
+        if self._recommendations.pop(desired.name, None):  # awake again, it starts from a clean window
+            self._keep_window(desired.name, deque())
         reason = f"no request for {desired.spec.autoscale.idle_s:g} s: sleeping" if count == 0 else "a request woke it"
         try:
             deployments.autoscale_to(db=self.db, name=desired.name, replicas=count, reason=reason)
@@ -439,12 +482,22 @@ class Controller:
 
     def _forget(self, name: str) -> None:
         self._recommendations.pop(name, None)
+        self._kept_windows.pop(name, None)
         self._refused_scale.pop(name, None)
         self._measured = {m for m in self._measured if m[0] != name}
         for key in [k for k in self._restarts if k[0] == name]:
             del self._restarts[key]
 
     # ------------------------------------------------------------------------------------------- the loop
+
+    @property
+    def backend(self) -> Backend:
+        """The default cluster's backend (made on first use)."""
+        return self.clusters.default
+
+    @property
+    def leading(self) -> bool:
+        return self.leadership is None or self.leadership.leading
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="cove-controller", daemon=True)
@@ -457,8 +510,26 @@ class Controller:
         self.gate_watch.close()
         self.clusters.close(stop_workloads=stop_workloads)
 
+    def _step_down(self) -> None:
+        """Not leading (any more): let go of the backends, leaving every workload running for the leader, and forget
+        what was learnt while leading (a later lead starts from what the database and the clusters say)."""
+        self.clusters.close(stop_workloads=False)
+        self._restarts.clear()
+        self._recommendations.clear()
+        self._kept_windows.clear()
+        self._refused_scale.clear()
+        self._measured.clear()
+
     def _loop(self) -> None:
+        led = False
         while not self._stop.is_set():
+            if not self.leading:
+                if led:
+                    self._step_down()
+                    led = False
+                self._stop.wait(self.settings.controller_interval_s)
+                continue
+            led = True
             try:
                 self.reconcile()
             except CoveError as exc:

@@ -8,6 +8,7 @@ is refused rather than touched.
 from __future__ import annotations
 
 import enum
+import fcntl
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from sqlmodel import Session, create_engine
 from studio.errors import DatabaseError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATION_LOCK = 0x636F7666  # the PostgreSQL advisory lock key migrations run under (the controller's is the next)
 
 
 def utcnow() -> datetime:
@@ -189,8 +191,35 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         )
     if current is not None and current == head and revision in ("head", head):
         return  # nothing to do; Alembic would load the scripts and its environment again to find that out
-    with migrating(engine) as config:
-        command.upgrade(config, revision)
+    with one_migrator(engine):
+        if revision in ("head", head) and current_revision(engine) == head:
+            return  # another process migrated it while this one waited
+        with migrating(engine) as config:
+            command.upgrade(config, revision)
+
+
+@contextmanager
+def one_migrator(engine: Engine) -> Iterator[None]:
+    """Held while migrating, so the server, the UI and the hub starting at once migrate one after another: a
+    PostgreSQL advisory lock (freed with its connection, even by a migrator that dies), or ``flock`` on a file beside
+    the SQLite database. Waits for another migrator to finish."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
+                conn.commit()
+        return
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield  # a database only this process can open
+        return
+    with open(f"{database}.migrating", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # freed when closed, or when its process dies
+        yield
 
 
 @contextmanager

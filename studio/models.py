@@ -765,6 +765,9 @@ class Deployment(DeploymentBase, Owned, Observed, Sized, Waking, table=True):
     # The deployment whose canary this one is (it serves that one's share of requests, and goes with it).
     canary_of: int | None = Field(default=None, foreign_key="deployments.id", ondelete="CASCADE")
     canary_share: int = 0  # percent of its requests sent to its model's staging version (its canary deployment)
+    # The autoscaler's scale-down window, kept so a restarted controller holds the count it chose: [[ISO time,
+    # replicas], …], highest first (only recommendations no later one matched or beat). Written by the controller.
+    scale_window: list[list[Any]] = _json(list)
     deleting: bool = False
     observed_generation: int = 0
     status_at: datetime = _ts()

@@ -1,8 +1,11 @@
 """``cove server``: the gateway and the controller in one process.
 
 The gateway runs on uvicorn's event loop; the controller runs on a thread of its own and reads the gateway's
-in-flight counts for autoscaling. SIGINT/SIGTERM stop both and then every local replica (no orphans). A server
-killed with SIGKILL leaves its replicas running; the next server adopts them.
+in-flight counts for autoscaling. Of several servers on one database (or cluster) only the one that holds the
+controller's lock reconciles (``studio.leadership``); the others serve the API and the gateway, and one takes over
+within ``COVE_LEADER_RETRY_S`` of the leader's lock being freed. ``/healthz`` says which this one is.
+SIGINT/SIGTERM stop both and then every local replica (no orphans). A server killed with SIGKILL leaves its replicas
+running; the next server adopts them.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from typing import Any
 import uvicorn
 
 from studio.api.app import build_api
-from studio.backends.clusters import make_backend
+from studio.backends.clusters import Clusters, connect_cluster, make_backend
 from studio.bootstrap import open_studio
 from studio.controller import Controller
 from studio.errors import InvalidSpec, PortInUse
 from studio.gateway.app import Gateway
+from studio.leadership import Elector, identity, lock_for
 from studio.login import Login
 from studio.settings import Settings
 
@@ -89,7 +93,11 @@ def serve(settings: Settings) -> None:
     sock = bind(settings.host, settings.port)
     db = open_studio(settings)
     gateway = Gateway(settings=settings, db=db)
-    controller = Controller(db=db, backend=make_backend(settings), settings=settings, load=gateway.load)
+    me = identity()
+    elector = Elector(lock_for(settings, me=me), me=me, retry_s=settings.leader_retry_s)
+    gateway.controller_report = elector.report
+    clusters = Clusters(lambda: make_backend(settings), connect=connect_cluster(settings))
+    controller = Controller(db=db, clusters=clusters, settings=settings, load=gateway.load, leadership=elector)
     api = build_api(settings=settings, db=db)
     # FastAPI builds the OpenAPI document on its first request, a second or more of CPU for 50-odd routes: build it
     # now, beside start-up, so the first client (cove.Client, /api/v1/docs) is not the one that waits.
@@ -109,11 +117,13 @@ def serve(settings: Settings) -> None:
     # re-raise lands here instead of killing the process, so the replicas below are stopped too.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: log.info("stopping (signal %d)", signum))
+    elector.start()
     controller.start()
     log.info(
-        "gateway on %s, controller every %.1f s, state in %s",
+        "gateway on %s, controller every %.1f s while leading (%s), state in %s",
         settings.gateway_url,
         settings.controller_interval_s,
+        "this server leads" if elector.leading else f"{elector.leader or 'another server'} leads",
         settings.home,
     )
     try:
@@ -121,5 +131,6 @@ def serve(settings: Settings) -> None:
     finally:
         log.info("stopping the controller and local replicas")
         controller.stop(stop_workloads=True)
+        elector.stop()  # after the replicas: the next leader adopts nothing half-stopped
         db.dispose()
         sock.close()

@@ -166,6 +166,24 @@ class Settings(BaseSettings):
     )
 
     controller_interval_s: float = Field(default=0.5, gt=0, description="Pause between reconcile passes.")
+    leader_election: Literal["auto", "off", "postgres", "file", "kubernetes"] = Field(
+        default="auto",
+        description="How one of several servers is chosen to run the controller (the others serve the API and the "
+        "gateway): a Kubernetes Lease, a PostgreSQL advisory lock, or a file lock beside the SQLite database. auto: "
+        "the Lease in a cluster with COVE_BACKEND=kubernetes, else the lock of the database in use.",
+    )
+    leader_lease_s: float = Field(
+        default=10, gt=0, description="A leader not heard from for this long is replaced (the Kubernetes Lease)."
+    )
+    leader_retry_s: float = Field(
+        default=2, gt=0, description="How often followers try to take the lead, and the leader checks it still has it."
+    )
+    release: str = Field(
+        default="cove",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Name of this installation: labels the Kubernetes objects it makes, so two installations in one "
+        "namespace never clean up each other's, and names its leader Lease.",
+    )
     capacity_refresh_s: float = Field(
         default=30, gt=0, description="How often each cluster's capacity (its labelled nodes) is read into pools."
     )
@@ -189,6 +207,15 @@ class Settings(BaseSettings):
     upstream_connect_timeout_s: float = Field(default=5, gt=0, description="Gateway → model server connect.")
     upstream_read_timeout_s: float = Field(
         default=300, gt=0, description="Gateway → model server: longest wait for the next byte."
+    )
+    upstream_deadline_s: float = Field(
+        default=600,
+        gt=0,
+        description="Gateway → model server: longest a whole request may take; past it the client gets 504 (a stream "
+        "already begun ends with an error event).",
+    )
+    runtime_probe_timeout_s: float = Field(
+        default=2, gt=0, description="A local replica's health check that takes longer than this has failed."
     )
     routes_refresh_s: float = Field(default=1.0, gt=0, description="How often the gateway re-reads endpoints.")
     usage_flush_s: float = Field(default=1.0, gt=0, description="How often metered usage is written.")

@@ -86,6 +86,7 @@ class Clusters:
         """Local workloads stop with the control plane when asked; cluster workloads always run on."""
         if self._default is not None:
             self._default.close(stop_workloads=stop_workloads)
+            self._default = None  # made again when next used (a server that leads again adopts what runs)
         for _fingerprint, backend in self._backends.values():
             backend.close(stop_workloads=False)
         self._backends.clear()

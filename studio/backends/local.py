@@ -16,6 +16,7 @@ injected too (``spawn``, ``probe``), so tests can play runtimes without starting
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import logging
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 
 LOG_TAIL = 20
 MAX_LOG_BYTES = 20 * 1024 * 1024
+PROBE_THREADS = 16  # health probes run at once (each waits on the network, not the CPU)
 PROBE_FAILURES_UNREADY = 3  # consecutive failed probes before a ready replica is taken out of rotation
 HEADER = "--- cove "  # starts the line the backend writes to a replica's log at each start
 # Children deliberately left running by close(stop_workloads=False): kept referenced so that Python does not
@@ -172,16 +175,18 @@ class LocalBackend:
         python: str = sys.executable,
         gpus: tuple[Gpu, ...] | None = None,
         spawn: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
-        probe: Callable[[str, int, str], str] = _http_probe,
+        probe: Callable[[str, int, str], str] | None = None,
     ) -> None:
         """``spawn`` starts a replica's process (``subprocess.Popen``'s arguments); ``probe(host, port, path)`` says
-        what is wrong with its health endpoint, '' when it answers."""
+        what is wrong with its health endpoint, '' when it answers (an HTTP GET within RUNTIME_PROBE_TIMEOUT_S)."""
         self.settings = settings
         self.clock = clock
         self.python = python
         self.gpus = machine.gpus() if gpus is None else gpus
         self.spawn = spawn
-        self.probe = probe
+        self.probe = probe or functools.partial(_http_probe, timeout=settings.runtime_probe_timeout_s)
+        self._probing: dict[tuple[str, int, int | None], Future[str]] = {}  # probes started by ``observe``
+        self._probes: ThreadPoolExecutor | None = None
         self._workloads: dict[str, dict[int, _Replica]] = {}
         self._health_paths: dict[str, str] = {}
         settings.ensure_dirs()
@@ -191,7 +196,26 @@ class LocalBackend:
     # ------------------------------------------------------------------------------------------- protocol verbs
 
     def observe(self) -> None:
-        """Local replicas are watched as they run (their state files and processes): nothing to read."""
+        """Probe every running replica's health at once, for this pass's ``apply``: a pass waits at most one
+        RUNTIME_PROBE_TIMEOUT_S however many replicas hang, and a probe still unanswered after it counts as failed
+        (a replica that hangs is taken out of rotation, then restarted, as one that refuses)."""
+        running = [
+            r for reps in self._workloads.values() for r in reps.values()
+            if r.phase in ("starting", "ready") and r.port and self._exit_code(r) is None
+        ]  # fmt: skip
+        keys = {(r.workload, r.index, r.pid) for r in running}
+        for gone in [k for k, f in self._probing.items() if k not in keys and f.done()]:
+            del self._probing[gone]  # its replica exited or was replaced before its result was read
+        if not running:
+            return
+        if self._probes is None:
+            self._probes = ThreadPoolExecutor(max_workers=PROBE_THREADS, thread_name_prefix="cove-probe")
+        for replica in running:
+            key = (replica.workload, replica.index, replica.pid)
+            if key not in self._probing:  # one still running from an earlier pass is not started again
+                path = self._health_paths.get(replica.workload, "/health")
+                self._probing[key] = self._probes.submit(self.probe, replica.host, replica.port or 0, path)
+        wait(list(self._probing.values()), timeout=self.settings.runtime_probe_timeout_s + 0.5)
 
     def apply(self, spec: WorkloadSpec) -> WorkloadStatus:
         replicas = self._workloads.setdefault(spec.name, {})
@@ -253,6 +277,10 @@ class LocalBackend:
         return self.task_runner.logs(name, tail=tail)
 
     def close(self, *, stop_workloads: bool) -> None:
+        if self._probes is not None:
+            self._probes.shutdown(wait=False, cancel_futures=True)
+            self._probes = None
+            self._probing.clear()
         self.task_runner.close(stop_tasks=stop_workloads)
         if not stop_workloads:  # the replicas run on; the next backend adopts them from their state files
             _LEFT_RUNNING.extend(r.proc for reps in self._workloads.values() for r in reps.values() if r.proc)
@@ -398,9 +426,19 @@ class LocalBackend:
             replica.next_start - self.clock(),
         )
 
+    def _probed(self, replica: _Replica, path: str) -> str:
+        """The result of the probe ``observe`` started (one not back yet has failed), or of one made now."""
+        started = self._probing.get((replica.workload, replica.index, replica.pid))
+        if started is None:
+            return self.probe(replica.host, replica.port or 0, path)
+        if not started.done():
+            return f"GET {path}: no answer within {self.settings.runtime_probe_timeout_s:g} s"
+        del self._probing[(replica.workload, replica.index, replica.pid)]
+        return started.result()
+
     def _probe(self, replica: _Replica, now: float) -> None:
         path = self._health_paths.get(replica.workload, "/health")
-        problem = self.probe(self.settings.runtime_host, replica.port or 0, path)
+        problem = self._probed(replica, path)
         if not problem:
             if replica.phase != "ready":
                 log.info("%s/%d: ready on port %s", replica.workload, replica.index, replica.port)
@@ -414,7 +452,8 @@ class LocalBackend:
         if now - replica.started_at > self.settings.runtime_start_timeout_s:
             self._signal(replica, signal.SIGKILL)
             if replica.proc is not None:
-                replica.proc.wait(timeout=10)
+                with contextlib.suppress(subprocess.TimeoutExpired):  # one stuck in the kernel is not waited on
+                    replica.proc.wait(timeout=10)
             self._on_exit(replica, f"was not ready after {self.settings.runtime_start_timeout_s:.0f} s and was killed")
 
     def _terminate(self, replica: _Replica) -> None:

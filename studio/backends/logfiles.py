@@ -20,6 +20,6 @@ def tail_lines(path: Path, n: int) -> list[str]:
                 size -= step
                 fh.seek(size)
                 data = fh.read(step) + data
-    except FileNotFoundError:
+    except OSError:  # missing, or unreadable: no lines to show
         return []
     return [line for line in data.decode("utf-8", "replace").splitlines()[-n:]]

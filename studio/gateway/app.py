@@ -118,6 +118,7 @@ class Gateway:
             limiter=self.limiter,
             currency=settings.currency,
             budgets=self.budgets,
+            deadline_s=settings.upstream_deadline_s,
         )
         self.keys: dict[str, KeyIdentity] = {}
         # Every working key is in memory (read with the routes). An unknown one makes the gateway read the keys made
@@ -144,6 +145,7 @@ class Gateway:
         self.sleepers: frozenset[str] = frozenset()  # deployments that scale to zero: a request for one wakes it
         self.waker = Waker(db=db, timeout_s=settings.wake_timeout_s, poll_s=min(0.25, settings.routes_refresh_s))
         self.asked: dict[str, datetime] = {}  # deployment → when it was last asked for, written with the usage
+        self.controller_report: Callable[[], dict[str, object]] | None = None  # who leads, for /healthz
         self._tasks: list[asyncio.Task[None]] = []
         self._notices: set[asyncio.Future[None]] = set()  # budget warnings being recorded
         self._flushing = asyncio.Lock()
@@ -905,6 +907,8 @@ class Gateway:
         if not healthy:
             body["problem"] = "the database has not answered recently; routes may be stale"
         body["limits"] = await self.limiter.health()
+        if self.controller_report is not None:
+            body["controller"] = self.controller_report()
         await respond(send, 200 if healthy else 503, orjson.dumps(body))
 
 

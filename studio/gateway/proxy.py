@@ -79,6 +79,7 @@ class Upstream:
     client: aiohttp.ClientSession | None = None
     metered: list[Metered] = field(default_factory=list)
     streams: dict[int, set[Proxy]] = field(default_factory=dict)  # open streams by API key id, to cut on revocation
+    deadline_s: float | None = None  # the longest a whole request may take (None: no limit but the per-read one)
     secret: str = ""  # the studio's key: each deployment's model servers ask for a key derived from it
     counter: TokenCounter = field(default_factory=TokenCounter)  # for what runtimes do not report
     counting: set[asyncio.Task[None]] = field(default_factory=set)  # records waiting for their token counts
@@ -147,6 +148,23 @@ def ms(seconds: float) -> bytes:
     return f"{seconds * 1000:.3f}".encode()
 
 
+class _Sent:
+    """A request's ``send``, noting whether the response has begun and ended (what a request past its deadline can
+    still be told)."""
+
+    __slots__ = ("ended", "send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send, self.started, self.ended = send, False, False
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        elif not message.get("more_body", False):
+            self.ended = True
+        await self.send(message)
+
+
 class Proxy:
     """One proxied request: picks a replica (retrying another on a refused connection), relays the answer,
     meters it once, and measures it."""
@@ -195,30 +213,46 @@ class Proxy:
             response.close()
 
     async def run(self, receive: Receive, send: Send) -> None:
+        """Relay the request within ``up.deadline_s``: past it the client gets 504 in OpenAI's shape (a stream already
+        begun ends with an error event) and the model server a closed connection."""
         up, name = self.up, self.route.name
         up.metrics.inflight.labels(name).inc()
-        tried: set[str] = set()
+        sent = _Sent(send)
         try:
-            while True:
-                target = up.table.pick(self.route, time.monotonic(), exclude=frozenset(tried))
-                if target is None:
-                    await self._fail(
-                        send,
-                        502 if tried else 503,
-                        f"no replica of {name!r} could be reached; retry shortly",
-                        "upstream_error" if tried else "service_unavailable",
-                    )
-                    return
-                tried.add(target)
-                up.table.begin(name, target)
-                try:
-                    if await self._attempt(target, receive, send):
-                        return
-                finally:
-                    up.table.end(name, target)
+            async with asyncio.timeout(up.deadline_s):
+                await self._relay(receive, sent)
+        except TimeoutError:
+            if not sent.ended:
+                up.metrics.upstream_errors.labels(name, "deadline").inc()
+                message = f"the model server did not finish within {up.deadline_s:g} s; retry the request"
+                if sent.started:
+                    await self._end_stream(sent, 504, message, "timeout")
+                else:
+                    await self._fail(sent, 504, message, "timeout")
         finally:
             up.metrics.inflight.labels(name).dec()
             self._record()
+
+    async def _relay(self, receive: Receive, send: Send) -> None:
+        up, name = self.up, self.route.name
+        tried: set[str] = set()
+        while True:
+            target = up.table.pick(self.route, time.monotonic(), exclude=frozenset(tried))
+            if target is None:
+                await self._fail(
+                    send,
+                    502 if tried else 503,
+                    f"no replica of {name!r} could be reached; retry shortly",
+                    "upstream_error" if tried else "service_unavailable",
+                )
+                return
+            tried.add(target)
+            up.table.begin(name, target)
+            try:
+                if await self._attempt(target, receive, send):
+                    return
+            finally:
+                up.table.end(name, target)
 
     async def _attempt(self, target: str, receive: Receive, send: Send) -> bool:
         """Relay via ``target``; False when it refused the connection and another replica may be tried."""

@@ -7,6 +7,7 @@ pool's lock. The controller reads ``desired_state`` and writes back with ``recor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,6 +60,8 @@ class Desired:
     last_active: datetime | None = None
     wake_wanted: bool = False
     wake_refused: str = ""
+    # the autoscaler's scale-down window as last kept: (when, recommended replicas), highest first
+    scale_window: tuple[tuple[datetime, int], ...] = ()
 
     @property
     def name(self) -> str:
@@ -485,9 +488,29 @@ def desired_state(*, db: Database) -> list[Desired]:
                 last_active=max(t for t in (d.last_request_at, d.wake_requested_at, d.updated_at) if t is not None),
                 wake_wanted=d.wake_requested_at is not None and d.wake_requested_at > d.updated_at,
                 wake_refused=d.wake_refused,
+                scale_window=_window(d.scale_window),
             )
             for d, version, image, pool in rows
         ]
+
+
+def _window(stored: list[list[Any]]) -> tuple[tuple[datetime, int], ...]:
+    """The kept window, skipping entries a hand edit left unreadable (the window only delays a scale-down)."""
+    window = []
+    for entry in stored:
+        try:
+            window.append((datetime.fromisoformat(entry[0]), int(entry[1])))
+        except (ValueError, TypeError, IndexError):
+            continue
+    return tuple(window)
+
+
+def keep_scale_window(*, db: Database, name: str, window: Sequence[tuple[datetime, int]]) -> None:
+    """The autoscaler's recent recommendations (controller only), read back by a restarted controller."""
+    stored = [[at.isoformat(), replicas] for at, replicas in window]
+    with db.session() as session:
+        session.execute(sa.update(Deployment).where(col(Deployment.name) == name).values(scale_window=stored))
+        session.commit()
 
 
 def record_observed(*, db: Database, name: str, generation: int, observed: Observed, events: list[NewEvent]) -> None:

@@ -4,14 +4,17 @@ up at once and down only after a quiet window, within the bounds and the pool's 
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from alembic import command
 
 from studio.backends.local import LocalBackend
 from studio.controller import SCALE_DOWN_WINDOW_S, Controller
-from studio.db import Database
+from studio.db import Database, make_engine, migrate, migrating, utcnow
 from studio.models import ApiKeyCreate, DeploymentCreate
 from studio.services import deployments, events, keys, pools
 from studio.settings import Settings
@@ -126,3 +129,51 @@ def test_requests_in_flight_at_the_gateway_drive_the_replica_count(
             assert codes == [504] * 5
         finally:
             ctl.stop(stop_workloads=True)
+
+
+def test_a_restarted_controller_keeps_the_count_its_window_holds(
+    db: Database, settings: Settings, stub_model: str
+) -> None:
+    """A server restarted under load: its gateway counts nothing in flight yet, and the new controller's memory is
+    empty, but the scale-down window the old one kept holds the count until it has passed."""
+    load, now, wall = {"auto": 5.0}, [1000.0], [utcnow()]
+
+    def controller() -> Controller:
+        return Controller(
+            db=db, backend=InstantBackend(), settings=settings, load=lambda n: load.get(n, 0.0), clock=lambda: now[0],
+            wall=lambda: wall[0],
+        )  # fmt: skip
+
+    def replicas() -> int:
+        return deployments.get_deployment(actor=ADMIN, db=db, name="auto").replicas
+
+    def later(seconds: float) -> None:
+        now[0] += seconds
+        wall[0] += timedelta(seconds=seconds)
+
+    _autoscaled(db, stub_model)
+    controller().reconcile()
+    assert replicas() == 3
+    later(SCALE_DOWN_WINDOW_S / 2)
+    load["auto"] = 0.0  # restarted: nothing in flight at the new gateway yet
+    now[0] = 5.0  # a new process: its monotonic clock has nothing to do with the old one's
+    restarted = controller()
+    restarted.reconcile()
+    assert replicas() == 3
+    later(SCALE_DOWN_WINDOW_S / 2 + 1)
+    restarted.reconcile()
+    assert replicas() == 1  # the window has passed: now the quiet counts
+
+
+def test_the_kept_window_goes_with_a_downgrade_and_comes_back_empty(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
+    try:
+        migrate(engine)
+        assert "scale_window" in {c["name"] for c in sa.inspect(engine).get_columns("deployments")}
+        with migrating(engine) as config:
+            command.downgrade(config, "0020")
+        assert "scale_window" not in {c["name"] for c in sa.inspect(engine).get_columns("deployments")}
+        migrate(engine)
+        assert "scale_window" in {c["name"] for c in sa.inspect(engine).get_columns("deployments")}
+    finally:
+        engine.dispose()

@@ -685,6 +685,7 @@ SERVER_RULES = {  # the calls of studio/backends/kubernetes/backend.py in the re
     ("", "secrets"): {"create", "patch", "delete"},
     ("", "pods"): {"list"},
     ("", "pods/log"): {"get"},
+    ("coordination.k8s.io", "leases"): {"get", "create", "patch"},  # leader election (studio/leadership.py)
 }
 HUB_RULES = {
     ("", "pods"): {"get", "list", "watch", "create", "delete"},

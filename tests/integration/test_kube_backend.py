@@ -15,7 +15,7 @@ from studio.backends.kubernetes.backend import KubernetesBackend
 from studio.backends.kubernetes.client import KubeClient, connect
 from studio.bootstrap import open_studio
 from studio.controller import derive_status
-from studio.errors import BackendUnavailable, InvalidSpec
+from studio.errors import BackendUnavailable, Conflict, InvalidSpec
 from studio.runtimes import upstream_key
 from studio.sealing import studio_key
 from studio.services import pools
@@ -215,3 +215,45 @@ def test_pools_from_the_settings_are_made_at_start_and_bad_ones_refused(tmp_path
         open_studio(make_settings(tmp_path / "bad", pools=[gpu | {"purpose": "gaming", "gpuCount": -1}]))
     assert raised.value.message.startswith("pool 'a100' in COVE_POOLS is invalid: purpose: Input should be")
     assert "gpuCount: Input should be greater than or equal to 0" in raised.value.message
+
+
+def test_two_releases_in_one_namespace_see_and_clean_up_only_their_own(cluster: Cluster, tmp_path: Path) -> None:
+    def release(name: str) -> KubernetesBackend:
+        settings = make_settings(tmp_path / name, models_pvc="cove-models", release=name)
+        return KubernetesBackend(settings, KubeClient(connect(host=cluster.url), NS))
+
+    first, second = release("first"), release("second")
+    try:
+        first.apply(spec(name="chat"))
+        second.apply(spec(name="code"))
+        cluster.settle("run")
+        for backend in (first, second):
+            backend.observe()
+        assert first.names() == {"chat"}
+        assert second.names() == {"code"}
+        (code,) = [d for d in cluster.api.stored("deployments", NS) if d["metadata"]["name"] == "code"]  # type: ignore[union-attr]
+        assert code["metadata"]["labels"]["cove.dev/release"] == "second"
+        # a deployment of the same name in the other release is refused, and deleting it there touches nothing here
+        with pytest.raises(Conflict, match="belongs to the Cove release 'first'"):
+            second.apply(spec(name="chat"))
+        assert second.delete("chat")
+        first.observe()
+        assert first.names() == {"chat"}
+        assert first.status("chat").ready
+    finally:
+        first.close(stop_workloads=False)
+        second.close(stop_workloads=False)
+
+
+def test_objects_made_before_releases_were_labelled_stay_the_installations(
+    backend: KubernetesBackend, cluster: Cluster
+) -> None:
+    backend.apply(spec(name="old"))
+    assert cluster.api is not None
+    cluster.patch(
+        f"/apis/apps/v1/namespaces/{NS}/deployments/old", {"metadata": {"labels": {"cove.dev/release": None}}}
+    )
+    (old,) = cluster.api.stored("deployments", NS)
+    assert "cove.dev/release" not in old["metadata"]["labels"]
+    backend.observe()
+    assert backend.names() == {"old"}

@@ -264,3 +264,31 @@ def test_a_replica_s_environment_is_an_allowlist_of_cove_s_then_the_runtime_s() 
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "2",
     }
+
+
+def test_hung_replicas_are_probed_at_once_and_fail_their_probe_after_the_timeout(tmp_path: Path) -> None:
+    """Three deployments' replicas stop answering (their probes never return): one ``observe`` waits one probe
+    timeout, not three, and each replica's probe counts as failed until it is taken out of rotation."""
+    import threading
+    import time
+
+    backend, runtimes, _ = backend_with(tmp_path, HealthyProcess, runtime_probe_timeout_s=0.2)
+    specs = [workload(name) for name in ("a", "b", "c")]
+    for spec in specs:
+        backend.apply(spec)
+        backend.apply(spec)
+    assert all(backend.apply(s).ready for s in specs)
+    hang = threading.Event()
+    backend.probe = lambda host, port, path: "" if hang.wait(30) else "unreachable"
+    try:
+        for _ in range(3):
+            began = time.monotonic()
+            backend.observe()
+            assert time.monotonic() - began < 1.5  # one timeout (0.2 s) and its margin, not 3 × 0.2 s per replica
+            statuses = [backend.apply(s) for s in specs]
+        assert [s.ready for s in statuses] == [(), (), ()]
+        assert all("no answer within 0.2 s" in s.replicas[0].message for s in statuses)
+    finally:
+        hang.set()
+    backend.close(stop_workloads=False)
+    assert len(runtimes.started) == 3

@@ -70,7 +70,7 @@ class KubernetesBackend:
         self.builds = kube.in_namespace(settings.build_namespace)
         self.target = manifests.Target(
             namespace=kube.namespace, models_pvc=settings.models_pvc, datasets_pvc=settings.datasets_pvc,
-            start_timeout_s=settings.runtime_start_timeout_s,
+            start_timeout_s=settings.runtime_start_timeout_s, release=settings.release,
         )  # fmt: skip
         self.autoscales = settings.autoscaler == "hpa"
         self.runs_images = True
@@ -85,7 +85,7 @@ class KubernetesBackend:
             "app.kubernetes.io/component": manifests.COMPONENT,
         }
         kinds = ["Deployment", "PodDisruptionBudget"] + (["HorizontalPodAutoscaler"] if self.autoscales else [])
-        objects = {kind: {o["metadata"]["name"]: o for o in self.kube.find(kind, mine)} for kind in kinds}
+        objects = {kind: self._own(self.kube.find(kind, mine)) for kind in kinds}
         by_component: dict[str, dict[str, list[dict[str, Any]]]] = {manifests.COMPONENT: {}, manifests.TASK: {}}
         for pod in self.kube.pods({"app.kubernetes.io/managed-by": manifests.MANAGED_BY}):
             labels = (pod.get("metadata") or {}).get("labels") or {}
@@ -93,6 +93,10 @@ class KubernetesBackend:
             if found is not None:
                 found.setdefault(labels.get("app.kubernetes.io/instance", ""), []).append(pod)
         self._seen = _Seen(objects, by_component[manifests.COMPONENT], by_component[manifests.TASK])
+
+    def _own(self, found: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """This release's objects by name; another release's in the namespace are not ours to change or clean up."""
+        return {o["metadata"]["name"]: o for o in found if manifests.owned_by(o, self.settings.release)}
 
     def _live(self, kind: str, name: str) -> dict[str, Any] | None:
         if self._seen is not None and kind in self._seen.objects:
@@ -120,7 +124,7 @@ class KubernetesBackend:
         if live is None:
             key = upstream_key(studio_key(self.settings), spec.name)  # the gateway derives the same
             self.kube.apply(manifests.secret(manifests.key_secret(spec.name), self.target, {"key": key}))
-            self._wrote("Deployment", self.kube.create(wanted))
+            self._wrote("Deployment", self._create(wanted))
             self.kube.apply(manifests.service(spec.name, self.target))
         elif _fingerprint(live) != spec.fingerprint or (replicas is not None and _replicas(live) != replicas):
             self._wrote("Deployment", self.kube.patch(wanted))
@@ -134,6 +138,21 @@ class KubernetesBackend:
             scaled_to = spec.replicas if asleep else _replicas(live)  # a count set this pass is the one to record
             status = WorkloadStatus(status.name, status.replicas, status.upstream_model, scaled_to=scaled_to)
         return status
+
+    def _create(self, wanted: dict[str, Any]) -> dict[str, Any]:
+        """Create a model server's Deployment; Conflict naming the release that holds the name, if another does."""
+        try:
+            return self.kube.create(wanted)
+        except Conflict as exc:
+            name = wanted["metadata"]["name"]
+            holder = self.kube.get("Deployment", name)
+            if holder is None or manifests.owned_by(holder, self.settings.release):
+                raise
+            other = holder["metadata"]["labels"][manifests.RELEASE_LABEL]
+            raise Conflict(
+                f"the Deployment {name} in namespace {self.kube.namespace} belongs to the Cove release {other!r}",
+                hint="deploy under another name, or give each release a namespace of its own (COVE_KUBE_NAMESPACE)",
+            ) from exc
 
     def _autoscaler(self, spec: WorkloadSpec) -> None:
         """The deployment's HPA as its autoscale bounds say: made, updated, or removed when autoscaling is off. With
@@ -192,6 +211,11 @@ class KubernetesBackend:
         return state
 
     def delete(self, name: str) -> bool:
+        """Remove the deployment's objects; True once none is left. Objects of that name another release made are
+        left alone (this release has nothing there to delete)."""
+        live = self.kube.get("Deployment", name)
+        if live is not None and not manifests.owned_by(live, self.settings.release):
+            return True
         for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "Deployment"):
             self.kube.delete(kind, name)
             self._wrote(kind, None, name)
@@ -204,7 +228,7 @@ class KubernetesBackend:
             return set(self._seen.objects["Deployment"])
         mine = {"app.kubernetes.io/managed-by": manifests.MANAGED_BY}
         found = self.kube.deployments(mine | {"app.kubernetes.io/component": manifests.COMPONENT})
-        return {d["metadata"]["name"] for d in found}
+        return set(self._own(found))
 
     def logs(self, name: str, *, tail: int = 100) -> list[str]:
         pods = self.kube.pods(manifests.selector(name))
@@ -244,8 +268,7 @@ class KubernetesBackend:
         if self._seen is not None and self._seen.jobs is not None:
             return self._seen.jobs
         mine = {"app.kubernetes.io/managed-by": manifests.MANAGED_BY, "app.kubernetes.io/component": manifests.TASK}
-        found = self.kube.find("Job", mine)
-        jobs = {j["metadata"]["name"]: j for j in found}
+        jobs = self._own(self.kube.find("Job", mine))
         if self._seen is not None:
             self._seen.jobs = jobs
         return jobs

@@ -27,6 +27,7 @@ from studio.values import Resources
 # ------------------------------------------------------------------------------------------------ model servers
 
 MANAGED_BY = "cove"
+RELEASE_LABEL = "cove.dev/release"  # which installation made an object: each cleans up only its own
 COMPONENT = "model-server"
 UID = GID = 1000  # the runtime images' non-root user
 
@@ -40,6 +41,7 @@ class Target:
     datasets_pvc: str = ""
     start_timeout_s: float = 600
     image_pull_secret: str = ""
+    release: str = ""  # COVE_RELEASE, labelled on every object made (not on model servers' pods: see ``_meta``)
 
 
 def labels(name: str, component: str = COMPONENT) -> dict[str, str]:
@@ -57,7 +59,21 @@ def selector(name: str) -> dict[str, str]:
 
 
 def _meta(name: str, target: Target, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "namespace": target.namespace, "labels": labels(name), **extra}
+    """An object's metadata, with its release's label. Pod templates do not carry it: adding it would restart every
+    model server of an installation upgraded to a Cove that labels releases, and pods are found through their
+    Deployment's name, which one namespace cannot hold twice."""
+    return {"name": name, "namespace": target.namespace, "labels": labels(name) | released(target), **extra}
+
+
+def released(target: Target) -> dict[str, str]:
+    return {RELEASE_LABEL: target.release} if target.release else {}
+
+
+def owned_by(obj: Mapping[str, Any], release: str) -> bool:
+    """Whether ``release`` made ``obj``: its label says so, or it has none (made before releases were labelled, when
+    one installation per namespace was assumed: it stays that one's)."""
+    labelled = ((obj.get("metadata") or {}).get("labels") or {}).get(RELEASE_LABEL)
+    return labelled is None or labelled == release
 
 
 def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
@@ -266,7 +282,7 @@ def job(spec: JobSpec, target: Target) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "name": spec.name,
         "namespace": target.namespace,
-        "labels": labels(spec.name, spec.component),
+        "labels": labels(spec.name, spec.component) | released(target),
     }
     if spec.queue:
         metadata["labels"][QUEUE_LABEL] = spec.queue
