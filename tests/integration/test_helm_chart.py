@@ -587,7 +587,6 @@ def test_server_replicas_share_the_rate_limit_store_the_values_name(helm: Helm) 
     assert "rediss?://" in refused.stderr
 
 
-
 def test_traces_go_to_the_collector_the_values_name(helm: Helm) -> None:
     server = env_of(helm.render("defaults.yaml"), "server")
     assert not {"COVE_OTLP_ENDPOINT", "COVE_OTEL_SERVICE_NAME", "COVE_TRACE_SAMPLE_RATIO"} & set(server)  # off
@@ -600,6 +599,7 @@ def test_traces_go_to_the_collector_the_values_name(helm: Helm) -> None:
     refused = helm.template("defaults.yaml", values={"traces.otlpEndpoint": "otel-collector:4318"})
     assert refused.returncode != 0
     assert "otlpEndpoint" in refused.stderr
+
 
 def test_the_chart_can_install_the_rate_limit_store_reachable_only_by_the_server(helm: Helm, tmp_path: Path) -> None:
     docs = helm.render("redis-install.yaml")
