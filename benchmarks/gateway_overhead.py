@@ -9,11 +9,12 @@ hits all alike) and prints p50/p99 for non-streaming and streaming chat, the lat
 median of the gateway's own ``x-cove-overhead-ms`` header. With ``--limits memory`` or ``--limits redis`` a third key
 joins them, limited (requests and tokens per minute and requests at once, far above what the run sends, so every
 request is counted and none refused) in process or through a throwaway ``redis-server`` on loopback: its row beside
-the unlimited keys' is the cost of rate limits, side by side in one run. Last, throughput through the gateway (the
-admin's key) at concurrency 32 against the CPU seconds the gateway process spent. Stops the server with SIGTERM and
-checks that no process is left behind.
+the unlimited keys' is the cost of rate limits, side by side in one run. With ``--traces`` the server sends every
+request's spans (all sampled) to an OTLP/HTTP sink started here: a run with it against one without is the cost of
+traces. Last, throughput through the gateway (the admin's key) at concurrency 32 against the CPU seconds the
+gateway process spent. Stops the server with SIGTERM and checks that no process is left behind.
 
-    .venv/bin/python benchmarks/gateway_overhead.py [--requests 2000] [--limits off|memory|redis] [--keep]
+    .venv/bin/python benchmarks/gateway_overhead.py [--requests 2000] [--limits off|memory|redis] [--traces] [--keep]
         [--cprofile FILE]
 """
 
@@ -33,6 +34,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -72,6 +74,34 @@ QUESTION = [{"role": "user", "content": "What is Cove?"}]
 
 
 # ------------------------------------------------------------------------------------------------ shared helpers
+
+
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[str]:
+    """An OTLP/HTTP collector that accepts every export and keeps nothing (``--traces``): its URL."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    exports = [0, 0]  # requests, bytes
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            exports[0] += 1
+            exports[1] += len(self.rfile.read(int(self.headers["content-length"])))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        print(f"traces: {exports[0]} exports ({exports[1] / 1e6:.1f} MB) received by the sink")
 
 
 def free_port() -> int:
@@ -594,6 +624,11 @@ def main() -> None:
         help="add a rate-limited key, counted in the gateway's process or in a redis-server started here",
     )
     parser.add_argument(
+        "--traces",
+        action="store_true",
+        help="traces on: the server sends every request's spans to an OTLP/HTTP sink started here",
+    )
+    parser.add_argument(
         "--cprofile", type=Path, help="run the server under cProfile, write the stats here (inflates every number)"
     )
     args = parser.parse_args()
@@ -609,6 +644,9 @@ def main() -> None:
         env = {"COVE_REDIS_URL": services.enter_context(redis_server(home))} if args.limits == "redis" else {}
         if args.limits != "off":
             print(f"rate limits counted {'in a redis-server on loopback' if env else 'in the gateway process'}")
+        if args.traces:
+            env["COVE_OTLP_ENDPOINT"] = services.enter_context(otlp_sink())
+            print(f"traces on (every request sampled), sent to {env['COVE_OTLP_ENDPOINT']}")
         server = CoveServer(settings, cprofile=args.cprofile.resolve() if args.cprofile else None, env=env)
         leftovers: list[str] = []
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"  # a Kubernetes storage quantity
@@ -18,7 +18,8 @@ QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"  # a Kubernetes sto
 class Settings(BaseSettings):
     """Where Cove keeps its state, which ports it listens on, and how its loops are paced."""
 
-    model_config = SettingsConfigDict(env_prefix="COVE_", extra="ignore", frozen=True)
+    # validate_by_name: a field read from several variables (its validation_alias) is still set by name in code
+    model_config = SettingsConfigDict(env_prefix="COVE_", extra="ignore", frozen=True, validate_by_name=True)
 
     home: Path = Field(default=Path("~/.cove"), description="State directory: database, models, logs, runs.")
     database_url: str = Field(
@@ -298,6 +299,25 @@ class Settings(BaseSettings):
     )
     dataset_quota_gib: float = Field(
         default=200, gt=0, description="Dataset files one owner may keep in the dataset store, in GiB."
+    )
+    otlp_endpoint: str = Field(
+        default="",
+        validation_alias=AliasChoices("COVE_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OpenTelemetry collector the gateway sends its traces to, over OTLP/HTTP (http://collector:4318; "
+        "/v1/traces is appended). Empty: no traces. Also read from OTEL_EXPORTER_OTLP_ENDPOINT.",
+    )
+    otel_service_name: str = Field(
+        default="cove",
+        min_length=1,
+        validation_alias=AliasChoices("COVE_OTEL_SERVICE_NAME", "OTEL_SERVICE_NAME"),
+        description="The service.name of Cove's traces. Also read from OTEL_SERVICE_NAME.",
+    )
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of requests traced (by trace id); a request whose caller sent a sampled W3C traceparent "
+        "is always traced.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

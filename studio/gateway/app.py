@@ -46,6 +46,7 @@ from studio.gateway.protocol import (
 from studio.gateway.proxy import Metered, Proxy, Receive, Scope, Send, Upstream, respond
 from studio.gateway.routes import RouteTable
 from studio.gateway.spool import Spool, dead, forget, new_request_id, read_lines, rows_of
+from studio.gateway.tracing import Tracing, step
 from studio.gateway.waking import Wake, WakeFailed, Waker
 from studio.limits import Caps, Rule
 from studio.prices import FREE, Budget, Position, Price
@@ -148,6 +149,7 @@ class Gateway:
         self.controller_report: Callable[[], dict[str, object]] | None = None  # who leads, for /healthz
         self._tasks: list[asyncio.Task[None]] = []
         self._notices: set[asyncio.Future[None]] = set()  # budget warnings being recorded
+        self.tracing: Tracing | None = None  # OpenTelemetry traces, started with the gateway when asked for
         self._flushing = asyncio.Lock()
         self._reading = asyncio.Lock()
         self._refreshed_at = 0.0
@@ -170,7 +172,10 @@ class Gateway:
         path, method = scope["raw_path"].split(b"?", 1)[0], scope["method"]
         endpoint = ENDPOINTS.get(path)
         if endpoint is not None and method == "POST":
-            await self._proxy(scope, receive, send, endpoint)
+            if self.tracing is None:
+                await self._proxy(scope, receive, send, endpoint)
+            else:
+                await self.tracing.request(self._proxy, scope, receive, send, endpoint)
         elif path == b"/v1/models" and method == "GET":
             await self._models(scope, send)
         elif path.startswith(b"/v1/models/") and method == "GET":
@@ -224,6 +229,7 @@ class Gateway:
     async def startup(self) -> None:
         """Open the spool and read the state. A database that does not answer does not stop the gateway: it keeps
         trying with backoff (``/readyz`` says so) and serves once it has read the state."""
+        self.tracing = Tracing.start(self.settings)
         self.up.client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             timeout=self._timeout,
@@ -351,6 +357,8 @@ class Gateway:
             self.spool.close()
         if self.up.client is not None:
             await self.up.client.close()
+        if self.tracing is not None:  # the last spans (this shutdown's usage flush among them) are sent
+            await asyncio.to_thread(self.tracing.close)
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -443,7 +451,8 @@ class Gateway:
             if not segments and not memory and self._replayed:
                 return
             try:
-                await asyncio.to_thread(self._write_usage, segments, in_flight, memory)
+                with step(self.tracing, "usage flush", {"cove.usage.segments": len(segments)}):
+                    await asyncio.to_thread(self._write_usage, segments, in_flight, memory)
             except Exception:
                 self._hold(memory)
                 raise
@@ -661,6 +670,8 @@ class Gateway:
             except _Asleep:
                 found = None
             await self._authorize(identity, name)
+            if self.tracing is not None:
+                self.tracing.annotate(name, identity.id if identity else None, identity.name if identity else None)
         except _Reject as reject:
             if reject.status != 499:
                 await respond(send, reject.status, reject.body, reject.headers)
@@ -673,7 +684,8 @@ class Gateway:
         limit_headers: list[tuple[bytes, bytes]] = []
         if identity is not None and self.budgets:
             try:
-                limit_headers, warned = self.budgets.check(identity.owner, identity.groups, utcnow())
+                with step(self.tracing, "check budget"):
+                    limit_headers, warned = self.budgets.check(identity.owner, identity.groups, utcnow())
             except BudgetExceeded as spent:
                 await respond(send, spent.status, spent.body, spent.headers)
                 self.metrics.requests.labels(name, endpoint, str(spent.status), "").inc()
@@ -683,7 +695,8 @@ class Gateway:
                 self._warn(warned)
         self.asked[name] = utcnow()
         if found is None:
-            woken = await self._wake(name, endpoint, stream, send)
+            with step(self.tracing, "wake"):
+                woken = await self._wake(name, endpoint, stream, send)
             if woken is None:
                 return
             found, send = woken
@@ -727,7 +740,8 @@ class Gateway:
         lease: Lease | None = None
         if applying := self.limiter.applying(identity, name):  # no store call for a request no limit applies to
             try:
-                lease, rate_headers = await self.limiter.admit(applying, body, max_tokens_cap=caps.max_tokens)
+                with step(self.tracing, "admit limits"):
+                    lease, rate_headers = await self.limiter.admit(applying, body, max_tokens_cap=caps.max_tokens)
                 limit_headers += rate_headers
             except Refused as refused:
                 await respond(send, refused.status, refused.body, refused.headers)
@@ -735,7 +749,7 @@ class Gateway:
                 return
         request_id = new_request_id()
         self._spool_open(request_id, identity, route, endpoint, body, stream)
-        call = Proxy(
+        call = (Proxy if self.tracing is None else self.tracing.proxy)(
             self.up,
             route,
             endpoint,

@@ -259,7 +259,7 @@ class Proxy:
         up = self.up
         assert up.client is not None
         sent_at = time.perf_counter()
-        headers = up.headers_for(self.route.deployment or self.route.name)
+        headers = self._upstream_headers()
         posts = [
             asyncio.ensure_future(up.client.post(target + self.path, data=p, headers=headers)) for p in self.payloads
         ]
@@ -292,6 +292,10 @@ class Proxy:
             for response in responses:
                 response.release()
         return True
+
+    def _upstream_headers(self) -> dict[str, str]:
+        """The headers sent to the model server (shared by requests to one deployment: never changed in place)."""
+        return self.up.headers_for(self.route.deployment or self.route.name)
 
     @staticmethod
     def _let_go(posts: Sequence[asyncio.Future[aiohttp.ClientResponse]]) -> None:

@@ -604,6 +604,20 @@ def test_server_replicas_share_the_rate_limit_store_the_values_name(helm: Helm) 
     assert "rediss?://" in refused.stderr
 
 
+def test_traces_go_to_the_collector_the_values_name(helm: Helm) -> None:
+    server = env_of(helm.render("defaults.yaml"), "server")
+    assert not {"COVE_OTLP_ENDPOINT", "COVE_OTEL_SERVICE_NAME", "COVE_TRACE_SAMPLE_RATIO"} & set(server)  # off
+    docs = helm.render(
+        "defaults.yaml", traces__otlpEndpoint="http://otel-collector.monitoring:4318", traces__sampleRatio=0.25
+    )
+    server = env_of(docs, "server")
+    assert server["COVE_OTLP_ENDPOINT"] == "http://otel-collector.monitoring:4318"
+    assert (server["COVE_OTEL_SERVICE_NAME"], server["COVE_TRACE_SAMPLE_RATIO"]) == ("cove", "0.25")
+    refused = helm.template("defaults.yaml", values={"traces.otlpEndpoint": "otel-collector:4318"})
+    assert refused.returncode != 0
+    assert "otlpEndpoint" in refused.stderr
+
+
 def test_the_chart_can_install_the_rate_limit_store_reachable_only_by_the_server(helm: Helm) -> None:
     docs = helm.render("redis-install.yaml")  # its password in the operator's Secret `cove-redis`
     store = f"{PREFIX}-redis"

@@ -111,6 +111,15 @@ def test_defaults(tmp_path: Path) -> None:
         "max_body_bytes": 8 * 1024 * 1024,
         "max_upload_bytes": 20 * 1024**3,
         "dataset_quota_gib": 200.0,
+        "leader_election": "auto",
+        "leader_lease_s": 10.0,
+        "leader_retry_s": 2.0,
+        "release": "cove",
+        "upstream_deadline_s": 600.0,
+        "runtime_probe_timeout_s": 2.0,
+        "otlp_endpoint": "",
+        "otel_service_name": "cove",
+        "trace_sample_ratio": 1.0,
         "log_level": "info",
     }
 
@@ -147,6 +156,21 @@ def test_environment_variables_with_the_cove_prefix_set_values(monkeypatch: pyte
         30.0,
     )
     assert got.pools == [{"name": "a100", "gpuCount": 8}]
+
+
+def test_traces_honour_the_standard_opentelemetry_variables_and_cove_s_own_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTLP_ENDPOINT", "http://bare:4318")  # neither prefix: ignored
+    assert (Settings().otlp_endpoint, Settings().otel_service_name) == ("", "cove")
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "cove-eu")
+    assert (Settings().otlp_endpoint, Settings().otel_service_name) == ("http://collector:4318", "cove-eu")
+
+    monkeypatch.setenv("COVE_OTLP_ENDPOINT", "http://cove-collector:4318")
+    assert Settings().otlp_endpoint == "http://cove-collector:4318"
+    assert Settings(otlp_endpoint="http://in-code:4318").otlp_endpoint == "http://in-code:4318"
 
 
 def test_a_database_url_from_the_environment_replaces_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
