@@ -159,7 +159,7 @@ def serve(settings: Settings) -> None:
     controller = Controller(db=db, clusters=clusters, settings=settings, load=gateway.load, leadership=elector)
     startup = Startup(db=db, settings=settings, specs=specs, elector=elector, controller=controller)
     gateway.prepare = startup
-    gateway.controller_report = elector.report
+    gateway.controller_report = lambda: elector.report() | {"logs_not_kept": controller.jobs.logs_not_kept}
     api = build_api(settings=settings, db=db)
     # FastAPI builds the OpenAPI document on its first request, a second or more of CPU for 50-odd routes: build it
     # now, beside start-up, so the first client (cove.Client, /api/v1/docs) is not the one that waits.
