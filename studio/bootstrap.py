@@ -1,12 +1,16 @@
 """Opening Cove's state: the database migrated, built-in images seeded, the configured pools made and (run locally)
-the machine's pool detected."""
+the machine's pool detected.
+
+``open_studio`` does it all at once, failing when the database does not answer. ``cove server`` splits it: what is
+wrong for good (an invalid pool) is refused at start-up by ``check_studio``; ``prepare_studio``, which needs the
+database, is retried until the database answers (see ``studio.server``)."""
 
 from __future__ import annotations
 
 from pydantic import ValidationError
 
 from studio import machine
-from studio.db import Database, open_database
+from studio.db import Database, make_engine, migrate
 from studio.errors import InvalidSpec, explain
 from studio.models import PoolSpec
 from studio.services import images, pools
@@ -27,12 +31,25 @@ def configured_pools(settings: Settings) -> list[PoolSpec]:
     return specs
 
 
-def open_studio(settings: Settings) -> Database:
+def check_studio(settings: Settings) -> list[PoolSpec]:
+    """What start-up refuses at once, before the database is asked: the folders made, the configured pools valid
+    (InvalidSpec naming the pool otherwise)."""
     settings.ensure_dirs()
-    specs = configured_pools(settings)  # refuse bad pools before touching the database
-    db = open_database(settings.db_url)
+    return configured_pools(settings)
+
+
+def prepare_studio(*, db: Database, settings: Settings, specs: list[PoolSpec]) -> None:
+    """Migrate ``db`` and seed it (built-in images, pools). Idempotent, so a caller may retry it; raises what the
+    database raises when it does not answer (``DatabaseError``, SQLAlchemy's errors)."""
+    migrate(db.engine)
     images.ensure_builtin_images(db=db)
     if settings.backend == "local":
         pools.sync_detected_pools(db=db, cluster=DEFAULT_CLUSTER, detected=[machine.capacity()])
     pools.sync_configured_pools(db=db, specs=specs)
+
+
+def open_studio(settings: Settings) -> Database:
+    specs = check_studio(settings)  # refuse bad pools before touching the database
+    db = Database(make_engine(settings.db_url, connect_timeout_s=settings.db_connect_timeout_s))
+    prepare_studio(db=db, settings=settings, specs=specs)
     return db

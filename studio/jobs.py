@@ -12,6 +12,7 @@ or fails the job with the cause; then the task is forgotten.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -121,6 +122,7 @@ class JobRunner:
 
     def __init__(self, *, db: Database, settings: Settings, python: str = sys.executable) -> None:
         self.db, self.settings, self.python = db, settings, python
+        self.logs_not_kept = 0  # ended attempts whose log could not be written (a full disk): see /healthz
 
     def reconcile(self, backend_of: dict[str, Backend]) -> set[str]:
         """One pass over the unfinished jobs whose cluster has a backend in ``backend_of``; returns the tasks that
@@ -183,10 +185,21 @@ class JobRunner:
         log.info("fine-tune %s: starting attempt %d%s", job.name, job.attempt, " (resuming)" if resume else "")
 
     def _keep_log(self, backend: Backend, job: Active, folder: Path) -> None:
-        """The ended attempt's log, kept in the job's folder: the task (a pod, a process) is forgotten next."""
+        """The ended attempt's log, kept in the job's folder: the task (a pod, a process) is forgotten next. A log
+        that cannot be written (a full disk) is logged, counted in ``logs_not_kept`` and left out (no partial file);
+        the job ends as it would have, and the pass goes on."""
         lines = backend.task_logs(job.task, tail=KEPT_LOG_LINES)
         saved = finetunes.saved_log(self.settings.finetunes_dir, job.name, job.attempt)
-        saved.write_text("".join(line + "\n" for line in lines))
+        try:
+            saved.write_text("".join(line + "\n" for line in lines))
+        except OSError as exc:
+            self.logs_not_kept += 1
+            log.error(
+                "fine-tune %s: the log of attempt %d cannot be kept at %s: %s", job.name, job.attempt, saved,
+                exc.strerror or exc,
+            )  # fmt: skip
+            with contextlib.suppress(OSError):  # a partial log would read as the whole; and it frees the space
+                saved.unlink(missing_ok=True)
 
     def _end(self, job: Active, state: TaskState, folder: Path) -> None:
         result = read_result(folder)

@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +46,7 @@ from studio.backends.base import (
     WorkloadSpec,
     WorkloadStatus,
 )
+from studio.backends.environment import child_env
 from studio.backends.logfiles import tail_lines
 from studio.backends.tasks import LocalTasks
 from studio.errors import CoveError
@@ -65,29 +66,6 @@ HEADER = "--- cove "  # starts the line the backend writes to a replica's log at
 # Children deliberately left running by close(stop_workloads=False): kept referenced so that Python does not
 # report them as leaked when their Popen objects would otherwise be collected.
 _LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
-
-
-# What a replica's process inherits from Cove's environment: where programs and libraries are, the locale, the
-# model caches and the GPU and runtime tuning variables. Cove's own settings (COVE_*: the database URL, the studio's
-# key) and anything else set for Cove stay out: a model server runs users' models and flags, and needs none of it.
-# The Hub token too: replicas load offline from the cache (HF_HUB_OFFLINE=1).
-REPLICA_ENV = frozenset(
-    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "PYTHONPATH"}
-    | {"VIRTUAL_ENV", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "XDG_CACHE_HOME"}
-)
-REPLICA_ENV_PREFIXES = ("LC_", "HF_", "CUDA_", "NVIDIA_", "NCCL_", "TORCH", "VLLM_", "SGLANG_", "TRANSFORMERS_", "OMP_")
-REPLICA_ENV_WITHHELD = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"})
-
-
-def replica_env(parent: Mapping[str, str], launch: Mapping[str, str]) -> dict[str, str]:
-    """A replica's environment: the allowed part of ``parent`` (``REPLICA_ENV``, ``REPLICA_ENV_PREFIXES``, less
-    ``REPLICA_ENV_WITHHELD``), then what the runtime's launch sets."""
-    kept = {
-        k: v
-        for k, v in parent.items()
-        if (k in REPLICA_ENV or k.startswith(REPLICA_ENV_PREFIXES)) and k not in REPLICA_ENV_WITHHELD
-    }
-    return kept | dict(launch)
 
 
 def backoff_s(failures: int) -> float:
@@ -367,7 +345,7 @@ class LocalBackend:
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
-                    env=replica_env(os.environ, launch.env),
+                    env=child_env(os.environ, launch.env),  # see environment: no COVE_* settings
                     start_new_session=True,
                     cwd=self.settings.home,
                 )

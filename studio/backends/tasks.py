@@ -1,6 +1,7 @@
 """LocalTasks: run-to-completion processes (fine-tunes) on this machine, for the LocalBackend.
 
-A task is started once, in its own session, with its log in ``COVE_HOME/tasks/<name>/task.log``. It runs under a
+A task is started once, in its own session, with its log in ``COVE_HOME/tasks/<name>/task.log`` and the environment
+of ``environment.child_env`` (none of Cove's settings) plus the spec's variables and ``COVE_TASK_DIR``. It runs under a
 small ``sh`` wrapper that writes the program's exit status to ``exit_code`` beside the log, so a task that ends while
 no controller watches it (the control plane restarted) is still known to have succeeded or failed; a task killed
 outright (SIGKILL, a machine's OOM killer) leaves no status and is reported as killed. Bookkeeping (pid, start
@@ -27,6 +28,7 @@ from pathlib import Path
 import psutil
 
 from studio.backends.base import TaskSpec, TaskState
+from studio.backends.environment import child_env
 from studio.backends.logfiles import tail_lines
 from studio.settings import Settings
 
@@ -129,7 +131,8 @@ class LocalTasks:
         shutil.rmtree(task.folder, ignore_errors=True)
         task.folder.mkdir(parents=True)
         Path(spec.workdir).mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "COVE_TASK_DIR": str(task.folder), **dict(spec.env)}
+        # what any local process may inherit (no COVE_* settings: the task needs no database), then its own
+        env = child_env(os.environ, {"COVE_TASK_DIR": str(task.folder), **dict(spec.env)})
         if not spec.resources.gpu_devices:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU task stays off the GPUs the model servers hold
         argv = ["sh", "-c", WRAPPER, "cove-task", *spec.command]

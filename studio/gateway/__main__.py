@@ -8,10 +8,11 @@ The controller and the API run elsewhere (``cove server``).
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import uvicorn
 
-from studio.db import Database, make_engine
+from studio.db import Database, make_engine, migrate
 from studio.gateway.app import Gateway
 from studio.settings import Settings
 
@@ -26,7 +27,7 @@ def main() -> None:
     # migrated by the gateway at start-up, retried with backoff while the database is down (see /readyz)
     db = Database(make_engine(settings.db_url, connect_timeout_s=settings.db_connect_timeout_s))
     uvicorn.run(
-        Gateway(settings=settings, db=db, migrate=True),
+        Gateway(settings=settings, db=db, prepare=partial(migrate, db.engine)),
         host=settings.host,
         port=settings.port,
         loop="uvloop",

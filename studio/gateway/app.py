@@ -28,7 +28,7 @@ import aiohttp
 import orjson
 import sqlalchemy as sa
 
-from studio.db import Database, migrate, utcnow
+from studio.db import Database, utcnow
 from studio.errors import CoveError
 from studio.gateway import responses
 from studio.gateway.budgeting import BudgetBook, BudgetExceeded
@@ -100,10 +100,11 @@ class _Asleep(Exception):
 class Gateway:
     """The ASGI app. ``load(name)`` reports requests in flight per deployment (for the autoscaler)."""
 
-    def __init__(self, *, settings: Settings, db: Database, migrate: bool = False) -> None:
-        """``migrate``: bring the database's schema up to date at start-up, retrying with backoff while it is down
-        (the standalone gateway); otherwise the caller has opened it already (``cove server``)."""
-        self.settings, self.db, self.migrate = settings, db, migrate
+    def __init__(self, *, settings: Settings, db: Database, prepare: Callable[[], None] | None = None) -> None:
+        """``prepare``: what must succeed before the first read of the state (on a worker thread, retried with it,
+        with backoff, while the database is down; so it must be idempotent): the standalone gateway migrates, ``cove
+        server`` migrates, seeds and starts its controller. None when the caller has opened the database already."""
+        self.settings, self.db, self.prepare = settings, db, prepare
         self.table = RouteTable()
         self.metrics = GatewayMetrics()
         self.limiter = Limiter(
@@ -157,6 +158,11 @@ class Gateway:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.upstream_connect_timeout_s, sock_read=settings.upstream_read_timeout_s
         )
+
+    @property
+    def connected(self) -> bool:
+        """The state has been read once: the gateway serves (``/readyz`` 200)."""
+        return self._connected
 
     def load(self, name: str) -> float:
         return float(self.table.inflight_by_deployment.get(name, 0))
@@ -256,12 +262,12 @@ class Gateway:
         ]
 
     async def _connect(self) -> bool:
-        """Migrate (when asked) and read the state; False, with the reason kept for ``/readyz``, when the database
+        """Prepare (when asked) and read the state; False, with the reason kept for ``/readyz``, when the database
         does not answer. Attempts back off exponentially up to ``MAX_CONNECT_BACKOFF_S``."""
         self._connect_attempts += 1
         try:
-            if self.migrate:
-                await asyncio.to_thread(migrate, self.db.engine)
+            if self.prepare is not None:
+                await asyncio.to_thread(self.prepare)
             await self.refresh()
         except DB_DOWN as exc:  # any failure to reach or read the database: retried, reported in /readyz
             self._db_failed(exc)

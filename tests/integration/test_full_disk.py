@@ -8,6 +8,7 @@ fails with EFBIG at the same point a full disk fails it with ENOSPC.
 from __future__ import annotations
 
 import contextlib
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,9 +17,16 @@ from pathlib import Path
 
 import pytest
 
+from studio.backends.base import TaskState
+from studio.db import Database
 from studio.errors import CoveError
+from studio.jobs import JobRunner
 from studio.sealing import kept_secret
+from studio.settings import Settings
+from studio.values import JobStatus
+from tests.fakes.backends import InstantBackend
 from tests.fakes.processes import HealthyProcess
+from tests.integration.test_finetunes import add_dataset, create, job
 from tests.unit.test_backends_local import backend_with, workload
 
 
@@ -78,6 +86,41 @@ def test_a_replica_whose_log_cannot_be_written_fails_its_start_and_the_pass_goes
     clock.advance(1)
     backend.apply(spec)
     assert len(runtimes.started) == 1
+
+
+class TalkativeBackend(InstantBackend):
+    """Its tasks print a long log."""
+
+    def task_logs(self, name: str, *, tail: int = 100) -> list[str]:
+        return [f"step {i}: loss 1.{i:04d}" for i in range(min(tail, 5000))]
+
+
+def test_a_fine_tune_log_that_cannot_be_kept_is_counted_and_the_job_still_ends(
+    disk: Disk, db: Database, settings: Settings, stub_model: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fine-tunes' folder on a full disk: the ended attempt's log cannot be written; the job ends as it would
+    have (failed, saying why), its task is forgotten, and the lost log is logged and counted, not raised."""
+    settings.finetunes_dir.parent.mkdir(parents=True, exist_ok=True)
+    settings.finetunes_dir.symlink_to(disk.path)
+    add_dataset(db, settings)
+    create(db)
+    backend = TalkativeBackend()
+    runner = JobRunner(db=db, settings=settings, python="python3")
+    runner.reconcile({"default": backend})  # launched: its plan is on the disk
+    (task,) = backend.tasks()
+    backend.task_states[task] = TaskState("failed", "the process exited with code 3", 3)
+    disk.fill()
+
+    with caplog.at_level(logging.ERROR, logger="studio.jobs"):
+        runner.reconcile({"default": backend})  # no exception: the pass goes on
+
+    assert job(db).status == JobStatus.FAILED
+    assert job(db).message.startswith("the process exited with code 3")
+    assert backend.tasks() == set()
+    assert runner.logs_not_kept == 1
+    assert "the log of attempt 1 cannot be kept" in caplog.text
+    assert caplog.text.rstrip().endswith("No space left on device")
+    assert not list(disk.path.glob("tune/*.log"))  # no partial log
 
 
 LIMITED = """

@@ -342,6 +342,8 @@ def test_each_process_gets_its_settings(helm: Helm) -> None:
         "/livez",
         "/readyz",
     )
+    # it answers /livez before it reaches the database: a slow database start never gets it killed
+    assert server["startupProbe"]["httpGet"]["path"] == "/livez"
     assert {p["name"]: p["port"] for p in find(docs, "Service", f"{PREFIX}-hub")["spec"]["ports"]} == {
         "http": 8000,
         "api": 8081,

@@ -3,11 +3,16 @@ control plane, and stopping them."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sys
 from pathlib import Path
 
+import pytest
+
 from studio.backends.base import TaskSpec, TaskState
+from studio.backends.environment import WITHHELD
 from studio.backends.tasks import LocalTasks
 from studio.settings import Settings
 from tests.integration.conftest import wait_until
@@ -90,3 +95,41 @@ def test_stop_asks_the_program_to_stop_and_forgets_the_task(settings: Settings, 
     assert marker.exists()  # it was told (SIGTERM) and had its say: the trainer saves a checkpoint here
     assert tasks.names() == set()
     assert not (settings.tasks_dir / "tune").exists()
+
+
+# The task loads the modules a trainer, an evaluator and a benchmark run load, then writes what it was given.
+ENV_WRITING = (
+    "import json, os, studio.trainer, studio.evaluator, studio.bench; "
+    "json.dump(dict(os.environ), open('env.json', 'w'))"
+)
+
+
+def test_a_task_sees_none_of_cove_s_own_settings_and_what_its_spec_gives_it(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real task process (Python, importing the task programs) started without the database URL, the studio's key
+    or the Hub token of the process that starts it; with its spec's variables, its folder and what Python needs."""
+    monkeypatch.setenv("COVE_DATABASE_URL", "postgresql://cove:hunter2@db/cove")
+    monkeypatch.setenv("COVE_SECRET_KEY", "the-studio-key")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    tasks = LocalTasks(settings)
+    spec = TaskSpec(
+        name="envy",
+        command=(sys.executable, "-c", ENV_WRITING),
+        workdir=str(tmp_path / "work"),
+        env=(("HF_HUB_OFFLINE", "1"), ("OMP_NUM_THREADS", "1")),
+    )
+    tasks.run(spec)
+
+    state = wait_until(lambda: ended(tasks, spec), timeout=60, what="the task to end")
+    assert state.phase == "succeeded", tasks.logs("envy")
+    seen = json.loads((settings.tasks_dir / "envy" / "env.json").read_text())
+
+    assert not {"COVE_DATABASE_URL", "COVE_SECRET_KEY", "AWS_SECRET_ACCESS_KEY", *WITHHELD} & set(seen)
+    assert [name for name in seen if name.startswith("COVE_")] == ["COVE_TASK_DIR"]
+    assert seen["COVE_TASK_DIR"] == str(settings.tasks_dir / "envy")
+    assert (seen["HF_HUB_OFFLINE"], seen["OMP_NUM_THREADS"], seen["HF_HOME"]) == ("1", "1", str(tmp_path / "hf"))
+    assert seen["CUDA_VISIBLE_DEVICES"] == ""  # a CPU task
+    assert seen["PATH"] == os.environ["PATH"]

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from studio.backends.base import WorkloadSpec
-from studio.backends.local import LocalBackend, backoff_s, replica_env, tail_lines
+from studio.backends.environment import child_env
+from studio.backends.local import LocalBackend, backoff_s, tail_lines
 from studio.controller import derive_status
 from studio.machine import Gpu
 from studio.values import Resources, RuntimeKind, Status
@@ -255,7 +256,7 @@ def test_a_replica_s_environment_is_an_allowlist_of_cove_s_then_the_runtime_s() 
         "HF_HUB_OFFLINE": "0",
     }
 
-    assert replica_env(parent, {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}) == {
+    assert child_env(parent, {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}) == {
         "PATH": "/usr/bin",
         "HOME": "/home/cove",
         "LC_ALL": "C.UTF-8",
