@@ -232,11 +232,14 @@ def test_images_are_pinned(helm: Helm, values_file: str) -> None:
     docs = helm.render(values_file)
     images = [box["image"] for _, t in pod_templates(docs) for box in t["spec"]["containers"]]
     images.append(env_of(docs, "hub")["COVE_NOTEBOOK_IMAGE"])  # the image of every notebook pod
-    if builder := env_of(docs, "server").get("COVE_BUILDER_IMAGE"):  # the image of every build Job
-        images.append(builder)
+    for builds in ("COVE_BUILDER_IMAGE", "COVE_PUSHER_IMAGE"):  # the images of every build Job
+        if image := env_of(docs, "server").get(builds):
+            images.append(image)
     images.append(env_of(docs, "server")["COVE_TRAINER_IMAGE"])  # the image of every fine-tune Job
     for image in images:
-        repository, _, tag = image.rpartition(":")
+        named, _, digest = image.partition("@")
+        assert not digest or (digest.startswith("sha256:") and len(digest) == 71), image
+        repository, _, tag = named.rpartition(":")
         assert repository, f"{image} has no tag"
         assert "/" not in tag, f"{image} has no tag"
         assert tag.lower() != "latest", image
@@ -774,7 +777,9 @@ def test_hpa_values_hand_scaling_to_horizontal_pod_autoscalers(helm: Helm) -> No
     assert "cove_gateway_requests_in_flight" not in helm.notes("defaults.yaml")
 
 
-BUILD_SETTINGS = ("COVE_REGISTRY", "COVE_REGISTRY_SECRET", "COVE_BUILD_NAMESPACE", "COVE_BUILDER_IMAGE")
+BUILD_SETTINGS = (
+    "COVE_REGISTRY", "COVE_REGISTRY_SECRET", "COVE_BUILD_NAMESPACE", "COVE_BUILDER_IMAGE", "COVE_PUSHER_IMAGE",
+)  # fmt: skip
 BUILD_RULES = {  # the calls of KubernetesBackend.build in the build namespace
     ("", "secrets"): {"create", "patch", "delete"},
     ("batch", "jobs"): {"get", "create", "patch"},
@@ -794,6 +799,7 @@ def test_builds_run_in_a_baseline_namespace_where_the_server_may_do_only_that(he
         "COVE_REGISTRY_SECRET": "ml-push",
         "COVE_BUILD_NAMESPACE": "ml-builds",
         "COVE_BUILDER_IMAGE": "registry.example.com:5000/mirror/kaniko-executor:v1.23.2",
+        "COVE_PUSHER_IMAGE": "registry.example.com:5000/mirror/crane:v0.22.1",  # no digest given: by tag
     }
     for component in ("ui", "playground", "hub"):
         assert not set(BUILD_SETTINGS) & set(env_of(docs, component)), component
@@ -835,6 +841,8 @@ def test_builds_options_and_defaults(helm: Helm) -> None:
     defaults = Settings.model_fields
     assert minimal["COVE_BUILD_NAMESPACE"] == defaults["build_namespace"].default == "cove-builds"
     assert minimal["COVE_BUILDER_IMAGE"] == defaults["builder_image"].default
+    assert minimal["COVE_PUSHER_IMAGE"] == defaults["pusher_image"].default  # tag and digest
+    assert "@sha256:" in minimal["COVE_PUSHER_IMAGE"]
     assert minimal["COVE_REGISTRY_SECRET"] == defaults["registry_secret"].default == ""
     off = helm.render("defaults.yaml")
     assert not set(BUILD_SETTINGS) & set(env_of(off, "server"))
