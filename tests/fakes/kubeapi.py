@@ -317,6 +317,15 @@ class Cluster:
         """An object made by someone else (the Job controller making a Job's pod, say)."""
         self.run(self._post(path, body))
 
+    def delete(self, path: str) -> None:
+        """An object removed by someone else (a person with kubectl, say)."""
+        self.run(self._delete(path))
+
+    async def _delete(self, path: str) -> None:
+        assert self.api is not None
+        async with aiohttp.ClientSession(self.api.url) as http, http.delete(path) as reply:
+            reply.raise_for_status()
+
     def patch(self, path: str, body: Mapping[str, Any]) -> None:
         """A merge patch from someone else (a HorizontalPodAutoscaler scaling a Deployment, say)."""
         self.run(self._patch(path, body))

@@ -20,6 +20,7 @@ the image's reference; the controller holds deployments of such an image back un
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections import defaultdict
@@ -196,12 +197,14 @@ class KubernetesBackend:
         target = manifests.Target(namespace=self.builds.namespace, models_pvc="")
         job = self.builds.get("Job", name)
         if job is None:
-            for obj in manifests.image_build(
+            context, build = manifests.image_build(
                 name, target, dockerfile=spec.dockerfile, destination=spec.destination,
                 push_secret=self.settings.registry_secret, builder=self.settings.builder_image,
                 pusher=self.settings.pusher_image,
-            ):  # fmt: skip
-                self.builds.apply(obj)
+            )  # fmt: skip
+            self.builds.apply(context)  # left by an attempt that stopped before its Job: patched
+            with contextlib.suppress(Conflict):  # made since the read above: the same Job (its name hashes it)
+                self.builds.create(build)
             return BuildState("pending", f"build job {self.builds.namespace}/{name} created")
         pods = self.builds.pods(manifests.selector(name))
         pod = pods[-1] if pods else None
