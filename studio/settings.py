@@ -150,7 +150,13 @@ class Settings(BaseSettings):
         default="cove-builds", description="Namespace of image build Jobs (Kaniko runs as root: not restricted)."
     )
     builder_image: str = Field(
-        default="gcr.io/kaniko-project/executor:v1.23.2", description="The Kaniko executor that builds images."
+        default="gcr.io/kaniko-project/executor:v1.23.2",
+        description="The Kaniko executor that builds images (with no credentials: it runs the Dockerfile).",
+    )
+    pusher_image: str = Field(
+        default="gcr.io/go-containerregistry/crane:v0.22.1"
+        "@sha256:1f968817b95790bed063f71175aa6b8ff879fa17064020415f3e18bb6e6a36e1",
+        description="The crane image that pushes a built image with REGISTRY_SECRET, apart from the build.",
     )
     trainer_image: str = Field(
         default="cove/fine-tune:0.1.0",

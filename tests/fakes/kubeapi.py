@@ -29,6 +29,19 @@ import kmock
 from aiohttp import web
 from kmock._internal import rendering  # the request type its handlers receive
 
+OFFICIAL_CLIENT = "OpenAPI-Generator/"  # how the ``kubernetes`` package's requests introduce themselves
+
+
+@attrs.frozen
+class Call:
+    """One HTTP request the API served."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    agent: str
+
+
 Selector = list[tuple[str, str, str | None]]  # (key, operator, value): "=", "!=", "exists", "!exists"
 
 
@@ -78,12 +91,15 @@ class KubeAPI(kmock.KubernetesEmulator):  # type: ignore[misc]
 
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     _sent: list[tuple[str, str, dict[str, Any]]] = attrs.field(factory=list, init=False)  # method, plural, body
+    _calls: list[Call] = attrs.field(factory=list, init=False)
 
     @classmethod
     def serve(cls) -> _Served:
         return _Served(cls())
 
     async def __call__(self, raw_request: web.BaseRequest) -> web.StreamResponse:
+        agent = raw_request.headers.get("User-Agent", "")
+        self._calls.append(Call(raw_request.method, raw_request.path, dict(raw_request.query), agent))
         if raw_request.query.get("watch", "").lower() in {"true", "1"}:
             raw_request = raw_request.clone(rel_url=raw_request.rel_url.update_query(watch="true"))
         return await super().__call__(raw_request)
@@ -131,6 +147,11 @@ class KubeAPI(kmock.KubernetesEmulator):  # type: ignore[misc]
             if resource.plural == plural and not obj.deleted and namespace in (None, ns):
                 found.append(dict(obj.raw))
         return sorted(found, key=lambda o: int(o["metadata"].get("resourceVersion", 0)))
+
+    def calls(self, *, by_official_client: bool = True) -> list[Call]:
+        """Every request served, in order; by default only those of the official ``kubernetes`` client (Cove's
+        backend and leader election), not the test's own (the kubelet and controllers it plays, over aiohttp)."""
+        return [c for c in self._calls if not by_official_client or c.agent.startswith(OFFICIAL_CLIENT)]
 
     def sent(self, method: str, plural: str) -> list[dict[str, Any]]:
         """The bodies clients sent with this HTTP method to this resource, in order, as sent."""
@@ -296,6 +317,15 @@ class Cluster:
         """An object made by someone else (the Job controller making a Job's pod, say)."""
         self.run(self._post(path, body))
 
+    def delete(self, path: str) -> None:
+        """An object removed by someone else (a person with kubectl, say)."""
+        self.run(self._delete(path))
+
+    async def _delete(self, path: str) -> None:
+        assert self.api is not None
+        async with aiohttp.ClientSession(self.api.url) as http, http.delete(path) as reply:
+            reply.raise_for_status()
+
     def patch(self, path: str, body: Mapping[str, Any]) -> None:
         """A merge patch from someone else (a HorizontalPodAutoscaler scaling a Deployment, say)."""
         self.run(self._patch(path, body))
@@ -305,12 +335,13 @@ class Cluster:
         async with aiohttp.ClientSession(self.api.url) as http, http.patch(path, json=body) as reply:
             reply.raise_for_status()
 
-    def finish_jobs(self, outcome: str = "succeeded", *, exit_code: int = 1) -> None:
+    def finish_jobs(self, outcome: str = "succeeded", *, exit_code: int = 1, failing: str = "") -> None:
         """Play the Job controller and the kubelet for every unfinished Job: a pod that ran to ``outcome``
-        (``succeeded``, or ``failed`` with ``exit_code``), and the Job's status to match."""
-        self.run(self._finish_jobs(outcome, exit_code))
+        (``succeeded``, or ``failed`` with ``exit_code`` in the container named ``failing``: by default the first,
+        init containers first; those before it exit 0, those after it never start), and the Job's status to match."""
+        self.run(self._finish_jobs(outcome, exit_code, failing))
 
-    async def _finish_jobs(self, outcome: str, exit_code: int) -> None:
+    async def _finish_jobs(self, outcome: str, exit_code: int, failing: str) -> None:
         assert self.api is not None
         for job in self.api.stored("jobs"):
             meta, status = job["metadata"], job.get("status") or {}
@@ -321,18 +352,28 @@ class Cluster:
             pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**template["metadata"], "name": f"{name}-x1"},
                    "spec": template["spec"]}  # fmt: skip
             await self._post(f"/api/v1/namespaces/{namespace}/pods", pod)
-            code = 0 if outcome == "succeeded" else exit_code
-            ended = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}}
-            boxes = [{"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "restartCount": 0,
-                      "state": ended} for c in template["spec"]["containers"]]  # fmt: skip
-            phase = "Succeeded" if code == 0 else "Failed"
-            await self._patch(
-                f"/api/v1/namespaces/{namespace}/pods/{name}-x1/status",
-                {"status": {"phase": phase, "containerStatuses": boxes}},
-            )
-            kind, text = ("Complete", "") if code == 0 else ("Failed", "Job has reached the specified backoff limit")
+            inits, mains = template["spec"].get("initContainers") or [], template["spec"]["containers"]
+            failed = "" if outcome == "succeeded" else failing or (inits + mains)[0]["name"]
+            states: dict[str, dict[str, Any]] = {}
+            reached = False
+            for c in inits + mains:
+                if reached:
+                    states[c["name"]] = {"waiting": {"reason": "PodInitializing"}}
+                elif c["name"] == failed:
+                    states[c["name"]] = {"terminated": {"exitCode": exit_code, "reason": "Error"}}
+                    reached = True
+                else:
+                    states[c["name"]] = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+            boxes = {c["name"]: {"name": c["name"], "image": c["image"], "imageID": "", "ready": False,
+                                 "restartCount": 0, "state": states[c["name"]]} for c in inits + mains}  # fmt: skip
+            phase = "Failed" if failed else "Succeeded"
+            pod_status: dict[str, Any] = {"phase": phase, "containerStatuses": [boxes[c["name"]] for c in mains]}
+            if inits:
+                pod_status["initContainerStatuses"] = [boxes[c["name"]] for c in inits]
+            await self._patch(f"/api/v1/namespaces/{namespace}/pods/{name}-x1/status", {"status": pod_status})
+            kind, text = ("Failed", "Job has reached the specified backoff limit") if failed else ("Complete", "")
             condition = {"type": kind, "status": "True", "message": text}
-            counts = {"succeeded": 1} if code == 0 else {"failed": 1}
+            counts = {"failed": 1} if failed else {"succeeded": 1}
             await self._patch(
                 f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}/status",
                 {"status": {**counts, "conditions": [condition]}},

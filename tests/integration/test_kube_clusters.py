@@ -287,11 +287,19 @@ def test_an_image_with_a_dockerfile_is_built_in_the_cluster_before_its_deploymen
     (job,) = home.api.stored("jobs", "cove-builds") if home.api else []
     (context,) = home.api.stored("secrets", "cove-builds") if home.api else []
     assert_valid(job, context)
-    box = job["spec"]["template"]["spec"]["containers"][0]
-    assert box["image"] == "gcr.io/kaniko-project/executor:v1.23.2"
-    assert "--destination=registry.example.com/ml/vllm-fa:0.11.0-1" in box["args"]
-    volumes = {v["name"]: v["secret"]["secretName"] for v in job["spec"]["template"]["spec"]["volumes"]}
-    assert volumes == {"context": context["metadata"]["name"], "push": "ml-push"}
+    pod = job["spec"]["template"]["spec"]
+    (kaniko,), (pusher,) = pod["initContainers"], pod["containers"]
+    assert kaniko["image"] == "gcr.io/kaniko-project/executor:v1.23.2"
+    destination = "registry.example.com/ml/vllm-fa:0.11.0-1"
+    assert {f"--destination={destination}", "--no-push", "--tar-path=/out/image.tar"} <= set(kaniko["args"])
+    assert pusher["image"] == builder.settings.pusher_image
+    assert pusher["args"] == ["push", "/out/image.tar", destination]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {"context": context["metadata"]["name"], "push": "ml-push"}
+    # the Dockerfile's RUN steps run in Kaniko's container: the push credentials are mounted only in the pusher's
+    assert {m["name"] for m in kaniko["volumeMounts"]} == {"context", "out"}
+    assert {m["name"]: m["mountPath"] for m in pusher["volumeMounts"]} == {"out": "/out", "push": "/docker"}
+    assert pusher["env"] == [{"name": "DOCKER_CONFIG", "value": "/docker"}]
     assert context["stringData"] == {"Dockerfile": DOCKERFILE}
 
     home.finish_jobs("succeeded")
@@ -332,6 +340,8 @@ def test_a_failed_build_says_why_and_a_rebuild_starts_a_new_job(builder: Studio,
     assert image.build_message.splitlines() == [
         "the build exited with code 1", "error building image: nothing:1: not found",
     ]  # fmt: skip
+    (read,) = [c for c in home.api.calls() if c.path.endswith("/log")]
+    assert read.query["container"] == "build"  # Kaniko's log: the push never started
     builder.reconcile()
     status, message = builder.status("chat")
     assert status == Status.FAILED.value
@@ -344,6 +354,64 @@ def test_a_failed_build_says_why_and_a_rebuild_starts_a_new_job(builder: Studio,
     assert len(names_in(home, "jobs", "cove-builds")) == 2  # a new Job: the failed one stays for its logs
     with pytest.raises(Conflict, match="is being built"):
         images.rebuild_image(actor=ADMIN, db=builder.db, name="broken", version="1")
+
+
+def build_pod(home: Cluster, job: dict[str, object], status: dict[str, object]) -> None:
+    """The build Job's pod (made by the Job controller the first time), with ``status`` as the kubelet says."""
+    assert home.api is not None
+    meta, template = job["metadata"], job["spec"]["template"]  # type: ignore[index]
+    name = f"{meta['name']}-x1"  # type: ignore[index]
+    if name not in names_in(home, "pods", "cove-builds"):
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**template["metadata"], "name": name},
+               "spec": template["spec"]}  # type: ignore[index]  # fmt: skip
+        home.create("/api/v1/namespaces/cove-builds/pods", pod)
+    home.patch(f"/api/v1/namespaces/cove-builds/pods/{name}/status", {"status": status})
+
+
+def image_state(builder: Studio, name: str) -> tuple[str, str]:
+    (image,) = [i for i in images.list_images(db=builder.db) if i.name == name]
+    return image.build_status, image.build_message
+
+
+def test_a_build_pushes_after_kaniko_and_a_failed_push_says_so_with_the_pushers_log(
+    builder: Studio, home: Cluster
+) -> None:
+    """Kaniko (the init container) builds, then the pusher pushes: the image says which step it is at, and a push
+    refused by the registry fails the build with the pusher's log (not Kaniko's)."""
+    assert home.api is not None
+    images.add_image(
+        actor=ADMIN, db=builder.db,
+        data=ImageCreate(name="fa", version="1", ref="registry.example.com/ml/fa", dockerfile=DOCKERFILE),
+    )  # fmt: skip
+    builder.reconcile()
+    (job,) = home.api.stored("jobs", "cove-builds")
+    name = job["metadata"]["name"]
+    waiting = {"name": "push", "image": "crane", "state": {"waiting": {"reason": "PodInitializing"}}}
+    build_pod(home, job, {"phase": "Pending", "containerStatuses": [waiting],
+                          "initContainerStatuses": [{"name": "build", "state": {"running": {}}}]})  # fmt: skip
+    builder.reconcile()
+    assert image_state(builder, "fa") == ("Building", "building")
+
+    built = {"name": "build", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    pushing = {"name": "push", "state": {"running": {}}}
+    build_pod(home, job, {"phase": "Running", "initContainerStatuses": [built], "containerStatuses": [pushing]})
+    builder.reconcile()
+    assert image_state(builder, "fa") == ("Building", "built; pushing to the registry")
+
+    home.api[f"get /api/v1/namespaces/cove-builds/pods/{name}-x1/log"] << "UNAUTHORIZED: authentication required\n"
+    refused = {"name": "push", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}
+    build_pod(home, job, {"phase": "Failed", "initContainerStatuses": [built], "containerStatuses": [refused]})
+    home.patch(f"/apis/batch/v1/namespaces/cove-builds/jobs/{name}/status", {"status": {"failed": 1}})
+    builder.reconcile()
+    status, message = image_state(builder, "fa")
+    assert status == BuildStatus.FAILED.value
+    assert message.splitlines() == [
+        "built, but not pushed: the push to the registry exited with code 1 "
+        "(do the push credentials, COVE_REGISTRY_SECRET, allow it?)",
+        "UNAUTHORIZED: authentication required",
+    ]
+    (read,) = [c for c in home.api.calls() if c.path.endswith("/log")]
+    assert read.query["container"] == "push"
 
 
 def test_without_a_registry_a_dockerfile_image_needs_its_reference(builder: Studio) -> None:

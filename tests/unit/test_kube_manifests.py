@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from studio.backends.base import ReplicaStatus, WorkloadSpec
-from studio.backends.kubernetes.conditions import replica_status
+from studio.backends.base import BuildState, ReplicaStatus, WorkloadSpec
+from studio.backends.kubernetes.conditions import build_state, failed_step, replica_status
 from studio.backends.kubernetes.manifests import (
     JobSpec,
     Target,
@@ -342,12 +342,60 @@ def test_a_fine_tune_job_and_an_image_build() -> None:
     context, build = image_build(
         "build-server-1-2", TARGET, dockerfile="FROM python:3.11-slim\n",
         destination="registry.example.com/team/server:1.2", push_secret="registry-push",
-        builder="gcr.io/kaniko-project/executor:v1.23.2",
+        builder="gcr.io/kaniko-project/executor:v1.23.2", pusher="gcr.io/go-containerregistry/crane:v0.22.1",
     )  # fmt: skip
     assert context["stringData"] == {"Dockerfile": "FROM python:3.11-slim\n"}
-    args = build["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--destination=registry.example.com/team/server:1.2" in args
+    pod = build["spec"]["template"]["spec"]
+    (kaniko,), (pusher,) = pod["initContainers"], pod["containers"]
+    assert "--destination=registry.example.com/team/server:1.2" in kaniko["args"]
+    assert {"--no-push", "--tar-path=/out/image.tar"} <= set(kaniko["args"])
+    assert pusher["args"] == ["push", "/out/image.tar", "registry.example.com/team/server:1.2"]
+    # only Kaniko (root, to unpack images) is outside "restricted"; the pusher, which holds the credentials, is not
+    problems = restricted_problems(pod)
+    assert problems
+    assert all(p.startswith("build: ") for p in problems), problems
+    assert pusher["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "push" in {m["name"] for m in pusher["volumeMounts"]}
+    assert "push" not in {m["name"] for m in kaniko["volumeMounts"]}
     assert_valid(tune, context, build)
+    anonymous = image_build(
+        "b", TARGET, dockerfile="FROM x\n", destination="r/x:1", push_secret="", builder="k:1", pusher="c:1"
+    )[1]["spec"]["template"]["spec"]
+    assert [v["name"] for v in anonymous["volumes"]] == ["context", "out"]
+    assert anonymous["containers"][0]["env"] == []
+
+
+def build_pod(inits: dict[str, Any], mains: dict[str, Any], phase: str = "Running") -> dict[str, Any]:
+    return {"status": {"phase": phase, "initContainerStatuses": [{"name": "build", "state": inits}],
+                       "containerStatuses": [{"name": "push", "state": mains}]}}  # fmt: skip
+
+
+def test_a_build_job_in_words_names_the_step_it_is_at_or_failed_in() -> None:
+    started: dict[str, Any] = {"status": {}}
+    failed: dict[str, Any] = {"status": {"failed": 1}}
+    ok = {"terminated": {"exitCode": 0}}
+    initializing = {"waiting": {"reason": "PodInitializing"}}
+    assert build_state(started, None) == BuildState("pending", "waiting for the build to start")
+    pulling = {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}
+    assert build_state(started, build_pod(pulling, initializing, "Pending")) == BuildState(
+        "pending", "build is waiting: ImagePullBackOff: not found"
+    )
+    assert build_state(started, build_pod({"running": {}}, initializing, "Pending")) == BuildState(
+        "building", "building"
+    )
+    assert build_state(started, build_pod(ok, {"running": {}})) == BuildState(
+        "building", "built; pushing to the registry"
+    )
+    kaniko_failed = build_pod({"terminated": {"exitCode": 1, "message": "RUN exited 2"}}, initializing, "Failed")
+    assert build_state(failed, kaniko_failed) == BuildState("failed", "the build exited with code 1: RUN exited 2")
+    assert failed_step(kaniko_failed) == "build"
+    push_failed = build_pod(ok, {"terminated": {"exitCode": 1}}, "Failed")
+    assert build_state(failed, push_failed).message.startswith(
+        "built, but not pushed: the push to the registry exited with code 1"
+    )
+    assert failed_step(push_failed) == "push"
+    assert failed_step(None) == ""
+    assert build_state({"status": {"succeeded": 1}}, None) == BuildState("succeeded", "built and pushed")
 
 
 def test_builders_are_deterministic_and_leave_their_inputs_alone() -> None:

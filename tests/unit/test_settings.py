@@ -77,6 +77,8 @@ def test_defaults(tmp_path: Path) -> None:
         "registry_secret": "",
         "build_namespace": "cove-builds",
         "builder_image": "gcr.io/kaniko-project/executor:v1.23.2",
+        "pusher_image": "gcr.io/go-containerregistry/crane:v0.22.1"
+        "@sha256:1f968817b95790bed063f71175aa6b8ff879fa17064020415f3e18bb6e6a36e1",
         "trainer_image": "cove/fine-tune:0.1.0",
         "kueue_queue": "",
         "pools": [],

@@ -184,6 +184,13 @@ under "restricted" while Kaniko needs "baseline". */}}
 {{- printf "%s:%s" .Values.builds.builderImage.repository .Values.builds.builderImage.tag -}}
 {{- end -}}
 
+{{/* The image that pushes what Kaniko built (COVE_PUSHER_IMAGE): repository:tag, with @digest when given. */}}
+{{- define "cove.pusherImage" -}}
+{{- $image := .Values.builds.pusherImage -}}
+{{- printf "%s:%s" $image.repository $image.tag -}}
+{{- with $image.digest }}@{{ . }}{{ end -}}
+{{- end -}}
+
 {{/* The image of fine-tune Jobs (COVE_TRAINER_IMAGE). */}}
 {{- define "cove.trainerImage" -}}
 {{- printf "%s:%s" .Values.finetune.image.repository .Values.finetune.image.tag -}}

@@ -13,13 +13,14 @@ Tasks (fine-tunes) are Jobs in the namespace (``manifests.task``: its docstring 
 environment a ``TaskSpec`` keeps), submitted to a Kueue LocalQueue when the spec names one; ``run_task`` creates the
 Job once and reports it as ``conditions.task_state`` reads it, from the same pass's view as deployments.
 
-Images registered with a Dockerfile are built by a Kaniko Job in ``COVE_BUILD_NAMESPACE`` (Kaniko needs root, so
-not next to the restricted workloads) and pushed to their reference; the controller holds deployments of such an
-image back until it is pushed (``runs_images``).
+Images registered with a Dockerfile are built by a Job in ``COVE_BUILD_NAMESPACE`` (Kaniko needs root, so not next
+to the restricted workloads): Kaniko builds without credentials, then a container of its own pushes the result to
+the image's reference; the controller holds deployments of such an image back until it is pushed (``runs_images``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections import defaultdict
@@ -29,7 +30,7 @@ from typing import Any
 from studio.backends.base import BuildSpec, BuildState, Connection, TaskSpec, TaskState, WorkloadSpec, WorkloadStatus
 from studio.backends.kubernetes import manifests
 from studio.backends.kubernetes.client import KubeClient
-from studio.backends.kubernetes.conditions import build_state, replica_status, task_state
+from studio.backends.kubernetes.conditions import build_state, failed_step, replica_status, task_state
 from studio.errors import Conflict, InvalidSpec, NotFound
 from studio.names import outside_registry
 from studio.runtimes import CONTAINER_PORT, container_launch, upstream_key
@@ -184,9 +185,10 @@ class KubernetesBackend:
         return WorkloadStatus(name=name, replicas=replicas, upstream_model=self._upstream.get(name, ""))
 
     def build(self, spec: BuildSpec) -> BuildState:
-        """Start a Kaniko Job for the image unless one exists (its name hashes the Dockerfile, the destination and
-        the attempt), then read how it goes; a finished build's Dockerfile Secret is removed (the Job stays a day,
-        for its logs)."""
+        """Start a build Job for the image unless one exists (its name hashes the Dockerfile, the destination and
+        the attempt; ``manifests.image_build``: Kaniko without credentials, then a push with them), then read how it
+        goes; a failure carries the last 20 lines of the failed step's log. A finished build's Dockerfile Secret is
+        removed (the Job stays a day, for its logs)."""
         if outside := outside_registry(spec.destination, self.settings.registry):  # registered before it was set
             return BuildState("failed", outside)
         body = f"{spec.destination}\0{spec.dockerfile}\0{spec.attempt}"
@@ -195,16 +197,24 @@ class KubernetesBackend:
         target = manifests.Target(namespace=self.builds.namespace, models_pvc="")
         job = self.builds.get("Job", name)
         if job is None:
-            for obj in manifests.image_build(
+            context, build = manifests.image_build(
                 name, target, dockerfile=spec.dockerfile, destination=spec.destination,
                 push_secret=self.settings.registry_secret, builder=self.settings.builder_image,
-            ):  # fmt: skip
-                self.builds.apply(obj)
+                pusher=self.settings.pusher_image,
+            )  # fmt: skip
+            self.builds.apply(context)  # left by an attempt that stopped before its Job: patched
+            with contextlib.suppress(Conflict):  # made since the read above: the same Job (its name hashes it)
+                self.builds.create(build)
             return BuildState("pending", f"build job {self.builds.namespace}/{name} created")
         pods = self.builds.pods(manifests.selector(name))
-        state = build_state(job, pods[-1] if pods else None)
-        if state.phase == "failed" and pods:
-            tail = self.builds.logs(pods[-1]["metadata"]["name"], tail=20)
+        pod = pods[-1] if pods else None
+        state = build_state(job, pod)
+        step = failed_step(pod)
+        if state.phase == "failed" and pod is not None and step:  # the log of the step that failed
+            try:
+                tail = self.builds.logs(pod["metadata"]["name"], tail=20, container=step)
+            except NotFound:  # the pod went while we looked: the state says why without its log
+                tail = []
             state = BuildState("failed", "\n".join([state.message, *tail]))
         if state.phase in ("succeeded", "failed"):
             self.builds.delete("Secret", f"{name}-context")

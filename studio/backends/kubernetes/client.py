@@ -131,10 +131,12 @@ class KubeClient:
         )
         return sorted(found, key=lambda p: p["metadata"]["name"])
 
-    def logs(self, pod: str, *, tail: int) -> list[str]:
-        with self._errors(f"read the logs of pod {pod}"):
+    def logs(self, pod: str, *, tail: int, container: str = "") -> list[str]:
+        """The last ``tail`` lines of the pod's log: of ``container``, or of its one container when empty."""
+        which: dict[str, Any] = {"container": container} if container else {}
+        with self._errors(f"read the logs of pod {pod}" + (f" ({container})" if container else "")):
             text = self.core.read_namespaced_pod_log(
-                pod, self.namespace, tail_lines=tail, _request_timeout=self.timeout
+                pod, self.namespace, tail_lines=tail, _request_timeout=self.timeout, **which
             )
         return str(text).splitlines()
 

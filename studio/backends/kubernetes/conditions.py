@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from studio.backends.base import BuildState, ReplicaStatus, TaskState
-from studio.backends.kubernetes.manifests import QUEUE_LABEL
+from studio.backends.kubernetes.manifests import BUILD_CONTAINER, PUSH_CONTAINER, QUEUE_LABEL
 from studio.pods import pending_reason
 
 
@@ -49,27 +49,54 @@ def replica_status(pod: Mapping[str, Any], index: int, *, port: int) -> ReplicaS
 
 
 def build_state(job: Mapping[str, Any], pod: Mapping[str, Any] | None) -> BuildState:
-    """An image build Job in words: done, failed (with the reason the Job or its pod gives), building, or pending
-    and why (the builder image cannot be pulled, no node can take it)."""
+    """An image build Job in words: done, failed (in the build, with Kaniko's exit code, or in the push to the
+    registry after a good build), building or pushing, or pending and why (an image cannot be pulled, no node can
+    take it). The pod runs Kaniko as its init container (``manifests.BUILD_CONTAINER``), then the pusher
+    (``manifests.PUSH_CONTAINER``)."""
     status = job.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     if status.get("succeeded") or "Complete" in conditions:
         return BuildState("succeeded", "built and pushed")
+    steps = _build_steps(pod)
     if status.get("failed") or "Failed" in conditions:
         why = (conditions.get("Failed") or {}).get("message") or ""
-        for box in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
-            ended = (box.get("state") or {}).get("terminated") or {}
-            if ended:
-                why = f"the build exited with code {ended.get('exitCode', '?')}" + (
-                    f": {ended['message']}" if ended.get("message") else ""
-                )
+        step = failed_step(pod)
+        ended = (steps.get(step) or {}).get("terminated") or {}
+        if ended:
+            doing = "the build exited" if step == BUILD_CONTAINER else "the push to the registry exited"
+            said = f": {ended['message']}" if ended.get("message") else ""
+            why = f"{doing} with code {ended.get('exitCode', '?')}{said}"
+            if step == PUSH_CONTAINER:
+                why = f"built, but not pushed: {why} (do the push credentials, COVE_REGISTRY_SECRET, allow it?)"
         return BuildState("failed", why or "the build failed")
-    waiting = pending_reason(pod)
-    if waiting:
-        return BuildState("pending", waiting)
-    if ((pod or {}).get("status") or {}).get("phase") == "Running":
+    for step, state in steps.items():
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") and waiting["reason"] not in {"ContainerCreating", "PodInitializing"}:
+            return BuildState("pending", f"{step} is waiting: {waiting['reason']}: {waiting.get('message', '')}")
+    waiting_for = pending_reason(pod)
+    if waiting_for:
+        return BuildState("pending", waiting_for)
+    if "running" in (steps.get(PUSH_CONTAINER) or {}):
+        return BuildState("building", "built; pushing to the registry")
+    if "running" in (steps.get(BUILD_CONTAINER) or {}):
         return BuildState("building", "building")
     return BuildState("pending", "waiting for the build to start")
+
+
+def failed_step(pod: Mapping[str, Any] | None) -> str:
+    """Which container of a build pod ended in failure, the build or the push (whose log says why); empty when
+    neither did (the pod is gone, or never started)."""
+    for step, state in _build_steps(pod).items():
+        if int((state.get("terminated") or {}).get("exitCode") or 0) != 0:
+            return step
+    return ""
+
+
+def _build_steps(pod: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The state of each container of a build pod by name, the init container (the build) first."""
+    status = (pod or {}).get("status") or {}
+    boxes = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    return {str(box.get("name", "")): dict(box.get("state") or {}) for box in boxes}
 
 
 def task_state(job: Mapping[str, Any], pod: Mapping[str, Any] | None, *, log_tail: Sequence[str] = ()) -> TaskState:

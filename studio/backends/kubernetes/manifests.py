@@ -395,43 +395,70 @@ def secret(name: str, target: Target, data: Mapping[str, str]) -> dict[str, Any]
     }
 
 
+BUILD_CONTAINER = "build"  # the build pod's init container: Kaniko, running the Dockerfile, no credentials
+PUSH_CONTAINER = "push"  # its one container: pushes what Kaniko left, with the push credentials only
+PUSHER_UID = 65532  # the pusher image's non-root user (distroless "nonroot")
+IMAGE_TAR = "/out/image.tar"
+
+
 def image_build(
-    name: str, target: Target, *, dockerfile: str, destination: str, push_secret: str, builder: str
+    name: str, target: Target, *, dockerfile: str, destination: str, push_secret: str, builder: str, pusher: str
 ) -> list[dict[str, Any]]:
-    """A custom image built in the cluster: the Dockerfile in a Secret, built and pushed to ``destination`` by a
-    Kaniko Job with the registry credentials ``push_secret`` (a docker-config Secret; empty: a registry that takes
-    anonymous pushes). The build context is the Dockerfile alone. Returns [Secret, Job]."""
+    """A custom image built in the cluster: the Dockerfile in a Secret, built to ``destination`` by a Job whose pod
+    keeps the Dockerfile's code and the push credentials apart. Returns [Secret, Job].
+
+    - The init container ``build`` runs Kaniko (``builder``) with ``--no-push``: it runs the Dockerfile's ``RUN``
+      steps in its own filesystem (GoogleContainerTools/kaniko#2153), so nothing secret is mounted there; it writes
+      the image as a tarball to ``/out/image.tar`` on an emptyDir, named ``destination``.
+    - The container ``push`` runs only after the build succeeded: ``pusher`` (crane) pushes that tarball to
+      ``destination`` with the docker config of ``push_secret`` (a docker-config Secret; empty: a registry that
+      takes anonymous pushes), as a non-root user with a read-only root filesystem. It runs no code of the user's.
+
+    The build context is the Dockerfile alone; base images are pulled without credentials."""
     context = f"{name}-context"
     build = job(
         JobSpec(
-            name=name,
-            image=builder,
-            args=(
-                "--dockerfile=/workspace/Dockerfile",
-                "--context=dir:///workspace",
-                f"--destination={destination}",
-                "--snapshot-mode=redo",
-            ),
-            component="image-build",
-            resources=Resources(cpu=1, memory_mib=4096),
+            name=name, image=pusher, args=("push", IMAGE_TAR, destination), component="image-build",
+            resources=Resources(cpu=1, memory_mib=512),
         ),
         target,
-    )
+    )  # fmt: skip
     pod = build["spec"]["template"]["spec"]
-    box = pod["containers"][0]
-    # Kaniko unpacks images as root inside its own container: the one pod Cove makes that is not *restricted* (it
-    # meets *baseline*), so builds go to a namespace of their own (``target``).
-    box["securityContext"] = {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"]},
-        "runAsUser": 0,
-        "seccompProfile": {"type": "RuntimeDefault"},
+    push = pod["containers"][0]
+    push["name"] = PUSH_CONTAINER
+    push["securityContext"] |= {"runAsUser": PUSHER_UID, "readOnlyRootFilesystem": True}
+    push["volumeMounts"] = [{"name": "out", "mountPath": "/out", "readOnly": True}]
+    kaniko: dict[str, Any] = {
+        "name": BUILD_CONTAINER,
+        "image": builder,
+        "args": [
+            "--dockerfile=/workspace/Dockerfile",
+            "--context=dir:///workspace",
+            f"--destination={destination}",  # names the image in the tarball; --no-push: nothing is sent
+            "--no-push",
+            f"--tar-path={IMAGE_TAR}",
+            "--snapshot-mode=redo",
+        ],
+        "resources": resource_requirements(Resources(cpu=1, memory_mib=4096)),
+        # Kaniko unpacks images as root inside its own container: the one pod Cove makes that is not *restricted*
+        # (it meets *baseline*), so builds go to a namespace of their own (``target``).
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"]},
+            "runAsUser": 0,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "context", "mountPath": "/workspace", "readOnly": True},
+            {"name": "out", "mountPath": "/out"},
+        ],
     }
+    pod["initContainers"] = [kaniko]
     pod["securityContext"] = {"seccompProfile": {"type": "RuntimeDefault"}}
-    box["volumeMounts"] = [{"name": "context", "mountPath": "/workspace", "readOnly": True}]
-    pod["volumes"] = [{"name": "context", "secret": {"secretName": context}}]
+    pod["volumes"] = [{"name": "context", "secret": {"secretName": context}}, {"name": "out", "emptyDir": {}}]
     if push_secret:
-        box["volumeMounts"].append({"name": "push", "mountPath": "/kaniko/.docker", "readOnly": True})
+        push["env"] = [{"name": "DOCKER_CONFIG", "value": "/docker"}]  # crane reads $DOCKER_CONFIG/config.json
+        push["volumeMounts"].append({"name": "push", "mountPath": "/docker", "readOnly": True})
         docker_config = [{"key": ".dockerconfigjson", "path": "config.json"}]
         pod["volumes"].append({"name": "push", "secret": {"secretName": push_secret, "items": docker_config}})
     return [secret(context, target, {"Dockerfile": dockerfile}), build]
