@@ -1,16 +1,16 @@
 """Slow clients holding connections to the gateway while real chats are answered.
 
-Starts the standalone gateway in front of the mock runtime (``gateway_rig``) with a body deadline of
-``--body-timeout`` seconds, measures a real client's chat latency while nothing else runs, then opens ``--slow``
-connections from another process, in three kinds of equal number: headers sent and the body trickled one byte a
-second ("body", with a working key: an unknown one is refused before the body is read), the request line sent and
-the headers trickled one byte a second ("headers"), and connections that send nothing ("silent"). They are held
-``--hold`` seconds while the client chats. Prints the client's p50/p99 idle and during, and for each kind how many
-connections the gateway cut off (with 408, or closed without an answer) and when (seconds after the connection
-opened), and how many it still held at the end. The soft limit on open files is raised for this process and the
-gateway it starts (``resource.setrlimit``).
+Starts the standalone gateway in front of the mock runtime (``gateway_rig``) with deadlines of ``--header-timeout``
+seconds on request lines and headers and ``--body-timeout`` seconds on bodies, measures a real client's chat latency
+while nothing else runs, then opens ``--slow`` connections from another process, in three kinds of equal number:
+headers sent and the body trickled one byte a second ("body", with a working key: an unknown one is refused before
+the body is read), the request line sent and the headers trickled one byte a second ("headers"), and connections
+that send nothing ("silent"). They are held ``--hold`` seconds while the client chats. Prints the client's p50/p99
+idle and during, and for each kind how many connections the gateway cut off (with 408, or closed without an answer)
+and when (seconds after the connection opened), and how many it still held at the end. The soft limit on open files
+is raised for this process and the gateway it starts (``resource.setrlimit``).
 
-    python benchmarks/slow_clients.py [--slow 2000] [--hold 40] [--body-timeout 10]
+    python benchmarks/slow_clients.py [--slow 2000] [--hold 40] [--header-timeout 10] [--body-timeout 10]
 """
 
 from __future__ import annotations
@@ -93,13 +93,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slow", type=int, default=2000, help="slow connections (a third of each kind)")
     parser.add_argument("--hold", type=float, default=40.0, help="seconds each slow connection is held")
+    parser.add_argument("--header-timeout", type=float, default=10.0, help="the gateway's COVE_HEADER_TIMEOUT_S")
     parser.add_argument("--body-timeout", type=float, default=10.0, help="the gateway's COVE_BODY_TIMEOUT_S")
     parser.add_argument("--chats", type=int, default=300, help="the client's chats measured idle")
     args = parser.parse_args()
     limit = raise_fd_limit(2 * args.slow + 1024)  # this process and the gateway it starts (which inherits it)
     print(machine())
     print(f"open files: soft limit raised to {limit} for this process and the gateway")
-    env = {"COVE_BODY_TIMEOUT_S": str(args.body_timeout)}
+    env = {"COVE_BODY_TIMEOUT_S": str(args.body_timeout), "COVE_HEADER_TIMEOUT_S": str(args.header_timeout)}
     with gateway_rig(env=env) as rig:
         chat_latencies(rig, count=20)  # warm-up
         idle = chat_latencies(rig, count=args.chats)
@@ -117,8 +118,9 @@ def main() -> None:
         slow.join()
         alive = rig.gateway.poll() is None
         print(
-            f"{args.slow} slow connections opened in {opening:.1f} s, held {args.hold:g} s; body deadline "
-            f"{args.body_timeout:g} s; gateway RSS with them open {rss_held:.0f} MiB"
+            f"{args.slow} slow connections opened in {opening:.1f} s, held {args.hold:g} s; deadlines: "
+            f"headers {args.header_timeout:g} s, body {args.body_timeout:g} s; "
+            f"gateway RSS with them open {rss_held:.0f} MiB"
         )
         print(f"  client, idle:                 p50 / p99 {p50_p99(idle)} ({len(idle)} chats)")
         print(f"  client, during slow clients:  p50 / p99 {p50_p99(loaded)} ({len(loaded)} chats, all 200)")

@@ -23,6 +23,7 @@ from studio.bootstrap import open_studio
 from studio.controller import Controller
 from studio.errors import InvalidSpec, PortInUse
 from studio.gateway.app import Gateway
+from studio.gateway.connections import header_deadline
 from studio.login import Login
 from studio.settings import Settings
 
@@ -97,7 +98,7 @@ def serve(settings: Settings) -> None:
     config = uvicorn.Config(
         Server(gateway, Login(settings=settings, db=db), api),
         loop="uvloop",
-        http="httptools",
+        http=header_deadline(settings.header_timeout_s),  # httptools, with a deadline on request headers
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,

@@ -34,9 +34,23 @@ def test_key_flood_is_refused_while_the_client_chats() -> None:
 
 
 def test_slow_clients_are_cut_off_while_the_client_chats() -> None:
-    out = _run("slow_clients.py", "--slow", "30", "--hold", "6", "--body-timeout", "1", "--chats", "20")
+    out = _run(
+        "slow_clients.py",
+        "--slow",
+        "30",
+        "--hold",
+        "6",
+        "--header-timeout",
+        "2",
+        "--body-timeout",
+        "1",
+        "--chats",
+        "20",
+    )
     assert "all 200" in out
-    assert re.search(r"body +\(10\): 408: 10 after 1\.\d", out), out  # the body deadline, no sooner
+    assert re.search(r"body +\(10\): 408: 10 after 1\.\d", out), out  # each at its deadline, no sooner
+    assert re.search(r"headers +\(10\): 408: 10 after 2\.\d", out), out
+    assert re.search(r"silent +\(10\): 408: 10 after 2\.\d", out), out
     assert "gateway alive after: True" in out
 
 
