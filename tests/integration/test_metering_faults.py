@@ -371,3 +371,25 @@ def test_connections_that_send_no_request_are_cut_off_and_free_their_place(
     finally:
         gateway.stop()
         db.dispose()
+
+
+def test_an_address_past_the_unknown_key_limit_gets_429_no_sooner_than_a_key_check(
+    database_url: str, tmp_path: Path, runtime: str
+) -> None:
+    # a 429 at once would let a flood of unknown keys send as fast as the gateway can answer, starving real requests
+    db = open_studio(make_settings(tmp_path / "studio", database_url=database_url))
+    key = _serve_chat(db, tmp_path, runtime)
+    gateway = GatewayProcess(
+        make_settings(tmp_path / "home"), database_url, COVE_AUTH_FAILURES_PER_MINUTE="1", COVE_KEYS_RECHECK_S="1"
+    )
+    try:
+        with httpx.Client(base_url=gateway.url, headers={"authorization": "Bearer sk-nope"}) as flood:
+            assert flood.post("/v1/chat/completions", json=CHAT).status_code == 401
+            for _ in range(2):
+                began = time.perf_counter()
+                assert flood.post("/v1/chat/completions", json=CHAT).status_code == 429
+                assert time.perf_counter() - began >= 1.0
+        _chat(gateway.url, key)
+    finally:
+        gateway.stop()
+        db.dispose()
