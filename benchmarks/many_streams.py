@@ -40,7 +40,8 @@ async def _stream(session: aiohttp.ClientSession, url: str, payload: bytes, chun
     try:
         async with session.post(url, data=payload) as response:
             if response.status != 200:
-                burst.errors[f"HTTP {response.status}"] += 1
+                said = (await response.read())[:120].decode(errors="replace")
+                burst.errors[f"HTTP {response.status}: {said}"] += 1
                 return
             done = False
             async for line in response.content:

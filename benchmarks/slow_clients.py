@@ -118,7 +118,7 @@ def main() -> None:
         slow.join()
         alive = rig.gateway.poll() is None
         print(
-            f"{args.slow} slow connections opened in {opening:.1f} s, held {args.hold:g} s; deadlines: "
+            f"{args.slow} slow connections opened in {opening:.1f} s, held up to {args.hold:g} s; deadlines: "
             f"headers {args.header_timeout:g} s, body {args.body_timeout:g} s; "
             f"gateway RSS with them open {rss_held:.0f} MiB"
         )
