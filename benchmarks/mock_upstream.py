@@ -7,14 +7,16 @@ A raw ASGI app on uvicorn (uvloop, httptools, no access log). Serves:
   with usage; with ``"stream": true``, ``--chunks`` SSE chunks of one token each, a usage chunk when
   ``stream_options.include_usage`` is set, then ``data: [DONE]``.
 
-Every response body is built once at start; a request costs one JSON parse of its body. No delays anywhere.
+Every response body is built once at start; a request costs one JSON parse of its body. No delays, unless
+``--delay-ms`` asks for one before each streamed chunk (streams that last, so that many are open at once).
 
-    python benchmarks/mock_upstream.py --host 127.0.0.1 --port 9000 --model mock [--chunks 16]
+    python benchmarks/mock_upstream.py --host 127.0.0.1 --port 9000 --model mock [--chunks 16] [--delay-ms 0]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -97,7 +99,7 @@ SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-
 DONE = b"data: [DONE]\n\n"
 
 
-def make_app(model: str, chunks: int) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+def make_app(model: str, chunks: int, delay_s: float = 0.0) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     bodies = Bodies(model, chunks)
 
     async def respond(send: Send, status: int, body: bytes) -> None:
@@ -143,6 +145,8 @@ def make_app(model: str, chunks: int) -> Callable[[Scope, Receive, Send], Awaita
             return
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         for chunk in bodies.chat_chunks if chat else bodies.completion_chunks:
+            if delay_s:
+                await asyncio.sleep(delay_s)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         if (request.get("stream_options") or {}).get("include_usage"):
             usage = bodies.chat_usage if chat else bodies.completion_usage
@@ -158,11 +162,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model", default="mock", help="the model name answers carry")
     parser.add_argument("--chunks", type=int, default=16, help="content chunks per streamed answer")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="wait before each streamed chunk")
     args = parser.parse_args()
     if args.chunks < 1:
         parser.error("--chunks must be at least 1")
     uvicorn.run(
-        make_app(args.model, args.chunks),
+        make_app(args.model, args.chunks, args.delay_ms / 1000),
         host=args.host,
         port=args.port,
         loop="uvloop",

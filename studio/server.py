@@ -33,6 +33,7 @@ from studio.controller import Controller
 from studio.db import Database, make_engine
 from studio.errors import DatabaseError, InvalidSpec, PortInUse, to_wire
 from studio.gateway.app import Gateway
+from studio.gateway.connections import header_deadline
 from studio.gateway.proxy import respond
 from studio.leadership import Elector, identity, lock_for
 from studio.login import Login
@@ -167,7 +168,7 @@ def serve(settings: Settings) -> None:
     config = uvicorn.Config(
         Server(gateway, Login(settings=settings, db=db), api),
         loop="uvloop",
-        http="httptools",
+        http=header_deadline(settings.header_timeout_s),  # httptools, with a deadline on request headers
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,

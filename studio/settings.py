@@ -250,6 +250,12 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(
         default=30.0, gt=0, description="Longest a client may take to send a request's body (then 408)."
     )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest a client may take to send a request's line and headers, from connecting or from the "
+        "first byte of its next request (then 408 and the connection is closed).",
+    )
     max_connections: int = Field(
         default=10_000, ge=1, description="Connections and requests one gateway process serves at once (then 503)."
     )

@@ -14,6 +14,7 @@ import uvicorn
 
 from studio.db import Database, make_engine, migrate
 from studio.gateway.app import Gateway
+from studio.gateway.connections import header_deadline
 from studio.settings import Settings
 
 
@@ -31,7 +32,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=header_deadline(settings.header_timeout_s),  # httptools, and silent connections do not hold a place
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,

@@ -336,3 +336,60 @@ def test_slow_and_huge_bodies_are_cut_off_while_real_chats_are_answered(
     finally:
         gateway.stop()
         db.dispose()
+
+
+def test_connections_that_send_no_request_are_cut_off_and_free_their_place(
+    database_url: str, tmp_path: Path, runtime: str
+) -> None:
+    db = open_studio(make_settings(tmp_path / "studio", database_url=database_url))
+    key = _serve_chat(db, tmp_path, runtime)
+    gateway = GatewayProcess(
+        make_settings(tmp_path / "home"), database_url, COVE_MAX_CONNECTIONS="20", COVE_HEADER_TIMEOUT_S="1"
+    )
+    try:
+        port = int(gateway.url.rsplit(":", 1)[1])
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]  # the whole cap: silent...
+        for conn in held[10:]:  # ...or a request line whose headers never end
+            conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+
+        def answered() -> bool:
+            reply = httpx.post(
+                gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=CHAT
+            )
+            return reply.status_code == 200
+
+        wait_until(answered, timeout=15, what="a real chat answered once the silent connections were cut off")
+        for conn in (held[0], held[-1]):
+            conn.settimeout(10)
+            answer = b""
+            while chunk := conn.recv(4096):  # to the end: the gateway closed the connection
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408")
+            assert b"headers did not arrive within 1 s" in answer
+        for conn in held:
+            conn.close()
+    finally:
+        gateway.stop()
+        db.dispose()
+
+
+def test_an_address_past_the_unknown_key_limit_gets_429_no_sooner_than_a_key_check(
+    database_url: str, tmp_path: Path, runtime: str
+) -> None:
+    # a 429 at once would let a flood of unknown keys send as fast as the gateway can answer, starving real requests
+    db = open_studio(make_settings(tmp_path / "studio", database_url=database_url))
+    key = _serve_chat(db, tmp_path, runtime)
+    gateway = GatewayProcess(
+        make_settings(tmp_path / "home"), database_url, COVE_AUTH_FAILURES_PER_MINUTE="1", COVE_KEYS_RECHECK_S="1"
+    )
+    try:
+        with httpx.Client(base_url=gateway.url, headers={"authorization": "Bearer sk-nope"}) as flood:
+            assert flood.post("/v1/chat/completions", json=CHAT).status_code == 401
+            for _ in range(2):
+                began = time.perf_counter()
+                assert flood.post("/v1/chat/completions", json=CHAT).status_code == 429
+                assert time.perf_counter() - began >= 1.0
+        _chat(gateway.url, key)
+    finally:
+        gateway.stop()
+        db.dispose()

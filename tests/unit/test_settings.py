@@ -99,6 +99,7 @@ def test_defaults(tmp_path: Path) -> None:
         "auth_failures_per_minute": 60,
         "keys_recheck_s": 0.25,
         "body_timeout_s": 30.0,
+        "header_timeout_s": 10.0,
         "max_connections": 10_000,
         "redis_url": "",
         "redis_password": "",
