@@ -177,6 +177,7 @@ class Controller:
         self._gate_watched_at = -math.inf
         self._refused_scale: dict[str, int] = {}  # deployment → the HPA's count the pool refused, said once
         self._measured: set[tuple[str, int]] = set()  # (deployment, generation) whose log was read for KV figures
+        self._drained: dict[str, float] = {}  # deployment going to sleep → when its replicas may stop (clock)
         self._running: dict[str, int] = {}  # deployment → replicas its backend ran this pass (instance time)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -304,6 +305,9 @@ class Controller:
                 self._forget(desired.name)
             return
         spec = desired.spec
+        if self._draining(desired):  # going to sleep: gateways stop sending it requests before its replica stops
+            self._scale(backend, desired, scaled_to=None)
+            return
         gated = image_gate(desired) if backend.runs_images else None
         workload = gated or backend.apply(spec)
         # instance time: every replica that holds its share of the pool (one waiting for a node holds none)
@@ -320,11 +324,38 @@ class Controller:
             prune_events(db=self.db, kind=deployments.KIND, name=desired.name)
         if observed.status == Status.READY and (desired.name, desired.generation) not in self._measured:
             self._measure(backend, desired)
+        self._scale(backend, desired, scaled_to=workload.scaled_to)
+
+    def _scale(self, backend: Backend, desired: Desired, *, scaled_to: int | None) -> None:
+        spec = desired.spec
         if spec.autoscale and backend.autoscales:
             if not self._zero_step(desired):  # the cluster's HPA scales from 1 up; 0 ↔ 1 is the controller's
-                self._record_scale(desired, workload.scaled_to)
+                self._record_scale(desired, scaled_to)
         elif spec.autoscale and self.load is not None:
             self._autoscale(desired)
+
+    def _draining(self, desired: Desired) -> bool:
+        """A deployment put to sleep is first taken out of the gateways' routes, and its replicas are stopped only
+        once every gateway has re-read them (two route refreshes): a request that arrives meanwhile reaches a live
+        replica, or is held for a wake, never sent to a stopped one. A wake before then keeps the running replica."""
+        name, spec = desired.name, desired.spec
+        if spec.replicas != 0 or spec.autoscale is None or spec.autoscale.min_replicas != 0:
+            self._drained.pop(name, None)
+            return False
+        if desired.observed.endpoints:  # still routed: withdraw it now, stop it later
+            withdrawn = desired.observed.model_copy(
+                update={"status": Status.STOPPED, "ready_replicas": 0, "endpoints": [], "message": "going to sleep"}
+            )
+            deployments.record_observed(
+                db=self.db, name=name, generation=desired.generation, observed=withdrawn, events=[]
+            )
+            self._drained[name] = self.clock() + 2 * self.settings.routes_refresh_s
+            return True
+        until = self._drained.get(name)
+        if until is not None and self.clock() < until:
+            return True
+        self._drained.pop(name, None)
+        return False
 
     def _measure(self, backend: Backend, desired: Desired) -> None:
         """Once per generation, when it turns ready: what its runtime logged of its KV cache (``studio.kvlog``),

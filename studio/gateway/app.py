@@ -165,7 +165,10 @@ class Gateway:
         return self._connected
 
     def load(self, name: str) -> float:
-        return float(self.table.inflight_by_deployment.get(name, 0))
+        """Requests in flight for ``name``, those held while it wakes included: a deployment still starting for
+        held requests is not idle, and is not put back to sleep before it answers them."""
+        wake = self.waker.wakes.get(name)
+        return float(self.table.inflight_by_deployment.get(name, 0) + (wake.held if wake is not None else 0))
 
     # ------------------------------------------------------------------------------------------- ASGI entry
 

@@ -6,6 +6,7 @@ a wake that takes too long, or that the pool has no room for, is answered 503 wi
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -176,3 +177,31 @@ def test_a_wake_the_pool_has_no_room_for_is_refused_with_the_reason(
         error = response.json()["error"]
         assert error["code"] == "wake_refused"
         assert error["message"].startswith("no room in pool 'local' to wake it: ")
+
+
+def test_requests_that_arrive_as_it_falls_asleep_are_answered_never_sent_to_a_stopped_replica(
+    tmp_path: Path, db: Database, stub_model: str
+) -> None:
+    """Going to sleep, a deployment leaves the gateways' routes before its replica stops: requests sent one after
+    another while it falls asleep (and, its clock past the idle window, falls asleep again after every wake) are all
+    answered, by the replica still running or after a wake; none meets a stopped replica (a 502)."""
+    settings = make_settings(tmp_path / "cove")
+    key = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="wake")).key
+    _sleeper(db, stub_model, add_fake_image(db, "scripted_runtime.py"))
+    body = {"model": "nap", "messages": [{"role": "user", "content": "hi"}]}
+    with (
+        _Parts(settings, db) as parts,
+        httpx.Client(base_url=parts.gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client,
+    ):
+        assert client.post("/v1/chat/completions", json=body).status_code == 200  # woken
+        statuses: list[int] = []
+        counts = [1]  # its replicas as each request left it: every 1 → 0 is a fall asleep, every 0 → 1 a wake
+
+        def fell_asleep_twice() -> bool:
+            parts.now[0] = utcnow() + timedelta(seconds=61)  # the controller sees it idle, whatever is asked
+            statuses.append(client.post("/v1/chat/completions", json=body).status_code)
+            counts.append(deployments.get_deployment(actor=ADMIN, db=db, name="nap").replicas)
+            return sum(1 for pair in itertools.pairwise(counts) if pair == (1, 0)) >= 2
+
+        wait_until(fell_asleep_twice, timeout=60, what="the deployment to fall asleep under requests")
+        assert set(statuses) == {200}, statuses
