@@ -436,9 +436,13 @@ class Gateway:
         if not self.budgets:
             return
         async with self._reading:
-            await self.flush_usage(begin_read=True)
-            now = utcnow()
-            spend = await asyncio.to_thread(budgets.month_spend, db=self.db, now=now)
+            try:
+                await self.flush_usage(begin_read=True)
+                now = utcnow()
+                spend = await asyncio.to_thread(budgets.month_spend, db=self.db, now=now)
+            except BaseException:
+                self.budgets.abandon_read()
+                raise
             self.budgets.read(spend, now)
 
     async def flush_usage(self, *, begin_read: bool = False) -> None:

@@ -36,6 +36,8 @@ class BudgetBook:
         self.budgets: dict[Key, Budget] = {}
         self._read: dict[Key, Spend] = {}  # from the usage table at the last refresh
         self._local: dict[Key, Spend] = defaultdict(Spend)  # metered here since that read began
+        # metered here before the read under way began: written to the table by it, counted here until it is read
+        self._pending: dict[Key, Spend] = {}
         self._month: datetime | None = None
         self.warned: set[tuple[Key, str]] = set()  # (budget, month) warned of already by this gateway
 
@@ -46,14 +48,24 @@ class BudgetBook:
         self.budgets = dict(budgets)
 
     def begin_read(self) -> None:
-        """Called as a read of the usage table starts: what is metered from now on is added to that read."""
+        """Called as a read of the usage table starts (its batch taken to be written first): what is metered from now
+        on is added to that read. What was counted before stays counted until the read arrives (``read``), or goes
+        back to this gateway's count if the read fails (``abandon_read``): never a moment when it counts nowhere."""
+        for key, spent in self._local.items():
+            self._pending[key] = self._pending.get(key, Spend()) + spent
         self._local = defaultdict(Spend)
 
+    def abandon_read(self) -> None:
+        """The batch or the read failed: what it would have brought is counted here again."""
+        for key, spent in self._pending.items():
+            self._local[key] += spent
+        self._pending = {}
+
     def read(self, spend: Mapping[Key, Spend], now: datetime) -> None:
-        self._read, self._month = dict(spend), month_start(now)
+        self._read, self._month, self._pending = dict(spend), month_start(now), {}
 
     def spend(self, key: Key) -> Spend:
-        return self._read.get(key, Spend()) + self._local.get(key, Spend())
+        return self._read.get(key, Spend()) + self._pending.get(key, Spend()) + self._local.get(key, Spend())
 
     def add(self, user: str, groups: frozenset[str], tokens: int, cost: int) -> None:
         """Count a metered request's billed tokens and cost for its owner and their groups."""
@@ -72,7 +84,7 @@ class BudgetBook:
         if not self.budgets:
             return [], None
         if self._month is not None and month_start(now) != self._month:  # a new month: last month's spend is gone
-            self._read, self._local, self._month = {}, defaultdict(Spend), month_start(now)
+            self._read, self._local, self._pending, self._month = {}, defaultdict(Spend), {}, month_start(now)
         book = {key: self.spend(key) for key in self._keys(user, groups)}
         found = positions(self.budgets, book, user=user, groups=groups)
         if not found:

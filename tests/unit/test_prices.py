@@ -115,9 +115,23 @@ def test_a_read_of_the_usage_table_replaces_what_was_counted_here_before_it() ->
     book.add("ana", frozenset({"lab"}), tokens=40, cost=0)
     book.begin_read()  # the 40 were flushed: the read counts them
     book.add("bo", frozenset({"lab"}), tokens=5, cost=0)  # served while the read ran
+    assert book.spend((BudgetScope.GROUP, "lab")) == Spend(tokens=45)  # the 40 still count until the read is in
     book.read({(BudgetScope.GROUP, "lab"): Spend(tokens=40 + 30)}, NOV)  # 30 served by another replica
     assert book.spend((BudgetScope.GROUP, "lab")) == Spend(tokens=75)
     assert dict(book.check("cy", frozenset({"lab"}), NOV)[0])[b"x-cove-budget-remaining"] == b"25 tokens"
+
+
+def test_a_read_that_fails_leaves_what_was_counted_here_counted() -> None:
+    book = BudgetBook()
+    book.replace({(BudgetScope.USER, "ana"): Budget(BudgetScope.USER, "ana", BudgetUnit.TOKENS, 100)})
+    book.add("ana", frozenset(), tokens=40, cost=0)
+    book.begin_read()
+    book.abandon_read()  # the batch was not written, or the table not read
+    book.add("ana", frozenset(), tokens=5, cost=0)
+    assert book.spend((BudgetScope.USER, "ana")) == Spend(tokens=45)
+    book.begin_read()
+    book.read({(BudgetScope.USER, "ana"): Spend(tokens=45)}, NOV)
+    assert book.spend((BudgetScope.USER, "ana")) == Spend(tokens=45)
 
 
 def test_the_integer_cost_agrees_with_decimal_half_even_rounding() -> None:
