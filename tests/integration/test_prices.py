@@ -290,22 +290,20 @@ def test_a_groups_dedicated_instances_spend_its_money_budget_at_the_gateway(
 
     ran(1)  # 9.00 of 10 USD: past the warning; chat is free, so only instance time spends
     url, headers = gateway.url + "/v1/chat/completions", {"Authorization": f"Bearer {ana_key}"}
+
+    def ask() -> httpx.Response:
+        return httpx.post(url, json={"model": chat, "messages": HI}, headers=headers)
+
     wait_until(
-        lambda: httpx.post(url, json={"model": chat, "messages": HI}, headers=headers).headers.get(
-            "x-cove-budget-remaining"
-        )
-        == "1.00 USD",
+        lambda: ask().headers.get("x-cove-budget-remaining") == "1.00 USD",
         what="the gateway to read the group's instance cost",
     )
-    warned = httpx.post(url, json={"model": chat, "messages": HI}, headers=headers)
+    warned = ask()
     assert warned.status_code == 200
     assert (warned.headers["x-cove-budget"], warned.headers["x-cove-budget-warning"]) == ("group:lab", "80%")
 
     ran(1)  # 18.00: spent
-    wait_until(
-        lambda: httpx.post(url, json={"model": chat, "messages": HI}, headers=headers).status_code == 402,
-        what="the gateway to refuse the spent budget",
-    )
-    refused = httpx.post(url, json={"model": chat, "messages": HI}, headers=headers)
+    wait_until(lambda: ask().status_code == 402, what="the gateway to refuse the spent budget")
+    refused = ask()
     assert refused.json()["error"]["code"] == "budget_exceeded"
     assert "the monthly budget of group 'lab' is spent: 18.00 USD of 10.00 USD" in refused.json()["error"]["message"]
