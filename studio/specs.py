@@ -186,7 +186,9 @@ class ModelSpec(BaseModel):
 class DeploymentSpec(BaseModel):
     """A deployment: ``model`` (``name`` or ``name:version``) on ``image`` (``name`` or ``name:version``) in
     ``pool``, with ``replicas`` or ``autoscale`` bounds. ``recommended: RUNTIME`` takes the model's
-    recommendation for that runtime (its image, resources and arguments) where the spec does not say."""
+    recommendation for that runtime (its image, resources and arguments) where the spec does not say.
+    ``max_tokens_cap`` and ``n_cap``: the most a request may ask of it (as ``cove deploy caps``); left out, the caps
+    stay as they are (a new deployment: the studio's defaults)."""
 
     model_config = STRICT
     model: str = Field(min_length=1)
@@ -197,6 +199,8 @@ class DeploymentSpec(BaseModel):
     resources: Resources | None = None
     runtime_args: list[str] | None = None
     recommended: RuntimeKind | None = None
+    max_tokens_cap: int | None = Field(default=None, ge=1, le=10_000_000)
+    n_cap: int | None = Field(default=None, ge=1, le=128)
 
     @field_validator("model", "image")
     @classmethod
@@ -426,7 +430,7 @@ def ordered(docs: list[AnyDocument], *, reverse: bool = False) -> list[AnyDocume
 # What may change after creation, per kind; every other stated field is fixed once the object exists.
 MUTABLE: dict[Kind, frozenset[str]] = {
     Kind.MODEL: frozenset({"spec.description", "spec.deployments"}),
-    Kind.DEPLOYMENT: frozenset({"spec.replicas", "spec.autoscale"}),
+    Kind.DEPLOYMENT: frozenset({"spec.replicas", "spec.autoscale", "spec.max_tokens_cap", "spec.n_cap"}),
     Kind.IMAGE: frozenset(),
     Kind.KEY: frozenset(),
     Kind.POOL: frozenset(f"spec.{to_camel(f)}" for f in PoolSpec.model_fields if f != "cluster"),

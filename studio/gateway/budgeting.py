@@ -2,7 +2,8 @@
 refused with 402 in OpenAI's shape once one is spent, warned in a header past its threshold.
 
 How it holds across replicas: every ``budgets_refresh_s`` each gateway re-reads this month's spend per user and
-group from the usage table (which every replica writes to), and between reads adds what it meters itself. So a
+group from the usage table (which every replica writes to) and the instance time billed to them (counted up to the
+read: ``services.budgets.month_spend``), and between reads adds what it meters itself. So a
 replica sees its own spend at once and the others' within ``usage_flush_s + budgets_refresh_s`` (11 s by default):
 a budget can be overrun by what the other replicas serve in that time, plus the requests already admitted when it
 ran out (each is served whole). Spend is not counted in the rate limits' store because a month of money does not fit

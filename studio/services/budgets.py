@@ -1,8 +1,10 @@
 """Monthly budgets per user and group: set, listed with this month's spend, deleted; and the spend the gateways
 refresh to enforce them.
 
-An admin sets budgets. Spend is what the usage table holds for the current calendar month (UTC): billed tokens and
-their stored cost, for a user's keys, and for a group's members' keys.
+An admin sets budgets. Spend is what the current calendar month (UTC) holds, as the month's statement counts it:
+billed tokens and their stored cost, for a user's keys and for a group's members' keys; and the cost of the
+instance time billed to the user or group (``services.uptime``: dedicated deployments shared with the group, or the
+user's own shared with none), its open spans counted up to now. Instance time adds money, never tokens.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from studio.errors import InvalidSpec, NotFound
 from studio.models import ApiKey, Budget, BudgetPublic, UsageRecord, User
 from studio.prices import Budget as BudgetRule
 from studio.prices import BudgetScope, BudgetUnit, Spend, month_start, standing
+from studio.services import uptime
 from studio.services.usage import CANCELLED
 from studio.values import Principal
 
@@ -101,8 +104,10 @@ def rules(*, db: Database) -> dict[tuple[BudgetScope, str], BudgetRule]:
 
 
 def month_spend(*, db: Database, now: datetime | None = None) -> SpendBook:
-    """This month's billed tokens and cost per user and per group (a group's: its members' now)."""
-    start = month_start(now or utcnow())
+    """This month's billed tokens and cost per user and per group (a group's: its members' now), and the cost of the
+    instance time each is billed for up to ``now``: a budget's spend is its subject's statement total so far."""
+    now = now or utcnow()
+    start = month_start(now)
     status = col(UsageRecord.status_code)
     query = (
         sa.select(
@@ -123,4 +128,7 @@ def month_spend(*, db: Database, now: datetime | None = None) -> SpendBook:
             book[(BudgetScope.USER, owner)] += spent
             for group in groups.get(owner, []):
                 book[(BudgetScope.GROUP, group)] += spent
+    for run in uptime.runs(db=db, since=start, until=None, now=now):
+        # the payer alone, as on statements: a group's deployment is not its members' cost, nor a user's their groups'
+        book[(BudgetScope(run.payer_scope), run.payer)] += Spend(0, run.cost)
     return dict(book)

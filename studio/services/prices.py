@@ -82,6 +82,9 @@ def set_price(
         raise InvalidSpec(f"unknown price fields: {', '.join(sorted(unknown))}", hint=f"give {', '.join(FIELDS)}")
     if any(v < 0 for v in [*values.values(), *(hourly_gpu or {}).values()]):
         raise InvalidSpec("a price cannot be negative", hint="give 0 for free")
+    hourly_gpu = {gpu.strip(): v for gpu, v in (hourly_gpu or {}).items()}
+    if "" in hourly_gpu:
+        raise InvalidSpec("an hourly price per GPU type needs the type", hint="name it as pools do, e.g. H100")
     with db.session() as session:
         if session.exec(select(Deployment.id).where(Deployment.name == deployment)).first() is None:
             raise NotFound(f"no deployment named {deployment!r}", hint="see `cove deploy list`")

@@ -119,6 +119,7 @@ def current(*, db: Database, actor: Principal, kind: Kind, name: str) -> AnyDocu
                 spec["autoscale"] = dep.autoscale.model_dump(mode="json")
             else:
                 spec["replicas"] = dep.replicas
+            spec |= {f: getattr(dep, f) for f in ("max_tokens_cap", "n_cap") if getattr(dep, f) is not None}
             return document(Kind.DEPLOYMENT, dep.name, spec, dep.group)
         if kind is Kind.POOL:
             return _pool_document(pools.get_pool(db=db, name=name))
@@ -270,6 +271,8 @@ def _creation(doc: AnyDocument) -> Any:
             autoscale=s.autoscale,
             resources=s.resources or Resources(),
             runtime_args=s.runtime_args or [],
+            max_tokens_cap=s.max_tokens_cap,
+            n_cap=s.n_cap,
         )
     if isinstance(doc, ImageDocument):
         stated = doc.spec.model_dump(exclude_none=True)
@@ -385,6 +388,13 @@ def _do(ctx: Context, step: _Step) -> str | None:
             deployments.set_autoscale(db=db, actor=actor, name=name, autoscale=doc.spec.autoscale)
         if doc.spec.replicas is not None and ("replicas" in changed or "autoscale" in changed):
             deployments.scale_deployment(db=db, actor=actor, name=name, replicas=doc.spec.replicas)
+        if {"max_tokens_cap", "n_cap"} & changed:  # a cap left out keeps its value
+            have = step.now.spec if isinstance(step.now, DeploymentDocument) else None
+            deployments.set_caps(
+                db=db, actor=actor, name=name,
+                max_tokens_cap=doc.spec.max_tokens_cap or (have.max_tokens_cap if have else None),
+                n_cap=doc.spec.n_cap or (have.n_cap if have else None),
+            )  # fmt: skip
     return None
 
 

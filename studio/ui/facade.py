@@ -538,6 +538,18 @@ class Studio:
             input_per_m=given[0], output_per_m=given[1], hourly=given[2],
         )  # fmt: skip
 
+    def set_gpu_price(self, deployment: str, *, gpu: str, hourly: str) -> PricePublic:
+        """Price a replica-hour of ``deployment`` on GPU type ``gpu`` (an admin), from decimal text; "0" removes the
+        type's price (its replicas cost the deployment's hourly price again)."""
+        try:
+            given = parse_money(hourly or "0")
+        except MoneyError as exc:
+            raise InvalidSpec(str(exc), hint="e.g. 2.50") from exc
+        return prices.set_price(
+            db=self.db, actor=self.actor, deployment=deployment, currency=self.settings.currency,
+            hourly_gpu={gpu: given},
+        )  # fmt: skip
+
     def set_caps(self, name: str, *, max_tokens_cap: int | None, n_cap: int | None) -> DeploymentPublic:
         """The most a request may ask of ``name`` (None or 0: the studio's default)."""
         return deployments.set_caps(

@@ -5,7 +5,7 @@ hours pass at once) records each deployment's replicas into a real database; sta
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -14,9 +14,9 @@ from sqlmodel import select
 from studio.backends.base import ReplicaStatus, WorkloadSpec, WorkloadStatus
 from studio.controller import Controller
 from studio.db import Database, current_revision, make_engine, migrate, utcnow
-from studio.models import InstanceSpan, Pool
-from studio.prices import month_start, parse_money
-from studio.services import deployments, prices
+from studio.models import ApiKey, ApiKeyCreate, InstanceSpan, Pool
+from studio.prices import Budget, BudgetScope, BudgetUnit, Spend, Standing, month_start, parse_money, standing
+from studio.services import budgets, deployments, keys, prices, usage
 from studio.settings import Settings
 from tests.fakes.backends import InstantBackend
 from tests.integration.conftest import deploy
@@ -164,3 +164,68 @@ def test_a_replica_waiting_for_a_node_is_not_billed(db: Database, settings: Sett
         assert [(s.deployment, s.replicas, s.ended_at) for s in session.exec(select(InstanceSpan))] == [
             ("queued", 2, None)
         ]
+
+
+def _used(db: Database, key: str, cost: int, at: datetime) -> None:
+    """One billed request of 10 tokens on ``key`` at ``at``, as the gateway writes it."""
+    with db.session() as session:
+        key_id = session.exec(select(ApiKey.id).where(ApiKey.name == key)).one()
+    usage.record_usage(
+        db=db,
+        records=[
+            {"api_key_id": key_id, "deployment": "shared", "endpoint": "chat.completions", "stream": False,
+             "status_code": 200, "prompt_tokens": 7, "completion_tokens": 3, "estimated": False, "latency_ms": 1.0,
+             "ttft_ms": None, "created_at": at, "model_version": None, "cost_micros": cost}
+        ],
+    )  # fmt: skip
+
+
+def test_a_money_budget_counts_the_instance_time_its_subject_is_billed_for_to_the_cent(db: Database) -> None:
+    ana = member(db, "ana", "lab")
+    bo = member(db, "bo", "lab")
+    for who, name in ((ana, "anas"), (bo, "bos")):
+        keys.create_key(actor=who, db=db, data=ApiKeyCreate(name=name))
+    day = (month_start(utcnow()) - timedelta(days=20)).replace(day=10)  # last month: the spend as of its 20th
+    now = day.replace(day=20)
+    _used(db, "anas", 1_234_567, day)
+    _used(db, "bos", 5, day)
+    spans = [  # (deployment, owner, group, replicas, hourly micros, from, seconds)
+        ("shared", "ana", "lab", 2, 2_500_000, day, 5400),  # the group's: 7.50
+        ("solo", "ana", None, 1, 1_200_000, day, 1200),  # ana's own, shared with no group: 0.40
+        ("shared", "ana", "lab", 3, 333_333, day + timedelta(hours=2), 1000),  # 277 777.5 → 277 778 (half-even)
+    ]
+    with db.session() as session:
+        for deployment, owner, group, replicas, hourly, start, seconds in spans:
+            session.add(
+                InstanceSpan(
+                    deployment=deployment, owner=owner, group=group, gpu="H100", replicas=replicas, hourly=hourly,
+                    started_at=start, ended_at=start + timedelta(seconds=seconds),
+                )
+            )  # fmt: skip
+        session.commit()
+
+    spend = budgets.month_spend(db=db, now=now)
+    # the payer's alone, as statements bill it: the group's deployment is not its members' spend
+    assert spend[(BudgetScope.USER, "ana")] == Spend(10, 1_234_567 + 400_000)
+    assert spend[(BudgetScope.USER, "bo")] == Spend(10, 5)
+    assert spend[(BudgetScope.GROUP, "lab")] == Spend(20, 1_234_567 + 5 + 7_500_000 + 277_778)  # tokens: requests only
+    month = f"{day:%Y-%m}"
+    for scope, subject in ((BudgetScope.USER, "ana"), (BudgetScope.GROUP, "lab")):
+        bill = prices.statement(db=db, actor=ADMIN, scope=scope.value, subject=subject, month=month)
+        assert spend[(scope, subject)].cost == bill.cost_micros  # a budget spends what the statement bills
+    lab = Budget(BudgetScope.GROUP, "lab", BudgetUnit.MONEY, parse_money("10"), warn_at=80)
+    assert standing(lab, spend[(BudgetScope.GROUP, "lab")]).standing is Standing.WARN  # 9.01 of 10
+    lab_tokens = Budget(BudgetScope.GROUP, "lab", BudgetUnit.TOKENS, 100)
+    assert standing(lab_tokens, spend[(BudgetScope.GROUP, "lab")]).spent == 20  # instance time costs no tokens
+
+    with db.session() as session:  # still running: counted up to now
+        session.add(
+            InstanceSpan(
+                deployment="shared", owner="ana", group="lab", gpu="H100", replicas=1, hourly=1_000_000,
+                started_at=now - timedelta(hours=1.5),
+            )
+        )  # fmt: skip
+        session.commit()
+    later = budgets.month_spend(db=db, now=now)
+    assert later[(BudgetScope.GROUP, "lab")].cost == 9_012_350 + 1_500_000
+    assert standing(lab, later[(BudgetScope.GROUP, "lab")]).standing is Standing.STOP

@@ -19,8 +19,8 @@ from sqlmodel import select
 
 from studio.controller import Controller
 from studio.db import Database, open_database, utcnow
-from studio.models import ApiKey, ApiKeyCreate, EventPublic
-from studio.prices import BudgetScope, BudgetUnit, Price, parse_money
+from studio.models import ApiKey, ApiKeyCreate, EventPublic, InstanceSpan
+from studio.prices import BudgetScope, BudgetUnit, Price, month_start, parse_money
 from studio.services import budgets, events, keys, prices, usage
 from studio.settings import Settings
 from studio.values import Principal
@@ -265,3 +265,45 @@ def test_a_budget_warns_then_stops_and_holds_across_two_gateways(
 
 def _events(db: Database) -> list[EventPublic]:
     return events.list_events(db=db, kind="budget", name="user/ana")
+
+
+@pytest.mark.runtime
+def test_a_groups_dedicated_instances_spend_its_money_budget_at_the_gateway(
+    db: Database, chat: str, gateway: GatewayServer
+) -> None:
+    ana = member(db, "ana", "lab")
+    ana_key = keys.create_key(actor=ana, db=db, data=ApiKeyCreate(name="anas")).key
+    budgets.set_budget(
+        db=db, actor=ADMIN, scope=BudgetScope.GROUP, subject="lab", unit=BudgetUnit.MONEY, amount=parse_money("10")
+    )
+    start = month_start(utcnow())
+
+    def ran(seconds: int) -> None:  # the group's dedicated deployment: 9 USD a second, so its cost cannot drift
+        with db.session() as session:
+            session.add(
+                InstanceSpan(
+                    deployment="dedicated", owner="ana", group="lab", gpu="H100", replicas=1,
+                    hourly=parse_money("32400"), started_at=start, ended_at=start + timedelta(seconds=seconds),
+                )
+            )  # fmt: skip
+            session.commit()
+
+    ran(1)  # 9.00 of 10 USD: past the warning; chat is free, so only instance time spends
+    url, headers = gateway.url + "/v1/chat/completions", {"Authorization": f"Bearer {ana_key}"}
+
+    def ask() -> httpx.Response:
+        return httpx.post(url, json={"model": chat, "messages": HI}, headers=headers)
+
+    wait_until(
+        lambda: ask().headers.get("x-cove-budget-remaining") == "1.00 USD",
+        what="the gateway to read the group's instance cost",
+    )
+    warned = ask()
+    assert warned.status_code == 200
+    assert (warned.headers["x-cove-budget"], warned.headers["x-cove-budget-warning"]) == ("group:lab", "80%")
+
+    ran(1)  # 18.00: spent
+    wait_until(lambda: ask().status_code == 402, what="the gateway to refuse the spent budget")
+    refused = ask()
+    assert refused.json()["error"]["code"] == "budget_exceeded"
+    assert "the monthly budget of group 'lab' is spent: 18.00 USD of 10.00 USD" in refused.json()["error"]["message"]

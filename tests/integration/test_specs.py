@@ -464,3 +464,32 @@ def test_a_pool_from_get_applies_as_a_no_op_and_a_deployment_lands_in_a_new_pool
     assert again.output.strip().endswith("1 unchanged"), again.output
     listed = yaml.safe_load_all(cove(settings, tmp_path, "get", "pools").output)
     assert "serving" in [d["metadata"]["name"] for d in listed]
+
+
+def test_a_deployments_caps_are_applied_exported_and_diffed(db: Database, settings: Settings, tmp_path: Path) -> None:
+    def capped(caps: str) -> Path:
+        text = app_spec(tmp_path).read_text() + "".join(f"  {line}\n" for line in caps.splitlines())
+        return spec(tmp_path, text, "capped.yaml")
+
+    created = cove(settings, tmp_path, "apply", "-f", str(capped("max_tokens_cap: 1000\nn_cap: 2")))
+    assert created.exit_code == 0, created.output
+    assert "  + spec.max_tokens_cap: 1000" in created.output
+    dep = deployments.get_deployment(db=db, actor=ADMIN, name="tiny-chat")
+    assert (dep.max_tokens_cap, dep.n_cap) == (1000, 2)  # what the gateway caps requests with
+
+    got = yaml.safe_load(cove(settings, tmp_path, "get", "deployment", "tiny-chat", "-o", "yaml").output)
+    assert (got["spec"]["max_tokens_cap"], got["spec"]["n_cap"]) == (1000, 2)
+    assert "no changes" in cove(settings, tmp_path, "diff", "-f", str(capped("max_tokens_cap: 1000"))).output
+
+    raised = capped("max_tokens_cap: 4000")  # n_cap left out: it keeps its value
+    shown = cove(settings, tmp_path, "diff", "-f", str(raised))
+    assert shown.exit_code == 1, shown.output
+    assert "~ spec.max_tokens_cap: 1000 → 4000" in shown.output
+    assert "Deployment tiny-chat: updated" in cove(settings, tmp_path, "apply", "-f", str(raised)).output
+    dep = deployments.get_deployment(db=db, actor=ADMIN, name="tiny-chat")
+    assert (dep.max_tokens_cap, dep.n_cap, dep.replicas) == (4000, 2, 1)
+
+    too_many = cove(settings, tmp_path, "apply", "-f", str(capped("n_cap: 500")))
+    assert too_many.exit_code != 0
+    assert "spec.n_cap" in too_many.output
+    assert deployments.get_deployment(db=db, actor=ADMIN, name="tiny-chat").n_cap == 2

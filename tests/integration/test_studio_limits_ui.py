@@ -139,3 +139,40 @@ def test_the_statement_shows_instance_hours_at_their_hourly_price(ui: AppTest, d
     assert [(x["deployment (dedicated)"], x["GPU"], x["instance hours"], x["cost"]) for x in rows] == [
         ("solo", "H100", 3.0, "7.50 USD")
     ]
+
+
+def test_an_admin_adds_changes_and_removes_hourly_prices_per_gpu_type(
+    ui: AppTest, db: Database, settings: Settings, stub_model: str
+) -> None:
+    deploy(db, "chat", stub_model)
+    at = page(ui, "deployments")
+
+    def price_on(gpu: str, amount: str) -> None:
+        at.text_input(key="price-gpu-type-chat").input(gpu)
+        at.text_input(key="price-gpu-hourly-chat").input(amount)
+        settle(button(at, "Save GPU price").click().run())
+
+    price_on("H100", "2.50")
+    assert not at.error, texts(at.error)
+    assert "Hourly price of chat on H100 saved" in texts(at.success)
+    price_on(" L4 ", "0.40")  # the type as pools name it: spaces dropped
+    assert prices.list_prices(db=db)[0].hourly_gpu == {"H100": 2_500_000, "L4": 400_000}  # what the controller reads
+    assert "2.500000 USD on H100, 0.400000 USD on L4" in texts(at.markdown)
+
+    price_on("H100", "3")  # changed
+    assert prices.list_prices(db=db)[0].hourly_gpu == {"H100": 3_000_000, "L4": 400_000}
+    settle(at.button(key="price-gpu-remove-chat-L4").click().run())
+    assert prices.list_prices(db=db)[0].hourly_gpu == {"H100": 3_000_000}
+    assert "0.400000 USD on L4" not in texts(at.markdown)
+    price_on("H100", "0")  # 0 removes, as with `cove price set --hourly-gpu H100=0`
+    assert prices.list_prices(db=db)[0].hourly_gpu == {}
+    assert "Per replica-hour by GPU type" not in texts(at.markdown)
+
+    for gpu, amount, refusal in (("A100", "-1", "not an amount of money"), ("A100", "0.0000001", "finer than"),
+                                 ("  ", "1", "needs the type")):  # fmt: skip
+        price_on(gpu, amount)
+        assert refusal in texts(at.error)
+    assert prices.list_prices(db=db)[0].hourly_gpu == {}  # nothing written
+    shared = facade.Shared(settings, db, LogReader(settings=settings, db=db))
+    with pytest.raises(Forbidden, match="only an admin may set prices"):
+        facade.Studio(shared, member(db, "ana")).set_gpu_price("chat", gpu="H100", hourly="1")

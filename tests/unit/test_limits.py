@@ -241,3 +241,14 @@ def test_caps_name_the_parameter_asked_beyond_them() -> None:
     assert caps.excess({"max_completion_tokens": 500})[1] == "max_completion_tokens"  # type: ignore[index]
     assert caps.excess({"max_output_tokens": 500})[1] == "max_output_tokens"  # type: ignore[index]
     assert caps.excess({"n": 3}) == ("'n' is 3, more than this deployment's cap of 2", "n")
+
+
+def test_the_redis_store_parses_replies_with_hiredis() -> None:
+    """hiredis (a pinned dependency) parses the store's replies in C; without it redis-py falls back, slower, to
+    its pure-Python parser without a word."""
+    from redis._parsers.hiredis import _AsyncHiredisParser
+
+    from studio.gateway.counters import RedisCounters
+
+    store = RedisCounters("redis://127.0.0.1:1/0")  # not connected: the parser is chosen per connection
+    assert isinstance(store.redis.connection_pool.make_connection()._parser, _AsyncHiredisParser)

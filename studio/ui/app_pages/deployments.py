@@ -139,6 +139,11 @@ with charges:
             f"{show_money(price.hourly, price.currency, places=6)} per replica-hour"
             + (f" ({price.gpu})" if price.gpu else "")
         )
+        if price.hourly_gpu:
+            st.markdown(
+                "**Per replica-hour by GPU type** (instead of the above on that type): "
+                + ", ".join(f"{show_money(v, price.currency, places=6)} on {g}" for g, v in price.hourly_gpu.items())
+            )
     if mine:
         with st.form(f"limits-{name}"):
             st.caption("Rate limit and caps (0: none / the studio's default)")
@@ -185,4 +190,20 @@ with charges:
                 with guarded(f"price {name}"):
                     studio.set_price(name, input_per_m=per_in, output_per_m=per_out, hourly=hourly)
                     flash(f"Price of {name} saved: requests served from the gateways' next refresh cost it.")
+                    st.rerun()
+        with st.form(f"price-gpu-{name}"):
+            st.caption("Per replica-hour on one GPU type (a pool's GPU model, e.g. H100); 0 removes the type's price")
+            g1, g2 = st.columns(2)
+            gpu = g1.text_input("GPU type", key=f"price-gpu-type-{name}", placeholder=price.gpu if price else None)
+            on_gpu = g2.text_input("Per replica-hour on it", value="0", key=f"price-gpu-hourly-{name}")
+            if st.form_submit_button("Save GPU price"):
+                with guarded(f"price {name} on {gpu}"):
+                    studio.set_gpu_price(name, gpu=gpu, hourly=on_gpu)
+                    flash(f"Hourly price of {name} on {gpu.strip()} saved: instance time costs it from the next pass.")
+                    st.rerun()
+        for gpu_type in price.hourly_gpu if price else {}:
+            if st.button(f"Remove the {gpu_type} price", key=f"price-gpu-remove-{name}-{gpu_type}"):
+                with guarded(f"price {name} on {gpu_type}"):
+                    studio.set_gpu_price(name, gpu=gpu_type, hourly="0")
+                    flash(f"{name} on {gpu_type} costs its hourly price again.")
                     st.rerun()
