@@ -1,5 +1,7 @@
-"""What a usage record costs the gateway's spool: the append (one write per record, on the event loop) and the batched
-fsync (on a worker thread). Prints microseconds per record and milliseconds per fsync.
+"""What a usage record costs the gateway's spool: the append (one write per record, on the event loop), the batched
+fsync (on a worker thread), and turning a flush's batch into rows: from memory, as a live gateway does, and read back
+from the segments, as a replay (and, before, every flush) does. Prints microseconds per record and milliseconds per
+fsync.
 
     python benchmarks/spool.py [RECORDS]
 """
@@ -13,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from studio.gateway.proxy import Metered
-from studio.gateway.spool import Spool
+from studio.gateway.spool import Batch, Spool, read_lines, rows_of
 
 
 def main(n: int = 100_000) -> None:
@@ -25,6 +27,15 @@ def main(n: int = 100_000) -> None:
         for i in range(n):
             spool.done(record._replace(request_id=f"{i:032x}")._asdict())
         append = (time.perf_counter() - began) / n
+        spool.sync()  # the periodic fsync's job: not part of the rows' cost
+        began = time.perf_counter()
+        batch = spool.rotate()
+        rows = spool.rows(batch)
+        memory = (time.perf_counter() - began) / len(rows)
+        began = time.perf_counter()
+        rows = rows_of(read_lines(batch.segments))
+        disk = (time.perf_counter() - began) / len(rows)
+        spool.written(Batch(batch.segments, rows))
         syncs = []
         for _ in range(20):
             for i in range(100):
@@ -35,6 +46,7 @@ def main(n: int = 100_000) -> None:
         spool.close()
     syncs.sort()
     print(f"append: {append * 1e6:.1f} µs per record ({n} records)")
+    print(f"a flush's rows: {memory * 1e6:.2f} µs per record from memory, {disk * 1e6:.1f} µs read back from disk")
     print(f"fsync of 100 records: median {syncs[10] * 1e3:.2f} ms, max {syncs[-1] * 1e3:.2f} ms")
 
 

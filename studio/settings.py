@@ -232,6 +232,12 @@ class Settings(BaseSettings):
         description="How often the gateway fsyncs its usage spool (COVE_HOME/spool): a power cut loses at most this "
         "much metered usage; a killed process loses none.",
     )
+    usage_checkpoint_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often the gateway spools what each open stream has sent: a stream open when the process "
+        "dies is billed the completion tokens of its last checkpoint.",
+    )
     db_connect_timeout_s: float = Field(
         default=5.0, gt=0, description="How long a connection to the database may take before it counts as down."
     )

@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -45,7 +44,7 @@ from studio.gateway.protocol import (
 )
 from studio.gateway.proxy import Metered, Proxy, Receive, Scope, Send, Upstream, respond
 from studio.gateway.routes import RouteTable
-from studio.gateway.spool import Spool, dead, forget, new_request_id, read_lines, rows_of
+from studio.gateway.spool import Batch, Spool, dead, forget, new_request_id, read_lines, rows_of
 from studio.gateway.tracing import Tracing, step
 from studio.gateway.waking import Wake, WakeFailed, Waker
 from studio.limits import Caps, Rule
@@ -262,6 +261,7 @@ class Gateway:
             asyncio.create_task(self._every(self.settings.usage_flush_s, self.flush_usage)),
             asyncio.create_task(self._every(self.settings.budgets_refresh_s, self.refresh_spend)),
             asyncio.create_task(self._every(self.settings.usage_spool_sync_s, self._sync_spool)),
+            asyncio.create_task(self._every(self.settings.usage_checkpoint_s, self._checkpoint_streams)),
         ]
 
     async def _connect(self) -> bool:
@@ -307,6 +307,18 @@ class Gateway:
         if self.spool is not None:
             await asyncio.to_thread(self.spool.sync)
 
+    async def _checkpoint_streams(self) -> None:
+        """Spool what each open stream has sent so far (one line per stream, one write for all; nothing for requests
+        that do not stream): a stream open when this process dies is billed that much (see ``spool``)."""
+        if self.spool is not None and self.up.spooled_streams:
+            reached = {
+                call.request_id: call.reached()
+                for call in self.up.spooled_streams
+                if call.sent_tokens and call.request_id
+            }
+            if reached and not self.spool.checkpoint(reached):
+                self.metrics.usage_unspooled.inc()
+
     def _keep(self, metered: Metered) -> bool:
         """Append a finished request to the spool; False (counted, logged by the spool) when the disk refused it."""
         if self.spool is not None and self.spool.done(metered._asdict()):
@@ -322,11 +334,11 @@ class Gateway:
         endpoint: str,
         body: dict[str, Any],
         stream: bool,
-    ) -> None:
+    ) -> int:
         """Spool an admitted request before the runtime is asked: what it is billed if this process dies before it
-        ends (its prompt tokens, priced; see ``spool``)."""
+        ends (its prompt tokens, priced; see ``spool``). Returns those prompt tokens (0 with the spool off)."""
         if self.spool is None:
-            return
+            return 0
         prompt = estimate_prompt_tokens(body)
         record = {
             "api_key_id": identity.id if identity else None,
@@ -345,6 +357,7 @@ class Gateway:
         }
         if not self.spool.open(request_id, record):
             self.metrics.usage_unspooled.inc()
+        return prompt
 
     async def shutdown(self) -> None:
         for task in self._tasks:
@@ -458,21 +471,27 @@ class Gateway:
                     raise
             if begin_read:
                 self.budgets.begin_read()
-            # the batch is taken with nothing awaited in between: closed segments (and what only memory holds)
-            segments, in_flight = self.spool.rotate() if self.spool is not None else ([], frozenset[str]())
+            # the batch is taken with nothing awaited in between: what the spool appended since the last flush (and
+            # what only memory holds)
+            batch = self.spool.rotate() if self.spool is not None else None
             memory, self.up.metered = self.up.metered, []
-            if not segments and not memory and self._replayed:
+            if batch is not None and not batch.segments and not batch.rows:
+                batch = None
+            if batch is None and not memory and self._replayed:
                 return
             try:
-                with step(self.tracing, "usage flush", {"cove.usage.segments": len(segments)}):
-                    await asyncio.to_thread(self._write_usage, segments, in_flight, memory)
+                with step(self.tracing, "usage flush", {"cove.usage.segments": len(batch.segments) if batch else 0}):
+                    await asyncio.to_thread(self._write_usage, batch, memory)
             except Exception:
+                if batch is not None and self.spool is not None:
+                    self.spool.restore(batch)
                 self._hold(memory)
                 raise
 
-    def _write_usage(self, segments: list[Path], in_flight: frozenset[str], memory: list[Metered]) -> None:
-        """Write closed spool segments and records only memory holds (one transaction), then delete the segments;
-        first, once, the spools of gateways that died. On a worker thread."""
+    def _write_usage(self, batch: Batch | None, memory: list[Metered]) -> None:
+        """Write a batch of the spool and records only memory holds (one transaction), then delete the batch's
+        segments; first, once, the spools of gateways that died (this home's earlier processes among them: the only
+        segments read back from disk, with a batch too large to keep in memory). On a worker thread."""
         if not self._replayed and self.spool is not None:
             for lock, dead_segments in dead(self.spool.folder):
                 rows = rows_of(read_lines(dead_segments))
@@ -480,15 +499,15 @@ class Gateway:
                 forget(lock, dead_segments)
                 log.warning("replayed %d usage records a stopped gateway left in %s", len(rows), lock.parent)
         self._replayed = True
-        rows = self.spool.take(segments, in_flight) if self.spool is not None else []
+        rows = self.spool.rows(batch) if batch is not None and self.spool is not None else []
         if memory:  # a record the spool could not append: the one in memory is the request's final word
             kept = {m.request_id for m in memory}
             rows = [r for r in rows if r["request_id"] not in kept] + [m._asdict() for m in memory]
         self.metrics.usage_pending.set(len(rows))
         usage.record_usage(db=self.db, records=rows)
         self.metrics.usage_pending.set(0)
-        if self.spool is not None:
-            self.spool.written(segments)
+        if batch is not None and self.spool is not None:
+            self.spool.written(batch)
 
     def _hold(self, memory: list[Metered]) -> None:
         """Put back records only memory holds after a failed write; past ``MAX_BUFFERED_USAGE`` the oldest are
@@ -765,7 +784,7 @@ class Gateway:
                 self.metrics.requests.labels(name, endpoint, str(refused.status), "").inc()
                 return
         request_id = new_request_id()
-        self._spool_open(request_id, identity, route, endpoint, body, stream)
+        prompt = self._spool_open(request_id, identity, route, endpoint, body, stream)
         call = (Proxy if self.tracing is None else self.tracing.proxy)(
             self.up,
             route,
@@ -782,6 +801,7 @@ class Gateway:
             lease=lease,
             answer_as_response=answer_as_response,
             request_id=request_id,
+            admitted_prompt_tokens=prompt,
         )
         await call.run(receive, send)
 

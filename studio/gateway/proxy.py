@@ -79,6 +79,8 @@ class Upstream:
     client: aiohttp.ClientSession | None = None
     metered: list[Metered] = field(default_factory=list)
     streams: dict[int, set[Proxy]] = field(default_factory=dict)  # open streams by API key id, to cut on revocation
+    # open streams with a request id (spooled), checkpointed while they last: see ``spool``
+    spooled_streams: set[Proxy] = field(default_factory=set)
     deadline_s: float | None = None  # the longest a whole request may take (None: no limit but the per-read one)
     secret: str = ""  # the studio's key: each deployment's model servers ask for a key derived from it
     counter: TokenCounter = field(default_factory=TokenCounter)  # for what runtimes do not report
@@ -185,8 +187,12 @@ class Proxy:
         lease: Lease | None = None,
         answer_as_response: dict[str, Any] | None = None,
         request_id: str | None = None,
+        admitted_prompt_tokens: int = 0,
     ) -> None:
         self.request_id = request_id
+        # the prompt tokens it was admitted (and spooled) with, priced in its checkpoints
+        self.admitted_prompt_tokens = admitted_prompt_tokens
+        self.sent_tokens = 0  # completion tokens relayed to the client so far (reported, else one per content chunk)
         self.up, self.route, self.endpoint, self.stream = up, route, endpoint, stream
         self.wants_usage, self.identity, self.started = wants_usage, identity, started
         # several payloads: copies of one request whose answers are merged (``n`` fanned out for the runtime)
@@ -205,6 +211,14 @@ class Proxy:
         self.upstream_s = 0.0  # time spent waiting on the runtime
         self.cut_reason = ""  # why the gateway ended this stream (its key was revoked or expired)
         self._responses: list[aiohttp.ClientResponse] = []
+
+    def reached(self) -> dict[str, int]:
+        """What this open stream has sent so far, priced: its spool checkpoint."""
+        price = self.up.prices.get(self.route.name, FREE)
+        return {
+            "completion_tokens": self.sent_tokens,
+            "cost_micros": price.cost(self.admitted_prompt_tokens, self.sent_tokens),
+        }
 
     def cut(self, reason: str) -> None:
         """End this stream now: the client gets an error event saying ``reason``, the runtime a closed connection."""
@@ -376,6 +390,8 @@ class Proxy:
         if key_id is not None:
             self._responses = responses
             self.up.streams.setdefault(key_id, set()).add(self)
+        if self.request_id is not None:
+            self.up.spooled_streams.add(self)
         last_at = 0.0  # when the last content chunk was relayed
         try:
             async for chunk in responses[0].content.iter_any() if len(responses) == 1 else fan_in(responses):
@@ -403,6 +419,8 @@ class Proxy:
                             self.itl.extend([0.0] * new)
                         last_at = now
                     await send({"type": "http.response.body", "body": out, "more_body": True})
+                    # counted once sent: a checkpoint never bills what the client did not get
+                    self.sent_tokens = meter.completion_tokens if meter.reported else meter.content_chunks
             if self.cut_reason:
                 await self._end_stream(send, 401, self.cut_reason, "invalid_request_error")
                 return
@@ -430,6 +448,7 @@ class Proxy:
             )
             await self._end_stream(send, 502, message, "upstream_error")
         finally:
+            self.up.spooled_streams.discard(self)
             if key_id is not None:
                 calls = self.up.streams.get(key_id, set())
                 calls.discard(self)

@@ -5,6 +5,8 @@ keys and slow clients (real chats still answered). The model server is the scrip
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -15,9 +17,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -84,15 +88,61 @@ class GatewayProcess:
                 self.kill()
 
 
+@contextlib.contextmanager
+def running(settings: Settings, database_url: str, **env: str) -> Iterator[GatewayProcess]:
+    """A gateway process for the block (``env``: its COVE_ settings), stopped after it, killed or not."""
+    gateway = GatewayProcess(settings, database_url, **env)
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+@dataclass
+class Studio:
+    """A studio whose deployment 'chat' is Ready at a runtime, a key for it, and the home its gateways run in."""
+
+    db: Database
+    key: str
+    database_url: str
+    home: Settings
+
+    def gateway(self, **env: str) -> contextlib.AbstractContextManager[GatewayProcess]:
+        return running(self.home, self.database_url, **env)
+
+
+@contextlib.contextmanager
+def serving(database_url: str, tmp_path: Path, runtime: str) -> Iterator[Studio]:
+    db = open_studio(make_settings(tmp_path / "studio", database_url=database_url))
+    try:
+        yield Studio(db, _serve_chat(db, tmp_path, runtime), database_url, make_settings(tmp_path / "home"))
+    finally:
+        db.dispose()
+
+
+@contextlib.contextmanager
+def _runtime_process(*command: str) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, *command, "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(url + "/health"), timeout=20, what="the fake runtime")
+        yield url
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def runtime() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(FAKES / "scripted_runtime.py"), "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _answers(url + "/health"), timeout=20, what="the fake runtime")
-    yield url
-    proc.kill()
-    proc.wait()
+    with _runtime_process(str(FAKES / "scripted_runtime.py")) as url:
+        yield url
+
+
+@pytest.fixture
+def studio(database_url: str, tmp_path: Path, runtime: str) -> Iterator[Studio]:
+    with serving(database_url, tmp_path, runtime) as served:
+        yield served
 
 
 def _answers(url: str) -> bool:
@@ -134,15 +184,10 @@ def _chat(url: str, key: str, *, stream: bool = False) -> str:
     return reply.headers["x-request-id"]
 
 
-def test_kill_9_mid_stream_and_mid_flush_bills_every_request_once(
-    database_url: str, tmp_path: Path, runtime: str
-) -> None:
-    db = open_studio(make_settings(tmp_path / "studio", database_url=database_url))
-    key = _serve_chat(db, tmp_path, runtime)
-    settings = make_settings(tmp_path / "home")
+def test_kill_9_mid_stream_and_mid_flush_bills_every_request_once(studio: Studio, tmp_path: Path) -> None:
+    db, key, settings = studio.db, studio.key, studio.home
     # flushes far apart: everything served is still only in the spool when the process is killed
-    first = GatewayProcess(settings, database_url, COVE_USAGE_FLUSH_S="3600")
-    try:
+    with studio.gateway(COVE_USAGE_FLUSH_S="3600") as first:
         served = [_chat(first.url, key, stream=i % 2 == 1) for i in range(6)]
         stalled = []
         for _ in range(2):  # streams open at the kill: the runtime sent one word and waits
@@ -158,31 +203,84 @@ def test_kill_9_mid_stream_and_mid_flush_bills_every_request_once(
             stalled.append(response.headers["x-request-id"])
         assert _rows(db) == {}
         first.kill()
-    finally:
-        first.stop()
     spool = settings.home / "spool"
     left = tmp_path / "left-by-the-crash"
     shutil.copytree(spool, left)  # to play a crash after the rows were committed and before the files were deleted
 
-    second = GatewayProcess(settings, database_url)
-    try:
+    with studio.gateway():
         rows = wait_until(lambda: len(r := _rows(db)) == 8 and r, timeout=30, what="eight usage rows")
-    finally:
-        second.stop()
     assert {rid: rows[rid] for rid in served} == dict.fromkeys(served, (200, 7, 3))
     assert all(rows[rid][0] == 499 and rows[rid][1] > 0 and rows[rid][2] == 0 for rid in stalled)
 
     shutil.copytree(left, spool, dirs_exist_ok=True)
-    third = GatewayProcess(settings, database_url)
-    try:
+    with studio.gateway() as third:
         replayed = [spool / p.name for p in left.iterdir()]
         wait_until(lambda: not any(p.exists() for p in replayed), timeout=30, what="the replayed spool to be deleted")
         assert _rows(db) == rows  # replayed again: nothing counted twice
         served.append(_chat(third.url, key))
         wait_until(lambda: len(_rows(db)) == 9, timeout=30, what="the new request's row")
-    finally:
-        third.stop()
-    db.dispose()
+
+
+MOCK_UPSTREAM = Path(__file__).resolve().parents[2] / "benchmarks" / "mock_upstream.py"
+
+
+def _checkpointed(spool: Path, request_id: str) -> int:
+    """The completion tokens of the newest checkpoint of ``request_id`` in ``spool`` (0 when none yet)."""
+    reached = 0
+    for path in sorted(spool.glob("*.jsonl")):
+        for line in path.read_bytes().splitlines():
+            with contextlib.suppress(orjson.JSONDecodeError):  # a line being written
+                record = orjson.loads(line)
+                if record.get("k") == "at" and record["request_id"] == request_id:
+                    reached = max(reached, record["completion_tokens"])
+    return reached
+
+
+def _content_chunks(lines: Iterator[str]) -> Iterator[int]:
+    """Yields 1 per content chunk of an SSE chat stream, as the client reads them."""
+    for line in lines:
+        if line.startswith("data: {") and orjson.loads(line[6:])["choices"][0]["delta"].get("content"):
+            yield 1
+
+
+def test_a_stream_open_at_kill_9_is_billed_what_its_client_had_received(database_url: str, tmp_path: Path) -> None:
+    # a runtime streaming a long answer (a token every 10 ms, for a minute)
+    with (
+        _runtime_process(str(MOCK_UPSTREAM), "--chunks", "6000", "--delay-ms", "10") as runtime,
+        serving(database_url, tmp_path, runtime) as studio,
+    ):
+        spool = studio.home.home / "spool"
+        with (
+            studio.gateway(COVE_USAGE_FLUSH_S="3600", COVE_USAGE_CHECKPOINT_S="0.2") as gateway,
+            httpx.Client(timeout=30) as client,
+            client.stream(
+                "POST",
+                gateway.url + "/v1/chat/completions",
+                headers={"authorization": f"Bearer {studio.key}"},
+                json={**CHAT, "stream": True},
+            ) as response,
+        ):
+            request_id = response.headers["x-request-id"]
+            chunks = _content_chunks(response.iter_lines())
+            counted = sum(itertools.islice(chunks, 30))
+            # a checkpoint has covered what the client counted (the stream goes on meanwhile)
+            wait_until(lambda: _checkpointed(spool, request_id) >= counted, timeout=10, what="a checkpoint")
+            checkpointed = _checkpointed(spool, request_id)
+            gateway.kill()
+            with contextlib.suppress(httpx.HTTPError):  # what was on its way when the gateway died, to the cut
+                for one in chunks:
+                    counted += one
+            received = counted
+        assert _rows(studio.db) == {}
+        with studio.gateway():
+            rows = wait_until(lambda: _rows(studio.db), timeout=30, what="the killed stream's row")
+    status, prompt, completion = rows[request_id]
+    assert list(rows) == [request_id]
+    assert status == 499
+    assert prompt > 0
+    # billed at its last checkpoint: at least the one seen before the kill (which covered the 30 chunks the client
+    # had counted then), at most what the client received in all
+    assert 30 <= checkpointed <= completion <= received
 
 
 def test_database_outage_chats_go_on_readiness_degraded_and_nothing_is_lost(
@@ -195,8 +293,9 @@ def test_database_outage_chats_go_on_readiness_degraded_and_nothing_is_lost(
     link = SeverableLink((host, int(port)))
     through_link = url.replace(f"{host}:{port}", f"127.0.0.1:{link.port}")
     settings = make_settings(tmp_path / "home")
-    gateway = GatewayProcess(settings, through_link, COVE_DB_CONNECT_TIMEOUT_S="1")  # migrates the new database
-    try:
+    with contextlib.ExitStack() as undo:
+        undo.callback(link.sever)  # after the gateway stopped
+        gateway = undo.enter_context(running(settings, through_link, COVE_DB_CONNECT_TIMEOUT_S="1"))  # migrates it
         wait_until(lambda: gateway.ready()["status"] == "ok", timeout=60, what="the gateway to be ready")
         db = open_studio(make_settings(tmp_path / "studio", database_url=url))
         key = _serve_chat(db, tmp_path, runtime)
@@ -216,18 +315,13 @@ def test_database_outage_chats_go_on_readiness_degraded_and_nothing_is_lost(
         rows = wait_until(lambda: len(r := _rows(db)) == len(sent) and r, timeout=30, what="every chat's row")
         assert set(rows) == set(sent)
         db.dispose()
-    finally:
-        gateway.stop()
-        link.sever()
 
 
 def test_start_with_the_database_down_retries_and_says_so(tmp_path: Path) -> None:
     dead_port = free_port()
     settings = make_settings(tmp_path / "home")
-    gateway = GatewayProcess(
-        settings, f"postgresql+psycopg://postgres@127.0.0.1:{dead_port}/cove", COVE_DB_CONNECT_TIMEOUT_S="1"
-    )
-    try:
+    database_url = f"postgresql+psycopg://postgres@127.0.0.1:{dead_port}/cove"
+    with running(settings, database_url, COVE_DB_CONNECT_TIMEOUT_S="1") as gateway:
         ready = httpx.get(gateway.url + "/readyz")
         assert ready.status_code == 503
         assert ready.json()["status"] == "starting"
@@ -237,17 +331,11 @@ def test_start_with_the_database_down_retries_and_says_so(tmp_path: Path) -> Non
         assert refused.headers["retry-after"]
         wait_until(lambda: "attempt 3" in gateway.ready()["problem"], timeout=30, what="a third attempt")
         assert gateway.proc.poll() is None  # still running: no crash loop
-    finally:
-        gateway.stop()
 
 
-def test_unknown_keys_are_refused_from_memory_while_a_real_client_chats(
-    database_url: str, tmp_path: Path, runtime: str
-) -> None:
-    db = open_studio(make_settings(tmp_path / "studio", database_url=database_url))
-    key = _serve_chat(db, tmp_path, runtime)
-    gateway = GatewayProcess(make_settings(tmp_path / "home"), database_url, COVE_AUTH_FAILURES_PER_MINUTE="1000000")
-    try:
+def test_unknown_keys_are_refused_from_memory_while_a_real_client_chats(studio: Studio) -> None:
+    db, key = studio.db, studio.key
+    with studio.gateway(COVE_AUTH_FAILURES_PER_MINUTE="1000000") as gateway:
         with httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {key}"}) as client:
 
             def latency(n: int) -> float:
@@ -283,36 +371,20 @@ def test_unknown_keys_are_refused_from_memory_while_a_real_client_chats(
         # a key made a moment ago works at once
         fresh = keys.create_key(actor=ADMIN, db=db, data=ApiKeyCreate(name="fresh")).key
         _chat(gateway.url, fresh)
-    finally:
-        gateway.stop()
-        db.dispose()
 
 
-def test_too_many_unknown_keys_from_one_address_get_429_and_good_keys_still_work(
-    database_url: str, tmp_path: Path, runtime: str
-) -> None:
-    db = open_studio(make_settings(tmp_path / "studio", database_url=database_url))
-    key = _serve_chat(db, tmp_path, runtime)
-    gateway = GatewayProcess(make_settings(tmp_path / "home"), database_url, COVE_AUTH_FAILURES_PER_MINUTE="5")
-    try:
+def test_too_many_unknown_keys_from_one_address_get_429_and_good_keys_still_work(studio: Studio) -> None:
+    key = studio.key
+    with studio.gateway(COVE_AUTH_FAILURES_PER_MINUTE="5") as gateway:
         bad = {"authorization": "Bearer sk-nope"}
         codes = [httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=bad).status_code for _ in range(7)]
         assert codes == [401] * 5 + [429] * 2
         _chat(gateway.url, key)
-    finally:
-        gateway.stop()
-        db.dispose()
 
 
-def test_slow_and_huge_bodies_are_cut_off_while_real_chats_are_answered(
-    database_url: str, tmp_path: Path, runtime: str
-) -> None:
-    db = open_studio(make_settings(tmp_path / "studio", database_url=database_url))
-    key = _serve_chat(db, tmp_path, runtime)
-    gateway = GatewayProcess(
-        make_settings(tmp_path / "home"), database_url, COVE_BODY_TIMEOUT_S="2", COVE_MAX_BODY_BYTES="100000"
-    )
-    try:
+def test_slow_and_huge_bodies_are_cut_off_while_real_chats_are_answered(studio: Studio) -> None:
+    key = studio.key
+    with studio.gateway(COVE_BODY_TIMEOUT_S="2", COVE_MAX_BODY_BYTES="100000") as gateway:
         port = int(gateway.url.rsplit(":", 1)[1])
         slow = []
         for _ in range(200):  # clients that send their headers, then a body one byte at a time (or never)
@@ -333,20 +405,11 @@ def test_slow_and_huge_bodies_are_cut_off_while_real_chats_are_answered(
         assert slow[0].recv(100).startswith(b"HTTP/1.1 408")  # cut off after the body deadline
         for conn in slow:
             conn.close()
-    finally:
-        gateway.stop()
-        db.dispose()
 
 
-def test_connections_that_send_no_request_are_cut_off_and_free_their_place(
-    database_url: str, tmp_path: Path, runtime: str
-) -> None:
-    db = open_studio(make_settings(tmp_path / "studio", database_url=database_url))
-    key = _serve_chat(db, tmp_path, runtime)
-    gateway = GatewayProcess(
-        make_settings(tmp_path / "home"), database_url, COVE_MAX_CONNECTIONS="20", COVE_HEADER_TIMEOUT_S="1"
-    )
-    try:
+def test_connections_that_send_no_request_are_cut_off_and_free_their_place(studio: Studio) -> None:
+    key = studio.key
+    with studio.gateway(COVE_MAX_CONNECTIONS="20", COVE_HEADER_TIMEOUT_S="1") as gateway:
         port = int(gateway.url.rsplit(":", 1)[1])
         held = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]  # the whole cap: silent...
         for conn in held[10:]:  # ...or a request line whose headers never end
@@ -368,21 +431,12 @@ def test_connections_that_send_no_request_are_cut_off_and_free_their_place(
             assert b"headers did not arrive within 1 s" in answer
         for conn in held:
             conn.close()
-    finally:
-        gateway.stop()
-        db.dispose()
 
 
-def test_an_address_past_the_unknown_key_limit_gets_429_no_sooner_than_a_key_check(
-    database_url: str, tmp_path: Path, runtime: str
-) -> None:
+def test_an_address_past_the_unknown_key_limit_gets_429_no_sooner_than_a_key_check(studio: Studio) -> None:
     # a 429 at once would let a flood of unknown keys send as fast as the gateway can answer, starving real requests
-    db = open_studio(make_settings(tmp_path / "studio", database_url=database_url))
-    key = _serve_chat(db, tmp_path, runtime)
-    gateway = GatewayProcess(
-        make_settings(tmp_path / "home"), database_url, COVE_AUTH_FAILURES_PER_MINUTE="1", COVE_KEYS_RECHECK_S="1"
-    )
-    try:
+    key = studio.key
+    with studio.gateway(COVE_AUTH_FAILURES_PER_MINUTE="1", COVE_KEYS_RECHECK_S="1") as gateway:
         with httpx.Client(base_url=gateway.url, headers={"authorization": "Bearer sk-nope"}) as flood:
             assert flood.post("/v1/chat/completions", json=CHAT).status_code == 401
             for _ in range(2):
@@ -390,6 +444,3 @@ def test_an_address_past_the_unknown_key_limit_gets_429_no_sooner_than_a_key_che
                 assert flood.post("/v1/chat/completions", json=CHAT).status_code == 429
                 assert time.perf_counter() - began >= 1.0
         _chat(gateway.url, key)
-    finally:
-        gateway.stop()
-        db.dispose()

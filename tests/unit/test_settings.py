@@ -95,6 +95,7 @@ def test_defaults(tmp_path: Path) -> None:
         "routes_refresh_s": 1.0,
         "usage_flush_s": 1.0,
         "usage_spool_sync_s": 0.1,
+        "usage_checkpoint_s": 1.0,
         "db_connect_timeout_s": 5.0,
         "auth_failures_per_minute": 60,
         "keys_recheck_s": 0.25,
