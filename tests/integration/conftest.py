@@ -231,7 +231,16 @@ def cove_env(settings: Settings) -> dict[str, str]:
         env["COVE_SECRET_KEY"] = settings.secret_key
     if settings.database_url:
         env["COVE_DATABASE_URL"] = settings.database_url
+    for name in PASSED_WHEN_SET:
+        if name in settings.model_fields_set:
+            value = getattr(settings, name)
+            env[f"COVE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     return env
+
+
+# settings a test may give its `cove` process beside those above (only when it set them: defaults stay the child's)
+PASSED_WHEN_SET = ("backend", "kubeconfig", "kube_namespace", "models_pvc", "pools", "leader_election",
+                   "leader_lease_s", "leader_retry_s", "release")  # fmt: skip
 
 
 def answers(url: str) -> bool:
