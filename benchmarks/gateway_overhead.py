@@ -27,7 +27,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import struct
@@ -36,8 +35,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +58,10 @@ from studio.models import (
 from studio.services import deployments, images, keys, limits, models, usage, users
 from studio.settings import Settings
 from studio.values import Principal, Resources
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling scripts, when it is imported as benchmarks.…
+import processes
+from processes import tail
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -110,13 +111,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
 class CoveServer:
     """``cove server`` as a subprocess in its own session; ``stop`` sends SIGTERM and then checks that the server
     and every process it started (its replicas) are gone, killing leftovers by pid and reporting them."""
@@ -141,29 +135,16 @@ class CoveServer:
             **self.env,
         }
         profile = ["-m", "cProfile", "-o", str(self.cprofile)] if self.cprofile else []
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [PYTHON, *profile, "-m", "studio.cli", "server"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=ROOT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"cove server exited with {self.proc.returncode}:\n{tail(self.log_path)}")
-            try:
-                with urllib.request.urlopen(self.settings.gateway_url + "/healthz", timeout=1) as reply:
-                    if reply.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise SystemExit(f"cove server did not answer /healthz in {timeout:.0f} s:\n{tail(self.log_path)}")
+        self.proc = processes.start(
+            [PYTHON, *profile, "-m", "studio.cli", "server"],
+            log=self.log_path,
+            ready=lambda: processes.answers(self.settings.gateway_url + "/healthz"),
+            what="cove server",
+            timeout=timeout,
+            env=env,
+            cwd=ROOT,
+            new_session=True,
+        )
 
     def stop(self, timeout: float = 60) -> list[str]:
         """SIGTERM, wait, then the names of processes that had to be killed (empty when the server cleaned up)."""
@@ -173,13 +154,7 @@ class CoveServer:
             family = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.Error:
             family = []
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        processes.stop(self.proc, timeout)
         known = {p.pid for p in family}
         family += [p for p in self._recorded_replicas() if p.pid not in known]  # in case the server died early
         _, alive = psutil.wait_procs(family, timeout=5)

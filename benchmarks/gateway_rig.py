@@ -4,7 +4,8 @@
 ``gateway_rig(...)`` makes a throwaway COVE_HOME with a database (SQLite there, or the PostgreSQL database at
 ``database_url``), starts the mock runtime, writes what a controller would (a deployment ``chat`` Ready at the mock),
 creates one API key, starts the gateway as a process of its own with keys and metering on, and waits until its
-``/readyz`` says ok. On leaving it stops both with SIGTERM (SIGKILL after 20 s) and removes the folder.
+``/readyz`` says ok (``processes.start``). On leaving it stops both with SIGTERM (SIGKILL after 20 s) and removes
+the folder (``keep``: leaves it).
 """
 
 from __future__ import annotations
@@ -12,13 +13,10 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,7 +38,8 @@ DEPLOYMENT = "chat"
 CHAT = {"model": DEPLOYMENT, "messages": [{"role": "user", "content": "What is Cove?"}]}
 
 sys.path.insert(0, str(HERE))
-from gateway_overhead import free_port, percentile, tail, write_fake_model  # noqa: E402  (a sibling script)
+import processes  # noqa: E402  (sibling scripts)
+from gateway_overhead import cove_home, free_port, percentile, tail, write_fake_model  # noqa: E402
 
 
 @dataclass
@@ -73,36 +72,11 @@ def raise_fd_limit(need: int) -> int:
     return soft
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str, log: Callable[[], str] = lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}\n{log()}")
-        time.sleep(0.05)
-
-
-def _status(url: str) -> int:
-    try:
-        return httpx.get(url, timeout=2).status_code
-    except httpx.HTTPError:
-        return 0
-
-
 def _ready(url: str) -> bool:
     try:
         return bool(httpx.get(url + "/readyz", timeout=2).json().get("status") == "ok")
     except (httpx.HTTPError, ValueError):
         return False
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextlib.contextmanager
@@ -111,84 +85,80 @@ def gateway_rig(
 ) -> Iterator[Rig]:
     """The gateway (with ``env`` added to its environment: ``COVE_*`` settings) in front of the mock runtime
     (``mock_args`` added to its command line)."""
-    home = Path(tempfile.mkdtemp(prefix="cove-bench-load-"))
     procs: list[subprocess.Popen[bytes]] = []
-    try:
-        settings = Settings(home=home, port=free_port(), demo=False, login=False, database_url=database_url)
-        db = open_studio(settings)
-        admin = users.first_admin(db=db)
-        mock_port = free_port()
-        with (home / "mock.log").open("ab") as out:
-            mock = subprocess.Popen(
+    with cove_home(keep, "cove-bench-load-") as home:
+        try:
+            settings = Settings(home=home, port=free_port(), demo=False, login=False, database_url=database_url)
+            db = open_studio(settings)
+            admin = users.first_admin(db=db)
+            mock_port = free_port()
+            mock_url = f"http://127.0.0.1:{mock_port}"
+            mock = processes.start(
                 [sys.executable, str(MOCK), "--port", str(mock_port), "--model", "upstream", *mock_args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
+                log=home / "mock.log",
+                ready=lambda: processes.answers(mock_url + "/health"),
+                what="the mock runtime",
+                timeout=30,
             )
-        procs.append(mock)
-        mock_url = f"http://127.0.0.1:{mock_port}"
-        wait_for(lambda: _status(mock_url + "/health") == 200, 30, "the mock runtime", lambda: tail(home / "mock.log"))
+            procs.append(mock)
 
-        models.add_model(
-            db=db,
-            actor=admin,
-            data=ModelCreate(name="tiny", source=str(write_fake_model(home / "tiny-model"))),
-            cache_dir=settings.models_dir,
-        )
-        command = [sys.executable, str(MOCK), "--port", "{port}"]  # never run here: the gateway only needs a route
-        images.add_image(
-            db=db,
-            actor=admin,
-            data=ImageCreate(name="mock", version="1", ref="example.com/mock", local_command=command),
-        )
-        deployments.create_deployment(
-            db=db,
-            actor=admin,
-            data=DeploymentCreate(
-                name=DEPLOYMENT, model="tiny", image="mock", resources=Resources(cpu=0.5, memory_mib=256)
-            ),
-        )
-        dep = next(d for d in deployments.desired_state(db=db) if d.name == DEPLOYMENT)
-        deployments.record_observed(  # what a controller would write: Ready at the mock
-            db=db,
-            name=DEPLOYMENT,
-            generation=dep.generation,
-            events=[],
-            observed=Observed(status=Status.READY, ready_replicas=1, endpoints=[mock_url], upstream_model="upstream"),
-        )
-        key = keys.create_key(db=db, actor=admin, data=ApiKeyCreate(name="bench")).key
-        db.dispose()
+            models.add_model(
+                db=db,
+                actor=admin,
+                data=ModelCreate(name="tiny", source=str(write_fake_model(home / "tiny-model"))),
+                cache_dir=settings.models_dir,
+            )
+            command = [sys.executable, str(MOCK), "--port", "{port}"]  # never run here: the gateway only needs a route
+            images.add_image(
+                db=db,
+                actor=admin,
+                data=ImageCreate(name="mock", version="1", ref="example.com/mock", local_command=command),
+            )
+            deployments.create_deployment(
+                db=db,
+                actor=admin,
+                data=DeploymentCreate(
+                    name=DEPLOYMENT, model="tiny", image="mock", resources=Resources(cpu=0.5, memory_mib=256)
+                ),
+            )
+            dep = next(d for d in deployments.desired_state(db=db) if d.name == DEPLOYMENT)
+            deployments.record_observed(  # what a controller would write: Ready at the mock
+                db=db,
+                name=DEPLOYMENT,
+                generation=dep.generation,
+                events=[],
+                observed=Observed(
+                    status=Status.READY, ready_replicas=1, endpoints=[mock_url], upstream_model="upstream"
+                ),
+            )
+            key = keys.create_key(db=db, actor=admin, data=ApiKeyCreate(name="bench")).key
+            db.dispose()
 
-        url = f"http://127.0.0.1:{settings.port}"
-        environment = {
-            **os.environ,
-            "COVE_HOME": str(home),
-            "COVE_PORT": str(settings.port),
-            "COVE_HOST": "127.0.0.1",
-            "COVE_DATABASE_URL": settings.db_url,
-            "COVE_LOGIN": "false",
-            "COVE_DEMO": "false",
-            "COVE_LOG_LEVEL": "warning",
-            **(env or {}),
-        }
-        with (home / "gateway.log").open("ab") as out:
-            gateway = subprocess.Popen(
+            url = f"http://127.0.0.1:{settings.port}"
+            environment = {
+                **os.environ,
+                "COVE_HOME": str(home),
+                "COVE_PORT": str(settings.port),
+                "COVE_HOST": "127.0.0.1",
+                "COVE_DATABASE_URL": settings.db_url,
+                "COVE_LOGIN": "false",
+                "COVE_DEMO": "false",
+                "COVE_LOG_LEVEL": "warning",
+                **(env or {}),
+            }
+            gateway = processes.start(
                 [sys.executable, "-m", "studio.gateway"],
+                log=home / "gateway.log",
+                ready=lambda: _ready(url),
+                what="the gateway (its /readyz to say ok)",
                 env=environment,
-                stdout=out,
-                stderr=subprocess.STDOUT,
                 cwd=ROOT,
             )
-        procs.append(gateway)
-        rig = Rig(url=url, key=key, mock_url=mock_url, gateway=gateway, home=home, database_url=settings.db_url)
-        wait_for(lambda: _ready(url), 60, "the gateway's /readyz to say ok", rig.log)
-        yield rig
-    finally:
-        for proc in reversed(procs):
-            _stop(proc)
-        if keep:
-            print(f"kept {home}")
-        else:
-            shutil.rmtree(home, ignore_errors=True)
+            procs.append(gateway)
+            yield Rig(url=url, key=key, mock_url=mock_url, gateway=gateway, home=home, database_url=settings.db_url)
+        finally:
+            for proc in reversed(procs):
+                processes.stop(proc)
 
 
 def chat_latencies(rig: Rig, *, count: int | None = None, until: Callable[[], bool] | None = None) -> list[float]:

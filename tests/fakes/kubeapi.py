@@ -6,7 +6,10 @@ API server does besides, that KubeSpawner and Cove's backend rely on, is added h
 
 - ``watch=True`` (kubernetes_asyncio's spelling) is a watch, as ``watch=true`` is;
 - label and field selectors filter lists and watches (equality, inequality, existence);
-- a created object gets its namespace, uid, resourceVersion and creationTimestamp, and a pod ``phase: Pending``.
+- a created object gets its namespace, uid, resourceVersion and creationTimestamp, and a pod ``phase: Pending``;
+- every change gives the object a new resourceVersion, and a patch that names a resourceVersion other than the
+  stored one is refused with 409 Conflict (optimistic concurrency: two writers that read the same version cannot
+  both win, which leader election through a Lease relies on).
 
 Nothing schedules or runs pods: ``Kubelet`` moves them, as the test decides (running and ready, Pending for lack of
 GPUs, OOMKilled), through the API's ``/status`` subresource so every watcher sees it.
@@ -28,6 +31,7 @@ import attrs
 import kmock
 from aiohttp import web
 from kmock._internal import rendering  # the request type its handlers receive
+from kmock._internal.k8s import KubernetesError
 
 OFFICIAL_CLIENT = "OpenAPI-Generator/"  # how the ``kubernetes`` package's requests introduce themselves
 
@@ -85,6 +89,15 @@ def matches(obj: Mapping[str, Any], labels: Selector, fields: Selector) -> bool:
     return True
 
 
+@attrs.frozen
+class StaleResourceVersion(KubernetesError):  # type: ignore[misc]
+    """What the API answers a write made against a version of the object that is no longer the stored one."""
+
+    status: int = 409
+    reason: str = "Conflict"
+    message: str = "the object has been modified; please apply your changes to the latest version and try again"
+
+
 @attrs.define(kw_only=True)
 class KubeAPI(kmock.KubernetesEmulator):  # type: ignore[misc]
     """kmock's emulator, completed as the module docstring says. Use ``async with KubeAPI.serve() as api``."""
@@ -92,6 +105,7 @@ class KubeAPI(kmock.KubernetesEmulator):  # type: ignore[misc]
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     _sent: list[tuple[str, str, dict[str, Any]]] = attrs.field(factory=list, init=False)  # method, plural, body
     _calls: list[Call] = attrs.field(factory=list, init=False)
+    _updating: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)  # check-then-write of one patch at a time
 
     @classmethod
     def serve(cls) -> _Served:
@@ -109,7 +123,22 @@ class KubeAPI(kmock.KubernetesEmulator):  # type: ignore[misc]
             self._sent.append((request.method.value, request.resource.plural, copy.deepcopy(request.data)))
             if request.action == kmock.action.CREATE:
                 self._fill_in(request.data, request)
+            elif request.action == kmock.action.UPDATE and request.name is not None:
+                async with self._updating:
+                    self._check_version(request)
+                    return await super()._handle(request)
         return await super()._handle(request)
+
+    def _check_version(self, request: rendering.Request) -> None:
+        """Refuse a patch made against another version than the stored one; give the patched object a new one."""
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return  # kmock answers 404
+        stored = self.objects[key]
+        meta = request.data.setdefault("metadata", {})
+        if meta.get("resourceVersion") not in (None, stored.get("metadata", {}).get("resourceVersion")):
+            raise StaleResourceVersion()
+        meta["resourceVersion"] = str(next(self._versions))
 
     def _fill_in(self, obj: dict[str, Any], request: rendering.Request) -> None:
         meta = obj.setdefault("metadata", {})

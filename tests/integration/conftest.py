@@ -16,7 +16,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import psutil
 import pytest
@@ -35,6 +35,10 @@ from studio.values import Principal, Resources
 from tests.conftest import copy_sqlite_template
 from tests.fakes import FAKES
 from tests.people import ADMIN
+
+if TYPE_CHECKING:  # imported by the tests that use them only (Streamlit: see _streamlit_components_scanned_once)
+    import openai
+    from streamlit.testing.v1 import AppTest
 
 T = TypeVar("T")
 
@@ -231,7 +235,16 @@ def cove_env(settings: Settings) -> dict[str, str]:
         env["COVE_SECRET_KEY"] = settings.secret_key
     if settings.database_url:
         env["COVE_DATABASE_URL"] = settings.database_url
+    for name in PASSED_WHEN_SET:
+        if name in settings.model_fields_set:
+            value = getattr(settings, name)
+            env[f"COVE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     return env
+
+
+# settings a test may give its `cove` process beside those above (only when it set them: defaults stay the child's)
+PASSED_WHEN_SET = ("backend", "kubeconfig", "kube_namespace", "models_pvc", "pools", "leader_election",
+                   "leader_lease_s", "leader_retry_s", "release")  # fmt: skip
 
 
 def answers(url: str) -> bool:
@@ -277,6 +290,31 @@ class CoveServer:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def sdk_against_server(
+    settings: Settings, db: Database, log: Path, *, deployment: str, model: str
+) -> Iterator[openai.OpenAI]:
+    """`cove server` started with ``model`` (already in the catalog) deployed as ``deployment`` and Ready, and the
+    `openai` SDK with a new key of the admin's against its gateway (no retries, so a failure shows as it is); the
+    server is stopped after, its replica with it."""
+    import openai
+
+    from studio.models import ApiKeyCreate
+    from studio.services import keys
+
+    server = CoveServer(settings, log).start()
+    try:
+        deploy(db, deployment, model)
+        wait_until(
+            lambda: status_of(db, deployment, "Ready"), timeout=120, what=f"the deployment {deployment} to be Ready"
+        )
+        key = keys.create_key(db=db, actor=ADMIN, data=ApiKeyCreate(name="sdk")).key
+        with openai.OpenAI(base_url=settings.gateway_url + "/v1", api_key=key, max_retries=0) as client:
+            yield client
+    finally:
+        server.stop()
 
 
 def runtime_pids(home: Path) -> set[int]:
@@ -345,3 +383,48 @@ class CoveUp:
             self._reader.join(timeout=10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+# ------------------------------------------------------------------------------------------------ studio pages
+
+APP = Path(__file__).resolve().parents[2] / "studio" / "ui" / "app.py"
+
+
+@pytest.fixture
+def ui(settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTest]:
+    """The studio app, run headless with AppTest, on the test's COVE_HOME (the pages read their settings from
+    COVE_* like the real process); the pages' shared database is closed after."""
+    from streamlit.testing.v1 import AppTest
+
+    from studio.ui import facade
+
+    for name, value in cove_env(settings).items():
+        if name.startswith("COVE_"):
+            monkeypatch.setenv(name, value)
+    yield AppTest.from_file(str(APP), default_timeout=30)
+    facade._shared().db.dispose()
+    facade._open.clear()
+
+
+def page(at: AppTest, name: str) -> AppTest:
+    """Open the page ``studio/ui/app_pages/NAME.py``; fails on any exception it shows."""
+    at.switch_page(f"app_pages/{name}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def settle(at: AppTest) -> AppTest:
+    """Run again after an action that ended in ``st.rerun``/``st.switch_page`` (AppTest stops there, as a browser
+    would before its next run), so the page shows what the user sees next."""
+    if "cove_flash" in at.session_state:
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements: object) -> str:
+    return "\n".join(str(e.value) for e in elements)  # type: ignore[attr-defined]
+
+
+def table(at: AppTest, index: int = 0) -> list[dict[str, object]]:
+    return at.dataframe[index].value.to_dict("records")  # type: ignore[no-any-return]

@@ -47,11 +47,13 @@ from tests.integration.conftest import (
     GatewayServer,
     add_fake_image,
     deploy,
+    page,
     register_demo,
     status_of,
+    table,
+    texts,
     wait_until,
 )
-from tests.integration.test_studio_ui import page, table, texts, ui  # noqa: F401  (ui: the fixture)
 from tests.people import ADMIN, member
 
 SLOTS, TOKEN_MS, TOKENS = 4, 20.0, 10
@@ -278,7 +280,7 @@ def test_cove_bench_creates_a_run_on_the_server_and_follows_it(
 def test_the_benchmarks_page_charts_a_sweep_and_compares_two_runs(
     db: Database,
     knee_deployed: str,
-    ui: AppTest,  # noqa: F811
+    ui: AppTest,
 ) -> None:
     at = page(ui, "benchmarks")
     assert "No benchmark runs yet" in texts(at.info)

@@ -15,10 +15,9 @@ import openai
 import pytest
 
 from studio.db import Database
-from studio.models import ApiKeyCreate
-from studio.services import keys, models, usage
+from studio.services import models, usage
 from studio.settings import Settings
-from tests.integration.conftest import CoveServer, deploy, status_of, wait_until
+from tests.integration.conftest import sdk_against_server, wait_until
 from tests.people import ADMIN
 
 WIDTH = 32
@@ -82,15 +81,8 @@ def client(settings: Settings, db: Database, tmp_path: Path) -> Iterator[openai.
         repo_id="cove/tiny-encoder",
         cache_dir=settings.models_dir,
     )
-    server = CoveServer(settings, tmp_path / "server.log").start()
-    try:
-        deploy(db, "embed", "tiny-encoder")
-        wait_until(lambda: status_of(db, "embed", "Ready"), timeout=120, what="the embedding deployment to be Ready")
-        key = keys.create_key(db=db, actor=ADMIN, data=ApiKeyCreate(name="sdk")).key
-        with openai.OpenAI(base_url=settings.gateway_url + "/v1", api_key=key, max_retries=0) as c:
-            yield c
-    finally:
-        server.stop()
+    with sdk_against_server(settings, db, tmp_path / "server.log", deployment="embed", model="tiny-encoder") as sdk:
+        yield sdk
 
 
 @pytest.mark.runtime

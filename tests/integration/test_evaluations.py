@@ -22,9 +22,8 @@ from studio.scoring import EvalResult, Example, Score, aggregate
 from studio.services import deployments, evaluations, keys
 from studio.settings import Settings
 from studio.values import JobStatus, Resources
-from tests.integration.conftest import CoveServer, register_demo
+from tests.integration.conftest import CoveServer, page, register_demo, table, texts
 from tests.integration.test_finetunes import add_dataset
-from tests.integration.test_studio_ui import page, table, texts, ui  # noqa: F401  (ui: the fixture)
 from tests.people import ADMIN, member
 
 
@@ -200,7 +199,7 @@ def test_the_demo_model_is_evaluated_through_its_deployment_and_listed(
     assert not [k for k in client.keys.list() if k.name.startswith("eval-") and k.revoked_at is None]
 
 
-def test_the_models_page_shows_a_versions_evaluations_and_their_examples(ready: Database, ui: AppTest) -> None:  # noqa: F811
+def test_the_models_page_shows_a_versions_evaluations_and_their_examples(ready: Database, ui: AppTest) -> None:
     at = page(ui, "models")
     assert "None yet: `cove eval run stub:1" in texts(at.caption)
 

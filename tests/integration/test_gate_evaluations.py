@@ -26,11 +26,9 @@ from studio.settings import Settings
 from studio.values import JobStatus, Resources
 from studio.webhooks import Notifier
 from tests.fakes.backends import InstantBackend
-from tests.integration.conftest import wait_until, write_stub_model
+from tests.integration.conftest import page, table, texts, wait_until, write_stub_model
 from tests.integration.test_cli import run
 from tests.integration.test_evaluations import ready  # noqa: F401  (the fixture)
-from tests.integration.test_studio_aliases_ui import ui  # noqa: F401  (the fixture)
-from tests.integration.test_studio_ui import page, table, texts
 from tests.people import ADMIN
 
 EVALSET = EvalSet(dataset="facts", dataset_version=1, scorers=(ScorerSpec(kind="exact_match"),))
@@ -330,7 +328,7 @@ def scored_as(db: Database, evaluation_id: int, score: float, n: int = 10) -> in
 
 def test_the_models_page_judges_from_stored_evaluations_and_shows_production_failing(
     two: Database,
-    ui: AppTest,  # noqa: F811
+    ui: AppTest,
 ) -> None:
     scored(two, 1, "chat", 0.9)
     aliases.set_gate(db=two, actor=ADMIN, model="stub", gate=GATE.model_copy(update={"every_h": 24.0}))

@@ -11,11 +11,8 @@ import openai
 import pytest
 
 from studio.db import Database
-from studio.models import ApiKeyCreate
-from studio.services import keys
 from studio.settings import Settings
-from tests.integration.conftest import CoveServer, deploy, register_demo, status_of, wait_until
-from tests.people import ADMIN
+from tests.integration.conftest import register_demo, sdk_against_server
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -24,15 +21,8 @@ HI = [{"role": "user", "content": "hi"}]
 def client(settings: Settings, db: Database, demo_folder: Path, tmp_path: Path) -> Iterator[openai.OpenAI]:
     """The SDK, with a key, against `cove server` with the demo model deployed as ``demo`` and Ready."""
     register_demo(db, settings, demo_folder)
-    server = CoveServer(settings, tmp_path / "server.log").start()
-    try:
-        deploy(db, "demo", "demo-chat")
-        wait_until(lambda: status_of(db, "demo", "Ready"), timeout=120, what="the demo deployment to be Ready")
-        key = keys.create_key(db=db, actor=ADMIN, data=ApiKeyCreate(name="sdk")).key
-        with openai.OpenAI(base_url=settings.gateway_url + "/v1", api_key=key, max_retries=0) as c:
-            yield c
-    finally:
-        server.stop()
+    with sdk_against_server(settings, db, tmp_path / "server.log", deployment="demo", model="demo-chat") as sdk:
+        yield sdk
 
 
 @pytest.mark.runtime

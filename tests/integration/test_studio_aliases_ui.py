@@ -4,7 +4,6 @@ canary's share. Run headless with AppTest against a real database."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,23 +13,9 @@ from studio.db import Database
 from studio.gate import GateConfig
 from studio.models import DeploymentCreate, ModelCreate
 from studio.services import aliases, canary, deployments, events, models
-from studio.settings import Settings
-from studio.ui import facade
 from studio.values import Resources
-from tests.integration.conftest import cove_env, write_stub_model
-from tests.integration.test_studio_ui import APP, page, settle, table, texts
+from tests.integration.conftest import page, settle, table, texts, write_stub_model
 from tests.people import ADMIN
-
-
-@pytest.fixture
-def ui(settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTest]:
-    """The studio app on the test's COVE_HOME, as in test_studio_ui."""
-    for name, value in cove_env(settings).items():
-        if name.startswith("COVE_"):
-            monkeypatch.setenv(name, value)
-    yield AppTest.from_file(str(APP), default_timeout=30)
-    facade._shared().db.dispose()
-    facade._open.clear()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ JobRunner on a backend whose tasks do what the test says (tests/fakes/backends.p
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,29 +16,16 @@ from studio.finetuning import Progress
 from studio.models import DatasetCreate, FineTuneCreate, ModelCreate
 from studio.services import datasets, finetunes, models
 from studio.settings import Settings
-from studio.ui import facade
 from studio.values import JobStatus
 from tests.fakes.backends import InstantBackend
-from tests.integration.conftest import cove_env
+from tests.integration.conftest import page, settle, table, texts
 from tests.integration.test_finetunes import runner_pass, succeed, token_of
-from tests.integration.test_studio_ui import APP, page, settle, table, texts
 from tests.people import ADMIN
 
 CHATS = [
     {"messages": [{"role": "user", "content": f"What is {i} plus one?"}, {"role": "assistant", "content": f"{i + 1}."}]}
     for i in range(6)
 ]
-
-
-@pytest.fixture
-def ui(settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTest]:
-    """The studio app on the test's COVE_HOME, as in test_studio_ui."""
-    for name, value in cove_env(settings).items():
-        if name.startswith("COVE_"):
-            monkeypatch.setenv(name, value)
-    yield AppTest.from_file(str(APP), default_timeout=30)
-    facade._shared().db.dispose()
-    facade._open.clear()
 
 
 def jsonl(rows: list[object]) -> bytes:

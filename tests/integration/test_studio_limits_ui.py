@@ -4,7 +4,6 @@ land; and who may change them (a member, through the facade, as the pages call i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -20,19 +19,8 @@ from studio.prices import month_start
 from studio.services import deployments, limits, prices
 from studio.settings import Settings
 from studio.ui import facade
-from tests.integration.conftest import cove_env, deploy
-from tests.integration.test_studio_ui import APP, page, settle, table, texts
+from tests.integration.conftest import deploy, page, settle, table, texts
 from tests.people import ADMIN, member
-
-
-@pytest.fixture
-def ui(settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTest]:
-    for name, value in cove_env(settings).items():
-        if name.startswith("COVE_"):
-            monkeypatch.setenv(name, value)
-    yield AppTest.from_file(str(APP), default_timeout=30)
-    facade._shared().db.dispose()
-    facade._open.clear()
 
 
 def button(at: AppTest, label: str) -> Button:

@@ -5,7 +5,6 @@ facade, as the page calls it)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,19 +19,8 @@ from studio.services import budgets, keys, limits, models, prices, usage
 from studio.settings import Settings
 from studio.ui import facade
 from studio.ui.square import NO_KEY
-from tests.integration.conftest import cove_env, deploy, write_stub_model
-from tests.integration.test_studio_ui import APP, page, table, texts
+from tests.integration.conftest import deploy, page, table, texts, write_stub_model
 from tests.people import ADMIN, member
-
-
-@pytest.fixture
-def ui(settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTest]:
-    for name, value in cove_env(settings).items():
-        if name.startswith("COVE_"):
-            monkeypatch.setenv(name, value)
-    yield AppTest.from_file(str(APP), default_timeout=30)
-    facade._shared().db.dispose()
-    facade._open.clear()
 
 
 @pytest.fixture

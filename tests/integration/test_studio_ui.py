@@ -5,7 +5,6 @@ state the services hold afterwards."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,46 +20,9 @@ from studio.services import clusters, deployments, images, keys, models, plans, 
 from studio.settings import Settings
 from studio.ui import facade
 from studio.values import BuildStatus, Resources, Sharing
-from tests.integration.conftest import cove_env, deploy, write_stub_model
+from tests.integration.conftest import deploy, page, settle, table, texts, write_stub_model
 from tests.people import ADMIN, member
 from tests.unit.test_memplan import LLAMA3_8B
-
-APP = Path(__file__).resolve().parents[2] / "studio" / "ui" / "app.py"
-
-
-@pytest.fixture
-def ui(settings: Settings, db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTest]:
-    """The studio app on the test's COVE_HOME (the pages read their settings from COVE_* like the real process)."""
-    for name, value in cove_env(settings).items():
-        if name.startswith("COVE_"):
-            monkeypatch.setenv(name, value)
-    yield AppTest.from_file(str(APP), default_timeout=30)
-    facade._shared().db.dispose()
-    facade._open.clear()
-
-
-def page(at: AppTest, name: str) -> AppTest:
-    at.switch_page(f"app_pages/{name}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def settle(at: AppTest) -> AppTest:
-    """Run again after an action that ended in ``st.rerun``/``st.switch_page`` (AppTest stops there, as a browser
-    would before its next run), so the page shows what the user sees next."""
-    if "cove_flash" in at.session_state:
-        at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(elements: object) -> str:
-    return "\n".join(str(e.value) for e in elements)  # type: ignore[attr-defined]
-
-
-def table(at: AppTest, index: int = 0) -> list[dict[str, object]]:
-    return at.dataframe[index].value.to_dict("records")  # type: ignore[no-any-return]
-
 
 # ---------------------------------------------------------------------------------------------------- overview
 
