@@ -240,7 +240,15 @@ class Gateway:
         trying with backoff (``/readyz`` says so) and serves once it has read the state."""
         self.tracing = Tracing.start(self.settings)
         self.up.client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(
+                limit=0, ttl_dns_cache=300, keepalive_timeout=self.settings.upstream_keepalive_s
+            ),
+            timeout=self._timeout,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
+        self.up.fresh = aiohttp.ClientSession(  # one new connection per request: the retry of one that broke
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, force_close=True),
             timeout=self._timeout,
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
@@ -366,6 +374,8 @@ class Gateway:
             self.spool.close()
         if self.up.client is not None:
             await self.up.client.close()
+        if self.up.fresh is not None:
+            await self.up.fresh.close()
         if self.tracing is not None:  # the last spans (this shutdown's usage flush among them) are sent
             await asyncio.to_thread(self.tracing.close)
 
