@@ -389,7 +389,7 @@ def test_an_address_past_the_unknown_key_limit_gets_429_no_sooner_than_a_key_che
         make_settings(tmp_path / "home"), database_url, COVE_AUTH_FAILURES_PER_MINUTE="1", COVE_KEYS_RECHECK_S="1"
     )
     try:
-        with httpx.Client(base_url=gateway.url, headers={"authorization": "Bearer sk-nope"}) as flood:
+        with httpx.Client(base_url=gateway.url, headers={"authorization": "Bearer sk-nope"}, timeout=15) as flood:
             assert flood.post("/v1/chat/completions", json=CHAT).status_code == 401
             for _ in range(2):
                 began = time.perf_counter()
