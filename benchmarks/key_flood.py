@@ -139,7 +139,7 @@ def main() -> None:
         type=int,
         default=500,
         help="the flood's keep-alive connections (an unknown key waits for the gateway's next read of new keys, "
-        "every keys_recheck_s: each connection sends about 4 a second)",
+        "and each refusal is held 1-2 x keys_recheck_s: each connection sends about 2.7 a second)",
     )
     parser.add_argument("--addresses", type=int, default=8, help="source addresses the flood spreads over")
     parser.add_argument("--chats", type=int, default=300, help="the client's chats measured idle")

@@ -212,6 +212,12 @@ class Settings(BaseSettings):
     )
 
     upstream_connect_timeout_s: float = Field(default=5, gt=0, description="Gateway → model server connect.")
+    upstream_keepalive_s: float = Field(
+        default=4.0,
+        gt=0,
+        description="Gateway → model server: how long an idle connection is kept for the next request. Below the 5 s "
+        "after which uvicorn (vLLM, SGLang, transformers serve) closes one, so the gateway lets go of it first.",
+    )
     upstream_read_timeout_s: float = Field(
         default=300, gt=0, description="Gateway → model server: longest wait for the next byte."
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -68,6 +69,7 @@ ENDPOINTS = {
 # studio.embedder): asked for it, the gateway says so instead of relaying their 404.
 NO_EMBEDDINGS = frozenset({"transformers", "triton"})
 MAX_REMEMBERED_MISSES = 10_000
+PAST_THE_LIMIT_HOLD = 4.0  # a 429 for unknown keys is held this many times as long as a 401: 1-2 s by default
 MAX_BUFFERED_USAGE = 100_000  # records held in memory only (the spool could not write them) before the oldest go
 MAX_CONNECT_BACKOFF_S = 30.0
 # what a database that is down or unreachable raises (a failed migration is a CoveError)
@@ -130,6 +132,8 @@ class Gateway:
         self._recheck: asyncio.Task[None] | None = None
         self._failures: dict[str, int] = {}  # client address → unknown keys it sent this minute
         self._failures_minute = 0
+        # how long each refusal of an unknown key is held, drawn per request (``_hold_refusal``)
+        self.refusal_draws = random.Random()
         # The usage spool (write-ahead, on local disk): see ``spool``. Dead gateways' spools are replayed once the
         # database answers.
         self.spool: Spool | None = Spool(settings.home / "spool")
@@ -239,7 +243,15 @@ class Gateway:
         trying with backoff (``/readyz`` says so) and serves once it has read the state."""
         self.tracing = Tracing.start(self.settings)
         self.up.client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(
+                limit=0, ttl_dns_cache=300, keepalive_timeout=self.settings.upstream_keepalive_s
+            ),
+            timeout=self._timeout,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
+        self.up.fresh = aiohttp.ClientSession(  # one new connection per request: the retry of one that broke
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, force_close=True),
             timeout=self._timeout,
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
@@ -379,6 +391,8 @@ class Gateway:
             self.spool.close()
         if self.up.client is not None:
             await self.up.client.close()
+        if self.up.fresh is not None:
+            await self.up.fresh.close()
         if self.tracing is not None:  # the last spans (this shutdown's usage flush among them) are sent
             await asyncio.to_thread(self.tracing.close)
 
@@ -551,16 +565,17 @@ class Gateway:
         """A key not in memory: one made a moment ago works once the keys made since are read (at most once per
         ``keys_recheck_s``, however many unknown keys arrive: each waits for the next read); any other
         is refused (401), and after ``auth_failures_per_minute`` of them from one address, refused with 429 without a
-        read, though no sooner (``keys_recheck_s``)."""
+        read. Each refusal is held 1–2 × ``keys_recheck_s`` from its arrival, a 429 ``PAST_THE_LIMIT_HOLD`` times as
+        long (``_hold_refusal``)."""
+        arrived = time.monotonic()
         address = (scope.get("client") or ("unknown", 0))[0]
         minute = int(time.monotonic() // 60)
         if minute != self._failures_minute:
             self._failures_minute, self._failures = minute, {}
         if self._failures.get(address, 0) >= self.settings.auth_failures_per_minute:
             self.metrics.auth_refusals.labels("too_many_failures").inc()
-            # no sooner than an unknown key is refused: a 429 at once lets a flood send as fast as the gateway answers,
-            # and real requests wait behind it in the event loop (benchmarks/key_flood.py)
-            await asyncio.sleep(self.settings.keys_recheck_s)
+            # held longer than a 401: this address is known to be guessing, and each answer sooner is one more guess
+            await self._hold_refusal(arrived, PAST_THE_LIMIT_HOLD)
             wait = 60 - int(time.monotonic() % 60)
             raise _Reject(
                 429,
@@ -575,10 +590,24 @@ class Gateway:
             if len(self._failures) < MAX_REMEMBERED_MISSES or address in self._failures:
                 self._failures[address] = self._failures.get(address, 0) + 1
             self.metrics.auth_refusals.labels("unknown_key").inc()
+            await self._hold_refusal(arrived)
             raise _Reject(
                 401, "invalid API key: it is unknown or was revoked, or its owner is disabled", code="invalid_api_key"
             )
         return identity
+
+    async def _hold_refusal(self, arrived: float, times: float = 1.0) -> None:
+        """Hold a refused key's answer until ``arrived`` plus a wait drawn from 1–2 × ``keys_recheck_s`` (× ``times``).
+
+        Refused at once, a flood sends as fast as the gateway answers, and real requests wait behind it in the event
+        loop. Held a fixed time, or until the shared read of new keys, a flood's connections (each sending its next
+        key when the last is refused) are answered in step and come back in step: a few bursts a second, each of
+        them in the way of whatever real request arrives with it (``benchmarks/key_flood.py``). A wait drawn per
+        request spreads them out; at least ``keys_recheck_s``, so that the read an unknown key waited for (which
+        starts within ``keys_recheck_s`` of its arrival) is mostly over by then and does not release its waiters
+        together."""
+        hold = self.settings.keys_recheck_s * times * (1 + self.refusal_draws.random())
+        await asyncio.sleep(max(0.0, arrived + hold - time.monotonic()))
 
     async def _recheck_keys(self) -> None:
         """Read the keys made since the newest one in memory; one read at a time, shared by whoever waits."""

@@ -151,7 +151,7 @@ class GatewayMetrics:
         )
         self.upstream_errors = Counter(
             "cove_gateway_upstream_errors",
-            "Model-server failures, by kind (connect, timeout, deadline, broken_stream)",
+            "Model-server failures, by kind (connect, timeout, deadline, broken_stream; retried: sent again anew)",
             ["deployment", "kind"],
             registry=r,
         )

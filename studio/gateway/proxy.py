@@ -77,6 +77,8 @@ class Upstream:
     table: RouteTable
     metrics: GatewayMetrics
     client: aiohttp.ClientSession | None = None
+    # a new connection for each request: where a request whose connection broke before any answer is retried
+    fresh: aiohttp.ClientSession | None = None
     metered: list[Metered] = field(default_factory=list)
     streams: dict[int, set[Proxy]] = field(default_factory=dict)  # open streams by API key id, to cut on revocation
     # open streams with a request id (spooled), checkpointed while they last: see ``spool``
@@ -268,15 +270,19 @@ class Proxy:
             finally:
                 up.table.end(name, target)
 
-    async def _attempt(self, target: str, receive: Receive, send: Send) -> bool:
-        """Relay via ``target``; False when it refused the connection and another replica may be tried."""
+    async def _attempt(self, target: str, receive: Receive, send: Send, *, again: bool = False) -> bool:
+        """Relay via ``target``; False when it refused the connection and another replica may be tried.
+
+        A request whose connection broke before any answer came (a kept-alive connection the model server closed as
+        the request went out, or a connect that timed out while a burst of them was under way) is sent once more, on
+        a new connection (``again``): the runtime never answered it, and a client would otherwise get 502 or 504 for
+        the gateway's own connection handling."""
         up = self.up
-        assert up.client is not None
+        client = up.fresh if again else up.client
+        assert client is not None
         sent_at = time.perf_counter()
         headers = self._upstream_headers()
-        posts = [
-            asyncio.ensure_future(up.client.post(target + self.path, data=p, headers=headers)) for p in self.payloads
-        ]
+        posts = [asyncio.ensure_future(client.post(target + self.path, data=p, headers=headers)) for p in self.payloads]
         try:
             responses = list(await asyncio.gather(*posts))
         except aiohttp.ClientConnectorError:
@@ -284,6 +290,19 @@ class Proxy:
             up.table.mark_down(target, time.monotonic())
             up.metrics.upstream_errors.labels(self.route.name, "connect").inc()
             return False
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ConnectionTimeoutError) as exc:
+            self._let_go(posts)
+            if not again and up.fresh is not None:
+                up.metrics.upstream_errors.labels(self.route.name, "retried").inc()
+                log.info("%s: %s before an answer; sent again on a new connection", self.route.name, exc)
+                return await self._attempt(target, receive, send, again=True)
+            timed_out = isinstance(exc, TimeoutError)
+            up.metrics.upstream_errors.labels(self.route.name, "timeout" if timed_out else "connect").inc()
+            if timed_out:
+                await self._fail(send, 504, "the model server did not answer in time", "timeout")
+            else:
+                await self._fail(send, 502, f"the model server failed: {exc}", "upstream_error")
+            return True
         except TimeoutError:
             self._let_go(posts)
             up.metrics.upstream_errors.labels(self.route.name, "timeout").inc()

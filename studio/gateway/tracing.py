@@ -172,10 +172,12 @@ class TracedProxy(Proxy):
         self.tracing.propagator.inject(headers)  # the current span: this attempt's
         return headers
 
-    async def _attempt(self, target: str, receive: Receive, send: Send) -> bool:
+    async def _attempt(self, target: str, receive: Receive, send: Send, *, again: bool = False) -> bool:
         attributes = {"server.address": target, "url.full": target + self.path, "cove.deployment": self.route.name}
+        if again:  # sent again on a new connection: its connection broke before any answer (a span in the first's)
+            attributes["cove.again"] = "new connection"
         with self.tracing.tracer.start_as_current_span("upstream", kind=SpanKind.CLIENT, attributes=attributes) as span:
-            done = await super()._attempt(target, receive, send)
+            done = await super()._attempt(target, receive, send, again=again)
             if not done:
                 span.set_status(Status(StatusCode.ERROR, "the replica refused the connection: another is tried"))
                 return False

@@ -1,17 +1,20 @@
 """A full disk: clear errors, no empty secret, nothing corrupted, and the reconcile pass goes on.
 
-Two ways to fill a disk: a real 64 KiB tmpfs filled to its last byte (ENOSPC; mounting needs root, so those tests
-are skipped elsewhere), and, anywhere, a file-size limit (RLIMIT_FSIZE) in a child process, under which a write
-fails with EFBIG at the same point a full disk fails it with ENOSPC.
+Two ways to fill a disk: a real 64 KiB tmpfs filled to its last byte (ENOSPC; mounting needs root: another user's
+test runs again in a child pytest, as root of a user namespace of its own, where unprivileged user namespaces exist;
+skipped where neither works), and, anywhere, a file-size limit (RLIMIT_FSIZE) in a child process, under which a
+write fails with EFBIG at the same point a full disk fails it with ENOSPC.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +32,13 @@ from tests.fakes.processes import HealthyProcess
 from tests.integration.test_finetunes import add_dataset, create, job
 from tests.unit.test_backends_local import backend_with, workload
 
+IN_NAMESPACE = "COVE_TEST_IN_USER_NAMESPACE"  # set for the child pytest that runs a test in a user namespace
+
 
 @dataclass
 class Disk:
     path: Path
+    mounted: bool = True  # False: this user may not mount it; ``on_a_full_disk`` runs the test where it may
 
     def fill(self) -> None:
         with (self.path / "filler").open("ab", buffering=0) as fh, contextlib.suppress(OSError):
@@ -45,18 +51,61 @@ class Disk:
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Disk]:
-    """A 64 KiB tmpfs of the test's own; skipped where this user may not mount one."""
+    """A 64 KiB tmpfs of the test's own, where this user may mount one (root, or root of a user namespace); else a
+    disk not mounted, for ``on_a_full_disk`` to run the test where it may be; skipped where neither works."""
     mount = tmp_path / "disk"
     mount.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        refused = done.stderr.decode().strip()
+        if os.environ.get(IN_NAMESPACE):
+            pytest.fail(f"cannot mount a tmpfs even as root of a user namespace: {refused}")
+        probe = subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True, text=True, check=False
+        )
+        if probe.returncode != 0:
+            pytest.skip(
+                f"cannot mount a tmpfs here ({refused}), nor in a user namespace of this user's "
+                f"(unshare: {probe.stderr.strip()}): run as root, or where unprivileged user namespaces are allowed"
+            )
+        yield Disk(mount, mounted=False)
+        return
     try:
         yield Disk(mount)
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
+def on_a_full_disk(test: Callable[..., None]) -> Callable[..., None]:
+    """Run ``test`` here when its ``disk`` is mounted; else run it again in a child pytest as root of a user and
+    mount namespace of its own (``unshare --user --map-root-user --mount``), where it mounts the tmpfs itself, and
+    pass or fail with the child."""
+
+    @functools.wraps(test)
+    def run(*args: object, **kwargs: object) -> None:
+        disk = kwargs["disk"]
+        assert isinstance(disk, Disk)
+        if disk.mounted:
+            test(*args, **kwargs)
+            return
+        node = os.environ["PYTEST_CURRENT_TEST"].rsplit(" ", 1)[0]
+        basetemp = disk.path.parent / "in-namespace"  # this user's: the child's root owns it there
+        command = [sys.executable, "-m", "pytest", node, "-q", "-p", "no:cacheprovider", f"--basetemp={basetemp}"]
+        done = subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--mount", *command],
+            capture_output=True,
+            text=True,
+            env={**os.environ, IN_NAMESPACE: "1"},
+            cwd=Path(__file__).resolve().parents[2],
+            timeout=300,
+        )
+        if done.returncode != 0 or " passed" not in done.stdout:
+            pytest.fail(f"in a user namespace, {node} did not pass:\n{done.stdout}{done.stderr}")
+
+    return run
+
+
+@on_a_full_disk
 def test_no_secret_is_kept_on_a_full_disk_and_one_kept_before_is_intact(disk: Disk) -> None:
     before = kept_secret(disk.path / "hub_token")
     disk.fill()
@@ -71,6 +120,7 @@ def test_no_secret_is_kept_on_a_full_disk_and_one_kept_before_is_intact(disk: Di
     assert len(kept_secret(disk.path / "secret_key")) == 64
 
 
+@on_a_full_disk
 def test_a_replica_whose_log_cannot_be_written_fails_its_start_and_the_pass_goes_on(disk: Disk) -> None:
     backend, runtimes, clock = backend_with(disk.path, HealthyProcess)
     spec = workload()
@@ -95,6 +145,7 @@ class TalkativeBackend(InstantBackend):
         return [f"step {i}: loss 1.{i:04d}" for i in range(min(tail, 5000))]
 
 
+@on_a_full_disk
 def test_a_fine_tune_log_that_cannot_be_kept_is_counted_and_the_job_still_ends(
     disk: Disk, db: Database, settings: Settings, stub_model: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -297,6 +297,32 @@ def test_dead_replica_is_skipped_and_a_lone_dead_one_is_502(
     assert answers_seen == {f"hello from {live_replica.rsplit(':', 1)[1]}"}
 
 
+@pytest.fixture
+def idle_closing_replica() -> Iterator[str]:
+    """A runtime that closes a kept-alive connection, unanswered, when the next request arrives on it."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(FAKES / "idle_closing_runtime.py"), "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: answers(url + "/health"), timeout=10, what="the idle-closing runtime")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.mark.runtime
+def test_connection_closed_by_the_runtime_as_it_is_reused_is_retried_not_502(
+    db: Database, stub_model: str, gateway: GatewayServer, client: openai.OpenAI, idle_closing_replica: str
+) -> None:
+    deploy(db, "keeper", stub_model, add_fake_image(db, "idle_closing_runtime.py"))  # the test plays the controller
+    play_ready(db, "keeper", [idle_closing_replica])
+    wait_until(lambda: "keeper" in gateway.app.table.routes, timeout=5, what="the route")
+    # the 2nd and 4th chats reuse a connection the runtime then closes (the 3rd opens one: the retry's was not kept)
+    said = [_safe_chat(client, "keeper") for _ in range(4)]
+    assert said == ["fresh"] * 4
+    metrics = httpx.get(gateway.url + "/metrics").text
+    assert 'cove_gateway_upstream_errors_total{deployment="keeper",kind="retried"} 2.0' in metrics
+
+
 @pytest.mark.runtime
 def test_runtime_that_never_answers_is_504(tmp_path: Path, db: Database, stub_model: str, key: str) -> None:
     settings = make_settings(tmp_path / "cove", upstream_read_timeout_s=1)

@@ -37,6 +37,10 @@ from tests.integration.conftest import add_fake_image, deploy, wait_until, write
 from tests.integration.test_gateway import play_ready
 from tests.people import ADMIN
 
+# How long the database is away in the outage test: a minute, as an operator's failover or restart may take
+# (COVE_TEST_OUTAGE_S shortens it for a quick run).
+OUTAGE_S = float(os.environ.get("COVE_TEST_OUTAGE_S", "60"))
+
 pytestmark = pytest.mark.runtime
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -300,16 +304,18 @@ def test_database_outage_chats_go_on_readiness_degraded_and_nothing_is_lost(
         db = open_studio(make_settings(tmp_path / "studio", database_url=url))
         key = _serve_chat(db, tmp_path, runtime)
         sent = [_chat(gateway.url, key)]  # the key is read and cached
-        link.sever()  # the database goes away for about ten seconds (the issue asks 60 s; the behaviour is the same)
+        link.sever()  # the database goes away for OUTAGE_S
         severed_at = time.monotonic()
         wait_until(lambda: gateway.ready()["status"] == "degraded", timeout=30, what="readiness to say degraded")
-        while time.monotonic() - severed_at < 10:
+        held = threading.Event()  # never set: its wait paces the client's chats through the outage
+        while time.monotonic() - severed_at < OUTAGE_S:
             sent.append(_chat(gateway.url, key, stream=len(sent) % 2 == 0))
             assert httpx.get(gateway.url + "/livez").status_code == 200
             ready = httpx.get(gateway.url + "/readyz")
             assert ready.status_code == 200
             assert ready.json()["status"] == "degraded"
-        assert len(sent) > 5
+            held.wait(0.2)
+        assert len(sent) > OUTAGE_S  # chats went on from the first seconds of the outage to its last
         link.restore()
         wait_until(lambda: gateway.ready()["status"] == "ok", timeout=30, what="readiness to recover")
         rows = wait_until(lambda: len(r := _rows(db)) == len(sent) and r, timeout=30, what="every chat's row")
@@ -437,7 +443,7 @@ def test_an_address_past_the_unknown_key_limit_gets_429_no_sooner_than_a_key_che
     # a 429 at once would let a flood of unknown keys send as fast as the gateway can answer, starving real requests
     key = studio.key
     with studio.gateway(COVE_AUTH_FAILURES_PER_MINUTE="1", COVE_KEYS_RECHECK_S="1") as gateway:
-        with httpx.Client(base_url=gateway.url, headers={"authorization": "Bearer sk-nope"}) as flood:
+        with httpx.Client(base_url=gateway.url, headers={"authorization": "Bearer sk-nope"}, timeout=15) as flood:
             assert flood.post("/v1/chat/completions", json=CHAT).status_code == 401
             for _ in range(2):
                 began = time.perf_counter()

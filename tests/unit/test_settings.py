@@ -91,6 +91,7 @@ def test_defaults(tmp_path: Path) -> None:
         "runtime_stop_grace_s": 10,
         "failure_threshold": 3,
         "upstream_connect_timeout_s": 5,
+        "upstream_keepalive_s": 4.0,
         "upstream_read_timeout_s": 300,
         "routes_refresh_s": 1.0,
         "usage_flush_s": 1.0,
