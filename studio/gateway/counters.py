@@ -25,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from studio.errors import BackendUnavailable
+from studio.gateway.resp import Connection, ReplyError
 from studio.limits import WINDOW_S, Dimension, Rule, Standing, Verdict, decide
 
 log = logging.getLogger(__name__)
@@ -248,20 +249,8 @@ class RedisCounters:
         backoff_s: float = 1.0,
         settle_delay_s: float = SETTLE_DELAY_S,
     ) -> None:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         self.url, self.lease_s, self.backoff_s, self.timeout_s = url, lease_s, backoff_s, timeout_s
-        self.redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=None,  # one deadline per call (in _call) costs less than one per socket read
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),  # no retries: a request must not wait for a store that went away
-            health_check_interval=0,
-        )
-        self._reserve = self.redis.register_script(RESERVE)
-        self._settle = self.redis.register_script(SETTLE)
+        self.redis = Connection(url, connect_timeout_s=timeout_s)
         self._down_until = 0.0
         self.settle_delay_s = settle_delay_s
         self._waiting: list[str | int] = []  # settlements not yet sent, as the scripts read them
@@ -269,15 +258,13 @@ class RedisCounters:
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def _call(self, what: str, run: Callable[[], object]) -> object:
-        from redis.exceptions import RedisError
-
+    async def _call(self, what: str, run: Callable[[], Awaitable[object]]) -> object:
         if time.monotonic() < self._down_until:
             raise StoreUnavailable(f"the rate-limit store at {self.url} did not answer a moment ago")
         try:
-            async with asyncio.timeout(self.timeout_s):  # redis-py drops a connection whose command is cancelled
-                return await run()  # type: ignore[misc]
-        except (TimeoutError, RedisError, OSError) as exc:
+            async with asyncio.timeout(self.timeout_s):  # a command cancelled here drops its connection
+                return await run()
+        except (TimeoutError, ReplyError, OSError) as exc:
             self._down_until = time.monotonic() + self.backoff_s
             raise StoreUnavailable(
                 f"the rate-limit store at {self.url} failed to {what}: {exc}",
@@ -293,7 +280,7 @@ class RedisCounters:
         args: list[str | int | float] = [tokens, lease, int(self.lease_s), PREFIX, len(carried), *carried]
         for rule in rules:
             args += [rule.counter, _arg(rule.rpm), _arg(rule.tpm), _arg(rule.concurrency)]
-        out = await self._call("reserve", lambda: self._reserve(keys=[], args=args))
+        out = await self._call("reserve", lambda: self.redis.evalsha(RESERVE, *args))
         assert isinstance(out, list)
         refused, window, reset = int(out[0]), int(out[2]), float(out[3])
         standings = tuple(
@@ -327,17 +314,15 @@ class RedisCounters:
 
     async def _send(self, settlements: list[str | int], count: int) -> None:
         try:
-            await self._call("settle", lambda: self._settle(keys=[], args=[PREFIX, *settlements]))
+            await self._call("settle", lambda: self.redis.evalsha(SETTLE, PREFIX, *settlements))
         except StoreUnavailable as exc:  # the next reservation says the store is down; this one is dropped
             log.warning("%s; %d settlements dropped", exc, count)
 
     async def reachable(self) -> bool:
-        from redis.exceptions import RedisError
-
         try:
             async with asyncio.timeout(self.timeout_s):
-                return bool(await self.redis.ping())
-        except (TimeoutError, RedisError, OSError):
+                return bool(await self.redis.call("PING") == b"PONG")
+        except (TimeoutError, ReplyError, OSError):
             return False
 
     async def close(self) -> None:
@@ -345,4 +330,4 @@ class RedisCounters:
         self._send_waiting()
         if self._sending:
             await asyncio.wait(set(self._sending), timeout=self.timeout_s * 2)
-        await self.redis.aclose()
+        await self.redis.close()

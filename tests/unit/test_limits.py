@@ -243,12 +243,7 @@ def test_caps_name_the_parameter_asked_beyond_them() -> None:
     assert caps.excess({"n": 3}) == ("'n' is 3, more than this deployment's cap of 2", "n")
 
 
-def test_the_redis_store_parses_replies_with_hiredis() -> None:
-    """hiredis (a pinned dependency) parses the store's replies in C; without it redis-py falls back, slower, to
-    its pure-Python parser without a word."""
-    from redis._parsers.hiredis import _AsyncHiredisParser
+def test_redis_commands_are_packed_as_resp_arrays_of_bulk_strings() -> None:
+    from studio.gateway.resp import pack
 
-    from studio.gateway.counters import RedisCounters
-
-    store = RedisCounters("redis://127.0.0.1:1/0")  # not connected: the parser is chosen per connection
-    assert isinstance(store.redis.connection_pool.make_connection()._parser, _AsyncHiredisParser)
+    assert pack(("SET", "k", b"v\r\n", 12)) == b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n$2\r\n12\r\n"
