@@ -249,8 +249,10 @@ class RedisCounters:
         backoff_s: float = 1.0,
         settle_delay_s: float = SETTLE_DELAY_S,
     ) -> None:
-        self.url, self.lease_s, self.backoff_s, self.timeout_s = url, lease_s, backoff_s, timeout_s
+        self.lease_s, self.backoff_s, self.timeout_s = lease_s, backoff_s, timeout_s
         self.redis = Connection(url, connect_timeout_s=timeout_s)
+        # where, as logs and errors say it: never the URL itself, which may hold a password
+        self.url = f"{'rediss' if self.redis.tls else 'redis'}://{self.redis.host}:{self.redis.port}/{self.redis.db}"
         self._down_until = 0.0
         self.settle_delay_s = settle_delay_s
         self._waiting: list[str | int] = []  # settlements not yet sent, as the scripts read them

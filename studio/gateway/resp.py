@@ -4,7 +4,8 @@ connection, replies parsed in C by ``hiredis``.
 The counters send one script call per request, on the request's path; a general client spends more time in Python
 on each call (connection pool, retries, instrumentation) than the server takes to run the script on loopback. This
 one writes the command and waits for its reply, in order: many requests share the connection, their commands
-pipelined. ``redis://[[user]:password@]host[:port][/db]`` and ``rediss://`` (TLS) URLs, as redis-py reads them.
+pipelined. ``redis://[[user]:password@]host[:port][/db]`` and ``rediss://`` (TLS) URLs as redis-py reads them, with
+one option, ``?ssl_ca_certs=FILE`` (a private certificate authority); any other is refused, never ignored.
 
 A connection that fails or closes fails every command waiting on it (``ConnectionError``); the next command opens a
 new one. A command cancelled while waiting (its caller's deadline) drops the connection too: a late reply must not
@@ -19,11 +20,14 @@ import collections
 import hashlib
 import ssl
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
+from studio.errors import InvalidSpec
+
 DEFAULT_PORT = 6379
+URL_FORM = "COVE_REDIS_URL=redis[s]://[[user]:password@]host[:port][/db][?ssl_ca_certs=FILE]"
 
 
 class ReplyError(Exception):
@@ -72,12 +76,20 @@ class Connection:
     def __init__(self, url: str, *, connect_timeout_s: float = 1.0) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"a Redis URL starts with redis:// or rediss://, not {url!r}")
-        self.host, self.port = parts.hostname or "localhost", parts.port or DEFAULT_PORT
+            # the URL itself is never quoted back: it may hold a password
+            raise InvalidSpec(f"a Redis URL starts with redis:// or rediss://, not {parts.scheme}://", hint=URL_FORM)
+        try:
+            self.port, self.db = parts.port or DEFAULT_PORT, int(parts.path.strip("/") or 0)
+        except ValueError as exc:
+            raise InvalidSpec(f"a Redis URL's port and database are numbers: {exc}", hint=URL_FORM) from None
+        self.host = parts.hostname or "localhost"
         self.tls = parts.scheme == "rediss"
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
-        self.db = int(parts.path.strip("/") or 0)
+        options = parse_qs(parts.query)
+        self.ca_file = options.pop("ssl_ca_certs", [None])[-1]  # a private certificate authority, for rediss://
+        if options:
+            raise InvalidSpec(f"Redis URL options Cove does not read: {', '.join(sorted(options))}", hint=URL_FORM)
         self.connect_timeout_s = connect_timeout_s
         self._protocol: _Protocol | None = None
         self._opening = asyncio.Lock()
@@ -87,7 +99,7 @@ class Connection:
             if self._protocol is not None and self._protocol.transport is not None:
                 return self._protocol
             loop = asyncio.get_running_loop()
-            context = ssl.create_default_context() if self.tls else None
+            context = ssl.create_default_context(cafile=self.ca_file) if self.tls else None
             async with asyncio.timeout(self.connect_timeout_s):
                 _, protocol = await loop.create_connection(_Protocol, self.host, self.port, ssl=context)
                 try:

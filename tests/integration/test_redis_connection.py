@@ -9,6 +9,7 @@ import socket
 
 import pytest
 
+from studio.errors import InvalidSpec
 from studio.gateway.counters import RedisCounters, StoreUnavailable
 from studio.gateway.resp import Connection, ReplyError, pack
 from studio.limits import LimitScope, Rule
@@ -55,6 +56,7 @@ def test_a_password_a_user_and_a_database_come_from_the_url(redis_server: RedisS
 
     read, other, refused = asyncio.run(scenario())
     assert read == b"in three"
+    assert RedisCounters(f"redis://:s3cret@{base}/3").url == f"redis://{base}/3"  # as errors and logs name it
     assert other == (b"OK", 0)  # database 0 does not hold what was written in 3
     assert "WRONGPASS" in refused
 
@@ -117,6 +119,12 @@ def test_a_command_past_its_deadline_drops_the_connection_so_no_late_reply_answe
     assert asyncio.run(scenario()) == b"v"
 
 
-def test_a_url_that_is_not_redis_is_refused_at_once() -> None:
-    with pytest.raises(ValueError, match="redis://"):
-        Connection("http://redis:6379")
+def test_a_url_that_is_not_redis_or_names_an_option_cove_does_not_read_is_refused_at_once() -> None:
+    with pytest.raises(InvalidSpec, match="redis://") as refused:
+        Connection("http://:s3cret@redis:6379")
+    assert "s3cret" not in str(refused.value)  # a URL may hold a password: it is not quoted back
+    with pytest.raises(InvalidSpec, match="numbers"):
+        Connection("redis://redis:6379/zero")
+    with pytest.raises(InvalidSpec, match="ssl_cert_reqs"):  # never ignored: TLS would be checked where it says not
+        Connection("rediss://redis:6379/0?ssl_cert_reqs=none")
+    assert Connection("rediss://redis:6379/0?ssl_ca_certs=/etc/cove/ca.pem").ca_file == "/etc/cove/ca.pem"
