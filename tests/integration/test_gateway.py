@@ -266,16 +266,24 @@ def test_deployment_without_ready_replica_is_503(
     assert "no ready replica" in caught.value.message
 
 
+def _replica(script: str) -> Iterator[str]:
+    """A fake runtime (``tests/fakes/<script>``) started directly, outside any controller; stopped however the test
+    ends."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(FAKES / script), "--port", str(port)])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: answers(url + "/health"), timeout=10, what=script)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 @pytest.fixture
 def live_replica() -> Iterator[str]:
-    """A scripted runtime started directly, outside any controller."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(FAKES / "scripted_runtime.py"), "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: answers(url + "/health"), timeout=10, what="the scripted runtime")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    """A scripted runtime."""
+    yield from _replica("scripted_runtime.py")
 
 
 @pytest.mark.runtime
@@ -300,13 +308,7 @@ def test_dead_replica_is_skipped_and_a_lone_dead_one_is_502(
 @pytest.fixture
 def idle_closing_replica() -> Iterator[str]:
     """A runtime that closes a kept-alive connection, unanswered, when the next request arrives on it."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(FAKES / "idle_closing_runtime.py"), "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: answers(url + "/health"), timeout=10, what="the idle-closing runtime")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    yield from _replica("idle_closing_runtime.py")
 
 
 @pytest.mark.runtime
