@@ -344,14 +344,13 @@ class Gateway:
         identity: KeyIdentity | None,
         route: Route,
         endpoint: str,
-        body: dict[str, Any],
+        prompt: int,
         stream: bool,
-    ) -> int:
+    ) -> None:
         """Spool an admitted request before the runtime is asked: what it is billed if this process dies before it
-        ends (its prompt tokens, priced; see ``spool``). Returns those prompt tokens (0 with the spool off)."""
+        ends (its ``prompt`` tokens as estimated at admission, priced; see ``spool``)."""
         if self.spool is None:
-            return 0
-        prompt = estimate_prompt_tokens(body)
+            return
         record = {
             "api_key_id": identity.id if identity else None,
             "deployment": route.name,
@@ -369,7 +368,6 @@ class Gateway:
         }
         if not self.spool.open(request_id, record):
             self.metrics.usage_unspooled.inc()
-        return prompt
 
     async def shutdown(self) -> None:
         for task in self._tasks:
@@ -803,17 +801,20 @@ class Gateway:
             return
         # admitted against the rate limits last, once nothing else can refuse it: a refusal holds no reservation
         lease: Lease | None = None
+        prompt = estimate_prompt_tokens(body)  # what the limits reserve and the spool bills a request cut short
         if applying := self.limiter.applying(identity, name):  # no store call for a request no limit applies to
             try:
                 with step(self.tracing, "admit limits"):
-                    lease, rate_headers = await self.limiter.admit(applying, body, max_tokens_cap=caps.max_tokens)
+                    lease, rate_headers = await self.limiter.admit(
+                        applying, body, prompt_tokens=prompt, max_tokens_cap=caps.max_tokens
+                    )
                 limit_headers += rate_headers
             except Refused as refused:
                 await respond(send, refused.status, refused.body, refused.headers)
                 self.metrics.requests.labels(name, endpoint, str(refused.status), "").inc()
                 return
         request_id = new_request_id()
-        prompt = self._spool_open(request_id, identity, route, endpoint, body, stream)
+        self._spool_open(request_id, identity, route, endpoint, prompt, stream)
         call = (Proxy if self.tracing is None else self.tracing.proxy)(
             self.up,
             route,

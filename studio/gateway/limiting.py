@@ -66,13 +66,20 @@ class Limiter:
         )
 
     async def admit(
-        self, rules: tuple[Rule, ...], body: dict[str, Any], *, max_tokens_cap: int | None = None
+        self,
+        rules: tuple[Rule, ...],
+        body: dict[str, Any],
+        *,
+        prompt_tokens: int | None = None,
+        max_tokens_cap: int | None = None,
     ) -> tuple[Lease | None, list[tuple[bytes, bytes]]]:
         """Count a request against ``rules`` (not empty): its lease and the ``x-ratelimit-*`` headers; raises
         Refused. The lease is None when the store was down and the gateway failed open. A request naming no
-        max_tokens reserves ``max_tokens_cap`` (its deployment's cap; the limiter's default when None)."""
+        max_tokens reserves ``max_tokens_cap`` (its deployment's cap; the limiter's default when None).
+        ``prompt_tokens``: the prompt's estimate where the caller has it (else made here)."""
         cap = max_tokens_cap or self.max_tokens_cap
-        tokens = reservation(body, prompt_tokens=estimate_prompt_tokens(body), max_tokens_cap=cap)
+        prompt = estimate_prompt_tokens(body) if prompt_tokens is None else prompt_tokens
+        tokens = reservation(body, prompt_tokens=prompt, max_tokens_cap=cap)
         lease_id = f"{self._me}-{next(self._ids)}"
         try:
             verdict, window = await self.store.reserve(rules, tokens, lease_id)
