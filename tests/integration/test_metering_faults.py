@@ -379,9 +379,17 @@ def test_unknown_keys_are_refused_from_memory_while_a_real_client_chats(studio: 
         _chat(gateway.url, fresh)
 
 
+def _clear_of_the_minute(span_s: float) -> None:
+    """Wait until ``span_s`` fit in what is left of the gateway's current minute, whose unknown keys per address it
+    counts (``time.monotonic() // 60``, the clock every process on the machine shares): a test's refusals then fall
+    in one minute's count."""
+    wait_until(lambda: 60 - time.monotonic() % 60 > span_s, timeout=span_s + 1, what="a fresh stretch of the minute")
+
+
 def test_too_many_unknown_keys_from_one_address_get_429_and_good_keys_still_work(studio: Studio) -> None:
     key = studio.key
     with studio.gateway(COVE_AUTH_FAILURES_PER_MINUTE="5") as gateway:
+        _clear_of_the_minute(10)  # 5 refusals held 0.25-0.5 s, 2 held 1-2 s
         bad = {"authorization": "Bearer sk-nope"}
         codes = [httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=bad).status_code for _ in range(7)]
         assert codes == [401] * 5 + [429] * 2
@@ -444,6 +452,7 @@ def test_an_address_past_the_unknown_key_limit_gets_429_no_sooner_than_a_key_che
     key = studio.key
     with studio.gateway(COVE_AUTH_FAILURES_PER_MINUTE="1", COVE_KEYS_RECHECK_S="1") as gateway:
         with httpx.Client(base_url=gateway.url, headers={"authorization": "Bearer sk-nope"}, timeout=15) as flood:
+            _clear_of_the_minute(25)  # a refusal held 1-2 s, then two 4-8 s
             assert flood.post("/v1/chat/completions", json=CHAT).status_code == 401
             for _ in range(2):
                 began = time.perf_counter()
